@@ -1,0 +1,2 @@
+//! Scanner throughput bench (being written).
+fn main() {}

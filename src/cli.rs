@@ -1,0 +1,283 @@
+//! The `scan` and `rules` commands as library functions: the binary only parses arguments
+//! and calls these, so they are tested like everything else.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::policy::{self, Action, Reason};
+use crate::rules::{self, RuleErrors, RuleSet};
+use crate::scan::{Engine, RuleFinding};
+
+/// Exit status: allowed or logged.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: a scanned input would be blocked, or a rule test failed.
+pub const EXIT_BLOCK: i32 = 1;
+/// Exit status: an error (unreadable input, invalid rules).
+pub const EXIT_ERROR: i32 = 2;
+
+/// Read size when streaming an input into the engine.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Output format of `scan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per input, one per line.
+    Json,
+}
+
+#[derive(Serialize)]
+struct ScanReport<'a> {
+    input: &'a str,
+    verdict: Action,
+    bytes: u64,
+    findings: &'a [RuleFinding],
+    reasons: &'a [Reason],
+}
+
+#[derive(Serialize)]
+struct ScanError<'a> {
+    input: &'a str,
+    error: String,
+}
+
+/// Loads a rules directory, printing every problem to `err` on failure.
+pub fn load_rules(dir: &Path, err: &mut dyn Write) -> Option<RuleSet> {
+    match rules::load_dir(dir) {
+        Ok(set) => Some(set),
+        Err(RuleErrors(errors)) => {
+            let _ = writeln!(
+                err,
+                "error: {} problem(s) in {}:",
+                errors.len(),
+                dir.display()
+            );
+            for e in errors {
+                let _ = writeln!(err, "  {e}");
+            }
+            None
+        }
+    }
+}
+
+/// `egress-dlp scan`: streams each input (`-` is stdin) through the engine and policy.
+/// Returns the exit status: 0 allow/log, 1 block, 2 error (an error wins over a block).
+pub fn scan(
+    rules_dir: &Path,
+    inputs: &[PathBuf],
+    format: Format,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let Some(set) = load_rules(rules_dir, err) else {
+        return EXIT_ERROR;
+    };
+    let engine = Engine::new(&set);
+    let stdin = [PathBuf::from("-")];
+    let inputs = if inputs.is_empty() {
+        &stdin[..]
+    } else {
+        inputs
+    };
+    let mut status = EXIT_OK;
+    for input in inputs {
+        let name = input.to_string_lossy();
+        let result = if name == "-" {
+            scan_reader(&engine, io::stdin().lock())
+        } else {
+            std::fs::File::open(input).and_then(|f| scan_reader(&engine, f))
+        };
+        match result {
+            Ok(findings) => {
+                let verdict = policy::evaluate(&set, &findings);
+                if verdict.action == Action::Block && status == EXIT_OK {
+                    status = EXIT_BLOCK;
+                }
+                let report = ScanReport {
+                    input: &name,
+                    verdict: verdict.action,
+                    bytes: findings.bytes,
+                    findings: &findings.rules,
+                    reasons: &verdict.reasons,
+                };
+                let _ = match format {
+                    Format::Json => writeln!(out, "{}", json(&report)),
+                    Format::Text => write_text(out, &report),
+                };
+            }
+            Err(e) => {
+                status = EXIT_ERROR;
+                let message = format!("cannot read {name}: {e}");
+                match format {
+                    Format::Json => {
+                        let _ = writeln!(
+                            out,
+                            "{}",
+                            json(&ScanError {
+                                input: &name,
+                                error: message.clone()
+                            })
+                        );
+                    }
+                    Format::Text => {}
+                }
+                let _ = writeln!(err, "error: {message}");
+            }
+        }
+    }
+    status
+}
+
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// Streams a reader through the engine in bounded chunks: the input is never held whole.
+pub fn scan_reader(engine: &Engine, mut reader: impl Read) -> io::Result<crate::scan::Findings> {
+    let mut stream = engine.stream();
+    let mut chunk = vec![0u8; READ_CHUNK];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        stream.feed(&chunk[..n]);
+    }
+    Ok(stream.finish())
+}
+
+fn write_text(out: &mut dyn Write, r: &ScanReport<'_>) -> io::Result<()> {
+    writeln!(
+        out,
+        "{}: {} ({} bytes scanned)",
+        r.input,
+        r.verdict.as_str(),
+        r.bytes
+    )?;
+    for f in r.findings {
+        writeln!(
+            out,
+            "  {:<24} {:<10} count={} distinct={}{}  e.g. {}",
+            f.rule,
+            f.category,
+            f.count,
+            f.distinct,
+            if f.distinct_capped { "+" } else { "" },
+            f.samples.join(", ")
+        )?;
+    }
+    for reason in r.reasons {
+        writeln!(
+            out,
+            "  => {}: {} distinct {} value(s), {} threshold {} (rule {})",
+            reason.action.as_str(),
+            reason.distinct,
+            reason.category,
+            reason.action.as_str(),
+            reason.threshold,
+            reason.rule
+        )?;
+    }
+    Ok(())
+}
+
+/// `egress-dlp rules check`: validates a rules directory (embedded tests included).
+pub fn rules_check(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let Some(set) = load_rules(dir, err) else {
+        return EXIT_ERROR;
+    };
+    let engine = Engine::new(&set);
+    let _ = writeln!(
+        out,
+        "ok: {} rules, version {}",
+        set.rules().len(),
+        set.version()
+    );
+    for ((id, anchor), rule) in engine.anchors().into_iter().zip(set.rules()) {
+        let _ = writeln!(
+            out,
+            "  {id:<24} {:<10} log={:<6} block={:<6} longest match {} B, prefilter {}",
+            rule.category,
+            rule.thresholds
+                .log
+                .map_or("-".to_string(), |n| n.to_string()),
+            rule.thresholds
+                .block
+                .map_or("-".to_string(), |n| n.to_string()),
+            rule.info.max_len,
+            serde_json::to_value(anchor)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+        );
+    }
+    EXIT_OK
+}
+
+/// `egress-dlp rules test`: runs every embedded test and prints pass/fail per rule.
+/// Exit 0 when all pass, 1 when any fails, 2 when the rules do not load.
+pub fn rules_test(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let set = match rules::load_dir_untested(dir) {
+        Ok(set) => set,
+        Err(RuleErrors(errors)) => {
+            let _ = writeln!(
+                err,
+                "error: {} problem(s) in {}:",
+                errors.len(),
+                dir.display()
+            );
+            for e in errors {
+                let _ = writeln!(err, "  {e}");
+            }
+            return EXIT_ERROR;
+        }
+    };
+    let engine = Engine::new(&set);
+    let outcomes = rules::run_tests(&set, &engine);
+    let mut failed_rules = 0;
+    for rule in set.rules() {
+        let mine: Vec<_> = outcomes.iter().filter(|o| o.rule == rule.id).collect();
+        let failed: Vec<_> = mine.iter().filter(|o| !o.passed).collect();
+        if failed.is_empty() {
+            let _ = writeln!(out, "PASS {:<24} {} cases", rule.id, mine.len());
+        } else {
+            failed_rules += 1;
+            let _ = writeln!(
+                out,
+                "FAIL {:<24} {}/{} cases failed",
+                rule.id,
+                failed.len(),
+                mine.len()
+            );
+            for o in failed {
+                let _ = writeln!(
+                    out,
+                    "       {} {:?} {}",
+                    o.kind,
+                    o.input,
+                    if o.kind == "match" {
+                        "was not matched"
+                    } else {
+                        "was matched"
+                    }
+                );
+            }
+        }
+    }
+    let total = outcomes.len();
+    let passed = outcomes.iter().filter(|o| o.passed).count();
+    let _ = writeln!(
+        out,
+        "{passed}/{total} cases passed, {failed_rules} rule(s) failing"
+    );
+    if failed_rules == 0 {
+        EXIT_OK
+    } else {
+        EXIT_BLOCK
+    }
+}

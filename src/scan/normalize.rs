@@ -1,0 +1,46 @@
+//! How matched values are made equal for distinct counting.
+
+/// A named normalisation applied to a match before it is hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalize {
+    /// The bytes as matched.
+    None,
+    /// ASCII-lowercased (emails, hostnames).
+    Lowercase,
+    /// Only the ASCII digits (cards, phones, SSNs).
+    Digits,
+    /// Only ASCII letters and digits, letters uppercased (IBANs, NINOs).
+    AlnumUpper,
+}
+
+impl Normalize {
+    /// Every normalisation name accepted in a rule file.
+    pub const NAMES: &'static [&'static str] = &["none", "lowercase", "digits", "alnum-upper"];
+
+    /// Looks a normalisation up by its rule-file name.
+    pub fn from_name(name: &str) -> Option<Normalize> {
+        Some(match name {
+            "none" => Normalize::None,
+            "lowercase" => Normalize::Lowercase,
+            "digits" => Normalize::Digits,
+            "alnum-upper" => Normalize::AlnumUpper,
+            _ => return None,
+        })
+    }
+
+    /// Writes the normalised form of `value` into `out` (cleared first).
+    pub fn apply(self, value: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        match self {
+            Normalize::None => out.extend_from_slice(value),
+            Normalize::Lowercase => out.extend(value.iter().map(u8::to_ascii_lowercase)),
+            Normalize::Digits => out.extend(value.iter().copied().filter(u8::is_ascii_digit)),
+            Normalize::AlnumUpper => out.extend(
+                value
+                    .iter()
+                    .filter(|b| b.is_ascii_alphanumeric())
+                    .map(u8::to_ascii_uppercase),
+            ),
+        }
+    }
+}
