@@ -298,7 +298,12 @@ fn parse_file(file: &Path, text: &str, rules: &mut Vec<Rule>, errors: &mut Vec<R
         key: key.map(str::to_owned),
         message,
     };
-    let doc: serde_json::Value = match serde_saphyr::from_str(text) {
+    // YAML 1.2 booleans only (`id: n` stays the string "n"), and a repeated key is an error.
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+    };
+    let doc: serde_json::Value = match serde_saphyr::from_str_with_options(text, options) {
         Ok(v) => v,
         Err(e) => {
             errors.push(err(None, None, format!("not valid YAML: {e}")));

@@ -138,17 +138,28 @@ fn prefixes(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     if lits.is_empty() || lits.len() > 256 {
         return None;
     }
-    // The prefilter is ASCII case-insensitive, so case variants collapse into one literal.
-    let mut out: Vec<Vec<u8>> = lits
+    // The prefilter is ASCII case-insensitive, so case variants collapse into one literal;
+    // long literal sets (`CUST-` then a digit: ten literals) are shortened until few enough.
+    let lits: Vec<Vec<u8>> = lits
         .iter()
         .map(|l| l.as_bytes().to_ascii_lowercase())
         .collect();
-    out.sort();
-    out.dedup();
-    if out.len() > 64 || out.iter().any(|l| l.len() < 3) {
-        return None;
+    let longest = lits.iter().map(Vec::len).max()?;
+    for keep in (3..=longest).rev() {
+        let mut out: Vec<Vec<u8>> = lits
+            .iter()
+            .map(|l| l[..l.len().min(keep)].to_vec())
+            .collect();
+        out.sort();
+        out.dedup();
+        if out.iter().any(|l| l.len() < 3) {
+            return None;
+        }
+        if out.len() <= 64 {
+            return Some(out);
+        }
     }
-    Some(out)
+    None
 }
 
 /// Bottom-up facts of one HIR node.

@@ -516,7 +516,7 @@ impl State {
         }
     }
 
-    /// The first position at which a match of rule `r` may not yet be decided.
+    /// Matches of rule `r` starting before this position can be decided now (exclusive).
     fn frontier(&self, e: &Engine, r: usize) -> u64 {
         let rule = &e.rules[r];
         let len = rule.info.max_len as u64;
@@ -524,13 +524,13 @@ impl State {
         // Bytes up to the match end plus the context window, and the literal hits there.
         let mut f = self
             .end
-            .saturating_sub(len + window + e.literal_max_len + 2);
+            .saturating_sub(len + window + e.literal_max_len + 1);
         if rule.anchor == Anchor::DigitRuns {
             if let Some(run) = self.unripe.front() {
-                f = f.min(run.start.saturating_sub(len + 1));
+                f = f.min(run.start.saturating_sub(len));
             }
             if let Some((_, piece)) = self.open_run {
-                f = f.min(piece.saturating_sub(len + 1));
+                f = f.min(piece.saturating_sub(len));
             }
         }
         f
@@ -553,10 +553,10 @@ impl State {
                 }
                 break;
             }
-            if from > frontier {
+            if from >= frontier {
                 break;
             }
-            let accept_to = re.min(frontier);
+            let accept_to = re.min(frontier - 1);
             let limit = end.min(accept_to.saturating_add(len + 1));
             let found = e.rules[r]
                 .regex

@@ -137,7 +137,10 @@ fn mask_secret(value: &[u8]) -> String {
 /// short and made of uppercase letters, digits and spaces only.
 fn pem_header(value: &[u8]) -> Option<&str> {
     let rest = value.strip_prefix(PEM_BEGIN)?;
-    let label_len = rest.iter().position(|&b| b == b'-')?;
+    let label_len = rest
+        .iter()
+        .take(MAX_PEM_LABEL + 1)
+        .position(|&b| b == b'-')?;
     let label = &rest[..label_len];
     let well_formed = (1..=MAX_PEM_LABEL).contains(&label_len)
         && label
@@ -152,7 +155,8 @@ fn pem_header(value: &[u8]) -> Option<&str> {
 
 /// Separators (ASCII that is not a letter or digit) stay in place; every other
 /// character becomes `*` except the last few ASCII letters and digits (see
-/// [`revealed_count`]). Long results keep their end, where the revealed part is.
+/// [`revealed_count`]). Non-ASCII characters count as content but are never
+/// shown. Long results keep their end, where the revealed part is.
 fn mask_tail(value: &[u8]) -> String {
     let is_content = |c: char| !c.is_ascii() || c.is_ascii_alphanumeric();
     let content = lossy_chars(value).filter(|&c| is_content(c)).count();

@@ -6,7 +6,8 @@
 //! no card network, an order number fails Luhn, a mistyped IBAN fails mod-97.
 //!
 //! Validators are pure functions over the raw match bytes: no I/O, no
-//! allocation except the JWT header decode, and no panics on any input.
+//! allocation except decoding a JWT's header and payload, and no panics on
+//! any input.
 //! They do not look at context around the match and do not normalise values
 //! for counting (that is `normalize`'s job).
 
@@ -218,8 +219,8 @@ fn leading_number(digits: &[u8], n: usize) -> u32 {
 /// The longest IBAN the standard allows.
 const MAX_IBAN_LEN: usize = 34;
 
-/// The IBAN length for a country in the SWIFT IBAN registry (release 99,
-/// 2025), or `None` for a country that does not issue IBANs. Territories that
+/// The IBAN length for a country in the SWIFT IBAN registry (all 89
+/// countries as of 2025), or `None` for a country that does not issue IBANs. Territories that
 /// use their parent's code (Åland: FI, Jersey: GB, Réunion: FR, ...) are not
 /// listed separately, as in the registry.
 fn iban_length(country: [u8; 2]) -> Option<usize> {
@@ -428,8 +429,8 @@ fn is_uk_nino(value: &[u8]) -> bool {
 
 /// Three '.'-separated base64url segments (padding optional); the header
 /// decodes to a JSON object naming `"alg"`, the payload to a JSON object, and
-/// the signature is not empty. Unsigned `alg: none` tokens (empty signature)
-/// are not counted: they carry no secret.
+/// the signature is not empty: unsigned tokens (`alg: none`) are not
+/// credentials, and five-segment JWE tokens are not matched.
 fn is_jwt(value: &[u8]) -> bool {
     let mut segments = value.split(|&b| b == b'.');
     let (Some(header), Some(payload), Some(signature), None) = (
@@ -440,7 +441,7 @@ fn is_jwt(value: &[u8]) -> bool {
     ) else {
         return false;
     };
-    if signature.is_empty() || base64url_decode(signature).is_none() {
+    if signature.is_empty() || !is_base64url(signature) {
         return false;
     }
     let Some(header) = base64url_decode(header) else {
@@ -471,9 +472,9 @@ fn base64url_value(c: u8) -> Option<u32> {
     }))
 }
 
-/// Decodes base64url with or without `=` padding; `None` when the text is not
-/// base64url. Unused low bits of the last character are not checked.
-fn base64url_decode(text: &[u8]) -> Option<Vec<u8>> {
+/// `text` without its `=` padding, or `None` when its length cannot be
+/// base64 (one character left over, or padding to a length not a multiple of 4).
+fn strip_base64_padding(text: &[u8]) -> Option<&[u8]> {
     let unpadded = text
         .strip_suffix(b"==")
         .or_else(|| text.strip_suffix(b"="))
@@ -482,6 +483,19 @@ fn base64url_decode(text: &[u8]) -> Option<Vec<u8>> {
     if unpadded.len() % 4 == 1 || (padded && text.len() % 4 != 0) {
         return None;
     }
+    Some(unpadded)
+}
+
+/// True when `text` is base64url, with or without padding (no allocation).
+fn is_base64url(text: &[u8]) -> bool {
+    strip_base64_padding(text)
+        .is_some_and(|unpadded| unpadded.iter().all(|&c| base64url_value(c).is_some()))
+}
+
+/// Decodes base64url with or without `=` padding; `None` when the text is not
+/// base64url. Unused low bits of the last character are not checked.
+fn base64url_decode(text: &[u8]) -> Option<Vec<u8>> {
+    let unpadded = strip_base64_padding(text)?;
     let mut out = Vec::with_capacity(unpadded.len() / 4 * 3 + 2);
     for chunk in unpadded.chunks(4) {
         let mut bits = 0u32;

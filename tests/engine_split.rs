@@ -1,0 +1,153 @@
+//! The streaming engine finds the same thing however the input is split.
+//!
+//! Inputs are built from pieces that match (emails, cards, SSNs with and without context,
+//! customer ids, full-scan tokens), near-misses, digit noise and filler; split points are
+//! random, so they land inside matches, inside keywords and context words, and inside
+//! digit runs.
+
+use std::path::Path;
+
+use egress_dlp::rules::{RuleSet, load_dir};
+use egress_dlp::scan::Engine;
+use proptest::prelude::*;
+
+fn fixture() -> RuleSet {
+    load_dir(Path::new("tests/fixtures/rules")).expect("fixture rules load")
+}
+
+const PIECES: &[&str] = &[
+    "alice.smith@acme-corp.io",
+    "BOB@Example.NET",
+    "bob@example.net",
+    "x@y",
+    "4111 1111 1111 1111",
+    "4111-1111-1111-1111",
+    "5555555555554444",
+    "4111111111111112",
+    "SSN: 219099999",
+    "219099999",
+    "social security 078051120",
+    "CUST-12345678",
+    "CUST-1234567",
+    "ABCdefgh",
+    "1732867200123",
+    "3f2b1c4e-9d8a-4b7c-a1e2-5f6d7c8b9a0e",
+    " ",
+    ", ",
+    "\n",
+    "some words in between ",
+    "0123456789",
+    "@@@",
+    "\u{00e9}\u{00ff}",
+];
+
+fn input_strategy() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(0..PIECES.len(), 1..80).prop_map(|idx| {
+        let mut out = Vec::new();
+        for i in idx {
+            out.extend_from_slice(PIECES[i].as_bytes());
+            out.push(b' ');
+        }
+        out
+    })
+}
+
+fn stream_split(engine: &Engine, data: &[u8], cuts: &[usize]) -> egress_dlp::scan::Findings {
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+    points.sort_unstable();
+    let mut stream = engine.stream();
+    let mut at = 0;
+    for p in points {
+        stream.feed(&data[at..p]);
+        at = p;
+    }
+    stream.feed(&data[at..]);
+    stream.finish()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn findings_do_not_depend_on_chunking(data in input_strategy(), cuts in prop::collection::vec(any::<usize>(), 0..40)) {
+        let set = fixture();
+        let engine = Engine::new(&set);
+        let whole = engine.scan_bytes(&data);
+        let split = stream_split(&engine, &data, &cuts);
+        prop_assert_eq!(&whole, &split);
+        // One byte at a time is the harshest split of all.
+        let mut stream = engine.stream();
+        for b in &data {
+            stream.feed(std::slice::from_ref(b));
+        }
+        prop_assert_eq!(&whole, &stream.finish());
+    }
+}
+
+#[test]
+fn counts_distinct_values_after_normalisation() {
+    let set = fixture();
+    let engine = Engine::new(&set);
+    let data = b"BOB@Example.NET bob@example.net alice@acme-corp.io \
+                 4111 1111 1111 1111 / 4111-1111-1111-1111 / 4111111111111111 / 4111111111111112";
+    let f = engine.scan_bytes(data);
+    let email = f.rules.iter().find(|r| r.rule == "email").unwrap();
+    assert_eq!((email.count, email.distinct), (3, 2));
+    assert_eq!(email.samples, ["B***@example.net", "a***@acme-corp.io"]);
+    let card = f.rules.iter().find(|r| r.rule == "card").unwrap();
+    assert_eq!((card.count, card.distinct), (3, 1), "Luhn-invalid number dropped");
+    assert_eq!(card.samples, ["**** **** **** 1111"]);
+}
+
+#[test]
+fn required_context_must_be_near() {
+    let set = fixture();
+    let engine = Engine::new(&set);
+    let near = engine.scan_bytes(b"the SSN is 219099999.");
+    assert_eq!(near.rules.len(), 1);
+    let far = format!("ssn{}219099999", " ".repeat(100));
+    assert!(engine.scan_bytes(far.as_bytes()).rules.is_empty());
+}
+
+#[test]
+fn binary_and_invalid_utf8_are_scanned_as_bytes() {
+    let set = fixture();
+    let engine = Engine::new(&set);
+    let mut data = vec![0xff, 0xfe, 0x00, 0x80];
+    data.extend_from_slice(b"carol@acme-corp.io\x00\xc3\x28CUST-87654321\xff");
+    let f = engine.scan_bytes(&data);
+    let ids: Vec<&str> = f.rules.iter().map(|r| r.rule.as_str()).collect();
+    assert_eq!(ids, ["email", "cust"]);
+}
+
+#[test]
+fn memory_stays_bounded_on_a_long_stream() {
+    let set = fixture();
+    let engine = Engine::new(&set);
+    let mut stream = engine.stream();
+    // 64 MiB: a long digit run, distinct emails past the cap, and filler.
+    let digits = vec![b'7'; 1 << 20];
+    for _ in 0..16 {
+        stream.feed(&digits);
+    }
+    stream.feed(b"\n");
+    let mut emails = Vec::with_capacity(1 << 20);
+    let mut n = 0u64;
+    let mut peak = 0;
+    for _ in 0..48 {
+        emails.clear();
+        while emails.len() < (1 << 20) - 64 {
+            emails.extend_from_slice(format!("user{n}@acme-corp.io\n").as_bytes());
+            n += 1;
+        }
+        stream.feed(&emails);
+        peak = peak.max(stream.held_bytes());
+    }
+    // Retained bytes: the last chunk plus a bounded tail, never the stream.
+    assert!(peak < 3 << 20, "held {peak} bytes");
+    let f = stream.finish();
+    let email = f.rules.iter().find(|r| r.rule == "email").unwrap();
+    assert_eq!(email.count, n);
+    assert_eq!(email.distinct, egress_dlp::rules::DISTINCT_CAP);
+    assert!(email.distinct_capped);
+}

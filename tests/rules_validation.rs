@@ -1,0 +1,127 @@
+//! Hostile and broken rule directories get every problem reported at once, with file,
+//! rule id and key, and never a panic or a hang.
+
+use std::path::Path;
+
+use egress_dlp::rules::{RuleError, load_dir};
+
+const GOOD: &str = r#"
+  - id: cust
+    name: Customer id
+    category: customer-id
+    pattern: 'CUST-\d{8}'
+    thresholds: { log: 3, block: 10 }
+    tests:
+      match: ['CUST-12345678']
+      no_match: ['CUST-1234']
+"#;
+
+fn errors_for(files: &[(&str, &str)]) -> Vec<RuleError> {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    match load_dir(dir.path()) {
+        Ok(set) => panic!("expected errors, loaded {} rules", set.rules().len()),
+        Err(e) => e.0,
+    }
+}
+
+fn rule(body: &str) -> String {
+    format!("rules:\n{body}")
+}
+
+/// (case, rule YAML with one problem, expected rule id, expected key, part of the message)
+const ONE_PROBLEM: &[(&str, &str, &str, &str, &str)] = &[
+    ("unknown key", "  - {id: a, name: A, category: c, pattern: 'x{3}', thresholds: {log: 1}, tests: {match: [xxx]}, colour: red}", "a", "colour", "unknown key"),
+    ("bad regex", "  - {id: b, name: B, category: c, pattern: '(x', thresholds: {log: 1}, tests: {match: [x]}}", "b", "pattern", "unclosed group"),
+    ("unbounded", "  - {id: c, name: C, category: c, pattern: 'x+', thresholds: {log: 1}, tests: {match: [x]}}", "c", "pattern", "unbounded"),
+    ("too long", "  - {id: d, name: D, category: c, pattern: '[a-z]{5000}', thresholds: {log: 1}, tests: {match: [x]}}", "d", "pattern", "4096"),
+    ("empty match", "  - {id: e, name: E, category: c, pattern: 'x{0,3}', thresholds: {log: 1}, tests: {match: [x]}}", "e", "pattern", "empty"),
+    ("unknown validator", "  - {id: f, name: F, category: c, pattern: 'x{3}', validator: crc32, thresholds: {log: 1}, tests: {match: [xxx]}}", "f", "validator", "unknown validator"),
+    ("unknown normalize", "  - {id: g, name: G, category: c, pattern: 'x{3}', normalize: soundex, thresholds: {log: 1}, tests: {match: [xxx]}}", "g", "normalize", "unknown"),
+    ("bad id", "  - {id: Bad_Id, name: H, category: c, pattern: 'x{3}', thresholds: {log: 1}, tests: {match: [xxx]}}", "Bad_Id", "id", "[a-z0-9-]"),
+    ("no thresholds", "  - {id: i, name: I, category: c, pattern: 'x{3}', thresholds: {}, tests: {match: [xxx]}}", "i", "thresholds", "at least one"),
+    ("log above block", "  - {id: j, name: J, category: c, pattern: 'x{3}', thresholds: {log: 9, block: 2}, tests: {match: [xxx]}}", "j", "thresholds", "above block"),
+    ("zero threshold", "  - {id: k, name: K, category: c, pattern: 'x{3}', thresholds: {block: 0}, tests: {match: [xxx]}}", "k", "thresholds.block", "1-"),
+    ("no tests", "  - {id: l, name: L, category: c, pattern: 'x{3}', thresholds: {log: 1}}", "l", "tests", "embedded tests"),
+    ("bad exclude", "  - {id: m, name: M, category: c, pattern: 'x{3}', exclude: ['[z'], thresholds: {log: 1}, tests: {match: [xxx]}}", "m", "exclude[0]", "unclosed"),
+    ("context window", "  - {id: n, name: N, category: c, pattern: 'x{3}', context: {words: [w], window: 99999}, thresholds: {log: 1}, tests: {match: [xxx w]}}", "n", "context.window", "1-4096"),
+    ("failing match test", "  - {id: o, name: O, category: c, pattern: 'x{3}', thresholds: {log: 1}, tests: {match: [yyy]}}", "o", "tests.match", "was not matched"),
+    ("failing no_match test", "  - {id: p, name: P, category: c, pattern: 'x{3}', thresholds: {log: 1}, tests: {no_match: [xxx]}}", "p", "tests.no_match", "was matched"),
+    ("wrong type", "  - {id: q, name: Q, category: c, pattern: 'x{3}', thresholds: {log: many}, tests: {match: [xxx]}}", "q", "", "invalid type"),
+];
+
+#[test]
+fn each_problem_is_named_with_file_rule_and_key() {
+    for &(case, body, id, key, message) in ONE_PROBLEM {
+        let errors = errors_for(&[("a.yaml", &rule(body))]);
+        let found = errors.iter().any(|e| {
+            e.rule.as_deref() == Some(id)
+                && (key.is_empty() || e.key.as_deref() == Some(key))
+                && e.message.contains(message)
+                && e.file.ends_with("a.yaml")
+        });
+        assert!(found, "{case}: {errors:#?}");
+    }
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let all: String = ONE_PROBLEM
+        .iter()
+        .filter(|c| !c.0.starts_with("failing"))
+        .map(|c| c.1)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let errors = errors_for(&[("a.yaml", &rule(&all)), ("b.yaml", &rule(GOOD)), ("c.yaml", &rule(GOOD))]);
+    // Every structural problem, plus the duplicate id across files.
+    let expected = ONE_PROBLEM.iter().filter(|c| !c.0.starts_with("failing")).count() + 1;
+    assert_eq!(errors.len(), expected, "{errors:#?}");
+    let dup = errors.iter().find(|e| e.message.contains("duplicate id")).unwrap();
+    assert_eq!(dup.rule.as_deref(), Some("cust"));
+    assert!(dup.file.ends_with("c.yaml") && dup.message.contains("b.yaml"));
+}
+
+#[test]
+fn broken_files_are_errors_not_panics() {
+    let bomb = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n\
+                d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n\
+                g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nh: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\ni: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]\n\
+                rules: *i\n";
+    let huge = format!("rules:\n{}", "  # padding\n".repeat(500_000));
+    let cases: &[(&str, &str, &str)] = &[
+        ("syntax", "rules: [ {id: a", "not valid YAML"),
+        ("not a mapping", "- just\n- a list\n", "expected a mapping"),
+        ("no rules key", "other: 1\n", "unknown key"),
+        ("rules not a list", "rules: 7\n", "not a list"),
+        ("rule not a mapping", "rules: [7]\n", "must be a mapping"),
+        ("billion laughs", bomb, ""),
+        ("over the size limit", &huge, "limit"),
+        ("binary", "\u{0}\u{1}\u{2}\u{fffd}rules", ""),
+    ];
+    for &(case, text, message) in cases {
+        let errors = errors_for(&[("x.yaml", text)]);
+        assert!(!errors.is_empty(), "{case}");
+        assert!(errors.iter().all(|e| e.file.ends_with("x.yaml")), "{case}: {errors:#?}");
+        assert!(errors.iter().any(|e| e.message.contains(message)), "{case}: {errors:#?}");
+    }
+}
+
+#[test]
+fn missing_or_empty_directories_are_clear_errors() {
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("notes.txt"), "not a rule file").unwrap();
+    let e = load_dir(empty.path()).unwrap_err();
+    assert!(e.0[0].message.contains("no rule files"), "{e}");
+    let e = load_dir(Path::new("/nonexistent/rules")).unwrap_err();
+    assert!(e.0[0].message.contains("cannot read the rules directory"), "{e}");
+    let e = errors_for(&[("a.yaml", "rules: []\n")]);
+    assert!(e[0].message.contains("define no rules"), "{e:?}");
+}
+
+#[test]
+fn the_shipped_pack_loads_and_passes_its_tests() {
+    let set = load_dir(Path::new("rules")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(set.rules().len() >= 10);
+}
