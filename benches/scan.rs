@@ -144,13 +144,20 @@ fn sanity(set: &RuleSet, engine: &Engine, benign: &[u8], dense: &[u8]) {
         emails > 1000,
         "the engine found only {emails} email addresses in the dense corpus"
     );
-    for r in &found.rules {
-        if r.count != rows {
-            eprintln!(
-                "  NOTE dense: rule {} counted {} values for {rows} rows",
-                r.rule, r.count
-            );
-        }
+    let off: Vec<usize> = found
+        .rules
+        .iter()
+        .filter(|r| r.count != rows)
+        .map(|r| r.index)
+        .collect();
+    for r in found.rules.iter().filter(|r| r.count != rows) {
+        eprintln!(
+            "  NOTE dense: rule {} counted {} values for {rows} rows",
+            r.rule, r.count
+        );
+    }
+    if !off.is_empty() {
+        explain_dense(set, engine, dense, &off);
     }
     let verdict = policy::evaluate(set, &found);
     eprintln!("  dense verdict: {}", verdict.action.as_str());
@@ -187,6 +194,35 @@ fn sanity(set: &RuleSet, engine: &Engine, benign: &[u8], dense: &[u8]) {
         );
     }
     eprintln!("  streamed (64 KiB chunks) and whole-input findings agree");
+}
+
+/// For each rule in `rules` whose count differs from the number of rows, prints a few rows
+/// (scanned one by one) where it finds more than one value, and a few where it finds none.
+fn explain_dense(set: &RuleSet, engine: &Engine, dense: &[u8], rules: &[usize]) {
+    let mut extra = vec![0usize; set.rules().len()];
+    let mut missed = vec![0usize; set.rules().len()];
+    for line in dense.split(|&b| b == b'\n') {
+        if !line.starts_with(b"CUST-") {
+            continue;
+        }
+        let f = engine.scan_bytes(line);
+        for &i in rules {
+            let n = f.rule_count(i);
+            let (shown, what) = match n {
+                0 => (&mut missed[i], "no value in"),
+                1 => continue,
+                _ => (&mut extra[i], "several values in"),
+            };
+            if *shown < 3 {
+                *shown += 1;
+                eprintln!(
+                    "    [{}] {what} (count {n}): {}",
+                    set.rules()[i].id,
+                    String::from_utf8_lossy(line)
+                );
+            }
+        }
+    }
 }
 
 /// For each rule that fired on benign text, prints a few of the lines it fires on alone

@@ -25,7 +25,9 @@ fn run(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
 }
 
 fn export(n: usize) -> String {
-    (0..n).map(|i| format!("{i},Customer {i},user{i}@acme-corp.io\n")).collect()
+    (0..n)
+        .map(|i| format!("{i},Customer {i},user{i}@acme-corp.io\n"))
+        .collect()
 }
 
 #[test]
@@ -39,7 +41,10 @@ fn scan_exit_status_follows_the_verdict() {
         (export(500), 1, "block"),
     ];
     for (input, status, verdict) in cases {
-        let (code, out, err) = run(&["scan", "--rules", FIXTURE, "--format", "json"], input.as_bytes());
+        let (code, out, err) = run(
+            &["scan", "--rules", FIXTURE, "--format", "json"],
+            input.as_bytes(),
+        );
         assert_eq!(code, *status, "{out}{err}");
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         assert_eq!(v["verdict"], *verdict);
@@ -51,7 +56,10 @@ fn scan_exit_status_follows_the_verdict() {
 #[test]
 fn scan_json_never_contains_raw_values() {
     let input = export(12);
-    let (code, out, _) = run(&["scan", "--rules", FIXTURE, "--format", "json", "-"], input.as_bytes());
+    let (code, out, _) = run(
+        &["scan", "--rules", FIXTURE, "--format", "json", "-"],
+        input.as_bytes(),
+    );
     assert_eq!(code, 1);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let f = &v["findings"][0];
@@ -61,7 +69,10 @@ fn scan_json_never_contains_raw_values() {
     assert_eq!(f["distinct"], 12);
     assert_eq!(f["samples"][0], "u***@acme-corp.io");
     for i in 0..12 {
-        assert!(!out.contains(&format!("user{i}@")), "raw value in output: {out}");
+        assert!(
+            !out.contains(&format!("user{i}@")),
+            "raw value in output: {out}"
+        );
     }
 }
 
@@ -73,20 +84,45 @@ fn scan_several_files_text_and_errors() {
     std::fs::write(&clean, "hello").unwrap();
     std::fs::write(&dirty, export(20)).unwrap();
     let missing = dir.path().join("missing.txt");
-    let (code, out, _) = run(&["scan", "--rules", FIXTURE, clean.to_str().unwrap(), dirty.to_str().unwrap()], b"");
+    let (code, out, _) = run(
+        &[
+            "scan",
+            "--rules",
+            FIXTURE,
+            clean.to_str().unwrap(),
+            dirty.to_str().unwrap(),
+        ],
+        b"",
+    );
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("clean.txt: allow"), "{out}");
     assert!(out.contains("dirty.csv: block"), "{out}");
     assert!(out.contains("=> block: 20 distinct email"), "{out}");
     // An unreadable input is an error (2), reported, and the others are still scanned.
     let (code, out, err) = run(
-        &["scan", "--rules", FIXTURE, "--format", "json", missing.to_str().unwrap(), dirty.to_str().unwrap()],
+        &[
+            "scan",
+            "--rules",
+            FIXTURE,
+            "--format",
+            "json",
+            missing.to_str().unwrap(),
+            dirty.to_str().unwrap(),
+        ],
         b"",
     );
     assert_eq!(code, 2);
-    assert!(err.contains("cannot read") && err.contains("missing.txt"), "{err}");
+    assert!(
+        err.contains("cannot read") && err.contains("missing.txt"),
+        "{err}"
+    );
     assert_eq!(out.lines().count(), 2, "{out}");
-    assert!(out.lines().nth(1).unwrap().contains("\"verdict\":\"block\""));
+    assert!(
+        out.lines()
+            .nth(1)
+            .unwrap()
+            .contains("\"verdict\":\"block\"")
+    );
 }
 
 #[test]
@@ -122,7 +158,10 @@ fn rules_check_and_test() {
     let d = dir.path().to_str().unwrap();
     let (code, out, _) = run(&["rules", "test", d], b"");
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("FAIL x") && out.contains("\"yyy\" was not matched"), "{out}");
+    assert!(
+        out.contains("FAIL x") && out.contains("\"yyy\" was not matched"),
+        "{out}"
+    );
     assert!(out.contains("PASS y"), "{out}");
     let (code, _, err) = run(&["rules", "check", d], b"");
     assert_eq!(code, 2);

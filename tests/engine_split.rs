@@ -95,7 +95,11 @@ fn counts_distinct_values_after_normalisation() {
     assert_eq!((email.count, email.distinct), (3, 2));
     assert_eq!(email.samples, ["B***@example.net", "a***@acme-corp.io"]);
     let card = f.rules.iter().find(|r| r.rule == "card").unwrap();
-    assert_eq!((card.count, card.distinct), (3, 1), "Luhn-invalid number dropped");
+    assert_eq!(
+        (card.count, card.distinct),
+        (3, 1),
+        "Luhn-invalid number dropped"
+    );
     assert_eq!(card.samples, ["**** **** **** 1111"]);
 }
 

@@ -33,23 +33,125 @@ fn rule(body: &str) -> String {
 
 /// (case, rule YAML with one problem, expected rule id, expected key, part of the message)
 const ONE_PROBLEM: &[(&str, &str, &str, &str, &str)] = &[
-    ("unknown key", "  - {id: a, name: A, category: c, pattern: 'x{3}', thresholds: {log: 1}, tests: {match: [xxx]}, colour: red}", "a", "colour", "unknown key"),
-    ("bad regex", "  - {id: b, name: B, category: c, pattern: '(x', thresholds: {log: 1}, tests: {match: [x]}}", "b", "pattern", "unclosed group"),
-    ("unbounded", "  - {id: c, name: C, category: c, pattern: 'x+', thresholds: {log: 1}, tests: {match: [x]}}", "c", "pattern", "unbounded"),
-    ("too long", "  - {id: d, name: D, category: c, pattern: '[a-z]{5000}', thresholds: {log: 1}, tests: {match: [x]}}", "d", "pattern", "4096"),
-    ("empty match", "  - {id: e, name: E, category: c, pattern: 'x{0,3}', thresholds: {log: 1}, tests: {match: [x]}}", "e", "pattern", "empty"),
-    ("unknown validator", "  - {id: f, name: F, category: c, pattern: 'x{3}', validator: crc32, thresholds: {log: 1}, tests: {match: [xxx]}}", "f", "validator", "unknown validator"),
-    ("unknown normalize", "  - {id: g, name: G, category: c, pattern: 'x{3}', normalize: soundex, thresholds: {log: 1}, tests: {match: [xxx]}}", "g", "normalize", "unknown"),
-    ("bad id", "  - {id: Bad_Id, name: H, category: c, pattern: 'x{3}', thresholds: {log: 1}, tests: {match: [xxx]}}", "Bad_Id", "id", "[a-z0-9-]"),
-    ("no thresholds", "  - {id: i, name: I, category: c, pattern: 'x{3}', thresholds: {}, tests: {match: [xxx]}}", "i", "thresholds", "at least one"),
-    ("log above block", "  - {id: j, name: J, category: c, pattern: 'x{3}', thresholds: {log: 9, block: 2}, tests: {match: [xxx]}}", "j", "thresholds", "above block"),
-    ("zero threshold", "  - {id: k, name: K, category: c, pattern: 'x{3}', thresholds: {block: 0}, tests: {match: [xxx]}}", "k", "thresholds.block", "1-"),
-    ("no tests", "  - {id: l, name: L, category: c, pattern: 'x{3}', thresholds: {log: 1}}", "l", "tests", "embedded tests"),
-    ("bad exclude", "  - {id: m, name: M, category: c, pattern: 'x{3}', exclude: ['[z'], thresholds: {log: 1}, tests: {match: [xxx]}}", "m", "exclude[0]", "unclosed"),
-    ("context window", "  - {id: n, name: N, category: c, pattern: 'x{3}', context: {words: [w], window: 99999}, thresholds: {log: 1}, tests: {match: [xxx w]}}", "n", "context.window", "1-4096"),
-    ("failing match test", "  - {id: o, name: O, category: c, pattern: 'x{3}', thresholds: {log: 1}, tests: {match: [yyy]}}", "o", "tests.match", "was not matched"),
-    ("failing no_match test", "  - {id: p, name: P, category: c, pattern: 'x{3}', thresholds: {log: 1}, tests: {no_match: [xxx]}}", "p", "tests.no_match", "was matched"),
-    ("wrong type", "  - {id: q, name: Q, category: c, pattern: 'x{3}', thresholds: {log: many}, tests: {match: [xxx]}}", "q", "", "invalid type"),
+    (
+        "unknown key",
+        "  - {id: a, name: A, category: c, pattern: 'x{3}', thresholds: {log: 1}, tests: {match: [xxx]}, colour: red}",
+        "a",
+        "colour",
+        "unknown key",
+    ),
+    (
+        "bad regex",
+        "  - {id: b, name: B, category: c, pattern: '(x', thresholds: {log: 1}, tests: {match: [x]}}",
+        "b",
+        "pattern",
+        "unclosed group",
+    ),
+    (
+        "unbounded",
+        "  - {id: c, name: C, category: c, pattern: 'x+', thresholds: {log: 1}, tests: {match: [x]}}",
+        "c",
+        "pattern",
+        "unbounded",
+    ),
+    (
+        "too long",
+        "  - {id: d, name: D, category: c, pattern: '[a-z]{5000}', thresholds: {log: 1}, tests: {match: [x]}}",
+        "d",
+        "pattern",
+        "4096",
+    ),
+    (
+        "empty match",
+        "  - {id: e, name: E, category: c, pattern: 'x{0,3}', thresholds: {log: 1}, tests: {match: [x]}}",
+        "e",
+        "pattern",
+        "empty",
+    ),
+    (
+        "unknown validator",
+        "  - {id: f, name: F, category: c, pattern: 'x{3}', validator: crc32, thresholds: {log: 1}, tests: {match: [xxx]}}",
+        "f",
+        "validator",
+        "unknown validator",
+    ),
+    (
+        "unknown normalize",
+        "  - {id: g, name: G, category: c, pattern: 'x{3}', normalize: soundex, thresholds: {log: 1}, tests: {match: [xxx]}}",
+        "g",
+        "normalize",
+        "unknown",
+    ),
+    (
+        "bad id",
+        "  - {id: Bad_Id, name: H, category: c, pattern: 'x{3}', thresholds: {log: 1}, tests: {match: [xxx]}}",
+        "Bad_Id",
+        "id",
+        "[a-z0-9-]",
+    ),
+    (
+        "no thresholds",
+        "  - {id: i, name: I, category: c, pattern: 'x{3}', thresholds: {}, tests: {match: [xxx]}}",
+        "i",
+        "thresholds",
+        "at least one",
+    ),
+    (
+        "log above block",
+        "  - {id: j, name: J, category: c, pattern: 'x{3}', thresholds: {log: 9, block: 2}, tests: {match: [xxx]}}",
+        "j",
+        "thresholds",
+        "above block",
+    ),
+    (
+        "zero threshold",
+        "  - {id: k, name: K, category: c, pattern: 'x{3}', thresholds: {block: 0}, tests: {match: [xxx]}}",
+        "k",
+        "thresholds.block",
+        "1-",
+    ),
+    (
+        "no tests",
+        "  - {id: l, name: L, category: c, pattern: 'x{3}', thresholds: {log: 1}}",
+        "l",
+        "tests",
+        "embedded tests",
+    ),
+    (
+        "bad exclude",
+        "  - {id: m, name: M, category: c, pattern: 'x{3}', exclude: ['[z'], thresholds: {log: 1}, tests: {match: [xxx]}}",
+        "m",
+        "exclude[0]",
+        "unclosed",
+    ),
+    (
+        "context window",
+        "  - {id: n, name: N, category: c, pattern: 'x{3}', context: {words: [w], window: 99999}, thresholds: {log: 1}, tests: {match: [xxx w]}}",
+        "n",
+        "context.window",
+        "1-4096",
+    ),
+    (
+        "failing match test",
+        "  - {id: o, name: O, category: c, pattern: 'x{3}', thresholds: {log: 1}, tests: {match: [yyy]}}",
+        "o",
+        "tests.match",
+        "was not matched",
+    ),
+    (
+        "failing no_match test",
+        "  - {id: p, name: P, category: c, pattern: 'x{3}', thresholds: {log: 1}, tests: {no_match: [xxx]}}",
+        "p",
+        "tests.no_match",
+        "was matched",
+    ),
+    (
+        "wrong type",
+        "  - {id: q, name: Q, category: c, pattern: 'x{3}', thresholds: {log: many}, tests: {match: [xxx]}}",
+        "q",
+        "",
+        "invalid type",
+    ),
 ];
 
 #[test]
@@ -74,11 +176,22 @@ fn every_problem_is_reported_at_once() {
         .map(|c| c.1)
         .collect::<Vec<_>>()
         .join("\n");
-    let errors = errors_for(&[("a.yaml", &rule(&all)), ("b.yaml", &rule(GOOD)), ("c.yaml", &rule(GOOD))]);
+    let errors = errors_for(&[
+        ("a.yaml", &rule(&all)),
+        ("b.yaml", &rule(GOOD)),
+        ("c.yaml", &rule(GOOD)),
+    ]);
     // Every structural problem, plus the duplicate id across files.
-    let expected = ONE_PROBLEM.iter().filter(|c| !c.0.starts_with("failing")).count() + 1;
+    let expected = ONE_PROBLEM
+        .iter()
+        .filter(|c| !c.0.starts_with("failing"))
+        .count()
+        + 1;
     assert_eq!(errors.len(), expected, "{errors:#?}");
-    let dup = errors.iter().find(|e| e.message.contains("duplicate id")).unwrap();
+    let dup = errors
+        .iter()
+        .find(|e| e.message.contains("duplicate id"))
+        .unwrap();
     assert_eq!(dup.rule.as_deref(), Some("cust"));
     assert!(dup.file.ends_with("c.yaml") && dup.message.contains("b.yaml"));
 }
@@ -103,8 +216,14 @@ fn broken_files_are_errors_not_panics() {
     for &(case, text, message) in cases {
         let errors = errors_for(&[("x.yaml", text)]);
         assert!(!errors.is_empty(), "{case}");
-        assert!(errors.iter().all(|e| e.file.ends_with("x.yaml")), "{case}: {errors:#?}");
-        assert!(errors.iter().any(|e| e.message.contains(message)), "{case}: {errors:#?}");
+        assert!(
+            errors.iter().all(|e| e.file.ends_with("x.yaml")),
+            "{case}: {errors:#?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.message.contains(message)),
+            "{case}: {errors:#?}"
+        );
     }
 }
 
@@ -115,7 +234,10 @@ fn missing_or_empty_directories_are_clear_errors() {
     let e = load_dir(empty.path()).unwrap_err();
     assert!(e.0[0].message.contains("no rule files"), "{e}");
     let e = load_dir(Path::new("/nonexistent/rules")).unwrap_err();
-    assert!(e.0[0].message.contains("cannot read the rules directory"), "{e}");
+    assert!(
+        e.0[0].message.contains("cannot read the rules directory"),
+        "{e}"
+    );
     let e = errors_for(&[("a.yaml", "rules: []\n")]);
     assert!(e[0].message.contains("define no rules"), "{e:?}");
 }

@@ -7,7 +7,7 @@
 //! looks at input.
 
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
-use regex_syntax::hir::{Class, Hir, HirKind};
+use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
 /// The longest match a rule pattern may have: the streaming engine keeps this much overlap.
 pub const MAX_MATCH_LEN: usize = 4096;
@@ -25,12 +25,24 @@ pub struct PatternInfo {
     pub min_digits: usize,
     /// Every match contains a run of at least this many consecutive ASCII digits.
     pub min_digit_run: usize,
-    /// When every match starts with one of these literals (each at least 3 bytes, at most 64 of them).
+    /// When every match starts with one of these literals (each at least 2 bytes, at most 16 of them).
     pub prefixes: Option<Vec<Vec<u8>>>,
+    /// No match can start between two digits (it starts with `\b` or a non-digit).
+    pub no_start_in_run: bool,
+    /// No match can end between two digits.
+    pub no_end_in_run: bool,
+    /// Every match starts at an ASCII word boundary (`\b` first in every branch).
+    pub leading_boundary: bool,
+    /// Every match ends at an ASCII word boundary (`\b` last in every branch).
+    pub trailing_boundary: bool,
+    /// The longest run of consecutive digits a match can contain.
+    pub max_digit_run: usize,
+    /// Non-digit bytes that every match contains (each alone: a one-byte class or literal).
+    pub required_bytes: Vec<u8>,
 }
 
 /// A set of byte values.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub struct ByteSet([u64; 4]);
 
 impl std::fmt::Debug for ByteSet {
@@ -76,7 +88,8 @@ impl ByteSet {
         (b'0'..=b'9').any(|b| self.contains(b))
     }
 
-    fn union(&mut self, other: &ByteSet) {
+    /// Adds every byte of `other`.
+    pub fn union(&mut self, other: &ByteSet) {
         for (a, b) in self.0.iter_mut().zip(other.0) {
             *a |= b;
         }
@@ -125,6 +138,15 @@ pub fn analyze(pattern: &str) -> Result<PatternInfo, String> {
         min_digits: facts.min_digits,
         min_digit_run: facts.min_run,
         prefixes: prefixes(&hir),
+        no_start_in_run: edge(&hir, End::Start, false),
+        no_end_in_run: edge(&hir, End::Finish, false),
+        leading_boundary: edge(&hir, End::Start, true),
+        trailing_boundary: edge(&hir, End::Finish, true),
+        max_digit_run: RunMax::of(&hir).best.min(max_len),
+        required_bytes: required(&hir)
+            .into_iter()
+            .filter(|b| !b.is_ascii_digit())
+            .collect(),
     })
 }
 
@@ -138,28 +160,261 @@ fn prefixes(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     if lits.is_empty() || lits.len() > 256 {
         return None;
     }
-    // The prefilter is ASCII case-insensitive, so case variants collapse into one literal;
+    // The prefilter is exact (case-sensitive: `(?i)` patterns arrive as case variants);
     // long literal sets (`CUST-` then a digit: ten literals) are shortened until few enough.
-    let lits: Vec<Vec<u8>> = lits
-        .iter()
-        .map(|l| l.as_bytes().to_ascii_lowercase())
-        .collect();
+    let lits: Vec<Vec<u8>> = lits.iter().map(|l| l.as_bytes().to_vec()).collect();
     let longest = lits.iter().map(Vec::len).max()?;
-    for keep in (3..=longest).rev() {
+    for keep in (2..=longest).rev() {
         let mut out: Vec<Vec<u8>> = lits
             .iter()
             .map(|l| l[..l.len().min(keep)].to_vec())
             .collect();
         out.sort();
         out.dedup();
-        if out.iter().any(|l| l.len() < 3) {
+        if out.iter().any(|l| l.len() < 2) {
             return None;
         }
-        if out.len() <= 64 {
+        if out.len() <= 16 {
             return Some(out);
         }
     }
     None
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Start,
+    Finish,
+}
+
+fn is_boundary_look(look: Look, end: End) -> bool {
+    match end {
+        End::Start => matches!(look, Look::WordAscii | Look::WordStartAscii),
+        End::Finish => matches!(look, Look::WordAscii | Look::WordEndAscii),
+    }
+}
+
+/// What a piece of pattern guarantees at one end of a match.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Edge {
+    /// The property holds whenever the piece is at that end.
+    Holds,
+    /// The piece may match empty without asserting anything: what follows decides.
+    Transparent,
+    /// The property may not hold.
+    Fails,
+}
+
+/// At the given end of every match: with `boundary`, a `\b` is asserted; without, the match
+/// cannot begin (or finish) strictly inside a run of digits — a `\b` is asserted or the
+/// first (last) byte is not a digit.
+fn edge(hir: &Hir, end: End, boundary: bool) -> bool {
+    edge_of(hir, end, boundary) == Edge::Holds
+}
+
+fn edge_of(hir: &Hir, end: End, boundary: bool) -> Edge {
+    let holds = |ok: bool| if ok { Edge::Holds } else { Edge::Fails };
+    match hir.kind() {
+        HirKind::Empty => Edge::Transparent,
+        HirKind::Look(look) if is_boundary_look(*look, end) => Edge::Holds,
+        HirKind::Look(_) => Edge::Transparent,
+        HirKind::Literal(lit) => {
+            let b = if end == End::Start {
+                lit.0.first()
+            } else {
+                lit.0.last()
+            };
+            holds(!boundary && b.is_some_and(|b| !b.is_ascii_digit()))
+        }
+        HirKind::Class(_) => holds(!boundary && !Facts::of(hir).allowed.has_digit()),
+        HirKind::Capture(cap) => edge_of(&cap.sub, end, boundary),
+        HirKind::Repetition(rep) => match edge_of(&rep.sub, end, boundary) {
+            Edge::Fails => Edge::Fails,
+            _ if rep.min == 0 => Edge::Transparent,
+            other => other,
+        },
+        HirKind::Alternation(subs) => {
+            let all: Vec<Edge> = subs.iter().map(|s| edge_of(s, end, boundary)).collect();
+            if all.contains(&Edge::Fails) {
+                Edge::Fails
+            } else if all.iter().all(|e| *e == Edge::Holds) {
+                Edge::Holds
+            } else {
+                Edge::Transparent
+            }
+        }
+        HirKind::Concat(subs) => {
+            let mut pieces: Box<dyn Iterator<Item = &Hir>> = match end {
+                End::Start => Box::new(subs.iter()),
+                End::Finish => Box::new(subs.iter().rev()),
+            };
+            pieces
+                .find_map(|sub| match edge_of(sub, end, boundary) {
+                    Edge::Transparent => None,
+                    decided => Some(decided),
+                })
+                .unwrap_or(Edge::Transparent)
+        }
+    }
+}
+
+/// Bytes every match must contain.
+fn required(hir: &Hir) -> Vec<u8> {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => vec![],
+        HirKind::Literal(lit) => {
+            let mut v = lit.0.to_vec();
+            v.sort_unstable();
+            v.dedup();
+            v
+        }
+        HirKind::Class(_) => {
+            let allowed = Facts::of(hir).allowed;
+            if allowed.len() == 1 {
+                (0..=255u8).filter(|&b| allowed.contains(b)).collect()
+            } else {
+                vec![]
+            }
+        }
+        HirKind::Capture(cap) => required(&cap.sub),
+        HirKind::Repetition(rep) if rep.min > 0 => required(&rep.sub),
+        HirKind::Repetition(_) => vec![],
+        HirKind::Concat(subs) => {
+            let mut v: Vec<u8> = subs.iter().flat_map(required).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        }
+        HirKind::Alternation(subs) => {
+            let mut sets = subs.iter().map(required);
+            let first = sets.next().unwrap_or_default();
+            sets.fold(first, |acc, s| {
+                acc.into_iter().filter(|b| s.contains(b)).collect()
+            })
+        }
+    }
+}
+
+/// Upper bounds on runs of consecutive digits in the matches of one node.
+struct RunMax {
+    /// Longest all-digit string the node can match (`Some(0)`: it can match empty).
+    pure: Option<usize>,
+    /// Longest digit run at the start of a match.
+    pre: usize,
+    /// Longest digit run at the end of a match.
+    suf: usize,
+    /// Longest digit run anywhere in a match.
+    best: usize,
+}
+
+impl RunMax {
+    fn of(hir: &Hir) -> RunMax {
+        match hir.kind() {
+            HirKind::Empty | HirKind::Look(_) => RunMax {
+                pure: Some(0),
+                pre: 0,
+                suf: 0,
+                best: 0,
+            },
+            HirKind::Literal(lit) => {
+                let bytes = &lit.0;
+                let pre = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+                let suf = bytes
+                    .iter()
+                    .rev()
+                    .take_while(|b| b.is_ascii_digit())
+                    .count();
+                let best = bytes
+                    .split(|b| !b.is_ascii_digit())
+                    .map(<[u8]>::len)
+                    .max()
+                    .unwrap_or(0);
+                RunMax {
+                    pure: (pre == bytes.len()).then_some(bytes.len()),
+                    pre,
+                    suf,
+                    best,
+                }
+            }
+            HirKind::Class(_) => {
+                let allowed = Facts::of(hir).allowed;
+                let d = usize::from(allowed.has_digit());
+                RunMax {
+                    pure: (d == 1).then_some(1),
+                    pre: d,
+                    suf: d,
+                    best: d,
+                }
+            }
+            HirKind::Capture(cap) => RunMax::of(&cap.sub),
+            HirKind::Repetition(rep) => {
+                let sub = RunMax::of(&rep.sub);
+                let max = rep.max.unwrap_or(rep.min) as usize;
+                if max == 0 {
+                    return RunMax {
+                        pure: Some(0),
+                        pre: 0,
+                        suf: 0,
+                        best: 0,
+                    };
+                }
+                match sub.pure {
+                    Some(p) => RunMax {
+                        pure: Some(p * max),
+                        pre: p * (max - 1) + sub.pre,
+                        suf: p * (max - 1) + sub.suf,
+                        best: sub.best.max(sub.suf + p * max.saturating_sub(2) + sub.pre),
+                    },
+                    None => RunMax {
+                        pure: if rep.min == 0 { Some(0) } else { None },
+                        pre: sub.pre,
+                        suf: sub.suf,
+                        best: if max >= 2 {
+                            sub.best.max(sub.suf + sub.pre)
+                        } else {
+                            sub.best
+                        },
+                    },
+                }
+            }
+            HirKind::Concat(subs) => {
+                let mut acc = RunMax {
+                    pure: Some(0),
+                    pre: 0,
+                    suf: 0,
+                    best: 0,
+                };
+                for sub in subs {
+                    let b = RunMax::of(sub);
+                    acc = RunMax {
+                        best: acc.best.max(b.best).max(acc.suf + b.pre),
+                        pre: match acc.pure {
+                            Some(n) => acc.pre.max(n + b.pre),
+                            None => acc.pre,
+                        },
+                        suf: match b.pure {
+                            Some(n) => b.suf.max(acc.suf + n),
+                            None => b.suf,
+                        },
+                        pure: match (acc.pure, b.pure) {
+                            (Some(x), Some(y)) => Some(x + y),
+                            _ => None,
+                        },
+                    };
+                }
+                acc
+            }
+            HirKind::Alternation(subs) => {
+                let all: Vec<RunMax> = subs.iter().map(RunMax::of).collect();
+                RunMax {
+                    pure: all.iter().filter_map(|r| r.pure).max(),
+                    pre: all.iter().map(|r| r.pre).max().unwrap_or(0),
+                    suf: all.iter().map(|r| r.suf).max().unwrap_or(0),
+                    best: all.iter().map(|r| r.best).max().unwrap_or(0),
+                }
+            }
+        }
+    }
 }
 
 /// Bottom-up facts of one HIR node.
@@ -314,7 +569,8 @@ mod tests {
             (r"\d{4}[ -]?\d{4}", 9, 8, 8, 4, false),
             (r"CUST-\d{8}", 13, 13, 8, 8, true),
             (r"(?i)cust-\d{8}", 13, 13, 8, 8, true),
-            (r"ab|cd", 2, 2, 0, 0, false),
+            (r"ab|cd", 2, 2, 0, 0, true),
+            (r"a|cd", 2, 1, 0, 0, false),
             (r"[A-Z]{2}\d{2}[A-Z0-9]{11,30}", 34, 15, 2, 2, false),
             (
                 r"-----BEGIN [A-Z ]{0,20}PRIVATE KEY-----",
@@ -348,6 +604,87 @@ mod tests {
         for &(pat, want) in cases {
             let err = analyze(pat).expect_err(pat);
             assert!(err.contains(want), "{pat}: {err}");
+        }
+    }
+
+    #[test]
+    fn edges_runs_and_required_bytes() {
+        // (pattern, no_start_in_run, no_end_in_run, leading \b, trailing \b, max_digit_run, required)
+        type Case = (&'static str, bool, bool, bool, bool, usize, &'static [u8]);
+        let cases: &[Case] = &[
+            (r"\b\d{3}-\d{2}-\d{4}\b", true, true, true, true, 4, b"-"),
+            (r"\d{3}-\d{2}-\d{4}", false, false, false, false, 4, b"-"),
+            (
+                r"\b(?:\d{9}|\d{3} \d{2} \d{4})\b",
+                true,
+                true,
+                true,
+                true,
+                9,
+                b"",
+            ),
+            (
+                r"\B\+[1-9](?:[ -]?\d){7,14}\b",
+                true,
+                true,
+                false,
+                true,
+                15,
+                b"+",
+            ),
+            (
+                r"(?:\+1[ .-]?)?\(\d{3}\) ?\d{3}-\d{4}\b",
+                true,
+                true,
+                false,
+                true,
+                4,
+                b"()-",
+            ),
+            (
+                r"(?:1[ .-])?\b\d{3}-\d{4}\b",
+                false,
+                true,
+                false,
+                true,
+                4,
+                b"-",
+            ),
+            (r"\b(?:\d[ -]?){12,18}\d\b", true, true, true, true, 19, b""),
+            (
+                r"\B\d{2}(?: \d{4}){3}|\b\d{16}\b",
+                false,
+                false,
+                false,
+                false,
+                16,
+                b"",
+            ),
+            (r"\b[A-Z]{2}\d{6}[A-D]\b", true, true, true, true, 6, b""),
+            (
+                r"(?:\B\+|\b)1 [2-9]\d{2}\b",
+                true,
+                true,
+                false,
+                true,
+                3,
+                b" ",
+            ),
+        ];
+        for &(pat, ns, ne, lb, tb, run, req) in cases {
+            let info = analyze(pat).unwrap();
+            assert_eq!(
+                (
+                    info.no_start_in_run,
+                    info.no_end_in_run,
+                    info.leading_boundary,
+                    info.trailing_boundary
+                ),
+                (ns, ne, lb, tb),
+                "{pat} edges"
+            );
+            assert_eq!(info.max_digit_run, run, "{pat} max_digit_run");
+            assert_eq!(info.required_bytes, req, "{pat} required");
         }
     }
 

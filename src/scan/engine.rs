@@ -1,13 +1,13 @@
 //! The compiled engine and the per-body streaming state. See the module docs in `scan`.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::bytes::Regex;
 use serde::Serialize;
 
 use super::analyze::{ByteSet, PatternInfo};
+use super::literals::LiteralSet;
 use super::{MaskStyle, Normalize, Validator};
 use crate::rules::{DISTINCT_CAP, RuleSet, compile};
 
@@ -32,14 +32,6 @@ pub enum Anchor {
     FullScan,
 }
 
-/// What an Aho-Corasick hit means.
-#[derive(Debug, Clone, Copy)]
-enum LiteralUse {
-    Keyword(usize),
-    Prefix(usize),
-    Context(usize),
-}
-
 #[derive(Debug)]
 struct CompiledRule {
     regex: Regex,
@@ -49,27 +41,51 @@ struct CompiledRule {
     normalize: Normalize,
     mask: MaskStyle,
     exclude: Vec<Regex>,
-    /// (context group index, window, required)
-    context: Option<(usize, u64, bool)>,
+    /// (window, required)
+    context: Option<(u64, bool)>,
     category: usize,
 }
 
+/// The digit-run prefilter shared by every digit-anchored rule.
+#[derive(Debug, Default)]
+struct DigitPlan {
+    rules: Vec<usize>,
+    /// Shortest run any of the rules needs.
+    min_run: u64,
+    /// Longest match of any of the rules.
+    max_len: u64,
+}
+
 /// A rule set compiled for scanning. Cheap to share (`Send + Sync`); one per rule set.
-#[derive(Debug)]
 pub struct Engine {
     ids: Vec<String>,
     categories: Vec<String>,
     rules: Vec<CompiledRule>,
-    literals: Option<AhoCorasick>,
-    literal_uses: Vec<Vec<LiteralUse>>,
-    literal_max_len: u64,
-    digit_rules: Vec<usize>,
-    digit_min_run: u64,
-    digit_max_len: u64,
+    /// Literal prefixes, exact: use = rule index.
+    prefixes: Option<LiteralSet<usize>>,
+    /// Rule keywords of one byte (memchr), ASCII case-insensitive: use = rule index.
+    keyword_bytes: Option<LiteralSet<usize>>,
+    /// Longer rule keywords, ASCII case-insensitive: use = rule index.
+    keywords: Option<LiteralSet<usize>>,
+    /// Context words, ASCII case-insensitive, searched only near matches: use = rule index.
+    context: Option<LiteralSet<usize>>,
+    /// Longest prefix or keyword: the overlap kept for the eager literal passes.
+    anchor_overlap: u64,
+    /// Longest context word.
+    context_max_len: u64,
+    digits: DigitPlan,
     max_len: u64,
     max_window: u64,
-    context_groups: usize,
     hash_key: RandomState,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("rules", &self.ids)
+            .field("digits", &self.digits)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Engine {
@@ -77,19 +93,7 @@ impl Engine {
     pub fn new(set: &RuleSet) -> Engine {
         let mut categories: Vec<String> = Vec::new();
         let mut rules = Vec::new();
-        let mut literal_texts: Vec<Vec<u8>> = Vec::new();
-        let mut literal_uses: Vec<Vec<LiteralUse>> = Vec::new();
-        let mut add_literal = |text: &[u8], usage: LiteralUse| {
-            let text = text.to_ascii_lowercase();
-            match literal_texts.iter().position(|t| *t == text) {
-                Some(i) => literal_uses[i].push(usage),
-                None => {
-                    literal_texts.push(text);
-                    literal_uses.push(vec![usage]);
-                }
-            }
-        };
-        let mut context_groups = 0;
+        let (mut prefixes, mut keywords, mut context) = (Vec::new(), Vec::new(), Vec::new());
         for (idx, rule) in set.rules().iter().enumerate() {
             let category = match categories.iter().position(|c| *c == rule.category) {
                 Some(i) => i,
@@ -100,28 +104,19 @@ impl Engine {
             };
             let info = rule.info.clone();
             let anchor = if !rule.keywords.is_empty() {
-                for kw in &rule.keywords {
-                    add_literal(kw.as_bytes(), LiteralUse::Keyword(idx));
-                }
+                keywords.extend(rule.keywords.iter().map(|k| (k.as_bytes().to_vec(), idx)));
                 Anchor::Keywords
-            } else if let Some(prefixes) = &info.prefixes {
-                for p in prefixes {
-                    add_literal(p, LiteralUse::Prefix(idx));
-                }
+            } else if let Some(lits) = &info.prefixes {
+                prefixes.extend(lits.iter().map(|p| (p.clone(), idx)));
                 Anchor::Prefixes
             } else if info.min_digit_run >= 1 && info.allowed.has_digit() {
                 Anchor::DigitRuns
             } else {
                 Anchor::FullScan
             };
-            let context = rule.context.as_ref().map(|c| {
-                let group = context_groups;
-                context_groups += 1;
-                for w in &c.words {
-                    add_literal(w.as_bytes(), LiteralUse::Context(group));
-                }
-                (group, c.window as u64, c.required)
-            });
+            if let Some(c) = &rule.context {
+                context.extend(c.words.iter().map(|w| (w.as_bytes().to_vec(), idx)));
+            }
             rules.push(CompiledRule {
                 regex: compile(&rule.pattern).expect("pattern validated at load"),
                 anchor,
@@ -133,31 +128,31 @@ impl Engine {
                     .iter()
                     .map(|e| compile(e).expect("exclude validated at load"))
                     .collect(),
-                context,
+                context: rule.context.as_ref().map(|c| (c.window as u64, c.required)),
                 category,
                 info,
             });
         }
-        let literals = (!literal_texts.is_empty()).then(|| {
-            AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .build(&literal_texts)
-                .expect("literal set is small and valid")
-        });
-        let digit_rules: Vec<usize> = (0..rules.len())
-            .filter(|&i| rules[i].anchor == Anchor::DigitRuns)
-            .collect();
-        let digit_min_run = digit_rules
-            .iter()
-            .map(|&i| rules[i].info.min_digit_run as u64)
-            .min()
-            .unwrap_or(0);
-        let digit_max_len = digit_rules
-            .iter()
-            .map(|&i| rules[i].info.max_len as u64)
-            .max()
-            .unwrap_or(0);
+        let prefixes = LiteralSet::new(prefixes, false);
+        let (keyword_bytes, keywords): (Vec<_>, Vec<_>) =
+            keywords.into_iter().partition(|(k, _)| k.len() == 1);
+        let keyword_bytes = LiteralSet::new(keyword_bytes, true);
+        let keywords = LiteralSet::new(keywords, true);
+        let context = LiteralSet::new(context, true);
+        let mut digits = DigitPlan {
+            rules: (0..rules.len())
+                .filter(|&i| rules[i].anchor == Anchor::DigitRuns)
+                .collect(),
+            min_run: u64::MAX,
+            ..DigitPlan::default()
+        };
+        for &r in &digits.rules {
+            let info = &rules[r].info;
+            digits.min_run = digits.min_run.min(info.min_digit_run as u64);
+            digits.max_len = digits.max_len.max(info.max_len as u64);
+        }
+        let len_of = |s: &Option<LiteralSet<usize>>| s.as_ref().map_or(0, |s| s.max_len as u64);
+        let keyword_len = len_of(&keywords).max(len_of(&keyword_bytes));
         Engine {
             ids: set.rules().iter().map(|r| r.id.clone()).collect(),
             max_len: rules
@@ -167,22 +162,18 @@ impl Engine {
                 .unwrap_or(0),
             max_window: rules
                 .iter()
-                .filter_map(|r| r.context.map(|c| c.1))
+                .filter_map(|r| r.context.map(|c| c.0))
                 .max()
                 .unwrap_or(0),
-            literal_max_len: literal_texts
-                .iter()
-                .map(|t| t.len() as u64)
-                .max()
-                .unwrap_or(0),
+            anchor_overlap: len_of(&prefixes).max(keyword_len),
+            context_max_len: len_of(&context),
             categories,
             rules,
-            literals,
-            literal_uses,
-            digit_rules,
-            digit_min_run,
-            digit_max_len,
-            context_groups,
+            prefixes,
+            keyword_bytes,
+            keywords,
+            context,
+            digits,
             hash_key: RandomState::new(),
         }
     }
@@ -331,20 +322,125 @@ struct Run {
 
 struct State {
     end: u64,
+    /// A digit run reaching the end of the bytes seen so far: (run start, current piece start).
     open_run: Option<(u64, u64)>,
     unripe: VecDeque<Run>,
-    context_hits: Vec<VecDeque<(u64, u64)>>,
+    /// Context words are searched lazily, only near matches that need them.
+    context: ContextState,
     rules: Vec<RuleState>,
     categories: Vec<Distinct>,
     scratch: Vec<u8>,
 }
 
+/// Which stretches of the stream have been searched for context words, and what was found.
+#[derive(Default)]
+struct ContextState {
+    /// Sorted, disjoint `[start, end]` ranges of searched word starts.
+    covered: VecDeque<(u64, u64)>,
+    /// Per rule with context: word hits, start -> end.
+    hits: Vec<BTreeMap<u64, u64>>,
+}
+
+impl ContextState {
+    /// Searches every not yet searched word start in `[lo, hi]`; `hay` must hold the bytes
+    /// up to `hi` plus the longest word.
+    fn cover(&mut self, e: &Engine, hay: &[u8], base: u64, lo: u64, hi: u64) {
+        let Some(words) = &e.context else { return };
+        let lo = lo.max(base);
+        let mut gaps = Vec::new();
+        let mut at = lo;
+        for &(cs, ce) in &self.covered {
+            if ce < at {
+                continue;
+            }
+            if cs > hi {
+                break;
+            }
+            if cs > at {
+                gaps.push((at, cs - 1));
+            }
+            at = at.max(ce + 1);
+        }
+        if at <= hi {
+            gaps.push((at, hi));
+        }
+        let end = base + hay.len() as u64;
+        for (gs, ge) in gaps {
+            let limit = end.min(ge + e.context_max_len);
+            let slice = &hay[..(limit - base) as usize];
+            let hits = &mut self.hits;
+            words.each(slice, (gs - base) as usize, |s, r, len| {
+                let s = base + s as u64;
+                if s <= ge {
+                    let he = s + len as u64;
+                    let slot = hits[r].entry(s).or_insert(he);
+                    *slot = (*slot).max(he);
+                }
+            });
+            self.insert_covered(gs, ge);
+        }
+    }
+
+    fn insert_covered(&mut self, s: u64, e: u64) {
+        let i = self.covered.partition_point(|&(cs, _)| cs < s);
+        self.covered.insert(i, (s, e));
+        // Merge neighbours that touch.
+        let mut merged: VecDeque<(u64, u64)> = VecDeque::with_capacity(self.covered.len());
+        for &(cs, ce) in &self.covered {
+            match merged.back_mut() {
+                Some(last) if cs <= last.1.saturating_add(1) => last.1 = last.1.max(ce),
+                _ => merged.push_back((cs, ce)),
+            }
+        }
+        self.covered = merged;
+    }
+
+    fn any_hit(&self, r: usize, lo: u64, hi: u64) -> bool {
+        self.hits[r]
+            .range(..=hi)
+            .rev()
+            .take_while(|&(&hs, _)| hs + 64 >= lo)
+            .any(|(_, &he)| he >= lo)
+    }
+
+    fn prune(&mut self, keep_from: u64) {
+        while self.covered.front().is_some_and(|&(_, ce)| ce < keep_from) {
+            self.covered.pop_front();
+        }
+        for hits in &mut self.hits {
+            while hits
+                .first_key_value()
+                .is_some_and(|(&hs, _)| hs + 64 < keep_from)
+            {
+                hits.pop_first();
+            }
+        }
+    }
+}
+
+/// Bit `i` set when `block[i]` is an ASCII digit (`block.len() <= 64`): eight bytes at a
+/// time with SWAR arithmetic, each word's flags gathered into eight bits by a multiply.
 #[inline]
-fn any_digit(block: &[u8]) -> bool {
-    block
-        .iter()
-        .fold(0u8, |acc, &b| acc | u8::from(b.wrapping_sub(b'0') < 10))
-        != 0
+fn digit_mask(block: &[u8]) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut m = 0u64;
+    let mut words = block.chunks_exact(8);
+    for (k, word) in (&mut words).enumerate() {
+        let x = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let lo = x & LOW7;
+        let at_least_0 = lo.wrapping_add(0x5050_5050_5050_5050) & HIGH;
+        let above_9 = lo.wrapping_add(0x4646_4646_4646_4646) & HIGH;
+        let flags = at_least_0 & !above_9 & !x & HIGH;
+        // One bit per byte, byte 0 -> bit 0.
+        let packed = ((flags >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56;
+        m |= packed << (k * 8);
+    }
+    let done = block.len() - words.remainder().len();
+    for (i, &b) in words.remainder().iter().enumerate() {
+        m |= u64::from(b.is_ascii_digit()) << (done + i);
+    }
+    m
 }
 
 impl State {
@@ -361,7 +457,10 @@ impl State {
             end: 0,
             open_run: None,
             unripe: VecDeque::new(),
-            context_hits: vec![VecDeque::new(); engine.context_groups],
+            context: ContextState {
+                covered: VecDeque::new(),
+                hits: vec![BTreeMap::new(); engine.rules.len()],
+            },
             rules,
             categories: (0..engine.categories.len())
                 .map(|_| Distinct::default())
@@ -377,93 +476,112 @@ impl State {
         let end = base + hay.len() as u64;
         self.end = end;
         if end > new_from {
-            self.find_literals(e, hay, base, new_from);
-            if !e.digit_rules.is_empty() {
+            self.find_anchors(e, hay, base, new_from);
+            if !e.digits.rules.is_empty() {
                 self.find_digit_runs(e, hay, base, new_from);
             }
         }
-        if finishing {
-            if let Some((total, piece)) = self.open_run.take() {
-                self.emit_run(e, total, piece, end);
-            }
+        if finishing && let Some((total, piece)) = self.open_run.take() {
+            self.emit_run(e, total, piece, end);
         }
         self.ripen_runs(e, hay, base, finishing);
         for idx in 0..e.rules.len() {
             self.run_rule(e, idx, hay, base, finishing);
         }
-        self.prune_context(e);
+        let keep_from = self.low_water(e);
+        self.context
+            .prune(keep_from.saturating_sub(e.max_window + 64));
     }
 
-    fn find_literals(&mut self, e: &Engine, hay: &[u8], base: u64, new_from: u64) {
-        let Some(ac) = &e.literals else { return };
-        let from = new_from.saturating_sub(e.literal_max_len - 1).max(base);
-        let slice = &hay[(from - base) as usize..];
-        for m in ac.find_overlapping_iter(slice) {
-            let (start, mend) = (from + m.start() as u64, from + m.end() as u64);
-            if mend <= new_from {
-                continue;
-            }
-            for usage in &e.literal_uses[m.pattern().as_usize()] {
-                match *usage {
-                    LiteralUse::Keyword(r) => {
-                        let len = e.rules[r].info.max_len as u64;
-                        self.rules[r].push_region(start.saturating_sub(len), mend + len);
-                    }
-                    LiteralUse::Prefix(r) => self.rules[r].push_region(start, start),
-                    LiteralUse::Context(g) => self.context_hits[g].push_back((start, mend)),
+    /// Keyword and prefix hits in the new bytes become regions of their rules.
+    fn find_anchors(&mut self, e: &Engine, hay: &[u8], base: u64, new_from: u64) {
+        let sets = [
+            (&e.prefixes, false),
+            (&e.keyword_bytes, true),
+            (&e.keywords, true),
+        ];
+        for (set, is_keyword) in sets {
+            let Some(set) = set else { continue };
+            let from = new_from.saturating_sub(set.max_len as u64 - 1).max(base);
+            let rules = &mut self.rules;
+            set.each(hay, (from - base) as usize, |s, r, len| {
+                let s = base + s as u64;
+                if s + len as u64 <= new_from {
+                    return;
                 }
-            }
+                let info = &e.rules[r].info;
+                if is_keyword {
+                    let max = info.max_len as u64;
+                    rules[r].push_region(s.saturating_sub(max), s + len as u64 + max);
+                } else if prefix_may_match(hay, base, s, info) {
+                    rules[r].push_region(s, s);
+                }
+            });
         }
     }
 
+    /// Finds runs of consecutive digits in the new bytes, 64 bytes at a time.
     fn find_digit_runs(&mut self, e: &Engine, hay: &[u8], base: u64, new_from: u64) {
         let bytes = &hay[(new_from - base) as usize..];
-        let n = bytes.len();
-        let mut i = 0;
-        while i < n {
-            if self.open_run.is_none() {
-                while i + 32 <= n && !any_digit(&bytes[i..i + 32]) {
-                    i += 32;
+        let min_run = e.digits.min_run.min(64) as u32;
+        for (k, block) in bytes.chunks(64).enumerate() {
+            let at = new_from + (k * 64) as u64;
+            let n = block.len() as u32;
+            let mut m = digit_mask(block);
+            if let Some((total, piece)) = self.open_run {
+                let lead = (!m).trailing_zeros().min(n);
+                if lead == n {
+                    self.extend_open_run(total, piece, at + u64::from(n));
+                    continue;
                 }
-                match bytes[i..].iter().position(u8::is_ascii_digit) {
-                    None => break,
-                    Some(p) => {
-                        i += p;
-                        let at = new_from + i as u64;
-                        self.open_run = Some((at, at));
-                    }
-                }
+                self.open_run = None;
+                self.emit_run(e, total, piece, at + u64::from(lead));
+                m &= !((1u64 << lead) - 1);
             }
-            let Some((total, mut piece)) = self.open_run else {
-                break;
-            };
-            match bytes[i..].iter().position(|b| !b.is_ascii_digit()) {
-                None => {
-                    i = n;
-                    let at = new_from + n as u64;
-                    while at - piece >= RUN_PIECE {
-                        self.unripe.push_back(Run {
-                            start: piece,
-                            end: piece + RUN_PIECE,
-                            total: piece + RUN_PIECE - total,
-                        });
-                        piece += RUN_PIECE;
-                    }
-                    self.open_run = Some((total, piece));
-                }
-                Some(p) => {
-                    i += p;
-                    self.open_run = None;
-                    self.emit_run(e, total, piece, new_from + i as u64);
-                }
+            if m == 0 {
+                continue;
+            }
+            // Bits where a run of at least `min_run` digits starts inside this block.
+            let mut long = m;
+            for shift in 1..min_run {
+                long &= m >> shift;
+            }
+            let mut starts = long & !(m << 1);
+            // A run touching the block's end may continue into the next block.
+            let trailing = (m >> (n - 1) & 1 == 1).then(|| n - (!(m << (64 - n))).leading_zeros());
+            if let Some(t) = trailing {
+                starts &= !(1u64 << t);
+                let start = at + u64::from(t);
+                self.open_run = Some((start, start));
+                self.extend_open_run(start, start, at + u64::from(n));
+            }
+            while starts != 0 {
+                let s = starts.trailing_zeros();
+                starts &= starts - 1;
+                let len = (!(m >> s)).trailing_zeros();
+                let start = at + u64::from(s);
+                self.emit_run(e, start, start, start + u64::from(len));
             }
         }
+    }
+
+    /// The open run now reaches `to`: hand whole pieces of a very long run on.
+    fn extend_open_run(&mut self, total: u64, mut piece: u64, to: u64) {
+        while to - piece >= RUN_PIECE {
+            self.unripe.push_back(Run {
+                start: piece,
+                end: piece + RUN_PIECE,
+                total: piece + RUN_PIECE - total,
+            });
+            piece += RUN_PIECE;
+        }
+        self.open_run = Some((total, piece));
     }
 
     /// A run `[total, run_end)` ended; queue its last piece `[piece, run_end)` (and any
     /// whole pieces before it).
     fn emit_run(&mut self, e: &Engine, total: u64, mut piece: u64, run_end: u64) {
-        if run_end - total < e.digit_min_run {
+        if run_end - total < e.digits.min_run {
             return;
         }
         while run_end - piece > RUN_PIECE {
@@ -485,32 +603,15 @@ impl State {
     /// rule's gate.
     fn ripen_runs(&mut self, e: &Engine, hay: &[u8], base: u64, finishing: bool) {
         let end = base + hay.len() as u64;
+        let plan = &e.digits;
         while let Some(&run) = self.unripe.front() {
-            if !finishing && run.end + e.digit_max_len + 1 > end {
+            if !finishing && run.end + plan.max_len + 1 > end {
                 break;
             }
             self.unripe.pop_front();
-            for &r in &e.digit_rules {
-                let info = &e.rules[r].info;
-                if run.total < info.min_digit_run as u64 {
-                    continue;
-                }
-                let len = info.max_len as u64;
-                let lo = run.start.saturating_sub(len).max(base);
-                let hi = (run.end + len).min(end);
-                let mut t0 = run.start;
-                let mut digits = run.end - run.start;
-                while t0 > lo && info.allowed.contains(hay[(t0 - 1 - base) as usize]) {
-                    t0 -= 1;
-                    digits += u64::from(hay[(t0 - base) as usize].is_ascii_digit());
-                }
-                let mut t1 = run.end;
-                while t1 < hi && info.allowed.contains(hay[(t1 - base) as usize]) {
-                    digits += u64::from(hay[(t1 - base) as usize].is_ascii_digit());
-                    t1 += 1;
-                }
-                if t1 - t0 >= info.min_len as u64 && digits >= info.min_digits as u64 {
-                    self.rules[r].push_region(t0, run.end - 1);
+            for &r in &plan.rules {
+                if let Some(start) = gate(hay, base, &run, &e.rules[r].info) {
+                    self.rules[r].push_region(start, run.end - 1);
                 }
             }
         }
@@ -520,11 +621,12 @@ impl State {
     fn frontier(&self, e: &Engine, r: usize) -> u64 {
         let rule = &e.rules[r];
         let len = rule.info.max_len as u64;
-        let window = rule.context.map_or(0, |c| c.1);
-        // Bytes up to the match end plus the context window, and the literal hits there.
+        let window = rule.context.map_or(0, |c| c.0);
+        // Bytes up to the match end, the context window and a word there, and every
+        // anchor hit whose region could start before.
         let mut f = self
             .end
-            .saturating_sub(len + window + e.literal_max_len + 1);
+            .saturating_sub(len + window + e.context_max_len.max(e.anchor_overlap) + 1);
         if rule.anchor == Anchor::DigitRuns {
             if let Some(run) = self.unripe.front() {
                 f = f.min(run.start.saturating_sub(len));
@@ -565,13 +667,7 @@ impl State {
             match found {
                 Some((ms, me)) if ms <= accept_to => {
                     self.rules[r].next_pos = me;
-                    self.accept(
-                        e,
-                        r,
-                        &hay[(ms - base) as usize..(me - base) as usize],
-                        ms,
-                        me,
-                    );
+                    self.accept(e, r, hay, base, ms, me);
                 }
                 _ if accept_to == re => {
                     self.rules[r].regions.pop_front();
@@ -586,22 +682,23 @@ impl State {
         }
     }
 
-    fn accept(&mut self, e: &Engine, r: usize, value: &[u8], start: u64, end: u64) {
+    fn accept(&mut self, e: &Engine, r: usize, hay: &[u8], base: u64, start: u64, end: u64) {
         let rule = &e.rules[r];
+        let value = &hay[(start - base) as usize..(end - base) as usize];
         if rule.exclude.iter().any(|x| x.is_match(value)) || !rule.validator.check(value) {
             return;
         }
-        let corroborated = rule.context.is_some_and(|(group, window, _)| {
-            let hits = &self.context_hits[group];
-            let lo = start.saturating_sub(window);
-            let hi = end + window;
-            let first = hits.partition_point(|&(_, he)| he < lo);
-            hits.iter()
-                .skip(first)
-                .take_while(|&&(_, he)| he <= hi + e.literal_max_len)
-                .any(|&(hs, _)| hs <= hi)
-        });
-        if let Some((_, _, true)) = rule.context
+        let corroborated = match rule.context {
+            None => false,
+            Some((window, _)) => {
+                let lo = start.saturating_sub(window);
+                let hi = end + window;
+                self.context
+                    .cover(e, hay, base, lo.saturating_sub(e.context_max_len), hi);
+                self.context.any_hit(r, lo, hi)
+            }
+        };
+        if let Some((_, true)) = rule.context
             && !corroborated
         {
             return;
@@ -617,32 +714,21 @@ impl State {
         self.categories[rule.category].insert(hash);
     }
 
-    fn prune_context(&mut self, e: &Engine) {
-        let keep_from = self.end.saturating_sub(
-            2 * e.max_len + 2 * e.max_window + RUN_PIECE + 2 * e.literal_max_len + 8,
-        );
-        for hits in &mut self.context_hits {
-            while hits.front().is_some_and(|&(_, he)| he < keep_from) {
-                hits.pop_front();
-            }
-        }
-    }
-
     /// The lowest absolute position whose byte may still be needed.
     fn low_water(&self, e: &Engine) -> u64 {
-        let mut low = self.end.saturating_sub(e.literal_max_len + e.max_len + 2);
+        let mut low = self.end.saturating_sub(e.anchor_overlap + e.max_len + 2);
         for (rule, state) in e.rules.iter().zip(&self.rules) {
             if let Some(&(rs, _)) = state.regions.front() {
                 let from = rs.max(state.next_pos).min(self.end);
-                low = low.min(from.saturating_sub(1));
+                let context = rule.context.map_or(0, |c| c.0 + e.context_max_len);
+                low = low.min(from.saturating_sub(1 + context));
             }
-            let _ = rule;
         }
         if let Some(run) = self.unripe.front() {
-            low = low.min(run.start.saturating_sub(e.digit_max_len + 1));
+            low = low.min(run.start.saturating_sub(e.digits.max_len + 1));
         }
         if let Some((_, piece)) = self.open_run {
-            low = low.min(piece.saturating_sub(e.digit_max_len + 1));
+            low = low.min(piece.saturating_sub(e.digits.max_len + 1));
         }
         low
     }
@@ -682,6 +768,103 @@ impl State {
             categories,
         }
     }
+}
+
+/// Whether a match of `info` may start at `s`, where one of its literal prefixes starts:
+/// the bytes it may contain must go on long enough, with enough digits. When the stream
+/// does not yet hold the pattern's longest match, the regex decides.
+fn prefix_may_match(hay: &[u8], base: u64, s: u64, info: &PatternInfo) -> bool {
+    let from = (s - base) as usize;
+    let Some(window) = hay.get(from..from + info.max_len) else {
+        return true;
+    };
+    let mut digits = 0;
+    for (len, &b) in window.iter().enumerate() {
+        if !info.allowed.contains(b) {
+            return len >= info.min_len && digits >= info.min_digits;
+        }
+        digits += usize::from(b.is_ascii_digit());
+    }
+    digits >= info.min_digits
+}
+
+#[inline]
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// True when there is an ASCII word boundary at absolute position `p` of the stream
+/// (the stream's own start and end count as non-word).
+fn boundary_at(hay: &[u8], base: u64, p: u64) -> bool {
+    let i = (p - base) as usize;
+    let before = i > 0 && is_word(hay[i - 1]);
+    let after = i < hay.len() && is_word(hay[i]);
+    before != after
+}
+
+/// Whether rule `info` can have a match that contains digits of `run`, judged only from the
+/// bytes around it; returns the first position such a match can start at.
+fn gate(hay: &[u8], base: u64, run: &Run, info: &PatternInfo) -> Option<u64> {
+    if run.total < info.min_digit_run as u64 {
+        return None;
+    }
+    // A match that can neither start nor end inside a run contains the whole run.
+    if info.no_start_in_run && info.no_end_in_run && run.total > info.max_digit_run as u64 {
+        return None;
+    }
+    // A match containing the whole run that cannot reach past a word byte it may not
+    // contain starts (ends) at the run itself, where a required \b then cannot hold.
+    let whole = info.no_start_in_run && info.no_end_in_run;
+    let blocked = |p: u64| {
+        let b = hay[(p - base) as usize];
+        is_word(b) && !info.allowed.contains(b)
+    };
+    if whole
+        && ((info.leading_boundary && run.start > base && blocked(run.start - 1))
+            || (info.trailing_boundary && run.end < base + hay.len() as u64 && blocked(run.end)))
+    {
+        return None;
+    }
+    let (t0, t1, digits) = token(hay, base, run, info.max_len as u64, &info.allowed);
+    if t1 - t0 < info.min_len as u64 || digits < info.min_digits as u64 {
+        return None;
+    }
+    let text = &hay[(t0 - base) as usize..(t1 - base) as usize];
+    if !info
+        .required_bytes
+        .iter()
+        .all(|&b| memchr::memchr(b, text).is_some())
+    {
+        return None;
+    }
+    let mut start = t0;
+    if info.leading_boundary {
+        start = (t0..run.end).find(|&p| boundary_at(hay, base, p))?;
+    }
+    if info.trailing_boundary && !(run.start + 1..=t1).any(|p| boundary_at(hay, base, p)) {
+        return None;
+    }
+    Some(start)
+}
+
+/// The stretch of bytes from `allowed` around a digit run, at most `reach` bytes either
+/// side: `(start, end, digits in it)`.
+fn token(hay: &[u8], base: u64, run: &Run, reach: u64, allowed: &ByteSet) -> (u64, u64, u64) {
+    let end = base + hay.len() as u64;
+    let lo = run.start.saturating_sub(reach).max(base);
+    let hi = (run.end + reach).min(end);
+    let mut digits = run.end - run.start;
+    let mut t0 = run.start;
+    while t0 > lo && allowed.contains(hay[(t0 - 1 - base) as usize]) {
+        t0 -= 1;
+        digits += u64::from(hay[(t0 - base) as usize].is_ascii_digit());
+    }
+    let mut t1 = run.end;
+    while t1 < hi && allowed.contains(hay[(t1 - base) as usize]) {
+        digits += u64::from(hay[(t1 - base) as usize].is_ascii_digit());
+        t1 += 1;
+    }
+    (t0, t1, digits)
 }
 
 /// What one rule found in one stream.

@@ -27,6 +27,7 @@
 
 pub mod analyze;
 mod engine;
+mod literals;
 pub mod mask;
 pub mod normalize;
 pub mod validate;

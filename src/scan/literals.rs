@@ -1,0 +1,245 @@
+//! Finding every position where one of a set of literals starts, fast.
+//!
+//! The set is made prefix-closed first (a literal that starts with another literal of the
+//! set is folded into the shorter one, keeping its own uses and length), so at most one
+//! literal starts at any position and a leftmost-first search that resumes one byte after
+//! each hit reports every start. The searcher is the fastest that fits the set: `memchr`
+//! for up to three single bytes, Aho-Corasick (its SIMD Teddy prefilter) for exact
+//! literals, and a `(?i)` literal alternation in the regex crate (which picks rare-byte or
+//! Teddy prefilters) for ASCII case-insensitive sets.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use regex::bytes::Regex;
+
+enum Finder {
+    Bytes(Vec<u8>),
+    Exact(AhoCorasick),
+    Folded(Regex),
+}
+
+/// A literal set with the uses (`U`) attached to each literal, and each use's own length.
+pub(crate) struct LiteralSet<U> {
+    finder: Finder,
+    lits: Vec<Vec<u8>>,
+    /// Per kept literal: (use, the literal it came from, which may extend the kept one).
+    uses: Vec<Vec<(U, Vec<u8>)>>,
+    case_insensitive: bool,
+    /// Longest literal as given (before folding into shorter prefixes).
+    pub max_len: usize,
+}
+
+impl<U: Copy> LiteralSet<U> {
+    /// Builds a set; `None` when there are no literals.
+    pub fn new(mut items: Vec<(Vec<u8>, U)>, case_insensitive: bool) -> Option<LiteralSet<U>> {
+        items.retain(|(l, _)| !l.is_empty());
+        if items.is_empty() {
+            return None;
+        }
+        if case_insensitive {
+            for (l, _) in &mut items {
+                l.make_ascii_lowercase();
+            }
+        }
+        items.sort_by_key(|(l, _)| l.len());
+        let max_len = items.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+        let mut lits: Vec<Vec<u8>> = Vec::new();
+        let mut uses: Vec<Vec<(U, Vec<u8>)>> = Vec::new();
+        for (lit, usage) in items {
+            match lits.iter().position(|k| lit.starts_with(k)) {
+                Some(i) => uses[i].push((usage, lit)),
+                None => {
+                    uses.push(vec![(usage, lit.clone())]);
+                    lits.push(lit);
+                }
+            }
+        }
+        let mut single: Vec<u8> = Vec::new();
+        if lits.iter().all(|l| l.len() == 1) {
+            for l in &lits {
+                single.push(l[0]);
+                if case_insensitive && l[0].is_ascii_alphabetic() {
+                    single.push(l[0].to_ascii_uppercase());
+                }
+            }
+        }
+        let finder = if !single.is_empty() && single.len() <= 3 {
+            Finder::Bytes(single)
+        } else if !case_insensitive {
+            Finder::Exact(
+                AhoCorasickBuilder::new()
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .build(&lits)
+                    .expect("a small literal set builds"),
+            )
+        } else {
+            let alternation: Vec<String> = lits
+                .iter()
+                .map(|l| regex_syntax::escape(&String::from_utf8_lossy(l)))
+                .collect();
+            Finder::Folded(
+                regex::bytes::RegexBuilder::new(&format!("(?i-u:{})", alternation.join("|")))
+                    .unicode(false)
+                    .build()
+                    .expect("an escaped literal alternation builds"),
+            )
+        };
+        Some(LiteralSet {
+            finder,
+            lits,
+            uses,
+            case_insensitive,
+            max_len,
+        })
+    }
+
+    /// Calls `f(start, use, literal length)` for every position in `hay[from..]` where a
+    /// literal of the set starts and fits in `hay`, in order of position.
+    pub fn each(&self, hay: &[u8], from: usize, mut f: impl FnMut(usize, U, usize)) {
+        let ci = self.case_insensitive;
+        let mut report = |start: usize, k: usize| {
+            let here = &hay[start..];
+            for (usage, lit) in &self.uses[k] {
+                // A longer literal folded into a shorter one must really be here.
+                let present = lit.len() == self.lits[k].len()
+                    || (here.len() >= lit.len()
+                        && if ci {
+                            here[..lit.len()].eq_ignore_ascii_case(lit)
+                        } else {
+                            here[..lit.len()] == lit[..]
+                        });
+                if present {
+                    f(start, *usage, lit.len());
+                }
+            }
+        };
+        self.find(hay, from, &mut report);
+    }
+
+    /// Calls `report(start, kept literal index)` for every start of a kept literal.
+    fn find(&self, hay: &[u8], from: usize, report: &mut impl FnMut(usize, usize)) {
+        match &self.finder {
+            Finder::Bytes(bytes) => {
+                let tail = &hay[from.min(hay.len())..];
+                let mut hit = |i: usize| {
+                    let b = tail[i];
+                    let b = if self.case_insensitive {
+                        b.to_ascii_lowercase()
+                    } else {
+                        b
+                    };
+                    if let Some(k) = self.lits.iter().position(|l| l[0] == b) {
+                        report(from + i, k);
+                    }
+                };
+                match bytes.as_slice() {
+                    [a] => memchr::memchr_iter(*a, tail).for_each(&mut hit),
+                    [a, b] => memchr::memchr2_iter(*a, *b, tail).for_each(&mut hit),
+                    [a, b, c] => memchr::memchr3_iter(*a, *b, *c, tail).for_each(&mut hit),
+                    _ => unreachable!("one to three bytes"),
+                }
+            }
+            Finder::Exact(ac) => {
+                let mut at = from;
+                while at < hay.len() {
+                    let input = aho_corasick::Input::new(hay).span(at..hay.len());
+                    let Some(m) = ac.find(input) else { break };
+                    report(m.start(), m.pattern().as_usize());
+                    at = m.start() + 1;
+                }
+            }
+            Finder::Folded(re) => {
+                let mut at = from;
+                while at < hay.len() {
+                    let Some(m) = re.find_at(hay, at) else { break };
+                    let here = &hay[m.start()..];
+                    if let Some(k) = self.lits.iter().position(|l| {
+                        here.len() >= l.len() && here[..l.len()].eq_ignore_ascii_case(l)
+                    }) {
+                        report(m.start(), k);
+                    }
+                    at = m.start() + 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn starts(lits: &[&str], ci: bool, hay: &str) -> Vec<(usize, Vec<(u8, usize)>)> {
+        let items = lits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.as_bytes().to_vec(), i as u8))
+            .collect();
+        let set = LiteralSet::new(items, ci).unwrap();
+        let mut out: Vec<(usize, Vec<(u8, usize)>)> = Vec::new();
+        set.each(hay.as_bytes(), 0, |s, usage, len| match out.last_mut() {
+            Some((at, uses)) if *at == s => uses.push((usage, len)),
+            _ => out.push((s, vec![(usage, len)])),
+        });
+        out
+    }
+
+    #[test]
+    fn every_start_is_reported_with_every_use() {
+        // (literals, case-insensitive, haystack, expected (start, [(use, len)]))
+        type Case = (
+            &'static [&'static str],
+            bool,
+            &'static str,
+            Vec<(usize, Vec<(u8, usize)>)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                &["@"],
+                false,
+                "a@b@",
+                vec![(1, vec![(0, 1)]), (3, vec![(0, 1)])],
+            ),
+            // A longer literal folded into a shorter one is reported only where it is.
+            (
+                &["ab", "abc"],
+                false,
+                "xabcab",
+                vec![(1, vec![(0, 2), (1, 3)]), (4, vec![(0, 2)])],
+            ),
+            (
+                &["ssn", "ssn:"],
+                true,
+                "SSN: classname",
+                vec![(0, vec![(0, 3), (1, 4)]), (8, vec![(0, 3)])],
+            ),
+            // Overlapping occurrences are all found.
+            (
+                &["aa"],
+                false,
+                "aaaa",
+                vec![(0, vec![(0, 2)]), (1, vec![(0, 2)]), (2, vec![(0, 2)])],
+            ),
+            (
+                &["ghp_", "xoxb-"],
+                false,
+                "GHP_ ghp_ xoxb-",
+                vec![(5, vec![(0, 4)]), (10, vec![(1, 5)])],
+            ),
+            (
+                &["secret_key", "aws"],
+                true,
+                "AWS Secret_Key",
+                vec![(0, vec![(1, 3)]), (4, vec![(0, 10)])],
+            ),
+            (
+                &["x"],
+                true,
+                "xX",
+                vec![(0, vec![(0, 1)]), (1, vec![(0, 1)])],
+            ),
+        ];
+        for (lits, ci, hay, want) in cases {
+            assert_eq!(starts(lits, ci, hay), want, "{lits:?} in {hay:?}");
+        }
+    }
+}
