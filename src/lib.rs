@@ -11,6 +11,8 @@
 //! - [`scan`]: the engine: prefilters, confirming regexes, validators, streaming state, findings.
 //! - [`policy`]: findings -> verdict (allow / log / block) from the rules' thresholds.
 //! - [`cli`]: the `scan` and `rules` commands, as library functions the binary calls.
+//! - [`config`]: the YAML config and command-line overrides, validated into runtime types.
+//! - [`proxy`]: the hyper server: client ACL, absolute-form HTTP, CONNECT tunnels, inspection, block page.
 //!
 //! # Request flow
 //!
@@ -23,6 +25,8 @@
 //! issues; see `../shared/DESIGN.md` in the project workspace and the README.
 
 pub mod cli;
+pub mod config;
 pub mod policy;
+pub mod proxy;
 pub mod rules;
 pub mod scan;

@@ -1,0 +1,604 @@
+//! The proxy's configuration: the YAML file, command-line overrides, and validation into
+//! the runtime [`Config`] the proxy runs on.
+//!
+//! Two stages. [`raw`] holds the serde types, every key optional and unknown keys refused.
+//! [`validate`] turns them into runtime types — socket addresses, parsed CIDRs, byte
+//! counts, durations, the loaded and tested rule set — and reports every problem at once,
+//! each with its file and key. An empty file is a valid config: every key has a default.
+//!
+//! This module reads the config file and the rules directory; it opens no socket and
+//! starts nothing.
+
+pub mod raw;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::rules::{self, RuleSet};
+use raw::{RawConfig, RawDuration, RawSize};
+
+/// Default proxy listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3128";
+/// Default admin listen address.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+/// Default rules directory.
+pub const DEFAULT_RULES: &str = "rules";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "data";
+/// Default contact line on the block page.
+pub const DEFAULT_CONTACT: &str =
+    "If you believe this is a mistake, contact your security team and quote the request id.";
+
+/// The validated configuration the proxy runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Proxy listen address.
+    pub listen: SocketAddr,
+    /// Admin listen address (the proxy refuses requests addressed to it).
+    pub admin_listen: SocketAddr,
+    /// Rules directory the rule set was loaded from.
+    pub rules_dir: PathBuf,
+    /// The loaded rule set (validated, embedded tests passed).
+    pub rules: RuleSet,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// TLS settings.
+    pub tls: Tls,
+    /// Access control.
+    pub access: Access,
+    /// Limits.
+    pub limits: Limits,
+    /// Audit log settings.
+    pub audit: Audit,
+    /// Block page settings.
+    pub block_page: BlockPage,
+}
+
+/// `tls:` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// Whether CONNECT traffic is to be intercepted.
+    pub intercept: bool,
+    /// Host patterns never intercepted, lowercased (`host.example` or `*.example`).
+    pub bypass: Vec<String>,
+    /// Extra PEM files trusted for upstream servers.
+    pub upstream_roots: Vec<PathBuf>,
+}
+
+/// `access:` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// Client networks allowed to use the proxy.
+    pub clients: Vec<IpNet>,
+    /// Ports a CONNECT may reach.
+    pub connect_ports: Vec<u16>,
+}
+
+impl Access {
+    /// Whether a client at `ip` may use the proxy (IPv4-mapped IPv6 counts as IPv4).
+    pub fn allows_client(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.clients.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Whether a CONNECT may reach `port`.
+    pub fn allows_connect_port(&self, port: u16) -> bool {
+        self.connect_ports.contains(&port)
+    }
+}
+
+/// What happens to a request body larger than [`Limits::hold_bytes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oversize {
+    /// Forward it as it is scanned; abort the upstream request if it is blocked.
+    Stream,
+    /// Refuse it with 413.
+    Block,
+}
+
+/// `limits:` settings; see [`raw::RawLimits`] for what each one bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Bodies up to this many bytes are scanned whole before forwarding.
+    pub hold_bytes: u64,
+    /// What happens to larger bodies.
+    pub oversize: Oversize,
+    /// Largest request head in bytes.
+    pub header_bytes: usize,
+    /// Most header fields in one request.
+    pub header_count: usize,
+    /// Time to receive a complete request head (and the keep-alive wait between requests).
+    pub header_read_timeout: Duration,
+    /// Close a connection or tunnel after this long with no bytes moving.
+    pub idle_timeout: Duration,
+    /// Most client connections at once.
+    pub max_connections: usize,
+    /// Time to connect to an upstream.
+    pub upstream_connect_timeout: Duration,
+    /// Time for an upstream to start responding.
+    pub upstream_response_timeout: Duration,
+    /// Time in-flight requests get to finish on shutdown.
+    pub drain_time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            hold_bytes: 16 << 20,
+            oversize: Oversize::Stream,
+            header_bytes: 64 << 10,
+            header_count: 100,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 1024,
+            upstream_connect_timeout: Duration::from_secs(10),
+            upstream_response_timeout: Duration::from_secs(60),
+            drain_time: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `audit:` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    /// Path of the audit log.
+    pub path: PathBuf,
+}
+
+/// `block_page:` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockPage {
+    /// The contact line.
+    pub contact: String,
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<String>,
+    /// `--rules`.
+    pub rules: Option<PathBuf>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// One problem in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config file, or `None` for defaults and command-line flags.
+    pub file: Option<PathBuf>,
+    /// The key, dotted (`limits.hold_bytes`), or the flag (`--listen`).
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}: ", file.display())?;
+        }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} problem(s) in the configuration:\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+/// Reads the config file at `path` (or none: every default), applies `overrides`, validates.
+pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigErrors> {
+    let Some(path) = path else {
+        return validate(RawConfig::default(), None, overrides);
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => from_yaml(&text, Some(path), overrides),
+        Err(e) => Err(ConfigErrors(vec![ConfigError {
+            file: Some(path.to_path_buf()),
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        }])),
+    }
+}
+
+/// Parses YAML config text (`file` names it in errors), applies `overrides`, validates.
+pub fn from_yaml(
+    text: &str,
+    file: Option<&Path>,
+    overrides: &Overrides,
+) -> Result<Config, ConfigErrors> {
+    validate(parse(text, file)?, file, overrides)
+}
+
+/// Parses YAML config text into the raw types (no validation).
+pub fn parse(text: &str, file: Option<&Path>) -> Result<RawConfig, ConfigErrors> {
+    // A file of only comments and blank lines is the empty config.
+    let blank = text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+    if blank {
+        return Ok(RawConfig::default());
+    }
+    // YAML 1.2 booleans only (`intercept: no` is an error, not false), repeated keys refused.
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+    };
+    serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: file.map(Path::to_path_buf),
+            key: String::new(),
+            message: format!("invalid config: {e}"),
+        }])
+    })
+}
+
+/// Turns raw values (plus overrides) into a [`Config`], collecting every problem.
+pub fn validate(
+    raw: RawConfig,
+    file: Option<&Path>,
+    overrides: &Overrides,
+) -> Result<Config, ConfigErrors> {
+    let mut errors = Errors {
+        file: file.map(Path::to_path_buf),
+        list: Vec::new(),
+    };
+    let defaults = Limits::default();
+
+    let listen = errors.addr(
+        "listen",
+        overrides.listen.as_deref(),
+        raw.listen.as_deref(),
+        DEFAULT_LISTEN,
+    );
+    let admin_listen = errors.addr(
+        "admin_listen",
+        overrides.admin_listen.as_deref(),
+        raw.admin_listen.as_deref(),
+        DEFAULT_ADMIN_LISTEN,
+    );
+    if let (Some(l), Some(a)) = (listen, admin_listen) {
+        if l == a && l.port() != 0 {
+            errors.push(
+                "admin_listen",
+                format!("is the same address as listen ({l})"),
+            );
+        }
+    }
+
+    let data_dir = overrides
+        .data_dir
+        .clone()
+        .or(raw.data_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let rules_dir = overrides
+        .rules
+        .clone()
+        .or(raw.rules)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_RULES));
+    let rule_set = match rules::load_dir(&rules_dir) {
+        Ok(set) => Some(set),
+        Err(rules::RuleErrors(list)) => {
+            for e in list {
+                errors.push("rules", e.to_string());
+            }
+            None
+        }
+    };
+
+    let tls = Tls {
+        intercept: raw.tls.intercept.unwrap_or(true),
+        bypass: raw
+            .tls
+            .bypass
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, p)| errors.host_pattern(&format!("tls.bypass[{i}]"), &p))
+            .collect(),
+        upstream_roots: raw.tls.upstream_roots.unwrap_or_default(),
+    };
+    for (i, root) in tls.upstream_roots.iter().enumerate() {
+        if !root.is_file() {
+            errors.push(
+                &format!("tls.upstream_roots[{i}]"),
+                format!("{} is not a readable file", root.display()),
+            );
+        }
+    }
+
+    let clients = match raw.access.clients {
+        None => vec![
+            "127.0.0.0/8".parse().expect("literal CIDR"),
+            "::1/128".parse().expect("literal CIDR"),
+        ],
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| errors.cidr(&format!("access.clients[{i}]"), c))
+            .collect(),
+    };
+    let connect_ports = raw.access.connect_ports.unwrap_or_else(|| vec![443]);
+    for (i, port) in connect_ports.iter().enumerate() {
+        if *port == 0 {
+            errors.push(&format!("access.connect_ports[{i}]"), "port 0".into());
+        }
+    }
+
+    let l = raw.limits;
+    let hold_bytes = errors.size("limits.hold_bytes", l.hold_bytes, defaults.hold_bytes, 1);
+    let oversize = match l.oversize.as_deref() {
+        None | Some("stream") => Oversize::Stream,
+        Some("block") => Oversize::Block,
+        Some(other) => {
+            errors.push(
+                "limits.oversize",
+                format!("{other:?} is not one of: stream, block"),
+            );
+            Oversize::Stream
+        }
+    };
+    let limits = Limits {
+        hold_bytes,
+        oversize,
+        header_bytes: errors.size(
+            "limits.header_bytes",
+            l.header_bytes,
+            defaults.header_bytes as u64,
+            1024,
+        ) as usize,
+        header_count: errors.count("limits.header_count", l.header_count, defaults.header_count),
+        header_read_timeout: errors.duration(
+            "limits.header_read_timeout",
+            l.header_read_timeout,
+            defaults.header_read_timeout,
+        ),
+        idle_timeout: errors.duration("limits.idle_timeout", l.idle_timeout, defaults.idle_timeout),
+        max_connections: errors.count(
+            "limits.max_connections",
+            l.max_connections,
+            defaults.max_connections,
+        ),
+        upstream_connect_timeout: errors.duration(
+            "limits.upstream_connect_timeout",
+            l.upstream_connect_timeout,
+            defaults.upstream_connect_timeout,
+        ),
+        upstream_response_timeout: errors.duration(
+            "limits.upstream_response_timeout",
+            l.upstream_response_timeout,
+            defaults.upstream_response_timeout,
+        ),
+        drain_time: errors.duration("limits.drain_time", l.drain_time, defaults.drain_time),
+    };
+
+    let audit = Audit {
+        path: raw
+            .audit
+            .path
+            .unwrap_or_else(|| data_dir.join("audit.jsonl")),
+    };
+    let contact = raw
+        .block_page
+        .contact
+        .unwrap_or_else(|| DEFAULT_CONTACT.to_owned());
+    if contact.contains(['\n', '\r']) {
+        errors.push("block_page.contact", "must be one line".into());
+    }
+
+    match (errors.list.is_empty(), listen, admin_listen, rule_set) {
+        (true, Some(listen), Some(admin_listen), Some(rules)) => Ok(Config {
+            listen,
+            admin_listen,
+            rules_dir,
+            rules,
+            data_dir,
+            tls,
+            access: Access {
+                clients,
+                connect_ports,
+            },
+            limits,
+            audit,
+            block_page: BlockPage { contact },
+        }),
+        _ => Err(ConfigErrors(errors.list)),
+    }
+}
+
+/// Parses a size: plain bytes, or a number with a unit (`B`, `KB`, `KiB`, `MB`, `MiB`,
+/// `GB`, `GiB`, `TB`, `TiB`; case-insensitive, optional space).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (like 16MiB or 1048576)"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" | "k" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" | "m" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" | "g" => 1 << 30,
+        "tb" => 1_000_000_000_000,
+        "tib" | "t" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use B, KiB, MiB, GiB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Collects problems while validating.
+struct Errors {
+    file: Option<PathBuf>,
+    list: Vec<ConfigError>,
+}
+
+impl Errors {
+    fn push(&mut self, key: &str, message: String) {
+        self.list.push(ConfigError {
+            file: self.file.clone(),
+            key: key.to_owned(),
+            message,
+        });
+    }
+
+    /// A socket address from a flag (reported as `--key`), the file, or the default.
+    fn addr(
+        &mut self,
+        key: &str,
+        flag: Option<&str>,
+        file: Option<&str>,
+        default: &str,
+    ) -> Option<SocketAddr> {
+        let (text, origin) = match (flag, file) {
+            (Some(f), _) => (f, format!("--{}", key.replace('_', "-"))),
+            (None, Some(v)) => (v, key.to_owned()),
+            (None, None) => (default, key.to_owned()),
+        };
+        match text.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                let message = format!("{text:?} is not an address like 127.0.0.1:3128");
+                if flag.is_some() {
+                    self.list.push(ConfigError {
+                        file: None,
+                        key: origin,
+                        message,
+                    });
+                } else {
+                    self.push(&origin, message);
+                }
+                None
+            }
+        }
+    }
+
+    fn cidr(&mut self, key: &str, text: &str) -> Option<IpNet> {
+        let text = text.trim();
+        if let Ok(net) = text.parse::<IpNet>() {
+            return Some(net.trunc());
+        }
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Some(IpNet::from(ip));
+        }
+        self.push(
+            key,
+            format!("{text:?} is not a network like 10.0.0.0/8 or an address"),
+        );
+        None
+    }
+
+    fn host_pattern(&mut self, key: &str, text: &str) -> Option<String> {
+        let host = text.strip_prefix("*.").unwrap_or(text);
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if valid {
+            Some(text.to_ascii_lowercase())
+        } else {
+            self.push(
+                key,
+                format!("{text:?} is not a host name or a `*.domain` pattern"),
+            );
+            None
+        }
+    }
+
+    fn size(&mut self, key: &str, raw: Option<RawSize>, default: u64, min: u64) -> u64 {
+        let value = match raw {
+            None => return default,
+            Some(RawSize::Bytes(n)) => Ok(n),
+            Some(RawSize::Text(t)) => parse_size(&t),
+        };
+        match value {
+            Ok(n) if n >= min => n,
+            Ok(n) => {
+                self.push(key, format!("{n} bytes is below the minimum of {min}"));
+                default
+            }
+            Err(e) => {
+                self.push(key, e);
+                default
+            }
+        }
+    }
+
+    fn count(&mut self, key: &str, raw: Option<usize>, default: usize) -> usize {
+        match raw {
+            None => default,
+            Some(0) => {
+                self.push(key, "must be at least 1".into());
+                default
+            }
+            Some(n) => n,
+        }
+    }
+
+    fn duration(&mut self, key: &str, raw: Option<RawDuration>, default: Duration) -> Duration {
+        let value = match raw {
+            None => return default,
+            Some(RawDuration::Seconds(s)) => Ok(Duration::from_secs(s)),
+            Some(RawDuration::Text(t)) => humantime::parse_duration(t.trim())
+                .map_err(|e| format!("{t:?} is not a duration like 500ms or 30s: {e}")),
+        };
+        match value {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.push(key, "must be longer than zero".into());
+                default
+            }
+            Err(e) => {
+                self.push(key, e);
+                default
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("16MiB", Some(16 << 20)),
+            ("16 MiB", Some(16 << 20)),
+            ("512kib", Some(512 << 10)),
+            ("1GB", Some(1_000_000_000)),
+            ("1048576", Some(1 << 20)),
+            ("10B", Some(10)),
+            ("1.5MiB", None),
+            ("MiB", None),
+            ("16 parsecs", None),
+            ("99999999999TiB", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_size(text).ok(), *want, "{text}");
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The config file as written: serde types, every key optional, unknown keys refused.
+//!
+//! Nothing here is interpreted: addresses, CIDRs, sizes and durations stay text until
+//! [`validate`](super::validate) turns them into runtime types, so that every problem in a
+//! file can be reported at once instead of stopping at the first.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The whole config file. Every key has a default, so an empty file is valid.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address the proxy listens on (default `127.0.0.1:3128`).
+    pub listen: Option<String>,
+    /// Address of the admin listener: metrics, health (default `127.0.0.1:9090`).
+    pub admin_listen: Option<String>,
+    /// Directory of rule files (default `rules`).
+    pub rules: Option<PathBuf>,
+    /// Directory for the CA, the audit log and state (default `data`).
+    pub data_dir: Option<PathBuf>,
+    /// TLS: interception, bypass list, extra upstream roots.
+    #[serde(default)]
+    pub tls: RawTls,
+    /// Who may use the proxy, and where CONNECT may go.
+    #[serde(default)]
+    pub access: RawAccess,
+    /// Sizes, counts and timeouts that bound what one client can make the proxy do.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// Where logged and blocked requests are recorded.
+    #[serde(default)]
+    pub audit: RawAudit,
+    /// What the block page says besides the finding.
+    #[serde(default)]
+    pub block_page: RawBlockPage,
+}
+
+/// `tls:` — how CONNECT traffic is treated.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// Whether CONNECT traffic is intercepted (default true); false makes it a blind tunnel.
+    pub intercept: Option<bool>,
+    /// Host patterns never intercepted (`host.example` or `*.example`).
+    pub bypass: Option<Vec<String>>,
+    /// Extra PEM files trusted for upstream servers, besides the system's roots.
+    pub upstream_roots: Option<Vec<PathBuf>>,
+}
+
+/// `access:` — the proxy is not an open proxy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccess {
+    /// Client networks allowed to use the proxy, as CIDRs or single addresses
+    /// (default `127.0.0.0/8` and `::1/128`).
+    pub clients: Option<Vec<String>>,
+    /// Ports a CONNECT may reach (default `[443]`).
+    pub connect_ports: Option<Vec<u16>>,
+}
+
+/// `limits:` — every limit has a name, a default and a doc line.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Request bodies up to this size are scanned whole before any byte goes upstream
+    /// (default `16MiB`; a number of bytes or a string such as `512KiB`).
+    pub hold_bytes: Option<RawSize>,
+    /// What happens to a body over `hold_bytes`: `stream` (forward as scanned, abort on
+    /// block) or `block` (refuse with 413). Default `stream`.
+    pub oversize: Option<String>,
+    /// Largest request head (request line and headers) in bytes (default `64KiB`).
+    pub header_bytes: Option<RawSize>,
+    /// Most header fields in one request (default 100).
+    pub header_count: Option<usize>,
+    /// Time a client has to send a complete request head, also the keep-alive wait for the
+    /// next request (default `10s`; a humantime string such as `500ms`, or seconds).
+    pub header_read_timeout: Option<RawDuration>,
+    /// A connection or tunnel with no bytes moving either way for this long is closed
+    /// (default `120s`).
+    pub idle_timeout: Option<RawDuration>,
+    /// Most client connections open at once; more wait in the listen backlog (default 1024).
+    pub max_connections: Option<usize>,
+    /// Time to establish a TCP connection to an upstream (default `10s`).
+    pub upstream_connect_timeout: Option<RawDuration>,
+    /// Time an upstream has to start its response once the request is sent (default `60s`).
+    pub upstream_response_timeout: Option<RawDuration>,
+    /// On shutdown, how long in-flight requests may take to finish (default `30s`).
+    pub drain_time: Option<RawDuration>,
+}
+
+/// `audit:` — the audit log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// Path of the JSON-lines audit log (default `DATA_DIR/audit.jsonl`).
+    pub path: Option<PathBuf>,
+}
+
+/// `block_page:` — text shown to a person whose request was blocked.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBlockPage {
+    /// One line telling people whom to contact (shown on the HTML page and in JSON).
+    pub contact: Option<String>,
+}
+
+/// A size: a number of bytes, or a string with a unit (`16MiB`, `512KiB`, `1GB`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    /// Bytes.
+    Bytes(u64),
+    /// A number and a unit.
+    Text(String),
+}
+
+/// A duration: a number of seconds, or a humantime string (`500ms`, `30s`, `2m`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawDuration {
+    /// Seconds.
+    Seconds(u64),
+    /// A humantime duration.
+    Text(String),
+}

@@ -1,0 +1,282 @@
+//! Every way a proxied request can fail, and the one place those failures become HTTP
+//! responses.
+//!
+//! Each [`ProxyError`] variant says where the failure came from — the client, a policy
+//! decision, the upstream, or us — and [`ProxyError::status`] / [`ProxyError::kind`] map it
+//! to a status code and a stable label. No variant carries a request target, a header value
+//! or a body byte: messages are safe to log and to show.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use super::upstream::ConnectError;
+use crate::policy::Verdict;
+
+/// A request the proxy could not (or would not) forward.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Client: the request is not something a forward proxy can act on.
+    #[error("client: bad request: {0}")]
+    BadRequest(&'static str),
+    /// Client: its address is not in `access.clients`.
+    #[error("client: {0} is not allowed to use this proxy")]
+    ClientNotAllowed(IpAddr),
+    /// Client: CONNECT to a port not in `access.connect_ports`.
+    #[error("client: CONNECT to port {0} is not allowed")]
+    PortNotAllowed(u16),
+    /// Client: a body over `limits.hold_bytes` with `limits.oversize: block`.
+    #[error("client: request body is larger than the hold limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The hold limit.
+        limit: u64,
+    },
+    /// Client: reading the request body failed (the client went away or broke framing).
+    #[error("client: reading the request body: {0}")]
+    ClientBody(#[source] hyper::Error),
+    /// Client: the request is addressed to this proxy's own listener or admin listener.
+    #[error("client: request addressed to this proxy itself ({0})")]
+    Loop(std::net::SocketAddr),
+    /// Policy: the findings crossed a block threshold.
+    #[error("policy: blocked ({})", .0.summary())]
+    Blocked(Box<Blocked>),
+    /// Upstream: the host name does not resolve.
+    #[error("upstream: cannot resolve the host name")]
+    UpstreamDns,
+    /// Upstream: the connection was refused or failed.
+    #[error("upstream: cannot connect: {0}")]
+    UpstreamConnect(String),
+    /// Upstream: no connection within `limits.upstream_connect_timeout`.
+    #[error("upstream: no connection within {0:?}")]
+    UpstreamConnectTimeout(Duration),
+    /// Upstream: no response within `limits.upstream_response_timeout`.
+    #[error("upstream: no response within {0:?}")]
+    UpstreamTimeout(Duration),
+    /// Upstream: the connection broke or the response was not valid HTTP.
+    #[error("upstream: {0}")]
+    Upstream(String),
+    /// Us: a failure inside the proxy.
+    #[error("proxy: {0}")]
+    Internal(String),
+}
+
+/// What a block decision shows: categories and distinct counts, never values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    /// (category, distinct values) for each category that crossed a block threshold.
+    pub categories: Vec<(String, u64)>,
+    /// Rule ids that crossed a block threshold.
+    pub rules: Vec<String>,
+}
+
+impl Blocked {
+    /// Builds the block summary from a verdict (only the reasons that block).
+    pub fn from_verdict(verdict: &Verdict) -> Blocked {
+        let mut categories: Vec<(String, u64)> = Vec::new();
+        let mut rules = Vec::new();
+        for r in verdict
+            .reasons
+            .iter()
+            .filter(|r| r.action == crate::policy::Action::Block)
+        {
+            rules.push(r.rule.clone());
+            match categories.iter_mut().find(|(c, _)| *c == r.category) {
+                Some((_, d)) => *d = (*d).max(r.distinct),
+                None => categories.push((r.category.clone(), r.distinct)),
+            }
+        }
+        Blocked { categories, rules }
+    }
+
+    /// `email: 12 distinct, card: 10 distinct` for log lines.
+    pub fn summary(&self) -> String {
+        self.categories
+            .iter()
+            .map(|(c, d)| format!("{c}: {d} distinct"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl From<&ConnectError> for ProxyError {
+    fn from(e: &ConnectError) -> ProxyError {
+        match e {
+            ConnectError::Dns(_) | ConnectError::NoAddress => ProxyError::UpstreamDns,
+            ConnectError::Timeout(d) => ProxyError::UpstreamConnectTimeout(*d),
+            ConnectError::Loop(addr) => ProxyError::Loop(*addr),
+            e @ (ConnectError::Refused(_) | ConnectError::Io(..)) => {
+                ProxyError::UpstreamConnect(e.to_string())
+            }
+        }
+    }
+}
+
+impl ProxyError {
+    /// The status code the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientNotAllowed(_)
+            | ProxyError::PortNotAllowed(_)
+            | ProxyError::Loop(_)
+            | ProxyError::Blocked(_) => StatusCode::FORBIDDEN,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::UpstreamDns | ProxyError::UpstreamConnect(_) | ProxyError::Upstream(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::UpstreamConnectTimeout(_) | ProxyError::UpstreamTimeout(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable label for logs and metrics (`client_not_allowed`, `upstream_timeout`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::ClientNotAllowed(_) => "client_not_allowed",
+            ProxyError::PortNotAllowed(_) => "port_not_allowed",
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::ClientBody(_) => "client_body",
+            ProxyError::Loop(_) => "loop",
+            ProxyError::Blocked(_) => "blocked",
+            ProxyError::UpstreamDns => "upstream_dns",
+            ProxyError::UpstreamConnect(_) => "upstream_connect",
+            ProxyError::UpstreamConnectTimeout(_) => "upstream_connect_timeout",
+            ProxyError::UpstreamTimeout(_) => "upstream_timeout",
+            ProxyError::Upstream(_) => "upstream",
+            ProxyError::Internal(_) => "internal",
+        }
+    }
+
+    /// Whether the client connection is closed after the response (the client broke the
+    /// protocol, is refused outright, or left a body unread).
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BadRequest(_)
+                | ProxyError::ClientBody(_)
+                | ProxyError::ClientNotAllowed(_)
+                | ProxyError::BodyTooLarge { .. }
+        )
+    }
+
+    /// Page title: what happened, in a few words.
+    pub fn title(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => "Bad request",
+            ProxyError::ClientNotAllowed(_) => "Proxy access denied",
+            ProxyError::PortNotAllowed(_) => "Destination port not allowed",
+            ProxyError::BodyTooLarge { .. } => "Upload too large to inspect",
+            ProxyError::Loop(_) => "Request addressed to the proxy itself",
+            ProxyError::Blocked(_) => "Request blocked: it contains sensitive data",
+            ProxyError::UpstreamDns => "Unknown host",
+            ProxyError::UpstreamConnect(_) => "Cannot reach the site",
+            ProxyError::UpstreamConnectTimeout(_) => "The site did not accept a connection in time",
+            ProxyError::UpstreamTimeout(_) => "The site did not answer in time",
+            ProxyError::Upstream(_) => "The site's answer was broken",
+            ProxyError::Internal(_) => "Proxy error",
+        }
+    }
+
+    /// One sentence for the person reading the page.
+    pub fn message(&self) -> String {
+        match self {
+            ProxyError::BadRequest(why) => format!("The proxy could not use this request: {why}."),
+            ProxyError::ClientBody(_) => "The request body could not be read.".into(),
+            ProxyError::ClientNotAllowed(ip) => {
+                format!("Your address {ip} is not allowed to use this proxy.")
+            }
+            ProxyError::PortNotAllowed(port) => {
+                format!("Tunnels to port {port} are not allowed through this proxy.")
+            }
+            ProxyError::BodyTooLarge { limit } => format!(
+                "The request body is larger than {limit} bytes, the most this proxy inspects."
+            ),
+            ProxyError::Loop(_) => {
+                "The request was addressed to this proxy rather than through it.".into()
+            }
+            ProxyError::Blocked(_) => {
+                "This request carries customer data or secrets in a quantity that this \
+                 company's policy does not allow to leave. Nothing was sent."
+                    .into()
+            }
+            ProxyError::UpstreamDns => "The host name of the site does not resolve (DNS).".into(),
+            ProxyError::UpstreamConnect(_) => {
+                "The site refused the connection or could not be reached.".into()
+            }
+            ProxyError::UpstreamConnectTimeout(d) => format!(
+                "The site did not accept a connection within {}.",
+                humantime::format_duration(*d)
+            ),
+            ProxyError::UpstreamTimeout(d) => format!(
+                "The site did not start answering within {}.",
+                humantime::format_duration(*d)
+            ),
+            ProxyError::Upstream(_) => {
+                "The site closed the connection or sent an answer that is not valid HTTP.".into()
+            }
+            ProxyError::Internal(_) => "The proxy failed while handling this request.".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    #[test]
+    fn each_error_maps_to_one_status_and_label() {
+        let addr: std::net::SocketAddr = "127.0.0.1:3128".parse().unwrap();
+        let blocked = Blocked {
+            categories: vec![("email".into(), 12)],
+            rules: vec!["email".into()],
+        };
+        let io = || io::Error::other("x");
+        let cases: Vec<(ProxyError, u16, &str)> = vec![
+            (ProxyError::BadRequest("x"), 400, "bad_request"),
+            (
+                ProxyError::ClientNotAllowed(addr.ip()),
+                403,
+                "client_not_allowed",
+            ),
+            (ProxyError::PortNotAllowed(25), 403, "port_not_allowed"),
+            (ProxyError::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
+            (ProxyError::Loop(addr), 403, "loop"),
+            (ProxyError::Blocked(Box::new(blocked)), 403, "blocked"),
+            ((&ConnectError::Dns(io())).into(), 502, "upstream_dns"),
+            ((&ConnectError::NoAddress).into(), 502, "upstream_dns"),
+            (
+                (&ConnectError::Refused(addr)).into(),
+                502,
+                "upstream_connect",
+            ),
+            (
+                (&ConnectError::Io(addr, io())).into(),
+                502,
+                "upstream_connect",
+            ),
+            (
+                (&ConnectError::Timeout(Duration::from_secs(1))).into(),
+                504,
+                "upstream_connect_timeout",
+            ),
+            ((&ConnectError::Loop(addr)).into(), 403, "loop"),
+            (
+                ProxyError::UpstreamTimeout(Duration::from_secs(1)),
+                504,
+                "upstream_timeout",
+            ),
+            (ProxyError::Upstream("x".into()), 502, "upstream"),
+            (ProxyError::Internal("x".into()), 500, "internal"),
+        ];
+        for (err, status, kind) in cases {
+            assert_eq!(err.status().as_u16(), status, "{err}");
+            assert_eq!(err.kind(), kind, "{err}");
+            assert!(!err.title().is_empty() && !err.message().is_empty());
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! Absolute-form HTTP forwarding, with every request inspected before it leaves.
+//!
+//! The request target (path and query, percent-decoded) and the body go through one engine
+//! stream, so distinct values are counted across both. A body up to `limits.hold_bytes` is
+//! read and scanned whole before the upstream request starts: a blocked request sends
+//! nothing. A larger body is refused (`oversize: block`) or forwarded as it is scanned
+//! (`oversize: stream`) with its newest chunk always held back, so that a block verdict at
+//! the end aborts the upstream request before the upstream has seen all of it.
+//!
+//! An upgrade request (WebSocket) is inspected like any other request; if the upstream
+//! answers 101, both connections are handed to [`tunnel::splice`] and the messages that
+//! follow pass through uninspected.
+//!
+//! Not here: TLS (CONNECT is in [`tunnel`]), body decoding (compressed, multipart, JSON: the
+//! decode issue), header scanning, request trailers (dropped: never forwarded unscanned).
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use percent_encoding::percent_decode;
+use tracing::info;
+
+use super::error::{Blocked, ProxyError};
+use super::upstream::{self, Piece, UpstreamBody};
+use super::{ConnCtx, ProxyBody, Shared, tunnel};
+use crate::config::Oversize;
+use crate::policy::{self, Action, Verdict};
+use crate::scan::Stream;
+
+/// The `Via` entry this proxy adds (RFC 9110 §7.6.3).
+const VIA: &str = "1.1 egress-dlp";
+
+/// Chunks in flight between the scanner and the upstream connection when streaming.
+const STREAM_CHANNEL_CHUNKS: usize = 8;
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus
+/// `Proxy-Connection` (legacy clients).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Forwards one absolute-form request, or says why not.
+pub(super) async fn forward(
+    ctx: &ConnCtx,
+    mut req: Request<Incoming>,
+    request_id: &str,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let shared = &*ctx.shared;
+    let upgrade = upgrade_protocol(req.headers());
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, mut body) = req.into_parts();
+    match parts.uri.scheme_str() {
+        Some("http") => {}
+        Some(_) => {
+            return Err(ProxyError::BadRequest(
+                "only http:// targets are forwarded; HTTPS goes through CONNECT",
+            ));
+        }
+        None => {
+            return Err(ProxyError::BadRequest(
+                "this is a proxy: the request target must be an absolute http:// URL",
+            ));
+        }
+    }
+    let host = target_host(&parts.uri)?;
+    let limits = &shared.config.limits;
+    if limits.oversize == Oversize::Block
+        && content_length(&parts.headers).is_some_and(|n| n > limits.hold_bytes)
+    {
+        return Err(ProxyError::BodyTooLarge {
+            limit: limits.hold_bytes,
+        });
+    }
+
+    let mut scan = shared.engine.stream();
+    if let Some(target) = parts.uri.path_and_query() {
+        let decoded: Cow<'_, [u8]> = percent_decode(target.as_str().as_bytes()).into();
+        scan.feed(&decoded);
+        // A line break keeps a match from joining the end of the target to the body.
+        scan.feed(b"\n");
+    }
+    prepare_headers(&mut parts.headers);
+    // hyper answered any 100-continue when the body was first read; the upstream gets the
+    // body without asking.
+    parts.headers.remove(header::EXPECT);
+    parts.headers.insert(header::HOST, host);
+    if let Some(protocol) = &upgrade {
+        mark_upgrade(&mut parts.headers, protocol.clone());
+    }
+
+    // Hold the body (scanning as it arrives) up to the hold limit.
+    let mut held = Vec::new();
+    let mut held_bytes = 0u64;
+    let complete = loop {
+        if held_bytes > limits.hold_bytes {
+            break false;
+        }
+        match body.frame().await {
+            None => break true,
+            Some(Err(e)) => return Err(ProxyError::ClientBody(e)),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if !data.is_empty() {
+                        scan.feed(&data);
+                        held_bytes += data.len() as u64;
+                        held.push(data);
+                    }
+                }
+            }
+        }
+    };
+
+    let response = if complete {
+        judge(shared, scan, request_id)?;
+        let request = Request::from_parts(parts, UpstreamBody::held(held));
+        let _busy = ctx.activity.busy();
+        tokio::time::timeout(
+            limits.upstream_response_timeout,
+            shared.client.request(request),
+        )
+        .await
+        .map_err(|_| ProxyError::UpstreamTimeout(limits.upstream_response_timeout))?
+        .map_err(upstream::classify)?
+    } else if limits.oversize == Oversize::Block {
+        return Err(ProxyError::BodyTooLarge {
+            limit: limits.hold_bytes,
+        });
+    } else {
+        stream_through(ctx, parts, body, scan, held, request_id).await?
+    };
+    if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(to_client(response));
+    }
+    match (client_upgrade, upgrade) {
+        (Some(client_upgrade), Some(_)) => Ok(switch(ctx, response, client_upgrade, request_id)),
+        _ => Err(ProxyError::Upstream(
+            "the upstream switched protocols without being asked".into(),
+        )),
+    }
+}
+
+/// The upstream accepted an upgrade: hands both connections to a tunnel and passes the 101
+/// on to the client.
+fn switch(
+    ctx: &ConnCtx,
+    mut response: Response<Incoming>,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    let protocol = response.headers().get(header::UPGRADE).cloned();
+    let upstream_upgrade = hyper::upgrade::on(&mut response);
+    tunnel::splice(ctx, "upgrade", client_upgrade, async move {
+        upstream_upgrade
+            .await
+            .map(hyper_util::rt::TokioIo::new)
+            .map_err(std::io::Error::other)
+    });
+    info!(
+        request_id,
+        "connection upgraded: what follows is not inspected"
+    );
+    let mut response = to_client(response);
+    if let Some(protocol) = protocol {
+        mark_upgrade(response.headers_mut(), protocol);
+    }
+    response
+}
+
+/// The `Host` an absolute-form target implies (RFC 9112 §3.2.2: it replaces the client's).
+fn target_host(uri: &http::Uri) -> Result<HeaderValue, ProxyError> {
+    let Some(host) = uri.host().filter(|h| !h.is_empty()) else {
+        return Err(ProxyError::BadRequest("the request target has no host"));
+    };
+    let host = match uri.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    HeaderValue::from_str(&host)
+        .map_err(|_| ProxyError::BadRequest("the request target's host is not valid"))
+}
+
+/// The protocol asked for, when the request is an upgrade (`Connection: upgrade` and an
+/// `Upgrade` header).
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asked = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asked
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Puts back the two hop-by-hop headers an upgrade needs on the next hop.
+fn mark_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
+/// Forwards a body larger than the hold limit as it is scanned. The newest chunk is always
+/// held back: it goes upstream only once the whole body has been scanned and allowed, and
+/// on a block the upstream body is aborted instead, so the upstream never gets all of it.
+async fn stream_through(
+    ctx: &ConnCtx,
+    parts: http::request::Parts,
+    mut body: Incoming,
+    mut scan: Stream<'_>,
+    held: Vec<Bytes>,
+    request_id: &str,
+) -> Result<Response<Incoming>, ProxyError> {
+    let shared = &*ctx.shared;
+    let (tx, up_body) = UpstreamBody::streamed(STREAM_CHANNEL_CHUNKS);
+    let send = shared.client.request(Request::from_parts(parts, up_body));
+    let pump = async move {
+        let mut held = held.into_iter();
+        let mut tail: Option<Bytes> = None;
+        loop {
+            let next = match held.next() {
+                Some(chunk) => chunk,
+                None => match body.frame().await {
+                    None => break,
+                    Some(Err(e)) => return Err(ProxyError::ClientBody(e)),
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) if !data.is_empty() => {
+                            scan.feed(&data);
+                            data
+                        }
+                        _ => continue,
+                    },
+                },
+            };
+            if let Some(ready) = tail.replace(next) {
+                if tx.send(Piece::Data(ready)).await.is_err() {
+                    // The upstream request already failed; its error is the answer.
+                    return Ok(());
+                }
+            }
+        }
+        // Dropping `tx` without `Piece::End` (the `?` on a block) aborts the upstream body.
+        judge(shared, scan, request_id)?;
+        if let Some(last) = tail {
+            if tx.send(Piece::Data(last)).await.is_err() {
+                return Ok(());
+            }
+        }
+        let _ = tx.send(Piece::End).await;
+        Ok(())
+    };
+    tokio::pin!(send, pump);
+    let early = tokio::select! {
+        pumped = &mut pump => {
+            pumped?;
+            None
+        }
+        // The upstream answered (or failed) before the body was done: that is the answer,
+        // and the unsent rest of the body is abandoned.
+        answered = &mut send => Some(answered),
+    };
+    let timeout = shared.config.limits.upstream_response_timeout;
+    let _busy = ctx.activity.busy();
+    let answered = match early {
+        Some(answered) => answered,
+        None => tokio::time::timeout(timeout, send)
+            .await
+            .map_err(|_| ProxyError::UpstreamTimeout(timeout))?,
+    };
+    answered.map_err(upstream::classify)
+}
+
+/// Finishes the scan and applies the policy: `Err(Blocked)` on block, a log line on log.
+fn judge(shared: &Shared, scan: Stream<'_>, request_id: &str) -> Result<Verdict, ProxyError> {
+    let findings = scan.finish();
+    let verdict = policy::evaluate(&shared.config.rules, &findings);
+    match verdict.action {
+        Action::Allow => {}
+        Action::Log => {
+            let rules: Vec<&str> = verdict.reasons.iter().map(|r| r.rule.as_str()).collect();
+            info!(request_id, action = "log", rules = ?rules, bytes = findings.bytes, "request logged");
+        }
+        Action::Block => {
+            return Err(ProxyError::Blocked(Box::new(Blocked::from_verdict(
+                &verdict,
+            ))));
+        }
+    }
+    Ok(verdict)
+}
+
+/// The upstream response as the client gets it: hop-by-hop headers removed, `Via` added.
+fn to_client(response: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    prepare_headers(&mut parts.headers);
+    Response::from_parts(
+        parts,
+        body.map_err(|e| -> super::BoxError { Box::new(e) }).boxed(),
+    )
+}
+
+/// Removes hop-by-hop headers (the fixed list and those named in `Connection`), adds `Via`.
+pub(super) fn prepare_headers(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    headers.append(header::VIA, HeaderValue::from_static(VIA));
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("x-secret-hop", "1"),
+            ("x-kept", "yes"),
+            ("via", "1.0 upstream-cache"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        prepare_headers(&mut h);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["via", "x-kept"]);
+        let via: Vec<&str> = h
+            .get_all("via")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(via, ["1.0 upstream-cache", VIA]);
+    }
+}

@@ -1,0 +1,335 @@
+//! The forward proxy: the hyper server workstations point at.
+//!
+//! [`run`] takes an already-bound listener, the validated [`Config`] and a shutdown future,
+//! and serves HTTP/1.1 until the future completes:
+//!
+//! - **accept**: at most `limits.max_connections` connections at once (more wait in the
+//!   listen backlog); a client outside `access.clients` gets 403 and the connection closes;
+//! - **per connection** (hyper `http1::Builder`): header size and count limits (431),
+//!   `limits.header_read_timeout` for each request head (slowloris), malformed requests
+//!   answered 400 and closed by hyper, `limits.idle_timeout` when no bytes move;
+//! - **per request**: CONNECT to an allowed port becomes a blind tunnel ([`tunnel`]);
+//!   anything else must be an absolute `http://` URL, inspected and forwarded ([`forward`])
+//!   through the pooled client ([`upstream`]), with requests to the proxy's own addresses
+//!   refused as loops; an upgrade the upstream accepts (WebSocket) becomes a tunnel too;
+//! - **errors**: every failure is a [`ProxyError`] that says where it came from, turned into
+//!   a response in one place ([`page::error_response`]);
+//! - **shutdown**: stop accepting, let in-flight requests and tunnels finish for up to
+//!   `limits.drain_time`, then cut what is left.
+//!
+//! Not here yet: TLS interception (CONNECT is always a blind tunnel), body decoding, audit
+//! events, metrics, the admin listener, HTTP/2 to clients, inspecting WebSocket messages.
+
+pub mod error;
+mod forward;
+pub mod idle;
+pub mod page;
+mod tunnel;
+pub mod upstream;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::scan::Engine;
+pub use error::ProxyError;
+use idle::{Activity, IdleIo};
+use upstream::{Connector, UpstreamClient};
+
+/// The error type of response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every response the proxy sends: its own pages or an upstream's body.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// Serves the proxy on `listener` until `shutdown` completes, then drains.
+///
+/// In-flight requests and tunnels get `limits.drain_time` to finish once `shutdown`
+/// completes; whatever is left then is cut. Returns once every connection is closed.
+pub async fn run(
+    listener: TcpListener,
+    config: Arc<Config>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let local = listener.local_addr()?;
+    let connector = Connector::new(
+        vec![local, config.admin_listen],
+        config.limits.upstream_connect_timeout,
+    );
+    let shared = Arc::new(Shared {
+        engine: Engine::new(&config.rules),
+        client: upstream::client(connector.clone()),
+        connector,
+        http1: http1_builder(&config),
+        request_ids: RequestIds::default(),
+        config,
+    });
+    if shared.config.tls.intercept {
+        warn!(
+            "tls.intercept is set but this build does not intercept TLS: CONNECT is a blind tunnel"
+        );
+    }
+    info!(%local, rules = shared.config.rules.rules().len(), "proxy listening");
+
+    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let permits = Arc::new(Semaphore::new(shared.config.limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let ctx = ConnCtx {
+            shared: shared.clone(),
+            peer,
+            activity: Activity::new(),
+            allowed: shared.config.access.allows_client(peer.ip()),
+            phase: phase_rx.clone(),
+            guard: Guard {
+                _alive: alive_tx.clone(),
+                _permit: Arc::new(permit),
+            },
+        };
+        tokio::spawn(serve_connection(Arc::new(ctx), stream));
+    }
+
+    drop(listener);
+    let drain_time = shared.config.limits.drain_time;
+    info!(?drain_time, "shutting down: no new connections, draining");
+    let _ = phase_tx.send(Phase::Draining);
+    drop(alive_tx);
+    if tokio::time::timeout(drain_time, alive_rx.recv())
+        .await
+        .is_err()
+    {
+        warn!("drain time over: closing the remaining connections");
+        let _ = phase_tx.send(Phase::Stop);
+        let _ = tokio::time::timeout(Duration::from_secs(5), alive_rx.recv()).await;
+    }
+    info!("proxy stopped");
+    Ok(())
+}
+
+/// State shared by every connection.
+struct Shared {
+    config: Arc<Config>,
+    engine: Engine,
+    client: UpstreamClient,
+    connector: Connector,
+    http1: http1::Builder,
+    request_ids: RequestIds,
+}
+
+/// One client connection's context, shared by its requests.
+struct ConnCtx {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    /// When bytes last moved on the client socket.
+    activity: Activity,
+    allowed: bool,
+    phase: watch::Receiver<Phase>,
+    guard: Guard,
+}
+
+/// Held by every connection and tunnel: `run` waits for all of them to be dropped, and the
+/// connection slot is free again when the last holder ends.
+#[derive(Clone)]
+struct Guard {
+    _alive: mpsc::Sender<()>,
+    _permit: Arc<OwnedSemaphorePermit>,
+}
+
+/// Where the server is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Finish what is in flight; take no new requests.
+    Draining,
+    /// The drain time is over: close everything now.
+    Stop,
+}
+
+/// Completes when the drain time is over (or the server is gone).
+async fn stopped(phase: &mut watch::Receiver<Phase>) {
+    let _ = phase.wait_for(|p| *p == Phase::Stop).await;
+}
+
+fn http1_builder(config: &Config) -> http1::Builder {
+    let limits = &config.limits;
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // Request head: size (431 above it), field count (431), time to arrive.
+        .max_header_size(limits.header_bytes)
+        .max_headers(limits.header_count)
+        .header_read_timeout(limits.header_read_timeout)
+        // The read buffer must hold a whole head.
+        .max_buf_size(limits.header_bytes.max(400 << 10));
+    builder
+}
+
+async fn serve_connection(ctx: Arc<ConnCtx>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let activity = ctx.activity.clone();
+    let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
+    let mut phase = ctx.phase.clone();
+    let svc_ctx = ctx.clone();
+    let service = service_fn(move |req| handle(svc_ctx.clone(), req));
+    let conn = ctx
+        .shared
+        .http1
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let idle_timeout = ctx.shared.config.limits.idle_timeout;
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    debug!(peer = %ctx.peer, error = %e, "client connection ended with an error");
+                }
+                break;
+            }
+            changed = phase.changed() => {
+                let now = if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Stop };
+                match now {
+                    Phase::Running => {}
+                    Phase::Draining if !draining => {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    Phase::Draining => {}
+                    Phase::Stop => break,
+                }
+            }
+            _ = activity.idle(idle_timeout) => {
+                debug!(peer = %ctx.peer, "client connection idle, closed");
+                break;
+            }
+        }
+    }
+}
+
+/// Handles one request: refusal, tunnel or forwarding; every error becomes its page here.
+async fn handle(
+    ctx: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let request_id = ctx.shared.request_ids.next();
+    let json = page::prefers_json(req.headers());
+    let method = req.method().clone();
+    let result = if !ctx.allowed {
+        Err(ProxyError::ClientNotAllowed(ctx.peer.ip()))
+    } else if method == Method::CONNECT {
+        tunnel::connect(&ctx, req).await
+    } else {
+        forward::forward(&ctx, req, &request_id).await
+    };
+    Ok(match result {
+        Ok(response) => {
+            debug!(request_id, peer = %ctx.peer, %method, status = response.status().as_u16(), "request");
+            response
+        }
+        Err(err) => {
+            let status = err.status();
+            if status.is_server_error() || matches!(err, ProxyError::Blocked(_)) {
+                warn!(request_id, peer = %ctx.peer, %method, status = status.as_u16(), kind = err.kind(), error = %err, "request failed");
+            } else {
+                info!(request_id, peer = %ctx.peer, %method, status = status.as_u16(), kind = err.kind(), error = %err, "request refused");
+            }
+            page::error_response(
+                &err,
+                &request_id,
+                json,
+                &ctx.shared.config.block_page.contact,
+            )
+        }
+    })
+}
+
+/// Request ids: unique within the process, not guessable across restarts.
+struct RequestIds {
+    next: AtomicU64,
+    key: std::collections::hash_map::RandomState,
+}
+
+impl Default for RequestIds {
+    fn default() -> RequestIds {
+        RequestIds {
+            next: AtomicU64::new(0),
+            key: std::collections::hash_map::RandomState::new(),
+        }
+    }
+}
+
+impl RequestIds {
+    fn next(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        // Sequence number (unique) then a keyed hash (unguessable).
+        format!("{n:x}-{:016x}", self.key.hash_one(n))
+    }
+}
+
+/// Binds `config.listen` and runs the proxy until SIGTERM or SIGINT (Ctrl-C), then drains.
+pub async fn serve(config: Arc<Config>) -> io::Result<()> {
+    let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+    })?;
+    run(listener, config, shutdown_signal()).await
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the proxy");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    info!("shutdown signal received");
+}

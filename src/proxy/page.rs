@@ -1,0 +1,178 @@
+//! The pages the proxy answers with itself: the block page and the error pages, as HTML for
+//! browsers or JSON for API clients (chosen by `Accept`).
+//!
+//! A page names the kind of data and how many distinct values were found, the request id
+//! and the configured contact line. It never contains a matched value, the request target
+//! or any other byte the client sent.
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderValue};
+use http::{HeaderMap, Response};
+use http_body_util::{BodyExt, Full};
+
+use super::ProxyBody;
+use super::error::ProxyError;
+
+/// Builds the response for a failed or blocked request.
+pub fn error_response(
+    err: &ProxyError,
+    request_id: &str,
+    json: bool,
+    contact: &str,
+) -> Response<ProxyBody> {
+    let status = err.status();
+    let blocked = match err {
+        ProxyError::Blocked(b) => Some(b.as_ref()),
+        _ => None,
+    };
+    // The contact line belongs on pages a person acts on: blocks and refusals.
+    let contact = (status == http::StatusCode::FORBIDDEN).then_some(contact);
+    let (content_type, body) = if json {
+        let mut doc = serde_json::json!({
+            "status": status.as_u16(),
+            "error": err.kind(),
+            "title": err.title(),
+            "message": err.message(),
+            "request_id": request_id,
+        });
+        if let Some(b) = blocked {
+            doc["findings"] = b
+                .categories
+                .iter()
+                .map(|(c, d)| serde_json::json!({"category": c, "distinct": d}))
+                .collect();
+        }
+        if let Some(c) = contact {
+            doc["contact"] = c.into();
+        }
+        ("application/json", format!("{doc}\n"))
+    } else {
+        let mut html = format!(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n\
+             <body>\n<h1>{title}</h1>\n<p>{message}</p>\n",
+            title = escape(err.title()),
+            message = escape(&err.message()),
+        );
+        if let Some(b) = blocked {
+            html.push_str("<ul>\n");
+            for (category, distinct) in &b.categories {
+                html.push_str(&format!(
+                    "<li>{}: {distinct} distinct values</li>\n",
+                    escape(category)
+                ));
+            }
+            html.push_str("</ul>\n");
+        }
+        html.push_str(&format!(
+            "<p>Request id: <code>{}</code></p>\n",
+            escape(request_id)
+        ));
+        if let Some(c) = contact {
+            html.push_str(&format!("<p>{}</p>\n", escape(c)));
+        }
+        html.push_str("</body></html>\n");
+        ("text/html; charset=utf-8", html)
+    };
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if err.closes_connection() {
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// A body from bytes in memory.
+pub fn full(data: impl Into<Bytes>) -> ProxyBody {
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Whether the client prefers `application/json` over `text/html` (by `Accept` q-values;
+/// on a tie or no `Accept`, HTML).
+pub fn prefers_json(headers: &HeaderMap) -> bool {
+    let mut json = 0.0f32;
+    let mut html = 0.0f32;
+    for value in headers.get_all(ACCEPT) {
+        let Ok(value) = value.to_str() else { continue };
+        for range in value.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            // Specific types count as they are; wildcards only lift what is not named.
+            let (j, h) = match media.as_str() {
+                "application/json" => (Some(q), None),
+                "text/html" => (None, Some(q)),
+                "application/*" => (Some(q * 0.99), None),
+                "text/*" | "*/*" => (None, Some(q * 0.99)),
+                _ => (None, None),
+            };
+            if let Some(j) = j {
+                json = json.max(j);
+            }
+            if let Some(h) = h {
+                html = html.max(h);
+            }
+        }
+    }
+    json > html
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_negotiation() {
+        let cases: &[(&str, bool)] = &[
+            ("", false),
+            ("application/json", true),
+            ("text/html", false),
+            (
+                "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+                false,
+            ),
+            ("application/json, text/plain, */*", true),
+            ("*/*", false),
+            ("application/json;q=0.5, text/html", false),
+            ("text/html;q=0.1, application/json;q=0.9", true),
+            ("application/*", true),
+        ];
+        for (accept, want) in cases {
+            let mut h = HeaderMap::new();
+            if !accept.is_empty() {
+                h.insert(ACCEPT, accept.parse().unwrap());
+            }
+            assert_eq!(prefers_json(&h), *want, "{accept}");
+        }
+    }
+
+    #[test]
+    fn escapes_html() {
+        assert_eq!(
+            escape("<a href='x'>&</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&lt;/a&gt;"
+        );
+    }
+}

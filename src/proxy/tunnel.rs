@@ -1,0 +1,86 @@
+//! CONNECT: a blind TCP tunnel to an allowed port; and [`splice`], the byte copy shared
+//! with upgraded connections (WebSocket).
+//!
+//! The port must be in `access.connect_ports`; the upstream is connected (with the connect
+//! timeout and the loop guard) before the client gets its 200, so a dead upstream is a 502
+//! or 504 rather than a tunnel that closes at once. Bytes are copied both ways until either
+//! side closes, the tunnel is idle for `limits.idle_timeout`, or the drain time runs out on
+//! shutdown. Nothing inside a tunnel is inspected: TLS interception is its own module.
+
+use std::future::Future;
+use std::io;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+use super::error::ProxyError;
+use super::idle::{Activity, IdleIo};
+use super::{ConnCtx, ProxyBody, page};
+
+/// Answers a CONNECT request and, once the client has the 200, runs the tunnel.
+pub(super) async fn connect(
+    ctx: &ConnCtx,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return Err(ProxyError::BadRequest("CONNECT needs a host:port target"));
+    };
+    let Some(port) = authority.port_u16() else {
+        return Err(ProxyError::BadRequest("CONNECT needs a host:port target"));
+    };
+    if !ctx.shared.config.access.allows_connect_port(port) {
+        return Err(ProxyError::PortNotAllowed(port));
+    }
+    let busy = ctx.activity.busy();
+    let upstream = ctx
+        .shared
+        .connector
+        .connect(authority.host(), port)
+        .await
+        .map_err(|e| ProxyError::from(&e))?;
+    drop(busy);
+
+    let client = hyper::upgrade::on(&mut req);
+    splice(ctx, "CONNECT", client, async move { Ok(upstream) });
+    Ok(Response::new(page::full("")))
+}
+
+/// Copies bytes both ways between the client (once its connection is handed over by hyper)
+/// and `upstream` (once it resolves), in a task of its own, until either side closes, the
+/// pair is idle for `limits.idle_timeout`, or the drain time is over.
+pub(super) fn splice<U, F>(ctx: &ConnCtx, what: &'static str, client: OnUpgrade, upstream: F)
+where
+    F: Future<Output = io::Result<U>> + Send + 'static,
+    U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let idle_timeout = ctx.shared.config.limits.idle_timeout;
+    let mut phase = ctx.phase.clone();
+    let guard = ctx.guard.clone();
+    tokio::spawn(async move {
+        let _guard = guard;
+        let (client, upstream) =
+            match tokio::try_join!(async { client.await.map_err(io::Error::other) }, upstream) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    debug!(what, error = %e, "tunnel not established");
+                    return;
+                }
+            };
+        let activity = Activity::new();
+        let mut client = IdleIo::new(TokioIo::new(client), activity.clone());
+        let mut upstream = IdleIo::new(upstream, activity.clone());
+        tokio::select! {
+            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                if let Ok((up, down)) = copied {
+                    debug!(what, up, down, "tunnel closed");
+                }
+            }
+            _ = activity.idle(idle_timeout) => debug!(what, "tunnel idle, closed"),
+            _ = super::stopped(&mut phase) => debug!(what, "tunnel cut at the end of the drain time"),
+        }
+    });
+}

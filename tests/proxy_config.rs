@@ -1,0 +1,275 @@
+//! The proxy config: defaults, the DESIGN.md example, overrides, and every error reported
+//! at once with its key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use egress_dlp::config::{self, ConfigErrors, Overrides, Oversize};
+
+fn fixture_rules() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules")
+}
+
+/// Parses `yaml` with the fixture rules (unless it names its own) and `overrides`.
+fn load(yaml: &str, overrides: Overrides) -> Result<config::Config, ConfigErrors> {
+    let overrides = Overrides {
+        rules: overrides.rules.or_else(|| Some(fixture_rules())),
+        ..overrides
+    };
+    config::from_yaml(yaml, Some(Path::new("proxy.yaml")), &overrides)
+}
+
+fn errors(yaml: &str) -> Vec<String> {
+    match load(yaml, Overrides::default()) {
+        Ok(_) => Vec::new(),
+        Err(ConfigErrors(list)) => list.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+#[test]
+fn an_empty_file_is_every_default() {
+    for text in ["", "\n", "# nothing set\n\n"] {
+        let c = load(text, Overrides::default()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:3128".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            c.admin_listen,
+            "127.0.0.1:9090".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(c.data_dir, Path::new("data"));
+        assert_eq!(c.audit.path, Path::new("data/audit.jsonl"));
+        assert!(c.tls.intercept);
+        assert!(c.tls.bypass.is_empty());
+        assert_eq!(c.access.connect_ports, [443]);
+        assert!(c.access.allows_client("127.0.0.1".parse().unwrap()));
+        assert!(c.access.allows_client("127.9.9.9".parse().unwrap()));
+        assert!(c.access.allows_client("::1".parse().unwrap()));
+        assert!(c.access.allows_client("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!c.access.allows_client("10.1.2.3".parse().unwrap()));
+        assert_eq!(c.limits, config::Limits::default());
+        assert_eq!(c.limits.hold_bytes, 16 << 20);
+        assert_eq!(c.limits.oversize, Oversize::Stream);
+        assert!(!c.block_page.contact.is_empty());
+    }
+}
+
+#[test]
+fn no_config_file_is_every_default() {
+    let overrides = Overrides {
+        rules: Some(fixture_rules()),
+        ..Overrides::default()
+    };
+    let c = config::load(None, &overrides).unwrap();
+    assert_eq!(c.listen.port(), 3128);
+}
+
+#[test]
+fn the_design_example_loads() {
+    let yaml = r#"
+listen: 127.0.0.1:3128
+admin_listen: 127.0.0.1:9090
+rules: rules
+data_dir: data
+tls:
+  intercept: true
+  bypass: ['*.bank.example']
+  upstream_roots: []
+access:
+  clients: [127.0.0.0/8, '::1/128']
+  connect_ports: [443]
+limits:
+  hold_bytes: 16MiB
+  oversize: stream
+audit:
+  path: data/audit.jsonl
+"#;
+    // The example names the shipped pack; the fixture rules stand in for it (flags win).
+    let c = load(yaml, Overrides::default()).unwrap();
+    assert_eq!(c.tls.bypass, ["*.bank.example"]);
+    assert_eq!(c.limits.hold_bytes, 16 << 20);
+    assert_eq!(c.rules_dir, fixture_rules());
+}
+
+#[test]
+fn every_limit_can_be_set() {
+    let yaml = "
+limits:
+  hold_bytes: 1048576
+  oversize: block
+  header_bytes: 32KiB
+  header_count: 50
+  header_read_timeout: 5s
+  idle_timeout: 3m
+  max_connections: 10
+  upstream_connect_timeout: 1500ms
+  upstream_response_timeout: 30
+  drain_time: 10s
+block_page:
+  contact: Call 4242.
+";
+    let c = load(yaml, Overrides::default()).unwrap();
+    let l = &c.limits;
+    assert_eq!(l.hold_bytes, 1 << 20);
+    assert_eq!(l.oversize, Oversize::Block);
+    assert_eq!(l.header_bytes, 32 << 10);
+    assert_eq!(l.header_count, 50);
+    assert_eq!(l.header_read_timeout, Duration::from_secs(5));
+    assert_eq!(l.idle_timeout, Duration::from_secs(180));
+    assert_eq!(l.max_connections, 10);
+    assert_eq!(l.upstream_connect_timeout, Duration::from_millis(1500));
+    assert_eq!(l.upstream_response_timeout, Duration::from_secs(30));
+    assert_eq!(l.drain_time, Duration::from_secs(10));
+    assert_eq!(c.block_page.contact, "Call 4242.");
+}
+
+#[test]
+fn flags_override_the_file() {
+    let yaml = "listen: 127.0.0.1:8080\ndata_dir: /var/lib/x\n";
+    let c = load(
+        yaml,
+        Overrides {
+            listen: Some("127.0.0.1:9999".into()),
+            data_dir: Some("/srv/dlp".into()),
+            ..Overrides::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(c.listen.port(), 9999);
+    assert_eq!(c.audit.path, Path::new("/srv/dlp/audit.jsonl"));
+}
+
+#[test]
+fn single_problems_name_their_key() {
+    // (config text, expected fragment of the one error)
+    let cases: &[(&str, &str)] = &[
+        (
+            "listen: localhost",
+            "proxy.yaml: listen: \"localhost\" is not an address",
+        ),
+        (
+            "admin_listen: 127.0.0.1:3128",
+            "admin_listen: is the same address as listen",
+        ),
+        ("access: { clients: [10.0.0.0/33] }", "access.clients[0]:"),
+        (
+            "access: { connect_ports: [0] }",
+            "access.connect_ports[0]: port 0",
+        ),
+        (
+            "limits: { hold_bytes: 16 parsecs }",
+            "limits.hold_bytes: unknown size unit",
+        ),
+        (
+            "limits: { hold_bytes: 0 }",
+            "limits.hold_bytes: 0 bytes is below",
+        ),
+        (
+            "limits: { oversize: drop }",
+            "limits.oversize: \"drop\" is not one of",
+        ),
+        (
+            "limits: { idle_timeout: soon }",
+            "limits.idle_timeout: \"soon\" is not a duration",
+        ),
+        (
+            "limits: { drain_time: 0s }",
+            "limits.drain_time: must be longer than zero",
+        ),
+        (
+            "limits: { max_connections: 0 }",
+            "limits.max_connections: must be at least 1",
+        ),
+        ("tls: { bypass: ['bad host!'] }", "tls.bypass[0]:"),
+        (
+            "tls: { upstream_roots: [/nonexistent/ca.pem] }",
+            "tls.upstream_roots[0]:",
+        ),
+        (
+            "block_page: { contact: \"a\\nb\" }",
+            "block_page.contact: must be one line",
+        ),
+        ("lisen: 127.0.0.1:1", "unknown field"),
+        ("limits: { hold_byte: 1 }", "unknown field"),
+        ("tls: { intercept: yes }", "invalid config"),
+        ("listen: [1, 2]", "invalid config"),
+        ("listen: a\nlisten: b", "invalid config"),
+    ];
+    for (yaml, want) in cases {
+        let got = errors(yaml);
+        assert_eq!(got.len(), 1, "{yaml:?}: {got:#?}");
+        assert!(
+            got[0].contains(want),
+            "{yaml:?}: {:?} lacks {want:?}",
+            got[0]
+        );
+    }
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let yaml = "
+listen: nowhere
+access:
+  clients: [not-a-net, 10.0.0.0/8, 300.1.1.1]
+limits:
+  hold_bytes: lots
+  oversize: maybe
+  header_read_timeout: -1s
+";
+    let got = errors(yaml);
+    let keys = [
+        "listen",
+        "access.clients[0]",
+        "access.clients[2]",
+        "limits.hold_bytes",
+        "limits.oversize",
+        "limits.header_read_timeout",
+    ];
+    assert_eq!(got.len(), keys.len(), "{got:#?}");
+    for key in keys {
+        assert!(
+            got.iter().any(|e| e.contains(&format!("{key}:"))),
+            "{key} missing: {got:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_flag_is_reported_as_the_flag() {
+    let err = load(
+        "",
+        Overrides {
+            listen: Some("nowhere".into()),
+            ..Overrides::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.0.len(), 1);
+    assert_eq!(err.0[0].key, "--listen");
+    assert_eq!(err.0[0].file, None);
+}
+
+#[test]
+fn rule_problems_are_config_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.yaml"), "rules:\n  - id: Bad Id\n").unwrap();
+    let err = load(
+        "listen: nowhere",
+        Overrides {
+            rules: Some(dir.path().to_path_buf()),
+            ..Overrides::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.0.iter().any(|e| e.key == "listen"));
+    assert!(err.0.iter().any(|e| e.key == "rules"), "{err}");
+    let missing = load(
+        "",
+        Overrides {
+            rules: Some("/nonexistent/rules".into()),
+            ..Overrides::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(missing.0[0].key, "rules");
+}

@@ -1,0 +1,387 @@
+//! Shared helpers for the proxy's integration tests: a recording upstream, a TCP echo
+//! server, a proxy started on `127.0.0.1:0` with the fixture rules, and a raw HTTP client
+//! that reads whatever comes back until the connection closes.
+//!
+//! Everything listens and connects on loopback only.
+
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use egress_dlp::config::{self, Config, Overrides};
+use egress_dlp::proxy;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The fixture rules: `email` logs at 3 distinct values and blocks at 10.
+pub fn fixture_rules() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules")
+}
+
+/// `n` distinct customer email addresses, one CSV line each.
+pub fn customer_export(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("{i},Customer {i},customer{i}@acme-corp.io\n"))
+        .collect()
+}
+
+/// What the recording upstream saw of one request.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    /// Method.
+    pub method: String,
+    /// Path and query, as on the wire.
+    pub target: String,
+    /// Headers as received.
+    pub headers: HeaderMap,
+    /// Body bytes received so far.
+    pub body: Vec<u8>,
+    /// Whether the body ended normally (false: still arriving, or aborted).
+    pub complete: bool,
+    /// Whether the body broke off (the connection closed or reset before its end).
+    pub aborted: bool,
+}
+
+/// How the recording upstream answers.
+#[derive(Debug, Clone, Copy)]
+pub enum Behavior {
+    /// 200 once the body has been read, with body `ok <bytes>`.
+    Respond,
+    /// Read the body, wait, then answer as `Respond`.
+    Delay(Duration),
+    /// Close the connection without answering.
+    Close,
+}
+
+/// An HTTP/1.1 server on `127.0.0.1:0` that records every request it receives.
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Arc<Mutex<Recorded>>>>>,
+    behavior: Arc<Mutex<Behavior>>,
+    connections: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Starts a recording upstream that answers 200.
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Arc<Mutex<Recorded>>>>> = Arc::default();
+        let behavior = Arc::new(Mutex::new(Behavior::Respond));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (s, b, c) = (seen.clone(), behavior.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                c.fetch_add(1, Ordering::Relaxed);
+                let (s, b) = (s.clone(), b.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| record(req, s.clone(), b.clone()));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            seen,
+            behavior,
+            connections,
+            task,
+        }
+    }
+
+    /// Changes how it answers from the next request on.
+    pub fn set(&self, behavior: Behavior) {
+        *self.behavior.lock().unwrap() = behavior;
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.lock().unwrap().clone())
+            .collect()
+    }
+
+    /// Waits (up to 10 s) until `done` holds for the requests received.
+    pub async fn wait_for(&self, done: impl Fn(&[Recorded]) -> bool) -> Vec<Recorded> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = self.requests();
+            if done(&seen) {
+                return seen;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "upstream never reached the expected state: {:?}",
+                seen.iter()
+                    .map(|r| (&r.method, &r.target, r.body.len(), r.complete, r.aborted))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn record(
+    req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<Arc<Mutex<Recorded>>>>>,
+    behavior: Arc<Mutex<Behavior>>,
+) -> Result<Response<Full<Bytes>>, io::Error> {
+    let behavior = *behavior.lock().unwrap();
+    let (parts, mut body) = req.into_parts();
+    let entry = Arc::new(Mutex::new(Recorded {
+        method: parts.method.to_string(),
+        target: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: parts.headers,
+        ..Recorded::default()
+    }));
+    seen.lock().unwrap().push(entry.clone());
+    loop {
+        match body.frame().await {
+            None => {
+                entry.lock().unwrap().complete = true;
+                break;
+            }
+            Some(Err(e)) => {
+                entry.lock().unwrap().aborted = true;
+                return Err(io::Error::other(e));
+            }
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    entry.lock().unwrap().body.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+    match behavior {
+        Behavior::Respond => {}
+        Behavior::Delay(d) => tokio::time::sleep(d).await,
+        Behavior::Close => return Err(io::Error::other("told to close")),
+    }
+    let n = entry.lock().unwrap().body.len();
+    let mut resp = Response::new(Full::new(Bytes::from(format!("ok {n}"))));
+    resp.headers_mut()
+        .insert("x-upstream", http::HeaderValue::from_static("recording"));
+    Ok(resp)
+}
+
+/// A TCP server on `127.0.0.1:0` that echoes whatever it reads.
+pub async fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A loopback port with nothing listening on it.
+pub async fn dead_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A running proxy.
+pub struct Proxy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its configuration.
+    pub config: Arc<Config>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Proxy {
+    /// Starts a proxy on `127.0.0.1:0` with the fixture rules and `yaml` as the rest of the
+    /// config file.
+    pub async fn start(yaml: &str) -> Proxy {
+        let text = format!("rules: {}\n{yaml}", fixture_rules().display());
+        let config = config::from_yaml(&text, None, &Overrides::default())
+            .unwrap_or_else(|e| panic!("test config: {e}"));
+        Proxy::start_with(config).await
+    }
+
+    /// Starts a proxy with a ready config.
+    pub async fn start_with(config: Config) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = Arc::new(config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(proxy::run(listener, config.clone(), async {
+            let _ = stopped.await;
+        }));
+        Proxy {
+            addr,
+            config,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Starts the shutdown and returns the handle `run` completes on.
+    pub fn shutdown(&mut self) -> JoinHandle<io::Result<()>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.take().expect("shut down once")
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// An HTTP response read off the wire.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Head lines after the status line, as `name: value`, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// Bytes after the head (not de-chunked).
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Parses one response from raw bytes.
+pub fn parse_reply(raw: &[u8]) -> Reply {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: raw[end + 4..].to_vec(),
+    }
+}
+
+/// Sends raw bytes to `addr` and reads until the server closes (10 s at most).
+pub async fn exchange(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_to_close(&mut stream).await
+}
+
+/// Reads until the peer closes (or resets), 10 s at most.
+pub async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the connection was not closed within 10 s");
+    out
+}
+
+/// A complete `Connection: close` request through the proxy, returning the parsed reply.
+pub async fn request(
+    proxy: SocketAddr,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut raw = format!("{method} {url} HTTP/1.1\r\n");
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("");
+    raw.push_str(&format!("Host: {host}\r\nConnection: close\r\n"));
+    for (n, v) in headers {
+        raw.push_str(&format!("{n}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        raw.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    raw.push_str("\r\n");
+    let mut bytes = raw.into_bytes();
+    bytes.extend_from_slice(body);
+    parse_reply(&exchange(proxy, &bytes).await)
+}
