@@ -155,3 +155,26 @@ fn memory_stays_bounded_on_a_long_stream() {
     assert_eq!(email.distinct, egress_dlp::rules::DISTINCT_CAP);
     assert!(email.distinct_capped);
 }
+
+#[test]
+fn snapshots_only_grow_and_end_at_the_final_findings() {
+    let set = fixture();
+    let engine = Engine::new(&set);
+    let data: String = (0..200)
+        .map(|i| format!("row {i}, user{i}@acme-corp.io\n"))
+        .collect();
+    let mut stream = engine.stream();
+    let mut last = 0;
+    for chunk in data.as_bytes().chunks(97) {
+        stream.feed(chunk);
+        let now = stream.findings().category_distinct("email");
+        assert!(now >= last, "snapshot went down: {now} < {last}");
+        last = now;
+    }
+    // Only the last longest-match or so (537 bytes for emails) is still pending.
+    assert!(
+        last >= 150,
+        "most values are decided before the end: {last}"
+    );
+    assert_eq!(stream.finish().category_distinct("email"), 200);
+}

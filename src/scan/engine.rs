@@ -242,6 +242,13 @@ impl Stream<'_> {
         self.buf.capacity()
     }
 
+    /// What has been decided so far: a lower bound on the final findings (matches near the
+    /// end of what was fed may still be pending). Counts only grow, so a verdict of block
+    /// on a snapshot stays block — the proxy uses this to abort an oversize upload early.
+    pub fn findings(&self) -> Findings {
+        self.state.findings(self.engine)
+    }
+
     /// Ends the body and returns what was found.
     pub fn finish(mut self) -> Findings {
         self.state.advance(self.engine, &self.buf, self.base, true);
