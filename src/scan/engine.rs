@@ -47,13 +47,108 @@ struct CompiledRule {
 }
 
 /// The digit-run prefilter shared by every digit-anchored rule.
-#[derive(Debug, Default)]
+///
+/// Most digit runs in ordinary traffic (hex digests, base64, UUIDs, timestamps) are ruled
+/// out for every rule by their length and the byte on either side alone, with a few table
+/// lookups when the run ends; only the survivors are queued for the full per-rule gate.
+/// Bit `i` of a mask stands for `rules[i]` (rules past the 64th are always candidates).
+#[derive(Debug)]
 struct DigitPlan {
     rules: Vec<usize>,
     /// Shortest run any of the rules needs.
     min_run: u64,
     /// Longest match of any of the rules.
     max_len: u64,
+    /// Per byte: rules ruled out when it is right before a run (a `\b` must be there).
+    kill_before: Box<[u64; 256]>,
+    /// Per byte: rules ruled out when it is right after a run.
+    kill_after: Box<[u64; 256]>,
+    /// Per byte: rules whose matches cannot contain it.
+    outside: Box<[u64; 256]>,
+    /// Per rule: (min_digit_run, max_digit_run when a match holds whole runs, shortest
+    /// token a match needs).
+    lengths: Vec<(u64, Option<u64>, u64)>,
+    /// For run lengths up to 64: the rules the length fits, and those whose shortest token
+    /// is longer than the run.
+    by_len: Vec<(u64, u64)>,
+}
+
+impl DigitPlan {
+    fn new(rules: Vec<usize>, compiled: &[CompiledRule]) -> DigitPlan {
+        let mut plan = DigitPlan {
+            min_run: u64::MAX,
+            max_len: 0,
+            kill_before: Box::new([0; 256]),
+            kill_after: Box::new([0; 256]),
+            outside: Box::new([0; 256]),
+            lengths: Vec::new(),
+            by_len: Vec::new(),
+            rules,
+        };
+        for (i, &r) in plan.rules.iter().enumerate() {
+            let info = &compiled[r].info;
+            plan.min_run = plan.min_run.min(info.min_digit_run as u64);
+            plan.max_len = plan.max_len.max(info.max_len as u64);
+            let whole = info.no_start_in_run && info.no_end_in_run;
+            plan.lengths.push((
+                info.min_digit_run as u64,
+                whole.then_some(info.max_digit_run as u64),
+                info.min_len.max(info.min_digits) as u64,
+            ));
+            if i >= 64 {
+                continue;
+            }
+            for b in 0..=255u8 {
+                let foreign_word = is_word(b) && !info.allowed.contains(b);
+                if whole && info.leading_boundary && foreign_word {
+                    plan.kill_before[usize::from(b)] |= 1 << i;
+                }
+                if whole && info.trailing_boundary && foreign_word {
+                    plan.kill_after[usize::from(b)] |= 1 << i;
+                }
+                if !info.allowed.contains(b) {
+                    plan.outside[usize::from(b)] |= 1 << i;
+                }
+            }
+        }
+        plan.by_len = (0..=64u64).map(|len| plan.length_masks(len)).collect();
+        plan
+    }
+
+    /// (rules a run of `len` digits fits, rules whose shortest token is longer than `len`)
+    fn length_masks(&self, len: u64) -> (u64, u64) {
+        let (mut fits, mut short) = (0u64, 0u64);
+        for (i, &(min_run, max_run, min_token)) in self.lengths.iter().enumerate().take(64) {
+            if len >= min_run && max_run.is_none_or(|m| len <= m) {
+                fits |= 1 << i;
+            }
+            if len < min_token {
+                short |= 1 << i;
+            }
+        }
+        (fits, short)
+    }
+
+    /// The rules that may match around a whole run of `len` digits between `before` and
+    /// `after` (`None`: the stream's start or end).
+    fn candidates(&self, len: u64, before: Option<u8>, after: Option<u8>) -> u64 {
+        let (fits, short) = match self.by_len.get(len as usize) {
+            Some(&masks) => masks,
+            None => self.length_masks(len),
+        };
+        // Neither neighbour can be part of a match: the token is the run itself.
+        let isolated = before.map_or(u64::MAX, |b| self.outside[usize::from(b)])
+            & after.map_or(u64::MAX, |a| self.outside[usize::from(a)]);
+        let fits = fits & !(isolated & short);
+        let kill = before.map_or(0, |b| self.kill_before[usize::from(b)])
+            | after.map_or(0, |a| self.kill_after[usize::from(a)]);
+        let mask = fits & !kill;
+        if self.rules.len() > 64 {
+            mask | 1 << 63
+        } else {
+            mask
+        }
+    }
 }
 
 /// A rule set compiled for scanning. Cheap to share (`Send + Sync`); one per rule set.
@@ -61,7 +156,9 @@ pub struct Engine {
     ids: Vec<String>,
     categories: Vec<String>,
     rules: Vec<CompiledRule>,
-    /// Literal prefixes, exact: use = rule index.
+    /// Literal prefixes of two bytes (memchr on the first), exact: use = rule index.
+    short_prefixes: Option<LiteralSet<usize>>,
+    /// Longer literal prefixes, exact: use = rule index.
     prefixes: Option<LiteralSet<usize>>,
     /// Rule keywords of one byte (memchr), ASCII case-insensitive: use = rule index.
     keyword_bytes: Option<LiteralSet<usize>>,
@@ -133,24 +230,21 @@ impl Engine {
                 info,
             });
         }
+        let (short_prefixes, prefixes): (Vec<_>, Vec<_>) =
+            prefixes.into_iter().partition(|(p, _)| p.len() <= 2);
+        let short_prefixes = LiteralSet::new(short_prefixes, false);
         let prefixes = LiteralSet::new(prefixes, false);
         let (keyword_bytes, keywords): (Vec<_>, Vec<_>) =
             keywords.into_iter().partition(|(k, _)| k.len() == 1);
         let keyword_bytes = LiteralSet::new(keyword_bytes, true);
         let keywords = LiteralSet::new(keywords, true);
         let context = LiteralSet::new(context, true);
-        let mut digits = DigitPlan {
-            rules: (0..rules.len())
+        let digits = DigitPlan::new(
+            (0..rules.len())
                 .filter(|&i| rules[i].anchor == Anchor::DigitRuns)
                 .collect(),
-            min_run: u64::MAX,
-            ..DigitPlan::default()
-        };
-        for &r in &digits.rules {
-            let info = &rules[r].info;
-            digits.min_run = digits.min_run.min(info.min_digit_run as u64);
-            digits.max_len = digits.max_len.max(info.max_len as u64);
-        }
+            &rules,
+        );
         let len_of = |s: &Option<LiteralSet<usize>>| s.as_ref().map_or(0, |s| s.max_len as u64);
         let keyword_len = len_of(&keywords).max(len_of(&keyword_bytes));
         Engine {
@@ -165,10 +259,13 @@ impl Engine {
                 .filter_map(|r| r.context.map(|c| c.0))
                 .max()
                 .unwrap_or(0),
-            anchor_overlap: len_of(&prefixes).max(keyword_len),
+            anchor_overlap: len_of(&prefixes)
+                .max(len_of(&short_prefixes))
+                .max(keyword_len),
             context_max_len: len_of(&context),
             categories,
             rules,
+            short_prefixes,
             prefixes,
             keyword_bytes,
             keywords,
@@ -325,6 +422,8 @@ struct Run {
     end: u64,
     /// Length of the whole run up to `end` (a long run is cut into pieces).
     total: u64,
+    /// Candidate rules (see [`DigitPlan`]).
+    rules: u64,
 }
 
 struct State {
@@ -489,7 +588,7 @@ impl State {
             }
         }
         if finishing && let Some((total, piece)) = self.open_run.take() {
-            self.emit_run(e, total, piece, end);
+            self.emit_run(e, hay, base, total, piece, end);
         }
         self.ripen_runs(e, hay, base, finishing);
         for idx in 0..e.rules.len() {
@@ -503,6 +602,7 @@ impl State {
     /// Keyword and prefix hits in the new bytes become regions of their rules.
     fn find_anchors(&mut self, e: &Engine, hay: &[u8], base: u64, new_from: u64) {
         let sets = [
+            (&e.short_prefixes, false),
             (&e.prefixes, false),
             (&e.keyword_bytes, true),
             (&e.keywords, true),
@@ -542,7 +642,7 @@ impl State {
                     continue;
                 }
                 self.open_run = None;
-                self.emit_run(e, total, piece, at + u64::from(lead));
+                self.emit_run(e, hay, base, total, piece, at + u64::from(lead));
                 m &= !((1u64 << lead) - 1);
             }
             if m == 0 {
@@ -567,7 +667,7 @@ impl State {
                 starts &= starts - 1;
                 let len = (!(m >> s)).trailing_zeros();
                 let start = at + u64::from(s);
-                self.emit_run(e, start, start, start + u64::from(len));
+                self.emit_run(e, hay, base, start, start, start + u64::from(len));
             }
         }
     }
@@ -579,6 +679,7 @@ impl State {
                 start: piece,
                 end: piece + RUN_PIECE,
                 total: piece + RUN_PIECE - total,
+                rules: u64::MAX,
             });
             piece += RUN_PIECE;
         }
@@ -587,8 +688,26 @@ impl State {
 
     /// A run `[total, run_end)` ended; queue its last piece `[piece, run_end)` (and any
     /// whole pieces before it).
-    fn emit_run(&mut self, e: &Engine, total: u64, mut piece: u64, run_end: u64) {
+    fn emit_run(
+        &mut self,
+        e: &Engine,
+        hay: &[u8],
+        base: u64,
+        total: u64,
+        mut piece: u64,
+        run_end: u64,
+    ) {
         if run_end - total < e.digits.min_run {
+            return;
+        }
+        let end = base + hay.len() as u64;
+        let byte = |p: u64| hay[(p - base) as usize];
+        // The byte before a run that began before the retained bytes (a very long run) is
+        // unknown: `None` only loosens the checks for it.
+        let before = (total > base).then(|| byte(total - 1));
+        let after = (run_end < end).then(|| byte(run_end));
+        let rules = e.digits.candidates(run_end - total, before, after);
+        if rules == 0 {
             return;
         }
         while run_end - piece > RUN_PIECE {
@@ -596,6 +715,7 @@ impl State {
                 start: piece,
                 end: piece + RUN_PIECE,
                 total: piece + RUN_PIECE - total,
+                rules: u64::MAX,
             });
             piece += RUN_PIECE;
         }
@@ -603,6 +723,7 @@ impl State {
             start: piece,
             end: run_end,
             total: run_end - total,
+            rules,
         });
     }
 
@@ -616,7 +737,10 @@ impl State {
                 break;
             }
             self.unripe.pop_front();
-            for &r in &plan.rules {
+            for (i, &r) in plan.rules.iter().enumerate() {
+                if run.rules & (1 << i.min(63)) == 0 {
+                    continue;
+                }
                 if let Some(start) = gate(hay, base, &run, &e.rules[r].info) {
                     self.rules[r].push_region(start, run.end - 1);
                 }

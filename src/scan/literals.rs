@@ -4,7 +4,7 @@
 //! set is folded into the shorter one, keeping its own uses and length), so at most one
 //! literal starts at any position and a leftmost-first search that resumes one byte after
 //! each hit reports every start. The searcher is the fastest that fits the set: `memchr`
-//! for up to three single bytes, Aho-Corasick (its SIMD Teddy prefilter) for exact
+//! for literals of one or two bytes starting with at most three distinct bytes, Aho-Corasick (its SIMD Teddy prefilter) for exact
 //! literals, and a `(?i)` literal alternation in the regex crate (which picks rare-byte or
 //! Teddy prefilters) for ASCII case-insensitive sets.
 
@@ -53,17 +53,18 @@ impl<U: Copy> LiteralSet<U> {
                 }
             }
         }
-        let mut single: Vec<u8> = Vec::new();
-        if lits.iter().all(|l| l.len() == 1) {
-            for l in &lits {
-                single.push(l[0]);
-                if case_insensitive && l[0].is_ascii_alphabetic() {
-                    single.push(l[0].to_ascii_uppercase());
-                }
+        // Few distinct first bytes: memchr finds candidates, the literals are then checked.
+        let mut first: Vec<u8> = Vec::new();
+        for l in &lits {
+            first.push(l[0]);
+            if case_insensitive && l[0].is_ascii_alphabetic() {
+                first.push(l[0].to_ascii_uppercase());
             }
         }
-        let finder = if !single.is_empty() && single.len() <= 3 {
-            Finder::Bytes(single)
+        first.sort_unstable();
+        first.dedup();
+        let finder = if first.len() <= 3 && lits.iter().all(|l| l.len() <= 2) {
+            Finder::Bytes(first)
         } else if !case_insensitive {
             Finder::Exact(
                 AhoCorasickBuilder::new()
@@ -120,14 +121,17 @@ impl<U: Copy> LiteralSet<U> {
         match &self.finder {
             Finder::Bytes(bytes) => {
                 let tail = &hay[from.min(hay.len())..];
+                let ci = self.case_insensitive;
                 let mut hit = |i: usize| {
-                    let b = tail[i];
-                    let b = if self.case_insensitive {
-                        b.to_ascii_lowercase()
-                    } else {
-                        b
-                    };
-                    if let Some(k) = self.lits.iter().position(|l| l[0] == b) {
+                    let here = &tail[i..];
+                    if let Some(k) = self.lits.iter().position(|l| {
+                        here.len() >= l.len()
+                            && if ci {
+                                here[..l.len()].eq_ignore_ascii_case(l)
+                            } else {
+                                here[..l.len()] == l[..]
+                            }
+                    }) {
                         report(from + i, k);
                     }
                 };
