@@ -68,11 +68,16 @@ pub struct Blocked {
     pub categories: Vec<(String, u64)>,
     /// Rule ids that crossed a block threshold.
     pub rules: Vec<String>,
+    /// The block was decided part-way through a body over the hold limit: part of it had
+    /// already gone upstream (as a request that never completes), and the counts are those
+    /// found up to that point, a lower bound.
+    pub partial: bool,
 }
 
 impl Blocked {
-    /// Builds the block summary from a verdict (only the reasons that block).
-    pub fn from_verdict(verdict: &Verdict) -> Blocked {
+    /// Builds the block summary from a verdict (only the reasons that block); `partial` as
+    /// in [`Blocked::partial`].
+    pub fn from_verdict(verdict: &Verdict, partial: bool) -> Blocked {
         let mut categories: Vec<(String, u64)> = Vec::new();
         let mut rules = Vec::new();
         for r in verdict
@@ -86,7 +91,11 @@ impl Blocked {
                 None => categories.push((r.category.clone(), r.distinct)),
             }
         }
-        Blocked { categories, rules }
+        Blocked {
+            categories,
+            rules,
+            partial,
+        }
     }
 
     /// `email: 12 distinct, card: 10 distinct` for log lines.
@@ -198,6 +207,12 @@ impl ProxyError {
             ProxyError::Loop(_) => {
                 "The request was addressed to this proxy rather than through it.".into()
             }
+            ProxyError::Blocked(b) if b.partial => {
+                "This upload carries customer data or secrets in a quantity that this \
+                 company's policy does not allow to leave. It was stopped before its end: \
+                 the site did not receive a complete request."
+                    .into()
+            }
             ProxyError::Blocked(_) => {
                 "This request carries customer data or secrets in a quantity that this \
                  company's policy does not allow to leave. Nothing was sent."
@@ -234,6 +249,7 @@ mod tests {
         let blocked = Blocked {
             categories: vec![("email".into(), 12)],
             rules: vec!["email".into()],
+            partial: false,
         };
         let io = || io::Error::other("x");
         let cases: Vec<(ProxyError, u16, &str)> = vec![

@@ -4,8 +4,11 @@
 //! stream, so distinct values are counted across both. A body up to `limits.hold_bytes` is
 //! read and scanned whole before the upstream request starts: a blocked request sends
 //! nothing. A larger body is refused (`oversize: block`) or forwarded as it is scanned
-//! (`oversize: stream`) with its newest chunk always held back, so that a block verdict at
-//! the end aborts the upstream request before the upstream has seen all of it.
+//! (`oversize: stream`). While it streams, the policy is applied to the engine's snapshot
+//! ([`Stream::findings`], a lower bound that only grows) every [`SNAPSHOT_INTERVAL`] bytes,
+//! so an upload whose customer list comes early is aborted early; and its newest chunk is
+//! always held back, so that a block verdict at the very end still aborts the upstream
+//! request before the upstream has seen all of it.
 //!
 //! An upgrade request (WebSocket) is inspected like any other request; if the upstream
 //! answers 101, both connections are handed to [`tunnel::splice`] and the messages that
@@ -36,6 +39,12 @@ const VIA: &str = "1.1 egress-dlp";
 
 /// Chunks in flight between the scanner and the upstream connection when streaming.
 const STREAM_CHANNEL_CHUNKS: usize = 8;
+
+/// While an oversize body streams, the policy is applied to the scan snapshot each time at
+/// least this many more bytes have been scanned: often enough that an abort comes within a
+/// fraction of a megabyte of the deciding value, rarely enough that building the snapshot
+/// (a few small allocations) is noise next to scanning the bytes.
+const SNAPSHOT_INTERVAL: usize = 256 << 10;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus
 /// `Proxy-Connection` (legacy clients).
@@ -123,7 +132,7 @@ pub(super) async fn forward(
     };
 
     let response = if complete {
-        judge(shared, scan, request_id)?;
+        judge(shared, scan, request_id, false)?;
         let request = Request::from_parts(parts, UpstreamBody::held(held));
         let _busy = ctx.activity.busy();
         tokio::time::timeout(
@@ -211,9 +220,15 @@ fn mark_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::UPGRADE, protocol);
 }
 
-/// Forwards a body larger than the hold limit as it is scanned. The newest chunk is always
-/// held back: it goes upstream only once the whole body has been scanned and allowed, and
-/// on a block the upstream body is aborted instead, so the upstream never gets all of it.
+/// Forwards a body larger than the hold limit as it is scanned.
+///
+/// Nothing goes upstream if what was held already decides a block. After that, every
+/// [`SNAPSHOT_INTERVAL`] bytes the policy is applied to the scan snapshot, and a block ends
+/// the pump with an error: the upstream body's sender is dropped without [`Piece::End`], so
+/// hyper fails the upstream request mid-body (the upstream sees a broken, incomplete request)
+/// and the client gets the block page. The newest chunk is always held back: it goes
+/// upstream only once the whole body has been scanned and allowed, so a block decided at
+/// the very end aborts the upstream body as well.
 async fn stream_through(
     ctx: &ConnCtx,
     parts: http::request::Parts,
@@ -223,11 +238,14 @@ async fn stream_through(
     request_id: &str,
 ) -> Result<Response<Incoming>, ProxyError> {
     let shared = &*ctx.shared;
+    // The held bytes were scanned already: a block there costs the upstream nothing.
+    judge_snapshot(shared, &scan, request_id, false)?;
     let (tx, up_body) = UpstreamBody::streamed(STREAM_CHANNEL_CHUNKS);
     let send = shared.client.request(Request::from_parts(parts, up_body));
     let pump = async move {
         let mut held = held.into_iter();
         let mut tail: Option<Bytes> = None;
+        let mut unjudged = 0usize;
         loop {
             let next = match held.next() {
                 Some(chunk) => chunk,
@@ -237,6 +255,13 @@ async fn stream_through(
                     Some(Ok(frame)) => match frame.into_data() {
                         Ok(data) if !data.is_empty() => {
                             scan.feed(&data);
+                            unjudged += data.len();
+                            if unjudged >= SNAPSHOT_INTERVAL {
+                                unjudged = 0;
+                                // Dropping `tx` without `Piece::End` (the `?`) aborts the
+                                // upstream body.
+                                judge_snapshot(shared, &scan, request_id, true)?;
+                            }
                             data
                         }
                         _ => continue,
@@ -250,8 +275,7 @@ async fn stream_through(
                 }
             }
         }
-        // Dropping `tx` without `Piece::End` (the `?` on a block) aborts the upstream body.
-        judge(shared, scan, request_id)?;
+        judge(shared, scan, request_id, true)?;
         if let Some(last) = tail {
             if tx.send(Piece::Data(last)).await.is_err() {
                 return Ok(());
@@ -282,7 +306,13 @@ async fn stream_through(
 }
 
 /// Finishes the scan and applies the policy: `Err(Blocked)` on block, a log line on log.
-fn judge(shared: &Shared, scan: Stream<'_>, request_id: &str) -> Result<Verdict, ProxyError> {
+/// `partial`: part of the body has already gone upstream.
+fn judge(
+    shared: &Shared,
+    scan: Stream<'_>,
+    request_id: &str,
+    partial: bool,
+) -> Result<Verdict, ProxyError> {
     let findings = scan.finish();
     let verdict = policy::evaluate(&shared.config.rules, &findings);
     match verdict.action {
@@ -293,11 +323,33 @@ fn judge(shared: &Shared, scan: Stream<'_>, request_id: &str) -> Result<Verdict,
         }
         Action::Block => {
             return Err(ProxyError::Blocked(Box::new(Blocked::from_verdict(
-                &verdict,
+                &verdict, partial,
             ))));
         }
     }
     Ok(verdict)
+}
+
+/// Applies the policy to what the scan has decided so far (a lower bound that only grows):
+/// `Err(Blocked)` once that is already a block. Log verdicts wait for [`judge`] at the end.
+fn judge_snapshot(
+    shared: &Shared,
+    scan: &Stream<'_>,
+    request_id: &str,
+    partial: bool,
+) -> Result<(), ProxyError> {
+    let verdict = policy::evaluate(&shared.config.rules, &scan.findings());
+    if verdict.action == Action::Block {
+        info!(
+            request_id,
+            scanned = scan.bytes(),
+            "oversize body blocked before its end"
+        );
+        return Err(ProxyError::Blocked(Box::new(Blocked::from_verdict(
+            &verdict, partial,
+        ))));
+    }
+    Ok(())
 }
 
 /// The upstream response as the client gets it: hop-by-hop headers removed, `Via` added.

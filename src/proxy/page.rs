@@ -36,6 +36,8 @@ pub fn error_response(
             "request_id": request_id,
         });
         if let Some(b) = blocked {
+            // Counts of an upload stopped part-way are lower bounds.
+            doc["partial"] = b.partial.into();
             doc["findings"] = b
                 .categories
                 .iter()
@@ -55,9 +57,10 @@ pub fn error_response(
         );
         if let Some(b) = blocked {
             html.push_str("<ul>\n");
+            let at_least = if b.partial { "at least " } else { "" };
             for (category, distinct) in &b.categories {
                 html.push_str(&format!(
-                    "<li>{}: {distinct} distinct values</li>\n",
+                    "<li>{}: {at_least}{distinct} distinct values</li>\n",
                     escape(category)
                 ));
             }

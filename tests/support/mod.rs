@@ -40,6 +40,27 @@ pub fn customer_export(n: usize) -> String {
         .collect()
 }
 
+/// The recording upstream keeps at most this much of each body (bigger bodies are checked
+/// by length and [`Digest`]).
+pub const BODY_RECORD_CAP: usize = 64 << 20;
+
+/// A streaming 64-bit digest of a byte sequence, the same however it is split into chunks
+/// (std's SipHash with fixed keys: not cryptographic, but enough to tell two bodies apart).
+#[derive(Debug, Clone, Default)]
+pub struct Digest(std::hash::DefaultHasher);
+
+impl Digest {
+    /// Adds the next bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        std::hash::Hasher::write(&mut self.0, bytes);
+    }
+
+    /// The digest of everything added so far.
+    pub fn value(&self) -> u64 {
+        std::hash::Hasher::finish(&self.0)
+    }
+}
+
 /// What the recording upstream saw of one request.
 #[derive(Debug, Clone, Default)]
 pub struct Recorded {
@@ -49,8 +70,12 @@ pub struct Recorded {
     pub target: String,
     /// Headers as received.
     pub headers: HeaderMap,
-    /// Body bytes received so far.
+    /// Body bytes received so far, up to the first [`BODY_RECORD_CAP`] bytes.
     pub body: Vec<u8>,
+    /// Body bytes received so far (all of them, also past the cap).
+    pub received: u64,
+    /// [`Digest`] of every body byte received so far.
+    pub digest: u64,
     /// Whether the body ended normally (false: still arriving, or aborted).
     pub complete: bool,
     /// Whether the body broke off (the connection closed or reset before its end).
@@ -180,6 +205,7 @@ async fn record(
         ..Recorded::default()
     }));
     seen.lock().unwrap().push(entry.clone());
+    let mut digest = Digest::default();
     loop {
         match body.frame().await {
             None => {
@@ -192,7 +218,12 @@ async fn record(
             }
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
-                    entry.lock().unwrap().body.extend_from_slice(&data);
+                    digest.update(&data);
+                    let mut entry = entry.lock().unwrap();
+                    let keep = BODY_RECORD_CAP.saturating_sub(entry.body.len());
+                    entry.body.extend_from_slice(&data[..keep.min(data.len())]);
+                    entry.received += data.len() as u64;
+                    entry.digest = digest.value();
                 }
             }
         }
@@ -202,7 +233,7 @@ async fn record(
         Behavior::Delay(d) => tokio::time::sleep(d).await,
         Behavior::Close => return Err(io::Error::other("told to close")),
     }
-    let n = entry.lock().unwrap().body.len();
+    let n = entry.lock().unwrap().received;
     let mut resp = Response::new(Full::new(Bytes::from(format!("ok {n}"))));
     resp.headers_mut()
         .insert("x-upstream", http::HeaderValue::from_static("recording"));
