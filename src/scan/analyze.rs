@@ -39,6 +39,10 @@ pub struct PatternInfo {
     pub max_digit_run: usize,
     /// Non-digit bytes that every match contains (each alone: a one-byte class or literal).
     pub required_bytes: Vec<u8>,
+    /// Bytes a match can start with.
+    pub first_bytes: ByteSet,
+    /// Bytes a match can end with.
+    pub last_bytes: ByteSet,
 }
 
 /// A set of byte values.
@@ -143,6 +147,8 @@ pub fn analyze(pattern: &str) -> Result<PatternInfo, String> {
         leading_boundary: edge(&hir, End::Start, true),
         trailing_boundary: edge(&hir, End::Finish, true),
         max_digit_run: RunMax::of(&hir).best.min(max_len),
+        first_bytes: end_bytes(&hir, End::Start).0,
+        last_bytes: end_bytes(&hir, End::Finish).0,
         required_bytes: required(&hir)
             .into_iter()
             .filter(|b| !b.is_ascii_digit())
@@ -254,6 +260,54 @@ fn edge_of(hir: &Hir, end: End, boundary: bool) -> Edge {
                     decided => Some(decided),
                 })
                 .unwrap_or(Edge::Transparent)
+        }
+    }
+}
+
+/// The bytes a match can start (or end) with, and whether the piece can match empty.
+fn end_bytes(hir: &Hir, end: End) -> (ByteSet, bool) {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => (ByteSet::EMPTY, true),
+        HirKind::Literal(lit) => {
+            let mut set = ByteSet::EMPTY;
+            let b = if end == End::Start {
+                lit.0.first()
+            } else {
+                lit.0.last()
+            };
+            if let Some(&b) = b {
+                set.add_range(b, b);
+            }
+            (set, lit.0.is_empty())
+        }
+        HirKind::Class(_) => (Facts::of(hir).allowed, false),
+        HirKind::Capture(cap) => end_bytes(&cap.sub, end),
+        HirKind::Repetition(rep) => {
+            let (set, empty) = end_bytes(&rep.sub, end);
+            (set, empty || rep.min == 0)
+        }
+        HirKind::Alternation(subs) => {
+            let mut set = ByteSet::EMPTY;
+            let mut empty = false;
+            for sub in subs {
+                let (s, e) = end_bytes(sub, end);
+                set.union(&s);
+                empty |= e;
+            }
+            (set, empty)
+        }
+        HirKind::Concat(subs) => {
+            let mut set = ByteSet::EMPTY;
+            let mut pieces: Box<dyn Iterator<Item = &Hir>> = match end {
+                End::Start => Box::new(subs.iter()),
+                End::Finish => Box::new(subs.iter().rev()),
+            };
+            let all_empty = pieces.all(|sub| {
+                let (s, e) = end_bytes(sub, end);
+                set.union(&s);
+                e
+            });
+            (set, all_empty)
         }
     }
 }
@@ -686,6 +740,17 @@ mod tests {
             assert_eq!(info.max_digit_run, run, "{pat} max_digit_run");
             assert_eq!(info.required_bytes, req, "{pat} required");
         }
+    }
+
+    #[test]
+    fn first_and_last_bytes() {
+        let info = analyze(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}\b").unwrap();
+        assert!(info.first_bytes.contains(b'G') && !info.first_bytes.has_digit());
+        assert!(info.last_bytes.has_digit() && info.last_bytes.contains(b'Z'));
+        let info = analyze(r"(?:\+1 ?)?\(\d{3}\) \d{3}-\d{4}").unwrap();
+        assert!(info.first_bytes.contains(b'+') && info.first_bytes.contains(b'('));
+        assert!(!info.first_bytes.has_digit());
+        assert_eq!(info.last_bytes.len(), 10);
     }
 
     #[test]

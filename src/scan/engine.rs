@@ -65,6 +65,9 @@ struct DigitPlan {
     kill_after: Box<[u64; 256]>,
     /// Per byte: rules whose matches cannot contain it.
     outside: Box<[u64; 256]>,
+    /// Rules ruled out for a run at the very start (end) of the stream.
+    kill_at_start: u64,
+    kill_at_end: u64,
     /// Per rule: (min_digit_run, max_digit_run when a match holds whole runs, shortest
     /// token a match needs).
     lengths: Vec<(u64, Option<u64>, u64)>,
@@ -81,6 +84,8 @@ impl DigitPlan {
             kill_before: Box::new([0; 256]),
             kill_after: Box::new([0; 256]),
             outside: Box::new([0; 256]),
+            kill_at_start: 0,
+            kill_at_end: 0,
             lengths: Vec::new(),
             by_len: Vec::new(),
             rules,
@@ -98,12 +103,26 @@ impl DigitPlan {
             if i >= 64 {
                 continue;
             }
+            // A match that cannot take in the neighbour starts (ends) with a digit of the run.
+            let starts_with_digit = info.first_bytes.has_digit();
+            let ends_with_digit = info.last_bytes.has_digit();
+            if !starts_with_digit {
+                plan.kill_at_start |= 1 << i;
+            }
+            if !ends_with_digit {
+                plan.kill_at_end |= 1 << i;
+            }
             for b in 0..=255u8 {
-                let foreign_word = is_word(b) && !info.allowed.contains(b);
-                if whole && info.leading_boundary && foreign_word {
+                let outside = !info.allowed.contains(b);
+                let foreign_word = is_word(b) && outside;
+                if (whole && info.leading_boundary && foreign_word)
+                    || (outside && !starts_with_digit)
+                {
                     plan.kill_before[usize::from(b)] |= 1 << i;
                 }
-                if whole && info.trailing_boundary && foreign_word {
+                if (whole && info.trailing_boundary && foreign_word)
+                    || (outside && !ends_with_digit)
+                {
                     plan.kill_after[usize::from(b)] |= 1 << i;
                 }
                 if !info.allowed.contains(b) {
@@ -140,8 +159,8 @@ impl DigitPlan {
         let isolated = before.map_or(u64::MAX, |b| self.outside[usize::from(b)])
             & after.map_or(u64::MAX, |a| self.outside[usize::from(a)]);
         let fits = fits & !(isolated & short);
-        let kill = before.map_or(0, |b| self.kill_before[usize::from(b)])
-            | after.map_or(0, |a| self.kill_after[usize::from(a)]);
+        let kill = before.map_or(self.kill_at_start, |b| self.kill_before[usize::from(b)])
+            | after.map_or(self.kill_at_end, |a| self.kill_after[usize::from(a)]);
         let mask = fits & !kill;
         if self.rules.len() > 64 {
             mask | 1 << 63
@@ -790,6 +809,23 @@ impl State {
                 break;
             }
             let accept_to = re.min(frontier - 1);
+            if let Some((window, true)) = e.rules[r].context {
+                // No match starting here can count without a context word in reach.
+                let lo = from.saturating_sub(window);
+                let hi = accept_to + len + window;
+                self.context
+                    .cover(e, hay, base, lo.saturating_sub(e.context_max_len), hi);
+                if !self.context.any_hit(r, lo, hi) {
+                    if accept_to == re {
+                        self.rules[r].regions.pop_front();
+                        continue;
+                    }
+                    if let Some(front) = self.rules[r].regions.front_mut() {
+                        front.0 = accept_to + 1;
+                    }
+                    break;
+                }
+            }
             let limit = end.min(accept_to.saturating_add(len + 1));
             let found = e.rules[r]
                 .regex
