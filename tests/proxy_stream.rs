@@ -301,3 +301,26 @@ async fn a_body_exactly_at_the_hold_limit_is_held_and_blocked_whole() {
     assert_eq!(reply.status, 403);
     assert!(upstream.requests().is_empty());
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_upload_leaves_the_upstream_request_incomplete() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("limits: { hold_bytes: 1MiB }").await;
+    let body = Generated::benign(8 << 20);
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        upstream.url("/gone"),
+        body.len
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // Past the hold limit, so the upstream request has started.
+    stream.write_all(&body.piece(0, 3 << 20)).await.unwrap();
+    upstream
+        .wait_for(|s| s.len() == 1 && s[0].received > 0)
+        .await;
+    drop(stream);
+    let seen = upstream.wait_for(|s| s.len() == 1 && s[0].aborted).await;
+    assert!(!seen[0].complete);
+    assert!(seen[0].received < body.len as u64);
+}

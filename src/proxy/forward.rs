@@ -60,6 +60,17 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// Bodies above this size (declared, or of unknown size: chunked) are scanned in a task of
+/// their own rather than on the connection's task.
+const OWN_TASK_BYTES: u64 = 256 << 10;
+
+/// Whether a request's body is large enough (or of unknown size) that scanning it should
+/// not share a task, and so a core, with the connection's socket I/O.
+pub(super) fn body_worth_a_task(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || content_length(headers).is_some_and(|n| n > OWN_TASK_BYTES)
+}
+
 /// Forwards one absolute-form request, or says why not.
 pub(super) async fn forward(
     ctx: &ConnCtx,

@@ -254,6 +254,15 @@ async fn handle(
         Err(ProxyError::ClientNotAllowed(ctx.peer.ip()))
     } else if method == Method::CONNECT {
         tunnel::connect(&ctx, req).await
+    } else if forward::body_worth_a_task(req.headers()) {
+        // Scanning a large body is CPU work: in a task of its own it runs on another core
+        // than this connection's socket I/O. Dropping the guard (the client went away)
+        // cancels it, as it would cancel an inline future.
+        let task = OwnedTask(tokio::spawn({
+            let (ctx, request_id) = (ctx.clone(), request_id.clone());
+            async move { forward::forward(&ctx, req, &request_id).await }
+        }));
+        task.join().await
     } else {
         forward::forward(&ctx, req, &request_id).await
     };
@@ -277,6 +286,24 @@ async fn handle(
             )
         }
     })
+}
+
+/// A spawned task that is aborted when its owner is dropped.
+struct OwnedTask<T>(tokio::task::JoinHandle<T>);
+
+impl<T> OwnedTask<Result<T, ProxyError>> {
+    /// Its result; a panic in the task is our failure.
+    async fn join(mut self) -> Result<T, ProxyError> {
+        (&mut self.0)
+            .await
+            .unwrap_or_else(|e| Err(ProxyError::Internal(format!("request task failed: {e}"))))
+    }
+}
+
+impl<T> Drop for OwnedTask<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Request ids: unique within the process, not guessable across restarts.
