@@ -18,6 +18,9 @@ pub const MAX_SAMPLES: usize = 3;
 /// stream never has to hold an unbounded run before deciding.
 const RUN_PIECE: u64 = 4096;
 
+/// Windows of one anchored rule closer than this are searched in one regex call.
+const MERGE_GAP: u64 = 96;
+
 /// How a rule's regex is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -422,9 +425,13 @@ struct RuleState {
 }
 
 impl RuleState {
-    fn push_region(&mut self, start: u64, end: u64) {
+    /// Adds a window where a match may start. Windows closer than `gap` are merged: one
+    /// regex search across a short gap is cheaper than a second search. (Only for rules
+    /// whose every match is anchored — prefixes and digit runs — where a merged gap cannot
+    /// add a match that no anchor allows.)
+    fn push_region(&mut self, start: u64, end: u64, gap: u64) {
         if let Some(last) = self.regions.back_mut()
-            && start <= last.1.saturating_add(1)
+            && start <= last.1.saturating_add(gap.max(1))
         {
             last.0 = last.0.min(start);
             last.1 = last.1.max(end);
@@ -638,9 +645,9 @@ impl State {
                 let info = &e.rules[r].info;
                 if is_keyword {
                     let max = info.max_len as u64;
-                    rules[r].push_region(s.saturating_sub(max), s + len as u64 + max);
+                    rules[r].push_region(s.saturating_sub(max), s + len as u64 + max, 1);
                 } else if prefix_may_match(hay, base, s, info) {
-                    rules[r].push_region(s, s);
+                    rules[r].push_region(s, s, MERGE_GAP);
                 }
             });
         }
@@ -761,7 +768,7 @@ impl State {
                     continue;
                 }
                 if let Some(start) = gate(hay, base, &run, &e.rules[r].info) {
-                    self.rules[r].push_region(start, run.end - 1);
+                    self.rules[r].push_region(start, run.end - 1, MERGE_GAP);
                 }
             }
         }
