@@ -178,3 +178,87 @@ fn snapshots_only_grow_and_end_at_the_final_findings() {
     );
     assert_eq!(stream.finish().category_distinct("email"), 200);
 }
+
+/// Pieces that exercise the shipped pack's prefilters: spaced and unspaced IBANs and
+/// NINOs (digit runs that start after letters), phones with `+` prefixes, SSNs with and
+/// without required context, cards grouped every way, secrets by prefix and keyword.
+const PACK_PIECES: &[&str] = &[
+    "GB82 WEST 1234 5698 7654 32",
+    "DE89370400440532013000",
+    "AB 12 34 56 C",
+    "QQ123456C",
+    "+44 20 7946 0958",
+    "+1 (555) 123-4567",
+    "555.123.4567",
+    "SSN: 078-05-1121",
+    "ssn 123456780",
+    "536228190",
+    "4111 1111 1111 1111",
+    "3782 822463 10005",
+    "4111-1111-1111-1111",
+    "CUST-12345678",
+    "ghp_0123456789abcdefghijABCDEFGHIJ012345",
+    "aws_secret_access_key = Zx9Lq2Wv8Rt5Yp3Nm7Kc4Hd6Gf1Bj0Ss2Tu8Vw4X",
+    "AKIAQ7R2XZ4M9PLK3T5B",
+    "bob@acme-corp.io",
+    "1732867200123",
+    "3f2b1c4e-9d8a-4b7c-a1e2-5f6d7c8b9a0e",
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    ",",
+    " ",
+    "\n",
+    "\"",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(120))]
+
+    #[test]
+    fn shipped_pack_findings_do_not_depend_on_chunking(
+        idx in prop::collection::vec(0..PACK_PIECES.len(), 1..60),
+        cuts in prop::collection::vec(any::<usize>(), 0..30),
+    ) {
+        let set = load_dir(Path::new("rules")).expect("shipped rules load");
+        let engine = Engine::new(&set);
+        let data: Vec<u8> = idx.iter().flat_map(|&i| PACK_PIECES[i].bytes()).collect();
+        let whole = engine.scan_bytes(&data);
+        prop_assert_eq!(&whole, &stream_split(&engine, &data, &cuts));
+        let mut stream = engine.stream();
+        for b in &data {
+            stream.feed(std::slice::from_ref(b));
+        }
+        prop_assert_eq!(&whole, &stream.finish());
+    }
+}
+
+#[test]
+fn the_pack_pieces_are_found() {
+    let set = load_dir(Path::new("rules")).expect("shipped rules load");
+    let engine = Engine::new(&set);
+    let data = PACK_PIECES.join(" \n ");
+    let found: Vec<String> = engine
+        .scan_bytes(data.as_bytes())
+        .rules
+        .into_iter()
+        .map(|f| f.rule)
+        .collect();
+    for rule in [
+        "iban",
+        "uk-nino",
+        "phone-intl",
+        "phone-nanp",
+        "us-ssn",
+        "us-ssn-undashed",
+        "payment-card",
+        "customer-id",
+        "github-token",
+        "aws-secret-access-key",
+        "aws-access-key-id",
+        "email-address",
+    ] {
+        assert!(
+            found.iter().any(|f| f == rule),
+            "{rule} not found in the pieces: {found:?}"
+        );
+    }
+}
