@@ -699,8 +699,15 @@ impl State {
     }
 
     /// The open run now reaches `to`: hand whole pieces of a very long run on.
-    fn extend_open_run(&mut self, total: u64, mut piece: u64, to: u64) {
-        while to - piece >= RUN_PIECE {
+    fn extend_open_run(&mut self, total: u64, piece: u64, to: u64) {
+        let piece = self.queue_pieces(total, piece, to, 0);
+        self.open_run = Some((total, piece));
+    }
+
+    /// Queues whole `RUN_PIECE`-byte pieces of the run `[total, ..)` from `piece` while more
+    /// than `keep` bytes would remain before `to`; returns where the next piece starts.
+    fn queue_pieces(&mut self, total: u64, mut piece: u64, to: u64, keep: u64) -> u64 {
+        while to - piece >= RUN_PIECE + keep {
             self.unripe.push_back(Run {
                 start: piece,
                 end: piece + RUN_PIECE,
@@ -709,7 +716,7 @@ impl State {
             });
             piece += RUN_PIECE;
         }
-        self.open_run = Some((total, piece));
+        piece
     }
 
     /// A run `[total, run_end)` ended; queue its last piece `[piece, run_end)` (and any
@@ -720,7 +727,7 @@ impl State {
         hay: &[u8],
         base: u64,
         total: u64,
-        mut piece: u64,
+        piece: u64,
         run_end: u64,
     ) {
         if run_end - total < e.digits.min_run {
@@ -736,15 +743,7 @@ impl State {
         if rules == 0 {
             return;
         }
-        while run_end - piece > RUN_PIECE {
-            self.unripe.push_back(Run {
-                start: piece,
-                end: piece + RUN_PIECE,
-                total: piece + RUN_PIECE - total,
-                rules: u64::MAX,
-            });
-            piece += RUN_PIECE;
-        }
+        let piece = self.queue_pieces(total, piece, run_end, 1);
         self.unripe.push_back(Run {
             start: piece,
             end: run_end,
