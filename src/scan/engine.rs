@@ -68,9 +68,10 @@ struct DigitPlan {
     kill_after: Box<[u64; 256]>,
     /// Per byte: rules whose matches cannot contain it.
     outside: Box<[u64; 256]>,
-    /// Rules ruled out for a run at the very start (end) of the stream.
-    kill_at_start: u64,
-    kill_at_end: u64,
+    /// Per digit: rules whose matches cannot start (end) with it. Applies when the
+    /// neighbour cannot be part of a match, so the match starts (ends) with the run.
+    bad_first_digit: [u64; 10],
+    bad_last_digit: [u64; 10],
     /// Per rule: (min_digit_run, max_digit_run when a match holds whole runs, shortest
     /// token a match needs).
     lengths: Vec<(u64, Option<u64>, u64)>,
@@ -87,8 +88,8 @@ impl DigitPlan {
             kill_before: Box::new([0; 256]),
             kill_after: Box::new([0; 256]),
             outside: Box::new([0; 256]),
-            kill_at_start: 0,
-            kill_at_end: 0,
+            bad_first_digit: [0; 10],
+            bad_last_digit: [0; 10],
             lengths: Vec::new(),
             by_len: Vec::new(),
             rules,
@@ -106,29 +107,29 @@ impl DigitPlan {
             if i >= 64 {
                 continue;
             }
-            // A match that cannot take in the neighbour starts (ends) with a digit of the run.
-            let starts_with_digit = info.first_bytes.has_digit();
-            let ends_with_digit = info.last_bytes.has_digit();
-            if !starts_with_digit {
-                plan.kill_at_start |= 1 << i;
-            }
-            if !ends_with_digit {
-                plan.kill_at_end |= 1 << i;
+            // A match that cannot take in the neighbour starts (ends) with a digit of the
+            // run: its first digit when matches cannot start inside a run, any digit else.
+            let no_digit_first = !info.first_bytes.has_digit();
+            let no_digit_last = !info.last_bytes.has_digit();
+            for d in 0..10u8 {
+                let digit = b'0' + d;
+                if no_digit_first || (info.no_start_in_run && !info.first_bytes.contains(digit)) {
+                    plan.bad_first_digit[usize::from(d)] |= 1 << i;
+                }
+                if no_digit_last || (info.no_end_in_run && !info.last_bytes.contains(digit)) {
+                    plan.bad_last_digit[usize::from(d)] |= 1 << i;
+                }
             }
             for b in 0..=255u8 {
                 let outside = !info.allowed.contains(b);
                 let foreign_word = is_word(b) && outside;
-                if (whole && info.leading_boundary && foreign_word)
-                    || (outside && !starts_with_digit)
-                {
+                if whole && info.leading_boundary && foreign_word {
                     plan.kill_before[usize::from(b)] |= 1 << i;
                 }
-                if (whole && info.trailing_boundary && foreign_word)
-                    || (outside && !ends_with_digit)
-                {
+                if whole && info.trailing_boundary && foreign_word {
                     plan.kill_after[usize::from(b)] |= 1 << i;
                 }
-                if !info.allowed.contains(b) {
+                if outside {
                     plan.outside[usize::from(b)] |= 1 << i;
                 }
             }
@@ -151,9 +152,15 @@ impl DigitPlan {
         (fits, short)
     }
 
-    /// The rules that may match around a whole run of `len` digits between `before` and
-    /// `after` (`None`: the stream's start or end).
-    fn candidates(&self, len: u64, before: Option<u8>, after: Option<u8>) -> u64 {
+    /// The rules that may match around a whole run of `len` digits, first digit `first`
+    /// and last `last`, between `before` and `after` (`None`: the stream's start or end).
+    fn candidates(
+        &self,
+        len: u64,
+        (first, last): (u8, u8),
+        before: Option<u8>,
+        after: Option<u8>,
+    ) -> u64 {
         let (fits, short) = match self.by_len.get(len as usize) {
             Some(&masks) => masks,
             None => self.length_masks(len),
@@ -162,8 +169,12 @@ impl DigitPlan {
         let isolated = before.map_or(u64::MAX, |b| self.outside[usize::from(b)])
             & after.map_or(u64::MAX, |a| self.outside[usize::from(a)]);
         let fits = fits & !(isolated & short);
-        let kill = before.map_or(self.kill_at_start, |b| self.kill_before[usize::from(b)])
-            | after.map_or(self.kill_at_end, |a| self.kill_after[usize::from(a)]);
+        let outside_before = before.map_or(u64::MAX, |b| self.outside[usize::from(b)]);
+        let outside_after = after.map_or(u64::MAX, |a| self.outside[usize::from(a)]);
+        let kill = before.map_or(0, |b| self.kill_before[usize::from(b)])
+            | after.map_or(0, |a| self.kill_after[usize::from(a)])
+            | (outside_before & self.bad_first_digit[usize::from(first - b'0')])
+            | (outside_after & self.bad_last_digit[usize::from(last - b'0')]);
         let mask = fits & !kill;
         if self.rules.len() > 64 {
             mask | 1 << 63
@@ -739,7 +750,12 @@ impl State {
         // unknown: `None` only loosens the checks for it.
         let before = (total > base).then(|| byte(total - 1));
         let after = (run_end < end).then(|| byte(run_end));
-        let rules = e.digits.candidates(run_end - total, before, after);
+        let rules = if total >= base {
+            let edges = (byte(total), byte(run_end - 1));
+            e.digits.candidates(run_end - total, edges, before, after)
+        } else {
+            u64::MAX
+        };
         if rules == 0 {
             return;
         }
@@ -998,7 +1014,8 @@ fn gate(hay: &[u8], base: u64, run: &Run, info: &PatternInfo) -> Option<u64> {
     {
         return None;
     }
-    let (t0, t1, digits) = token(hay, base, run, info.max_len as u64, &info.allowed);
+    let max_run = whole.then_some(info.max_digit_run as u64);
+    let (t0, t1, digits) = token(hay, base, run, info.max_len as u64, &info.allowed, max_run);
     if t1 - t0 < info.min_len as u64 || digits < info.min_digits as u64 {
         return None;
     }
@@ -1021,20 +1038,58 @@ fn gate(hay: &[u8], base: u64, run: &Run, info: &PatternInfo) -> Option<u64> {
 }
 
 /// The stretch of bytes from `allowed` around a digit run, at most `reach` bytes either
-/// side: `(start, end, digits in it)`.
-fn token(hay: &[u8], base: u64, run: &Run, reach: u64, allowed: &ByteSet) -> (u64, u64, u64) {
+/// side: `(start, end, digits in it)`. With `max_run` (a match holds whole digit runs of at
+/// most that length), the stretch also stops short of any longer run: no match can take
+/// it in or cross it.
+fn token(
+    hay: &[u8],
+    base: u64,
+    run: &Run,
+    reach: u64,
+    allowed: &ByteSet,
+    max_run: Option<u64>,
+) -> (u64, u64, u64) {
     let end = base + hay.len() as u64;
     let lo = run.start.saturating_sub(reach).max(base);
     let hi = (run.end + reach).min(end);
+    let too_long = |n: u64| max_run.is_some_and(|m| n > m);
     let mut digits = run.end - run.start;
-    let mut t0 = run.start;
-    while t0 > lo && allowed.contains(hay[(t0 - 1 - base) as usize]) {
+    let (mut t0, mut walked) = (run.start, 0);
+    while t0 > lo {
+        let b = hay[(t0 - 1 - base) as usize];
+        if !allowed.contains(b) {
+            break;
+        }
+        if b.is_ascii_digit() {
+            walked += 1;
+            if too_long(walked) {
+                t0 += walked - 1;
+                digits -= walked - 1;
+                break;
+            }
+            digits += 1;
+        } else {
+            walked = 0;
+        }
         t0 -= 1;
-        digits += u64::from(hay[(t0 - base) as usize].is_ascii_digit());
     }
-    let mut t1 = run.end;
-    while t1 < hi && allowed.contains(hay[(t1 - base) as usize]) {
-        digits += u64::from(hay[(t1 - base) as usize].is_ascii_digit());
+    let (mut t1, mut walked) = (run.end, 0);
+    while t1 < hi {
+        let b = hay[(t1 - base) as usize];
+        if !allowed.contains(b) {
+            break;
+        }
+        if b.is_ascii_digit() {
+            walked += 1;
+            if too_long(walked) {
+                t1 -= walked - 1;
+                digits -= walked - 1;
+                break;
+            }
+            digits += 1;
+        } else {
+            walked = 0;
+        }
         t1 += 1;
     }
     (t0, t1, digits)
