@@ -104,6 +104,7 @@ limits:
   upstream_connect_timeout: 1500ms
   upstream_response_timeout: 30
   drain_time: 10s
+  linger_time: 2s
 block_page:
   contact: Call 4242.
 ";
@@ -119,6 +120,7 @@ block_page:
     assert_eq!(l.upstream_connect_timeout, Duration::from_millis(1500));
     assert_eq!(l.upstream_response_timeout, Duration::from_secs(30));
     assert_eq!(l.drain_time, Duration::from_secs(10));
+    assert_eq!(l.linger_time, Duration::from_secs(2));
     assert_eq!(c.block_page.contact, "Call 4242.");
 }
 

@@ -324,3 +324,65 @@ async fn a_client_that_leaves_mid_upload_leaves_the_upstream_request_incomplete(
     assert!(!seen[0].complete);
     assert!(seen[0].received < body.len as u64);
 }
+
+#[tokio::test]
+async fn a_client_that_reads_only_after_writing_its_whole_upload_gets_the_block_page() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("limits: { hold_bytes: 1MiB }").await;
+    let export = customer_export(50);
+    let body = Generated::with(32 << 20, 2 << 20, export.as_bytes());
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        upstream.url("/exfil"),
+        body.len
+    );
+    // Like many simple clients, this one writes the whole request before it reads. The
+    // proxy answers part-way through: closing then, with the rest of the upload unread,
+    // would reset the connection and the client would get an error instead of the page.
+    // The proxy reads and discards the rest instead (a lingering close).
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut at = 0;
+    while at < body.len {
+        let end = (at + (64 << 10)).min(body.len);
+        stream
+            .write_all(&body.piece(at, end))
+            .await
+            .expect("the proxy reset the connection while the client was still sending");
+        at = end;
+    }
+    let mut raw = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut raw)
+        .await
+        .expect("the connection ended with an error rather than a clean close");
+    let reply = parse_reply(&raw);
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    let seen = upstream.wait_for(|s| s.len() == 1 && s[0].aborted).await;
+    assert!(!seen[0].complete);
+}
+
+#[tokio::test]
+async fn lingering_after_an_early_answer_is_bounded_by_the_linger_time() {
+    let upstream = Upstream::start().await;
+    let proxy =
+        Proxy::start("limits: { hold_bytes: 1MiB, oversize: block, linger_time: 300ms }").await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        upstream.url("/big"),
+        100 << 20
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The 413 comes at once; the client then trickles its body and never finishes.
+    let started = tokio::time::Instant::now();
+    let mut cut = false;
+    while started.elapsed() < std::time::Duration::from_secs(5) {
+        if stream.write_all(&[b'x'; 1024]).await.is_err() {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(cut, "the proxy was still reading after 5 s");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+}

@@ -123,6 +123,8 @@ pub struct Limits {
     pub upstream_response_timeout: Duration,
     /// Time in-flight requests get to finish on shutdown.
     pub drain_time: Duration,
+    /// Time spent reading and discarding from a client after closing its connection.
+    pub linger_time: Duration,
 }
 
 impl Default for Limits {
@@ -138,6 +140,7 @@ impl Default for Limits {
             upstream_connect_timeout: Duration::from_secs(10),
             upstream_response_timeout: Duration::from_secs(60),
             drain_time: Duration::from_secs(30),
+            linger_time: Duration::from_secs(5),
         }
     }
 }
@@ -381,6 +384,7 @@ pub fn validate(
             defaults.upstream_response_timeout,
         ),
         drain_time: errors.duration("limits.drain_time", l.drain_time, defaults.drain_time),
+        linger_time: errors.duration("limits.linger_time", l.linger_time, defaults.linger_time),
     };
 
     let audit = Audit {

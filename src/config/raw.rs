@@ -88,6 +88,10 @@ pub struct RawLimits {
     pub upstream_response_timeout: Option<RawDuration>,
     /// On shutdown, how long in-flight requests may take to finish (default `30s`).
     pub drain_time: Option<RawDuration>,
+    /// After the proxy closes a client connection, how long it goes on reading and
+    /// discarding what the client still sends (an upload answered before its end), so that
+    /// the close does not reset the connection and lose the answer (default `5s`).
+    pub linger_time: Option<RawDuration>,
 }
 
 /// `audit:` — the audit log.

@@ -24,6 +24,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+
+use super::linger::ClientBody;
 use percent_encoding::percent_decode;
 use tracing::info;
 
@@ -74,7 +76,7 @@ pub(super) fn body_worth_a_task(headers: &HeaderMap) -> bool {
 /// Forwards one absolute-form request, or says why not.
 pub(super) async fn forward(
     ctx: &ConnCtx,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     request_id: &str,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let shared = &*ctx.shared;
@@ -243,7 +245,7 @@ fn mark_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 async fn stream_through(
     ctx: &ConnCtx,
     parts: http::request::Parts,
-    mut body: Incoming,
+    mut body: ClientBody,
     mut scan: Stream<'_>,
     held: Vec<Bytes>,
     request_id: &str,

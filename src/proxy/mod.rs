@@ -14,6 +14,9 @@
 //!   refused as loops; an upgrade the upstream accepts (WebSocket) becomes a tunnel too;
 //! - **errors**: every failure is a [`ProxyError`] that says where it came from, turned into
 //!   a response in one place ([`page::error_response`]);
+//! - **closing**: a client connection the proxy closes lingers ([`linger`]): FIN, then what
+//!   the client still sends is read and discarded for up to `limits.linger_time`, so that a
+//!   block page sent before the end of an upload is not lost to a connection reset;
 //! - **shutdown**: stop accepting, let in-flight requests and tunnels finish for up to
 //!   `limits.drain_time`, then cut what is left.
 //!
@@ -23,6 +26,7 @@
 pub mod error;
 mod forward;
 pub mod idle;
+mod linger;
 pub mod page;
 mod tunnel;
 pub mod upstream;
@@ -51,6 +55,7 @@ use crate::config::Config;
 use crate::scan::Engine;
 pub use error::ProxyError;
 use idle::{Activity, IdleIo};
+use linger::{ClientBody, LingerIo, Unread};
 use upstream::{Connector, UpstreamClient};
 
 /// The error type of response bodies.
@@ -114,6 +119,7 @@ pub async fn run(
             peer,
             activity: Activity::new(),
             allowed: shared.config.access.allows_client(peer.ip()),
+            unread: Unread::default(),
             phase: phase_rx.clone(),
             guard: Guard {
                 _alive: alive_tx.clone(),
@@ -157,6 +163,8 @@ struct ConnCtx {
     /// When bytes last moved on the client socket.
     activity: Activity,
     allowed: bool,
+    /// Set while the current request's body has bytes not yet read.
+    unread: Unread,
     phase: watch::Receiver<Phase>,
     guard: Guard,
 }
@@ -202,6 +210,13 @@ fn http1_builder(config: &Config) -> http1::Builder {
 async fn serve_connection(ctx: Arc<ConnCtx>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let activity = ctx.activity.clone();
+    let stream = LingerIo::new(
+        stream,
+        ctx.unread.clone(),
+        ctx.shared.config.limits.linger_time,
+        ctx.phase.clone(),
+        ctx.guard.clone(),
+    );
     let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
     let mut phase = ctx.phase.clone();
     let svc_ctx = ctx.clone();
@@ -247,6 +262,7 @@ async fn handle(
     ctx: Arc<ConnCtx>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let req = req.map(|body| ClientBody::new(body, ctx.unread.clone()));
     let request_id = ctx.shared.request_ids.next();
     let json = page::prefers_json(req.headers());
     let method = req.method().clone();

@@ -11,7 +11,6 @@ use std::future::Future;
 use std::io;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -19,12 +18,13 @@ use tracing::debug;
 
 use super::error::ProxyError;
 use super::idle::{Activity, IdleIo};
+use super::linger::ClientBody;
 use super::{ConnCtx, ProxyBody, page};
 
 /// Answers a CONNECT request and, once the client has the 200, runs the tunnel.
 pub(super) async fn connect(
     ctx: &ConnCtx,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let Some(authority) = req.uri().authority().cloned() else {
         return Err(ProxyError::BadRequest("CONNECT needs a host:port target"));
