@@ -166,25 +166,33 @@ fn prefixes(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     if lits.is_empty() || lits.len() > 256 {
         return None;
     }
-    // The prefilter is exact (case-sensitive: `(?i)` patterns arrive as case variants);
-    // long literal sets (`CUST-` then a digit: ten literals) are shortened until few enough.
+    // The prefilter is exact (case-sensitive: `(?i)` patterns arrive as case variants).
+    // Each literal costs the whole pack's prefilter some speed, and a short one is hit
+    // often, so the set is cut to the longest length whose literal count is within
+    // max(4, the fewest achievable), never under 4 bytes unless the literals are shorter:
+    // `CUST-` then a digit (ten literals) becomes `CUST-`; the Slack webhook's six URL
+    // prefixes become `http://hooks.slack.com/` and `https://hooks.slack.com`, not `http`.
     let lits: Vec<Vec<u8>> = lits.iter().map(|l| l.as_bytes().to_vec()).collect();
     let longest = lits.iter().map(Vec::len).max()?;
-    for keep in (2..=longest).rev() {
+    let cut = |keep: usize| {
         let mut out: Vec<Vec<u8>> = lits
             .iter()
             .map(|l| l[..l.len().min(keep)].to_vec())
             .collect();
         out.sort();
         out.dedup();
-        if out.iter().any(|l| l.len() < 2) {
-            return None;
-        }
-        if out.len() <= 16 {
-            return Some(out);
-        }
+        out
+    };
+    let keeps = longest.min(4)..=longest;
+    let fewest = keeps.clone().map(|keep| cut(keep).len()).min()?;
+    let best = keeps
+        .rev()
+        .map(cut)
+        .find(|set| set.len() <= fewest.max(4))?;
+    if best.len() > 16 || best.iter().any(|l| l.len() < 2) {
+        return None;
     }
-    None
+    Some(best)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -68,6 +68,10 @@ struct DigitPlan {
     kill_after: Box<[u64; 256]>,
     /// Per byte: rules whose matches cannot contain it.
     outside: Box<[u64; 256]>,
+    /// Per byte: rules ruled out by a run's left neighbour whatever the run's digits:
+    /// `kill_before`, plus a neighbour a match cannot contain when no match starts with
+    /// a digit.
+    dead_left: Box<[u64; 256]>,
     /// Per digit: rules whose matches cannot start (end) with it. Applies when the
     /// neighbour cannot be part of a match, so the match starts (ends) with the run.
     bad_first_digit: [u64; 10],
@@ -88,6 +92,7 @@ impl DigitPlan {
             kill_before: Box::new([0; 256]),
             kill_after: Box::new([0; 256]),
             outside: Box::new([0; 256]),
+            dead_left: Box::new([0; 256]),
             bad_first_digit: [0; 10],
             bad_last_digit: [0; 10],
             lengths: Vec::new(),
@@ -135,6 +140,13 @@ impl DigitPlan {
             }
         }
         plan.by_len = (0..=64u64).map(|len| plan.length_masks(len)).collect();
+        let no_digit_first = plan
+            .bad_first_digit
+            .iter()
+            .fold(u64::MAX, |acc, &bad| acc & bad);
+        for b in 0..256 {
+            plan.dead_left[b] = plan.kill_before[b] | (plan.outside[b] & no_digit_first);
+        }
         plan
     }
 
@@ -150,6 +162,14 @@ impl DigitPlan {
             }
         }
         (fits, short)
+    }
+
+    /// True when no rule can match around a whole run of `len` (at most 64) digits with
+    /// `before` on its left, whatever follows: the cheap first look at every run.
+    #[inline]
+    fn dead_by_left(&self, len: u64, before: u8) -> bool {
+        let fits = self.by_len[len as usize].0;
+        fits & !self.dead_left[usize::from(before)] == 0 && self.rules.len() <= 64
     }
 
     /// The rules that may match around a whole run of `len` digits, first digit `first`
@@ -704,6 +724,13 @@ impl State {
                 starts &= starts - 1;
                 let len = (!(m >> s)).trailing_zeros();
                 let start = at + u64::from(s);
+                // Most runs are ruled out by their length and left neighbour alone.
+                if start > base
+                    && e.digits
+                        .dead_by_left(u64::from(len), hay[(start - 1 - base) as usize])
+                {
+                    continue;
+                }
                 self.emit_run(e, hay, base, start, start, start + u64::from(len));
             }
         }
