@@ -8,7 +8,9 @@
 //! - **per connection** (hyper `http1::Builder`): header size and count limits (431),
 //!   `limits.header_read_timeout` for each request head (slowloris), malformed requests
 //!   answered 400 and closed by hyper, `limits.idle_timeout` when no bytes move;
-//! - **per request**: CONNECT to an allowed port becomes a blind tunnel ([`tunnel`]);
+//! - **per request**: a pipeline of tower layers assembled in one place ([`layers`]: id,
+//!   error pages and the outcome log line, body tracking, client allow-list), then
+//!   CONNECT to an allowed port becomes a blind tunnel ([`tunnel`]);
 //!   anything else must be an absolute `http://` URL, inspected and forwarded ([`forward`])
 //!   through the pooled client ([`upstream`]), with requests to the proxy's own addresses
 //!   refused as loops; an upgrade the upstream accepts (WebSocket) becomes a tunnel too;
@@ -26,12 +28,12 @@
 pub mod error;
 mod forward;
 pub mod idle;
+mod layers;
 mod linger;
 pub mod page;
 mod tunnel;
 pub mod upstream;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::io;
@@ -41,9 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
 use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -55,7 +55,8 @@ use crate::config::Config;
 use crate::scan::Engine;
 pub use error::ProxyError;
 use idle::{Activity, IdleIo};
-use linger::{ClientBody, LingerIo, Unread};
+use linger::{LingerIo, Unread};
+use tower::Service;
 use upstream::{Connector, UpstreamClient};
 
 /// The error type of response bodies.
@@ -219,8 +220,16 @@ async fn serve_connection(ctx: Arc<ConnCtx>, stream: TcpStream) {
     );
     let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
     let mut phase = ctx.phase.clone();
-    let svc_ctx = ctx.clone();
-    let service = service_fn(move |req| handle(svc_ctx.clone(), req));
+    // The request pipeline (tower layers, see `layers::stack`), called through hyper's
+    // `&self` service interface: each request gets its own clone of the stack.
+    let stack = layers::stack(ctx.clone());
+    let service = service_fn(move |req| {
+        let mut stack = stack.clone();
+        async move {
+            std::future::poll_fn(|cx| stack.poll_ready(cx)).await?;
+            stack.call(req).await
+        }
+    });
     let conn = ctx
         .shared
         .http1
@@ -255,53 +264,6 @@ async fn serve_connection(ctx: Arc<ConnCtx>, stream: TcpStream) {
             }
         }
     }
-}
-
-/// Handles one request: refusal, tunnel or forwarding; every error becomes its page here.
-async fn handle(
-    ctx: Arc<ConnCtx>,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
-    let req = req.map(|body| ClientBody::new(body, ctx.unread.clone()));
-    let request_id = ctx.shared.request_ids.next();
-    let json = page::prefers_json(req.headers());
-    let method = req.method().clone();
-    let result = if !ctx.allowed {
-        Err(ProxyError::ClientNotAllowed(ctx.peer.ip()))
-    } else if method == Method::CONNECT {
-        tunnel::connect(&ctx, req).await
-    } else if forward::body_worth_a_task(req.headers()) {
-        // Scanning a large body is CPU work: in a task of its own it runs on another core
-        // than this connection's socket I/O. Dropping the guard (the client went away)
-        // cancels it, as it would cancel an inline future.
-        let task = OwnedTask(tokio::spawn({
-            let (ctx, request_id) = (ctx.clone(), request_id.clone());
-            async move { forward::forward(&ctx, req, &request_id).await }
-        }));
-        task.join().await
-    } else {
-        forward::forward(&ctx, req, &request_id).await
-    };
-    Ok(match result {
-        Ok(response) => {
-            debug!(request_id, peer = %ctx.peer, %method, status = response.status().as_u16(), "request");
-            response
-        }
-        Err(err) => {
-            let status = err.status();
-            if status.is_server_error() || matches!(err, ProxyError::Blocked(_)) {
-                warn!(request_id, peer = %ctx.peer, %method, status = status.as_u16(), kind = err.kind(), error = %err, "request failed");
-            } else {
-                info!(request_id, peer = %ctx.peer, %method, status = status.as_u16(), kind = err.kind(), error = %err, "request refused");
-            }
-            page::error_response(
-                &err,
-                &request_id,
-                json,
-                &ctx.shared.config.block_page.contact,
-            )
-        }
-    })
 }
 
 /// A spawned task that is aborted when its owner is dropped.
