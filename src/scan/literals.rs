@@ -122,15 +122,18 @@ impl<U: Copy> LiteralSet<U> {
             Finder::Bytes(bytes) => {
                 let tail = &hay[from.min(hay.len())..];
                 let ci = self.case_insensitive;
+                // Literals here are one or two bytes: compare them in place.
+                let same = |a: u8, b: u8| {
+                    if ci {
+                        a.eq_ignore_ascii_case(&b)
+                    } else {
+                        a == b
+                    }
+                };
                 let mut hit = |i: usize| {
                     let here = &tail[i..];
                     if let Some(k) = self.lits.iter().position(|l| {
-                        here.len() >= l.len()
-                            && if ci {
-                                here[..l.len()].eq_ignore_ascii_case(l)
-                            } else {
-                                here[..l.len()] == l[..]
-                            }
+                        here.len() >= l.len() && l.iter().zip(here).all(|(&a, &b)| same(a, b))
                     }) {
                         report(from + i, k);
                     }
