@@ -95,3 +95,34 @@ async fn an_upgrade_request_carrying_a_customer_list_is_blocked() {
     let forwarded = tokio::time::timeout(std::time::Duration::from_millis(300), seen).await;
     assert!(forwarded.is_err(), "the upstream got {forwarded:?}");
 }
+
+#[tokio::test]
+async fn an_h2c_upgrade_is_forwarded_as_a_plain_request() {
+    // An h2c session after a 101 would carry whole HTTP/2 requests past the scanner: the
+    // upstream is never offered the upgrade, and the request is inspected and answered as
+    // plain HTTP/1.1.
+    let upstream = support::Upstream::start().await;
+    let proxy = Proxy::start("").await;
+    let reply = support::request(
+        proxy.addr,
+        "GET",
+        &upstream.url("/h2c"),
+        &[
+            ("Connection", "Upgrade, HTTP2-Settings"),
+            ("Upgrade", "h2c"),
+            ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    for name in ["upgrade", "http2-settings"] {
+        assert!(
+            !seen[0].headers.contains_key(name),
+            "{name} reached the upstream: {:?}",
+            seen[0].headers
+        );
+    }
+}

@@ -12,7 +12,8 @@
 //!
 //! An upgrade request (WebSocket) is inspected like any other request; if the upstream
 //! answers 101, both connections are handed to [`tunnel::splice`] and the messages that
-//! follow pass through uninspected.
+//! follow pass through uninspected. Only WebSocket is offered upstream: an upgrade to
+//! anything else (`h2c`) is forwarded as a plain request, without its `Upgrade` header.
 //!
 //! Not here: TLS (CONNECT is in [`tunnel`]), body decoding (compressed, multipart, JSON: the
 //! decode issue), header scanning, request trailers (dropped: never forwarded unscanned).
@@ -213,8 +214,14 @@ fn target_host(uri: &http::Uri) -> Result<HeaderValue, ProxyError> {
         .map_err(|_| ProxyError::BadRequest("the request target's host is not valid"))
 }
 
-/// The protocol asked for, when the request is an upgrade (`Connection: upgrade` and an
-/// `Upgrade` header).
+/// Protocols a client may switch to through the proxy. Anything else (`h2c` above all: a
+/// whole HTTP/2 session the proxy would not inspect) is not offered to the upstream: the
+/// `Upgrade` header is dropped with the other hop-by-hop headers and the request goes on
+/// as plain HTTP/1.1, as Squid does by default.
+const UPGRADES_ALLOWED: &[&str] = &["websocket"];
+
+/// The protocol to offer the upstream, when the request is an upgrade (`Connection:
+/// upgrade` and an `Upgrade` header) to a protocol in [`UPGRADES_ALLOWED`].
 fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     let asked = headers
         .get_all(header::CONNECTION)
@@ -222,9 +229,23 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    asked
-        .then(|| headers.get(header::UPGRADE).cloned())
-        .flatten()
+    if !asked {
+        return None;
+    }
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find(|protocol| {
+            // A protocol may carry a version (`websocket/13`): the name decides.
+            let name = protocol.split('/').next().unwrap_or("");
+            UPGRADES_ALLOWED
+                .iter()
+                .any(|allowed| name.eq_ignore_ascii_case(allowed))
+        })
+        .and_then(|protocol| HeaderValue::from_str(protocol).ok())
 }
 
 /// Puts back the two hop-by-hop headers an upgrade needs on the next hop.
@@ -406,6 +427,29 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_websocket_upgrades_are_offered_upstream() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("upgrade", "websocket", Some("websocket")),
+            ("keep-alive, Upgrade", "WebSocket", Some("WebSocket")),
+            ("upgrade", "h2c", None),
+            ("upgrade", "h2c, websocket/13", Some("websocket/13")),
+            ("upgrade", "TLS/1.2", None),
+            ("keep-alive", "websocket", None),
+        ];
+        for (connection, upgrade, want) in cases {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONNECTION, HeaderValue::from_static(connection));
+            h.insert(header::UPGRADE, HeaderValue::from_static(upgrade));
+            let got = upgrade_protocol(&h);
+            assert_eq!(
+                got.as_ref().map(|v| v.to_str().unwrap()),
+                *want,
+                "{connection} / {upgrade}"
+            );
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_are_removed() {
