@@ -512,10 +512,8 @@ impl ContextState {
         let lo = lo.max(base);
         let mut gaps = Vec::new();
         let mut at = lo;
-        for &(cs, ce) in &self.covered {
-            if ce < at {
-                continue;
-            }
+        let first = self.covered.partition_point(|&(_, ce)| ce < lo);
+        for &(cs, ce) in self.covered.range(first..) {
             if cs > hi {
                 break;
             }
@@ -544,18 +542,23 @@ impl ContextState {
         }
     }
 
+    /// Records `[s, e]` as searched; it does not overlap what was covered before.
     fn insert_covered(&mut self, s: u64, e: u64) {
         let i = self.covered.partition_point(|&(cs, _)| cs < s);
-        self.covered.insert(i, (s, e));
-        // Merge neighbours that touch.
-        let mut merged: VecDeque<(u64, u64)> = VecDeque::with_capacity(self.covered.len());
-        for &(cs, ce) in &self.covered {
-            match merged.back_mut() {
-                Some(last) if cs <= last.1.saturating_add(1) => last.1 = last.1.max(ce),
-                _ => merged.push_back((cs, ce)),
+        let joins_left = i > 0 && self.covered[i - 1].1.saturating_add(1) >= s;
+        let joins_right = self
+            .covered
+            .get(i)
+            .is_some_and(|&(cs, _)| cs <= e.saturating_add(1));
+        match (joins_left, joins_right) {
+            (true, true) => {
+                let right = self.covered.remove(i).map_or(e, |(_, ce)| ce);
+                self.covered[i - 1].1 = right.max(e);
             }
+            (true, false) => self.covered[i - 1].1 = self.covered[i - 1].1.max(e),
+            (false, true) => self.covered[i].0 = s,
+            (false, false) => self.covered.insert(i, (s, e)),
         }
-        self.covered = merged;
     }
 
     fn any_hit(&self, r: usize, lo: u64, hi: u64) -> bool {
