@@ -48,6 +48,7 @@ fn an_empty_file_is_every_default() {
         assert!(!c.access.allows_client("10.1.2.3".parse().unwrap()));
         assert_eq!(c.limits, config::Limits::default());
         assert_eq!(c.limits.hold_bytes, 16 << 20);
+        assert_eq!(c.limits.hold_total, 256 << 20);
         assert_eq!(c.limits.oversize, Oversize::Stream);
         assert!(!c.block_page.contact.is_empty());
     }
@@ -105,6 +106,8 @@ limits:
   upstream_response_timeout: 30
   drain_time: 10s
   linger_time: 2s
+  hold_total: 64MiB
+  hold_wait: 3s
 block_page:
   contact: Call 4242.
 ";
@@ -121,6 +124,8 @@ block_page:
     assert_eq!(l.upstream_response_timeout, Duration::from_secs(30));
     assert_eq!(l.drain_time, Duration::from_secs(10));
     assert_eq!(l.linger_time, Duration::from_secs(2));
+    assert_eq!(l.hold_total, 64 << 20);
+    assert_eq!(l.hold_wait, Duration::from_secs(3));
     assert_eq!(c.block_page.contact, "Call 4242.");
 }
 
@@ -180,6 +185,10 @@ fn single_problems_name_their_key() {
         (
             "limits: { max_connections: 0 }",
             "limits.max_connections: must be at least 1",
+        ),
+        (
+            "limits: { hold_bytes: 32MiB, hold_total: 16MiB }",
+            "limits.hold_total: 16777216 bytes is less than limits.hold_bytes",
         ),
         ("tls: { bypass: ['bad host!'] }", "tls.bypass[0]:"),
         (
@@ -274,4 +283,10 @@ fn rule_problems_are_config_problems() {
     )
     .unwrap_err();
     assert_eq!(missing.0[0].key, "rules");
+}
+
+#[test]
+fn the_hold_budget_is_never_below_the_hold_limit() {
+    let c = load("limits: { hold_bytes: 1GiB }", Overrides::default()).unwrap();
+    assert_eq!(c.limits.hold_total, 1 << 30);
 }

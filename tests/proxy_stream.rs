@@ -386,3 +386,41 @@ async fn lingering_after_an_early_answer_is_bounded_by_the_linger_time() {
     assert!(cut, "the proxy was still reading after 5 s");
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
 }
+
+#[tokio::test]
+async fn bodies_wait_for_the_hold_budget_and_get_503_when_it_stays_spent() {
+    let upstream = Upstream::start().await;
+    let proxy =
+        Proxy::start("limits: { hold_bytes: 1MiB, hold_total: 1MiB, hold_wait: 300ms }").await;
+    // A holds the whole budget: it declares 1 MiB and sends only part of it.
+    let first = Generated::benign(1 << 20);
+    let mut a = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        upstream.url("/a"),
+        first.len
+    );
+    a.write_all(head.as_bytes()).await.unwrap();
+    a.write_all(&first.piece(0, 100 << 10)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    // B finds no room within the hold wait: 503, and nothing reaches the upstream.
+    let started = tokio::time::Instant::now();
+    let b = support::request(proxy.addr, "POST", &upstream.url("/b"), &[], b"small body").await;
+    assert_eq!(b.status, 503, "{}", b.text());
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+    // A body-less request needs no room.
+    let get = support::request(proxy.addr, "GET", &upstream.url("/get"), &[], b"").await;
+    assert_eq!(get.status, 200, "{}", get.text());
+
+    // A finishes and gives its room back; C gets through.
+    a.write_all(&first.piece(100 << 10, first.len))
+        .await
+        .unwrap();
+    let reply = parse_reply(&read_to_close(&mut a).await);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let c = support::request(proxy.addr, "POST", &upstream.url("/c"), &[], b"small body").await;
+    assert_eq!(c.status, 200, "{}", c.text());
+    let targets: Vec<String> = upstream.requests().into_iter().map(|r| r.target).collect();
+    assert_eq!(targets, ["/get", "/a", "/c"]);
+}

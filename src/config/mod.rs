@@ -107,6 +107,10 @@ pub struct Limits {
     pub hold_bytes: u64,
     /// What happens to larger bodies.
     pub oversize: Oversize,
+    /// Body bytes held at once across all requests (at least `hold_bytes`).
+    pub hold_total: u64,
+    /// Time a request waits for its share of `hold_total`.
+    pub hold_wait: Duration,
     /// Largest request head in bytes.
     pub header_bytes: usize,
     /// Most header fields in one request.
@@ -132,6 +136,8 @@ impl Default for Limits {
         Limits {
             hold_bytes: 16 << 20,
             oversize: Oversize::Stream,
+            hold_total: 256 << 20,
+            hold_wait: Duration::from_secs(10),
             header_bytes: 64 << 10,
             header_count: 100,
             header_read_timeout: Duration::from_secs(10),
@@ -352,9 +358,24 @@ pub fn validate(
             Oversize::Stream
         }
     };
+    let hold_total = match l.hold_total {
+        None => defaults.hold_total.max(hold_bytes),
+        raw_total => {
+            let total = errors.size("limits.hold_total", raw_total, defaults.hold_total, 1);
+            if total < hold_bytes {
+                errors.push(
+                    "limits.hold_total",
+                    format!("{total} bytes is less than limits.hold_bytes ({hold_bytes} bytes)"),
+                );
+            }
+            total
+        }
+    };
     let limits = Limits {
         hold_bytes,
         oversize,
+        hold_total,
+        hold_wait: errors.duration("limits.hold_wait", l.hold_wait, defaults.hold_wait),
         header_bytes: errors.size(
             "limits.header_bytes",
             l.header_bytes,

@@ -70,6 +70,14 @@ pub struct RawLimits {
     /// What happens to a body over `hold_bytes`: `stream` (forward as scanned, abort on
     /// block) or `block` (refuse with 413). Default `stream`.
     pub oversize: Option<String>,
+    /// Request-body bytes held at once across all requests (default `256MiB`, and never
+    /// less than `hold_bytes`). A request reserves what it may hold (its Content-Length up
+    /// to `hold_bytes`; `hold_bytes` for a chunked body) before its body is read, and waits
+    /// for the reservation when the budget is spent.
+    pub hold_total: Option<RawSize>,
+    /// How long a request waits for its reservation in `hold_total` before it is answered
+    /// 503 (default `10s`).
+    pub hold_wait: Option<RawDuration>,
     /// Largest request head (request line and headers) in bytes (default `64KiB`).
     pub header_bytes: Option<RawSize>,
     /// Most header fields in one request (default 100).

@@ -56,6 +56,9 @@ pub enum ProxyError {
     /// Upstream: the connection broke or the response was not valid HTTP.
     #[error("upstream: {0}")]
     Upstream(String),
+    /// Us: the hold budget (`limits.hold_total`) stayed spent for `limits.hold_wait`.
+    #[error("proxy: busy: no room to hold the request body within {0:?}")]
+    Busy(Duration),
     /// Us: a failure inside the proxy.
     #[error("proxy: {0}")]
     Internal(String),
@@ -137,6 +140,7 @@ impl ProxyError {
             ProxyError::UpstreamConnectTimeout(_) | ProxyError::UpstreamTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
+            ProxyError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -156,6 +160,7 @@ impl ProxyError {
             ProxyError::UpstreamConnectTimeout(_) => "upstream_connect_timeout",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
             ProxyError::Upstream(_) => "upstream",
+            ProxyError::Busy(_) => "busy",
             ProxyError::Internal(_) => "internal",
         }
     }
@@ -169,6 +174,7 @@ impl ProxyError {
                 | ProxyError::ClientBody(_)
                 | ProxyError::ClientNotAllowed(_)
                 | ProxyError::BodyTooLarge { .. }
+                | ProxyError::Busy(_)
         )
     }
 
@@ -186,6 +192,7 @@ impl ProxyError {
             ProxyError::UpstreamConnectTimeout(_) => "The site did not accept a connection in time",
             ProxyError::UpstreamTimeout(_) => "The site did not answer in time",
             ProxyError::Upstream(_) => "The site's answer was broken",
+            ProxyError::Busy(_) => "The proxy is busy",
             ProxyError::Internal(_) => "Proxy error",
         }
     }
@@ -232,6 +239,9 @@ impl ProxyError {
             ),
             ProxyError::Upstream(_) => {
                 "The site closed the connection or sent an answer that is not valid HTTP.".into()
+            }
+            ProxyError::Busy(_) => {
+                "Too many uploads are being inspected at once. Try again in a moment.".into()
             }
             ProxyError::Internal(_) => "The proxy failed while handling this request.".into(),
         }
@@ -287,6 +297,7 @@ mod tests {
                 "upstream_timeout",
             ),
             (ProxyError::Upstream("x".into()), 502, "upstream"),
+            (ProxyError::Busy(Duration::from_secs(1)), 503, "busy"),
             (ProxyError::Internal("x".into()), 500, "internal"),
         ];
         for (err, status, kind) in cases {

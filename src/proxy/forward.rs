@@ -24,12 +24,13 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 
 use super::linger::ClientBody;
 use percent_encoding::percent_decode;
 use tracing::info;
 
+use super::budget::Reservation;
 use super::error::{Blocked, ProxyError};
 use super::upstream::{self, Piece, UpstreamBody};
 use super::{ConnCtx, ProxyBody, Shared, tunnel};
@@ -123,6 +124,17 @@ pub(super) async fn forward(
         mark_upgrade(&mut parts.headers, protocol.clone());
     }
 
+    // Reserve room for what may be held, all at once and before reading any of it.
+    let may_hold = if body.is_end_stream() {
+        0
+    } else {
+        content_length(&parts.headers).map_or(limits.hold_bytes, |n| n.min(limits.hold_bytes))
+    };
+    let reservation = {
+        let _busy = ctx.activity.busy();
+        shared.hold_budget.reserve(may_hold).await?
+    };
+
     // Hold the body (scanning as it arrives) up to the hold limit.
     let mut held = Vec::new();
     let mut held_bytes = 0u64;
@@ -149,6 +161,9 @@ pub(super) async fn forward(
         judge(shared, scan, request_id, false)?;
         let request = Request::from_parts(parts, UpstreamBody::held(held));
         let _busy = ctx.activity.busy();
+        // The reservation lasts until the upstream has answered: by then the held body
+        // has been written and freed.
+        let _reservation = reservation;
         tokio::time::timeout(
             limits.upstream_response_timeout,
             shared.client.request(request),
@@ -161,7 +176,7 @@ pub(super) async fn forward(
             limit: limits.hold_bytes,
         });
     } else {
-        stream_through(ctx, parts, body, scan, held, request_id).await?
+        stream_through(ctx, parts, body, scan, (held, reservation), request_id).await?
     };
     if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
         return Ok(to_client(response));
@@ -268,7 +283,7 @@ async fn stream_through(
     parts: http::request::Parts,
     mut body: ClientBody,
     mut scan: Stream<'_>,
-    held: Vec<Bytes>,
+    (held, reservation): (Vec<Bytes>, Reservation),
     request_id: &str,
 ) -> Result<Response<Incoming>, ProxyError> {
     let shared = &*ctx.shared;
@@ -278,6 +293,9 @@ async fn stream_through(
     let send = shared.client.request(Request::from_parts(parts, up_body));
     let pump = async move {
         let mut held = held.into_iter();
+        // Given back to the hold budget once the held chunks have been passed on: from
+        // then on only the channel's few chunks are in memory.
+        let mut reservation = Some(reservation);
         let mut tail: Option<Bytes> = None;
         let mut unjudged = 0usize;
         loop {
@@ -288,6 +306,7 @@ async fn stream_through(
                     Some(Err(e)) => return Err(ProxyError::ClientBody(e)),
                     Some(Ok(frame)) => match frame.into_data() {
                         Ok(data) if !data.is_empty() => {
+                            drop(reservation.take());
                             scan.feed(&data);
                             unjudged += data.len();
                             if unjudged >= SNAPSHOT_INTERVAL {

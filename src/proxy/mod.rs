@@ -25,6 +25,7 @@
 //! Not here yet: TLS interception (CONNECT is always a blind tunnel), body decoding, audit
 //! events, metrics, the admin listener, HTTP/2 to clients, inspecting WebSocket messages.
 
+mod budget;
 pub mod error;
 mod forward;
 pub mod idle;
@@ -53,6 +54,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::scan::Engine;
+use budget::HoldBudget;
 pub use error::ProxyError;
 use idle::{Activity, IdleIo};
 use linger::{LingerIo, Unread};
@@ -85,6 +87,7 @@ pub async fn run(
         connector,
         http1: http1_builder(&config),
         request_ids: RequestIds::default(),
+        hold_budget: HoldBudget::new(config.limits.hold_total, config.limits.hold_wait),
         config,
     });
     if shared.config.tls.intercept {
@@ -155,6 +158,8 @@ struct Shared {
     connector: Connector,
     http1: http1::Builder,
     request_ids: RequestIds,
+    /// Body bytes held across all requests (`limits.hold_total`).
+    hold_budget: HoldBudget,
 }
 
 /// One client connection's context, shared by its requests.
