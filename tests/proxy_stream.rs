@@ -424,3 +424,39 @@ async fn bodies_wait_for_the_hold_budget_and_get_503_when_it_stays_spent() {
     let targets: Vec<String> = upstream.requests().into_iter().map(|r| r.target).collect();
     assert_eq!(targets, ["/get", "/a", "/c"]);
 }
+
+#[tokio::test]
+async fn a_chunked_upload_with_a_customer_list_is_aborted_with_its_chunking_unfinished() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("limits: { hold_bytes: 1MiB }").await;
+    let export = customer_export(50);
+    let body = Generated::with(16 << 20, 2 << 20, export.as_bytes());
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        upstream.url("/exfil")
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // Every chunk is written whole (the proxy lingers rather than resetting), then the
+    // terminating chunk.
+    let mut at = 0;
+    while at < body.len {
+        let end = (at + (64 << 10)).min(body.len);
+        let piece = body.piece(at, end);
+        stream
+            .write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+            .await
+            .unwrap();
+        stream.write_all(&piece).await.unwrap();
+        stream.write_all(b"\r\n").await.unwrap();
+        at = end;
+    }
+    stream.write_all(b"0\r\n\r\n").await.unwrap();
+    let reply = parse_reply(&read_to_close(&mut stream).await);
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    // The upstream got a chunked body that never reached its last chunk.
+    let seen = upstream.wait_for(|s| s.len() == 1 && s[0].aborted).await;
+    assert!(!seen[0].complete);
+    assert!(seen[0].received < body.len as u64 / 2);
+    assert!(!seen[0].headers.contains_key("content-length"));
+}
