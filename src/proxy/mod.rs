@@ -8,17 +8,21 @@
 //! - **per connection** (hyper `http1::Builder`): header size and count limits (431),
 //!   `limits.header_read_timeout` for each request head (slowloris), malformed requests
 //!   answered 400 and closed by hyper, `limits.idle_timeout` when no bytes move;
-//! - **per request**: a pipeline of tower layers assembled in one place ([`layers`]: id,
+//! - **per request**: a pipeline of tower layers assembled in one place (`layers`: id,
 //!   error pages and the outcome log line, body tracking, client allow-list), then
-//!   CONNECT to an allowed port becomes a blind tunnel ([`tunnel`]);
-//!   anything else must be an absolute `http://` URL, inspected and forwarded ([`forward`])
+//!   CONNECT to an allowed port becomes a blind tunnel (`tunnel`);
+//!   anything else must be an absolute `http://` URL, inspected and forwarded (`forward`)
 //!   through the pooled client ([`upstream`]), with requests to the proxy's own addresses
-//!   refused as loops; an upgrade the upstream accepts (WebSocket) becomes a tunnel too;
+//!   refused as loops; a WebSocket upgrade the upstream accepts becomes a tunnel too
+//!   (other upgrades, `h2c` above all, are forwarded as plain requests); request bodies
+//!   are held up to `limits.hold_bytes` each and `limits.hold_total` across all requests
+//!   (`budget`), larger ones streamed and aborted as soon as a scan snapshot blocks;
 //! - **errors**: every failure is a [`ProxyError`] that says where it came from, turned into
 //!   a response in one place ([`page::error_response`]);
-//! - **closing**: a client connection the proxy closes lingers ([`linger`]): FIN, then what
-//!   the client still sends is read and discarded for up to `limits.linger_time`, so that a
-//!   block page sent before the end of an upload is not lost to a connection reset;
+//! - **closing**: a client connection closed with a request body unread lingers
+//!   (`linger`): FIN, then what the client still sends is read and discarded for up to
+//!   `limits.linger_time`, so that a block page sent before the end of an upload is not
+//!   lost to a connection reset;
 //! - **shutdown**: stop accepting, let in-flight requests and tunnels finish for up to
 //!   `limits.drain_time`, then cut what is left.
 //!
