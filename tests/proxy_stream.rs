@@ -460,3 +460,65 @@ async fn a_chunked_upload_with_a_customer_list_is_aborted_with_its_chunking_unfi
     assert!(seen[0].received < body.len as u64 / 2);
     assert!(!seen[0].headers.contains_key("content-length"));
 }
+
+#[tokio::test]
+async fn curl_uploading_a_customer_list_gets_the_block_page_and_the_upstream_an_aborted_request() {
+    let curl_missing = std::process::Command::new("curl")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_err();
+    if curl_missing {
+        eprintln!("SKIPPED: curl is not installed (.ci/run installs it)");
+        return;
+    }
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("limits: { hold_bytes: 1MiB }").await;
+    let export = customer_export(50);
+    let body = Generated::with(24 << 20, 2 << 20, export.as_bytes());
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    let mut at = 0;
+    while at < body.len {
+        let end = (at + (1 << 20)).min(body.len);
+        std::io::Write::write_all(&mut file, &body.piece(at, end)).unwrap();
+        at = end;
+    }
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-x",
+            &format!("http://{}", proxy.addr),
+        ])
+        .args([
+            "-T",
+            file.path().to_str().unwrap(),
+            "-X",
+            "POST",
+            "-H",
+            "Expect:",
+        ])
+        .args(["-w", "\n%{http_code}", &upstream.url("/upload")])
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("all_proxy")
+        .env_remove("ALL_PROXY")
+        .output()
+        .await
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (page, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    assert_eq!(
+        code.trim(),
+        "403",
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(page.contains("stopped before its end"), "{page}");
+    let seen = upstream.wait_for(|s| s.len() == 1 && s[0].aborted).await;
+    assert!(!seen[0].complete);
+    assert!(seen[0].received < body.len as u64 / 2);
+}
