@@ -34,32 +34,11 @@ async fn wait_listening(addr: SocketAddr, child: &mut Child) {
     }
 }
 
-fn curl_missing() -> bool {
-    let missing = std::process::Command::new("curl")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_err();
-    if missing {
-        eprintln!("SKIPPED: curl is not installed (.ci/run installs it)");
-    }
-    missing
-}
-
 /// Runs curl through `proxy`; returns (status code, body).
 async fn curl(proxy: SocketAddr, args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-x", &format!("http://{proxy}")])
+    let out = support::curl_via(proxy)
         .args(["-w", "\n%{http_code}"])
         .args(args)
-        .env_remove("http_proxy")
-        .env_remove("HTTP_PROXY")
-        .env_remove("https_proxy")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("no_proxy")
-        .env_remove("NO_PROXY")
-        .env_remove("all_proxy")
-        .env_remove("ALL_PROXY")
         .output()
         .await
         .expect("run curl");
@@ -101,7 +80,7 @@ async fn a_bad_config_is_refused_with_every_problem_listed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn curl_through_the_served_proxy_then_sigterm_exits_0() {
-    if curl_missing() {
+    if support::curl_missing() {
         return;
     }
     let upstream = Upstream::start().await;

@@ -463,13 +463,7 @@ async fn a_chunked_upload_with_a_customer_list_is_aborted_with_its_chunking_unfi
 
 #[tokio::test]
 async fn curl_uploading_a_customer_list_gets_the_block_page_and_the_upstream_an_aborted_request() {
-    let curl_missing = std::process::Command::new("curl")
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_err();
-    if curl_missing {
-        eprintln!("SKIPPED: curl is not installed (.ci/run installs it)");
+    if support::curl_missing() {
         return;
     }
     let upstream = Upstream::start().await;
@@ -483,14 +477,7 @@ async fn curl_uploading_a_customer_list_gets_the_block_page_and_the_upstream_an_
         std::io::Write::write_all(&mut file, &body.piece(at, end)).unwrap();
         at = end;
     }
-    let out = tokio::process::Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "20",
-            "-x",
-            &format!("http://{}", proxy.addr),
-        ])
+    let out = support::curl_via(proxy.addr)
         .args([
             "-T",
             file.path().to_str().unwrap(),
@@ -500,12 +487,6 @@ async fn curl_uploading_a_customer_list_gets_the_block_page_and_the_upstream_an_
             "Expect:",
         ])
         .args(["-w", "\n%{http_code}", &upstream.url("/upload")])
-        .env_remove("http_proxy")
-        .env_remove("HTTP_PROXY")
-        .env_remove("no_proxy")
-        .env_remove("NO_PROXY")
-        .env_remove("all_proxy")
-        .env_remove("ALL_PROXY")
         .output()
         .await
         .expect("run curl");

@@ -461,12 +461,12 @@ fn ident(rng: &mut Rng, out: &mut String, camel: bool) {
 /// Appends one Rust-like or JS-like function of a few lines.
 fn code_block(rng: &mut Rng, out: &mut String) {
     let rust = rng.below(2) == 0;
+    out.push_str(if rust { "/// " } else { "// " });
+    for _ in 0..rng.range(4, 10) {
+        out.push_str(rng.pick(WORDS));
+        out.push(' ');
+    }
     if rust {
-        out.push_str("/// ");
-        for _ in 0..rng.range(4, 10) {
-            out.push_str(rng.pick(WORDS));
-            out.push(' ');
-        }
         out.push_str("\npub fn ");
         ident(rng, out, false);
         out.push_str("(input: &[u8], ");
@@ -478,11 +478,6 @@ fn code_block(rng: &mut Rng, out: &mut String) {
             rng.pick(TYPES)
         );
     } else {
-        out.push_str("// ");
-        for _ in 0..rng.range(4, 10) {
-            out.push_str(rng.pick(WORDS));
-            out.push(' ');
-        }
         out.push_str("\nexport async function ");
         ident(rng, out, true);
         out.push('(');

@@ -416,3 +416,36 @@ pub async fn request(
     bytes.extend_from_slice(body);
     parse_reply(&exchange(proxy, &bytes).await)
 }
+
+/// True (with a SKIPPED line) when curl is not installed; `.ci/run` installs it.
+pub fn curl_missing() -> bool {
+    let missing = std::process::Command::new("curl")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_err();
+    if missing {
+        eprintln!("SKIPPED: curl is not installed (.ci/run installs it)");
+    }
+    missing
+}
+
+/// A curl command through `proxy` (silent, 20 s cap, printing the status code last),
+/// with every proxy variable of the environment removed so only `-x` applies.
+pub fn curl_via(proxy: SocketAddr) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("curl");
+    cmd.args(["-sS", "--max-time", "20", "-x", &format!("http://{proxy}")]);
+    for var in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
