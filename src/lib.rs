@@ -17,12 +17,20 @@
 //! # Request flow
 //!
 //! ```text
-//! body chunks -> scan::Stream::feed (prefilter -> regex in windows -> validator -> distinct hashes)
-//!             -> scan::Stream::finish -> Findings -> policy::evaluate -> Verdict
+//! client --TCP--> proxy::run: accept (client allow-list, connection cap, header limits/timeouts)
+//!    |-- CONNECT host:port (port allow-list) -> blind tunnel (TLS interception: issue 4)
+//!    '-- absolute-form HTTP/1.1
+//!          request target (percent-decoded) + body chunks -> scan::Stream::feed
+//!              (literal / digit-run prefilters -> regex in windows -> validator -> keyed hashes)
+//!          body <= limits.hold_bytes: scanned whole before a byte goes upstream
+//!          body >  limits.hold_bytes: forwarded as scanned; Stream::findings() snapshots
+//!                                     abort the upstream body as soon as they say block
+//!          scan::Stream::finish -> Findings -> policy::evaluate -> Verdict
+//!    allow/log: forward upstream (pooled client, timeouts)   block: 403 page (HTML or JSON)
 //! ```
 //!
-//! The proxy (`proxy/`, `tls/`, `decode/`, `audit/`, metrics) builds on this in later
-//! issues; see `../shared/DESIGN.md` in the project workspace and the README.
+//! Decoders, audit events and metrics, and the policy's identity/window/EDM layers come
+//! in later issues; `../shared/DESIGN.md` in the project workspace holds the contracts.
 
 pub mod cli;
 pub mod config;
