@@ -7,15 +7,25 @@
 //!
 //! How a rule's regex is reached, fastest first (chosen per rule at compile time, from the
 //! pattern's own structure — see [`analyze`]):
-//! - **keywords** the rule lists, or **literal prefixes** every match starts with: one
-//!   Aho-Corasick pass finds them all, together with every rule's context words; the regex
-//!   then runs only in a window of the pattern's longest match around each hit;
+//! - **keywords** the rule lists (ASCII case-insensitive: `memchr` for one-byte keywords, a
+//!   `(?i)` literal alternation for longer ones) open a window of the pattern's longest
+//!   match either side of each hit;
+//! - **literal prefixes** every match starts with (Aho-Corasick with its Teddy prefilter;
+//!   `memchr` on the first byte for two-byte prefixes such as `+1`): a hit is checked
+//!   against the bytes the pattern may contain, then the regex runs from there;
 //! - **digit runs** for literal-free identifiers (cards, phones, SSNs, IBANs, NINOs): a
-//!   block-at-a-time digit scan finds runs of consecutive digits as long as the pattern
-//!   guarantees; each run is gated on the bytes around it (the token of bytes the pattern
-//!   can contain must be as long, and hold as many digits, as the shortest match), and only
-//!   then the regex runs, in that token;
+//!   SWAR digit mask, 64 bytes at a time, yields runs of consecutive digits; a run is
+//!   ruled in or out per rule by table lookups on its length, its first and last digit and
+//!   its two neighbours (what the IR proves about where matches start and end, the longest
+//!   run they hold, the bytes they start and end with), then by the full gate (the token
+//!   of bytes the pattern may contain, its length and digits, required bytes, word
+//!   boundaries); nearby windows of one rule merge into one search;
 //! - **full scan** for anything else (`rules check` says which rules fall back to it).
+//!
+//! Every prefilter only ever drops places where the IR proves no match can be, so the
+//! findings equal a plain leftmost-first scan of the whole input with the rule's regex
+//! (restricted, for keyword rules, to windows near a keyword). Context words are searched
+//! lazily, only around matches (or, for rules that require them, regions) that need them.
 //!
 //! Matches then pass the rule's excludes, its validator and its context requirement, are
 //! normalised, and counted: every match, and distinct values as 64-bit keyed hashes (never
