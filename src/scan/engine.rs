@@ -584,27 +584,19 @@ impl ContextState {
     }
 }
 
-/// Bit `i` set when `block[i]` is an ASCII digit (`block.len() <= 64`): eight bytes at a
-/// time with SWAR arithmetic, each word's flags gathered into eight bits by a multiply.
+/// Bit `i` set when `block[i]` is an ASCII digit (`block.len() <= 64`). The byte-wise
+/// compare is written so the compiler vectorises it; each eight 0/1 flags are then
+/// gathered into eight bits by one multiply.
 #[inline]
 fn digit_mask(block: &[u8]) -> u64 {
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut m = 0u64;
-    let mut words = block.chunks_exact(8);
-    for (k, word) in (&mut words).enumerate() {
-        let x = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-        let lo = x & LOW7;
-        let at_least_0 = lo.wrapping_add(0x5050_5050_5050_5050) & HIGH;
-        let above_9 = lo.wrapping_add(0x4646_4646_4646_4646) & HIGH;
-        let flags = at_least_0 & !above_9 & !x & HIGH;
-        // One bit per byte, byte 0 -> bit 0.
-        let packed = ((flags >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56;
-        m |= packed << (k * 8);
+    let mut flags = [0u8; 64];
+    for (flag, &b) in flags.iter_mut().zip(block) {
+        *flag = u8::from(b.wrapping_sub(b'0') < 10);
     }
-    let done = block.len() - words.remainder().len();
-    for (i, &b) in words.remainder().iter().enumerate() {
-        m |= u64::from(b.is_ascii_digit()) << (done + i);
+    let mut m = 0u64;
+    for (k, word) in flags.chunks_exact(8).enumerate() {
+        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        m |= (w.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (k * 8);
     }
     m
 }
@@ -1012,13 +1004,22 @@ fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
-/// True when there is an ASCII word boundary at absolute position `p` of the stream
-/// (the stream's own start and end count as non-word).
-fn boundary_at(hay: &[u8], base: u64, p: u64) -> bool {
-    let i = (p - base) as usize;
-    let before = i > 0 && is_word(hay[i - 1]);
-    let after = i < hay.len() && is_word(hay[i]);
-    before != after
+/// The first position in `[from, to]` with an ASCII word boundary (the stream's own start
+/// and end count as non-word), walking the bytes once.
+fn first_boundary(hay: &[u8], base: u64, from: u64, to: u64) -> Option<u64> {
+    let word_at = |p: u64| {
+        let i = (p - base) as usize;
+        i < hay.len() && is_word(hay[i])
+    };
+    let mut before = from > base && word_at(from - 1);
+    for p in from..=to {
+        let after = word_at(p);
+        if before != after {
+            return Some(p);
+        }
+        before = after;
+    }
+    None
 }
 
 /// Whether rule `info` can have a match that contains digits of `run`, judged only from the
@@ -1059,9 +1060,9 @@ fn gate(hay: &[u8], base: u64, run: &Run, info: &PatternInfo) -> Option<u64> {
     }
     let mut start = t0;
     if info.leading_boundary {
-        start = (t0..run.end).find(|&p| boundary_at(hay, base, p))?;
+        start = first_boundary(hay, base, t0, run.end - 1)?;
     }
-    if info.trailing_boundary && !(run.start + 1..=t1).any(|p| boundary_at(hay, base, p)) {
+    if info.trailing_boundary && first_boundary(hay, base, run.start + 1, t1).is_none() {
         return None;
     }
     Some(start)
