@@ -18,6 +18,9 @@ pub const MAX_SAMPLES: usize = 3;
 /// stream never has to hold an unbounded run before deciding.
 const RUN_PIECE: u64 = 4096;
 
+/// How far [`Engine::scan_bytes`] moves its prefilters ahead of the gates and regexes.
+const SCAN_STEP: usize = 64 * 1024;
+
 /// Windows of one anchored rule closer than this are searched in one regex call.
 const MERGE_GAP: u64 = 96;
 
@@ -348,9 +351,19 @@ impl Engine {
     }
 
     /// Scans a whole in-memory input (no copy); the same findings as streaming it.
+    ///
+    /// The input is walked in steps of [`SCAN_STEP`] bytes, as if streamed, so that the
+    /// gates and regexes run on bytes the prefilters have just brought into cache.
     pub fn scan_bytes(&self, data: &[u8]) -> Findings {
         let mut state = State::new(self);
-        state.advance(self, data, 0, true);
+        let mut end = 0;
+        loop {
+            end = (end + SCAN_STEP).min(data.len());
+            state.advance(self, &data[..end], 0, end == data.len());
+            if end == data.len() {
+                break;
+            }
+        }
         state.findings(self)
     }
 }
