@@ -169,9 +169,9 @@ fn prefixes(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     // The prefilter is exact (case-sensitive: `(?i)` patterns arrive as case variants).
     // Each literal costs the whole pack's prefilter some speed, and a short one is hit
     // often, so the set is cut to the longest length whose literal count is within
-    // max(4, the fewest achievable), never under 4 bytes unless the literals are shorter:
-    // `CUST-` then a digit (ten literals) becomes `CUST-`; the Slack webhook's six URL
-    // prefixes become `http://hooks.slack.com/` and `https://hooks.slack.com`, not `http`.
+    // max(4, the fewest achievable), never under 3 bytes unless the literals are shorter:
+    // `CUST-` then a digit (ten literals) becomes `CUST-`, `xox[abprs]-` then a digit
+    // (fifty) becomes `xox`; the Slack webhook's six URL prefixes become four, not `htt`.
     let lits: Vec<Vec<u8>> = lits.iter().map(|l| l.as_bytes().to_vec()).collect();
     let longest = lits.iter().map(Vec::len).max()?;
     let cut = |keep: usize| {
@@ -183,7 +183,7 @@ fn prefixes(hir: &Hir) -> Option<Vec<Vec<u8>>> {
         out.dedup();
         out
     };
-    let keeps = longest.min(4)..=longest;
+    let keeps = longest.min(3)..=longest;
     let fewest = keeps.clone().map(|keep| cut(keep).len()).min()?;
     let best = keeps
         .rev()
