@@ -262,3 +262,57 @@ fn the_pack_pieces_are_found() {
         );
     }
 }
+
+/// Bytes biased towards what the prefilters look at: digits, separators, letters, `@`, `+`.
+fn noisy_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let byte = prop_oneof![
+        4 => b'0'..=b'9',
+        2 => prop::sample::select(b" -.()+@/_:,\n".to_vec()),
+        2 => b'A'..=b'Z',
+        2 => b'a'..=b'z',
+        1 => any::<u8>(),
+    ];
+    prop::collection::vec(byte, 0..3000)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(150))]
+
+    /// Arbitrary bytes never panic the engine and split the same way as whole.
+    #[test]
+    fn arbitrary_bytes_split_like_whole(data in noisy_bytes(), cuts in prop::collection::vec(any::<usize>(), 0..20)) {
+        let set = load_dir(Path::new("rules")).expect("shipped rules load");
+        let engine = Engine::new(&set);
+        let whole = engine.scan_bytes(&data);
+        prop_assert_eq!(&whole, &stream_split(&engine, &data, &cuts));
+    }
+}
+
+#[test]
+fn long_inputs_with_long_runs_split_like_whole() {
+    // Over several 64 KiB steps of `scan_bytes`, with digit runs longer than a run piece
+    // (4096) next to real values, fed in odd-sized chunks.
+    let set = load_dir(Path::new("rules")).expect("shipped rules load");
+    let engine = Engine::new(&set);
+    let mut data = Vec::new();
+    for round in 0..400 {
+        for piece in PACK_PIECES {
+            data.extend_from_slice(piece.as_bytes());
+            data.push(b' ');
+        }
+        if round % 50 == 0 {
+            data.extend(std::iter::repeat_n(b'7', 5000 + round));
+            data.extend_from_slice(b" 4111 1111 1111 1111\n");
+        }
+    }
+    assert!(data.len() > 200_000);
+    let whole = engine.scan_bytes(&data);
+    assert!(whole.rules.len() >= 10, "{whole:?}");
+    for chunk in [997, 4096, 65_537] {
+        let mut stream = engine.stream();
+        for piece in data.chunks(chunk) {
+            stream.feed(piece);
+        }
+        assert_eq!(whole, stream.finish(), "chunk {chunk}");
+    }
+}
