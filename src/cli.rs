@@ -46,7 +46,16 @@ struct ScanError<'a> {
 
 /// Loads a rules directory, printing every problem to `err` on failure.
 pub fn load_rules(dir: &Path, err: &mut dyn Write) -> Option<RuleSet> {
-    match rules::load_dir(dir) {
+    report_rule_errors(dir, rules::load_dir(dir), err)
+}
+
+/// The set, or `None` after printing every problem to `err`.
+fn report_rule_errors(
+    dir: &Path,
+    loaded: Result<RuleSet, RuleErrors>,
+    err: &mut dyn Write,
+) -> Option<RuleSet> {
+    match loaded {
         Ok(set) => Some(set),
         Err(RuleErrors(errors)) => {
             let _ = writeln!(
@@ -222,20 +231,8 @@ pub fn rules_check(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 
 /// `egress-dlp rules test`: runs every embedded test and prints pass/fail per rule.
 /// Exit 0 when all pass, 1 when any fails, 2 when the rules do not load.
 pub fn rules_test(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let set = match rules::load_dir_untested(dir) {
-        Ok(set) => set,
-        Err(RuleErrors(errors)) => {
-            let _ = writeln!(
-                err,
-                "error: {} problem(s) in {}:",
-                errors.len(),
-                dir.display()
-            );
-            for e in errors {
-                let _ = writeln!(err, "  {e}");
-            }
-            return EXIT_ERROR;
-        }
+    let Some(set) = report_rule_errors(dir, rules::load_dir_untested(dir), err) else {
+        return EXIT_ERROR;
     };
     let engine = Engine::new(&set);
     let outcomes = rules::run_tests(&set, &engine);

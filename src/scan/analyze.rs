@@ -240,7 +240,7 @@ fn edge_of(hir: &Hir, end: End, boundary: bool) -> Edge {
             };
             holds(!boundary && b.is_some_and(|b| !b.is_ascii_digit()))
         }
-        HirKind::Class(_) => holds(!boundary && !Facts::of(hir).allowed.has_digit()),
+        HirKind::Class(class) => holds(!boundary && !class_bytes(class).has_digit()),
         HirKind::Capture(cap) => edge_of(&cap.sub, end, boundary),
         HirKind::Repetition(rep) => match edge_of(&rep.sub, end, boundary) {
             Edge::Fails => Edge::Fails,
@@ -288,7 +288,7 @@ fn end_bytes(hir: &Hir, end: End) -> (ByteSet, bool) {
             }
             (set, lit.0.is_empty())
         }
-        HirKind::Class(_) => (Facts::of(hir).allowed, false),
+        HirKind::Class(class) => (class_bytes(class), false),
         HirKind::Capture(cap) => end_bytes(&cap.sub, end),
         HirKind::Repetition(rep) => {
             let (set, empty) = end_bytes(&rep.sub, end);
@@ -330,8 +330,8 @@ fn required(hir: &Hir) -> Vec<u8> {
             v.dedup();
             v
         }
-        HirKind::Class(_) => {
-            let allowed = Facts::of(hir).allowed;
+        HirKind::Class(class) => {
+            let allowed = class_bytes(class);
             if allowed.len() == 1 {
                 (0..=255u8).filter(|&b| allowed.contains(b)).collect()
             } else {
@@ -398,9 +398,8 @@ impl RunMax {
                     best,
                 }
             }
-            HirKind::Class(_) => {
-                let allowed = Facts::of(hir).allowed;
-                let d = usize::from(allowed.has_digit());
+            HirKind::Class(class) => {
+                let d = usize::from(class_bytes(class).has_digit());
                 RunMax {
                     pure: (d == 1).then_some(1),
                     pre: d,
@@ -479,6 +478,30 @@ impl RunMax {
     }
 }
 
+/// The bytes a class matches (a Unicode class above ASCII counts as every byte >= 0x80).
+fn class_bytes(class: &Class) -> ByteSet {
+    let mut set = ByteSet::EMPTY;
+    match class {
+        Class::Bytes(c) => {
+            for r in c.ranges() {
+                set.add_range(r.start(), r.end());
+            }
+        }
+        Class::Unicode(c) => {
+            for r in c.ranges() {
+                let (lo, hi) = (u32::from(r.start()), u32::from(r.end()));
+                if lo < 0x80 {
+                    set.add_range(lo as u8, hi.min(0x7F) as u8);
+                }
+                if hi >= 0x80 {
+                    set.add_range(0x80, 0xFF);
+                }
+            }
+        }
+    }
+    set
+}
+
 /// Bottom-up facts of one HIR node.
 struct Facts {
     /// Bytes the node can match.
@@ -522,25 +545,7 @@ impl Facts {
                 }
             }
             HirKind::Class(class) => {
-                let mut allowed = ByteSet::EMPTY;
-                match class {
-                    Class::Bytes(c) => {
-                        for r in c.ranges() {
-                            allowed.add_range(r.start(), r.end());
-                        }
-                    }
-                    Class::Unicode(c) => {
-                        for r in c.ranges() {
-                            let (lo, hi) = (u32::from(r.start()), u32::from(r.end()));
-                            if lo < 0x80 {
-                                allowed.add_range(lo as u8, hi.min(0x7F) as u8);
-                            }
-                            if hi >= 0x80 {
-                                allowed.add_range(0x80, 0xFF);
-                            }
-                        }
-                    }
-                }
+                let allowed = class_bytes(class);
                 let digits_only = allowed.is_digits_only();
                 Facts {
                     allowed,

@@ -469,6 +469,20 @@ struct RuleState {
 }
 
 impl RuleState {
+    /// No match starts in the front region up to `accept_to`: drop the region when that is
+    /// its end `re` (true: go on with the next one), else keep only the rest (false: stop
+    /// here until more bytes arrive).
+    fn none_up_to(&mut self, re: u64, accept_to: u64) -> bool {
+        if accept_to == re {
+            self.regions.pop_front();
+            return true;
+        }
+        if let Some(front) = self.regions.front_mut() {
+            front.0 = accept_to + 1;
+        }
+        false
+    }
+
     /// Adds a window where a match may start. Windows closer than `gap` are merged: one
     /// regex search across a short gap is cheaper than a second search. (Only for rules
     /// whose every match is anchored — prefixes and digit runs — where a merged gap cannot
@@ -873,12 +887,8 @@ impl State {
                 self.context
                     .cover(e, hay, base, lo.saturating_sub(e.context_max_len), hi);
                 if !self.context.any_hit(r, lo, hi) {
-                    if accept_to == re {
-                        self.rules[r].regions.pop_front();
+                    if self.rules[r].none_up_to(re, accept_to) {
                         continue;
-                    }
-                    if let Some(front) = self.rules[r].regions.front_mut() {
-                        front.0 = accept_to + 1;
                     }
                     break;
                 }
@@ -893,14 +903,10 @@ impl State {
                     self.rules[r].next_pos = me;
                     self.accept(e, r, hay, base, ms, me);
                 }
-                _ if accept_to == re => {
-                    self.rules[r].regions.pop_front();
-                }
                 _ => {
-                    if let Some(front) = self.rules[r].regions.front_mut() {
-                        front.0 = accept_to + 1;
+                    if !self.rules[r].none_up_to(re, accept_to) {
+                        break;
                     }
-                    break;
                 }
             }
         }

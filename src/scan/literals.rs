@@ -101,14 +101,7 @@ impl<U: Copy> LiteralSet<U> {
             let here = &hay[start..];
             for (usage, lit) in &self.uses[k] {
                 // A longer literal folded into a shorter one must really be here.
-                let present = lit.len() == self.lits[k].len()
-                    || (here.len() >= lit.len()
-                        && if ci {
-                            here[..lit.len()].eq_ignore_ascii_case(lit)
-                        } else {
-                            here[..lit.len()] == lit[..]
-                        });
-                if present {
+                if lit.len() == self.lits[k].len() || starts_with(here, lit, ci) {
                     f(start, *usage, lit.len());
                 }
             }
@@ -122,19 +115,9 @@ impl<U: Copy> LiteralSet<U> {
             Finder::Bytes(bytes) => {
                 let tail = &hay[from.min(hay.len())..];
                 let ci = self.case_insensitive;
-                // Literals here are one or two bytes: compare them in place.
-                let same = |a: u8, b: u8| {
-                    if ci {
-                        a.eq_ignore_ascii_case(&b)
-                    } else {
-                        a == b
-                    }
-                };
                 let mut hit = |i: usize| {
                     let here = &tail[i..];
-                    if let Some(k) = self.lits.iter().position(|l| {
-                        here.len() >= l.len() && l.iter().zip(here).all(|(&a, &b)| same(a, b))
-                    }) {
+                    if let Some(k) = self.lits.iter().position(|l| starts_with(here, l, ci)) {
                         report(from + i, k);
                     }
                 };
@@ -159,9 +142,7 @@ impl<U: Copy> LiteralSet<U> {
                 while at < hay.len() {
                     let Some(m) = re.find_at(hay, at) else { break };
                     let here = &hay[m.start()..];
-                    if let Some(k) = self.lits.iter().position(|l| {
-                        here.len() >= l.len() && here[..l.len()].eq_ignore_ascii_case(l)
-                    }) {
+                    if let Some(k) = self.lits.iter().position(|l| starts_with(here, l, true)) {
                         report(m.start(), k);
                     }
                     at = m.start() + 1;
@@ -169,6 +150,19 @@ impl<U: Copy> LiteralSet<U> {
             }
         }
     }
+}
+
+/// True when `hay` starts with `lit` (ASCII case-insensitively with `ci`). Compared in
+/// place, byte by byte: the literals are short and a library memcmp call costs more.
+fn starts_with(hay: &[u8], lit: &[u8], ci: bool) -> bool {
+    hay.len() >= lit.len()
+        && lit.iter().zip(hay).all(|(&a, &b)| {
+            if ci {
+                a.eq_ignore_ascii_case(&b)
+            } else {
+                a == b
+            }
+        })
 }
 
 #[cfg(test)]
