@@ -4,6 +4,8 @@
 //! category (across every rule of that category) with its thresholds; the strictest
 //! action wins. No I/O; identity, destinations, windows and EDM come in later issues.
 
+pub mod edm;
+
 use serde::Serialize;
 
 use crate::rules::RuleSet;

@@ -56,6 +56,8 @@ pub struct Rule {
     pub context: Option<Context>,
     /// Regexes on the matched value that drop it.
     pub exclude: Vec<String>,
+    /// Exact data match: the index column the rule's values must be in.
+    pub edm: Option<Edm>,
     /// Per-request thresholds.
     pub thresholds: Thresholds,
     /// Embedded tests.
@@ -73,6 +75,17 @@ pub struct Context {
     pub window: usize,
     /// Whether a match without a word nearby is dropped.
     pub required: bool,
+}
+
+/// Exact data match settings of a rule (see [`schema::RawEdm`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edm {
+    /// Index column the rule's normalised values are looked up in.
+    pub field: String,
+    /// Columns of which a value of the same record must be matched within `window` bytes.
+    pub near: Vec<String>,
+    /// Bytes between the two matches' starts.
+    pub window: usize,
 }
 
 /// Distinct values of a category in one request at which a rule logs or blocks.
@@ -367,6 +380,11 @@ fn valid_name(s: &str) -> bool {
 }
 
 /// Validates one raw rule; every problem goes to `errors`.
+/// An EDM column name as the CSV header spells it.
+fn valid_column(s: &str) -> bool {
+    !s.trim().is_empty() && s.len() <= 64 && !s.chars().any(char::is_control)
+}
+
 fn validate_rule(file: &Path, raw: RawRule, errors: &mut Vec<RuleError>) -> Option<Rule> {
     let id = raw.id.clone();
     let mut push = |key: &str, message: String| {
@@ -448,6 +466,36 @@ fn validate_rule(file: &Path, raw: RawRule, errors: &mut Vec<RuleError>) -> Opti
             push(&format!("exclude[{i}]"), e);
         }
     }
+    let edm = raw.edm.as_ref().map(|x| {
+        for (key, name) in std::iter::once(("edm.field".to_owned(), &x.field)).chain(
+            x.near
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (format!("edm.near[{i}]"), n)),
+        ) {
+            if !valid_column(name) {
+                push(
+                    &key,
+                    "must be a column name of 1-64 bytes, no control characters".into(),
+                );
+            }
+        }
+        if x.near.contains(&x.field) {
+            push("edm.near", "must not name the rule's own field".into());
+        }
+        let window = x.window.unwrap_or(DEFAULT_CONTEXT_WINDOW as u64);
+        if window == 0 || window > MAX_CONTEXT_WINDOW as u64 {
+            push(
+                "edm.window",
+                format!("must be 1-{MAX_CONTEXT_WINDOW} bytes"),
+            );
+        }
+        Edm {
+            field: x.field.clone(),
+            near: x.near.clone(),
+            window: window.min(MAX_CONTEXT_WINDOW as u64) as usize,
+        }
+    });
     let t = &raw.thresholds;
     if t.log.is_none() && t.block.is_none() {
         push("thresholds", "set at least one of `log` and `block`".into());
@@ -485,6 +533,7 @@ fn validate_rule(file: &Path, raw: RawRule, errors: &mut Vec<RuleError>) -> Opti
         normalize: normalize?,
         context,
         exclude: raw.exclude,
+        edm,
         thresholds: Thresholds {
             log: t.log,
             block: t.block,

@@ -16,6 +16,7 @@ pub const RULE_KEYS: &[&str] = &[
     "normalize",
     "context",
     "exclude",
+    "edm",
     "thresholds",
     "tests",
 ];
@@ -50,6 +51,9 @@ pub struct RawRule {
     /// Regexes on the matched value that drop it.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Exact data match: only values found in a column of the EDM index count.
+    #[serde(default)]
+    pub edm: Option<RawEdm>,
     /// Distinct values of the category in one request that make it logged or blocked.
     pub thresholds: RawThresholds,
     /// Embedded test cases run by `rules test` and at load.
@@ -70,6 +74,22 @@ pub struct RawContext {
     /// it counts, and the finding reports how many matches were corroborated).
     #[serde(default)]
     pub required: bool,
+}
+
+/// Exact data match for one rule: its values count only when the company's customer table
+/// (the EDM index, built by `egress-dlp edm build`) holds them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEdm {
+    /// The index column (CSV header name) the rule's normalised values are looked up in.
+    pub field: String,
+    /// Other columns: when given, a value counts only when a value of one of these columns
+    /// of the same record was matched (by another EDM rule) within `window` bytes.
+    #[serde(default)]
+    pub near: Vec<String>,
+    /// Bytes between the two matches' starts for `near` (default 300, at most 4096).
+    #[serde(default)]
+    pub window: Option<u64>,
 }
 
 /// Per-request thresholds on the distinct values of the rule's category.

@@ -1,12 +1,15 @@
 //! The compiled engine and the per-body streaming state. See the module docs in `scan`.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::Arc;
 
 use regex::bytes::Regex;
 use serde::Serialize;
+use siphasher::sip::SipHasher13;
 
 use super::analyze::{ByteSet, PatternInfo};
+use super::exact::{ExactIndex, MAX_RECORDS_PER_VALUE};
 use super::literals::LiteralSet;
 use super::{MaskStyle, Normalize, Validator};
 use crate::rules::{DISTINCT_CAP, RuleSet, compile};
@@ -23,6 +26,49 @@ const SCAN_STEP: usize = 64 * 1024;
 
 /// Windows of one anchored rule closer than this are searched in one regex call.
 const MERGE_GAP: u64 = 96;
+
+/// Exact-data-match places remembered per stream (a record's field seen at an offset):
+/// past this, `edm.near` pairs are looked for among the ones kept.
+const MAX_EXACT_HITS: usize = 100_000;
+
+/// How an engine is built beyond its rules.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Key of the 64-bit hashes distinct values are counted by. Engines built with the
+    /// same key give the same hash to the same value, so cumulative windows can count
+    /// across requests and rule reloads; nothing outside the process ever sees it.
+    pub hash_key: [u64; 2],
+    /// The exact-data-match index rules with `edm:` look their values up in. Without one,
+    /// `edm:` is ignored (as `rules test` does: it tests patterns, not the customer table).
+    pub exact: Option<Arc<dyn ExactIndex>>,
+}
+
+impl Default for EngineOptions {
+    /// A fresh random hash key, no index.
+    fn default() -> EngineOptions {
+        EngineOptions {
+            hash_key: random_key(),
+            exact: None,
+        }
+    }
+}
+
+/// 128 random bits from the standard library's per-process random hasher keys.
+pub fn random_key() -> [u64; 2] {
+    let a = RandomState::new();
+    let b = RandomState::new();
+    [a.hash_one(0x5eed_u64), b.hash_one(0xfeed_u64)]
+}
+
+/// A rule set that cannot be compiled against the given options.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rule {rule}: {message}")]
+pub struct EngineError {
+    /// The rule id.
+    pub rule: String,
+    /// What is wrong.
+    pub message: String,
+}
 
 /// How a rule's regex is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -50,6 +96,15 @@ struct CompiledRule {
     /// (window, required)
     context: Option<(u64, bool)>,
     category: usize,
+    exact: Option<ExactRule>,
+}
+
+/// A rule's `edm:` resolved against the index: column numbers instead of names.
+#[derive(Debug)]
+struct ExactRule {
+    field: u16,
+    near: Vec<u16>,
+    window: u64,
 }
 
 /// The digit-run prefilter shared by every digit-anchored rule.
@@ -229,7 +284,8 @@ pub struct Engine {
     digits: DigitPlan,
     max_len: u64,
     max_window: u64,
-    hash_key: RandomState,
+    hash_key: [u64; 2],
+    exact: Option<Arc<dyn ExactIndex>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -242,8 +298,16 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Compiles a validated rule set. Patterns were checked when the set was loaded.
+    /// Compiles a validated rule set with a random hash key and no EDM index. Patterns were
+    /// checked when the set was loaded.
     pub fn new(set: &RuleSet) -> Engine {
+        Engine::with_options(set, EngineOptions::default())
+            .expect("without an index every rule set compiles")
+    }
+
+    /// Compiles a validated rule set; fails when a rule's `edm:` names a column the index
+    /// does not have.
+    pub fn with_options(set: &RuleSet, options: EngineOptions) -> Result<Engine, EngineError> {
         let mut categories: Vec<String> = Vec::new();
         let mut rules = Vec::new();
         let (mut prefixes, mut keywords, mut context) = (Vec::new(), Vec::new(), Vec::new());
@@ -270,7 +334,28 @@ impl Engine {
             if let Some(c) = &rule.context {
                 context.extend(c.words.iter().map(|w| (w.as_bytes().to_vec(), idx)));
             }
+            let exact = match (&rule.edm, &options.exact) {
+                (Some(edm), Some(index)) => {
+                    let column = |name: &str| {
+                        index.field(name).ok_or_else(|| EngineError {
+                            rule: rule.id.clone(),
+                            message: format!("edm: the index has no column {name:?}"),
+                        })
+                    };
+                    Some(ExactRule {
+                        field: column(&edm.field)?,
+                        near: edm
+                            .near
+                            .iter()
+                            .map(|n| column(n))
+                            .collect::<Result<_, _>>()?,
+                        window: edm.window as u64,
+                    })
+                }
+                _ => None,
+            };
             rules.push(CompiledRule {
+                exact,
                 regex: compile(&rule.pattern).expect("pattern validated at load"),
                 anchor,
                 validator: rule.validator,
@@ -303,7 +388,7 @@ impl Engine {
         );
         let len_of = |s: &Option<LiteralSet<usize>>| s.as_ref().map_or(0, |s| s.max_len as u64);
         let keyword_len = len_of(&keywords).max(len_of(&keyword_bytes));
-        Engine {
+        Ok(Engine {
             ids: set.rules().iter().map(|r| r.id.clone()).collect(),
             max_len: rules
                 .iter()
@@ -327,8 +412,16 @@ impl Engine {
             keywords,
             context,
             digits,
-            hash_key: RandomState::new(),
-        }
+            hash_key: options.hash_key,
+            exact: options.exact,
+        })
+    }
+
+    /// The keyed 64-bit hash distinct values are counted by (of the normalised value).
+    pub fn value_hash(&self, normalized: &[u8]) -> u64 {
+        let mut h = SipHasher13::new_with_keys(self.hash_key[0], self.hash_key[1]);
+        h.write(normalized);
+        h.finish()
     }
 
     /// How each rule's regex is reached, by rule index (for `rules check`).
@@ -520,6 +613,33 @@ struct State {
     rules: Vec<RuleState>,
     categories: Vec<Distinct>,
     scratch: Vec<u8>,
+    exact: ExactState,
+}
+
+/// Where exact-data-match records were seen, for `edm.near` pairs.
+#[derive(Default)]
+struct ExactState {
+    /// Per record id: the fields matched, where, and the values waiting for a partner.
+    hits: HashMap<u32, Vec<ExactHit>>,
+    stored: usize,
+    /// Values of `edm.near` rules waiting for a partner (taken when counted).
+    pending: Vec<Option<Pending>>,
+    /// More hits were seen than are remembered.
+    capped: bool,
+    records: Vec<u32>,
+}
+
+struct ExactHit {
+    field: u16,
+    at: u64,
+    pending: Option<u32>,
+}
+
+struct Pending {
+    rule: usize,
+    hash: u64,
+    sample: String,
+    corroborated: bool,
 }
 
 /// Which stretches of the stream have been searched for context words, and what was found.
@@ -651,6 +771,7 @@ impl State {
                 .map(|_| Distinct::default())
                 .collect(),
             scratch: Vec::new(),
+            exact: ExactState::default(),
         }
     }
 
@@ -934,14 +1055,115 @@ impl State {
             return;
         }
         rule.normalize.apply(value, &mut self.scratch);
-        let hash = e.hash_key.hash_one(self.scratch.as_slice());
+        let hash = e.value_hash(&self.scratch);
+        match (&rule.exact, &e.exact) {
+            (Some(x), Some(index)) => {
+                self.exact.records.clear();
+                index.records(x.field, &self.scratch, &mut self.exact.records);
+                self.exact.records.truncate(MAX_RECORDS_PER_VALUE);
+                if self.exact.records.is_empty() {
+                    return;
+                }
+                self.accept_exact(e, r, x, start, hash, value, corroborated);
+            }
+            _ => self.count(e, r, hash, || rule.mask.mask(value), corroborated),
+        }
+    }
+
+    /// Counts one accepted value of rule `r`.
+    fn count(
+        &mut self,
+        e: &Engine,
+        r: usize,
+        hash: u64,
+        sample: impl FnOnce() -> String,
+        corroborated: bool,
+    ) {
         let state = &mut self.rules[r];
         state.count += 1;
         state.corroborated += u64::from(corroborated);
         if state.distinct.insert(hash) && state.samples.len() < MAX_SAMPLES {
-            state.samples.push(rule.mask.mask(value));
+            state.samples.push(sample());
         }
-        self.categories[rule.category].insert(hash);
+        self.categories[e.rules[r].category].insert(hash);
+    }
+
+    /// A value of an `edm:` rule found in the records `self.exact.records`, at `at`: counts
+    /// it (at once, or once a `near` partner turns up), and settles the values waiting for
+    /// this one as their partner. Whichever of a pair is found first, both count: the
+    /// result does not depend on the order rules run in, nor on how the input was split.
+    #[allow(clippy::too_many_arguments)]
+    fn accept_exact(
+        &mut self,
+        e: &Engine,
+        r: usize,
+        x: &ExactRule,
+        at: u64,
+        hash: u64,
+        value: &[u8],
+        corroborated: bool,
+    ) {
+        let records = std::mem::take(&mut self.exact.records);
+        let near = |hit: &ExactHit| x.near.contains(&hit.field) && hit.at.abs_diff(at) <= x.window;
+        let paired = x.near.is_empty()
+            || records
+                .iter()
+                .any(|id| self.exact.hits.get(id).is_some_and(|h| h.iter().any(near)));
+        let mut waiting = None;
+        if paired {
+            self.count(e, r, hash, || e.rules[r].mask.mask(value), corroborated);
+        } else if self.exact.stored < MAX_EXACT_HITS {
+            waiting = Some(self.exact.pending.len() as u32);
+            self.exact.pending.push(Some(Pending {
+                rule: r,
+                hash,
+                sample: e.rules[r].mask.mask(value),
+                corroborated,
+            }));
+        }
+        // Values waiting for this field of these records, close enough, count now.
+        let mut settled = Vec::new();
+        for id in &records {
+            let Some(hits) = self.exact.hits.get(id) else {
+                continue;
+            };
+            for hit in hits {
+                let Some(p) = hit.pending else { continue };
+                let Some(Some(pending)) = self.exact.pending.get(p as usize) else {
+                    continue;
+                };
+                let Some(wants) = &e.rules[pending.rule].exact else {
+                    continue;
+                };
+                if wants.near.contains(&x.field) && hit.at.abs_diff(at) <= wants.window {
+                    settled.push(p);
+                }
+            }
+        }
+        for p in settled {
+            if let Some(pending) = self.exact.pending[p as usize].take() {
+                let Pending {
+                    rule,
+                    hash,
+                    sample,
+                    corroborated,
+                } = pending;
+                self.count(e, rule, hash, || sample, corroborated);
+            }
+        }
+        for &id in &records {
+            if self.exact.stored >= MAX_EXACT_HITS {
+                self.exact.capped = true;
+                break;
+            }
+            self.exact.stored += 1;
+            self.exact.hits.entry(id).or_default().push(ExactHit {
+                field: x.field,
+                at,
+                pending: waiting,
+            });
+        }
+        self.exact.records = records;
     }
 
     /// The lowest absolute position whose byte may still be needed.
@@ -990,12 +1212,18 @@ impl State {
                 category: c.clone(),
                 distinct: d.set.len() as u64,
                 distinct_capped: d.capped,
+                values: {
+                    let mut values: Vec<u64> = d.set.iter().copied().collect();
+                    values.sort_unstable();
+                    values
+                },
             })
             .collect();
         Findings {
             bytes: self.end,
             rules,
             categories,
+            exact_capped: self.exact.capped,
         }
     }
 }
@@ -1183,6 +1411,10 @@ pub struct CategoryCount {
     /// True when more distinct values were seen than are remembered.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub distinct_capped: bool,
+    /// The distinct values' keyed hashes (see [`EngineOptions::hash_key`]), sorted: what
+    /// cumulative windows count. Never serialised.
+    #[serde(skip)]
+    pub values: Vec<u64>,
 }
 
 /// Everything found in one stream.
@@ -1194,6 +1426,10 @@ pub struct Findings {
     pub rules: Vec<RuleFinding>,
     /// Per category that has values.
     pub categories: Vec<CategoryCount>,
+    /// True when more exact-data-match places were seen than are remembered for
+    /// `edm.near` pairs (pairs beyond them may be missed).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub exact_capped: bool,
 }
 
 impl Findings {

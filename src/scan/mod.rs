@@ -29,20 +29,27 @@
 //!
 //! Matches then pass the rule's excludes, its validator and its context requirement, are
 //! normalised, and counted: every match, and distinct values as 64-bit keyed hashes (never
-//! the value). Per rule and per category at most [`DISTINCT_CAP`](crate::rules::DISTINCT_CAP)
+//! the value; the key is the engine's, see [`EngineOptions`]). Per rule and per category at most [`DISTINCT_CAP`](crate::rules::DISTINCT_CAP)
 //! distinct hashes are kept; past that the distinct count stops growing and the finding says
 //! `distinct_capped` (thresholds are capped at the same number, so a verdict never changes).
+//!
+//! A rule with `edm:` counts only values its [`ExactIndex`] holds, and with `edm.near` only
+//! when another column of the same record was matched close by (see [`exact`]).
 //!
 //! This module does no I/O and knows nothing of tokio or hyper.
 
 pub mod analyze;
 mod engine;
+pub mod exact;
 mod literals;
 pub mod mask;
 pub mod normalize;
 pub mod validate;
 
-pub use engine::{Anchor, Engine, Findings, RuleFinding, Stream};
+pub use engine::{
+    Anchor, CategoryCount, Engine, EngineError, EngineOptions, Findings, RuleFinding, Stream,
+};
+pub use exact::ExactIndex;
 pub use mask::MaskStyle;
 pub use normalize::Normalize;
 pub use validate::Validator;
