@@ -1,6 +1,8 @@
 //! The `scan` and `rules` commands as library functions: the binary only parses arguments
 //! and calls these, so they are tested like everything else.
 
+pub mod edm;
+
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 

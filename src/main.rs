@@ -51,6 +51,33 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Exact data match: build the index of the company's customer records.
+    Edm {
+        #[command(subcommand)]
+        command: EdmCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EdmCommand {
+    /// Index columns of a customer CSV as keyed hashes (no plaintext); the key file is
+    /// created (0600) when missing. Exit 2 on any error.
+    Build {
+        /// Rules directory: the rule whose `edm.field` names a column says how to normalise it.
+        #[arg(long, default_value = "rules")]
+        rules: PathBuf,
+        /// A CSV header name to index (repeat for several).
+        #[arg(long = "column", required = true)]
+        columns: Vec<String>,
+        /// The key file.
+        #[arg(long, default_value = "data/edm.key")]
+        key: PathBuf,
+        /// The index file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// The customer CSV, with a header row (`-`: stdin).
+        csv: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -103,6 +130,26 @@ fn main() -> ExitCode {
                 RulesCommand::Check { dir } => cli::rules_check(&dir, &mut out, &mut err),
                 RulesCommand::Test { dir } => cli::rules_test(&dir, &mut out, &mut err),
             }
+        }
+        Command::Edm {
+            command:
+                EdmCommand::Build {
+                    rules,
+                    columns,
+                    key,
+                    out: index,
+                    csv,
+                },
+        } => {
+            let (mut out, mut err) = locked();
+            let args = cli::edm::BuildArgs {
+                rules,
+                columns,
+                key,
+                out: index,
+                csv,
+            };
+            cli::edm::build(&args, &mut out, &mut err)
         }
     };
     ExitCode::from(status as u8)

@@ -10,6 +10,7 @@
 //! starts nothing.
 
 pub mod raw;
+pub mod window;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +19,10 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use std::sync::Arc;
+
+use crate::policy::edm::EdmIndex;
+use crate::policy::window::WindowConfig;
 use crate::rules::{self, RuleSet};
 use raw::{RawConfig, RawDuration, RawSize};
 
@@ -56,6 +61,10 @@ pub struct Config {
     pub audit: Audit,
     /// Block page settings.
     pub block_page: BlockPage,
+    /// Cumulative windows (`policy.windows`).
+    pub windows: WindowConfig,
+    /// The exact-data-match index (`policy.edm`), loaded.
+    pub edm: Option<Arc<EdmIndex>>,
 }
 
 /// `tls:` settings.
@@ -422,6 +431,9 @@ pub fn validate(
         errors.push("block_page.contact", "must be one line".into());
     }
 
+    let windows = window::windows(raw.policy.windows, rule_set.as_ref(), &mut errors);
+    let edm = window::edm(raw.policy.edm, &data_dir, rule_set.as_ref(), &mut errors);
+
     match (errors.list.is_empty(), listen, admin_listen, rule_set) {
         (true, Some(listen), Some(admin_listen), Some(rules)) => Ok(Config {
             listen,
@@ -437,6 +449,8 @@ pub fn validate(
             limits,
             audit,
             block_page: BlockPage { contact },
+            windows,
+            edm,
         }),
         _ => Err(ConfigErrors(errors.list)),
     }

@@ -35,6 +35,21 @@ pub struct RawConfig {
     /// What the block page says besides the finding.
     #[serde(default)]
     pub block_page: RawBlockPage,
+    /// Policy beyond per-request thresholds: cumulative windows, exact data match.
+    #[serde(default)]
+    pub policy: RawPolicy,
+}
+
+/// `policy`: how findings become verdicts beyond the rules' own thresholds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// Distinct values per user (or client address) and category over a sliding span.
+    #[serde(default)]
+    pub windows: super::window::RawWindows,
+    /// The exact-data-match index.
+    #[serde(default)]
+    pub edm: super::window::RawEdm,
 }
 
 /// `tls:` — how CONNECT traffic is treated.

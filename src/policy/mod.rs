@@ -5,6 +5,7 @@
 //! action wins. No I/O; identity, destinations, windows and EDM come in later issues.
 
 pub mod edm;
+pub mod window;
 
 use serde::Serialize;
 
@@ -56,6 +57,15 @@ pub struct Verdict {
     pub action: Action,
     /// Every threshold crossed.
     pub reasons: Vec<Reason>,
+}
+
+impl Verdict {
+    /// Adds reasons from another source (a cumulative window): the action becomes the
+    /// stricter of the two.
+    pub fn raise(&mut self, action: Action, reasons: Vec<Reason>) {
+        self.action = self.action.max(action);
+        self.reasons.extend(reasons);
+    }
 }
 
 /// Applies the rules' thresholds to the findings of one request.

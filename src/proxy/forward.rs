@@ -19,6 +19,8 @@
 //! decode issue), header scanning, request trailers (dropped: never forwarded unscanned).
 
 use std::borrow::Cow;
+use std::net::IpAddr;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -158,7 +160,7 @@ pub(super) async fn forward(
     };
 
     let response = if complete {
-        judge(shared, scan, request_id, false)?;
+        judge(shared, scan, request_id, false, ctx.peer.ip())?;
         let request = Request::from_parts(parts, UpstreamBody::held(held));
         let _busy = ctx.activity.busy();
         // The reservation lasts until the upstream has answered: by then the held body
@@ -328,7 +330,7 @@ async fn stream_through(
                 }
             }
         }
-        judge(shared, scan, request_id, true)?;
+        judge(shared, scan, request_id, true, ctx.peer.ip())?;
         if let Some(last) = tail {
             if tx.send(Piece::Data(last)).await.is_err() {
                 return Ok(());
@@ -358,16 +360,26 @@ async fn stream_through(
     answered.map_err(upstream::classify)
 }
 
-/// Finishes the scan and applies the policy: `Err(Blocked)` on block, a log line on log.
-/// `partial`: part of the body has already gone upstream.
+/// Finishes the scan and applies the policy — the rules' thresholds, then the sender's
+/// cumulative windows (`client`'s, recorded when the request goes through): `Err(Blocked)`
+/// on block, a log line on log. `partial`: part of the body has already gone upstream.
 fn judge(
     shared: &Shared,
     scan: Stream<'_>,
     request_id: &str,
     partial: bool,
+    client: IpAddr,
 ) -> Result<Verdict, ProxyError> {
     let findings = scan.finish();
-    let verdict = policy::evaluate(&shared.config.rules, &findings);
+    let mut verdict = policy::evaluate(&shared.config.rules, &findings);
+    if shared.windows.config().enabled() && !findings.categories.is_empty() {
+        let allowed = verdict.action != Action::Block;
+        let window =
+            shared
+                .windows
+                .observe(&client.to_string(), &findings, allowed, Instant::now());
+        verdict.raise(window.action, window.reasons);
+    }
     match verdict.action {
         Action::Allow => {}
         Action::Log => {

@@ -57,7 +57,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::scan::Engine;
+use crate::policy::window::Windows;
+use crate::scan::{Engine, EngineOptions, ExactIndex, random_key};
 use budget::HoldBudget;
 pub use error::ProxyError;
 use idle::{Activity, IdleIo};
@@ -85,8 +86,18 @@ pub async fn run(
         vec![local, config.admin_listen],
         config.limits.upstream_connect_timeout,
     );
+    let hash_key = random_key();
+    let engine = Engine::with_options(
+        &config.rules,
+        EngineOptions {
+            hash_key,
+            exact: config.edm.clone().map(|index| index as Arc<dyn ExactIndex>),
+        },
+    )
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let shared = Arc::new(Shared {
-        engine: Engine::new(&config.rules),
+        engine,
+        windows: Arc::new(Windows::new(config.windows.clone())),
         client: upstream::client(connector.clone()),
         connector,
         http1: http1_builder(&config),
@@ -158,6 +169,8 @@ pub async fn run(
 struct Shared {
     config: Arc<Config>,
     engine: Engine,
+    /// Cumulative windows: outlive rule reloads.
+    windows: Arc<Windows>,
     client: UpstreamClient,
     connector: Connector,
     http1: http1::Builder,

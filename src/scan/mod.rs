@@ -48,6 +48,7 @@ pub mod validate;
 
 pub use engine::{
     Anchor, CategoryCount, Engine, EngineError, EngineOptions, Findings, RuleFinding, Stream,
+    random_key,
 };
 pub use exact::ExactIndex;
 pub use mask::MaskStyle;

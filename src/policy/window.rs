@@ -1,0 +1,377 @@
+//! Cumulative windows: distinct identifiers per sender and category over a sliding span.
+//!
+//! Per-request thresholds catch the loud leak; a patient insider sends nine emails at a
+//! time. [`Windows`] remembers, per principal (the authenticated user, else the client
+//! address) and category, which distinct values left in the last `span` (default one
+//! hour), and applies its own thresholds to that running count, so that twenty requests
+//! of nine customers each are caught like one request of 180.
+//!
+//! What is kept: only the engine's keyed 64-bit value hashes and when each was last seen —
+//! never a value. Everything is bounded: at most `max_values` hashes per principal and
+//! category (the oldest go first), at most `max_principals` principals (the least recently
+//! active go first); both evictions are counted in [`WindowStats`]. The state lives
+//! outside the rule set, so a rule reload keeps it (the engine's hash key is kept across
+//! reloads for the same reason).
+//!
+//! A request's values are recorded only when the request is let through: what a block
+//! stopped never left. A request that would take a count to the block threshold is itself
+//! blocked, and so is the next one that adds anything new.
+//!
+//! No I/O; time comes from the caller.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+
+use super::{Action, Reason};
+use crate::rules::Thresholds;
+use crate::scan::Findings;
+
+/// Independently locked parts of the table, so concurrent requests rarely wait.
+const SHARDS: usize = 16;
+
+/// The rule id reasons from a window carry.
+pub const WINDOW_RULE: &str = "window";
+
+/// Validated window settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowConfig {
+    /// How far back values count.
+    pub span: Duration,
+    /// Per category: distinct values within the span that log or block.
+    pub thresholds: BTreeMap<String, Thresholds>,
+    /// Principals remembered at once.
+    pub max_principals: usize,
+    /// Distinct values remembered per principal and category.
+    pub max_values: usize,
+}
+
+impl WindowConfig {
+    /// True when any category has a threshold: otherwise windows cost nothing.
+    pub fn enabled(&self) -> bool {
+        !self.thresholds.is_empty()
+    }
+}
+
+/// Counters for the metrics.
+#[derive(Debug, Default)]
+pub struct WindowStats {
+    /// Principals currently remembered.
+    pub principals: AtomicU64,
+    /// Principals forgotten to make room (least recently active first).
+    pub evicted_principals: AtomicU64,
+    /// Values forgotten before their time because a principal hit `max_values`.
+    pub evicted_values: AtomicU64,
+    /// Requests whose verdict a window raised (to log or block).
+    pub raised: AtomicU64,
+}
+
+/// One principal's values of one category: oldest first, plus when each was last seen.
+#[derive(Default)]
+struct Seen {
+    order: VecDeque<(Instant, u64)>,
+    last: HashMap<u64, Instant>,
+}
+
+impl Seen {
+    /// Forgets what is older than `cutoff`.
+    fn expire(&mut self, cutoff: Instant) {
+        while let Some(&(t, h)) = self.order.front() {
+            if t >= cutoff {
+                break;
+            }
+            self.order.pop_front();
+            if self.last.get(&h) == Some(&t) {
+                self.last.remove(&h);
+            }
+        }
+    }
+
+    /// Distinct values now, with `new` added.
+    fn count_with(&self, new: &[u64]) -> u64 {
+        let fresh = new.iter().filter(|h| !self.last.contains_key(h)).count();
+        (self.last.len() + fresh) as u64
+    }
+
+    /// Records `new` at `now`; returns how many old values were pushed out by the cap.
+    fn record(&mut self, new: &[u64], now: Instant, max: usize) -> u64 {
+        for &h in new {
+            self.last.insert(h, now);
+            self.order.push_back((now, h));
+        }
+        let mut evicted = 0;
+        while self.last.len() > max {
+            let Some((t, h)) = self.order.pop_front() else {
+                break;
+            };
+            if self.last.get(&h) == Some(&t) {
+                self.last.remove(&h);
+                evicted += 1;
+            }
+        }
+        // A value seen again leaves its older entry behind in `order`: compact now and
+        // then so `order` stays within twice the cap.
+        if self.order.len() > 2 * max.max(1) {
+            let last = &self.last;
+            self.order.retain(|(t, h)| last.get(h) == Some(t));
+        }
+        evicted
+    }
+}
+
+type Principal = HashMap<String, Seen>;
+
+/// The windows of every principal.
+pub struct Windows {
+    config: WindowConfig,
+    shards: Vec<Mutex<LruCache<String, Principal>>>,
+    pick: RandomState,
+    /// Counters for the metrics.
+    pub stats: WindowStats,
+}
+
+impl std::fmt::Debug for Windows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Windows")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a window decided about one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowVerdict {
+    /// The strictest action of the reasons (allow when none).
+    pub action: Action,
+    /// Per category whose window count crossed a threshold.
+    pub reasons: Vec<Reason>,
+}
+
+impl Windows {
+    /// An empty table.
+    pub fn new(config: WindowConfig) -> Windows {
+        let per_shard = config.max_principals.div_ceil(SHARDS).max(1);
+        let cap = NonZeroUsize::new(per_shard).expect("at least one");
+        Windows {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(LruCache::new(cap)))
+                .collect(),
+            pick: RandomState::new(),
+            stats: WindowStats::default(),
+            config,
+        }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &WindowConfig {
+        &self.config
+    }
+
+    /// Applies `principal`'s windows to a request with `findings`, at `now`. When `allowed`
+    /// (the request itself is not blocked) and the windows do not block it either, its
+    /// values are recorded.
+    pub fn observe(
+        &self,
+        principal: &str,
+        findings: &Findings,
+        allowed: bool,
+        now: Instant,
+    ) -> WindowVerdict {
+        let mut verdict = WindowVerdict {
+            action: Action::Allow,
+            reasons: Vec::new(),
+        };
+        let counted: Vec<_> = findings
+            .categories
+            .iter()
+            .filter_map(|c| Some((c, self.config.thresholds.get(&c.category)?)))
+            .filter(|(c, _)| !c.values.is_empty())
+            .collect();
+        if counted.is_empty() {
+            return verdict;
+        }
+        let cutoff = now.checked_sub(self.config.span).unwrap_or(now);
+        let shard = &self.shards[self.pick.hash_one(principal) as usize % SHARDS];
+        let mut table = shard.lock().unwrap_or_else(|p| p.into_inner());
+        if !table.contains(principal) {
+            let evicted = table
+                .push(principal.to_owned(), Principal::new())
+                .is_some_and(|(k, _)| k != principal);
+            let counter = if evicted {
+                &self.stats.evicted_principals
+            } else {
+                &self.stats.principals
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let windows = table.get_mut(principal).expect("just inserted");
+        for (category, thresholds) in &counted {
+            let seen = windows.entry(category.category.clone()).or_default();
+            seen.expire(cutoff);
+            let distinct = seen.count_with(&category.values);
+            let crossed = [
+                (thresholds.block, Action::Block),
+                (thresholds.log, Action::Log),
+            ]
+            .into_iter()
+            .find_map(|(t, a)| t.filter(|&t| distinct >= t).map(|t| (t, a)));
+            if let Some((threshold, action)) = crossed {
+                verdict.action = verdict.action.max(action);
+                verdict.reasons.push(Reason {
+                    rule: WINDOW_RULE.to_owned(),
+                    category: category.category.clone(),
+                    distinct,
+                    threshold,
+                    action,
+                });
+            }
+        }
+        if allowed && verdict.action != Action::Block {
+            let mut evicted = 0;
+            for (category, _) in &counted {
+                let seen = windows.entry(category.category.clone()).or_default();
+                evicted += seen.record(&category.values, now, self.config.max_values);
+            }
+            self.stats
+                .evicted_values
+                .fetch_add(evicted, Ordering::Relaxed);
+        }
+        if verdict.action != Action::Allow {
+            self.stats.raised.fetch_add(1, Ordering::Relaxed);
+        }
+        verdict
+    }
+
+    /// Distinct values `principal` sent in `category` within the span, as of `now`.
+    pub fn distinct(&self, principal: &str, category: &str, now: Instant) -> u64 {
+        let cutoff = now.checked_sub(self.config.span).unwrap_or(now);
+        let shard = &self.shards[self.pick.hash_one(principal) as usize % SHARDS];
+        let table = shard.lock().unwrap_or_else(|p| p.into_inner());
+        table
+            .peek(principal)
+            .and_then(|w| w.get(category))
+            .map_or(0, |seen| {
+                seen.last.values().filter(|&&t| t >= cutoff).count() as u64
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::CategoryCount;
+
+    fn config(log: u64, block: u64) -> WindowConfig {
+        WindowConfig {
+            span: Duration::from_secs(3600),
+            thresholds: [(
+                "email".to_owned(),
+                Thresholds {
+                    log: Some(log),
+                    block: Some(block),
+                },
+            )]
+            .into(),
+            max_principals: 64,
+            max_values: 1000,
+        }
+    }
+
+    fn findings(values: impl IntoIterator<Item = u64>) -> Findings {
+        let mut values: Vec<u64> = values.into_iter().collect();
+        values.sort_unstable();
+        Findings {
+            bytes: 0,
+            rules: Vec::new(),
+            categories: vec![CategoryCount {
+                category: "email".into(),
+                distinct: values.len() as u64,
+                distinct_capped: false,
+                values,
+            }],
+            exact_capped: false,
+        }
+    }
+
+    #[test]
+    fn a_slow_drip_is_caught_for_that_principal_only() {
+        let w = Windows::new(config(30, 100));
+        let t0 = Instant::now();
+        let mut first_block = None;
+        for i in 0..20u64 {
+            let v = w.observe("alice", &findings(i * 9..i * 9 + 9), true, t0);
+            if v.action == Action::Block && first_block.is_none() {
+                first_block = Some(i);
+                assert_eq!(v.reasons[0].rule, WINDOW_RULE);
+                assert_eq!(v.reasons[0].distinct, i * 9 + 9);
+            }
+        }
+        // 11 requests of 9 make 99; the 12th would make 108.
+        assert_eq!(first_block, Some(11));
+        assert_eq!(w.distinct("alice", "email", t0), 99);
+        // Bob sending the same amount once is below the window threshold.
+        let v = w.observe("bob", &findings(0..9), true, t0);
+        assert_eq!(v.action, Action::Allow);
+    }
+
+    #[test]
+    fn repeated_values_count_once_and_old_ones_expire() {
+        let w = Windows::new(config(5, 10));
+        let t0 = Instant::now();
+        for _ in 0..50 {
+            assert_eq!(
+                w.observe("a", &findings(0..4), true, t0).action,
+                Action::Allow
+            );
+        }
+        assert_eq!(w.distinct("a", "email", t0), 4);
+        let later = t0 + Duration::from_secs(3601);
+        assert_eq!(w.distinct("a", "email", later), 0);
+        let v = w.observe("a", &findings(10..14), true, later);
+        assert_eq!(v.action, Action::Allow, "the first four expired");
+    }
+
+    #[test]
+    fn blocked_requests_are_not_recorded() {
+        let w = Windows::new(config(5, 10));
+        let t0 = Instant::now();
+        let v = w.observe("a", &findings(0..4), false, t0);
+        assert_eq!(v.action, Action::Allow);
+        assert_eq!(w.distinct("a", "email", t0), 0);
+    }
+
+    #[test]
+    fn state_is_bounded_and_evictions_counted() {
+        let mut c = config(1000, 2000);
+        c.max_values = 10;
+        c.max_principals = 16;
+        let w = Windows::new(c);
+        let t0 = Instant::now();
+        w.observe("a", &findings(0..25), true, t0);
+        assert_eq!(w.distinct("a", "email", t0), 10);
+        assert_eq!(w.stats.evicted_values.load(Ordering::Relaxed), 15);
+        for p in 0..200 {
+            w.observe(&format!("user{p}"), &findings(0..1), true, t0);
+        }
+        let kept = w.stats.principals.load(Ordering::Relaxed);
+        assert!(kept <= 16, "{kept} principals kept");
+        assert!(w.stats.evicted_principals.load(Ordering::Relaxed) >= 185);
+    }
+
+    #[test]
+    fn categories_without_thresholds_cost_nothing() {
+        let w = Windows::new(config(1, 2));
+        let mut f = findings(0..5);
+        f.categories[0].category = "card".into();
+        assert_eq!(
+            w.observe("a", &f, true, Instant::now()).action,
+            Action::Allow
+        );
+        assert_eq!(w.stats.principals.load(Ordering::Relaxed), 0);
+    }
+}
