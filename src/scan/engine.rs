@@ -286,6 +286,8 @@ pub struct Engine {
     max_window: u64,
     hash_key: [u64; 2],
     exact: Option<Arc<dyn ExactIndex>>,
+    /// Some rule has `edm.near`: exact-match places must be remembered.
+    exact_pairs: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -388,6 +390,9 @@ impl Engine {
         );
         let len_of = |s: &Option<LiteralSet<usize>>| s.as_ref().map_or(0, |s| s.max_len as u64);
         let keyword_len = len_of(&keywords).max(len_of(&keyword_bytes));
+        let exact_pairs = rules
+            .iter()
+            .any(|r| r.exact.as_ref().is_some_and(|x| !x.near.is_empty()));
         Ok(Engine {
             ids: set.rules().iter().map(|r| r.id.clone()).collect(),
             max_len: rules
@@ -413,6 +418,7 @@ impl Engine {
             context,
             digits,
             hash_key: options.hash_key,
+            exact_pairs,
             exact: options.exact,
         })
     }
@@ -1103,6 +1109,10 @@ impl State {
         value: &[u8],
         corroborated: bool,
     ) {
+        if !e.exact_pairs {
+            // No rule pairs columns: nothing to remember.
+            return self.count(e, r, hash, || e.rules[r].mask.mask(value), corroborated);
+        }
         let records = std::mem::take(&mut self.exact.records);
         let near = |hit: &ExactHit| x.near.contains(&hit.field) && hit.at.abs_diff(at) <= x.window;
         let paired = x.near.is_empty()
