@@ -173,7 +173,12 @@ fn serve(path: Option<&Path>, overrides: config::Overrides) -> i32 {
             return 2;
         }
     };
-    let result = tokio::runtime::Runtime::new().and_then(|rt| rt.block_on(proxy::serve(config)));
+    let source = proxy::reload::ReloadSource {
+        config_path: path.map(Path::to_path_buf),
+        overrides,
+    };
+    let result =
+        tokio::runtime::Runtime::new().and_then(|rt| rt.block_on(proxy::serve(config, source)));
     match result {
         Ok(()) => 0,
         Err(e) => {

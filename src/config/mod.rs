@@ -65,6 +65,21 @@ pub struct Config {
     pub windows: WindowConfig,
     /// The exact-data-match index (`policy.edm`), loaded.
     pub edm: Option<Arc<EdmIndex>>,
+    /// The EDM index and key files, watched for hot reload.
+    pub edm_files: Vec<PathBuf>,
+    /// Hot reload settings.
+    pub reload: Reload,
+}
+
+/// Default interval between looks at the watched files.
+pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Hot reload settings (`reload`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reload {
+    /// How often the config file, rule files and EDM files are checked for changes
+    /// (zero: never; SIGHUP still reloads).
+    pub watch_interval: Duration,
 }
 
 /// `tls:` settings.
@@ -432,7 +447,25 @@ pub fn validate(
     }
 
     let windows = window::windows(raw.policy.windows, rule_set.as_ref(), &mut errors);
+    let edm_files: Vec<PathBuf> = match &raw.policy.edm.index {
+        Some(index) => vec![
+            index.clone(),
+            raw.policy
+                .edm
+                .key
+                .clone()
+                .unwrap_or_else(|| data_dir.join("edm.key")),
+        ],
+        None => Vec::new(),
+    };
     let edm = window::edm(raw.policy.edm, &data_dir, rule_set.as_ref(), &mut errors);
+    let reload = Reload {
+        watch_interval: match raw.reload.watch_interval {
+            Some(RawDuration::Seconds(0)) => Duration::ZERO,
+            Some(RawDuration::Text(t)) if t.trim() == "0" || t.trim() == "0s" => Duration::ZERO,
+            other => errors.duration("reload.watch_interval", other, DEFAULT_WATCH_INTERVAL),
+        },
+    };
 
     match (errors.list.is_empty(), listen, admin_listen, rule_set) {
         (true, Some(listen), Some(admin_listen), Some(rules)) => Ok(Config {
@@ -451,6 +484,8 @@ pub fn validate(
             block_page: BlockPage { contact },
             windows,
             edm,
+            edm_files,
+            reload,
         }),
         _ => Err(ConfigErrors(errors.list)),
     }

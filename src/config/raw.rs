@@ -38,6 +38,18 @@ pub struct RawConfig {
     /// Policy beyond per-request thresholds: cumulative windows, exact data match.
     #[serde(default)]
     pub policy: RawPolicy,
+    /// Hot reload.
+    #[serde(default)]
+    pub reload: RawReload,
+}
+
+/// `reload`: when the proxy reloads its config, rules and EDM index by itself.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    /// How often the watched files are checked for changes (default 2s; 0 turns watching
+    /// off, SIGHUP still reloads).
+    pub watch_interval: Option<RawDuration>,
 }
 
 /// `policy`: how findings become verdicts beyond the rules' own thresholds.

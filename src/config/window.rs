@@ -70,9 +70,6 @@ pub(super) fn windows(
     errors: &mut Errors,
 ) -> WindowConfig {
     let span = errors.duration("policy.windows.span", raw.span, DEFAULT_WINDOW_SPAN);
-    if span.is_zero() {
-        errors.push("policy.windows.span", "must be longer than zero".into());
-    }
     let max_principals = errors.count(
         "policy.windows.max_principals",
         raw.max_principals,

@@ -22,8 +22,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
@@ -128,7 +128,7 @@ type Principal = HashMap<String, Seen>;
 
 /// The windows of every principal.
 pub struct Windows {
-    config: WindowConfig,
+    config: RwLock<WindowConfig>,
     shards: Vec<Mutex<LruCache<String, Principal>>>,
     pick: RandomState,
     /// Counters for the metrics.
@@ -138,9 +138,14 @@ pub struct Windows {
 impl std::fmt::Debug for Windows {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Windows")
-            .field("config", &self.config)
+            .field("config", &self.config())
             .finish_non_exhaustive()
     }
+}
+
+/// Principals kept per shard.
+fn per_shard(config: &WindowConfig) -> NonZeroUsize {
+    NonZeroUsize::new(config.max_principals.div_ceil(SHARDS).max(1)).expect("at least one")
 }
 
 /// What a window decided about one request.
@@ -155,21 +160,48 @@ pub struct WindowVerdict {
 impl Windows {
     /// An empty table.
     pub fn new(config: WindowConfig) -> Windows {
-        let per_shard = config.max_principals.div_ceil(SHARDS).max(1);
-        let cap = NonZeroUsize::new(per_shard).expect("at least one");
         Windows {
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(LruCache::new(cap)))
+                .map(|_| Mutex::new(LruCache::new(per_shard(&config))))
                 .collect(),
             pick: RandomState::new(),
             stats: WindowStats::default(),
-            config,
+            config: RwLock::new(config),
         }
     }
 
     /// The settings in force.
-    pub fn config(&self) -> &WindowConfig {
-        &self.config
+    pub fn config(&self) -> WindowConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// True when some category has window thresholds.
+    pub fn enabled(&self) -> bool {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .enabled()
+    }
+
+    /// New settings (a reload), keeping what was recorded: a changed span or threshold
+    /// applies to the values already seen; a smaller `max_principals` forgets the least
+    /// recently active principals now.
+    pub fn reconfigure(&self, config: WindowConfig) {
+        let cap = per_shard(&config);
+        for shard in &self.shards {
+            let mut table = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let before = table.len();
+            table.resize(cap);
+            let dropped = (before - table.len()) as u64;
+            self.stats.principals.fetch_sub(dropped, Ordering::Relaxed);
+            self.stats
+                .evicted_principals
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
     /// Applies `principal`'s windows to a request with `findings`, at `now`. When `allowed`
@@ -186,16 +218,17 @@ impl Windows {
             action: Action::Allow,
             reasons: Vec::new(),
         };
+        let config = self.config.read().unwrap_or_else(|p| p.into_inner());
         let counted: Vec<_> = findings
             .categories
             .iter()
-            .filter_map(|c| Some((c, self.config.thresholds.get(&c.category)?)))
+            .filter_map(|c| Some((c, config.thresholds.get(&c.category)?)))
             .filter(|(c, _)| !c.values.is_empty())
             .collect();
         if counted.is_empty() {
             return verdict;
         }
-        let cutoff = now.checked_sub(self.config.span).unwrap_or(now);
+        let cutoff = now.checked_sub(config.span).unwrap_or(now);
         let shard = &self.shards[self.pick.hash_one(principal) as usize % SHARDS];
         let mut table = shard.lock().unwrap_or_else(|p| p.into_inner());
         if !table.contains(principal) {
@@ -235,7 +268,7 @@ impl Windows {
             let mut evicted = 0;
             for (category, _) in &counted {
                 let seen = windows.entry(category.category.clone()).or_default();
-                evicted += seen.record(&category.values, now, self.config.max_values);
+                evicted += seen.record(&category.values, now, config.max_values);
             }
             self.stats
                 .evicted_values
@@ -249,7 +282,8 @@ impl Windows {
 
     /// Distinct values `principal` sent in `category` within the span, as of `now`.
     pub fn distinct(&self, principal: &str, category: &str, now: Instant) -> u64 {
-        let cutoff = now.checked_sub(self.config.span).unwrap_or(now);
+        let span = self.config.read().unwrap_or_else(|p| p.into_inner()).span;
+        let cutoff = now.checked_sub(span).unwrap_or(now);
         let shard = &self.shards[self.pick.hash_one(principal) as usize % SHARDS];
         let table = shard.lock().unwrap_or_else(|p| p.into_inner());
         table

@@ -34,6 +34,7 @@ use tracing::info;
 
 use super::budget::Reservation;
 use super::error::{Blocked, ProxyError};
+use super::reload::Live;
 use super::upstream::{self, Piece, UpstreamBody};
 use super::{ConnCtx, ProxyBody, Shared, tunnel};
 use crate::config::Oversize;
@@ -110,7 +111,10 @@ pub(super) async fn forward(
         });
     }
 
-    let mut scan = shared.engine.stream();
+    // The rules and policy in force when the request started judge all of it, whatever
+    // a reload does meanwhile.
+    let live = shared.live.get();
+    let mut scan = live.engine.stream();
     if let Some(target) = parts.uri.path_and_query() {
         let decoded: Cow<'_, [u8]> = percent_decode(target.as_str().as_bytes()).into();
         scan.feed(&decoded);
@@ -160,7 +164,7 @@ pub(super) async fn forward(
     };
 
     let response = if complete {
-        judge(shared, scan, request_id, false, ctx.peer.ip())?;
+        judge(shared, &live, scan, request_id, false, ctx.peer.ip())?;
         let request = Request::from_parts(parts, UpstreamBody::held(held));
         let _busy = ctx.activity.busy();
         // The reservation lasts until the upstream has answered: by then the held body
@@ -178,7 +182,16 @@ pub(super) async fn forward(
             limit: limits.hold_bytes,
         });
     } else {
-        stream_through(ctx, parts, body, scan, (held, reservation), request_id).await?
+        stream_through(
+            ctx,
+            &live,
+            parts,
+            body,
+            scan,
+            (held, reservation),
+            request_id,
+        )
+        .await?
     };
     if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
         return Ok(to_client(response));
@@ -282,6 +295,7 @@ fn mark_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 /// the very end aborts the upstream body as well.
 async fn stream_through(
     ctx: &ConnCtx,
+    live: &Live,
     parts: http::request::Parts,
     mut body: ClientBody,
     mut scan: Stream<'_>,
@@ -290,7 +304,7 @@ async fn stream_through(
 ) -> Result<Response<Incoming>, ProxyError> {
     let shared = &*ctx.shared;
     // The held bytes were scanned already: a block there costs the upstream nothing.
-    judge_snapshot(shared, &scan, request_id, false)?;
+    judge_snapshot(live, &scan, request_id, false)?;
     let (tx, up_body) = UpstreamBody::streamed(STREAM_CHANNEL_CHUNKS);
     let send = shared.client.request(Request::from_parts(parts, up_body));
     let pump = async move {
@@ -315,7 +329,7 @@ async fn stream_through(
                                 unjudged = 0;
                                 // Dropping `tx` without `Piece::End` (the `?`) aborts the
                                 // upstream body.
-                                judge_snapshot(shared, &scan, request_id, true)?;
+                                judge_snapshot(live, &scan, request_id, true)?;
                             }
                             data
                         }
@@ -330,7 +344,7 @@ async fn stream_through(
                 }
             }
         }
-        judge(shared, scan, request_id, true, ctx.peer.ip())?;
+        judge(shared, live, scan, request_id, true, ctx.peer.ip())?;
         if let Some(last) = tail {
             if tx.send(Piece::Data(last)).await.is_err() {
                 return Ok(());
@@ -365,14 +379,15 @@ async fn stream_through(
 /// on block, a log line on log. `partial`: part of the body has already gone upstream.
 fn judge(
     shared: &Shared,
+    live: &Live,
     scan: Stream<'_>,
     request_id: &str,
     partial: bool,
     client: IpAddr,
 ) -> Result<Verdict, ProxyError> {
     let findings = scan.finish();
-    let mut verdict = policy::evaluate(&shared.config.rules, &findings);
-    if shared.windows.config().enabled() && !findings.categories.is_empty() {
+    let mut verdict = policy::evaluate(&live.config.rules, &findings);
+    if !findings.categories.is_empty() && shared.windows.enabled() {
         let allowed = verdict.action != Action::Block;
         let window =
             shared
@@ -398,12 +413,12 @@ fn judge(
 /// Applies the policy to what the scan has decided so far (a lower bound that only grows):
 /// `Err(Blocked)` once that is already a block. Log verdicts wait for [`judge`] at the end.
 fn judge_snapshot(
-    shared: &Shared,
+    live: &Live,
     scan: &Stream<'_>,
     request_id: &str,
     partial: bool,
 ) -> Result<(), ProxyError> {
-    let verdict = policy::evaluate(&shared.config.rules, &scan.findings());
+    let verdict = policy::evaluate(&live.config.rules, &scan.findings());
     if verdict.action == Action::Block {
         info!(
             request_id,

@@ -127,7 +127,7 @@ where
                         &err,
                         request_id,
                         json,
-                        &ctx.shared.config.block_page.contact,
+                        &ctx.shared.live.get().config.block_page.contact,
                     )
                 }
             })

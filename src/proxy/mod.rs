@@ -36,6 +36,7 @@ pub mod idle;
 mod layers;
 mod linger;
 pub mod page;
+pub mod reload;
 mod tunnel;
 pub mod upstream;
 
@@ -58,11 +59,12 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::policy::window::Windows;
-use crate::scan::{Engine, EngineOptions, ExactIndex, random_key};
+use crate::scan::random_key;
 use budget::HoldBudget;
 pub use error::ProxyError;
 use idle::{Activity, IdleIo};
 use linger::{LingerIo, Unread};
+use reload::{Live, LiveCell, ReloadStats, Reloads};
 use tower::Service;
 use upstream::{Connector, UpstreamClient};
 
@@ -76,10 +78,22 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 ///
 /// In-flight requests and tunnels get `limits.drain_time` to finish once `shutdown`
 /// completes; whatever is left then is cut. Returns once every connection is closed.
+/// Nothing is reloaded (see [`run_with`]).
 pub async fn run(
     listener: TcpListener,
     config: Arc<Config>,
     shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    run_with(listener, config, shutdown, None).await
+}
+
+/// [`run`], reloading config, rules and EDM index when `reloads` asks and when the watched
+/// files change (see [`reload`]).
+pub async fn run_with(
+    listener: TcpListener,
+    config: Arc<Config>,
+    shutdown: impl Future<Output = ()>,
+    reloads: Option<Reloads>,
 ) -> io::Result<()> {
     let local = listener.local_addr()?;
     let connector = Connector::new(
@@ -87,17 +101,13 @@ pub async fn run(
         config.limits.upstream_connect_timeout,
     );
     let hash_key = random_key();
-    let engine = Engine::with_options(
-        &config.rules,
-        EngineOptions {
-            hash_key,
-            exact: config.edm.clone().map(|index| index as Arc<dyn ExactIndex>),
-        },
-    )
-    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let live = Live::new(config.clone(), hash_key)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let shared = Arc::new(Shared {
-        engine,
-        windows: Arc::new(Windows::new(config.windows.clone())),
+        live: LiveCell::new(live),
+        hash_key,
+        reload_stats: ReloadStats::default(),
+        windows: Windows::new(config.windows.clone()),
         client: upstream::client(connector.clone()),
         connector,
         http1: http1_builder(&config),
@@ -113,6 +123,9 @@ pub async fn run(
     info!(%local, rules = shared.config.rules.rules().len(), "proxy listening");
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    if let Some(reloads) = reloads {
+        tokio::spawn(reload_loop(shared.clone(), reloads, phase_rx.clone()));
+    }
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let permits = Arc::new(Semaphore::new(shared.config.limits.max_connections));
     tokio::pin!(shutdown);
@@ -137,7 +150,7 @@ pub async fn run(
             shared: shared.clone(),
             peer,
             activity: Activity::new(),
-            allowed: shared.config.access.allows_client(peer.ip()),
+            allowed: shared.live.get().config.access.allows_client(peer.ip()),
             unread: Unread::default(),
             phase: phase_rx.clone(),
             guard: Guard {
@@ -165,12 +178,62 @@ pub async fn run(
     Ok(())
 }
 
+/// Serves reload requests and watches the files until the server stops.
+async fn reload_loop(shared: Arc<Shared>, mut reloads: Reloads, mut phase: watch::Receiver<Phase>) {
+    let interval = reload::watch_interval(&shared.config);
+    let mut watched = reload::Watched::look(&reloads.source, &shared.live.get().config);
+    let mut ticker = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        let reply = tokio::select! {
+            _ = phase.changed() => return,
+            request = reloads.requests.recv() => match request {
+                Some(reply) => Some(reply),
+                // Every handle is gone: only the file watch is left.
+                None if interval.is_some() => {
+                    ticker.tick().await;
+                    None
+                }
+                None => return,
+            },
+            _ = ticker.tick(), if interval.is_some() => {
+                let now = reload::Watched::look(&reloads.source, &shared.live.get().config);
+                if now == watched {
+                    continue;
+                }
+                info!("watched config or rule files changed: reloading");
+                None
+            }
+        };
+        let outcome = reload::reload(
+            &reloads.source,
+            &shared.live,
+            shared.hash_key,
+            &shared.reload_stats,
+            |config| shared.windows.reconfigure(config.windows.clone()),
+        )
+        .await;
+        // Look again whatever the outcome: a broken file is not retried until it changes.
+        watched = reload::Watched::look(&reloads.source, &shared.live.get().config);
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
 /// State shared by every connection.
 struct Shared {
+    /// The config the proxy started with: listeners, limits, TLS (what a reload cannot
+    /// change). What requests are judged by is in `live`.
     config: Arc<Config>,
-    engine: Engine,
+    /// Config, rules and engine in force now (swapped by a reload).
+    live: LiveCell,
+    /// Key of the engine's value hashes: the same across reloads.
+    hash_key: [u64; 2],
+    reload_stats: ReloadStats,
     /// Cumulative windows: outlive rule reloads.
-    windows: Arc<Windows>,
+    windows: Windows,
     client: UpstreamClient,
     connector: Connector,
     http1: http1::Builder,
@@ -329,12 +392,27 @@ impl RequestIds {
     }
 }
 
-/// Binds `config.listen` and runs the proxy until SIGTERM or SIGINT (Ctrl-C), then drains.
-pub async fn serve(config: Arc<Config>) -> io::Result<()> {
+/// Binds `config.listen` and runs the proxy until SIGTERM or SIGINT (Ctrl-C), then drains;
+/// SIGHUP and changes to the watched files reload from `source`.
+pub async fn serve(config: Arc<Config>, source: reload::ReloadSource) -> io::Result<()> {
     let listener = TcpListener::bind(config.listen).await.map_err(|e| {
         io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
     })?;
-    run(listener, config, shutdown_signal()).await
+    let (reloads, handle) = Reloads::new(source);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                info!("SIGHUP: reloading");
+                let _ = handle.reload().await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(handle);
+    run_with(listener, config, shutdown_signal(), Some(reloads)).await
 }
 
 /// Completes on the first SIGTERM or SIGINT.

@@ -32,7 +32,14 @@ pub(super) async fn connect(
     let Some(port) = authority.port_u16() else {
         return Err(ProxyError::BadRequest("CONNECT needs a host:port target"));
     };
-    if !ctx.shared.config.access.allows_connect_port(port) {
+    if !ctx
+        .shared
+        .live
+        .get()
+        .config
+        .access
+        .allows_connect_port(port)
+    {
         return Err(ProxyError::PortNotAllowed(port));
     }
     let busy = ctx.activity.busy();

@@ -1,0 +1,238 @@
+//! Hot reload through the proxy: a broken rule file keeps the old rules serving, a good one
+//! takes effect without dropping a connection, file changes are picked up by themselves,
+//! and a request in flight finishes under the rules it started with.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use egress_dlp::config::{self, Overrides};
+use egress_dlp::proxy;
+use egress_dlp::proxy::reload::{ReloadHandle, ReloadSource, Reloads};
+use support::{Upstream, customer_export, parse_reply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// An email rule that blocks at `block` distinct values (logs at 2).
+fn email_rule(block: u64) -> String {
+    format!(
+        "rules:\n  - id: email\n    name: Email address\n    category: email\n    \
+         pattern: '(?i)\\b[a-z0-9._%+-]{{1,64}}@[a-z0-9-]{{1,63}}(?:\\.[a-z0-9-]{{1,63}}){{0,6}}\\.[a-z]{{2,24}}\\b'\n    \
+         keywords: ['@']\n    normalize: lowercase\n    thresholds: {{ log: 2, block: {block} }}\n    \
+         tests:\n      match: ['mail alice@acme-corp.io now']\n      no_match: ['user@localhost']\n"
+    )
+}
+
+const BROKEN_RULE: &str = "rules:\n  - id: broken\n    name: Broken\n    category: email\n    \
+    pattern: '(unclosed'\n    thresholds: { block: 1 }\n    tests: { match: ['x'] }\n";
+
+struct Running {
+    addr: SocketAddr,
+    handle: ReloadHandle,
+    rules: PathBuf,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start(block: u64, extra_yaml: &str) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(rules.join("email.yaml"), email_rule(block)).unwrap();
+    let config_path = dir.path().join("config.yaml");
+    std::fs::write(
+        &config_path,
+        format!("rules: {}\n{extra_yaml}", rules.display()),
+    )
+    .unwrap();
+    let config = config::load(Some(&config_path), &Overrides::default())
+        .unwrap_or_else(|e| panic!("config: {e}"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (reloads, handle) = Reloads::new(ReloadSource {
+        config_path: Some(config_path),
+        overrides: Overrides::default(),
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(proxy::run_with(
+        listener,
+        Arc::new(config),
+        async {
+            let _ = stopped.await;
+        },
+        Some(reloads),
+    ));
+    Running {
+        addr,
+        handle,
+        rules,
+        _dir: dir,
+        _stop: stop,
+    }
+}
+
+/// One keep-alive request on `stream`; returns the status.
+async fn post_on(stream: &mut TcpStream, url: &str, body: &str) -> u16 {
+    let host = url.split('/').nth(2).unwrap();
+    let head = format!(
+        "POST {url} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    read_response(stream).await
+}
+
+/// Reads one response with a Content-Length body; returns its status.
+async fn read_response(stream: &mut TcpStream) -> u16 {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let reply = parse_reply(&buf[..end + 4]);
+            let len: usize = reply
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = stream.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "connection closed mid-body");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return reply.status;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .expect("a response within 10 s")
+            .unwrap();
+        assert!(n > 0, "connection closed before a response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn a_broken_reload_keeps_the_old_rules_and_a_good_one_applies_on_the_same_connection() {
+    let upstream = Upstream::start().await;
+    let proxy = start(10, "reload: { watch_interval: 0 }\n").await;
+    let url = upstream.url("/reload");
+    let twelve = customer_export(12);
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    assert_eq!(post_on(&mut conn, &url, "hello").await, 200);
+    let mut blocked = TcpStream::connect(proxy.addr).await.unwrap();
+    assert_eq!(post_on(&mut blocked, &url, &twelve).await, 403);
+
+    // A broken file next to the good one: refused with the problem named, old rules stay.
+    std::fs::write(proxy.rules.join("broken.yaml"), BROKEN_RULE).unwrap();
+    let problems = proxy.handle.reload().await.unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("broken") && p.contains("pattern")),
+        "{problems:?}"
+    );
+    let mut again = TcpStream::connect(proxy.addr).await.unwrap();
+    assert_eq!(
+        post_on(&mut again, &url, &twelve).await,
+        403,
+        "old rules gone"
+    );
+    assert_eq!(post_on(&mut conn, &url, "still here").await, 200);
+
+    // Fixed, with the block threshold raised: the same connection carries on.
+    std::fs::remove_file(proxy.rules.join("broken.yaml")).unwrap();
+    std::fs::write(proxy.rules.join("email.yaml"), email_rule(100)).unwrap();
+    let version = proxy.handle.reload().await.expect("a good reload");
+    assert!(!version.is_empty());
+    assert_eq!(
+        post_on(&mut conn, &url, &twelve).await,
+        200,
+        "new rules not applied"
+    );
+    let seen = upstream.requests();
+    assert_eq!(
+        seen.len(),
+        3,
+        "hello, still here, the export under the new rules"
+    );
+    assert_eq!(seen[2].body, twelve.as_bytes());
+}
+
+#[tokio::test]
+async fn changed_rule_files_are_picked_up_without_a_signal() {
+    let upstream = Upstream::start().await;
+    let proxy = start(100, "reload: { watch_interval: 100ms }\n").await;
+    let url = upstream.url("/watch");
+    let twelve = customer_export(12);
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    assert_eq!(post_on(&mut conn, &url, &twelve).await, 200);
+    // Modification times can be coarse: make sure the size changes too.
+    std::fs::write(
+        proxy.rules.join("email.yaml"),
+        format!("{}# stricter\n", email_rule(10)),
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut probe = TcpStream::connect(proxy.addr).await.unwrap();
+        if post_on(&mut probe, &url, &twelve).await == 403 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rule change was not picked up within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_request_in_flight_finishes_under_the_rules_it_started_with() {
+    let upstream = Upstream::start().await;
+    let proxy = start(10, "reload: { watch_interval: 0 }\n").await;
+    let url = upstream.url("/inflight");
+    let five = customer_export(5);
+    let (first, rest) = five.split_at(five.len() / 2);
+    let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST {url} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
+        upstream.addr,
+        five.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(first.as_bytes()).await.unwrap();
+    // Give the proxy time to start the request under the old rules.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::write(proxy.rules.join("email.yaml"), email_rule(3)).unwrap();
+    proxy.handle.reload().await.expect("a good reload");
+    slow.write_all(rest.as_bytes()).await.unwrap();
+    assert_eq!(
+        read_response(&mut slow).await,
+        200,
+        "judged by the rules it started under"
+    );
+    // A new request with the same five is judged by the new rules.
+    let mut fresh = TcpStream::connect(proxy.addr).await.unwrap();
+    assert_eq!(post_on(&mut fresh, &url, &five).await, 403);
+}
+
+#[test]
+fn reload_settings_are_validated() {
+    let err = config::from_yaml(
+        "reload: { watch_interval: soon }\n",
+        None,
+        &Overrides::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("reload.watch_interval"), "{err}");
+    let ok = config::from_yaml(
+        "reload: { watch_interval: 0 }\n",
+        None,
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert!(ok.reload.watch_interval.is_zero());
+}
