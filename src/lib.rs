@@ -32,8 +32,12 @@
 //! Decoders, audit events and metrics, and the policy's identity/window/EDM layers come
 //! in later issues; `../shared/DESIGN.md` in the project workspace holds the contracts.
 
+pub mod admin;
+pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod logging;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod rules;

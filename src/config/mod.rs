@@ -9,6 +9,7 @@
 //! This module reads the config file and the rules directory; it opens no socket and
 //! starts nothing.
 
+mod ops;
 pub mod raw;
 
 use std::fmt;
@@ -56,6 +57,8 @@ pub struct Config {
     pub audit: Audit,
     /// Block page settings.
     pub block_page: BlockPage,
+    /// The proxy's own log lines.
+    pub log: Log,
 }
 
 /// `tls:` settings.
@@ -151,12 +154,7 @@ impl Default for Limits {
     }
 }
 
-/// `audit:` settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Audit {
-    /// Path of the audit log.
-    pub path: PathBuf,
-}
+pub use ops::{Audit, Log, LogFormat};
 
 /// `block_page:` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -408,12 +406,8 @@ pub fn validate(
         linger_time: errors.duration("limits.linger_time", l.linger_time, defaults.linger_time),
     };
 
-    let audit = Audit {
-        path: raw
-            .audit
-            .path
-            .unwrap_or_else(|| data_dir.join("audit.jsonl")),
-    };
+    let audit = ops::audit(raw.audit, &data_dir, &mut errors);
+    let log = ops::log(raw.log, &mut errors);
     let contact = raw
         .block_page
         .contact
@@ -437,6 +431,7 @@ pub fn validate(
             limits,
             audit,
             block_page: BlockPage { contact },
+            log,
         }),
         _ => Err(ConfigErrors(errors.list)),
     }

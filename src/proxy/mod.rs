@@ -35,6 +35,7 @@ mod forward;
 pub mod idle;
 mod layers;
 mod linger;
+mod observe;
 pub mod page;
 mod tunnel;
 pub mod upstream;
@@ -56,7 +57,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::admin::{self, Admin};
+use crate::audit::Auditor;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::scan::Engine;
 use budget::HoldBudget;
 pub use error::ProxyError;
@@ -74,18 +78,83 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 /// Serves the proxy on `listener` until `shutdown` completes, then drains.
 ///
 /// In-flight requests and tunnels get `limits.drain_time` to finish once `shutdown`
-/// completes; whatever is left then is cut. Returns once every connection is closed.
+/// completes; whatever is left then is cut. Returns once every connection is closed and
+/// every audit event accepted is written. No admin listener: see [`run_with`].
 pub async fn run(
     listener: TcpListener,
     config: Arc<Config>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    run_with(listener, RunOptions::default(), config, shutdown).await
+}
+
+/// What [`run_with`] runs besides the proxy listener.
+#[derive(Default)]
+pub struct RunOptions {
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`, `/rules`), already bound.
+    pub admin: Option<TcpListener>,
+    /// Each message reopens the audit log (SIGHUP in `serve`).
+    pub reopen_audit: Option<mpsc::UnboundedReceiver<()>>,
+}
+
+/// [`run`], plus the admin listener and an audit-log reopen trigger.
+pub async fn run_with(
+    listener: TcpListener,
+    options: RunOptions,
+    config: Arc<Config>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let local = listener.local_addr()?;
-    let connector = Connector::new(
-        vec![local, config.admin_listen],
-        config.limits.upstream_connect_timeout,
-    );
+    let mut own_addrs = vec![local, config.admin_listen];
+    if let Some(admin) = &options.admin {
+        own_addrs.push(admin.local_addr()?);
+    }
+    let connector = Connector::new(own_addrs, config.limits.upstream_connect_timeout);
+    let metrics = Arc::new(Metrics::new(&config.rules));
+    metrics.rules_reload(Some(config.rules.rules().len()));
+    let (audit, audit_writer) =
+        Auditor::start(&config.audit, &config.data_dir, &config.rules, metrics.clone())
+            .map_err(|e| io::Error::new(e.kind(), format!("audit: {e}")))?;
+    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    let admin_task = options.admin.map(|listener| {
+        let mut admin = Admin::new(metrics.clone(), &config.rules);
+        let sink = audit.clone();
+        let path = config.audit.path.clone();
+        admin.add_check(
+            "audit",
+            Box::new(move || {
+                if sink.sink_up() {
+                    Ok(format!("{} writable", path.display()))
+                } else {
+                    Err(format!("{} cannot be written", path.display()))
+                }
+            }),
+        );
+        let phase = phase_rx.clone();
+        admin.add_check(
+            "accepting",
+            Box::new(move || match *phase.borrow() {
+                Phase::Running => Ok("accepting connections".into()),
+                _ => Err("shutting down".into()),
+            }),
+        );
+        let mut phase = phase_rx.clone();
+        let stop = async move {
+            let _ = phase.wait_for(|p| *p == Phase::Stopped).await;
+        };
+        tokio::spawn(admin::serve(listener, Arc::new(admin), stop))
+    });
+    if let Some(mut reopen) = options.reopen_audit {
+        let audit = audit.clone();
+        tokio::spawn(async move {
+            while reopen.recv().await.is_some() {
+                audit.reopen();
+            }
+        });
+    }
     let shared = Arc::new(Shared {
+        metrics,
+        audit,
         engine: Engine::new(&config.rules),
         client: upstream::client(connector.clone()),
         connector,
@@ -101,7 +170,6 @@ pub async fn run(
     }
     info!(%local, rules = shared.config.rules.rules().len(), "proxy listening");
 
-    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let permits = Arc::new(Semaphore::new(shared.config.limits.max_connections));
     tokio::pin!(shutdown);
@@ -150,6 +218,12 @@ pub async fn run(
         let _ = phase_tx.send(Phase::Stop);
         let _ = tokio::time::timeout(Duration::from_secs(5), alive_rx.recv()).await;
     }
+    // Every request is done: what they handed the audit log is written before returning.
+    audit_writer.close().await;
+    let _ = phase_tx.send(Phase::Stopped);
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
     info!("proxy stopped");
     Ok(())
 }
@@ -164,6 +238,10 @@ struct Shared {
     request_ids: RequestIds,
     /// Body bytes held across all requests (`limits.hold_total`).
     hold_budget: HoldBudget,
+    /// Every metric (scraped on the admin listener).
+    metrics: Arc<Metrics>,
+    /// The audit log.
+    audit: Auditor,
 }
 
 /// One client connection's context, shared by its requests.
@@ -195,11 +273,13 @@ enum Phase {
     Draining,
     /// The drain time is over: close everything now.
     Stop,
+    /// Everything is closed and written (the admin listener stops).
+    Stopped,
 }
 
 /// Completes when the drain time is over (or the server is gone).
 async fn stopped(phase: &mut watch::Receiver<Phase>) {
-    let _ = phase.wait_for(|p| *p == Phase::Stop).await;
+    let _ = phase.wait_for(|p| matches!(p, Phase::Stop | Phase::Stopped)).await;
 }
 
 fn http1_builder(config: &Config) -> http1::Builder {
@@ -218,6 +298,7 @@ fn http1_builder(config: &Config) -> http1::Builder {
 }
 
 async fn serve_connection(ctx: Arc<ConnCtx>, stream: TcpStream) {
+    let _counted = ctx.shared.metrics.connection();
     let _ = stream.set_nodelay(true);
     let activity = ctx.activity.clone();
     let stream = LingerIo::new(
@@ -264,7 +345,7 @@ async fn serve_connection(ctx: Arc<ConnCtx>, stream: TcpStream) {
                         conn.as_mut().graceful_shutdown();
                     }
                     Phase::Draining => {}
-                    Phase::Stop => break,
+                    Phase::Stop | Phase::Stopped => break,
                 }
             }
             _ = activity.idle(idle_timeout) => {
@@ -316,12 +397,48 @@ impl RequestIds {
     }
 }
 
-/// Binds `config.listen` and runs the proxy until SIGTERM or SIGINT (Ctrl-C), then drains.
+/// Binds `config.listen` and `config.admin_listen` and runs the proxy until SIGTERM or
+/// SIGINT (Ctrl-C), then drains; SIGHUP reopens the audit log.
 pub async fn serve(config: Arc<Config>) -> io::Result<()> {
     let listener = TcpListener::bind(config.listen).await.map_err(|e| {
         io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
     })?;
-    run(listener, config, shutdown_signal()).await
+    let admin = TcpListener::bind(config.admin_listen).await.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on {} (admin): {e}", config.admin_listen),
+        )
+    })?;
+    let options = RunOptions {
+        admin: Some(admin),
+        reopen_audit: Some(reopen_signal()),
+    };
+    run_with(listener, options, config, shutdown_signal()).await
+}
+
+/// A message on every SIGHUP (none where there are no signals).
+fn reopen_signal() -> mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangup) => {
+                tokio::spawn(async move {
+                    while hangup.recv().await.is_some() {
+                        info!("SIGHUP: reopening the audit log");
+                        if tx.send(()).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) => warn!(error = %e, "cannot watch SIGHUP; the audit log is not reopened on it"),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 /// Completes on the first SIGTERM or SIGINT.
