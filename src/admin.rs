@@ -52,7 +52,10 @@ pub struct Admin {
 impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Admin")
-            .field("checks", &self.checks.iter().map(|c| c.name).collect::<Vec<_>>())
+            .field(
+                "checks",
+                &self.checks.iter().map(|c| c.name).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -165,7 +168,10 @@ impl Admin {
         let path = req.uri().path();
         let known = matches!(path, "/metrics" | "/healthz" | "/readyz" | "/rules");
         if !known {
-            return text(StatusCode::NOT_FOUND, "not found: try /metrics /healthz /readyz /rules\n");
+            return text(
+                StatusCode::NOT_FOUND,
+                "not found: try /metrics /healthz /readyz /rules\n",
+            );
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
@@ -204,7 +210,11 @@ impl Admin {
     }
 }
 
-fn with_type(status: StatusCode, body: String, content_type: &'static str) -> Response<Full<Bytes>> {
+fn with_type(
+    status: StatusCode,
+    body: String,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut().insert(

@@ -378,9 +378,7 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(build.clone()))
             .expect("each metric registered once");
-        build
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
 
         let metrics = Metrics {
             requests: Counters::new(
@@ -450,7 +448,11 @@ impl Metrics {
                 "egress_dlp_active_connections",
                 "Client connections open now.",
             ),
-            rules_loaded: gauge(r, "egress_dlp_rules_loaded", "Rules in the active rule set."),
+            rules_loaded: gauge(
+                r,
+                "egress_dlp_rules_loaded",
+                "Rules in the active rule set.",
+            ),
             rules_reloads: Counters::new(
                 r,
                 "egress_dlp_rules_reloads_total",
@@ -720,7 +722,11 @@ mod tests {
             let mut words = line.split_whitespace().skip(2);
             let (name, kind) = (words.next().unwrap(), words.next().unwrap());
             assert!(name.starts_with("egress_dlp_"), "{name}");
-            assert_eq!(kind == "counter", name.ends_with("_total"), "{name} is a {kind}");
+            assert_eq!(
+                kind == "counter",
+                name.ends_with("_total"),
+                "{name} is a {kind}"
+            );
         }
     }
 

@@ -118,7 +118,11 @@ async fn canary_identifiers_never_leave_in_any_output() {
     let mut canaries: Vec<String> = Vec::new();
     canaries.extend(emails.iter().cloned());
     canaries.extend(emails.iter().map(|e| e.to_lowercase()));
-    canaries.extend(emails.iter().map(|e| e.split('@').next().unwrap().to_owned()));
+    canaries.extend(
+        emails
+            .iter()
+            .map(|e| e.split('@').next().unwrap().to_owned()),
+    );
     canaries.extend(cards.iter().cloned());
     canaries.extend(cards.iter().map(|c| c[..12].to_owned()));
     canaries.extend(customers.iter().map(|c| c.to_string()));
@@ -145,11 +149,7 @@ async fn canary_identifiers_never_leave_in_any_output() {
     assert_eq!(reply.status, 200, "{}", reply.text());
 
     // Request B (block): the same first emails again, then eight more; the first card again.
-    let body_b = format!(
-        "{}\ncard {}\n",
-        emails[..12].join("\n"),
-        cards[0]
-    );
+    let body_b = format!("{}\ncard {}\n", emails[..12].join("\n"), cards[0]);
     let reply = request(
         proxy.addr,
         "POST",
@@ -211,7 +211,10 @@ async fn canary_identifiers_never_leave_in_any_output() {
     for (i, (masked, fingerprint)) in got.iter().enumerate() {
         assert_eq!(masked, &MaskStyle::Card.mask(cards[i].as_bytes()));
         assert!(masked.ends_with(&cards[i][12..]));
-        assert_eq!(fingerprint.as_deref(), Some(expected_fingerprint(&data, &cards[i]).as_str()));
+        assert_eq!(
+            fingerprint.as_deref(),
+            Some(expected_fingerprint(&data, &cards[i]).as_str())
+        );
     }
     let cust_a = rule(a, "cust");
     assert_eq!(cust_a["distinct"], 3);
@@ -229,13 +232,20 @@ async fn canary_identifiers_never_leave_in_any_output() {
     let fingerprints: BTreeSet<String> = want.iter().filter_map(|(_, f)| f.clone()).collect();
     assert_eq!(fingerprints.len(), 3);
     assert_eq!(samples(rule(b, "card"))[0].1, samples(card_a)[0].1);
-    assert_eq!(samples(rule(&events[2], "email")), want, "the JSON-page request too");
+    assert_eq!(
+        samples(rule(&events[2], "email")),
+        want,
+        "the JSON-page request too"
+    );
     assert_eq!(b["reasons"][0]["rule"], "email");
     assert_eq!(b["reasons"][0]["action"], "block");
 
     // Nowhere: not the audit log, the block pages, the log lines or the metrics.
     let log_text = logs.text();
-    assert!(log_text.contains(b["request_id"].as_str().unwrap()), "the request's log line is captured");
+    assert!(
+        log_text.contains(b["request_id"].as_str().unwrap()),
+        "the request's log line is captured"
+    );
     for canary in &canaries {
         for (name, text) in [
             ("audit log", &audit_text),
@@ -257,18 +267,25 @@ async fn one_info_line_per_request_with_id_verdict_and_time() {
     let logs = logs();
     let upstream = Upstream::start().await;
     let proxy = OpsProxy::start("").await;
-    let reply = request(proxy.addr, "POST", &upstream.url("/x"), &[], customer_export(12).as_bytes()).await;
+    let reply = request(
+        proxy.addr,
+        "POST",
+        &upstream.url("/x"),
+        &[],
+        customer_export(12).as_bytes(),
+    )
+    .await;
     assert_eq!(reply.status, 403);
     let text = logs.text();
     // The request target never appears in a log line.
     assert!(!text.contains(&upstream.url("/x")), "{text}");
     let lines: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains("verdict=block") && l.contains("peer=127.0.0.1"))
+        .filter(|l| l.contains("verdict=\"block\"") && l.contains("peer=127.0.0.1"))
         .collect();
     assert!(!lines.is_empty(), "{text}");
     let line = lines.last().unwrap();
-    for field in ["request_id=", "status=403", "ms=", "verdict=block"] {
+    for field in ["request_id=", "status=403", "ms=", "verdict=\"block\""] {
         assert!(line.contains(field), "{field} missing in {line}");
     }
 }
@@ -280,14 +297,35 @@ async fn required_audit_refuses_what_it_cannot_record() {
     // The log can never be opened: /dev/null is not a directory.
     let proxy = OpsProxy::start("audit: { path: /dev/null/audit.jsonl, required: true }\n").await;
     // A request that needs an event (log) is refused, and nothing leaves.
-    let reply = request(proxy.addr, "POST", &upstream.url("/crm"), &[], customer_export(4).as_bytes()).await;
+    let reply = request(
+        proxy.addr,
+        "POST",
+        &upstream.url("/crm"),
+        &[],
+        customer_export(4).as_bytes(),
+    )
+    .await;
     assert_eq!(reply.status, 503, "{}", reply.text());
     assert!(reply.text().contains("cannot record"));
     // A block stays a block.
-    let reply = request(proxy.addr, "POST", &upstream.url("/exfil"), &[], customer_export(12).as_bytes()).await;
+    let reply = request(
+        proxy.addr,
+        "POST",
+        &upstream.url("/exfil"),
+        &[],
+        customer_export(12).as_bytes(),
+    )
+    .await;
     assert_eq!(reply.status, 403);
     // A clean request needs no event (all_requests is off) and passes.
-    let reply = request(proxy.addr, "POST", &upstream.url("/notes"), &[], b"nothing here").await;
+    let reply = request(
+        proxy.addr,
+        "POST",
+        &upstream.url("/notes"),
+        &[],
+        b"nothing here",
+    )
+    .await;
     assert_eq!(reply.status, 200);
     let seen = upstream.requests();
     assert_eq!(seen.len(), 1, "only the clean request reached the upstream");
@@ -295,7 +333,10 @@ async fn required_audit_refuses_what_it_cannot_record() {
     let s = proxy.scrape().await;
     assert_eq!(s.get("egress_dlp_requests_total{action=\"refused\"}"), 1.0);
     assert_eq!(s.get("egress_dlp_requests_total{action=\"block\"}"), 1.0);
-    assert_eq!(s.get("egress_dlp_audit_events_total{result=\"refused\"}"), 2.0);
+    assert_eq!(
+        s.get("egress_dlp_audit_events_total{result=\"refused\"}"),
+        2.0
+    );
     assert_eq!(s.get("egress_dlp_audit_sink_up"), 0.0);
     assert!(logs().text().contains("audit log cannot be written"));
 }
@@ -309,7 +350,14 @@ async fn required_with_all_requests_refuses_even_clean_requests_and_tunnels() {
         upstream.addr.port()
     ))
     .await;
-    let reply = request(proxy.addr, "POST", &upstream.url("/notes"), &[], b"nothing here").await;
+    let reply = request(
+        proxy.addr,
+        "POST",
+        &upstream.url("/notes"),
+        &[],
+        b"nothing here",
+    )
+    .await;
     assert_eq!(reply.status, 503);
     let connect = format!(
         "CONNECT 127.0.0.1:{0} HTTP/1.1\r\nHost: 127.0.0.1:{0}\r\nConnection: close\r\n\r\n",
@@ -324,14 +372,29 @@ async fn required_with_all_requests_refuses_even_clean_requests_and_tunnels() {
 async fn without_required_a_failing_sink_lets_traffic_pass_and_counts_the_loss() {
     let upstream = Upstream::start().await;
     let mut proxy = OpsProxy::start("audit: { path: /dev/null/audit.jsonl }\n").await;
-    let reply = request(proxy.addr, "POST", &upstream.url("/crm"), &[], customer_export(4).as_bytes()).await;
+    let reply = request(
+        proxy.addr,
+        "POST",
+        &upstream.url("/crm"),
+        &[],
+        customer_export(4).as_bytes(),
+    )
+    .await;
     assert_eq!(reply.status, 200);
     let s = proxy.scrape().await;
-    assert_eq!(s.get("egress_dlp_audit_queue_events"), 1.0, "the event waits for the sink");
+    assert_eq!(
+        s.get("egress_dlp_audit_queue_events"),
+        1.0,
+        "the event waits for the sink"
+    );
     proxy.stop().await;
     // It could never be written: reported lost at shutdown (the metric outlives nothing
     // here, so the log line is the evidence).
-    assert!(logs().text().contains("audit log unwritable at shutdown: events lost"));
+    assert!(
+        logs()
+            .text()
+            .contains("audit log unwritable at shutdown: events lost")
+    );
 }
 
 #[tokio::test]
@@ -342,23 +405,37 @@ async fn all_requests_records_clean_requests_and_tunnels() {
         upstream.addr.port()
     ))
     .await;
-    let reply = request(proxy.addr, "POST", &upstream.url("/notes"), &[], b"nothing here").await;
+    let reply = request(
+        proxy.addr,
+        "POST",
+        &upstream.url("/notes"),
+        &[],
+        b"nothing here",
+    )
+    .await;
     assert_eq!(reply.status, 200);
     let connect = format!(
         "CONNECT 127.0.0.1:{0} HTTP/1.1\r\nHost: 127.0.0.1:{0}\r\n\r\n",
         upstream.addr.port()
     );
     let mut tunnel = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut tunnel, connect.as_bytes()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tunnel, connect.as_bytes())
+        .await
+        .unwrap();
     let mut head = [0u8; 12];
-    tokio::io::AsyncReadExt::read_exact(&mut tunnel, &mut head).await.unwrap();
+    tokio::io::AsyncReadExt::read_exact(&mut tunnel, &mut head)
+        .await
+        .unwrap();
     drop(tunnel);
     proxy.stop().await;
     let events = json_lines(&proxy.audit_path());
     assert_eq!(events.len(), 2);
     assert_eq!(events[0]["action"], "allow");
     assert_eq!(events[0]["path"], "/notes");
-    assert_eq!(events[0]["bytes"], "/notes".len() + 1 + "nothing here".len());
+    assert_eq!(
+        events[0]["bytes"],
+        "/notes".len() + 1 + "nothing here".len()
+    );
     assert_eq!(events[0]["rules"].as_array().unwrap().len(), 0);
     assert_eq!(events[1]["method"], "CONNECT");
     assert_eq!(events[1]["not_scanned"], "tunnel");
@@ -368,10 +445,8 @@ async fn all_requests_records_clean_requests_and_tunnels() {
 #[tokio::test]
 async fn size_rotation_under_concurrent_traffic_loses_no_event() {
     let upstream = Upstream::start().await;
-    let mut proxy = OpsProxy::start(
-        "audit: { all_requests: true, rotate_bytes: 8KiB, keep: 200 }\n",
-    )
-    .await;
+    let mut proxy =
+        OpsProxy::start("audit: { all_requests: true, rotate_bytes: 8KiB, keep: 200 }\n").await;
     let mut tasks = Vec::new();
     for worker in 0..8 {
         let (addr, url) = (proxy.addr, upstream.url(&format!("/w{worker}")));

@@ -50,13 +50,27 @@ async fn counters_move_by_exactly_the_traffic_sent() {
     }
     // Four distinct emails: log (and forwarded).
     let log_body = customer_export(4);
-    let reply = request(proxy.addr, "POST", &upstream.url("/crm"), &[], log_body.as_bytes()).await;
+    let reply = request(
+        proxy.addr,
+        "POST",
+        &upstream.url("/crm"),
+        &[],
+        log_body.as_bytes(),
+    )
+    .await;
     assert_eq!(reply.status, 200);
     scanned_bytes += scanned("/crm", log_body.as_bytes());
     body_bytes += log_body.len() as f64;
     // Twelve: block.
     let block_body = customer_export(12);
-    let reply = request(proxy.addr, "POST", &upstream.url("/exfil"), &[], block_body.as_bytes()).await;
+    let reply = request(
+        proxy.addr,
+        "POST",
+        &upstream.url("/exfil"),
+        &[],
+        block_body.as_bytes(),
+    )
+    .await;
     assert_eq!(reply.status, 403);
     scanned_bytes += scanned("/exfil", block_body.as_bytes());
     body_bytes += block_body.len() as f64;
@@ -65,7 +79,13 @@ async fn counters_move_by_exactly_the_traffic_sent() {
     assert_eq!(reply.status, 502);
     scanned_bytes += scanned("/x", b"");
     // Not a proxy request: refused before any verdict.
-    let reply = parse_reply(&exchange(proxy.addr, b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await);
+    let reply = parse_reply(
+        &exchange(
+            proxy.addr,
+            b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await,
+    );
     assert_eq!(reply.status, 400);
     // A CONNECT tunnel, closed at once.
     let raw = format!(
@@ -73,9 +93,13 @@ async fn counters_move_by_exactly_the_traffic_sent() {
         upstream.addr.port()
     );
     let mut tunnel = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut tunnel, raw.as_bytes()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tunnel, raw.as_bytes())
+        .await
+        .unwrap();
     let mut head = [0u8; 12];
-    tokio::io::AsyncReadExt::read_exact(&mut tunnel, &mut head).await.unwrap();
+    tokio::io::AsyncReadExt::read_exact(&mut tunnel, &mut head)
+        .await
+        .unwrap();
     assert_eq!(&head, b"HTTP/1.1 200");
     drop(tunnel);
 
@@ -92,8 +116,14 @@ async fn counters_move_by_exactly_the_traffic_sent() {
         ("egress_dlp_requests_total{action=\"refused\"}", 1.0),
         ("egress_dlp_requests_total{action=\"tunnel\"}", 1.0),
         ("egress_dlp_requests_total{action=\"error\"}", 0.0),
-        ("egress_dlp_request_duration_seconds_count{action=\"allow\"}", 4.0),
-        ("egress_dlp_request_duration_seconds_count{action=\"block\"}", 1.0),
+        (
+            "egress_dlp_request_duration_seconds_count{action=\"allow\"}",
+            4.0,
+        ),
+        (
+            "egress_dlp_request_duration_seconds_count{action=\"block\"}",
+            1.0,
+        ),
         ("egress_dlp_findings_total{rule=\"email\"}", 16.0),
         ("egress_dlp_findings_total{rule=\"card\"}", 0.0),
         ("egress_dlp_scanned_bytes_total", scanned_bytes),
@@ -113,8 +143,14 @@ async fn counters_move_by_exactly_the_traffic_sent() {
     assert_eq!(d("egress_dlp_request_body_bytes_bucket{le=\"65536\"}"), 5.0);
     assert_eq!(after.get("egress_dlp_active_connections"), 0.0);
     assert_eq!(after.get("egress_dlp_audit_sink_up"), 1.0);
-    assert_eq!(after.get("egress_dlp_rules_loaded"), proxy.config.rules.rules().len() as f64);
-    assert_eq!(after.get("egress_dlp_rules_reloads_total{result=\"success\"}"), 1.0);
+    assert_eq!(
+        after.get("egress_dlp_rules_loaded"),
+        proxy.config.rules.rules().len() as f64
+    );
+    assert_eq!(
+        after.get("egress_dlp_rules_reloads_total{result=\"success\"}"),
+        1.0
+    );
     // No label carries a host, a path or a value.
     for bad in ["127.0.0.1", "/exfil", "acme-corp", "customer"] {
         assert!(!after.text.contains(bad), "{bad} in the scrape");
@@ -141,8 +177,14 @@ async fn upstream_timeouts_are_counted_by_kind() {
     let reply = request(proxy.addr, "GET", &upstream.url("/slow"), &[], b"").await;
     assert_eq!(reply.status, 504);
     let s = proxy.scrape().await;
-    assert_eq!(s.get("egress_dlp_upstream_errors_total{kind=\"timeout\"}"), 1.0);
-    assert_eq!(s.get("egress_dlp_upstream_errors_total{kind=\"connect\"}"), 0.0);
+    assert_eq!(
+        s.get("egress_dlp_upstream_errors_total{kind=\"timeout\"}"),
+        1.0
+    );
+    assert_eq!(
+        s.get("egress_dlp_upstream_errors_total{kind=\"connect\"}"),
+        0.0
+    );
     assert_eq!(s.get("egress_dlp_requests_total{action=\"allow\"}"), 1.0);
 }
 
@@ -209,7 +251,11 @@ async fn health_readiness_and_rules_endpoints() {
     .await;
     assert_eq!(via_proxy.status, 403, "{}", via_proxy.text());
     let direct = parse_reply(
-        &exchange(proxy.addr, b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await,
+        &exchange(
+            proxy.addr,
+            b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await,
     );
     assert_eq!(direct.status, 400);
 }
@@ -222,7 +268,10 @@ async fn readiness_fails_while_the_audit_log_cannot_be_written() {
     assert_eq!(ready.status, 503);
     let text = ready.text();
     assert!(text.starts_with("not ready\n"), "{text}");
-    assert!(text.contains("FAIL audit: /dev/null/audit.jsonl cannot be written"), "{text}");
+    assert!(
+        text.contains("FAIL audit: /dev/null/audit.jsonl cannot be written"),
+        "{text}"
+    );
     assert!(text.contains("ok rules:"), "{text}");
     let s = proxy.scrape().await;
     assert_eq!(s.get("egress_dlp_audit_sink_up"), 0.0);

@@ -267,7 +267,11 @@ impl SampleValues {
         let mut spans: Vec<(usize, usize, MaskStyle)> = Vec::new();
         for f in &findings.rules {
             if let Some(rule) = self.rules.get(f.index) {
-                spans.extend(rule.regex.find_iter(hay).map(|m| (m.start(), m.end(), rule.mask)));
+                spans.extend(
+                    rule.regex
+                        .find_iter(hay)
+                        .map(|m| (m.start(), m.end(), rule.mask)),
+                );
             }
         }
         spans.sort_by_key(|s| s.0);

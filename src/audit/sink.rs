@@ -221,7 +221,9 @@ impl FileSink {
                 buf.push(b'\n');
                 if let Some(limit) = self.rotate_bytes {
                     let first_line = before == 0;
-                    if self.size > 0 && self.size + buf.len() as u64 > limit {
+                    // A line alone in an empty file is written whatever its size.
+                    let alone = first_line && self.size == 0;
+                    if !alone && self.size + buf.len() as u64 > limit {
                         if first_line {
                             // This event starts a new file.
                             self.rotate();
@@ -299,13 +301,17 @@ impl FileSink {
     }
 
     fn written(&mut self, n: usize) {
-        self.shared.metrics.audit_events(AuditResult::Written, n as u64);
+        self.shared
+            .metrics
+            .audit_events(AuditResult::Written, n as u64);
         self.settle(n);
         self.up();
     }
 
     fn dropped(&mut self, n: usize) {
-        self.shared.metrics.audit_events(AuditResult::Dropped, n as u64);
+        self.shared
+            .metrics
+            .audit_events(AuditResult::Dropped, n as u64);
         self.settle(n);
     }
 

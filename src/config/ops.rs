@@ -143,7 +143,12 @@ mod tests {
         let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["audit.rotate_bytes", "audit.keep", "audit.queue", "log.format"]
+            [
+                "audit.rotate_bytes",
+                "audit.keep",
+                "audit.queue",
+                "log.format"
+            ]
         );
         let unknown = format!("{}audit:\n  pth: x\n", rules());
         assert!(from_yaml(&unknown, None, &Overrides::default()).is_err());

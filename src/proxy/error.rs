@@ -145,7 +145,9 @@ impl ProxyError {
             ProxyError::UpstreamConnectTimeout(_) | ProxyError::UpstreamTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            ProxyError::Busy(_) | ProxyError::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Busy(_) | ProxyError::AuditUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -32,8 +32,8 @@ use tracing::info;
 
 use super::budget::Reservation;
 use super::error::{Blocked, ProxyError};
-use super::upstream::{self, Piece, UpstreamBody};
 use super::observe::{self, Inspection, Record};
+use super::upstream::{self, Piece, UpstreamBody};
 use super::{ConnCtx, ProxyBody, Shared, tunnel};
 use crate::config::Oversize;
 use crate::metrics::TimedScan;
@@ -418,7 +418,15 @@ fn judge_snapshot(
     let findings = scan.findings();
     let verdict = policy::evaluate(&shared.config.rules, &findings);
     if verdict.action == Action::Block {
-        observe::decided(shared, insp, &findings, scan.spent(), &verdict, held, partial)?;
+        observe::decided(
+            shared,
+            insp,
+            &findings,
+            scan.spent(),
+            &verdict,
+            held,
+            partial,
+        )?;
         info!(
             request_id = insp.request_id,
             scanned = scan.bytes(),

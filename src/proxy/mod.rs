@@ -112,9 +112,13 @@ pub async fn run_with(
     let connector = Connector::new(own_addrs, config.limits.upstream_connect_timeout);
     let metrics = Arc::new(Metrics::new(&config.rules));
     metrics.rules_reload(Some(config.rules.rules().len()));
-    let (audit, audit_writer) =
-        Auditor::start(&config.audit, &config.data_dir, &config.rules, metrics.clone())
-            .map_err(|e| io::Error::new(e.kind(), format!("audit: {e}")))?;
+    let (audit, audit_writer) = Auditor::start(
+        &config.audit,
+        &config.data_dir,
+        &config.rules,
+        metrics.clone(),
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("audit: {e}")))?;
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     let admin_task = options.admin.map(|listener| {
         let mut admin = Admin::new(metrics.clone(), &config.rules);
@@ -279,7 +283,9 @@ enum Phase {
 
 /// Completes when the drain time is over (or the server is gone).
 async fn stopped(phase: &mut watch::Receiver<Phase>) {
-    let _ = phase.wait_for(|p| matches!(p, Phase::Stop | Phase::Stopped)).await;
+    let _ = phase
+        .wait_for(|p| matches!(p, Phase::Stop | Phase::Stopped))
+        .await;
 }
 
 fn http1_builder(config: &Config) -> http1::Builder {

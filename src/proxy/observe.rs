@@ -93,7 +93,8 @@ impl Inspection<'_> {
             .path_and_query()
             .map(|t| percent_encoding::percent_decode(t.as_str().as_bytes()).collect::<Vec<u8>>())
             .unwrap_or_default();
-        let mut seen = Vec::with_capacity(target.len() + 1 + held.iter().map(Bytes::len).sum::<usize>());
+        let mut seen =
+            Vec::with_capacity(target.len() + 1 + held.iter().map(Bytes::len).sum::<usize>());
         seen.extend_from_slice(&target);
         seen.push(b'\n');
         for chunk in held {

@@ -43,9 +43,18 @@ pub(super) async fn connect(
         .await
         .map_err(|e| ProxyError::from(&e))?;
     drop(busy);
-    let request_id = req.extensions().get::<super::layers::RequestId>().map(|id| id.0.clone());
+    let request_id = req
+        .extensions()
+        .get::<super::layers::RequestId>()
+        .map(|id| id.0.clone());
     let request_id = request_id.as_deref().unwrap_or("-");
-    super::observe::tunnel_opened(&ctx.shared, request_id, ctx.peer.ip(), authority.host(), port)?;
+    super::observe::tunnel_opened(
+        &ctx.shared,
+        request_id,
+        ctx.peer.ip(),
+        authority.host(),
+        port,
+    )?;
 
     let client = hyper::upgrade::on(&mut req);
     splice(ctx, "CONNECT", client, async move { Ok(upstream) });

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::support::{exchange, fixture_rules, parse_reply, Reply};
+use crate::support::{Reply, exchange, fixture_rules, parse_reply};
 
 /// A proxy on `127.0.0.1:0` with its admin listener on another `127.0.0.1:0` and a
 /// temporary data directory (fingerprint key, audit log).
