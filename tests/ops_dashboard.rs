@@ -19,7 +19,9 @@ fn metric_names(text: &str) -> BTreeSet<String> {
         let start = at + found;
         let mut end = start + "egress_dlp_".len();
         while end < bytes.len()
-            && (bytes[end].is_ascii_lowercase() || bytes[end].is_ascii_digit() || bytes[end] == b'_')
+            && (bytes[end].is_ascii_lowercase()
+                || bytes[end].is_ascii_digit()
+                || bytes[end] == b'_')
         {
             end += 1;
         }
@@ -48,9 +50,10 @@ fn dashboard_exprs(doc: &serde_json::Value, out: &mut Vec<String>) {
 #[tokio::test]
 async fn every_metric_the_dashboard_and_alerts_query_exists_in_a_real_scrape() {
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(deploy.join("grafana/egress-dlp.json")).unwrap())
-            .expect("the dashboard is valid JSON");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy.join("grafana/egress-dlp.json")).unwrap(),
+    )
+    .expect("the dashboard is valid JSON");
     let mut exprs = Vec::new();
     dashboard_exprs(&dashboard, &mut exprs);
     assert!(exprs.len() >= 20, "{} queries", exprs.len());
@@ -63,7 +66,10 @@ async fn every_metric_the_dashboard_and_alerts_query_exists_in_a_real_scrape() {
         "egress_dlp_upstream_errors_total",
         "egress_dlp_tls_interceptions_total",
     ] {
-        assert!(queried.contains(family), "the dashboard does not show {family}");
+        assert!(
+            queried.contains(family),
+            "the dashboard does not show {family}"
+        );
     }
     let mut alerted = BTreeSet::new();
     for entry in std::fs::read_dir(deploy.join("prometheus")).unwrap() {
@@ -77,10 +83,17 @@ async fn every_metric_the_dashboard_and_alerts_query_exists_in_a_real_scrape() {
     // A live proxy after a little traffic of each kind.
     let upstream = Upstream::start().await;
     let proxy = OpsProxy::start("").await;
-    for body in [b"fine".to_vec(), customer_export(4).into_bytes(), customer_export(12).into_bytes()] {
+    for body in [
+        b"fine".to_vec(),
+        customer_export(4).into_bytes(),
+        customer_export(12).into_bytes(),
+    ] {
         request(proxy.addr, "POST", &upstream.url("/"), &[], &body).await;
     }
     let exported = proxy.scrape().await.names();
-    let missing: Vec<&String> = queried.union(&alerted).filter(|n| !exported.contains(*n)).collect();
+    let missing: Vec<&String> = queried
+        .union(&alerted)
+        .filter(|n| !exported.contains(*n))
+        .collect();
     assert!(missing.is_empty(), "queried but not exported: {missing:?}");
 }

@@ -58,7 +58,11 @@ async fn sighup_reopens_sigterm_flushes_and_json_logs_parse() {
     let (listen, admin) = (free_addr(), free_addr());
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("proxy.yaml");
-    std::fs::write(&config, "audit:\n  all_requests: true\nlimits: { drain_time: 5s }\n").unwrap();
+    std::fs::write(
+        &config,
+        "audit:\n  all_requests: true\nlimits: { drain_time: 5s }\n",
+    )
+    .unwrap();
     let mut child = Command::new(BIN)
         .arg("serve")
         .arg("--config")
@@ -118,7 +122,10 @@ async fn sighup_reopens_sigterm_flushes_and_json_logs_parse() {
         send(n).await;
     }
     let s = scrape(admin).await;
-    assert_eq!(s.get("egress_dlp_audit_rotations_total{trigger=\"reopen\"}"), 1.0);
+    assert_eq!(
+        s.get("egress_dlp_audit_rotations_total{trigger=\"reopen\"}"),
+        1.0
+    );
     assert_eq!(s.get("egress_dlp_requests_total{action=\"allow\"}"), 80.0);
 
     // SIGTERM right after the last request: everything accepted must be on disk at exit.
@@ -147,10 +154,8 @@ async fn sighup_reopens_sigterm_flushes_and_json_logs_parse() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
         .collect();
-    let requests: Vec<&serde_json::Value> = lines
-        .iter()
-        .filter(|l| l["message"] == "request")
-        .collect();
+    let requests: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["message"] == "request").collect();
     assert_eq!(requests.len(), 80, "{text}");
     for r in &requests {
         assert_eq!(r["level"], "INFO");

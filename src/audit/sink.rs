@@ -31,6 +31,9 @@ use crate::metrics::{AuditOp, AuditResult, Rotation};
 /// How often a failing sink is retried.
 pub const RETRY: Duration = Duration::from_secs(1);
 
+/// After the first event of a batch arrives, how long the writer waits for more.
+const GATHER: Duration = Duration::from_millis(5);
+
 /// Most events written in one batch.
 const BATCH: usize = 1024;
 
@@ -121,6 +124,11 @@ fn writer_loop(mut sink: FileSink, rx: Receiver<Msg>) {
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        if matches!(next, Some(Msg::Event(_))) {
+            // Let a batch gather: one write for many events, and while this thread is not
+            // parked in `recv`, sending an event wakes nobody (no syscall on the request path).
+            std::thread::sleep(GATHER);
+        }
         // Take what else is waiting, in order, up to a batch.
         while let Some(msg) = next.take() {
             match msg {

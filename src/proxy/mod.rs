@@ -26,8 +26,14 @@
 //! - **shutdown**: stop accepting, let in-flight requests and tunnels finish for up to
 //!   `limits.drain_time`, then cut what is left.
 //!
-//! Not here yet: TLS interception (CONNECT is always a blind tunnel), body decoding, audit
-//! events, metrics, the admin listener, HTTP/2 to clients, inspecting WebSocket messages.
+//! - **observing** (`observe`): every verdict, error, byte count and timing goes to the
+//!   [`Metrics`](crate::metrics::Metrics); a verdict that calls for it becomes an audit
+//!   event ([`crate::audit`]); each request ends with one log line. [`run_with`] also serves
+//!   the admin listener ([`crate::admin`]) and reopens the audit log on request (SIGHUP in
+//!   [`serve`]); shutdown returns only once every accepted audit event is written.
+//!
+//! Not here yet: TLS interception (CONNECT is always a blind tunnel), body decoding,
+//! HTTP/2 to clients, inspecting WebSocket messages.
 
 mod budget;
 pub mod error;

@@ -146,14 +146,14 @@ pub(super) fn decided(
     }
 }
 
-/// A CONNECT tunnel is about to pass bytes uninspected. With `audit.all_requests` it gets
-/// an event of its own (and, with `audit.required`, is refused if that cannot be recorded).
+/// A CONNECT tunnel is about to pass bytes uninspected (`why`: a blind tunnel, a bypassed
+/// host). With `audit.all_requests` it gets an event of its own (and, with
+/// `audit.required`, is refused if that cannot be recorded).
 pub(super) fn tunnel_opened(
     shared: &Shared,
     request_id: &str,
-    client: IpAddr,
-    host: &str,
-    port: u16,
+    (client, host, port): (IpAddr, &str, u16),
+    why: NotScanned,
 ) -> Result<(), ProxyError> {
     if shared.audit.wants(Action::Allow) {
         let meta = RequestMeta {
@@ -179,7 +179,7 @@ pub(super) fn tunnel_opened(
             &[],
             false,
         );
-        event.not_scanned = Some(NotScanned::Tunnel.as_str());
+        event.not_scanned = Some(why.as_str());
         if let Err(why) = shared.audit.submit(event) {
             if shared.audit.required() {
                 return Err(ProxyError::AuditUnavailable(why));
@@ -187,7 +187,7 @@ pub(super) fn tunnel_opened(
             warn!(request_id, error = %why, "audit event not recorded");
         }
     }
-    shared.metrics.not_scanned(NotScanned::Tunnel);
+    shared.metrics.not_scanned(why);
     Ok(())
 }
 
