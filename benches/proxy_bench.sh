@@ -21,6 +21,18 @@
 #   3. egress-dlp's peak RSS (VmHWM from /proc at the end: the whole run, upload included);
 # then prints a table and the ratios against the targets of issue 3.
 #
+# `benches/proxy_bench.sh --audit` measures instead what the audit log and the metrics cost
+# (issue 6: at most 5% of the request rate). Same origin and wrk runs, no squid, no upload;
+# two egress-dlp processes of the same build side by side:
+#   - "audit on": `audit.all_requests: true` (every request writes an audit event: the
+#     most the audit log can cost per request) and /metrics scraped every second;
+#   - "audit off": the default audit settings (only log/block verdicts write events, and
+#     this benign traffic has none), never scraped;
+#   - with BASELINE_BIN=path, a third: a build without the audit and metrics code at all
+#     (e.g. the commit before them), run with the "audit off" config;
+# measured in ROUNDS (default 3) alternating rounds, 32 connections then 1, reporting each
+# one's median requests/s and the ratio on/off.
+#
 # Knobs (environment): DURATION (wrk seconds, default 10), CONNECTIONS (default 32),
 # THREADS (wrk threads, default 2), UPLOAD_SIZE (default 1GiB), UPLOAD_FILE (reuse a
 # file instead of generating one). Installs squid, wrk and GNU time with apt-get when
@@ -28,6 +40,9 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+mode=proxy
+[[ "${1:-}" == "--audit" ]] && mode=audit
+rounds="${ROUNDS:-3}"
 duration="${DURATION:-10}"
 connections="${CONNECTIONS:-32}"
 threads="${THREADS:-2}"
@@ -118,7 +133,42 @@ egress_pid=$!
 pids+=("$egress_pid")
 wait_port "$proxy_port" "egress-dlp: $(tail -n5 "$tmp/egress-dlp.log")"
 
+if [[ $mode == audit ]]; then
+    # "audit off" is the instance above. "audit on": every request audited, scraped.
+    on_port="$(free_port)"
+    on_admin="$(free_port)"
+    mkdir -p "$tmp/data-on"
+    cat >"$tmp/egress-dlp-on.yaml" <<EOF
+listen: 127.0.0.1:$on_port
+admin_listen: 127.0.0.1:$on_admin
+rules: rules
+data_dir: $tmp/data-on
+tls:
+  intercept: false
+audit:
+  all_requests: true
+EOF
+    target/release/egress-dlp serve --config "$tmp/egress-dlp-on.yaml" 2>"$tmp/egress-dlp-on.log" &
+    on_pid=$!
+    pids+=("$on_pid")
+    wait_port "$on_port" "egress-dlp (audit on): $(tail -n5 "$tmp/egress-dlp-on.log")"
+    base_port=
+    if [[ -n "${BASELINE_BIN:-}" ]]; then
+        base_port="$(free_port)"
+        mkdir -p "$tmp/data-base"
+        sed -e "s/^listen: .*/listen: 127.0.0.1:$base_port/" \
+            -e "s/^admin_listen: .*/admin_listen: 127.0.0.1:$(free_port)/" \
+            -e "s|^data_dir: .*|data_dir: $tmp/data-base|" \
+            "$tmp/egress-dlp.yaml" >"$tmp/egress-dlp-base.yaml"
+        "$BASELINE_BIN" serve --config "$tmp/egress-dlp-base.yaml" 2>"$tmp/egress-dlp-base.log" &
+        base_pid=$!
+        pids+=("$base_pid")
+        wait_port "$base_port" "baseline: $(tail -n5 "$tmp/egress-dlp-base.log")"
+    fi
+fi
+
 # Squid, caching off. It drops root to its own user: that user must write its logs.
+if [[ $mode == proxy ]]; then
 squid_port="$(free_port)"
 mkdir -p "$tmp/squid"
 chmod 0777 "$tmp/squid"
@@ -140,6 +190,7 @@ EOF
 "$squid_bin" -N -f "$tmp/squid/squid.conf" >"$tmp/squid/stdout.log" 2>&1 &
 pids+=($!)
 wait_port "$squid_port" "squid: $(tail -n5 "$tmp/squid/cache.log" 2>/dev/null)"
+fi
 
 # --- 1. small requests ---------------------------------------------------------------
 cat >"$tmp/absolute.lua" <<'EOF'
@@ -160,23 +211,93 @@ end
 EOF
 cat "$tmp/absolute.lua" "$tmp/report.lua" >"$tmp/proxied.lua"
 
-# run_wrk NAME CONNECT_PORT SCRIPT THREADS CONNECTIONS -> "rps p50_us p99_us"
+# CPU time (user + system, clock ticks) a process has used so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# run_wrk NAME CONNECT_PORT SCRIPT THREADS CONNECTIONS [PID]
+#   -> "rps p50_us p99_us" [+ " cpu_us_per_request" of PID during the measured run]
 run_wrk() {
-    local name="$1" port="$2" script="$3" t="$4" c="$5"
-    local line requests duration_us errors status p50 p99
+    local name="$1" port="$2" script="$3" t="$4" c="$5" pid="${6:-}"
+    local line requests duration_us errors status p50 p99 cpu0=0 cpu1=0
     # A short warm-up (connections, pools, caches), then the measured run.
     TARGET="$origin/" TARGET_HOST="127.0.0.1:$upstream_port" \
         timeout 30 wrk -t"$t" -c"$c" -d2s -s "$script" "http://127.0.0.1:$port/" >/dev/null
+    [[ -n $pid ]] && cpu0="$(cpu_ticks "$pid")"
     line="$(TARGET="$origin/" TARGET_HOST="127.0.0.1:$upstream_port" \
         timeout $((duration + 30)) wrk -t"$t" -c"$c" -d"${duration}s" \
         -s "$script" "http://127.0.0.1:$port/" | grep '^RESULT')"
+    [[ -n $pid ]] && cpu1="$(cpu_ticks "$pid")"
     read -r _ requests duration_us errors status p50 p99 <<<"$line"
     if [[ $errors -ne 0 || $status -ne 0 ]]; then
         die "$name: $errors socket errors, $status non-2xx answers out of $requests requests"
     fi
     awk -v r="$requests" -v d="$duration_us" -v a="$p50" -v b="$p99" \
-        'BEGIN { printf "%.0f %d %d\n", r / (d / 1e6), a, b }'
+        -v cpu="$((cpu1 - cpu0))" -v hz="$(getconf CLK_TCK)" -v pid="$pid" \
+        'BEGIN { printf "%.0f %d %d", r / (d / 1e6), a, b
+                 if (pid != "") printf " %.2f", cpu / hz * 1e6 / r
+                 printf "\n" }'
 }
+
+if [[ $mode == audit ]]; then
+    # Scrapes the "audit on" instance every second while the bench runs.
+    (while :; do
+        curl -s -o /dev/null "http://127.0.0.1:$on_admin/metrics" || true
+        sleep 1
+    done) &
+    pids+=($!)
+    median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+    report=()
+    cpu_report=()
+    for shape in "$threads $connections" "1 1"; do
+        read -r t c <<<"$shape"
+        for f in off on base; do : >"$tmp/$f.rps"; : >"$tmp/$f.cpu"; done
+        for round in $(seq 1 "$rounds"); do
+            say "audit bench: wrk -t$t -c$c -d${duration}s, round $round of $rounds"
+            read -r rps _ _ cpu <<<"$(run_wrk "audit off" "$proxy_port" "$tmp/proxied.lua" "$t" "$c" "$egress_pid")"
+            echo "$rps" >>"$tmp/off.rps"; echo "$cpu" >>"$tmp/off.cpu"
+            read -r rps _ _ cpu <<<"$(run_wrk "audit on" "$on_port" "$tmp/proxied.lua" "$t" "$c" "$on_pid")"
+            echo "$rps" >>"$tmp/on.rps"; echo "$cpu" >>"$tmp/on.cpu"
+            if [[ -n $base_port ]]; then
+                read -r rps _ _ cpu <<<"$(run_wrk baseline "$base_port" "$tmp/proxied.lua" "$t" "$c" "$base_pid")"
+                echo "$rps" >>"$tmp/base.rps"; echo "$cpu" >>"$tmp/base.cpu"
+            fi
+        done
+        off="$(median <"$tmp/off.rps")"; on="$(median <"$tmp/on.rps")"
+        offc="$(median <"$tmp/off.cpu")"; onc="$(median <"$tmp/on.cpu")"
+        base=-; basec=-
+        [[ -s "$tmp/base.rps" ]] && base="$(median <"$tmp/base.rps")" && basec="$(median <"$tmp/base.cpu")"
+        report+=("$c $off $on $base $(tr '\n' ' ' <"$tmp/off.rps")| $(tr '\n' ' ' <"$tmp/on.rps")| $(tr '\n' ' ' <"$tmp/base.rps")")
+        cpu_report+=("$c $offc $onc $basec")
+    done
+    events="$(cat "$tmp"/data-on/audit.jsonl* 2>/dev/null | wc -l)"
+    printf '\naudit and metrics bench: %d cores, wrk GET, %ds runs, %d alternating rounds\n\n' "$(nproc)" "$duration" "$rounds"
+    printf 'connections   audit off req/s   audit on req/s   on/off    baseline req/s   on/baseline\n'
+    for line in "${report[@]}"; do
+        read -r c off on base _ <<<"$line"
+        awk -v c="$c" -v off="$off" -v on="$on" -v base="$base" 'BEGIN {
+            rb = (base == "-") ? "-" : sprintf("%.3f", on / base)
+            printf "%11d   %15.0f   %14.0f   %6.3f    %14s   %11s\n", c, off, on, on / off, base, rb }'
+    done
+    printf '\nper-round requests/s (off | on | baseline):\n'
+    for line in "${report[@]}"; do
+        read -r c _ _ _ rest <<<"$line"
+        printf '  %3d connections: %s\n' "$c" "$rest"
+    done
+    printf '\nproxy CPU per request (user+system, median over rounds; robust to other load)\n'
+    printf 'connections   audit off us   audit on us   on/off    baseline us   on/baseline   off/baseline\n'
+    for line in "${cpu_report[@]}"; do
+        read -r c off on base <<<"$line"
+        awk -v c="$c" -v off="$off" -v on="$on" -v base="$base" 'BEGIN {
+            rb = (base == "-") ? "-" : sprintf("%.3f", on / base)
+            ob = (base == "-") ? "-" : sprintf("%.3f", off / base)
+            printf "%11d   %12.2f   %11.2f   %6.3f    %11s   %11s   %12s\n", c, off, on, on / off, base, rb, ob }'
+    done
+    printf '\naudit events written by "audit on": %s\n' "$events"
+    awk -v line="${report[0]}" 'BEGIN { split(line, f, " "); r = f[3] / f[2];
+        printf "target: audit+metrics cost <= 5%% of request rate (%s connections): on/off = %.3f -> %s\n",
+            f[1], r, (r >= 0.95 ? "met" : "NOT met") }'
+    exit 0
+fi
 
 say "small requests: wrk -t$threads -c$connections -d${duration}s (GET, 2 s warm-up each)"
 loaded=("$threads" "$connections")

@@ -13,6 +13,10 @@
 //! - [`cli`]: the `scan` and `rules` commands, as library functions the binary calls.
 //! - [`config`]: the YAML config and command-line overrides, validated into runtime types.
 //! - [`proxy`]: the hyper server: client ACL, absolute-form HTTP, CONNECT tunnels, inspection, block page.
+//! - [`metrics`]: every Prometheus metric, defined once (`egress_dlp_*`, bounded labels).
+//! - [`audit`]: audit events (masked samples, HMAC fingerprints), the JSON-lines writer, rotation.
+//! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz`, `/rules`.
+//! - [`logging`]: tracing setup: text or JSON lines.
 //!
 //! # Request flow
 //!
@@ -27,13 +31,20 @@
 //!                                     abort the upstream body as soon as they say block
 //!          scan::Stream::finish -> Findings -> policy::evaluate -> Verdict
 //!    allow/log: forward upstream (pooled client, timeouts)   block: 403 page (HTML or JSON)
+//!    verdict -> metrics; log/block (or every request, audit.all_requests) -> audit event
+//!       (queued to the writer thread; refused with 503 if unrecordable and audit.required)
+//!    end of request -> egress_dlp_requests_total{action}, one log line (id, verdict, time)
 //! ```
 //!
-//! Decoders, audit events and metrics, and the policy's identity/window/EDM layers come
-//! in later issues; `../shared/DESIGN.md` in the project workspace holds the contracts.
+//! Decoders and the policy's identity/window/EDM layers come in later issues;
+//! `../shared/DESIGN.md` in the project workspace holds the contracts.
 
+pub mod admin;
+pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod logging;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod rules;

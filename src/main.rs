@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use egress_dlp::{cli, config, proxy};
+use egress_dlp::{cli, config, logging, proxy};
 
 /// egress-dlp: a data-loss-prevention egress proxy.
 #[derive(Parser)]
@@ -34,6 +34,9 @@ enum Command {
         /// Data directory (overrides `data_dir`).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Log line format (overrides `log.format`).
+        #[arg(long, value_enum)]
+        log_format: Option<config::LogFormat>,
     },
     /// Scan files (or stdin) with the same engine and policy as the proxy.
     Scan {
@@ -107,8 +110,10 @@ fn main() -> ExitCode {
             admin_listen,
             rules,
             data_dir,
+            log_format,
         } => serve(
             config.as_deref(),
+            log_format,
             config::Overrides {
                 listen,
                 admin_listen,
@@ -155,24 +160,24 @@ fn main() -> ExitCode {
     ExitCode::from(status as u8)
 }
 
-/// `serve`: load and validate the config (every problem listed), install tracing, run the
-/// proxy until SIGTERM/SIGINT. Exit 0 after a clean drain, 2 on a bad config or start error.
-fn serve(path: Option<&Path>, overrides: config::Overrides) -> i32 {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+/// `serve`: load and validate the config (every problem listed), install tracing (text, or
+/// JSON by `--log-format` / `log.format`), run the proxy until SIGTERM/SIGINT. Exit 0 after
+/// a clean drain, 2 on a bad config or start error.
+fn serve(
+    path: Option<&Path>,
+    log_format: Option<config::LogFormat>,
+    overrides: config::Overrides,
+) -> i32 {
     let config = match config::load(path, &overrides) {
-        Ok(config) => Arc::new(config),
+        Ok(config) => config,
         Err(e) => {
+            logging::init(log_format.unwrap_or_default());
             eprintln!("egress-dlp: {e}");
             return 2;
         }
     };
+    logging::init(log_format.unwrap_or(config.log.format));
+    let config = Arc::new(config);
     let source = proxy::reload::ReloadSource {
         config_path: path.map(Path::to_path_buf),
         overrides,

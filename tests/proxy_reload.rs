@@ -57,13 +57,17 @@ async fn start(block: u64, extra_yaml: &str) -> Running {
         overrides: Overrides::default(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = proxy::RunOptions {
+        reloads: Some(reloads),
+        ..proxy::RunOptions::default()
+    };
     tokio::spawn(proxy::run_with(
         listener,
+        options,
         Arc::new(config),
         async {
             let _ = stopped.await;
         },
-        Some(reloads),
     ));
     Running {
         addr,

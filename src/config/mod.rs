@@ -9,6 +9,7 @@
 //! This module reads the config file and the rules directory; it opens no socket and
 //! starts nothing.
 
+mod ops;
 pub mod raw;
 pub mod window;
 
@@ -61,6 +62,8 @@ pub struct Config {
     pub audit: Audit,
     /// Block page settings.
     pub block_page: BlockPage,
+    /// The proxy's own log lines.
+    pub log: Log,
     /// Cumulative windows (`policy.windows`).
     pub windows: WindowConfig,
     /// The exact-data-match index (`policy.edm`), loaded.
@@ -175,12 +178,7 @@ impl Default for Limits {
     }
 }
 
-/// `audit:` settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Audit {
-    /// Path of the audit log.
-    pub path: PathBuf,
-}
+pub use ops::{Audit, Log, LogFormat};
 
 /// `block_page:` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -432,12 +430,8 @@ pub fn validate(
         linger_time: errors.duration("limits.linger_time", l.linger_time, defaults.linger_time),
     };
 
-    let audit = Audit {
-        path: raw
-            .audit
-            .path
-            .unwrap_or_else(|| data_dir.join("audit.jsonl")),
-    };
+    let audit = ops::audit(raw.audit, &data_dir, &mut errors);
+    let log = ops::log(raw.log, &mut errors);
     let contact = raw
         .block_page
         .contact
@@ -486,6 +480,7 @@ pub fn validate(
             edm,
             edm_files,
             reload,
+            log,
         }),
         _ => Err(ConfigErrors(errors.list)),
     }

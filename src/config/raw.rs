@@ -41,6 +41,9 @@ pub struct RawConfig {
     /// Hot reload.
     #[serde(default)]
     pub reload: RawReload,
+    /// How the proxy writes its own log lines.
+    #[serde(default)]
+    pub log: RawLog,
 }
 
 /// `reload`: when the proxy reloads its config, rules and EDM index by itself.
@@ -135,6 +138,28 @@ pub struct RawLimits {
 pub struct RawAudit {
     /// Path of the JSON-lines audit log (default `DATA_DIR/audit.jsonl`).
     pub path: Option<PathBuf>,
+    /// When true, a request whose audit event cannot be recorded (log unwritable, queue
+    /// full) is refused with 503 instead of passing unrecorded (default false).
+    pub required: Option<bool>,
+    /// When true, every request gets an audit event, allowed ones included; otherwise only
+    /// logged and blocked ones (default false).
+    pub all_requests: Option<bool>,
+    /// Rotate the log once it reaches this size (default `100MiB`; `0` never rotates by
+    /// size). SIGHUP always reopens the file, for external rotation.
+    pub rotate_bytes: Option<RawSize>,
+    /// Rotated files kept (`audit.jsonl.1` newest .. `audit.jsonl.N`; default 10).
+    pub keep: Option<usize>,
+    /// Events accepted but not yet written, at most (default 10000). Past that an event is
+    /// dropped (counted), or with `required` its request refused.
+    pub queue: Option<usize>,
+}
+
+/// `log:` — the proxy's own log lines (not the audit log).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `text` (default, for people) or `json` (one object per line, for log shippers).
+    pub format: Option<String>,
 }
 
 /// `block_page:` — text shown to a person whose request was blocked.

@@ -37,7 +37,7 @@ use std::io::{self, BufRead, Read, Write};
 
 use std::hash::Hasher;
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use siphasher::sip::SipHasher24;
 

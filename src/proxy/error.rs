@@ -12,6 +12,7 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::upstream::ConnectError;
+use crate::metrics::UpstreamError;
 use crate::policy::Verdict;
 
 /// A request the proxy could not (or would not) forward.
@@ -62,6 +63,10 @@ pub enum ProxyError {
     /// Us: a failure inside the proxy.
     #[error("proxy: {0}")]
     Internal(String),
+    /// Us: the request needs an audit event that cannot be recorded, and `audit.required`
+    /// says not to pass it unrecorded.
+    #[error("proxy: audit log unavailable: {0}")]
+    AuditUnavailable(crate::audit::Unrecorded),
 }
 
 /// What a block decision shows: categories and distinct counts, never values.
@@ -140,7 +145,9 @@ impl ProxyError {
             ProxyError::UpstreamConnectTimeout(_) | ProxyError::UpstreamTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            ProxyError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Busy(_) | ProxyError::AuditUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -162,6 +169,19 @@ impl ProxyError {
             ProxyError::Upstream(_) => "upstream",
             ProxyError::Busy(_) => "busy",
             ProxyError::Internal(_) => "internal",
+            ProxyError::AuditUnavailable(_) => "audit_unavailable",
+        }
+    }
+
+    /// The `egress_dlp_upstream_errors_total{kind}` label, for upstream failures.
+    pub fn upstream_error(&self) -> Option<UpstreamError> {
+        match self {
+            ProxyError::UpstreamDns => Some(UpstreamError::Dns),
+            ProxyError::UpstreamConnect(_) => Some(UpstreamError::Connect),
+            ProxyError::UpstreamConnectTimeout(_) => Some(UpstreamError::ConnectTimeout),
+            ProxyError::UpstreamTimeout(_) => Some(UpstreamError::Timeout),
+            ProxyError::Upstream(_) => Some(UpstreamError::Protocol),
+            _ => None,
         }
     }
 
@@ -194,6 +214,7 @@ impl ProxyError {
             ProxyError::Upstream(_) => "The site's answer was broken",
             ProxyError::Busy(_) => "The proxy is busy",
             ProxyError::Internal(_) => "Proxy error",
+            ProxyError::AuditUnavailable(_) => "The proxy cannot record this request",
         }
     }
 
@@ -244,6 +265,12 @@ impl ProxyError {
                 "Too many uploads are being inspected at once. Try again in a moment.".into()
             }
             ProxyError::Internal(_) => "The proxy failed while handling this request.".into(),
+            ProxyError::AuditUnavailable(_) => {
+                "This company's policy requires every inspected request of this kind to be \
+                 recorded, and the proxy's audit log cannot be written right now. Nothing was \
+                 sent. Try again later."
+                    .into()
+            }
         }
     }
 }
@@ -299,6 +326,11 @@ mod tests {
             (ProxyError::Upstream("x".into()), 502, "upstream"),
             (ProxyError::Busy(Duration::from_secs(1)), 503, "busy"),
             (ProxyError::Internal("x".into()), 500, "internal"),
+            (
+                ProxyError::AuditUnavailable(crate::audit::Unrecorded::SinkDown),
+                503,
+                "audit_unavailable",
+            ),
         ];
         for (err, status, kind) in cases {
             assert_eq!(err.status().as_u16(), status, "{err}");

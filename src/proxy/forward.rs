@@ -19,7 +19,6 @@
 //! decode issue), header scanning, request trailers (dropped: never forwarded unscanned).
 
 use std::borrow::Cow;
-use std::net::IpAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -34,12 +33,13 @@ use tracing::info;
 
 use super::budget::Reservation;
 use super::error::{Blocked, ProxyError};
+use super::observe::{self, Inspection, Record};
 use super::reload::Live;
 use super::upstream::{self, Piece, UpstreamBody};
 use super::{ConnCtx, ProxyBody, Shared, tunnel};
 use crate::config::Oversize;
+use crate::metrics::TimedScan;
 use crate::policy::{self, Action, Verdict};
-use crate::scan::Stream;
 
 /// The `Via` entry this proxy adds (RFC 9110 §7.6.3).
 const VIA: &str = "1.1 egress-dlp";
@@ -87,6 +87,14 @@ pub(super) async fn forward(
     let shared = &*ctx.shared;
     let upgrade = upgrade_protocol(req.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    let mut insp = Inspection {
+        request_id,
+        record: req.extensions().get::<std::sync::Arc<Record>>().cloned(),
+        client: ctx.peer.ip(),
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        body_bytes: 0,
+    };
     let (mut parts, mut body) = req.into_parts();
     match parts.uri.scheme_str() {
         Some("http") => {}
@@ -114,7 +122,7 @@ pub(super) async fn forward(
     // The rules and policy in force when the request started judge all of it, whatever
     // a reload does meanwhile.
     let live = shared.live.get();
-    let mut scan = live.engine.stream();
+    let mut scan = TimedScan::new(live.engine.stream());
     if let Some(target) = parts.uri.path_and_query() {
         let decoded: Cow<'_, [u8]> = percent_decode(target.as_str().as_bytes()).into();
         scan.feed(&decoded);
@@ -163,20 +171,24 @@ pub(super) async fn forward(
         }
     };
 
+    insp.body_bytes = held_bytes;
     let response = if complete {
-        judge(shared, &live, scan, request_id, false, ctx.peer.ip())?;
+        judge(shared, &live, scan, &insp, &held, false)?;
         let request = Request::from_parts(parts, UpstreamBody::held(held));
         let _busy = ctx.activity.busy();
         // The reservation lasts until the upstream has answered: by then the held body
         // has been written and freed.
         let _reservation = reservation;
-        tokio::time::timeout(
+        let sent = std::time::Instant::now();
+        let response = tokio::time::timeout(
             limits.upstream_response_timeout,
             shared.client.request(request),
         )
         .await
         .map_err(|_| ProxyError::UpstreamTimeout(limits.upstream_response_timeout))?
-        .map_err(upstream::classify)?
+        .map_err(upstream::classify)?;
+        shared.metrics.upstream_response(sent.elapsed());
+        response
     } else if limits.oversize == Oversize::Block {
         return Err(ProxyError::BodyTooLarge {
             limit: limits.hold_bytes,
@@ -189,7 +201,7 @@ pub(super) async fn forward(
             body,
             scan,
             (held, reservation),
-            request_id,
+            &mut insp,
         )
         .await?
     };
@@ -197,7 +209,10 @@ pub(super) async fn forward(
         return Ok(to_client(response));
     }
     match (client_upgrade, upgrade) {
-        (Some(client_upgrade), Some(_)) => Ok(switch(ctx, response, client_upgrade, request_id)),
+        (Some(client_upgrade), Some(_)) => {
+            observe::upgraded(shared);
+            Ok(switch(ctx, response, client_upgrade, request_id))
+        }
         _ => Err(ProxyError::Upstream(
             "the upstream switched protocols without being asked".into(),
         )),
@@ -298,14 +313,15 @@ async fn stream_through(
     live: &Live,
     parts: http::request::Parts,
     mut body: ClientBody,
-    mut scan: Stream<'_>,
+    mut scan: TimedScan<'_>,
     (held, reservation): (Vec<Bytes>, Reservation),
-    request_id: &str,
+    insp: &mut Inspection<'_>,
 ) -> Result<Response<Incoming>, ProxyError> {
     let shared = &*ctx.shared;
     // The held bytes were scanned already: a block there costs the upstream nothing.
-    judge_snapshot(live, &scan, request_id, false)?;
+    judge_snapshot(shared, live, &mut scan, insp, &held, false)?;
     let (tx, up_body) = UpstreamBody::streamed(STREAM_CHANNEL_CHUNKS);
+    let sent = std::time::Instant::now();
     let send = shared.client.request(Request::from_parts(parts, up_body));
     let pump = async move {
         let mut held = held.into_iter();
@@ -324,12 +340,13 @@ async fn stream_through(
                         Ok(data) if !data.is_empty() => {
                             drop(reservation.take());
                             scan.feed(&data);
+                            insp.body_bytes += data.len() as u64;
                             unjudged += data.len();
                             if unjudged >= SNAPSHOT_INTERVAL {
                                 unjudged = 0;
                                 // Dropping `tx` without `Piece::End` (the `?`) aborts the
                                 // upstream body.
-                                judge_snapshot(live, &scan, request_id, true)?;
+                                judge_snapshot(shared, live, &mut scan, insp, &[], true)?;
                             }
                             data
                         }
@@ -344,7 +361,7 @@ async fn stream_through(
                 }
             }
         }
-        judge(shared, live, scan, request_id, true, ctx.peer.ip())?;
+        judge(shared, live, scan, insp, &[], true)?;
         if let Some(last) = tail {
             if tx.send(Piece::Data(last)).await.is_err() {
                 return Ok(());
@@ -371,30 +388,34 @@ async fn stream_through(
             .await
             .map_err(|_| ProxyError::UpstreamTimeout(timeout))?,
     };
-    answered.map_err(upstream::classify)
+    let response = answered.map_err(upstream::classify)?;
+    shared.metrics.upstream_response(sent.elapsed());
+    Ok(response)
 }
 
 /// Finishes the scan and applies the policy — the rules' thresholds, then the sender's
-/// cumulative windows (`client`'s, recorded when the request goes through): `Err(Blocked)`
-/// on block, a log line on log. `partial`: part of the body has already gone upstream.
+/// cumulative windows (recorded when the request goes through): `Err(Blocked)` on block,
+/// a log line on log. `partial`: part of the body has already gone upstream.
 fn judge(
     shared: &Shared,
     live: &Live,
-    scan: Stream<'_>,
-    request_id: &str,
+    scan: TimedScan<'_>,
+    insp: &Inspection<'_>,
+    held: &[Bytes],
     partial: bool,
-    client: IpAddr,
 ) -> Result<Verdict, ProxyError> {
-    let findings = scan.finish();
+    let request_id = insp.request_id;
+    let (findings, scan_time) = scan.finish();
     let mut verdict = policy::evaluate(&live.config.rules, &findings);
     if !findings.categories.is_empty() && shared.windows.enabled() {
         let allowed = verdict.action != Action::Block;
-        let window =
-            shared
-                .windows
-                .observe(&client.to_string(), &findings, allowed, Instant::now());
+        let principal = insp.client.to_string();
+        let window = shared
+            .windows
+            .observe(&principal, &findings, allowed, Instant::now());
         verdict.raise(window.action, window.reasons);
     }
+    observe::decided(shared, insp, &findings, scan_time, &verdict, held, partial)?;
     match verdict.action {
         Action::Allow => {}
         Action::Log => {
@@ -413,15 +434,27 @@ fn judge(
 /// Applies the policy to what the scan has decided so far (a lower bound that only grows):
 /// `Err(Blocked)` once that is already a block. Log verdicts wait for [`judge`] at the end.
 fn judge_snapshot(
+    shared: &Shared,
     live: &Live,
-    scan: &Stream<'_>,
-    request_id: &str,
+    scan: &mut TimedScan<'_>,
+    insp: &Inspection<'_>,
+    held: &[Bytes],
     partial: bool,
 ) -> Result<(), ProxyError> {
-    let verdict = policy::evaluate(&live.config.rules, &scan.findings());
+    let findings = scan.findings();
+    let verdict = policy::evaluate(&live.config.rules, &findings);
     if verdict.action == Action::Block {
+        observe::decided(
+            shared,
+            insp,
+            &findings,
+            scan.spent(),
+            &verdict,
+            held,
+            partial,
+        )?;
         info!(
-            request_id,
+            request_id = insp.request_id,
             scanned = scan.bytes(),
             "oversize body blocked before its end"
         );

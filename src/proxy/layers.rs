@@ -22,10 +22,9 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use tower::builder::ServiceBuilder;
 use tower::{Layer, Service};
-use tracing::{debug, info, warn};
 
 use super::linger::{ClientBody, Unread};
-use super::{ConnCtx, OwnedTask, ProxyBody, ProxyError, forward, page, tunnel};
+use super::{ConnCtx, OwnedTask, ProxyBody, ProxyError, forward, observe, page, tunnel};
 
 /// A boxed, sendable future: one allocation per request, none per body chunk.
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -104,6 +103,8 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let request_id: Arc<str> = self.ctx.shared.request_ids.next().into();
         req.extensions_mut().insert(RequestId(request_id.clone()));
+        let record = observe::Record::start();
+        req.extensions_mut().insert(record.clone());
         let json = page::prefers_json(req.headers());
         let method = req.method().clone();
         let peer = self.ctx.peer;
@@ -111,18 +112,15 @@ where
         let response = self.inner.call(req);
         Box::pin(async move {
             let request_id = &*request_id;
+            let shared = &ctx.shared;
             Ok(match response.await {
                 Ok(response) => {
-                    debug!(request_id, %peer, %method, status = response.status().as_u16(), "request");
+                    let status = Ok(response.status());
+                    observe::finish(shared, &record, request_id, peer, &method, status);
                     response
                 }
                 Err(err) => {
-                    let status = err.status();
-                    if status.is_server_error() || matches!(err, ProxyError::Blocked(_)) {
-                        warn!(request_id, %peer, %method, status = status.as_u16(), kind = err.kind(), error = %err, "request failed");
-                    } else {
-                        info!(request_id, %peer, %method, status = status.as_u16(), kind = err.kind(), error = %err, "request refused");
-                    }
+                    observe::finish(shared, &record, request_id, peer, &method, Err(&err));
                     page::error_response(
                         &err,
                         request_id,

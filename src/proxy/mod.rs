@@ -26,8 +26,14 @@
 //! - **shutdown**: stop accepting, let in-flight requests and tunnels finish for up to
 //!   `limits.drain_time`, then cut what is left.
 //!
-//! Not here yet: TLS interception (CONNECT is always a blind tunnel), body decoding, audit
-//! events, metrics, the admin listener, HTTP/2 to clients, inspecting WebSocket messages.
+//! - **observing** (`observe`): every verdict, error, byte count and timing goes to the
+//!   [`Metrics`](crate::metrics::Metrics); a verdict that calls for it becomes an audit
+//!   event ([`crate::audit`]); each request ends with one log line. [`run_with`] also serves
+//!   the admin listener ([`crate::admin`]) and reopens the audit log on request (SIGHUP in
+//!   [`serve`]); shutdown returns only once every accepted audit event is written.
+//!
+//! Not here yet: TLS interception (CONNECT is always a blind tunnel), body decoding,
+//! HTTP/2 to clients, inspecting WebSocket messages.
 
 mod budget;
 pub mod error;
@@ -35,6 +41,7 @@ mod forward;
 pub mod idle;
 mod layers;
 mod linger;
+mod observe;
 pub mod page;
 pub mod reload;
 mod tunnel;
@@ -57,14 +64,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::admin::{self, Admin};
+use crate::audit::Auditor;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::policy::window::Windows;
 use crate::scan::random_key;
 use budget::HoldBudget;
 pub use error::ProxyError;
 use idle::{Activity, IdleIo};
 use linger::{LingerIo, Unread};
-use reload::{Live, LiveCell, ReloadStats, Reloads};
+use reload::{Live, LiveCell, Reloads};
 use tower::Service;
 use upstream::{Connector, UpstreamClient};
 
@@ -77,37 +87,99 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 /// Serves the proxy on `listener` until `shutdown` completes, then drains.
 ///
 /// In-flight requests and tunnels get `limits.drain_time` to finish once `shutdown`
-/// completes; whatever is left then is cut. Returns once every connection is closed.
-/// Nothing is reloaded (see [`run_with`]).
+/// completes; whatever is left then is cut. Returns once every connection is closed and
+/// every audit event accepted is written. No admin listener: see [`run_with`].
 pub async fn run(
     listener: TcpListener,
     config: Arc<Config>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    run_with(listener, config, shutdown, None).await
+    run_with(listener, RunOptions::default(), config, shutdown).await
 }
 
-/// [`run`], reloading config, rules and EDM index when `reloads` asks and when the watched
-/// files change (see [`reload`]).
+/// What [`run_with`] runs besides the proxy listener.
+#[derive(Default)]
+pub struct RunOptions {
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`, `/rules`), already bound.
+    pub admin: Option<TcpListener>,
+    /// Each message reopens the audit log (SIGHUP in `serve`).
+    pub reopen_audit: Option<mpsc::UnboundedReceiver<()>>,
+    /// Reload requests; with them the watched files are polled too (see [`reload`]).
+    pub reloads: Option<Reloads>,
+}
+
+/// [`run`], plus the admin listener, an audit-log reopen trigger and hot reload.
 pub async fn run_with(
     listener: TcpListener,
+    options: RunOptions,
     config: Arc<Config>,
     shutdown: impl Future<Output = ()>,
-    reloads: Option<Reloads>,
 ) -> io::Result<()> {
     let local = listener.local_addr()?;
-    let connector = Connector::new(
-        vec![local, config.admin_listen],
-        config.limits.upstream_connect_timeout,
-    );
+    let mut own_addrs = vec![local, config.admin_listen];
+    if let Some(admin) = &options.admin {
+        own_addrs.push(admin.local_addr()?);
+    }
+    let connector = Connector::new(own_addrs, config.limits.upstream_connect_timeout);
+    let metrics = Arc::new(Metrics::new(&config.rules));
+    metrics.rules_reload(Some(config.rules.rules().len()));
+    let (audit, audit_writer) = Auditor::start(
+        &config.audit,
+        &config.data_dir,
+        &config.rules,
+        metrics.clone(),
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("audit: {e}")))?;
+    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     let hash_key = random_key();
     let live = Live::new(config.clone(), hash_key)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut admin_handle = None;
+    let admin_task = options.admin.map(|listener| {
+        let mut admin = Admin::new(metrics.clone(), &config.rules);
+        let sink = audit.clone();
+        let path = config.audit.path.clone();
+        admin.add_check(
+            "audit",
+            Box::new(move || {
+                if sink.sink_up() {
+                    Ok(format!("{} writable", path.display()))
+                } else {
+                    Err(format!("{} cannot be written", path.display()))
+                }
+            }),
+        );
+        let phase = phase_rx.clone();
+        admin.add_check(
+            "accepting",
+            Box::new(move || match *phase.borrow() {
+                Phase::Running => Ok("accepting connections".into()),
+                _ => Err("shutting down".into()),
+            }),
+        );
+        let mut phase = phase_rx.clone();
+        let stop = async move {
+            let _ = phase.wait_for(|p| *p == Phase::Stopped).await;
+        };
+        let admin = Arc::new(admin);
+        admin_handle = Some(admin.clone());
+        tokio::spawn(admin::serve(listener, admin, stop))
+    });
+    if let Some(mut reopen) = options.reopen_audit {
+        let audit = audit.clone();
+        tokio::spawn(async move {
+            while reopen.recv().await.is_some() {
+                audit.reopen();
+            }
+        });
+    }
     let shared = Arc::new(Shared {
+        metrics,
+        audit,
         live: LiveCell::new(live),
         hash_key,
-        reload_stats: ReloadStats::default(),
         windows: Windows::new(config.windows.clone()),
+        admin: admin_handle,
         client: upstream::client(connector.clone()),
         connector,
         http1: http1_builder(&config),
@@ -121,11 +193,10 @@ pub async fn run_with(
         );
     }
     info!(%local, rules = shared.config.rules.rules().len(), "proxy listening");
-
-    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
-    if let Some(reloads) = reloads {
+    if let Some(reloads) = options.reloads {
         tokio::spawn(reload_loop(shared.clone(), reloads, phase_rx.clone()));
     }
+
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let permits = Arc::new(Semaphore::new(shared.config.limits.max_connections));
     tokio::pin!(shutdown);
@@ -174,6 +245,12 @@ pub async fn run_with(
         let _ = phase_tx.send(Phase::Stop);
         let _ = tokio::time::timeout(Duration::from_secs(5), alive_rx.recv()).await;
     }
+    // Every request is done: what they handed the audit log is written before returning.
+    audit_writer.close().await;
+    let _ = phase_tx.send(Phase::Stopped);
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
     info!("proxy stopped");
     Ok(())
 }
@@ -206,14 +283,18 @@ async fn reload_loop(shared: Arc<Shared>, mut reloads: Reloads, mut phase: watch
                 None
             }
         };
-        let outcome = reload::reload(
-            &reloads.source,
-            &shared.live,
-            shared.hash_key,
-            &shared.reload_stats,
-            |config| shared.windows.reconfigure(config.windows.clone()),
-        )
+        let outcome = reload::reload(&reloads.source, &shared.live, shared.hash_key, |config| {
+            shared.windows.reconfigure(config.windows.clone());
+            if let Some(admin) = &shared.admin {
+                admin.set_rules(&config.rules);
+            }
+        })
         .await;
+        let loaded = outcome
+            .as_ref()
+            .ok()
+            .map(|_| shared.live.get().config.rules.rules().len());
+        shared.metrics.rules_reload(loaded);
         // Look again whatever the outcome: a broken file is not retried until it changes.
         watched = reload::Watched::look(&reloads.source, &shared.live.get().config);
         if let Some(reply) = reply {
@@ -224,22 +305,27 @@ async fn reload_loop(shared: Arc<Shared>, mut reloads: Reloads, mut phase: watch
 
 /// State shared by every connection.
 struct Shared {
-    /// The config the proxy started with: listeners, limits, TLS (what a reload cannot
-    /// change). What requests are judged by is in `live`.
+    /// The config the proxy started with: listeners, limits, TLS, audit (what a reload
+    /// cannot change). What requests are judged by is in `live`.
     config: Arc<Config>,
     /// Config, rules and engine in force now (swapped by a reload).
     live: LiveCell,
     /// Key of the engine's value hashes: the same across reloads.
     hash_key: [u64; 2],
-    reload_stats: ReloadStats,
     /// Cumulative windows: outlive rule reloads.
     windows: Windows,
+    /// The admin listener's state, told about reloads.
+    admin: Option<Arc<Admin>>,
     client: UpstreamClient,
     connector: Connector,
     http1: http1::Builder,
     request_ids: RequestIds,
     /// Body bytes held across all requests (`limits.hold_total`).
     hold_budget: HoldBudget,
+    /// Every metric (scraped on the admin listener).
+    metrics: Arc<Metrics>,
+    /// The audit log.
+    audit: Auditor,
 }
 
 /// One client connection's context, shared by its requests.
@@ -271,11 +357,15 @@ enum Phase {
     Draining,
     /// The drain time is over: close everything now.
     Stop,
+    /// Everything is closed and written (the admin listener stops).
+    Stopped,
 }
 
 /// Completes when the drain time is over (or the server is gone).
 async fn stopped(phase: &mut watch::Receiver<Phase>) {
-    let _ = phase.wait_for(|p| *p == Phase::Stop).await;
+    let _ = phase
+        .wait_for(|p| matches!(p, Phase::Stop | Phase::Stopped))
+        .await;
 }
 
 fn http1_builder(config: &Config) -> http1::Builder {
@@ -294,6 +384,7 @@ fn http1_builder(config: &Config) -> http1::Builder {
 }
 
 async fn serve_connection(ctx: Arc<ConnCtx>, stream: TcpStream) {
+    let _counted = ctx.shared.metrics.connection();
     let _ = stream.set_nodelay(true);
     let activity = ctx.activity.clone();
     let stream = LingerIo::new(
@@ -340,7 +431,7 @@ async fn serve_connection(ctx: Arc<ConnCtx>, stream: TcpStream) {
                         conn.as_mut().graceful_shutdown();
                     }
                     Phase::Draining => {}
-                    Phase::Stop => break,
+                    Phase::Stop | Phase::Stopped => break,
                 }
             }
             _ = activity.idle(idle_timeout) => {
@@ -392,27 +483,52 @@ impl RequestIds {
     }
 }
 
-/// Binds `config.listen` and runs the proxy until SIGTERM or SIGINT (Ctrl-C), then drains;
-/// SIGHUP and changes to the watched files reload from `source`.
+/// Binds `config.listen` and `config.admin_listen` and runs the proxy until SIGTERM or
+/// SIGINT (Ctrl-C), then drains; SIGHUP reopens the audit log and reloads from `source`
+/// (config, rules, EDM index), as a change to those files does.
 pub async fn serve(config: Arc<Config>, source: reload::ReloadSource) -> io::Result<()> {
     let listener = TcpListener::bind(config.listen).await.map_err(|e| {
         io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
     })?;
+    let admin = TcpListener::bind(config.admin_listen).await.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on {} (admin): {e}", config.admin_listen),
+        )
+    })?;
     let (reloads, handle) = Reloads::new(source);
+    let options = RunOptions {
+        admin: Some(admin),
+        reopen_audit: Some(hangup_signal(handle)),
+        reloads: Some(reloads),
+    };
+    run_with(listener, options, config, shutdown_signal()).await
+}
+
+/// A message on every SIGHUP (none where there are no signals).
+fn hangup_signal(reload: reload::ReloadHandle) -> mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = mpsc::unbounded_channel();
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut hangup = signal(SignalKind::hangup())?;
-        tokio::spawn(async move {
-            while hangup.recv().await.is_some() {
-                info!("SIGHUP: reloading");
-                let _ = handle.reload().await;
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangup) => {
+                tokio::spawn(async move {
+                    while hangup.recv().await.is_some() {
+                        info!("SIGHUP: reopening the audit log and reloading");
+                        if tx.send(()).is_err() {
+                            break;
+                        }
+                        let _ = reload.reload().await;
+                    }
+                });
             }
-        });
+            Err(e) => warn!(error = %e, "cannot watch SIGHUP; the audit log is not reopened on it"),
+        }
     }
     #[cfg(not(unix))]
-    drop(handle);
-    run_with(listener, config, shutdown_signal(), Some(reloads)).await
+    drop((tx, reload));
+    rx
 }
 
 /// Completes on the first SIGTERM or SIGINT.

@@ -10,7 +10,7 @@
 //! and compiles the new engine with the same hash key (so cumulative windows keep counting
 //! the same values the same way). Only when all of that succeeds is the snapshot swapped;
 //! on any error the old state keeps serving and every problem is logged. Either way the
-//! outcome is counted ([`ReloadStats`], `egress_dlp_rules_reloads_total{result}`).
+//! outcome is counted (`egress_dlp_rules_reloads_total{result}`).
 //!
 //! Taking effect on reload: `rules`, `policy.*`, `access.*`, `block_page`. Keys bound to
 //! sockets and files opened at start (`listen`, `admin_listen`, `data_dir`, `limits.*`,
@@ -23,7 +23,6 @@
 //! catches editors that replace files by renaming.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -73,15 +72,6 @@ impl LiveCell {
     fn set(&self, live: Live) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
     }
-}
-
-/// Reload outcomes, for the metrics.
-#[derive(Debug, Default)]
-pub struct ReloadStats {
-    /// Reloads that took effect.
-    pub succeeded: AtomicU64,
-    /// Reloads refused (the old state kept serving).
-    pub failed: AtomicU64,
 }
 
 /// Where a reload reads from: the same file and command-line overrides as the start.
@@ -140,7 +130,6 @@ pub(super) async fn reload(
     source: &ReloadSource,
     cell: &LiveCell,
     hash_key: [u64; 2],
-    stats: &ReloadStats,
     apply: impl FnOnce(&Config),
 ) -> ReloadOutcome {
     let loaded = {
@@ -167,12 +156,10 @@ pub(super) async fn reload(
             let rules = live.config.rules.rules().len();
             apply(&live.config);
             cell.set(live);
-            stats.succeeded.fetch_add(1, Ordering::Relaxed);
             info!(version, rules, "reloaded config and rules");
             Ok(version)
         }
         Err(problems) => {
-            stats.failed.fetch_add(1, Ordering::Relaxed);
             for problem in &problems {
                 warn!(
                     problem,

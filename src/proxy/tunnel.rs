@@ -20,6 +20,7 @@ use super::error::ProxyError;
 use super::idle::{Activity, IdleIo};
 use super::linger::ClientBody;
 use super::{ConnCtx, ProxyBody, page};
+use crate::metrics::NotScanned;
 
 /// Answers a CONNECT request and, once the client has the 200, runs the tunnel.
 pub(super) async fn connect(
@@ -50,6 +51,13 @@ pub(super) async fn connect(
         .await
         .map_err(|e| ProxyError::from(&e))?;
     drop(busy);
+    let request_id = req
+        .extensions()
+        .get::<super::layers::RequestId>()
+        .map(|id| id.0.clone());
+    let request_id = request_id.as_deref().unwrap_or("-");
+    let target = (ctx.peer.ip(), authority.host(), port);
+    super::observe::tunnel_opened(&ctx.shared, request_id, target, NotScanned::Tunnel)?;
 
     let client = hyper::upgrade::on(&mut req);
     splice(ctx, "CONNECT", client, async move { Ok(upstream) });

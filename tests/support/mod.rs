@@ -269,16 +269,26 @@ pub struct Proxy {
     pub config: Arc<Config>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<io::Result<()>>>,
+    /// The data directory (fingerprint key, audit log) when `start` made one.
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Proxy {
     /// Starts a proxy on `127.0.0.1:0` with the fixture rules and `yaml` as the rest of the
     /// config file.
     pub async fn start(yaml: &str) -> Proxy {
-        let text = format!("rules: {}\n{yaml}", fixture_rules().display());
+        // A data directory of its own (audit key and log), unless the test names one.
+        let data = (!yaml.contains("data_dir:")).then(|| tempfile::tempdir().unwrap());
+        let data_line = data
+            .as_ref()
+            .map(|d| format!("data_dir: {}\n", d.path().display()))
+            .unwrap_or_default();
+        let text = format!("rules: {}\n{data_line}{yaml}", fixture_rules().display());
         let config = config::from_yaml(&text, None, &Overrides::default())
             .unwrap_or_else(|e| panic!("test config: {e}"));
-        Proxy::start_with(config).await
+        let mut proxy = Proxy::start_with(config).await;
+        proxy._data = data;
+        proxy
     }
 
     /// Starts a proxy with a ready config.
@@ -295,6 +305,7 @@ impl Proxy {
             config,
             stop: Some(stop),
             task: Some(task),
+            _data: None,
         }
     }
 

@@ -1,0 +1,767 @@
+//! Every Prometheus metric the proxy exports, defined once, with its name, help and labels.
+//!
+//! One [`Metrics`] is created per running proxy (its own registry, so two proxies in one
+//! process — tests — never share counters) and scraped on the admin listener's `/metrics`.
+//! All names start with `egress_dlp_`; counters end in `_total`, durations are histograms
+//! in seconds and sizes histograms in bytes.
+//!
+//! Labels are bounded by construction: every label value comes from a closed enum here
+//! ([`Outcome`], [`NotScanned`], [`UpstreamError`], [`TlsOutcome`], [`HandshakeFailure`],
+//! [`AuditResult`], [`AuditOp`], [`Rotation`]) or from the loaded rule set (rule ids). A
+//! host, user, path or matched value is never a label: there is no function here that takes
+//! one. Every label combination is created at start with the value 0, so a scrape shows
+//! every series before it first moves (dashboards and `rate()` see a zero, not a gap).
+//!
+//! Hot-path updates are single atomic operations on handles resolved when the proxy starts
+//! (no label lookup per request).
+//!
+//! # The families
+//!
+//! | name | type | labels | what |
+//! |---|---|---|---|
+//! | `egress_dlp_requests_total` | counter | `action` | requests by outcome: `allow`, `log`, `block` (the verdict), `tunnel` (CONNECT), `refused` (turned away before a verdict), `error` (failed before a verdict) |
+//! | `egress_dlp_request_duration_seconds` | histogram | `action` | time from request head to response head |
+//! | `egress_dlp_request_body_bytes` | histogram | | request body size, per inspected request |
+//! | `egress_dlp_findings_total` | counter | `rule` | matches per rule |
+//! | `egress_dlp_scanned_bytes_total` | counter | | bytes through the engine |
+//! | `egress_dlp_scan_duration_seconds` | histogram | | engine time per request |
+//! | `egress_dlp_scan_errors_total` | counter | `reason` | requests whose inspection failed |
+//! | `egress_dlp_not_scanned_total` | counter | `reason` | traffic that passed uninspected |
+//! | `egress_dlp_upstream_errors_total` | counter | `kind` | upstream failures |
+//! | `egress_dlp_upstream_response_seconds` | histogram | | time for an upstream to start answering |
+//! | `egress_dlp_active_connections` | gauge | | open client connections |
+//! | `egress_dlp_rules_loaded` | gauge | | rules in the active set |
+//! | `egress_dlp_rules_reloads_total` | counter | `result` | rule-set loads: `success`, `failure` |
+//! | `egress_dlp_audit_events_total` | counter | `result` | audit events `written`, `dropped`, `refused` |
+//! | `egress_dlp_audit_sink_errors_total` | counter | `op` | audit sink failures: `open`, `write`, `flush`, `rotate` |
+//! | `egress_dlp_audit_sink_up` | gauge | | 1 while the audit log is writable |
+//! | `egress_dlp_audit_queue_events` | gauge | | events accepted but not yet written |
+//! | `egress_dlp_audit_rotations_total` | counter | `trigger` | audit log rotations: `size`, `reopen` |
+//! | `egress_dlp_tls_interceptions_total` | counter | `outcome` | CONNECTs by TLS outcome |
+//! | `egress_dlp_tls_client_handshake_failures_total` | counter | `reason` | client-side handshakes that failed |
+//! | `egress_dlp_tls_leaf_cache_certificates` | gauge | | minted leaf certificates cached |
+//! | `egress_dlp_build_info` | gauge | `version` | always 1 |
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::policy::Action;
+use crate::rules::RuleSet;
+
+/// The content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Buckets for per-request durations (seconds): 1 ms to 60 s.
+const REQUEST_SECONDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Buckets for engine time per request (seconds): 20 µs to 5 s.
+const SCAN_SECONDS: &[f64] = &[
+    0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0,
+];
+
+/// Buckets for body sizes (bytes): 256 B to 1 GiB, ×4 each.
+const BODY_BYTES: &[f64] = &[
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262144.0,
+    1048576.0,
+    4194304.0,
+    16777216.0,
+    67108864.0,
+    268435456.0,
+    1073741824.0,
+];
+
+/// A closed set of label values.
+pub trait Label: Copy + 'static {
+    /// Every value, in export order.
+    const ALL: &'static [Self];
+    /// The label value.
+    fn as_str(self) -> &'static str;
+    /// Position in [`Label::ALL`].
+    fn index(self) -> usize;
+}
+
+macro_rules! label_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl Label for $name {
+            const ALL: &'static [Self] = &[$($name::$variant,)+];
+            fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+            fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+label_enum! {
+    /// How a request ended: `egress_dlp_requests_total{action}`.
+    Outcome {
+        /// Inspected, allowed, forwarded.
+        Allow => "allow",
+        /// Inspected, forwarded, audited.
+        Log => "log",
+        /// Inspected and blocked.
+        Block => "block",
+        /// A CONNECT tunnel (its bytes are counted in `not_scanned_total` unless intercepted).
+        Tunnel => "tunnel",
+        /// Turned away before a verdict: client ACL, bad request, too large, busy, loop,
+        /// or the audit log could not record it with `audit.required`.
+        Refused => "refused",
+        /// Failed before a verdict for a reason that is not the client's (upstream, internal).
+        Error => "error",
+    }
+}
+
+impl From<Action> for Outcome {
+    fn from(action: Action) -> Outcome {
+        match action {
+            Action::Allow => Outcome::Allow,
+            Action::Log => Outcome::Log,
+            Action::Block => Outcome::Block,
+        }
+    }
+}
+
+label_enum! {
+    /// Why traffic went through uninspected: `egress_dlp_not_scanned_total{reason}`.
+    NotScanned {
+        /// A CONNECT tunnel that is not intercepted (interception off, or a TLS failure
+        /// that fell back to a blind tunnel).
+        Tunnel => "tunnel",
+        /// A CONNECT to a host on `tls.bypass`.
+        TlsBypass => "tls_bypass",
+        /// What follows an accepted protocol upgrade (WebSocket messages).
+        Upgrade => "upgrade",
+    }
+}
+
+label_enum! {
+    /// Why inspecting a request failed: `egress_dlp_scan_errors_total{reason}`.
+    ScanError {
+        /// The proxy failed internally while inspecting (a task panicked, a bug).
+        Internal => "internal",
+        /// A body could not be decoded (corrupt compression or archive, decoder limit).
+        Decode => "decode",
+    }
+}
+
+label_enum! {
+    /// Upstream failure kinds: `egress_dlp_upstream_errors_total{kind}`.
+    UpstreamError {
+        /// The host name does not resolve.
+        Dns => "dns",
+        /// The connection was refused or failed.
+        Connect => "connect",
+        /// No connection within `limits.upstream_connect_timeout`.
+        ConnectTimeout => "connect_timeout",
+        /// No response within `limits.upstream_response_timeout`.
+        Timeout => "timeout",
+        /// The connection broke or the answer was not valid HTTP.
+        Protocol => "protocol",
+        /// The upstream TLS handshake or certificate verification failed.
+        Tls => "tls",
+    }
+}
+
+label_enum! {
+    /// The TLS fate of one CONNECT: `egress_dlp_tls_interceptions_total{outcome}`.
+    TlsOutcome {
+        /// Both handshakes succeeded: the traffic inside is inspected.
+        Intercepted => "intercepted",
+        /// The host is on `tls.bypass`: blind tunnel.
+        Bypassed => "bypassed",
+        /// Interception is off (`tls.intercept: false`): blind tunnel.
+        Disabled => "disabled",
+        /// The upstream's TLS failed (handshake, certificate): the client got an error.
+        UpstreamFailed => "upstream_failed",
+        /// The client's TLS handshake with the proxy failed.
+        ClientFailed => "client_failed",
+    }
+}
+
+label_enum! {
+    /// Why a client's TLS handshake with the proxy failed:
+    /// `egress_dlp_tls_client_handshake_failures_total{reason}`.
+    HandshakeFailure {
+        /// The client does not trust the corporate CA (alert unknown_ca / bad_certificate).
+        UnknownCa => "unknown_ca",
+        /// The client rejected the certificate for another reason (name, expiry).
+        CertificateRejected => "certificate_rejected",
+        /// No common version or cipher suite, or a malformed handshake.
+        Protocol => "protocol",
+        /// The client sent nothing (or not enough) in time.
+        Timeout => "timeout",
+        /// The client closed the connection during the handshake (often a pinned app).
+        Closed => "closed",
+        /// Anything else.
+        Other => "other",
+    }
+}
+
+label_enum! {
+    /// What became of an audit event: `egress_dlp_audit_events_total{result}`.
+    AuditResult {
+        /// Written to the audit log.
+        Written => "written",
+        /// Lost: the queue was full or the sink stayed unwritable (`audit.required: false`).
+        Dropped => "dropped",
+        /// Not accepted, and so its request refused (`audit.required: true`).
+        Refused => "refused",
+    }
+}
+
+label_enum! {
+    /// Audit sink operations that can fail: `egress_dlp_audit_sink_errors_total{op}`.
+    AuditOp {
+        /// Opening (or reopening) the log file.
+        Open => "open",
+        /// Writing events.
+        Write => "write",
+        /// Flushing to the file.
+        Flush => "flush",
+        /// Renaming files for a size rotation.
+        Rotate => "rotate",
+    }
+}
+
+label_enum! {
+    /// Why the audit log was rotated: `egress_dlp_audit_rotations_total{trigger}`.
+    Rotation {
+        /// It reached `audit.rotate_bytes`.
+        Size => "size",
+        /// SIGHUP: the file was reopened (after an external rotation).
+        Reopen => "reopen",
+    }
+}
+
+label_enum! {
+    /// Result of loading a rule set: `egress_dlp_rules_reloads_total{result}`.
+    ReloadResult {
+        /// Loaded and active.
+        Success => "success",
+        /// Refused; the previous set stays active.
+        Failure => "failure",
+    }
+}
+
+/// A counter family with its children resolved for every label value of `L`.
+struct Counters<L: Label> {
+    children: Vec<IntCounter>,
+    _label: std::marker::PhantomData<L>,
+}
+
+impl<L: Label> Counters<L> {
+    fn new(registry: &Registry, name: &str, help: &str, label: &str) -> Counters<L> {
+        let vec = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+        registry
+            .register(Box::new(vec.clone()))
+            .expect("each metric registered once");
+        Counters {
+            children: L::ALL
+                .iter()
+                .map(|l| vec.with_label_values(&[l.as_str()]))
+                .collect(),
+            _label: std::marker::PhantomData,
+        }
+    }
+
+    fn inc(&self, label: L) {
+        self.children[label.index()].inc();
+    }
+
+    fn add(&self, label: L, n: u64) {
+        self.children[label.index()].inc_by(n);
+    }
+}
+
+/// Every metric of one running proxy.
+pub struct Metrics {
+    registry: Registry,
+    requests: Counters<Outcome>,
+    request_seconds: Vec<Histogram>,
+    request_body_bytes: Histogram,
+    findings: Vec<IntCounter>,
+    scanned_bytes: IntCounter,
+    scan_seconds: Histogram,
+    scan_errors: Counters<ScanError>,
+    not_scanned: Counters<NotScanned>,
+    upstream_errors: Counters<UpstreamError>,
+    upstream_seconds: Histogram,
+    active_connections: IntGauge,
+    rules_loaded: IntGauge,
+    rules_reloads: Counters<ReloadResult>,
+    audit_events: Counters<AuditResult>,
+    audit_sink_errors: Counters<AuditOp>,
+    audit_sink_up: IntGauge,
+    audit_queue: IntGauge,
+    audit_rotations: Counters<Rotation>,
+    tls_interceptions: Counters<TlsOutcome>,
+    tls_handshake_failures: Counters<HandshakeFailure>,
+    tls_leaf_cache: IntGauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("each metric registered once");
+    h
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("each metric registered once");
+    g
+}
+
+impl Metrics {
+    /// Creates every family in a registry of its own, with a zero series for every label
+    /// value and for every rule of `rules`.
+    pub fn new(rules: &RuleSet) -> Metrics {
+        let registry = Registry::new();
+        let r = &registry;
+        let request_seconds_vec = HistogramVec::new(
+            HistogramOpts::new(
+                "egress_dlp_request_duration_seconds",
+                "Time from a request's head to its response head, by outcome.",
+            )
+            .buckets(REQUEST_SECONDS.to_vec()),
+            &["action"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(request_seconds_vec.clone()))
+            .expect("each metric registered once");
+        let findings_vec = IntCounterVec::new(
+            Opts::new(
+                "egress_dlp_findings_total",
+                "Matches found in inspected requests, by rule id.",
+            ),
+            &["rule"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(findings_vec.clone()))
+            .expect("each metric registered once");
+        let build = IntGaugeVec::new(
+            Opts::new("egress_dlp_build_info", "Always 1; the version as a label."),
+            &["version"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(build.clone()))
+            .expect("each metric registered once");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+
+        let metrics = Metrics {
+            requests: Counters::new(
+                r,
+                "egress_dlp_requests_total",
+                "Requests by outcome: allow, log, block (the verdict), tunnel (CONNECT), \
+                 refused (before a verdict), error (failed before a verdict).",
+                "action",
+            ),
+            request_seconds: Outcome::ALL
+                .iter()
+                .map(|o| request_seconds_vec.with_label_values(&[o.as_str()]))
+                .collect(),
+            request_body_bytes: histogram(
+                r,
+                "egress_dlp_request_body_bytes",
+                "Request body size of inspected requests, in bytes.",
+                BODY_BYTES,
+            ),
+            findings: rules
+                .rules()
+                .iter()
+                .map(|rule| findings_vec.with_label_values(&[rule.id.as_str()]))
+                .collect(),
+            scanned_bytes: {
+                let c = IntCounter::new(
+                    "egress_dlp_scanned_bytes_total",
+                    "Bytes inspected by the engine (request targets and bodies).",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone()))
+                    .expect("each metric registered once");
+                c
+            },
+            scan_seconds: histogram(
+                r,
+                "egress_dlp_scan_duration_seconds",
+                "Engine time spent inspecting one request, in seconds.",
+                SCAN_SECONDS,
+            ),
+            scan_errors: Counters::new(
+                r,
+                "egress_dlp_scan_errors_total",
+                "Requests whose inspection failed, by reason.",
+                "reason",
+            ),
+            not_scanned: Counters::new(
+                r,
+                "egress_dlp_not_scanned_total",
+                "Requests or tunnels whose content passed uninspected, by reason.",
+                "reason",
+            ),
+            upstream_errors: Counters::new(
+                r,
+                "egress_dlp_upstream_errors_total",
+                "Upstream failures, by kind.",
+                "kind",
+            ),
+            upstream_seconds: histogram(
+                r,
+                "egress_dlp_upstream_response_seconds",
+                "Time from sending a request upstream to the upstream's response head, in seconds.",
+                REQUEST_SECONDS,
+            ),
+            active_connections: gauge(
+                r,
+                "egress_dlp_active_connections",
+                "Client connections open now.",
+            ),
+            rules_loaded: gauge(
+                r,
+                "egress_dlp_rules_loaded",
+                "Rules in the active rule set.",
+            ),
+            rules_reloads: Counters::new(
+                r,
+                "egress_dlp_rules_reloads_total",
+                "Rule-set loads, by result.",
+                "result",
+            ),
+            audit_events: Counters::new(
+                r,
+                "egress_dlp_audit_events_total",
+                "Audit events by result: written, dropped, refused (its request was refused).",
+                "result",
+            ),
+            audit_sink_errors: Counters::new(
+                r,
+                "egress_dlp_audit_sink_errors_total",
+                "Audit log failures, by operation.",
+                "op",
+            ),
+            audit_sink_up: gauge(
+                r,
+                "egress_dlp_audit_sink_up",
+                "1 while the audit log is writable, 0 while it is failing.",
+            ),
+            audit_queue: gauge(
+                r,
+                "egress_dlp_audit_queue_events",
+                "Audit events accepted but not yet written.",
+            ),
+            audit_rotations: Counters::new(
+                r,
+                "egress_dlp_audit_rotations_total",
+                "Audit log rotations, by trigger.",
+                "trigger",
+            ),
+            tls_interceptions: Counters::new(
+                r,
+                "egress_dlp_tls_interceptions_total",
+                "CONNECT requests by TLS outcome.",
+                "outcome",
+            ),
+            tls_handshake_failures: Counters::new(
+                r,
+                "egress_dlp_tls_client_handshake_failures_total",
+                "Client TLS handshakes with the proxy that failed, by reason.",
+                "reason",
+            ),
+            tls_leaf_cache: gauge(
+                r,
+                "egress_dlp_tls_leaf_cache_certificates",
+                "Minted leaf certificates in the cache.",
+            ),
+            registry,
+        };
+        metrics.rules_loaded.set(rules.rules().len() as i64);
+        metrics
+    }
+
+    /// The text exposition of every family (`/metrics`).
+    pub fn encode(&self) -> String {
+        let mut out = Vec::with_capacity(16 << 10);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("the text encoder writes to memory");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+
+    /// One request ended with `outcome` after `elapsed`.
+    pub fn request(&self, outcome: Outcome, elapsed: Duration) {
+        self.requests.inc(outcome);
+        self.request_seconds[outcome.index()].observe(elapsed.as_secs_f64());
+    }
+
+    /// One inspected request's scan: its findings (matches per rule index), the bytes the
+    /// engine saw, the body size and the engine time.
+    pub fn inspected(
+        &self,
+        findings: &crate::scan::Findings,
+        body_bytes: u64,
+        scan_time: Duration,
+    ) {
+        for f in &findings.rules {
+            if let Some(counter) = self.findings.get(f.index) {
+                counter.inc_by(f.count);
+            }
+        }
+        self.scanned_bytes.inc_by(findings.bytes);
+        self.request_body_bytes.observe(body_bytes as f64);
+        self.scan_seconds.observe(scan_time.as_secs_f64());
+    }
+
+    /// Inspecting a request failed.
+    pub fn scan_error(&self, reason: ScanError) {
+        self.scan_errors.inc(reason);
+    }
+
+    /// Traffic passed uninspected.
+    pub fn not_scanned(&self, reason: NotScanned) {
+        self.not_scanned.inc(reason);
+    }
+
+    /// An upstream failed.
+    pub fn upstream_error(&self, kind: UpstreamError) {
+        self.upstream_errors.inc(kind);
+    }
+
+    /// An upstream started answering `elapsed` after the request was sent.
+    pub fn upstream_response(&self, elapsed: Duration) {
+        self.upstream_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// A client connection opened; the connection is counted until the guard is dropped.
+    pub fn connection(&self) -> ConnectionGauge {
+        self.active_connections.inc();
+        ConnectionGauge(self.active_connections.clone())
+    }
+
+    /// A rule set was loaded (`Some(rule count)`) or refused (`None`).
+    pub fn rules_reload(&self, loaded: Option<usize>) {
+        match loaded {
+            Some(n) => {
+                self.rules_reloads.inc(ReloadResult::Success);
+                self.rules_loaded.set(n as i64);
+            }
+            None => self.rules_reloads.inc(ReloadResult::Failure),
+        }
+    }
+
+    /// Audit events reached `result`.
+    pub fn audit_events(&self, result: AuditResult, n: u64) {
+        self.audit_events.add(result, n);
+    }
+
+    /// An audit sink operation failed.
+    pub fn audit_sink_error(&self, op: AuditOp) {
+        self.audit_sink_errors.inc(op);
+    }
+
+    /// Whether the audit log is writable now.
+    pub fn audit_sink_up(&self, up: bool) {
+        self.audit_sink_up.set(i64::from(up));
+    }
+
+    /// Events waiting to be written.
+    pub fn audit_queue(&self, events: usize) {
+        self.audit_queue.set(events as i64);
+    }
+
+    /// The audit log was rotated.
+    pub fn audit_rotated(&self, trigger: Rotation) {
+        self.audit_rotations.inc(trigger);
+    }
+
+    /// Records the TLS fate of one CONNECT (call once per CONNECT).
+    pub fn tls_interception(&self, outcome: TlsOutcome) {
+        self.tls_interceptions.inc(outcome);
+    }
+
+    /// A client's TLS handshake with the proxy failed (call as well as
+    /// `tls_interception(TlsOutcome::ClientFailed)`).
+    pub fn tls_client_handshake_failed(&self, reason: HandshakeFailure) {
+        self.tls_handshake_failures.inc(reason);
+    }
+
+    /// The leaf-certificate cache now holds `certificates` entries.
+    pub fn tls_leaf_cache_size(&self, certificates: usize) {
+        self.tls_leaf_cache.set(certificates as i64);
+    }
+}
+
+/// Counts one open client connection until dropped.
+#[derive(Debug)]
+pub struct ConnectionGauge(IntGauge);
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Engine time of one request: wraps its [`Stream`](crate::scan::Stream) and times every
+/// call into it, so that `scan_duration_seconds` is the time spent scanning, not the time
+/// spent waiting for body bytes.
+pub struct TimedScan<'e> {
+    stream: crate::scan::Stream<'e>,
+    spent: Duration,
+}
+
+impl<'e> TimedScan<'e> {
+    /// Starts timing `stream`.
+    pub fn new(stream: crate::scan::Stream<'e>) -> TimedScan<'e> {
+        TimedScan {
+            stream,
+            spent: Duration::ZERO,
+        }
+    }
+
+    /// [`Stream::feed`](crate::scan::Stream::feed), timed.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let start = std::time::Instant::now();
+        self.stream.feed(chunk);
+        self.spent += start.elapsed();
+    }
+
+    /// Bytes fed so far.
+    pub fn bytes(&self) -> u64 {
+        self.stream.bytes()
+    }
+
+    /// [`Stream::findings`](crate::scan::Stream::findings), timed.
+    pub fn findings(&mut self) -> crate::scan::Findings {
+        let start = std::time::Instant::now();
+        let findings = self.stream.findings();
+        self.spent += start.elapsed();
+        findings
+    }
+
+    /// Time spent in the engine so far.
+    pub fn spent(&self) -> Duration {
+        self.spent
+    }
+
+    /// [`Stream::finish`](crate::scan::Stream::finish), timed: the findings and the total
+    /// engine time.
+    pub fn finish(self) -> (crate::scan::Findings, Duration) {
+        let start = std::time::Instant::now();
+        let findings = self.stream.finish();
+        (findings, self.spent + start.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> RuleSet {
+        crate::rules::load_dir(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/rules"
+        )))
+        .expect("fixture rules load")
+    }
+
+    #[test]
+    fn every_series_exists_at_zero_before_it_moves() {
+        let set = rules();
+        let m = Metrics::new(&set);
+        let text = m.encode();
+        for o in Outcome::ALL {
+            let series = format!("egress_dlp_requests_total{{action=\"{}\"}} 0", o.as_str());
+            assert!(text.contains(&series), "{series} missing");
+        }
+        for rule in set.rules() {
+            let series = format!("egress_dlp_findings_total{{rule=\"{}\"}} 0", rule.id);
+            assert!(text.contains(&series), "{series} missing");
+        }
+        for r in HandshakeFailure::ALL {
+            assert!(text.contains(&format!("reason=\"{}\"", r.as_str())));
+        }
+        assert!(text.contains(&format!("egress_dlp_rules_loaded {}", set.rules().len())));
+        assert!(text.contains("egress_dlp_build_info{version="));
+    }
+
+    #[test]
+    fn every_name_has_the_prefix_and_counters_end_in_total() {
+        let m = Metrics::new(&rules());
+        for line in m.encode().lines().filter(|l| l.starts_with("# TYPE ")) {
+            let mut words = line.split_whitespace().skip(2);
+            let (name, kind) = (words.next().unwrap(), words.next().unwrap());
+            assert!(name.starts_with("egress_dlp_"), "{name}");
+            assert_eq!(
+                kind == "counter",
+                name.ends_with("_total"),
+                "{name} is a {kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn connection_gauge_counts_until_dropped() {
+        let m = Metrics::new(&rules());
+        let a = m.connection();
+        let b = m.connection();
+        assert!(m.encode().contains("egress_dlp_active_connections 2"));
+        drop(a);
+        drop(b);
+        assert!(m.encode().contains("egress_dlp_active_connections 0"));
+    }
+
+    #[test]
+    fn label_values_are_unique_per_family() {
+        fn unique<L: Label>() {
+            let mut seen: Vec<&str> = L::ALL.iter().map(|l| l.as_str()).collect();
+            let n = seen.len();
+            seen.sort_unstable();
+            seen.dedup();
+            assert_eq!(seen.len(), n);
+            for (i, l) in L::ALL.iter().enumerate() {
+                assert_eq!(l.index(), i);
+            }
+        }
+        unique::<Outcome>();
+        unique::<NotScanned>();
+        unique::<ScanError>();
+        unique::<UpstreamError>();
+        unique::<TlsOutcome>();
+        unique::<HandshakeFailure>();
+        unique::<AuditResult>();
+        unique::<AuditOp>();
+        unique::<Rotation>();
+        unique::<ReloadResult>();
+    }
+}

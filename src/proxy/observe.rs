@@ -1,0 +1,251 @@
+//! What the proxy records about each request: metrics, the audit event and the one log line.
+//!
+//! Three calls, from the places where each thing becomes known:
+//! - [`decided`], when a verdict is reached (`forward`): findings, bytes and engine time
+//!   into the metrics, the verdict into the request's [`Record`], and the audit event when
+//!   the verdict calls for one — refusing the request when the event cannot be recorded
+//!   and `audit.required` is set;
+//! - [`tunnel_opened`] / [`upgraded`], when traffic starts passing uninspected;
+//! - [`finish`], once per request, from the error-page layer: the outcome counter and
+//!   duration, upstream error kinds, and the request's log line (id, verdict, status, time;
+//!   never its target or a value).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use tracing::{info, warn};
+
+use super::{ProxyError, Shared};
+use crate::audit::RequestMeta;
+use crate::metrics::{Label, NotScanned, Outcome, ScanError};
+use crate::policy::{Action, Verdict};
+use crate::scan::Findings;
+
+/// One request's record, in its extensions: when it started and what was decided.
+#[derive(Debug)]
+pub(super) struct Record {
+    started: Instant,
+    /// 0: no verdict yet; else 1 + `Action as u8`.
+    verdict: AtomicU8,
+}
+
+impl Record {
+    /// A request starting now.
+    pub(super) fn start() -> Arc<Record> {
+        Arc::new(Record {
+            started: Instant::now(),
+            verdict: AtomicU8::new(0),
+        })
+    }
+
+    fn set_verdict(&self, action: Action) {
+        self.verdict.store(1 + action as u8, Ordering::Relaxed);
+    }
+
+    fn verdict(&self) -> Option<Action> {
+        match self.verdict.load(Ordering::Relaxed) {
+            1 => Some(Action::Allow),
+            2 => Some(Action::Log),
+            3 => Some(Action::Block),
+            _ => None,
+        }
+    }
+}
+
+/// What an audit event needs to know about an inspected request besides its findings.
+pub(super) struct Inspection<'a> {
+    /// The request id.
+    pub(super) request_id: &'a str,
+    /// The request's record (absent only if a layer was left out).
+    pub(super) record: Option<Arc<Record>>,
+    /// Client address.
+    pub(super) client: IpAddr,
+    /// Method.
+    pub(super) method: Method,
+    /// The absolute request target.
+    pub(super) uri: http::Uri,
+    /// Body bytes read so far.
+    pub(super) body_bytes: u64,
+}
+
+impl Inspection<'_> {
+    fn meta(&self) -> RequestMeta {
+        RequestMeta {
+            request_id: self.request_id.to_owned(),
+            client: self.client,
+            user: None,
+            method: self.method.as_str().to_owned(),
+            host: self.uri.host().unwrap_or_default().to_owned(),
+            port: self.uri.port_u16().unwrap_or(80),
+            path: self.uri.path().to_owned(),
+        }
+    }
+
+    /// The bytes the engine was fed, as far as they are still held: the decoded target, a
+    /// line break, then `held` (the body, or its held part).
+    fn seen(&self, held: &[Bytes]) -> Vec<u8> {
+        let target = self
+            .uri
+            .path_and_query()
+            .map(|t| percent_encoding::percent_decode(t.as_str().as_bytes()).collect::<Vec<u8>>())
+            .unwrap_or_default();
+        let mut seen =
+            Vec::with_capacity(target.len() + 1 + held.iter().map(Bytes::len).sum::<usize>());
+        seen.extend_from_slice(&target);
+        seen.push(b'\n');
+        for chunk in held {
+            seen.extend_from_slice(chunk);
+        }
+        seen
+    }
+}
+
+/// A verdict was reached: records it (metrics, the request's record, the audit event).
+/// `held`: the body bytes still in memory; `partial`: part of the body went upstream.
+/// Errs with [`ProxyError::AuditUnavailable`] when the event is required but cannot be
+/// recorded and the verdict would let the request pass.
+pub(super) fn decided(
+    shared: &Shared,
+    insp: &Inspection<'_>,
+    findings: &Findings,
+    scan_time: std::time::Duration,
+    verdict: &Verdict,
+    held: &[Bytes],
+    partial: bool,
+) -> Result<(), ProxyError> {
+    shared
+        .metrics
+        .inspected(findings, insp.body_bytes, scan_time);
+    if let Some(record) = &insp.record {
+        record.set_verdict(verdict.action);
+    }
+    if !shared.audit.wants(verdict.action) {
+        return Ok(());
+    }
+    let seen = if findings.rules.is_empty() {
+        Vec::new()
+    } else {
+        insp.seen(held)
+    };
+    let event = shared
+        .audit
+        .event(&insp.meta(), verdict, findings, &seen, partial);
+    match shared.audit.submit(event) {
+        Ok(()) => Ok(()),
+        Err(why) if shared.audit.required() && verdict.action != Action::Block => {
+            Err(ProxyError::AuditUnavailable(why))
+        }
+        Err(why) => {
+            warn!(request_id = insp.request_id, error = %why, "audit event not recorded");
+            Ok(())
+        }
+    }
+}
+
+/// A CONNECT tunnel is about to pass bytes uninspected (`why`: a blind tunnel, a bypassed
+/// host). With `audit.all_requests` it gets an event of its own (and, with
+/// `audit.required`, is refused if that cannot be recorded).
+pub(super) fn tunnel_opened(
+    shared: &Shared,
+    request_id: &str,
+    (client, host, port): (IpAddr, &str, u16),
+    why: NotScanned,
+) -> Result<(), ProxyError> {
+    if shared.audit.wants(Action::Allow) {
+        let meta = RequestMeta {
+            request_id: request_id.to_owned(),
+            client,
+            user: None,
+            method: Method::CONNECT.as_str().to_owned(),
+            host: host.to_owned(),
+            port,
+            path: String::new(),
+        };
+        let mut event = shared.audit.event(
+            &meta,
+            &Verdict {
+                action: Action::Allow,
+                reasons: Vec::new(),
+            },
+            &Findings {
+                bytes: 0,
+                rules: Vec::new(),
+                categories: Vec::new(),
+                exact_capped: false,
+            },
+            &[],
+            false,
+        );
+        event.not_scanned = Some(why.as_str());
+        if let Err(why) = shared.audit.submit(event) {
+            if shared.audit.required() {
+                return Err(ProxyError::AuditUnavailable(why));
+            }
+            warn!(request_id, error = %why, "audit event not recorded");
+        }
+    }
+    shared.metrics.not_scanned(why);
+    Ok(())
+}
+
+/// An upgraded connection (WebSocket) now passes its messages uninspected.
+pub(super) fn upgraded(shared: &Shared) {
+    shared.metrics.not_scanned(NotScanned::Upgrade);
+}
+
+/// How a request ended, for `egress_dlp_requests_total{action}`.
+fn outcome(record: &Record, method: &Method, result: Result<StatusCode, &ProxyError>) -> Outcome {
+    match result {
+        Err(ProxyError::AuditUnavailable(_)) => Outcome::Refused,
+        _ if record.verdict().is_some() => {
+            Outcome::from(record.verdict().expect("checked just above"))
+        }
+        Ok(_) if method == Method::CONNECT => Outcome::Tunnel,
+        // Only `forward` answers other requests, and always after a verdict.
+        Ok(_) => Outcome::Allow,
+        Err(e) if e.status().is_client_error() || e.status() == StatusCode::SERVICE_UNAVAILABLE => {
+            Outcome::Refused
+        }
+        Err(_) => Outcome::Error,
+    }
+}
+
+/// A request ended: its outcome and duration, upstream error kind, and its one log line.
+pub(super) fn finish(
+    shared: &Shared,
+    record: &Record,
+    request_id: &str,
+    peer: std::net::SocketAddr,
+    method: &Method,
+    result: Result<StatusCode, &ProxyError>,
+) {
+    let elapsed = record.started.elapsed();
+    let outcome = outcome(record, method, result);
+    let metrics = &shared.metrics;
+    metrics.request(outcome, elapsed);
+    let ms = (elapsed.as_secs_f64() * 1e4).round() / 10.0;
+    let verdict = outcome.as_str();
+    match result {
+        Ok(status) => {
+            info!(request_id, %peer, %method, verdict, status = status.as_u16(), ms, "request");
+        }
+        Err(err) => {
+            if let Some(kind) = err.upstream_error() {
+                metrics.upstream_error(kind);
+            }
+            if matches!(err, ProxyError::Internal(_)) && record.verdict().is_none() {
+                metrics.scan_error(ScanError::Internal);
+            }
+            let status = err.status().as_u16();
+            if err.status().is_server_error() || matches!(err, ProxyError::Blocked(_)) {
+                warn!(request_id, %peer, %method, verdict, status, ms, kind = err.kind(), error = %err, "request failed");
+            } else {
+                info!(request_id, %peer, %method, verdict, status, ms, kind = err.kind(), error = %err, "request refused");
+            }
+        }
+    }
+}
