@@ -9,6 +9,7 @@
 //! This module reads the config file and the rules directory; it opens no socket and
 //! starts nothing.
 
+pub mod policy;
 pub mod raw;
 
 use std::fmt;
@@ -56,6 +57,8 @@ pub struct Config {
     pub audit: Audit,
     /// Block page settings.
     pub block_page: BlockPage,
+    /// `policy:`: authentication, destinations, per-user thresholds.
+    pub policy: crate::policy::Policy,
 }
 
 /// `tls:` settings.
@@ -422,6 +425,8 @@ pub fn validate(
         errors.push("block_page.contact", "must be one line".into());
     }
 
+    let policy = policy::validate(raw.policy, rule_set.as_ref(), &mut errors);
+
     match (errors.list.is_empty(), listen, admin_listen, rule_set) {
         (true, Some(listen), Some(admin_listen), Some(rules)) => Ok(Config {
             listen,
@@ -437,6 +442,7 @@ pub fn validate(
             limits,
             audit,
             block_page: BlockPage { contact },
+            policy,
         }),
         _ => Err(ConfigErrors(errors.list)),
     }

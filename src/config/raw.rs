@@ -35,6 +35,9 @@ pub struct RawConfig {
     /// What the block page says besides the finding.
     #[serde(default)]
     pub block_page: RawBlockPage,
+    /// Identity, destinations and per-user thresholds (see [`super::policy`]).
+    #[serde(default)]
+    pub policy: super::policy::RawPolicy,
 }
 
 /// `tls:` — how CONNECT traffic is treated.

@@ -1,13 +1,29 @@
-//! Policy: findings -> verdict.
+//! Policy: findings + who sent the request + where it goes -> verdict.
 //!
 //! Per request, each rule that found something compares the distinct values of its
-//! category (across every rule of that category) with its thresholds; the strictest
-//! action wins. No I/O; identity, destinations, windows and EDM come in later issues.
+//! category (across every rule of that category) with its thresholds — or with the
+//! thresholds `policy.overrides` sets for the request's user — and the strictest action
+//! wins. A sanctioned destination lowers a block to `log`; a blocked destination is a block
+//! whatever was found (the proxy refuses it before reading the body).
+//!
+//! - [`identity`]: users: the credentials file (argon2id), `Proxy-Authorization: Basic`,
+//!   the client-address map, groups, the failed-login limiter and the verification cache.
+//! - [`destination`]: the sanctioned and blocked host lists.
+//!
+//! No I/O: the proxy and the config loader read files and sockets and hand the values in.
+//! Cumulative windows and exact data match come with later parts of the policy issue.
+
+pub mod destination;
+pub mod identity;
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::rules::RuleSet;
+use crate::rules::{RuleSet, Thresholds};
 use crate::scan::Findings;
+pub use destination::{Destination, Destinations};
 
 /// What happens to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -45,28 +61,149 @@ pub struct Reason {
     pub threshold: u64,
     /// The action it triggers.
     pub action: Action,
+    /// The threshold came from `policy.overrides` (the user's), not from the rule.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub overridden: bool,
 }
 
 /// The decision for one request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verdict {
-    /// The strictest action of all reasons (allow when none).
+    /// The strictest action of all reasons (allow when none), lowered to `log` for a
+    /// sanctioned destination, `block` for a blocked one.
     pub action: Action,
     /// Every threshold crossed.
     pub reasons: Vec<Reason>,
+    /// The user the request was attributed to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The destination's class (and the pattern that put it there).
+    #[serde(skip_serializing_if = "is_default_destination")]
+    pub destination: Destination,
+    /// A block threshold was crossed but the destination is sanctioned: logged instead.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sanctioned_bulk: bool,
 }
 
-/// Applies the rules' thresholds to the findings of one request.
-pub fn evaluate(set: &RuleSet, findings: &Findings) -> Verdict {
+fn is_default_destination(d: &Destination) -> bool {
+    *d == Destination::Default
+}
+
+/// Per-category thresholds that replace the rules' own for one user.
+pub type CategoryThresholds = HashMap<String, Thresholds>;
+
+/// What the policy knows about a request besides its findings.
+#[derive(Debug, Clone, Default)]
+pub struct Input {
+    /// The authenticated or address-mapped user (`None`: anonymous, or `scan`).
+    pub user: Option<Arc<str>>,
+    /// Where the request goes (`Default` for `scan`).
+    pub destination: Destination,
+    /// The user's threshold overrides (empty: the rules' thresholds).
+    pub thresholds: Arc<CategoryThresholds>,
+}
+
+/// One entry of `policy.overrides`: these users, and the members of these groups, get
+/// these thresholds instead of the rules' for each category named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThresholdOverride {
+    /// Users named directly.
+    pub users: Vec<String>,
+    /// Groups whose members it applies to.
+    pub groups: Vec<String>,
+    /// Category -> thresholds (an omitted `log` or `block` means none for that category).
+    pub thresholds: CategoryThresholds,
+}
+
+/// The validated policy config: destinations, groups, threshold overrides. Plain data,
+/// built once from the config (swap the whole value to reload).
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Proxy authentication and the client map (`None`: off, requests are anonymous).
+    pub auth: Option<identity::Auth>,
+    /// Sanctioned and blocked destinations.
+    pub destinations: Destinations,
+    /// Group -> members.
+    pub groups: HashMap<String, Vec<String>>,
+    /// `policy.overrides`, in file order.
+    pub overrides: Vec<ThresholdOverride>,
+    /// Each user's thresholds, resolved from `overrides` (first entry naming a category for
+    /// the user wins); users without overrides are absent.
+    user_thresholds: HashMap<String, Arc<CategoryThresholds>>,
+    no_thresholds: Arc<CategoryThresholds>,
+}
+
+impl Policy {
+    /// Builds the policy, resolving each known user's thresholds once.
+    pub fn new(
+        auth: Option<identity::Auth>,
+        destinations: Destinations,
+        groups: HashMap<String, Vec<String>>,
+        overrides: Vec<ThresholdOverride>,
+    ) -> Policy {
+        let mut user_thresholds = HashMap::new();
+        let users: std::collections::HashSet<&str> =
+            auth.iter().flat_map(|a| a.known_users()).collect();
+        for user in users {
+            let mut resolved = CategoryThresholds::new();
+            for o in &overrides {
+                let applies = o.users.iter().any(|u| u == user)
+                    || o.groups.iter().any(|g| {
+                        groups
+                            .get(g)
+                            .is_some_and(|members| members.iter().any(|m| m == user))
+                    });
+                if applies {
+                    for (category, t) in &o.thresholds {
+                        resolved.entry(category.clone()).or_insert(*t);
+                    }
+                }
+            }
+            if !resolved.is_empty() {
+                user_thresholds.insert(user.to_owned(), Arc::new(resolved));
+            }
+        }
+        Policy {
+            auth,
+            destinations,
+            groups,
+            overrides,
+            user_thresholds,
+            no_thresholds: Arc::default(),
+        }
+    }
+
+    /// The policy input for a request by `user` to `destination`.
+    pub fn input(&self, user: Option<Arc<str>>, destination: Destination) -> Input {
+        let thresholds = user
+            .as_deref()
+            .and_then(|u| self.user_thresholds.get(u))
+            .unwrap_or(&self.no_thresholds)
+            .clone();
+        Input {
+            user,
+            destination,
+            thresholds,
+        }
+    }
+}
+
+/// Applies the thresholds (the rules', or the user's overrides) to the findings of one
+/// request, then the destination's class.
+pub fn evaluate(set: &RuleSet, findings: &Findings, input: &Input) -> Verdict {
     let mut reasons = Vec::new();
     for f in &findings.rules {
         let Some(rule) = set.rules().get(f.index) else {
             continue;
         };
+        let (thresholds, overridden) = match input.thresholds.get(&f.category) {
+            Some(t) => (*t, true),
+            None => (rule.thresholds, false),
+        };
         let distinct = findings.category_distinct(&f.category);
         let crossed = [
-            (rule.thresholds.block, Action::Block),
-            (rule.thresholds.log, Action::Log),
+            (thresholds.block, Action::Block),
+            (thresholds.log, Action::Log),
         ]
         .into_iter()
         .find_map(|(t, a)| t.filter(|&t| distinct >= t).map(|t| (t, a)));
@@ -77,15 +214,25 @@ pub fn evaluate(set: &RuleSet, findings: &Findings) -> Verdict {
                 distinct,
                 threshold,
                 action,
+                overridden,
             });
         }
     }
+    let strictest = reasons
+        .iter()
+        .map(|r| r.action)
+        .max()
+        .unwrap_or(Action::Allow);
+    let (action, sanctioned_bulk) = match &input.destination {
+        Destination::Default => (strictest, false),
+        Destination::Sanctioned(_) => (strictest.min(Action::Log), strictest == Action::Block),
+        Destination::Blocked(_) => (Action::Block, false),
+    };
     Verdict {
-        action: reasons
-            .iter()
-            .map(|r| r.action)
-            .max()
-            .unwrap_or(Action::Allow),
+        action,
         reasons,
+        user: input.user.as_deref().map(str::to_owned),
+        destination: input.destination.clone(),
+        sanctioned_bulk,
     }
 }

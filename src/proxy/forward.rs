@@ -35,7 +35,7 @@ use super::error::{Blocked, ProxyError};
 use super::upstream::{self, Piece, UpstreamBody};
 use super::{ConnCtx, ProxyBody, Shared, tunnel};
 use crate::config::Oversize;
-use crate::policy::{self, Action, Verdict};
+use crate::policy::{self, Action, Input, Verdict};
 use crate::scan::Stream;
 
 /// The `Via` entry this proxy adds (RFC 9110 §7.6.3).
@@ -84,6 +84,7 @@ pub(super) async fn forward(
     let shared = &*ctx.shared;
     let upgrade = upgrade_protocol(req.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    let input = super::destination::policy_input(ctx, &req);
     let (mut parts, mut body) = req.into_parts();
     match parts.uri.scheme_str() {
         Some("http") => {}
@@ -158,7 +159,7 @@ pub(super) async fn forward(
     };
 
     let response = if complete {
-        judge(shared, scan, request_id, false)?;
+        judge(shared, scan, request_id, &input, false)?;
         let request = Request::from_parts(parts, UpstreamBody::held(held));
         let _busy = ctx.activity.busy();
         // The reservation lasts until the upstream has answered: by then the held body
@@ -176,7 +177,15 @@ pub(super) async fn forward(
             limit: limits.hold_bytes,
         });
     } else {
-        stream_through(ctx, parts, body, scan, (held, reservation), request_id).await?
+        stream_through(
+            ctx,
+            parts,
+            body,
+            scan,
+            (held, reservation),
+            (request_id, &input),
+        )
+        .await?
     };
     if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
         return Ok(to_client(response));
@@ -284,11 +293,11 @@ async fn stream_through(
     mut body: ClientBody,
     mut scan: Stream<'_>,
     (held, reservation): (Vec<Bytes>, Reservation),
-    request_id: &str,
+    (request_id, input): (&str, &Input),
 ) -> Result<Response<Incoming>, ProxyError> {
     let shared = &*ctx.shared;
     // The held bytes were scanned already: a block there costs the upstream nothing.
-    judge_snapshot(shared, &scan, request_id, false)?;
+    judge_snapshot(shared, &scan, request_id, input, false)?;
     let (tx, up_body) = UpstreamBody::streamed(STREAM_CHANNEL_CHUNKS);
     let send = shared.client.request(Request::from_parts(parts, up_body));
     let pump = async move {
@@ -313,7 +322,7 @@ async fn stream_through(
                                 unjudged = 0;
                                 // Dropping `tx` without `Piece::End` (the `?`) aborts the
                                 // upstream body.
-                                judge_snapshot(shared, &scan, request_id, true)?;
+                                judge_snapshot(shared, &scan, request_id, input, true)?;
                             }
                             data
                         }
@@ -328,7 +337,7 @@ async fn stream_through(
                 }
             }
         }
-        judge(shared, scan, request_id, true)?;
+        judge(shared, scan, request_id, input, true)?;
         if let Some(last) = tail {
             if tx.send(Piece::Data(last)).await.is_err() {
                 return Ok(());
@@ -364,15 +373,22 @@ fn judge(
     shared: &Shared,
     scan: Stream<'_>,
     request_id: &str,
+    input: &Input,
     partial: bool,
 ) -> Result<Verdict, ProxyError> {
     let findings = scan.finish();
-    let verdict = policy::evaluate(&shared.config.rules, &findings);
+    let verdict = policy::evaluate(&shared.config.rules, &findings, input);
     match verdict.action {
         Action::Allow => {}
         Action::Log => {
             let rules: Vec<&str> = verdict.reasons.iter().map(|r| r.rule.as_str()).collect();
-            info!(request_id, action = "log", rules = ?rules, bytes = findings.bytes, "request logged");
+            let user = verdict.user.as_deref().unwrap_or("-");
+            let destination = verdict.destination.as_str();
+            if let policy::Destination::Sanctioned(pattern) = &verdict.destination {
+                info!(request_id, action = "log", user, destination, sanctioned = %pattern, bulk = verdict.sanctioned_bulk, rules = ?rules, bytes = findings.bytes, "request logged: sanctioned destination");
+            } else {
+                info!(request_id, action = "log", user, destination, rules = ?rules, bytes = findings.bytes, "request logged");
+            }
         }
         Action::Block => {
             return Err(ProxyError::Blocked(Box::new(Blocked::from_verdict(
@@ -389,9 +405,10 @@ fn judge_snapshot(
     shared: &Shared,
     scan: &Stream<'_>,
     request_id: &str,
+    input: &Input,
     partial: bool,
 ) -> Result<(), ProxyError> {
-    let verdict = policy::evaluate(&shared.config.rules, &scan.findings());
+    let verdict = policy::evaluate(&shared.config.rules, &scan.findings(), input);
     if verdict.action == Action::Block {
         info!(
             request_id,

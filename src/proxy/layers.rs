@@ -24,11 +24,13 @@ use tower::builder::ServiceBuilder;
 use tower::{Layer, Service};
 use tracing::{debug, info, warn};
 
+use super::auth::{AuthLayer, RequestUser};
+use super::destination::DestinationLayer;
 use super::linger::{ClientBody, Unread};
 use super::{ConnCtx, OwnedTask, ProxyBody, ProxyError, forward, page, tunnel};
 
 /// A boxed, sendable future: one allocation per request, none per body chunk.
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+pub(super) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// The id of a request, in its extensions: on its log lines and its error or block page.
 #[derive(Debug, Clone)]
@@ -58,6 +60,11 @@ pub(super) fn stack(
             allowed: ctx.allowed,
             peer: ctx.peer,
         })
+        // Attributes the request to a user (Proxy-Authorization, client map) or answers
+        // 407/429 (`policy.auth`); CONNECT included.
+        .layer(AuthLayer { ctx: ctx.clone() })
+        // Refuses a blocked destination before its body is read; tags the others.
+        .layer(DestinationLayer { ctx: ctx.clone() })
         .service(ProxyService { ctx })
 }
 
@@ -104,6 +111,8 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let request_id: Arc<str> = self.ctx.shared.request_ids.next().into();
         req.extensions_mut().insert(RequestId(request_id.clone()));
+        let user = RequestUser::default();
+        req.extensions_mut().insert(user.clone());
         let json = page::prefers_json(req.headers());
         let method = req.method().clone();
         let peer = self.ctx.peer;
@@ -111,17 +120,20 @@ where
         let response = self.inner.call(req);
         Box::pin(async move {
             let request_id = &*request_id;
-            Ok(match response.await {
+            let response = response.await;
+            let user = user.get();
+            let user = user.as_deref().unwrap_or("-");
+            Ok(match response {
                 Ok(response) => {
-                    debug!(request_id, %peer, %method, status = response.status().as_u16(), "request");
+                    debug!(request_id, %peer, user, %method, status = response.status().as_u16(), "request");
                     response
                 }
                 Err(err) => {
                     let status = err.status();
                     if status.is_server_error() || matches!(err, ProxyError::Blocked(_)) {
-                        warn!(request_id, %peer, %method, status = status.as_u16(), kind = err.kind(), error = %err, "request failed");
+                        warn!(request_id, %peer, user, %method, status = status.as_u16(), kind = err.kind(), error = %err, "request failed");
                     } else {
-                        info!(request_id, %peer, %method, status = status.as_u16(), kind = err.kind(), error = %err, "request refused");
+                        info!(request_id, %peer, user, %method, status = status.as_u16(), kind = err.kind(), error = %err, "request refused");
                     }
                     page::error_response(
                         &err,

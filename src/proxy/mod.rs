@@ -29,7 +29,9 @@
 //! Not here yet: TLS interception (CONNECT is always a blind tunnel), body decoding, audit
 //! events, metrics, the admin listener, HTTP/2 to clients, inspecting WebSocket messages.
 
+pub mod auth;
 mod budget;
+mod destination;
 pub mod error;
 mod forward;
 pub mod idle;
@@ -57,6 +59,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::policy::identity::AuthCounters;
 use crate::scan::Engine;
 use budget::HoldBudget;
 pub use error::ProxyError;
@@ -80,6 +83,17 @@ pub async fn run(
     config: Arc<Config>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    run_with(listener, config, Arc::default(), shutdown).await
+}
+
+/// [`run`], counting authentication outcomes in `auth_counters` (the metrics module reads
+/// them).
+pub async fn run_with(
+    listener: TcpListener,
+    config: Arc<Config>,
+    auth_counters: Arc<AuthCounters>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let local = listener.local_addr()?;
     let connector = Connector::new(
         vec![local, config.admin_listen],
@@ -92,6 +106,14 @@ pub async fn run(
         http1: http1_builder(&config),
         request_ids: RequestIds::default(),
         hold_budget: HoldBudget::new(config.limits.hold_total, config.limits.hold_wait),
+        auth: auth::AuthState::new(
+            auth_counters,
+            config
+                .policy
+                .auth
+                .as_ref()
+                .map_or(1, |a| a.limits.max_verifications),
+        ),
         config,
     });
     if shared.config.tls.intercept {
@@ -164,6 +186,8 @@ struct Shared {
     request_ids: RequestIds,
     /// Body bytes held across all requests (`limits.hold_total`).
     hold_budget: HoldBudget,
+    /// Failed-login tables, verification cache, counters (`policy.auth`).
+    auth: auth::AuthState,
 }
 
 /// One client connection's context, shared by its requests.
