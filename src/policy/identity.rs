@@ -297,7 +297,7 @@ pub struct ClientMap {
 impl ClientMap {
     /// Builds the map; the order of `entries` does not matter (longest prefix wins).
     pub fn new(mut entries: Vec<(IpNet, String)>) -> ClientMap {
-        entries.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()));
+        entries.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
         ClientMap { entries }
     }
 
@@ -673,7 +673,11 @@ mod tests {
     #[test]
     fn basic_headers() {
         let b = |s: &str| format!("Basic {}", STANDARD.encode(s));
-        let cases: Vec<(String, Result<(&str, &str), AuthHeaderError>)> = vec![
+        type Case = (
+            String,
+            Result<(&'static str, &'static str), AuthHeaderError>,
+        );
+        let cases: Vec<Case> = vec![
             (b("alice:pw"), Ok(("alice", "pw"))),
             (b("alice:pw:with:colons"), Ok(("alice", "pw:with:colons"))),
             (b("alice:"), Ok(("alice", ""))),
@@ -701,12 +705,11 @@ mod tests {
         ];
         for (header, want) in cases {
             let got = parse_basic(header.as_bytes());
-            let got = got.as_ref().map(|c| (c.user.as_str(), c.password.as_str()));
-            assert_eq!(
-                got,
-                want.as_ref().map(|x| *x).map_err(|e| e),
-                "{header:.40}"
-            );
+            let got = got
+                .as_ref()
+                .map(|c| (c.user.as_str(), c.password.as_str()))
+                .map_err(|e| *e);
+            assert_eq!(got, want, "{header:.40}");
         }
     }
 

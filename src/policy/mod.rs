@@ -236,3 +236,122 @@ pub fn evaluate(set: &RuleSet, findings: &Findings, input: &Input) -> Verdict {
         sanctioned_bulk,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::Engine;
+
+    fn fixture() -> RuleSet {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules");
+        crate::rules::load_dir(&dir).expect("fixture rules load")
+    }
+
+    fn emails(n: usize) -> String {
+        (0..n).map(|i| format!("c{i}@acme-corp.io\n")).collect()
+    }
+
+    fn verdict(set: &RuleSet, text: &str, input: &Input) -> Verdict {
+        let engine = Engine::new(set);
+        let mut stream = engine.stream();
+        stream.feed(text.as_bytes());
+        evaluate(set, &stream.finish(), input)
+    }
+
+    #[test]
+    fn destination_and_user_thresholds_shape_the_verdict() {
+        let set = fixture();
+        let raised: Arc<CategoryThresholds> = Arc::new(
+            [(
+                "email".to_owned(),
+                Thresholds {
+                    log: Some(20),
+                    block: Some(100),
+                },
+            )]
+            .into(),
+        );
+        let sanctioned = Destination::Sanctioned("crm.acme.example".into());
+        let blocked = Destination::Blocked("*.paste.example".into());
+        // (emails, destination, thresholds, action, sanctioned_bulk, overridden)
+        let cases: Vec<(usize, Destination, bool, Action, bool, bool)> = vec![
+            (12, Destination::Default, false, Action::Block, false, false),
+            (12, sanctioned.clone(), false, Action::Log, true, false),
+            (5, sanctioned.clone(), false, Action::Log, false, false),
+            (1, sanctioned.clone(), false, Action::Allow, false, false),
+            (0, blocked.clone(), false, Action::Block, false, false),
+            (12, Destination::Default, true, Action::Allow, false, false),
+            (25, Destination::Default, true, Action::Log, false, true),
+            (120, Destination::Default, true, Action::Block, false, true),
+            (120, sanctioned.clone(), true, Action::Log, true, true),
+        ];
+        for (n, destination, with_override, action, bulk, overridden) in cases {
+            let input = Input {
+                user: Some("alice".into()),
+                destination: destination.clone(),
+                thresholds: if with_override {
+                    raised.clone()
+                } else {
+                    Arc::default()
+                },
+            };
+            let v = verdict(&set, &emails(n), &input);
+            let what = format!("{n} emails to {destination:?}, override {with_override}");
+            assert_eq!(v.action, action, "{what}");
+            assert_eq!(v.sanctioned_bulk, bulk, "{what}");
+            assert_eq!(v.reasons.iter().any(|r| r.overridden), overridden, "{what}");
+            assert_eq!(v.user.as_deref(), Some("alice"));
+            assert_eq!(v.destination, destination);
+        }
+    }
+
+    #[test]
+    fn overrides_resolve_per_user_first_entry_wins() {
+        use identity::{Auth, AuthLimits, ClientMap, Credentials};
+        let auth = Auth {
+            credentials: Credentials::default(),
+            clients: ClientMap::new(vec![
+                ("10.0.0.1/32".parse().unwrap(), "alice".into()),
+                ("10.0.0.2/32".parse().unwrap(), "bob".into()),
+                ("10.0.0.3/32".parse().unwrap(), "carol".into()),
+            ]),
+            required: true,
+            realm: "r".into(),
+            limits: AuthLimits::default(),
+        };
+        let t = |log, block| Thresholds { log, block };
+        let overrides = vec![
+            ThresholdOverride {
+                users: vec!["alice".into()],
+                groups: vec![],
+                thresholds: [("email".to_owned(), t(Some(20), Some(100)))].into(),
+            },
+            ThresholdOverride {
+                users: vec![],
+                groups: vec!["staff".into()],
+                thresholds: [
+                    ("email".to_owned(), t(None, Some(2))),
+                    ("card".to_owned(), t(Some(1), None)),
+                ]
+                .into(),
+            },
+        ];
+        let groups = [("staff".to_owned(), vec!["alice".into(), "bob".into()])].into();
+        let policy = Policy::new(Some(auth), Destinations::default(), groups, overrides);
+        let of = |user: &str| {
+            policy
+                .input(Some(user.into()), Destination::Default)
+                .thresholds
+        };
+        assert_eq!(of("alice")["email"], t(Some(20), Some(100)));
+        assert_eq!(of("alice")["card"], t(Some(1), None));
+        assert_eq!(of("bob")["email"], t(None, Some(2)));
+        assert!(of("carol").is_empty());
+        assert!(
+            policy
+                .input(None, Destination::Default)
+                .thresholds
+                .is_empty()
+        );
+    }
+}
