@@ -14,6 +14,9 @@
 //! 3. without the header, the client map names the user; failing that, **407** with
 //!    `Proxy-Authenticate: Basic realm="..."` (or anonymous when `required: false`).
 //!
+//! A request that carries an [`InheritedUser`] (one inside an intercepted tunnel) takes
+//! its user from it instead: the tunnel's CONNECT was authenticated.
+//!
 //! The user goes into the request's [`RequestUser`] cell, which the outermost layer puts
 //! there, so the outcome log line, the policy input and the block page all see it. Without
 //! `policy.auth` the layer passes requests through untouched.
@@ -50,6 +53,15 @@ impl RequestUser {
         self.0.get().cloned()
     }
 }
+
+/// The user a request inherits from the connection it arrived on, instead of
+/// authenticating itself: requests inside an intercepted CONNECT tunnel carry the user the
+/// CONNECT authenticated as (browsers send `Proxy-Authorization` on the CONNECT only).
+/// Whoever builds those requests inserts this extension; the auth layer then takes the
+/// user from it and checks nothing (`None`: the CONNECT was anonymous, allowed by
+/// `required: false`).
+#[derive(Debug, Clone)]
+pub struct InheritedUser(pub Option<Arc<str>>);
 
 /// Why a request gets the 407 challenge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,8 +153,13 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let ctx = self.ctx.clone();
         Box::pin(async move {
-            let header = req.headers().get(PROXY_AUTHORIZATION).cloned();
-            let user = identify(&ctx, &config, header.as_ref().map(|h| h.as_bytes())).await?;
+            let user = match req.extensions().get::<InheritedUser>() {
+                Some(inherited) => inherited.0.clone(),
+                None => {
+                    let header = req.headers().get(PROXY_AUTHORIZATION).cloned();
+                    identify(&ctx, &config, header.as_ref().map(|h| h.as_bytes())).await?
+                }
+            };
             if let (Some(user), Some(cell)) = (user, req.extensions().get::<RequestUser>()) {
                 let _ = cell.0.set(user);
             }

@@ -2,7 +2,8 @@
 //!
 //! Each layer is one cross-cutting concern that every request goes through, whatever it
 //! is: an id, turning failures into pages (and the one log line per failed request),
-//! tracking whether the body was read to its end, the client allow-list. What is specific
+//! tracking whether the body was read to its end, the client allow-list, who the user is
+//! (`auth`), whether the destination is blocked (`destination`). What is specific
 //! to a kind of request (CONNECT, forwarding, the timeouts around the upstream, holding
 //! and scanning the body) stays in [`ProxyService`] and the modules it calls, where the
 //! limits apply to one step rather than to the whole request: an allowed upload may

@@ -9,7 +9,8 @@
 //!   `limits.header_read_timeout` for each request head (slowloris), malformed requests
 //!   answered 400 and closed by hyper, `limits.idle_timeout` when no bytes move;
 //! - **per request**: a pipeline of tower layers assembled in one place (`layers`: id,
-//!   error pages and the outcome log line, body tracking, client allow-list), then
+//!   error pages and the outcome log line, body tracking, client allow-list, proxy
+//!   authentication (`auth`), blocked destinations (`destination`)), then
 //!   CONNECT to an allowed port becomes a blind tunnel (`tunnel`);
 //!   anything else must be an absolute `http://` URL, inspected and forwarded (`forward`)
 //!   through the pooled client ([`upstream`]), with requests to the proxy's own addresses
