@@ -270,3 +270,61 @@ fn overrides_without_auth_are_an_error() {
         .to_string();
     assert!(err.contains("overrides need policy.auth"), "{err}");
 }
+
+/// Log lines written by every proxy in this test binary (a global subscriber, set once).
+fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    use std::sync::{Mutex, OnceLock};
+    static LOGS: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        struct Sink(&'static Mutex<Vec<u8>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || Sink(logs))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
+        logs
+    })
+}
+
+#[tokio::test]
+async fn a_sanctioned_bulk_transfer_is_logged_with_its_user_and_reason() {
+    let logs = captured_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start().await;
+    let file = credentials_file(dir.path(), &[("dana", "d-pass")]);
+    let proxy = Proxy::start(&format!(
+        "policy:\n  auth:\n    credentials: {}\n  destinations:\n    sanctioned: ['127.0.0.1']\n",
+        file.display()
+    ))
+    .await;
+    let export = customer_export(50);
+    let reply = request(
+        proxy.addr,
+        "POST",
+        &upstream.url("/warehouse/load"),
+        &[("Proxy-Authorization", &basic("dana", "d-pass"))],
+        export.as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(upstream.requests()[0].body, export.as_bytes());
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.contains("user=\"dana\"") && l.contains("sanctioned destination"))
+        .unwrap_or_else(|| panic!("no sanctioned log line for dana in:\n{text}"));
+    assert!(line.contains("bulk=true"), "{line}");
+    assert!(line.contains("sanctioned=127.0.0.1"), "{line}");
+    assert!(!line.contains("acme-corp.io"), "a value in the log: {line}");
+}
