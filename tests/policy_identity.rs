@@ -419,3 +419,22 @@ fn passwd_prints_a_line_the_credentials_file_accepts() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn a_missing_or_empty_credentials_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "# nobody yet\n\n").unwrap();
+    let missing = dir.path().join("missing.txt");
+    for (path, want) in [(&empty, "lists no user"), (&missing, "cannot read")] {
+        let yaml = format!(
+            "rules: {}\npolicy:\n  auth:\n    credentials: {}\n",
+            fixture_rules().display(),
+            path.display()
+        );
+        let err = config::from_yaml(&yaml, None, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
