@@ -21,6 +21,7 @@ duration="${DURATION:-10}"
 rounds="${ROUNDS:-3}"
 connections="${CONNECTIONS:-32}"
 threads="${THREADS:-2}"
+bin="${CARGO_TARGET_DIR:-target}/release"
 
 say() { printf 'auth_bench: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -67,19 +68,20 @@ wait_port() {
     die "nothing listens on 127.0.0.1:$1 after 15 s ($2)"
 }
 
-target/release/examples/bench_upstream 0 1 >"$tmp/upstream.port" 2>"$tmp/upstream.log" &
+$bin/examples/bench_upstream 0 1 >"$tmp/upstream.port" 2>"$tmp/upstream.log" &
 pids+=($!)
 for _ in $(seq 1 100); do [[ -s "$tmp/upstream.port" ]] && break; sleep 0.1; done
 upstream_port="$(head -n1 "$tmp/upstream.port")"
 [[ -n "$upstream_port" ]] || die "the origin did not start: $(cat "$tmp/upstream.log")"
 origin="http://127.0.0.1:$upstream_port"
 
-printf 'bench-password\n' | target/release/egress-dlp passwd bench >"$tmp/users.txt"
+printf 'bench-password\n' | $bin/egress-dlp passwd bench >"$tmp/users.txt"
 auth_header="Basic $(printf 'bench:bench-password' | base64)"
 
-# start_proxy NAME EXTRA_YAML -> port
+# start_proxy NAME EXTRA_YAML: starts egress-dlp, sets $port (not a subshell: $pids must
+# keep the process for the cleanup).
 start_proxy() {
-    local name="$1" extra="$2" port admin
+    local name="$1" extra="$2" admin
     port="$(free_port)"
     admin="$(free_port)"
     mkdir -p "$tmp/$name"
@@ -92,21 +94,23 @@ tls:
   intercept: false
 $extra
 EOF
-    RUST_LOG=warn target/release/egress-dlp serve --config "$tmp/$name/config.yaml" \
-        2>"$tmp/$name/log" &
+    RUST_LOG=warn $bin/egress-dlp serve --config "$tmp/$name/config.yaml" \
+        >/dev/null 2>"$tmp/$name/log" &
     pids+=($!)
     wait_port "$port" "$name: $(tail -n5 "$tmp/$name/log")"
-    echo "$port"
 }
 
-off_port="$(start_proxy off "")"
-cached_port="$(start_proxy cached "policy:
+start_proxy off ""
+off_port="$port"
+start_proxy cached "policy:
   auth:
-    credentials: $tmp/users.txt")"
-uncached_port="$(start_proxy uncached "policy:
+    credentials: $tmp/users.txt"
+cached_port="$port"
+start_proxy uncached "policy:
   auth:
     credentials: $tmp/users.txt
-    cache_ttl: 1ms")"
+    cache_ttl: 1ms"
+uncached_port="$port"
 
 cat >"$tmp/script.lua" <<'EOF'
 local target = os.getenv("TARGET")
