@@ -438,3 +438,49 @@ fn a_missing_or_empty_credentials_file_is_refused() {
         assert!(err.contains(want), "{want}: {err}");
     }
 }
+
+#[tokio::test]
+async fn a_browser_retries_on_the_same_connection_after_the_challenge() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start().await;
+    let proxy = auth_proxy(dir.path(), "").await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let export = customer_export(5);
+    let first = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n{export}",
+        upstream.url("/form"),
+        upstream.addr,
+        export.len()
+    );
+    stream.write_all(first.as_bytes()).await.unwrap();
+    // Read the 407 (head, then Content-Length bytes of page) without closing.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let reply = loop {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed after the challenge");
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let reply = parse_reply(&raw);
+            let len: usize = reply.header("content-length").unwrap().parse().unwrap();
+            if raw.len() >= end + 4 + len {
+                break reply;
+            }
+        }
+    };
+    assert_eq!(reply.status, 407);
+    assert_ne!(reply.header("connection"), Some("close"));
+    let second = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nProxy-Authorization: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{export}",
+        upstream.url("/form"),
+        upstream.addr,
+        basic("alice", "wonderland"),
+        export.len()
+    );
+    stream.write_all(second.as_bytes()).await.unwrap();
+    let reply = parse_reply(&support::read_to_close(&mut stream).await);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1, "the challenged request went upstream");
+    assert_eq!(seen[0].body, export.as_bytes());
+}

@@ -17,7 +17,7 @@
 //! A request that carries an [`InheritedUser`] (one inside an intercepted tunnel) takes
 //! its user from it instead: the tunnel's CONNECT was authenticated.
 //!
-//! The user goes into the request's [`RequestUser`] cell, which the outermost layer puts
+//! The user goes into the request's `RequestUser` cell, which the outermost layer puts
 //! there, so the outcome log line, the policy input and the block page all see it. Without
 //! `policy.auth` the layer passes requests through untouched.
 //!
