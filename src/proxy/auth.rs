@@ -54,6 +54,13 @@ impl RequestUser {
     }
 }
 
+/// The config whose `policy:` a request is judged by, taken once when the request starts
+/// (so a request finishes under the credentials, destinations and overrides it started
+/// with). The one place the auth and destination layers and the policy input read it.
+pub(super) fn policy_config(ctx: &ConnCtx) -> Arc<Config> {
+    ctx.shared.config.clone()
+}
+
 /// The user a request inherits from the connection it arrived on, instead of
 /// authenticating itself: requests inside an intercepted CONNECT tunnel carry the user the
 /// CONNECT authenticated as (browsers send `Proxy-Authorization` on the CONNECT only).
@@ -144,7 +151,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let config = self.ctx.shared.config.clone();
+        let config = policy_config(&self.ctx);
         if config.policy.auth.is_none() {
             return Box::pin(self.inner.call(req));
         }

@@ -13,7 +13,7 @@ use http::header::HOST;
 use http::{Method, Request, Response};
 use tower::{Layer, Service};
 
-use super::auth::RequestUser;
+use super::auth::{RequestUser, policy_config};
 use super::layers::BoxFuture;
 use super::{ConnCtx, ProxyBody, ProxyError};
 use crate::policy::{Destination, Input};
@@ -56,7 +56,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let destinations = &self.ctx.shared.config.policy.destinations;
+        let config = policy_config(&self.ctx);
+        let destinations = &config.policy.destinations;
         if !destinations.is_empty() {
             let destination = target_host(&req)
                 .map(|host| destinations.classify(host))
@@ -107,7 +108,7 @@ pub(super) fn policy_input<B>(ctx: &ConnCtx, req: &Request<B>) -> Input {
         .get::<Destination>()
         .cloned()
         .unwrap_or_default();
-    ctx.shared.config.policy.input(user, destination)
+    policy_config(ctx).policy.input(user, destination)
 }
 
 #[cfg(test)]
