@@ -159,11 +159,11 @@ fn sanity(set: &RuleSet, engine: &Engine, benign: &[u8], dense: &[u8]) {
     if !off.is_empty() {
         explain_dense(set, engine, dense, &off);
     }
-    let verdict = policy::evaluate(set, &found);
+    let verdict = policy::evaluate(set, &found, &policy::Input::default());
     eprintln!("  dense verdict: {}", verdict.action.as_str());
 
     let found_benign = engine.scan_bytes(benign);
-    let verdict = policy::evaluate(set, &found_benign);
+    let verdict = policy::evaluate(set, &found_benign, &policy::Input::default());
     if !found_benign.rules.is_empty() {
         let bar = "!".repeat(78);
         eprintln!("{bar}");

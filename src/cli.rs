@@ -103,7 +103,7 @@ pub fn scan(
         };
         match result {
             Ok(findings) => {
-                let verdict = policy::evaluate(&set, &findings);
+                let verdict = policy::evaluate(&set, &findings, &policy::Input::default());
                 if verdict.action == Action::Block && status == EXIT_OK {
                     status = EXIT_BLOCK;
                 }
@@ -279,4 +279,45 @@ pub fn rules_test(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     } else {
         EXIT_BLOCK
     }
+}
+
+/// Longest password `passwd` reads (bytes).
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// `egress-dlp passwd USER`: reads a password (its first line) from `input` and prints the
+/// `USER:$argon2id$...` line to add to the credentials file. Exit 2 on a bad user name, an
+/// empty or over-long password, or unreadable input.
+pub fn passwd(user: &str, input: &mut dyn Read, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    use crate::policy::identity;
+    if !identity::valid_user_name(user) {
+        let _ = writeln!(
+            err,
+            "error: user name {user:?} must be 1-{} letters, digits or . _ - @ +",
+            identity::MAX_USER_BYTES
+        );
+        return EXIT_ERROR;
+    }
+    let mut raw = Vec::new();
+    if let Err(e) = input
+        .take(MAX_PASSWORD_BYTES as u64 + 2)
+        .read_to_end(&mut raw)
+    {
+        let _ = writeln!(err, "error: cannot read the password: {e}");
+        return EXIT_ERROR;
+    }
+    let line = raw.split(|&b| b == b'\n').next().unwrap_or_default();
+    let password = line.strip_suffix(b"\r").unwrap_or(line);
+    if password.is_empty() {
+        let _ = writeln!(err, "error: empty password (write it on standard input)");
+        return EXIT_ERROR;
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        let _ = writeln!(
+            err,
+            "error: the password is longer than {MAX_PASSWORD_BYTES} bytes"
+        );
+        return EXIT_ERROR;
+    }
+    let _ = writeln!(out, "{user}:{}", identity::hash_password(password));
+    EXIT_OK
 }

@@ -9,7 +9,9 @@
 //!
 //! - [`rules`]: rule-file schema, loading a rules directory, validation, embedded tests.
 //! - [`scan`]: the engine: prefilters, confirming regexes, validators, streaming state, findings.
-//! - [`policy`]: findings -> verdict (allow / log / block) from the rules' thresholds.
+//! - [`policy`]: findings + user + destination -> verdict (allow / log / block): thresholds,
+//!   per-user overrides, sanctioned and blocked destinations; identity (credentials, the
+//!   client map, the failed-login limiter).
 //! - [`cli`]: the `scan` and `rules` commands, as library functions the binary calls.
 //! - [`config`]: the YAML config and command-line overrides, validated into runtime types.
 //! - [`proxy`]: the hyper server: client ACL, absolute-form HTTP, CONNECT tunnels, inspection, block page.
@@ -22,6 +24,8 @@
 //!
 //! ```text
 //! client --TCP--> proxy::run: accept (client allow-list, connection cap, header limits/timeouts)
+//!    every request: proxy auth (policy.auth: 407 / 429, or the user) -> destination
+//!                   (policy.destinations.blocked: 403 before the body is read)
 //!    |-- CONNECT host:port (port allow-list) -> blind tunnel (TLS interception: issue 4)
 //!    '-- absolute-form HTTP/1.1
 //!          request target (percent-decoded) + body chunks -> scan::Stream::feed
@@ -29,14 +33,14 @@
 //!          body <= limits.hold_bytes: scanned whole before a byte goes upstream
 //!          body >  limits.hold_bytes: forwarded as scanned; Stream::findings() snapshots
 //!                                     abort the upstream body as soon as they say block
-//!          scan::Stream::finish -> Findings -> policy::evaluate -> Verdict
+//!          scan::Stream::finish -> Findings -> policy::evaluate(+ user, destination) -> Verdict
 //!    allow/log: forward upstream (pooled client, timeouts)   block: 403 page (HTML or JSON)
 //!    verdict -> metrics; log/block (or every request, audit.all_requests) -> audit event
 //!       (queued to the writer thread; refused with 503 if unrecordable and audit.required)
 //!    end of request -> egress_dlp_requests_total{action}, one log line (id, verdict, time)
 //! ```
 //!
-//! Decoders and the policy's identity/window/EDM layers come in later issues;
+//! Body decoders come in a later issue;
 //! `../shared/DESIGN.md` in the project workspace holds the contracts.
 
 pub mod admin;

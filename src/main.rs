@@ -49,6 +49,11 @@ enum Command {
         /// Files to scan; `-` or nothing reads stdin.
         inputs: Vec<PathBuf>,
     },
+    /// Print a credentials-file line (`USER:$argon2id$...`) for a password read from stdin.
+    Passwd {
+        /// User name.
+        user: String,
+    },
     /// Check or test a rules directory.
     Rules {
         #[command(subcommand)]
@@ -128,6 +133,10 @@ fn main() -> ExitCode {
         } => {
             let (mut out, mut err) = locked();
             cli::scan(&rules, &inputs, format, &mut out, &mut err)
+        }
+        Command::Passwd { user } => {
+            let (mut out, mut err) = locked();
+            cli::passwd(&user, &mut std::io::stdin().lock(), &mut out, &mut err)
         }
         Command::Rules { command } => {
             let (mut out, mut err) = locked();

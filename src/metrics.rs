@@ -40,6 +40,9 @@
 //! | `egress_dlp_tls_interceptions_total` | counter | `outcome` | CONNECTs by TLS outcome |
 //! | `egress_dlp_tls_client_handshake_failures_total` | counter | `reason` | client-side handshakes that failed |
 //! | `egress_dlp_tls_leaf_cache_certificates` | gauge | | minted leaf certificates cached |
+//! | `egress_dlp_auth_attempts_total` | counter | `result` | proxy authentication: `success`, `cached`, `failure`, `malformed`, `missing`, `client_map`, `rate_limited` |
+//! | `egress_dlp_auth_failure_evictions_total` | counter | | failed-login entries forgotten early (table full) |
+//! | `egress_dlp_auth_cache_evictions_total` | counter | | verified credentials forgotten early (cache full) |
 //! | `egress_dlp_build_info` | gauge | `version` | always 1 |
 
 use std::time::Duration;
@@ -301,7 +304,9 @@ pub struct Metrics {
     requests: Counters<Outcome>,
     request_seconds: Vec<Histogram>,
     request_body_bytes: Histogram,
-    findings: Vec<IntCounter>,
+    findings_vec: IntCounterVec,
+    /// Per rule index of the rule set in force (replaced by a reload).
+    findings: std::sync::RwLock<Vec<IntCounter>>,
     scanned_bytes: IntCounter,
     scan_seconds: Histogram,
     scan_errors: Counters<ScanError>,
@@ -319,7 +324,53 @@ pub struct Metrics {
     tls_interceptions: Counters<TlsOutcome>,
     tls_handshake_failures: Counters<HandshakeFailure>,
     tls_leaf_cache: IntGauge,
+    auth_attempts: IntCounterVec,
+    auth_failure_evictions: IntCounter,
+    auth_cache_evictions: IntCounter,
+    /// The authentication counters, copied into the families above at each scrape.
+    auth: std::sync::Mutex<Option<AuthWatch>>,
 }
+
+/// Authentication counters read at scrape time, with what was already exported.
+struct AuthWatch {
+    counters: std::sync::Arc<crate::policy::identity::AuthCounters>,
+    exported: Vec<u64>,
+}
+
+/// Reads one authentication counter.
+type AuthRead = fn(&crate::policy::identity::AuthCounters) -> u64;
+
+/// `egress_dlp_auth_attempts_total{result}` values, and how each is read.
+const AUTH_RESULTS: &[(&str, AuthRead)] = &[
+    ("success", |c| {
+        c.success.load(std::sync::atomic::Ordering::Relaxed)
+    }),
+    ("cached", |c| {
+        c.cached.load(std::sync::atomic::Ordering::Relaxed)
+    }),
+    ("failure", |c| {
+        c.failure.load(std::sync::atomic::Ordering::Relaxed)
+    }),
+    ("malformed", |c| {
+        c.malformed.load(std::sync::atomic::Ordering::Relaxed)
+    }),
+    ("missing", |c| {
+        c.missing.load(std::sync::atomic::Ordering::Relaxed)
+    }),
+    ("client_map", |c| {
+        c.client_map.load(std::sync::atomic::Ordering::Relaxed)
+    }),
+    ("rate_limited", |c| {
+        c.rate_limited.load(std::sync::atomic::Ordering::Relaxed)
+    }),
+    ("failure_evictions", |c| {
+        c.failure_evictions
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }),
+    ("cache_evictions", |c| {
+        c.cache_evictions.load(std::sync::atomic::Ordering::Relaxed)
+    }),
+];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -398,11 +449,51 @@ impl Metrics {
                 "Request body size of inspected requests, in bytes.",
                 BODY_BYTES,
             ),
-            findings: rules
-                .rules()
-                .iter()
-                .map(|rule| findings_vec.with_label_values(&[rule.id.as_str()]))
-                .collect(),
+            findings: std::sync::RwLock::new(
+                rules
+                    .rules()
+                    .iter()
+                    .map(|rule| findings_vec.with_label_values(&[rule.id.as_str()]))
+                    .collect(),
+            ),
+            findings_vec: findings_vec.clone(),
+            auth_attempts: {
+                let v = IntCounterVec::new(
+                    Opts::new(
+                        "egress_dlp_auth_attempts_total",
+                        "Proxy authentication attempts by result (policy.auth).",
+                    ),
+                    &["result"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(v.clone()))
+                    .expect("each metric registered once");
+                for (result, _) in &AUTH_RESULTS[..7] {
+                    v.with_label_values(&[result]);
+                }
+                v
+            },
+            auth_failure_evictions: {
+                let c = IntCounter::new(
+                    "egress_dlp_auth_failure_evictions_total",
+                    "Failed-login entries forgotten early because the table was full.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone()))
+                    .expect("each metric registered once");
+                c
+            },
+            auth_cache_evictions: {
+                let c = IntCounter::new(
+                    "egress_dlp_auth_cache_evictions_total",
+                    "Verified credentials forgotten early because the cache was full.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone()))
+                    .expect("each metric registered once");
+                c
+            },
+            auth: std::sync::Mutex::new(None),
             scanned_bytes: {
                 let c = IntCounter::new(
                     "egress_dlp_scanned_bytes_total",
@@ -510,8 +601,45 @@ impl Metrics {
         metrics
     }
 
+    /// Exports these authentication counters from now on.
+    pub fn watch_auth(&self, counters: std::sync::Arc<crate::policy::identity::AuthCounters>) {
+        *self.auth.lock().unwrap_or_else(|p| p.into_inner()) = Some(AuthWatch {
+            counters,
+            exported: vec![0; AUTH_RESULTS.len()],
+        });
+    }
+
+    /// A reload loaded `rules`: findings count under their ids from now on.
+    pub fn rules_changed(&self, rules: &RuleSet) {
+        *self.findings.write().unwrap_or_else(|p| p.into_inner()) = rules
+            .rules()
+            .iter()
+            .map(|rule| self.findings_vec.with_label_values(&[rule.id.as_str()]))
+            .collect();
+    }
+
+    /// Brings the authentication families up to the counters' values.
+    fn sync_auth(&self) {
+        let mut watch = self.auth.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(watch) = watch.as_mut() else { return };
+        for (i, (result, read)) in AUTH_RESULTS.iter().enumerate() {
+            let now = read(&watch.counters);
+            let delta = now.saturating_sub(watch.exported[i]);
+            watch.exported[i] = now;
+            match *result {
+                "failure_evictions" => self.auth_failure_evictions.inc_by(delta),
+                "cache_evictions" => self.auth_cache_evictions.inc_by(delta),
+                _ => self
+                    .auth_attempts
+                    .with_label_values(&[result])
+                    .inc_by(delta),
+            }
+        }
+    }
+
     /// The text exposition of every family (`/metrics`).
     pub fn encode(&self) -> String {
+        self.sync_auth();
         let mut out = Vec::with_capacity(16 << 10);
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -533,8 +661,9 @@ impl Metrics {
         body_bytes: u64,
         scan_time: Duration,
     ) {
+        let counters = self.findings.read().unwrap_or_else(|p| p.into_inner());
         for f in &findings.rules {
-            if let Some(counter) = self.findings.get(f.index) {
+            if let Some(counter) = counters.get(f.index) {
                 counter.inc_by(f.count);
             }
         }

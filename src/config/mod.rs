@@ -10,6 +10,7 @@
 //! starts nothing.
 
 mod ops;
+pub mod policy;
 pub mod raw;
 pub mod window;
 
@@ -72,6 +73,8 @@ pub struct Config {
     pub edm_files: Vec<PathBuf>,
     /// Hot reload settings.
     pub reload: Reload,
+    /// `policy:`: authentication, destinations, per-user thresholds.
+    pub policy: crate::policy::Policy,
 }
 
 /// Default interval between looks at the watched files.
@@ -277,7 +280,7 @@ pub fn parse(text: &str, file: Option<&Path>) -> Result<RawConfig, ConfigErrors>
 
 /// Turns raw values (plus overrides) into a [`Config`], collecting every problem.
 pub fn validate(
-    raw: RawConfig,
+    mut raw: RawConfig,
     file: Option<&Path>,
     overrides: &Overrides,
 ) -> Result<Config, ConfigErrors> {
@@ -440,7 +443,11 @@ pub fn validate(
         errors.push("block_page.contact", "must be one line".into());
     }
 
-    let windows = window::windows(raw.policy.windows, rule_set.as_ref(), &mut errors);
+    let windows = window::windows(
+        std::mem::take(&mut raw.policy.windows),
+        rule_set.as_ref(),
+        &mut errors,
+    );
     let edm_files: Vec<PathBuf> = match &raw.policy.edm.index {
         Some(index) => vec![
             index.clone(),
@@ -452,7 +459,12 @@ pub fn validate(
         ],
         None => Vec::new(),
     };
-    let edm = window::edm(raw.policy.edm, &data_dir, rule_set.as_ref(), &mut errors);
+    let edm = window::edm(
+        std::mem::take(&mut raw.policy.edm),
+        &data_dir,
+        rule_set.as_ref(),
+        &mut errors,
+    );
     let reload = Reload {
         watch_interval: match raw.reload.watch_interval {
             Some(RawDuration::Seconds(0)) => Duration::ZERO,
@@ -460,6 +472,7 @@ pub fn validate(
             other => errors.duration("reload.watch_interval", other, DEFAULT_WATCH_INTERVAL),
         },
     };
+    let policy = policy::validate(raw.policy, rule_set.as_ref(), &mut errors);
 
     match (errors.list.is_empty(), listen, admin_listen, rule_set) {
         (true, Some(listen), Some(admin_listen), Some(rules)) => Ok(Config {
@@ -481,6 +494,7 @@ pub fn validate(
             edm_files,
             reload,
             log,
+            policy,
         }),
         _ => Err(ConfigErrors(errors.list)),
     }

@@ -35,9 +35,10 @@ pub struct RawConfig {
     /// What the block page says besides the finding.
     #[serde(default)]
     pub block_page: RawBlockPage,
-    /// Policy beyond per-request thresholds: cumulative windows, exact data match.
+    /// Identity, destinations, per-user thresholds, cumulative windows and exact data
+    /// match (see [`super::policy`] and [`super::window`]).
     #[serde(default)]
-    pub policy: RawPolicy,
+    pub policy: super::policy::RawPolicy,
     /// Hot reload.
     #[serde(default)]
     pub reload: RawReload,
@@ -53,18 +54,6 @@ pub struct RawReload {
     /// How often the watched files are checked for changes (default 2s; 0 turns watching
     /// off, SIGHUP still reloads).
     pub watch_interval: Option<RawDuration>,
-}
-
-/// `policy`: how findings become verdicts beyond the rules' own thresholds.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPolicy {
-    /// Distinct values per user (or client address) and category over a sliding span.
-    #[serde(default)]
-    pub windows: super::window::RawWindows,
-    /// The exact-data-match index.
-    #[serde(default)]
-    pub edm: super::window::RawEdm,
 }
 
 /// `tls:` — how CONNECT traffic is treated.

@@ -261,6 +261,7 @@ impl Windows {
                     distinct,
                     threshold,
                     action,
+                    overridden: false,
                 });
             }
         }

@@ -7,10 +7,12 @@
 //! or a body byte: messages are safe to log and to show.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
 
+use super::auth::AuthFailure;
 use super::upstream::ConnectError;
 use crate::metrics::UpstreamError;
 use crate::policy::Verdict;
@@ -39,6 +41,25 @@ pub enum ProxyError {
     /// Client: the request is addressed to this proxy's own listener or admin listener.
     #[error("client: request addressed to this proxy itself ({0})")]
     Loop(std::net::SocketAddr),
+    /// Client: no valid proxy credentials (407 with the `Proxy-Authenticate` challenge).
+    #[error("client: proxy authentication required ({})", auth_failure(.why))]
+    AuthRequired {
+        /// The challenge's realm.
+        realm: String,
+        /// Missing, malformed or wrong.
+        why: AuthFailure,
+    },
+    /// Client: too many failed logins from its address or for the user name (429).
+    #[error("client: too many failed logins, refused for {0:?}")]
+    AuthRateLimited(Duration),
+    /// Policy: the destination is in `policy.destinations.blocked`.
+    #[error("policy: destination blocked (matches {pattern})")]
+    DestinationBlocked {
+        /// The blocked pattern the host matched (from the config, not the request).
+        pattern: String,
+        /// The request's user, shown on the page.
+        user: Option<Arc<str>>,
+    },
     /// Policy: the findings crossed a block threshold.
     #[error("policy: blocked ({})", .0.summary())]
     Blocked(Box<Blocked>),
@@ -80,6 +101,16 @@ pub struct Blocked {
     /// already gone upstream (as a request that never completes), and the counts are those
     /// found up to that point, a lower bound.
     pub partial: bool,
+    /// The request's user, shown on the page (theirs only).
+    pub user: Option<String>,
+}
+
+fn auth_failure(why: &AuthFailure) -> String {
+    match why {
+        AuthFailure::Missing => "no credentials".into(),
+        AuthFailure::Malformed(e) => e.to_string(),
+        AuthFailure::Invalid => "unknown user or wrong password".into(),
+    }
 }
 
 impl Blocked {
@@ -103,6 +134,7 @@ impl Blocked {
             categories,
             rules,
             partial,
+            user: verdict.user.clone(),
         }
     }
 
@@ -137,7 +169,10 @@ impl ProxyError {
             ProxyError::ClientNotAllowed(_)
             | ProxyError::PortNotAllowed(_)
             | ProxyError::Loop(_)
-            | ProxyError::Blocked(_) => StatusCode::FORBIDDEN,
+            | ProxyError::Blocked(_)
+            | ProxyError::DestinationBlocked { .. } => StatusCode::FORBIDDEN,
+            ProxyError::AuthRequired { .. } => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            ProxyError::AuthRateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UpstreamDns | ProxyError::UpstreamConnect(_) | ProxyError::Upstream(_) => {
                 StatusCode::BAD_GATEWAY
@@ -162,6 +197,9 @@ impl ProxyError {
             ProxyError::ClientBody(_) => "client_body",
             ProxyError::Loop(_) => "loop",
             ProxyError::Blocked(_) => "blocked",
+            ProxyError::AuthRequired { .. } => "auth_required",
+            ProxyError::AuthRateLimited(_) => "auth_rate_limited",
+            ProxyError::DestinationBlocked { .. } => "destination_blocked",
             ProxyError::UpstreamDns => "upstream_dns",
             ProxyError::UpstreamConnect(_) => "upstream_connect",
             ProxyError::UpstreamConnectTimeout(_) => "upstream_connect_timeout",
@@ -195,6 +233,7 @@ impl ProxyError {
                 | ProxyError::ClientNotAllowed(_)
                 | ProxyError::BodyTooLarge { .. }
                 | ProxyError::Busy(_)
+                | ProxyError::AuthRateLimited(_)
         )
     }
 
@@ -207,6 +246,9 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => "Upload too large to inspect",
             ProxyError::Loop(_) => "Request addressed to the proxy itself",
             ProxyError::Blocked(_) => "Request blocked: it contains sensitive data",
+            ProxyError::AuthRequired { .. } => "Proxy authentication required",
+            ProxyError::AuthRateLimited(_) => "Too many failed logins",
+            ProxyError::DestinationBlocked { .. } => "Destination blocked",
             ProxyError::UpstreamDns => "Unknown host",
             ProxyError::UpstreamConnect(_) => "Cannot reach the site",
             ProxyError::UpstreamConnectTimeout(_) => "The site did not accept a connection in time",
@@ -215,6 +257,15 @@ impl ProxyError {
             ProxyError::Busy(_) => "The proxy is busy",
             ProxyError::Internal(_) => "Proxy error",
             ProxyError::AuditUnavailable(_) => "The proxy cannot record this request",
+        }
+    }
+
+    /// The user the page is shown to (blocks only; a page never names anyone else).
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            ProxyError::Blocked(b) => b.user.as_deref(),
+            ProxyError::DestinationBlocked { user, .. } => user.as_deref(),
+            _ => None,
         }
     }
 
@@ -246,6 +297,21 @@ impl ProxyError {
                  company's policy does not allow to leave. Nothing was sent."
                     .into()
             }
+            ProxyError::AuthRequired { why, .. } => match why {
+                AuthFailure::Missing => "This proxy needs your user name and password.".into(),
+                AuthFailure::Malformed(_) => {
+                    "The proxy credentials your client sent could not be read.".into()
+                }
+                AuthFailure::Invalid => "The user name or password is not right.".into(),
+            },
+            ProxyError::AuthRateLimited(d) => format!(
+                "Too many failed logins from your address or for this user name. Try again in {} s.",
+                d.as_secs().max(1)
+            ),
+            ProxyError::DestinationBlocked { pattern, .. } => format!(
+                "This site is on the company's list of blocked destinations ({pattern}): \
+                 nothing may be sent to it through this proxy. Nothing was sent."
+            ),
             ProxyError::UpstreamDns => "The host name of the site does not resolve (DNS).".into(),
             ProxyError::UpstreamConnect(_) => {
                 "The site refused the connection or could not be reached.".into()
@@ -287,6 +353,7 @@ mod tests {
             categories: vec![("email".into(), 12)],
             rules: vec!["email".into()],
             partial: false,
+            user: None,
         };
         let io = || io::Error::other("x");
         let cases: Vec<(ProxyError, u16, &str)> = vec![
@@ -300,6 +367,27 @@ mod tests {
             (ProxyError::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
             (ProxyError::Loop(addr), 403, "loop"),
             (ProxyError::Blocked(Box::new(blocked)), 403, "blocked"),
+            (
+                ProxyError::AuthRequired {
+                    realm: "r".into(),
+                    why: AuthFailure::Missing,
+                },
+                407,
+                "auth_required",
+            ),
+            (
+                ProxyError::AuthRateLimited(Duration::from_secs(3)),
+                429,
+                "auth_rate_limited",
+            ),
+            (
+                ProxyError::DestinationBlocked {
+                    pattern: "*.paste.example".into(),
+                    user: None,
+                },
+                403,
+                "destination_blocked",
+            ),
             ((&ConnectError::Dns(io())).into(), 502, "upstream_dns"),
             ((&ConnectError::NoAddress).into(), 502, "upstream_dns"),
             (

@@ -88,6 +88,7 @@ pub(super) async fn forward(
     let upgrade = upgrade_protocol(req.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let mut insp = Inspection {
+        input: super::destination::policy_input(ctx, &req),
         request_id,
         record: req.extensions().get::<std::sync::Arc<Record>>().cloned(),
         client: ctx.peer.ip(),
@@ -406,10 +407,16 @@ fn judge(
 ) -> Result<Verdict, ProxyError> {
     let request_id = insp.request_id;
     let (findings, scan_time) = scan.finish();
-    let mut verdict = policy::evaluate(&live.config.rules, &findings);
+    let mut verdict = policy::evaluate(&live.config.rules, &findings, &insp.input);
     if !findings.categories.is_empty() && shared.windows.enabled() {
-        let allowed = verdict.action != Action::Block;
-        let principal = insp.client.to_string();
+        // What goes to a sanctioned destination is not a leak: it does not fill a window.
+        let allowed = verdict.action != Action::Block
+            && !matches!(verdict.destination, policy::Destination::Sanctioned(_));
+        // Per user when the request has one, else per client address.
+        let principal = match &insp.input.user {
+            Some(user) => format!("user:{user}"),
+            None => insp.client.to_string(),
+        };
         let window = shared
             .windows
             .observe(&principal, &findings, allowed, Instant::now());
@@ -420,7 +427,13 @@ fn judge(
         Action::Allow => {}
         Action::Log => {
             let rules: Vec<&str> = verdict.reasons.iter().map(|r| r.rule.as_str()).collect();
-            info!(request_id, action = "log", rules = ?rules, bytes = findings.bytes, "request logged");
+            let user = verdict.user.as_deref().unwrap_or("-");
+            let destination = verdict.destination.as_str();
+            if let policy::Destination::Sanctioned(pattern) = &verdict.destination {
+                info!(request_id, action = "log", user, destination, sanctioned = %pattern, bulk = verdict.sanctioned_bulk, rules = ?rules, bytes = findings.bytes, "request logged: sanctioned destination");
+            } else {
+                info!(request_id, action = "log", user, destination, rules = ?rules, bytes = findings.bytes, "request logged");
+            }
         }
         Action::Block => {
             return Err(ProxyError::Blocked(Box::new(Blocked::from_verdict(
@@ -442,7 +455,7 @@ fn judge_snapshot(
     partial: bool,
 ) -> Result<(), ProxyError> {
     let findings = scan.findings();
-    let verdict = policy::evaluate(&live.config.rules, &findings);
+    let verdict = policy::evaluate(&live.config.rules, &findings, &insp.input);
     if verdict.action == Action::Block {
         observe::decided(
             shared,

@@ -2,7 +2,8 @@
 //!
 //! Each layer is one cross-cutting concern that every request goes through, whatever it
 //! is: an id, turning failures into pages (and the one log line per failed request),
-//! tracking whether the body was read to its end, the client allow-list. What is specific
+//! tracking whether the body was read to its end, the client allow-list, who the user is
+//! (`auth`), whether the destination is blocked (`destination`). What is specific
 //! to a kind of request (CONNECT, forwarding, the timeouts around the upstream, holding
 //! and scanning the body) stays in [`ProxyService`] and the modules it calls, where the
 //! limits apply to one step rather than to the whole request: an allowed upload may
@@ -23,11 +24,13 @@ use hyper::body::Incoming;
 use tower::builder::ServiceBuilder;
 use tower::{Layer, Service};
 
+use super::auth::{AuthLayer, RequestUser};
+use super::destination::DestinationLayer;
 use super::linger::{ClientBody, Unread};
 use super::{ConnCtx, OwnedTask, ProxyBody, ProxyError, forward, observe, page, tunnel};
 
 /// A boxed, sendable future: one allocation per request, none per body chunk.
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+pub(super) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// The id of a request, in its extensions: on its log lines and its error or block page.
 #[derive(Debug, Clone)]
@@ -57,6 +60,11 @@ pub(super) fn stack(
             allowed: ctx.allowed,
             peer: ctx.peer,
         })
+        // Attributes the request to a user (Proxy-Authorization, client map) or answers
+        // 407/429 (`policy.auth`); CONNECT included.
+        .layer(AuthLayer { ctx: ctx.clone() })
+        // Refuses a blocked destination before its body is read; tags the others.
+        .layer(DestinationLayer { ctx: ctx.clone() })
         .service(ProxyService { ctx })
 }
 
@@ -105,6 +113,8 @@ where
         req.extensions_mut().insert(RequestId(request_id.clone()));
         let record = observe::Record::start();
         req.extensions_mut().insert(record.clone());
+        let user = RequestUser::default();
+        req.extensions_mut().insert(user.clone());
         let json = page::prefers_json(req.headers());
         let method = req.method().clone();
         let peer = self.ctx.peer;
@@ -113,14 +123,18 @@ where
         Box::pin(async move {
             let request_id = &*request_id;
             let shared = &ctx.shared;
-            Ok(match response.await {
+            let response = response.await;
+            let user = user.get();
+            let user = user.as_deref().unwrap_or("-");
+            let who = (request_id, peer, user);
+            Ok(match response {
                 Ok(response) => {
                     let status = Ok(response.status());
-                    observe::finish(shared, &record, request_id, peer, &method, status);
+                    observe::finish(shared, &record, who, &method, status);
                     response
                 }
                 Err(err) => {
-                    observe::finish(shared, &record, request_id, peer, &method, Err(&err));
+                    observe::finish(shared, &record, who, &method, Err(&err));
                     page::error_response(
                         &err,
                         request_id,

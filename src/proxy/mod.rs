@@ -9,7 +9,8 @@
 //!   `limits.header_read_timeout` for each request head (slowloris), malformed requests
 //!   answered 400 and closed by hyper, `limits.idle_timeout` when no bytes move;
 //! - **per request**: a pipeline of tower layers assembled in one place (`layers`: id,
-//!   error pages and the outcome log line, body tracking, client allow-list), then
+//!   error pages and the outcome log line, body tracking, client allow-list, proxy
+//!   authentication (`auth`), blocked destinations (`destination`)), then
 //!   CONNECT to an allowed port becomes a blind tunnel (`tunnel`);
 //!   anything else must be an absolute `http://` URL, inspected and forwarded (`forward`)
 //!   through the pooled client ([`upstream`]), with requests to the proxy's own addresses
@@ -35,7 +36,9 @@
 //! Not here yet: TLS interception (CONNECT is always a blind tunnel), body decoding,
 //! HTTP/2 to clients, inspecting WebSocket messages.
 
+pub mod auth;
 mod budget;
+mod destination;
 pub mod error;
 mod forward;
 pub mod idle;
@@ -68,6 +71,7 @@ use crate::admin::{self, Admin};
 use crate::audit::Auditor;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::policy::identity::AuthCounters;
 use crate::policy::window::Windows;
 use crate::scan::random_key;
 use budget::HoldBudget;
@@ -106,6 +110,8 @@ pub struct RunOptions {
     pub reopen_audit: Option<mpsc::UnboundedReceiver<()>>,
     /// Reload requests; with them the watched files are polled too (see [`reload`]).
     pub reloads: Option<Reloads>,
+    /// Where authentication outcomes are counted (a fresh set when absent).
+    pub auth_counters: Option<Arc<AuthCounters>>,
 }
 
 /// [`run`], plus the admin listener, an audit-log reopen trigger and hot reload.
@@ -173,7 +179,17 @@ pub async fn run_with(
             }
         });
     }
+    let auth_counters = options.auth_counters.unwrap_or_default();
+    metrics.watch_auth(auth_counters.clone());
     let shared = Arc::new(Shared {
+        auth: auth::AuthState::new(
+            auth_counters,
+            config
+                .policy
+                .auth
+                .as_ref()
+                .map_or(1, |a| a.limits.max_verifications),
+        ),
         metrics,
         audit,
         live: LiveCell::new(live),
@@ -285,6 +301,7 @@ async fn reload_loop(shared: Arc<Shared>, mut reloads: Reloads, mut phase: watch
         };
         let outcome = reload::reload(&reloads.source, &shared.live, shared.hash_key, |config| {
             shared.windows.reconfigure(config.windows.clone());
+            shared.metrics.rules_changed(&config.rules);
             if let Some(admin) = &shared.admin {
                 admin.set_rules(&config.rules);
             }
@@ -324,6 +341,8 @@ struct Shared {
     hold_budget: HoldBudget,
     /// Every metric (scraped on the admin listener).
     metrics: Arc<Metrics>,
+    /// Failed-login tables, verification cache, counters (`policy.auth`).
+    auth: auth::AuthState,
     /// The audit log.
     audit: Auditor,
 }
@@ -501,6 +520,7 @@ pub async fn serve(config: Arc<Config>, source: reload::ReloadSource) -> io::Res
         admin: Some(admin),
         reopen_audit: Some(hangup_signal(handle)),
         reloads: Some(reloads),
+        auth_counters: None,
     };
     run_with(listener, options, config, shutdown_signal()).await
 }

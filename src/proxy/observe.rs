@@ -58,6 +58,8 @@ impl Record {
 
 /// What an audit event needs to know about an inspected request besides its findings.
 pub(super) struct Inspection<'a> {
+    /// What the policy knows besides the findings: user, destination, overrides.
+    pub(super) input: crate::policy::Input,
     /// The request id.
     pub(super) request_id: &'a str,
     /// The request's record (absent only if a layer was left out).
@@ -77,7 +79,7 @@ impl Inspection<'_> {
         RequestMeta {
             request_id: self.request_id.to_owned(),
             client: self.client,
-            user: None,
+            user: self.input.user.as_deref().map(str::to_owned),
             method: self.method.as_str().to_owned(),
             host: self.uri.host().unwrap_or_default().to_owned(),
             port: self.uri.port_u16().unwrap_or(80),
@@ -170,6 +172,9 @@ pub(super) fn tunnel_opened(
             &Verdict {
                 action: Action::Allow,
                 reasons: Vec::new(),
+                user: None,
+                destination: crate::policy::Destination::Default,
+                sanctioned_bulk: false,
             },
             &Findings {
                 bytes: 0,
@@ -218,8 +223,7 @@ fn outcome(record: &Record, method: &Method, result: Result<StatusCode, &ProxyEr
 pub(super) fn finish(
     shared: &Shared,
     record: &Record,
-    request_id: &str,
-    peer: std::net::SocketAddr,
+    (request_id, peer, user): (&str, std::net::SocketAddr, &str),
     method: &Method,
     result: Result<StatusCode, &ProxyError>,
 ) {
@@ -231,7 +235,7 @@ pub(super) fn finish(
     let verdict = outcome.as_str();
     match result {
         Ok(status) => {
-            info!(request_id, %peer, %method, verdict, status = status.as_u16(), ms, "request");
+            info!(request_id, %peer, user, %method, verdict, status = status.as_u16(), ms, "request");
         }
         Err(err) => {
             if let Some(kind) = err.upstream_error() {
@@ -242,9 +246,9 @@ pub(super) fn finish(
             }
             let status = err.status().as_u16();
             if err.status().is_server_error() || matches!(err, ProxyError::Blocked(_)) {
-                warn!(request_id, %peer, %method, verdict, status, ms, kind = err.kind(), error = %err, "request failed");
+                warn!(request_id, %peer, user, %method, verdict, status, ms, kind = err.kind(), error = %err, "request failed");
             } else {
-                info!(request_id, %peer, %method, verdict, status, ms, kind = err.kind(), error = %err, "request refused");
+                info!(request_id, %peer, user, %method, verdict, status, ms, kind = err.kind(), error = %err, "request refused");
             }
         }
     }

@@ -6,7 +6,9 @@
 //! or any other byte the client sent.
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderValue};
+use http::header::{
+    ACCEPT, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderValue, PROXY_AUTHENTICATE, RETRY_AFTER,
+};
 use http::{HeaderMap, Response};
 use http_body_util::{BodyExt, Full};
 
@@ -44,6 +46,9 @@ pub fn error_response(
                 .map(|(c, d)| serde_json::json!({"category": c, "distinct": d}))
                 .collect();
         }
+        if let Some(user) = err.user() {
+            doc["user"] = user.into();
+        }
         if let Some(c) = contact {
             doc["contact"] = c.into();
         }
@@ -66,6 +71,12 @@ pub fn error_response(
             }
             html.push_str("</ul>\n");
         }
+        if let Some(user) = err.user() {
+            html.push_str(&format!(
+                "<p>Signed in as: <strong>{}</strong></p>\n",
+                escape(user)
+            ));
+        }
         html.push_str(&format!(
             "<p>Request id: <code>{}</code></p>\n",
             escape(request_id)
@@ -83,6 +94,20 @@ pub fn error_response(
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if err.closes_connection() {
         h.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    match err {
+        ProxyError::AuthRequired { realm, .. } => {
+            // The realm was checked at config load: printable ASCII, no quotes.
+            if let Ok(v) =
+                HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
+            {
+                h.insert(PROXY_AUTHENTICATE, v);
+            }
+        }
+        ProxyError::AuthRateLimited(wait) => {
+            h.insert(RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
+        }
+        _ => {}
     }
     resp
 }

@@ -58,6 +58,7 @@ impl OpsProxy {
             admin: Some(admin),
             reopen_audit: Some(reopen_rx),
             reloads: None,
+            auth_counters: None,
         };
         let task = tokio::spawn(proxy::run_with(listener, options, config.clone(), async {
             let _ = stopped.await;

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use egress_dlp::config::{self, Config, Overrides};
+use egress_dlp::policy::identity::AuthCounters;
 use egress_dlp::proxy;
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -267,6 +268,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// Its configuration.
     pub config: Arc<Config>,
+    /// Its authentication counters.
+    pub auth_counters: Arc<AuthCounters>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<io::Result<()>>>,
     /// The data directory (fingerprint key, audit log) when `start` made one.
@@ -297,12 +300,18 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let config = Arc::new(config);
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(proxy::run(listener, config.clone(), async {
+        let auth_counters = Arc::new(AuthCounters::default());
+        let options = proxy::RunOptions {
+            auth_counters: Some(auth_counters.clone()),
+            ..proxy::RunOptions::default()
+        };
+        let task = tokio::spawn(proxy::run_with(listener, options, config.clone(), async {
             let _ = stopped.await;
         }));
         Proxy {
             addr,
             config,
+            auth_counters,
             stop: Some(stop),
             task: Some(task),
             _data: None,
@@ -324,6 +333,29 @@ impl Drop for Proxy {
             task.abort();
         }
     }
+}
+
+/// `Basic base64(user:password)`, the value of a `Proxy-Authorization` header.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {token}")
+}
+
+/// Writes a credentials file (one `user:hash` line per `(user, password)`) in `dir`.
+pub fn credentials_file(dir: &std::path::Path, users: &[(&str, &str)]) -> PathBuf {
+    let text: String = users
+        .iter()
+        .map(|(u, p)| {
+            format!(
+                "{u}:{}\n",
+                egress_dlp::policy::identity::hash_password(p.as_bytes())
+            )
+        })
+        .collect();
+    let path = dir.join("users.txt");
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
 /// An HTTP response read off the wire.
