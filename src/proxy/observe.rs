@@ -133,7 +133,7 @@ pub(super) fn decided(
     };
     let event = shared
         .audit
-        .event(&insp.meta(), verdict, findings, &seen, partial);
+        .event(insp.meta(), verdict, findings, &seen, partial);
     match shared.audit.submit(event) {
         Ok(()) => Ok(()),
         Err(why) if shared.audit.required() && verdict.action != Action::Block => {
@@ -166,7 +166,7 @@ pub(super) fn tunnel_opened(
             path: String::new(),
         };
         let mut event = shared.audit.event(
-            &meta,
+            meta,
             &Verdict {
                 action: Action::Allow,
                 reasons: Vec::new(),
