@@ -17,12 +17,29 @@ use tracing_subscriber::fmt::MakeWriter;
 
 pub use crate::config::LogFormat;
 
-/// Installs the global subscriber writing to stderr, filtered by `RUST_LOG` (default
-/// `info`). Call once, from `main`.
-pub fn init(format: LogFormat) {
+/// Keeps the log writer thread alive; dropping it writes out every line still queued.
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
+
+impl std::fmt::Debug for LogGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogGuard")
+    }
+}
+
+/// Installs the global subscriber, filtered by `RUST_LOG` (default `info`), writing to
+/// stderr from a thread of its own: a request formats its line but never waits for the
+/// `write` (lines queue, and a full queue makes the caller wait rather than drop a line).
+/// Call once, from `main`, and keep the guard until exit.
+pub fn init(format: LogFormat) -> LogGuard {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = try_init(format, filter, std::io::stderr, ansi);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(std::io::stderr());
+    let _ = try_init(format, filter, writer, ansi);
+    LogGuard(guard)
 }
 
 /// Installs the global subscriber writing to `writer`; an error if one is installed.

@@ -180,12 +180,12 @@ fn serve(
     let config = match config::load(path, &overrides) {
         Ok(config) => config,
         Err(e) => {
-            logging::init(log_format.unwrap_or_default());
             eprintln!("egress-dlp: {e}");
             return 2;
         }
     };
-    logging::init(log_format.unwrap_or(config.log.format));
+    // Kept until `serve` returns: dropping it writes out the queued log lines.
+    let _log = logging::init(log_format.unwrap_or(config.log.format));
     let config = Arc::new(config);
     let source = proxy::reload::ReloadSource {
         config_path: path.map(Path::to_path_buf),

@@ -489,3 +489,35 @@ async fn size_rotation_under_concurrent_traffic_loses_no_event() {
     assert_eq!(total, 201, "every request once");
     assert_eq!(ids.len(), 201, "no duplicates");
 }
+
+#[tokio::test]
+async fn values_past_the_first_mebibyte_keep_their_masked_sample_without_a_fingerprint() {
+    let upstream = Upstream::start().await;
+    let mut proxy = OpsProxy::start("").await;
+    let mut body = customer_export(1).into_bytes();
+    body.extend(std::iter::repeat_n(b'.', 1_100_000));
+    body.extend_from_slice(b"\n");
+    body.extend_from_slice(customer_export(4).as_bytes());
+    let reply = request(proxy.addr, "POST", &upstream.url("/big"), &[], &body).await;
+    assert_eq!(reply.status, 200);
+    proxy.stop().await;
+    let events = json_lines(&proxy.audit_path());
+    assert_eq!(events.len(), 1);
+    let got = samples(rule(&events[0], "email"));
+    assert_eq!(
+        got.len(),
+        3,
+        "customer0 (early and late), customer1, customer2: {got:?}"
+    );
+    assert_eq!(got[0].0, "c***@acme-corp.io");
+    let data = proxy.data.path();
+    assert_eq!(
+        got[0].1.as_deref(),
+        Some(expected_fingerprint(data, "customer0@acme-corp.io").as_str()),
+        "the first value is in the first MiB"
+    );
+    for later in &got[1..] {
+        assert_eq!(later.0, "c***@acme-corp.io");
+        assert_eq!(later.1, None, "past it: no fingerprint rather than a guess");
+    }
+}

@@ -19,7 +19,8 @@
 //! and takes the distinct values in the order the engine saw them. A value is paired with a
 //! sample only when its mask equals that sample, in sequence; from the first disagreement
 //! on (bytes the proxy no longer holds, such as the streamed part of a body over the hold
-//! limit), samples get no fingerprint rather than a wrong one. This costs a regex pass over
+//! limit, or that it does not copy: past the first MiB of a request), samples get no
+//! fingerprint rather than a wrong one. This costs a regex pass over
 //! the request, so it runs only for requests that produce an audit event with samples.
 
 use std::fs;

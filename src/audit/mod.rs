@@ -224,7 +224,7 @@ impl Auditor {
     /// bytes the engine was fed, or a prefix of them), the path with matched values masked.
     pub fn event(
         &self,
-        meta: &RequestMeta,
+        meta: RequestMeta,
         verdict: &Verdict,
         findings: &Findings,
         seen: &[u8],
@@ -259,13 +259,13 @@ impl Auditor {
             .collect();
         Event {
             time: now(),
-            request_id: meta.request_id.clone(),
+            path: self.samples.mask_path(findings, meta.path),
+            request_id: meta.request_id,
             client: meta.client,
-            user: meta.user.clone(),
-            method: meta.method.clone(),
-            host: meta.host.clone(),
+            user: meta.user,
+            method: meta.method,
+            host: meta.host,
             port: meta.port,
-            path: self.samples.mask_path(findings, &meta.path),
             action: verdict.action,
             partial,
             bytes: findings.bytes,
@@ -315,11 +315,11 @@ impl Auditor {
 impl SampleValues {
     /// `path` with every value a finding's rule matches in it masked (the path is written to
     /// the audit log; a customer id in it must not be).
-    pub fn mask_path(&self, findings: &Findings, path: &str) -> String {
+    pub fn mask_path(&self, findings: &Findings, path: String) -> String {
         if findings.rules.is_empty() {
-            return path.to_owned();
+            return path;
         }
-        let decoded: Vec<u8> = percent_encoding::percent_decode_str(path).collect();
+        let decoded: Vec<u8> = percent_encoding::percent_decode_str(&path).collect();
         let masked = self.mask_matches(findings, &decoded);
         String::from_utf8_lossy(&masked).into_owned()
     }

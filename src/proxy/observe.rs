@@ -25,6 +25,12 @@ use crate::metrics::{Label, NotScanned, Outcome, ScanError};
 use crate::policy::{Action, Verdict};
 use crate::scan::Findings;
 
+/// At most this many bytes of a request (target, then body) are copied to recover the
+/// values behind an audit event's samples: the first distinct values are nearly always
+/// early, and memory stays bounded whatever the body size; a sample whose value lies
+/// beyond gets no fingerprint.
+const SEEN_CAP: usize = 1 << 20;
+
 /// One request's record, in its extensions: when it started and what was decided.
 #[derive(Debug)]
 pub(super) struct Record {
@@ -87,21 +93,24 @@ impl Inspection<'_> {
         }
     }
 
-    /// The bytes the engine was fed, as far as they are still held: the decoded target, a
-    /// line break, then `held` (the body, or its held part).
+    /// The bytes the engine was fed, as far as they are still held and up to
+    /// [`SEEN_CAP`]: the decoded target, a line break, then `held` (the body, or its held
+    /// part).
     fn seen(&self, held: &[Bytes]) -> Vec<u8> {
         let target = self
             .uri
             .path_and_query()
             .map(|t| percent_encoding::percent_decode(t.as_str().as_bytes()).collect::<Vec<u8>>())
             .unwrap_or_default();
-        let mut seen =
-            Vec::with_capacity(target.len() + 1 + held.iter().map(Bytes::len).sum::<usize>());
+        let total = target.len() + 1 + held.iter().map(Bytes::len).sum::<usize>();
+        let mut seen = Vec::with_capacity(total.min(SEEN_CAP));
         seen.extend_from_slice(&target);
         seen.push(b'\n');
         for chunk in held {
-            seen.extend_from_slice(chunk);
+            let room = SEEN_CAP.saturating_sub(seen.len());
+            seen.extend_from_slice(&chunk[..chunk.len().min(room)]);
         }
+        seen.truncate(SEEN_CAP.max(target.len() + 1));
         seen
     }
 }
@@ -135,7 +144,7 @@ pub(super) fn decided(
     };
     let event = shared
         .audit
-        .event(&insp.meta(), verdict, findings, &seen, partial);
+        .event(insp.meta(), verdict, findings, &seen, partial);
     match shared.audit.submit(event) {
         Ok(()) => Ok(()),
         Err(why) if shared.audit.required() && verdict.action != Action::Block => {
@@ -168,7 +177,7 @@ pub(super) fn tunnel_opened(
             path: String::new(),
         };
         let mut event = shared.audit.event(
-            &meta,
+            meta,
             &Verdict {
                 action: Action::Allow,
                 reasons: Vec::new(),
