@@ -9,6 +9,8 @@
 //!
 //! - [`rules`]: rule-file schema, loading a rules directory, validation, embedded tests.
 //! - [`scan`]: the engine: prefilters, confirming regexes, validators, streaming state, findings.
+//! - [`decode`]: body decoders (content-encodings, forms, multipart, JSON, base64, zip), all
+//!   bounded, feeding one engine stream per request.
 //! - [`policy`]: findings -> verdict (allow / log / block) from the rules' thresholds.
 //! - [`cli`]: the `scan` and `rules` commands, as library functions the binary calls.
 //! - [`config`]: the YAML config and command-line overrides, validated into runtime types.
@@ -20,20 +22,24 @@
 //! client --TCP--> proxy::run: accept (client allow-list, connection cap, header limits/timeouts)
 //!    |-- CONNECT host:port (port allow-list) -> blind tunnel (TLS interception: issue 4)
 //!    '-- absolute-form HTTP/1.1
-//!          request target (percent-decoded) + body chunks -> scan::Stream::feed
+//!          request target, decode.headers, body chunks -> decode::Inspection
+//!              (content-encodings, form, multipart, JSON, base64 runs, zip: bounded layers)
+//!              -> one scan::Stream per request
 //!              (literal / digit-run prefilters -> regex in windows -> validator -> keyed hashes)
 //!          body <= limits.hold_bytes: scanned whole before a byte goes upstream
 //!          body >  limits.hold_bytes: forwarded as scanned; Stream::findings() snapshots
 //!                                     abort the upstream body as soon as they say block
-//!          scan::Stream::finish -> Findings -> policy::evaluate -> Verdict
+//!          Inspection::finish -> Findings (+ not fully scanned?) -> policy::evaluate -> Verdict
+//!              (not fully scanned: policy.on_inspection_error, block by default)
 //!    allow/log: forward upstream (pooled client, timeouts)   block: 403 page (HTML or JSON)
 //! ```
 //!
-//! Decoders, audit events and metrics, and the policy's identity/window/EDM layers come
+//! Audit events and metrics, and the policy's identity/window/EDM layers come
 //! in later issues; `../shared/DESIGN.md` in the project workspace holds the contracts.
 
 pub mod cli;
 pub mod config;
+pub mod decode;
 pub mod policy;
 pub mod proxy;
 pub mod rules;

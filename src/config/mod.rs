@@ -9,6 +9,7 @@
 //! This module reads the config file and the rules directory; it opens no socket and
 //! starts nothing.
 
+pub mod decode;
 pub mod raw;
 
 use std::fmt;
@@ -56,6 +57,10 @@ pub struct Config {
     pub audit: Audit,
     /// Block page settings.
     pub block_page: BlockPage,
+    /// Body decoding: bounds and scanned headers.
+    pub decode: decode::Decode,
+    /// Policy decisions beyond the rules' thresholds.
+    pub policy: decode::Policy,
 }
 
 /// `tls:` settings.
@@ -421,6 +426,8 @@ pub fn validate(
     if contact.contains(['\n', '\r']) {
         errors.push("block_page.contact", "must be one line".into());
     }
+    let decode = decode::validate_decode(raw.decode, &mut errors);
+    let policy = decode::validate_policy(raw.policy, &mut errors);
 
     match (errors.list.is_empty(), listen, admin_listen, rule_set) {
         (true, Some(listen), Some(admin_listen), Some(rules)) => Ok(Config {
@@ -437,6 +444,8 @@ pub fn validate(
             limits,
             audit,
             block_page: BlockPage { contact },
+            decode,
+            policy,
         }),
         _ => Err(ConfigErrors(errors.list)),
     }

@@ -35,6 +35,12 @@ pub struct RawConfig {
     /// What the block page says besides the finding.
     #[serde(default)]
     pub block_page: RawBlockPage,
+    /// How bodies are decoded before scanning, and the bounds on it.
+    #[serde(default)]
+    pub decode: super::decode::RawDecode,
+    /// Decisions beyond the rules' thresholds.
+    #[serde(default)]
+    pub policy: super::decode::RawPolicy,
 }
 
 /// `tls:` — how CONNECT traffic is treated.

@@ -41,6 +41,10 @@ pub enum ProxyError {
     /// Policy: the findings crossed a block threshold.
     #[error("policy: blocked ({})", .0.summary())]
     Blocked(Box<Blocked>),
+    /// Policy: part of the request could not be inspected (a decoding limit, corrupt or
+    /// unsupported encoding) and `policy.on_inspection_error` is `block`.
+    #[error("policy: not inspected ({})", .0.reason.as_str())]
+    NotInspected(Box<NotInspected>),
     /// Upstream: the host name does not resolve.
     #[error("upstream: cannot resolve the host name")]
     UpstreamDns,
@@ -111,6 +115,15 @@ impl Blocked {
     }
 }
 
+/// A request refused because it could not be fully inspected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotInspected {
+    /// Why.
+    pub reason: crate::decode::Reason,
+    /// Part of the body had already gone upstream (as a request that never completes).
+    pub partial: bool,
+}
+
 impl From<&ConnectError> for ProxyError {
     fn from(e: &ConnectError) -> ProxyError {
         match e {
@@ -132,7 +145,8 @@ impl ProxyError {
             ProxyError::ClientNotAllowed(_)
             | ProxyError::PortNotAllowed(_)
             | ProxyError::Loop(_)
-            | ProxyError::Blocked(_) => StatusCode::FORBIDDEN,
+            | ProxyError::Blocked(_)
+            | ProxyError::NotInspected(_) => StatusCode::FORBIDDEN,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UpstreamDns | ProxyError::UpstreamConnect(_) | ProxyError::Upstream(_) => {
                 StatusCode::BAD_GATEWAY
@@ -155,6 +169,7 @@ impl ProxyError {
             ProxyError::ClientBody(_) => "client_body",
             ProxyError::Loop(_) => "loop",
             ProxyError::Blocked(_) => "blocked",
+            ProxyError::NotInspected(_) => "not_inspected",
             ProxyError::UpstreamDns => "upstream_dns",
             ProxyError::UpstreamConnect(_) => "upstream_connect",
             ProxyError::UpstreamConnectTimeout(_) => "upstream_connect_timeout",
@@ -187,6 +202,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => "Upload too large to inspect",
             ProxyError::Loop(_) => "Request addressed to the proxy itself",
             ProxyError::Blocked(_) => "Request blocked: it contains sensitive data",
+            ProxyError::NotInspected(_) => "Request blocked: its content could not be inspected",
             ProxyError::UpstreamDns => "Unknown host",
             ProxyError::UpstreamConnect(_) => "Cannot reach the site",
             ProxyError::UpstreamConnectTimeout(_) => "The site did not accept a connection in time",
@@ -225,6 +241,16 @@ impl ProxyError {
                  company's policy does not allow to leave. Nothing was sent."
                     .into()
             }
+            ProxyError::NotInspected(n) => format!(
+                "The content of this request could not be inspected: {}. This company's \
+                 policy does not allow content that cannot be inspected to leave. {}",
+                n.reason.describe(),
+                if n.partial {
+                    "It was stopped before its end: the site did not receive a complete request."
+                } else {
+                    "Nothing was sent."
+                }
+            ),
             ProxyError::UpstreamDns => "The host name of the site does not resolve (DNS).".into(),
             ProxyError::UpstreamConnect(_) => {
                 "The site refused the connection or could not be reached.".into()
@@ -273,6 +299,14 @@ mod tests {
             (ProxyError::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
             (ProxyError::Loop(addr), 403, "loop"),
             (ProxyError::Blocked(Box::new(blocked)), 403, "blocked"),
+            (
+                ProxyError::NotInspected(Box::new(NotInspected {
+                    reason: crate::decode::Reason::Ratio,
+                    partial: false,
+                })),
+                403,
+                "not_inspected",
+            ),
             ((&ConnectError::Dns(io())).into(), 502, "upstream_dns"),
             ((&ConnectError::NoAddress).into(), 502, "upstream_dns"),
             (

@@ -1,7 +1,9 @@
 //! Absolute-form HTTP forwarding, with every request inspected before it leaves.
 //!
-//! The request target (path and query, percent-decoded) and the body go through one engine
-//! stream, so distinct values are counted across both. A body up to `limits.hold_bytes` is
+//! The request target (path and query, percent-decoded), the headers named in
+//! `decode.headers` and the body go through one [`Inspection`] (the decoders and one engine
+//! stream), so distinct values are counted across all of them and every decoded layer. A
+//! request that could not be fully inspected follows `policy.on_inspection_error`. A body up to `limits.hold_bytes` is
 //! read and scanned whole before the upstream request starts: a blocked request sends
 //! nothing. A larger body is refused (`oversize: block`) or forwarded as it is scanned
 //! (`oversize: stream`). While it streams, the policy is applied to the engine's snapshot
@@ -15,10 +17,8 @@
 //! follow pass through uninspected. Only WebSocket is offered upstream: an upgrade to
 //! anything else (`h2c`) is forwarded as a plain request, without its `Upgrade` header.
 //!
-//! Not here: TLS (CONNECT is in [`tunnel`]), body decoding (compressed, multipart, JSON: the
-//! decode issue), header scanning, request trailers (dropped: never forwarded unscanned).
-
-use std::borrow::Cow;
+//! Not here: TLS (CONNECT is in [`tunnel`]), the decoders themselves ([`crate::decode`]),
+//! request trailers (dropped: never forwarded unscanned).
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -27,16 +27,15 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 
 use super::linger::ClientBody;
-use percent_encoding::percent_decode;
 use tracing::info;
 
 use super::budget::Reservation;
-use super::error::{Blocked, ProxyError};
+use super::error::{Blocked, NotInspected, ProxyError};
 use super::upstream::{self, Piece, UpstreamBody};
 use super::{ConnCtx, ProxyBody, Shared, tunnel};
 use crate::config::Oversize;
-use crate::policy::{self, Action, Verdict};
-use crate::scan::Stream;
+use crate::decode::{Inspection, NotScanned};
+use crate::policy::{self, Action, OnInspectionError, Verdict};
 
 /// The `Via` entry this proxy adds (RFC 9110 §7.6.3).
 const VIA: &str = "1.1 egress-dlp";
@@ -108,12 +107,25 @@ pub(super) async fn forward(
         });
     }
 
-    let mut scan = shared.engine.stream();
+    let mut scan = Inspection::new(
+        &shared.engine,
+        &shared.config.decode.limits,
+        parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .map(HeaderValue::as_bytes),
+        parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .map(HeaderValue::as_bytes),
+    );
     if let Some(target) = parts.uri.path_and_query() {
-        let decoded: Cow<'_, [u8]> = percent_decode(target.as_str().as_bytes()).into();
-        scan.feed(&decoded);
-        // A line break keeps a match from joining the end of the target to the body.
-        scan.feed(b"\n");
+        scan.feed_target(target.as_str().as_bytes());
+    }
+    for (name, value) in &parts.headers {
+        if shared.config.decode.headers.matches(name.as_str()) {
+            scan.feed_header(value.as_bytes());
+        }
     }
     prepare_headers(&mut parts.headers);
     // hyper answered any 100-continue when the body was first read; the upstream gets the
@@ -282,7 +294,7 @@ async fn stream_through(
     ctx: &ConnCtx,
     parts: http::request::Parts,
     mut body: ClientBody,
-    mut scan: Stream<'_>,
+    mut scan: Inspection<'_>,
     (held, reservation): (Vec<Bytes>, Reservation),
     request_id: &str,
 ) -> Result<Response<Incoming>, ProxyError> {
@@ -362,12 +374,18 @@ async fn stream_through(
 /// `partial`: part of the body has already gone upstream.
 fn judge(
     shared: &Shared,
-    scan: Stream<'_>,
+    scan: Inspection<'_>,
     request_id: &str,
     partial: bool,
 ) -> Result<Verdict, ProxyError> {
-    let findings = scan.finish();
+    let outcome = scan.finish();
+    let findings = outcome.findings;
     let verdict = policy::evaluate(&shared.config.rules, &findings);
+    if verdict.action != Action::Block {
+        if let Some(not_scanned) = &outcome.not_scanned {
+            not_inspected(shared, not_scanned, request_id, partial)?;
+        }
+    }
     match verdict.action {
         Action::Allow => {}
         Action::Log => {
@@ -387,15 +405,22 @@ fn judge(
 /// `Err(Blocked)` once that is already a block. Log verdicts wait for [`judge`] at the end.
 fn judge_snapshot(
     shared: &Shared,
-    scan: &Stream<'_>,
+    scan: &Inspection<'_>,
     request_id: &str,
     partial: bool,
 ) -> Result<(), ProxyError> {
     let verdict = policy::evaluate(&shared.config.rules, &scan.findings());
+    if verdict.action != Action::Block {
+        if let Some(not_scanned) = scan.not_scanned() {
+            if shared.config.policy.on_inspection_error == OnInspectionError::Block {
+                return not_inspected(shared, not_scanned, request_id, partial);
+            }
+        }
+    }
     if verdict.action == Action::Block {
         info!(
             request_id,
-            scanned = scan.bytes(),
+            scanned = scan.scanned_bytes(),
             "oversize body blocked before its end"
         );
         return Err(ProxyError::Blocked(Box::new(Blocked::from_verdict(
@@ -403,6 +428,37 @@ fn judge_snapshot(
         ))));
     }
     Ok(())
+}
+
+/// A request that was not fully inspected: `Err(NotInspected)` under
+/// `policy.on_inspection_error: block`, a log line under `allow`.
+fn not_inspected(
+    shared: &Shared,
+    not_scanned: &NotScanned,
+    request_id: &str,
+    partial: bool,
+) -> Result<(), ProxyError> {
+    let reason = not_scanned.reason.as_str();
+    let detail = not_scanned.detail.as_str();
+    match shared.config.policy.on_inspection_error {
+        OnInspectionError::Block => {
+            info!(
+                request_id,
+                reason, detail, "request not fully inspected: blocked"
+            );
+            Err(ProxyError::NotInspected(Box::new(NotInspected {
+                reason: not_scanned.reason,
+                partial,
+            })))
+        }
+        OnInspectionError::Allow => {
+            info!(
+                request_id,
+                reason, detail, "request not fully inspected: allowed by policy"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// The upstream response as the client gets it: hop-by-hop headers removed, `Via` added.

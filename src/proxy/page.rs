@@ -44,6 +44,10 @@ pub fn error_response(
                 .map(|(c, d)| serde_json::json!({"category": c, "distinct": d}))
                 .collect();
         }
+        if let ProxyError::NotInspected(n) = err {
+            doc["reason"] = n.reason.as_str().into();
+            doc["partial"] = n.partial.into();
+        }
         if let Some(c) = contact {
             doc["contact"] = c.into();
         }
