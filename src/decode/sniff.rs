@@ -4,7 +4,8 @@
 //! A [`Sniffer`] feeds its input to the stream unchanged (the raw scan: no copy), and
 //! - looks at the first bytes: a zip archive (`PK\x03\x04`), a gzip stream (`1f 8b`) or a
 //!   zstd frame (`28 b5 2f fd`) is decoded instead, one layer deeper (the decoder scans the
-//!   raw bytes itself from wherever it cannot decode them);
+//!   raw bytes itself from wherever it cannot decode them); content that opens like JSON
+//!   (`{` or `[`) is unescaped as JSON (when the depth allows: it is optional);
 //! - finds runs of at least [`BASE64_MIN_RUN`] base64 symbols (either alphabet) holding
 //!   both upper- and lowercase letters (so hex digests and long lowercase words are left
 //!   alone), and decodes each one layer deeper. A run may go on across line breaks (MIME
@@ -17,6 +18,7 @@
 
 use super::base64::{Decoder, is_symbol};
 use super::encoding::Codec;
+use super::json::JsonNode;
 use super::node::Node;
 use super::zip::ZipNode;
 use super::{Account, BASE64_MIN_RUN, Out};
@@ -165,6 +167,11 @@ impl Sniffer {
                 let next = Node::text(depth, acct);
                 Node::decompress(Codec::Zstd, next, self.depth, acct)
             })
+        } else if looks_like_json(&head) && depth <= acct.limits().max_depth {
+            // JSON sent as text: unescaped all the same. The unescaped view holds every
+            // byte outside string escapes as it is, so it stands in for the raw one.
+            let next = Node::plain_text(depth, acct);
+            Some(Node::Json(Box::new(JsonNode::new(next))))
         } else {
             None
         };
@@ -259,6 +266,15 @@ impl Sniffer {
         }
         self.mode = Mode::Active(Box::new(run));
     }
+}
+
+/// Whether content starting with `head` is likely JSON: an object or array opens it
+/// (after whitespace).
+fn looks_like_json(head: &[u8]) -> bool {
+    matches!(
+        head.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{' | b'[')
+    )
 }
 
 /// Start of the first run of at least [`BASE64_MIN_RUN`] symbols in `data[from..]` (it may
