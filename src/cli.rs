@@ -134,7 +134,7 @@ pub fn scan(
                 let report = ScanReport {
                     input: &name,
                     verdict: verdict.action,
-                    bytes: findings.bytes,
+                    bytes: outcome.body_bytes,
                     findings: &findings.rules,
                     reasons: &verdict.reasons,
                     not_scanned: outcome.not_scanned.as_ref().map(|n| NotScannedReport {

@@ -120,8 +120,9 @@ pub(super) fn validate_decode(raw: RawDecode, errors: &mut Errors) -> Decode {
                     Some(stem) => (stem, true),
                     None => (name.as_str(), false),
                 };
-                let valid = (prefix && stem.is_empty())
-                    || http::HeaderName::from_bytes(stem.as_bytes()).is_ok();
+                let valid = !stem.contains('*')
+                    && ((prefix && stem.is_empty())
+                        || http::HeaderName::from_bytes(stem.as_bytes()).is_ok());
                 if !valid {
                     errors.push(
                         &format!("decode.headers[{i}]"),

@@ -163,6 +163,8 @@ pub struct Outcome {
     pub findings: Findings,
     /// Set when part of the request was not fully scanned.
     pub not_scanned: Option<NotScanned>,
+    /// Body bytes as received (before decoding).
+    pub body_bytes: u64,
 }
 
 /// The request's bookkeeping shared by every node: the limits and what they have used.
@@ -172,7 +174,8 @@ pub(crate) struct Account {
     decoded: u64,
     entries: u32,
     problem: Option<NotScanned>,
-    /// The segment whose bytes went into the stream last (see [`Out::emit`]).
+    /// The segment whose bytes went into the stream last (see [`Out::emit`]); 0 before
+    /// the first.
     last_segment: u64,
     next_segment: u64,
 }
@@ -266,7 +269,9 @@ impl Out<'_, '_> {
             return;
         }
         if segment != self.acct.last_segment {
-            self.stream.feed(b"\n");
+            if self.acct.last_segment != 0 {
+                self.stream.feed(b"\n");
+            }
             self.acct.last_segment = segment;
         }
         self.stream.feed(bytes);
@@ -375,6 +380,7 @@ impl<'e> Inspection<'e> {
         Outcome {
             findings: self.stream.finish(),
             not_scanned: self.acct.problem,
+            body_bytes: self.body_bytes,
         }
     }
 }
