@@ -212,6 +212,10 @@ async fn unsupported_encoding_is_not_inspected() {
     let page: serde_json::Value = serde_json::from_str(&reply.text()).unwrap();
     assert_eq!(page["reason"], "unsupported");
     assert!(upstream.requests().is_empty());
+    // Without a body there is nothing to decode.
+    let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let reply = request(proxy.addr, "GET", &upstream.url("/x"), &h, b"").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
 }
 
 #[tokio::test]

@@ -285,6 +285,8 @@ pub struct Inspection<'e> {
     acct: Account,
     body: Node,
     body_bytes: u64,
+    /// Why the body's `Content-Encoding` cannot be undone, recorded when a body comes.
+    unsupported: Option<String>,
 }
 
 impl fmt::Debug for Inspection<'_> {
@@ -306,12 +308,19 @@ impl<'e> Inspection<'e> {
         content_encoding: Option<&[u8]>,
     ) -> Inspection<'e> {
         let mut acct = Account::new(limits.clone());
+        // An encoding that cannot be undone matters only once there is a body: the body is
+        // then scanned as it is, and the request is not fully scanned.
+        let (content_encoding, unsupported) = match content_encoding.map(encoding::parse) {
+            Some(Err(why)) => (None, Some(why)),
+            _ => (content_encoding, None),
+        };
         let body = Node::for_body(content_type, content_encoding, 0, &mut acct);
         Inspection {
             stream: engine.stream(),
             acct,
             body,
             body_bytes: 0,
+            unsupported,
         }
     }
 
@@ -341,6 +350,9 @@ impl<'e> Inspection<'e> {
             return;
         }
         self.body_bytes += chunk.len() as u64;
+        if let Some(why) = self.unsupported.take() {
+            self.acct.problem(Reason::Unsupported, why);
+        }
         let mut out = Out {
             stream: &mut self.stream,
             acct: &mut self.acct,
