@@ -58,7 +58,44 @@ impl Decoder {
     /// Decodes the symbols in `input` (bytes outside the alphabets are skipped) onto `out`.
     pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
         out.reserve(input.len() / 4 * 3 + 3);
-        for &b in input {
+        let mut rest = input;
+        // Finish a group begun earlier, one symbol at a time.
+        while self.n != 0 {
+            let Some((&b, tail)) = rest.split_first() else {
+                return;
+            };
+            self.push_symbol(b, out);
+            rest = tail;
+        }
+        // Whole groups of four symbols, the accumulator in a register; a group holding a
+        // byte outside the alphabets falls back to the symbol-at-a-time path.
+        let mut groups = rest.chunks_exact(4);
+        for g in &mut groups {
+            let v = [
+                SYMBOLS[usize::from(g[0])],
+                SYMBOLS[usize::from(g[1])],
+                SYMBOLS[usize::from(g[2])],
+                SYMBOLS[usize::from(g[3])],
+            ];
+            if (v[0] | v[1] | v[2] | v[3]) & 0xC0 != 0 {
+                for &b in g {
+                    self.push_symbol(b, out);
+                }
+                continue;
+            }
+            if self.n != 0 {
+                for &b in g {
+                    self.push_symbol(b, out);
+                }
+                continue;
+            }
+            let n = u32::from(v[0]) << 18
+                | u32::from(v[1]) << 12
+                | u32::from(v[2]) << 6
+                | u32::from(v[3]);
+            out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]);
+        }
+        for &b in groups.remainder() {
             self.push_symbol(b, out);
         }
     }

@@ -47,7 +47,11 @@ struct Run {
     decoder: Decoder,
     buf: Vec<u8>,
     padded: bool,
-    next: Node,
+    /// Whether its first decoded bytes have been looked at.
+    started: bool,
+    /// Its own node, when its content starts like an archive, a compressed stream or
+    /// JSON; otherwise its bytes join the sniffer's shared decoded text.
+    own: Option<Node>,
 }
 
 impl Run {
@@ -56,9 +60,17 @@ impl Run {
     fn accept(&mut self, data: &[u8], from: usize) -> (usize, bool) {
         let mut i = from;
         while i < data.len() {
+            if !self.padded {
+                // The symbols up to the next other byte, decoded in bulk.
+                let n = data[i..].iter().take_while(|&&b| is_symbol(b)).count();
+                if n > 0 {
+                    self.decoder.push(&data[i..i + n], &mut self.buf);
+                    i += n;
+                    continue;
+                }
+            }
             let b = data[i];
-            if !self.padded && self.decoder.push_symbol(b, &mut self.buf) {
-            } else if b == b'=' {
+            if b == b'=' {
                 if !self.padded {
                     self.decoder.finish(&mut self.buf);
                     self.padded = true;
@@ -70,19 +82,6 @@ impl Run {
             i += 1;
         }
         (i, false)
-    }
-
-    fn flush(&mut self, out: &mut Out<'_, '_>) {
-        if !self.buf.is_empty() {
-            self.next.feed(&self.buf, out);
-            self.buf.clear();
-        }
-    }
-
-    fn finish(&mut self, out: &mut Out<'_, '_>) {
-        self.decoder.finish(&mut self.buf);
-        self.flush(out);
-        self.next.finish(out);
     }
 }
 
@@ -97,6 +96,11 @@ pub(crate) struct Sniffer {
     inner: Option<Node>,
     mode: Mode,
     carry: Vec<u8>,
+    /// Decoded bytes of the runs that ended in the current input (each followed by a
+    /// line break), scanned together after it: one feed for all of them.
+    decoded: Vec<u8>,
+    /// The text node those bytes go to (one layer deeper), opened with the first.
+    decoded_node: Option<Node>,
 }
 
 impl Sniffer {
@@ -109,6 +113,8 @@ impl Sniffer {
             inner: None,
             mode: Mode::Idle,
             carry: Vec::new(),
+            decoded: Vec::new(),
+            decoded_node: None,
         }
     }
 
@@ -141,10 +147,55 @@ impl Sniffer {
         if let Some(inner) = &mut self.inner {
             inner.finish(out);
         }
-        if let Mode::Active(run) = &mut self.mode {
-            run.finish(out);
+        if let Mode::Active(mut run) = std::mem::replace(&mut self.mode, Mode::Idle) {
+            self.run_output(&mut run, true, out);
         }
-        self.mode = Mode::Idle;
+        self.flush_decoded(out);
+        if let Some(node) = &mut self.decoded_node {
+            node.finish(out);
+        }
+    }
+
+    /// Hands on what `run` has decoded so far (all of it, when `last`): to its own node,
+    /// or to the shared decoded text.
+    fn run_output(&mut self, run: &mut Run, last: bool, out: &mut Out<'_, '_>) {
+        if last {
+            run.decoder.finish(&mut run.buf);
+        }
+        if !run.started && !run.buf.is_empty() {
+            run.started = true;
+            if opens_container(&run.buf) {
+                run.own = Some(Node::text(self.depth + 1, out.acct));
+            }
+        }
+        match &mut run.own {
+            Some(node) => {
+                node.feed(&run.buf, out);
+                if last {
+                    node.finish(out);
+                }
+            }
+            None => {
+                self.decoded.extend_from_slice(&run.buf);
+                if last {
+                    self.decoded.push(b'\n');
+                }
+            }
+        }
+        run.buf.clear();
+    }
+
+    /// Scans the shared decoded text gathered so far.
+    fn flush_decoded(&mut self, out: &mut Out<'_, '_>) {
+        if self.decoded.is_empty() {
+            return;
+        }
+        let depth = self.depth + 1;
+        let node = self
+            .decoded_node
+            .get_or_insert_with(|| Node::plain_text(depth, out.acct));
+        node.feed(&self.decoded, out);
+        self.decoded.clear();
     }
 
     /// Looks at the first bytes; opens the decoder they call for and feeds it them.
@@ -182,34 +233,50 @@ impl Sniffer {
     }
 
     /// Feeds `data` to the stream, decoding the base64 runs in it.
+    ///
+    /// The raw bytes go in at most two pieces: up to the end of the last run that ended
+    /// in `data` (where a cut cannot split a match of ordinary text), then the decoded
+    /// runs together, then the rest — so a text full of short base64 digests costs the
+    /// engine a few feeds per chunk, not a few per digest.
     fn scan_runs(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
         let mut emitted = 0;
+        // Where the shared decoded text goes in: after the last run that ended here.
+        let mut split = None;
         let mut pos = 0;
         loop {
-            match &mut self.mode {
-                Mode::Active(run) => {
+            match std::mem::replace(&mut self.mode, Mode::Idle) {
+                Mode::Active(mut run) => {
                     let (end, ended) = run.accept(data, pos);
-                    if ended {
+                    if !ended {
+                        if run.own.is_some() {
+                            // Its own node feeds the stream now: the raw text first.
+                            out.emit(self.segment, &data[emitted..]);
+                            emitted = data.len();
+                            self.run_output(&mut run, false, out);
+                        } else if run.buf.len() >= FLUSH {
+                            self.run_output(&mut run, false, out);
+                        }
+                        self.mode = Mode::Active(run);
+                        break;
+                    }
+                    if run.own.is_some() || opens_container(&run.buf) && !run.started {
+                        // Content of its own (an archive in base64): the raw text up to
+                        // here first, so that its segment does not cut the text.
                         out.emit(self.segment, &data[emitted..end]);
                         emitted = end;
-                        run.finish(out);
-                        self.mode = Mode::Idle;
-                        pos = end;
-                        continue;
+                    } else {
+                        split = Some(end);
                     }
-                    out.emit(self.segment, &data[emitted..]);
-                    if run.buf.len() >= FLUSH {
-                        run.flush(out);
-                    }
-                    return;
+                    self.run_output(&mut run, true, out);
+                    pos = end;
                 }
                 Mode::Skip => {
                     let n = data[pos..].iter().take_while(|&&b| is_symbol(b)).count();
                     pos += n;
                     if pos == data.len() {
+                        self.mode = Mode::Skip;
                         break;
                     }
-                    self.mode = Mode::Idle;
                 }
                 Mode::Idle => {
                     if !self.carry.is_empty() {
@@ -244,7 +311,14 @@ impl Sniffer {
                 }
             }
         }
-        out.emit(self.segment, &data[emitted..]);
+        if self.decoded.is_empty() {
+            out.emit(self.segment, &data[emitted..]);
+            return;
+        }
+        let split = split.unwrap_or(data.len()).max(emitted);
+        out.emit(self.segment, &data[emitted..split]);
+        self.flush_decoded(out);
+        out.emit(self.segment, &data[split..]);
     }
 
     /// A run of at least [`BASE64_MIN_RUN`] symbols starts with `carry` (bytes already
@@ -259,13 +333,21 @@ impl Sniffer {
             decoder: Decoder::new(),
             buf: Vec::new(),
             padded: false,
-            next: Node::text(depth, out.acct),
+            started: false,
+            own: None,
         };
-        for &b in carry {
-            run.decoder.push_symbol(b, &mut run.buf);
-        }
+        run.decoder.push(carry, &mut run.buf);
         self.mode = Mode::Active(Box::new(run));
     }
+}
+
+/// Whether decoded content starting with `head` needs a node of its own: an archive, a
+/// compressed stream, or JSON.
+fn opens_container(head: &[u8]) -> bool {
+    head.starts_with(ZIP_MAGIC)
+        || head.starts_with(GZIP_MAGIC)
+        || head.starts_with(ZSTD_MAGIC)
+        || looks_like_json(&head[..head.len().min(HEAD)])
 }
 
 /// Whether content starting with `head` is likely JSON: an object or array opens it
