@@ -1,8 +1,8 @@
 //! Base64, standard (`+/`) and URL-safe (`-_`) alphabets at once, decoded as a stream.
 //!
-//! Two users: runs of base64 found inside text ([`sniff`](super::sniff) finds them and feeds
+//! Two users: runs of base64 found inside text (`sniff` finds them and feeds
 //! their characters here), and MIME parts sent with `Content-Transfer-Encoding: base64`
-//! ([`Base64Node`]: line breaks and anything outside the alphabet skipped, as RFC 2045
+//! (`Base64Node`: line breaks and anything outside the alphabet skipped, as RFC 2045
 //! §6.8 asks). Padding is optional; a final group of two or three characters yields its one
 //! or two bytes, a lone character nothing.
 

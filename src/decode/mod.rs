@@ -22,7 +22,7 @@
 //!   headers and filename, each part by its own `Content-Type` and
 //!   `Content-Transfer-Encoding`), JSON ([`json`]: string values unescaped, `\uXXXX` and
 //!   surrogate pairs included); anything else is scanned as the raw bytes;
-//! - embedded content, found in any text or decoded layer ([`sniff`]): base64 runs of at
+//! - embedded content, found in any text or decoded layer (`sniff`): base64 runs of at
 //!   least [`BASE64_MIN_RUN`] characters (standard or URL-safe alphabet) are decoded and
 //!   scanned ([`base64`]); content that starts like a zip archive (.zip, .xlsx, .docx,
 //!   .odt: [`zip`]) is read entry by entry, XML entries also as their text; content that

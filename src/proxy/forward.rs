@@ -3,11 +3,12 @@
 //! The request target (path and query, percent-decoded), the headers named in
 //! `decode.headers` and the body go through one [`Inspection`] (the decoders and one engine
 //! stream), so distinct values are counted across all of them and every decoded layer. A
-//! request that could not be fully inspected follows `policy.on_inspection_error`. A body up to `limits.hold_bytes` is
-//! read and scanned whole before the upstream request starts: a blocked request sends
-//! nothing. A larger body is refused (`oversize: block`) or forwarded as it is scanned
-//! (`oversize: stream`). While it streams, the policy is applied to the engine's snapshot
-//! ([`Stream::findings`], a lower bound that only grows) every [`SNAPSHOT_INTERVAL`] bytes,
+//! request that could not be fully inspected follows `policy.on_inspection_error`. A body
+//! up to `limits.hold_bytes` is read and scanned whole before the upstream request starts:
+//! a blocked request sends nothing. A larger body is refused (`oversize: block`) or
+//! forwarded as it is scanned (`oversize: stream`). While it streams, the policy is applied
+//! to the engine's snapshot ([`Inspection::findings`], a lower bound that only grows; and a
+//! request already known not to be fully inspectable) every [`SNAPSHOT_INTERVAL`] bytes,
 //! so an upload whose customer list comes early is aborted early; and its newest chunk is
 //! always held back, so that a block verdict at the very end still aborts the upstream
 //! request before the upstream has seen all of it.
