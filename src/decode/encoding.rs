@@ -141,7 +141,7 @@ impl DecompressNode {
                 }
             },
         };
-        let raw = engine.is_none().then(|| Node::text(depth, acct));
+        let raw = engine.is_none().then(|| Node::plain_text(depth, acct));
         DecompressNode {
             codec,
             engine,
@@ -290,13 +290,14 @@ impl DecompressNode {
     }
 
     /// Stops decoding (recording `problem`, if any); `rest` and what follows are scanned
-    /// as raw bytes.
+    /// as raw bytes — as plain text: sniffing them would open the same broken stream again,
+    /// one node inside the other without end (a fuzzing find).
     fn stop(&mut self, problem: Option<(Reason, String)>, rest: &[u8], out: &mut Out<'_, '_>) {
         if let Some((reason, detail)) = problem {
             out.acct.problem(reason, detail);
         }
         self.engine = None;
-        let mut raw = Node::text(self.depth, out.acct);
+        let mut raw = Node::plain_text(self.depth, out.acct);
         raw.feed(rest, out);
         self.raw = Some(raw);
     }

@@ -134,7 +134,7 @@ impl ZipNode {
     /// Where the reading stopped on a problem: the rest of `b` from `at`, and everything
     /// after it, is scanned as raw bytes.
     fn rest_raw(&mut self, b: &[u8], at: usize, out: &mut Out<'_, '_>) -> usize {
-        let mut raw = Node::text(self.depth, out.acct);
+        let mut raw = Node::plain_text(self.depth, out.acct);
         raw.feed(&b[at.min(b.len())..], out);
         self.raw = Some(raw);
         b.len()
