@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::decode::{self, Inspection};
 use crate::policy::{self, Action, Reason};
 use crate::rules::{self, RuleErrors, RuleSet};
 use crate::scan::{Engine, RuleFinding};
@@ -31,6 +32,15 @@ pub enum Format {
     Json,
 }
 
+/// How `scan` decodes its inputs: the headers a proxied body would have come with.
+#[derive(Debug, Clone, Default)]
+pub struct BodyHeaders {
+    /// `Content-Type` (`--content-type`).
+    pub content_type: Option<String>,
+    /// `Content-Encoding` (`--content-encoding`).
+    pub content_encoding: Option<String>,
+}
+
 #[derive(Serialize)]
 struct ScanReport<'a> {
     input: &'a str,
@@ -38,6 +48,15 @@ struct ScanReport<'a> {
     bytes: u64,
     findings: &'a [RuleFinding],
     reasons: &'a [Reason],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_scanned: Option<NotScannedReport<'a>>,
+}
+
+/// Why an input was not fully scanned (`{"reason": "corrupt", "detail": "..."}`).
+#[derive(Serialize)]
+struct NotScannedReport<'a> {
+    reason: &'static str,
+    detail: &'a str,
 }
 
 #[derive(Serialize)]
@@ -74,12 +93,15 @@ fn report_rule_errors(
     }
 }
 
-/// `egress-dlp scan`: streams each input (`-` is stdin) through the engine and policy.
+/// `egress-dlp scan`: streams each input (`-` is stdin) through the decoders, engine and
+/// policy, as the proxy would a body sent with `body`'s headers. An input that cannot be
+/// fully inspected is blocked, as `policy.on_inspection_error` does by default.
 /// Returns the exit status: 0 allow/log, 1 block, 2 error (an error wins over a block).
 pub fn scan(
     rules_dir: &Path,
     inputs: &[PathBuf],
     format: Format,
+    body: &BodyHeaders,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
@@ -97,22 +119,30 @@ pub fn scan(
     for input in inputs {
         let name = input.to_string_lossy();
         let result = if name == "-" {
-            scan_reader(&engine, io::stdin().lock())
+            scan_body(&engine, body, io::stdin().lock())
         } else {
-            std::fs::File::open(input).and_then(|f| scan_reader(&engine, f))
+            std::fs::File::open(input).and_then(|f| scan_body(&engine, body, f))
         };
         match result {
-            Ok(findings) => {
-                let verdict = policy::evaluate(&set, &findings, &policy::Input::default());
+            Ok(outcome) => {
+                let findings = &outcome.findings;
+                let mut verdict = policy::evaluate(&set, findings, &policy::Input::default());
+                if outcome.not_scanned.is_some() {
+                    verdict.action = Action::Block;
+                }
                 if verdict.action == Action::Block && status == EXIT_OK {
                     status = EXIT_BLOCK;
                 }
                 let report = ScanReport {
                     input: &name,
                     verdict: verdict.action,
-                    bytes: findings.bytes,
+                    bytes: outcome.body_bytes,
                     findings: &findings.rules,
                     reasons: &verdict.reasons,
+                    not_scanned: outcome.not_scanned.as_ref().map(|n| NotScannedReport {
+                        reason: n.reason.as_str(),
+                        detail: &n.detail,
+                    }),
                 };
                 let _ = match format {
                     Format::Json => writeln!(out, "{}", json(&report)),
@@ -162,6 +192,32 @@ pub fn scan_reader(engine: &Engine, mut reader: impl Read) -> io::Result<crate::
     Ok(stream.finish())
 }
 
+/// Streams a reader through the decoders and the engine in bounded chunks, as the proxy
+/// does a body with these headers (default decoding limits).
+pub fn scan_body(
+    engine: &Engine,
+    body: &BodyHeaders,
+    mut reader: impl Read,
+) -> io::Result<decode::Outcome> {
+    let mut stream = Inspection::new(
+        engine,
+        &decode::Limits::default(),
+        body.content_type.as_deref().map(str::as_bytes),
+        body.content_encoding.as_deref().map(str::as_bytes),
+    );
+    let mut chunk = vec![0u8; READ_CHUNK];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        stream.feed(&chunk[..n]);
+    }
+    Ok(stream.finish())
+}
+
 fn write_text(out: &mut dyn Write, r: &ScanReport<'_>) -> io::Result<()> {
     writeln!(
         out,
@@ -170,6 +226,9 @@ fn write_text(out: &mut dyn Write, r: &ScanReport<'_>) -> io::Result<()> {
         r.verdict.as_str(),
         r.bytes
     )?;
+    if let Some(n) = &r.not_scanned {
+        writeln!(out, "  not fully scanned: {}: {}", n.reason, n.detail)?;
+    }
     for f in r.findings {
         writeln!(
             out,

@@ -9,6 +9,8 @@
 //!
 //! - [`rules`]: rule-file schema, loading a rules directory, validation, embedded tests.
 //! - [`scan`]: the engine: prefilters, confirming regexes, validators, streaming state, findings.
+//! - [`decode`]: body decoders (content-encodings, forms, multipart, JSON, base64, zip), all
+//!   bounded, feeding one engine stream per request.
 //! - [`policy`]: findings + user + destination -> verdict (allow / log / block): thresholds,
 //!   per-user overrides, sanctioned and blocked destinations; identity (credentials, the
 //!   client map, the failed-login limiter).
@@ -28,25 +30,29 @@
 //!                   (policy.destinations.blocked: 403 before the body is read)
 //!    |-- CONNECT host:port (port allow-list) -> blind tunnel (TLS interception: issue 4)
 //!    '-- absolute-form HTTP/1.1
-//!          request target (percent-decoded) + body chunks -> scan::Stream::feed
+//!          request target, decode.headers, body chunks -> decode::Inspection
+//!              (content-encodings, form, multipart, JSON, base64 runs, zip: bounded layers)
+//!              -> one scan::Stream per request
 //!              (literal / digit-run prefilters -> regex in windows -> validator -> keyed hashes)
 //!          body <= limits.hold_bytes: scanned whole before a byte goes upstream
 //!          body >  limits.hold_bytes: forwarded as scanned; Stream::findings() snapshots
 //!                                     abort the upstream body as soon as they say block
-//!          scan::Stream::finish -> Findings -> policy::evaluate(+ user, destination) -> Verdict
+//!          Inspection::finish -> Findings (+ not fully scanned?)
+//!              -> policy::evaluate(+ user, destination) -> Verdict, raised by windows
+//!              (not fully scanned: policy.on_inspection_error, block by default)
 //!    allow/log: forward upstream (pooled client, timeouts)   block: 403 page (HTML or JSON)
 //!    verdict -> metrics; log/block (or every request, audit.all_requests) -> audit event
 //!       (queued to the writer thread; refused with 503 if unrecordable and audit.required)
 //!    end of request -> egress_dlp_requests_total{action}, one log line (id, verdict, time)
 //! ```
 //!
-//! Body decoders come in a later issue;
 //! `../shared/DESIGN.md` in the project workspace holds the contracts.
 
 pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod decode;
 pub mod logging;
 pub mod metrics;
 pub mod policy;

@@ -46,6 +46,13 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = cli::Format::Text)]
         format: cli::Format,
+        /// Decode each input as a body of this Content-Type, as the proxy would
+        /// (`application/json`, `multipart/form-data; boundary=...`).
+        #[arg(long)]
+        content_type: Option<String>,
+        /// Decode each input as a body with this Content-Encoding (`gzip`, `gzip, br`).
+        #[arg(long)]
+        content_encoding: Option<String>,
         /// Files to scan; `-` or nothing reads stdin.
         inputs: Vec<PathBuf>,
     },
@@ -129,10 +136,16 @@ fn main() -> ExitCode {
         Command::Scan {
             rules,
             format,
+            content_type,
+            content_encoding,
             inputs,
         } => {
             let (mut out, mut err) = locked();
-            cli::scan(&rules, &inputs, format, &mut out, &mut err)
+            let body = cli::BodyHeaders {
+                content_type,
+                content_encoding,
+            };
+            cli::scan(&rules, &inputs, format, &body, &mut out, &mut err)
         }
         Command::Passwd { user } => {
             let (mut out, mut err) = locked();

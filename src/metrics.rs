@@ -765,50 +765,67 @@ impl Drop for ConnectionGauge {
 /// call into it, so that `scan_duration_seconds` is the time spent scanning, not the time
 /// spent waiting for body bytes.
 pub struct TimedScan<'e> {
-    stream: crate::scan::Stream<'e>,
+    scan: crate::decode::Inspection<'e>,
     spent: Duration,
 }
 
 impl<'e> TimedScan<'e> {
-    /// Starts timing `stream`.
-    pub fn new(stream: crate::scan::Stream<'e>) -> TimedScan<'e> {
+    /// Starts timing `scan`.
+    pub fn new(scan: crate::decode::Inspection<'e>) -> TimedScan<'e> {
         TimedScan {
-            stream,
+            scan,
             spent: Duration::ZERO,
         }
     }
 
-    /// [`Stream::feed`](crate::scan::Stream::feed), timed.
+    fn timed<T>(&mut self, f: impl FnOnce(&mut crate::decode::Inspection<'e>) -> T) -> T {
+        let start = std::time::Instant::now();
+        let out = f(&mut self.scan);
+        self.spent += start.elapsed();
+        out
+    }
+
+    /// [`Inspection::feed_target`](crate::decode::Inspection::feed_target), timed.
+    pub fn feed_target(&mut self, path_and_query: &[u8]) {
+        self.timed(|s| s.feed_target(path_and_query));
+    }
+
+    /// [`Inspection::feed_header`](crate::decode::Inspection::feed_header), timed.
+    pub fn feed_header(&mut self, value: &[u8]) {
+        self.timed(|s| s.feed_header(value));
+    }
+
+    /// [`Inspection::feed`](crate::decode::Inspection::feed), timed.
     pub fn feed(&mut self, chunk: &[u8]) {
-        let start = std::time::Instant::now();
-        self.stream.feed(chunk);
-        self.spent += start.elapsed();
+        self.timed(|s| s.feed(chunk));
     }
 
-    /// Bytes fed so far.
+    /// Bytes through the engine so far (every decoded layer included).
     pub fn bytes(&self) -> u64 {
-        self.stream.bytes()
+        self.scan.scanned_bytes()
     }
 
-    /// [`Stream::findings`](crate::scan::Stream::findings), timed.
+    /// [`Inspection::findings`](crate::decode::Inspection::findings), timed.
     pub fn findings(&mut self) -> crate::scan::Findings {
-        let start = std::time::Instant::now();
-        let findings = self.stream.findings();
-        self.spent += start.elapsed();
-        findings
+        self.timed(|s| s.findings())
     }
 
-    /// Time spent in the engine so far.
+    /// Why the request is already known not to be fully inspectable, if it is.
+    pub fn not_scanned(&self) -> Option<&crate::decode::NotScanned> {
+        self.scan.not_scanned()
+    }
+
+    /// Time spent decoding and scanning so far.
     pub fn spent(&self) -> Duration {
         self.spent
     }
 
-    /// [`Stream::finish`](crate::scan::Stream::finish), timed: the findings and the total
-    /// engine time.
-    pub fn finish(self) -> (crate::scan::Findings, Duration) {
+    /// [`Inspection::finish`](crate::decode::Inspection::finish), timed: the outcome and
+    /// the total time.
+    pub fn finish(self) -> (crate::decode::Outcome, Duration) {
         let start = std::time::Instant::now();
-        let findings = self.stream.finish();
-        (findings, self.spent + start.elapsed())
+        let outcome = self.scan.finish();
+        (outcome, self.spent + start.elapsed())
     }
 }
 

@@ -11,8 +11,11 @@ use ops_support::{OpsProxy, Scrape};
 use support::{Upstream, customer_export, dead_port, exchange, parse_reply, request};
 
 /// What the engine is fed for a request: the decoded target, a line break, the body.
+/// Bytes the engine sees for a request: the target, then a line break and the body when
+/// there is one (the decoders separate the two so a match cannot join them).
 fn scanned(target: &str, body: &[u8]) -> f64 {
-    (target.len() + 1 + body.len()) as f64
+    let body = if body.is_empty() { 0 } else { 1 + body.len() };
+    (target.len() + body) as f64
 }
 
 async fn settle(proxy: &OpsProxy, done: impl Fn(&Scrape) -> bool) -> Scrape {

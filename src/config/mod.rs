@@ -9,6 +9,7 @@
 //! This module reads the config file and the rules directory; it opens no socket and
 //! starts nothing.
 
+pub mod decode;
 mod ops;
 pub mod policy;
 pub mod raw;
@@ -75,6 +76,11 @@ pub struct Config {
     pub reload: Reload,
     /// `policy:`: authentication, destinations, per-user thresholds.
     pub policy: crate::policy::Policy,
+    /// Body decoding: bounds and scanned headers.
+    pub decode: decode::Decode,
+    /// What happens to a request that could not be fully inspected
+    /// (`policy.on_inspection_error`).
+    pub inspection: decode::Policy,
 }
 
 /// Default interval between looks at the watched files.
@@ -442,6 +448,13 @@ pub fn validate(
     if contact.contains(['\n', '\r']) {
         errors.push("block_page.contact", "must be one line".into());
     }
+    let decode = decode::validate_decode(raw.decode, &mut errors);
+    let inspection = decode::validate_policy(
+        decode::RawPolicy {
+            on_inspection_error: raw.policy.on_inspection_error.take(),
+        },
+        &mut errors,
+    );
 
     let windows = window::windows(
         std::mem::take(&mut raw.policy.windows),
@@ -494,6 +507,8 @@ pub fn validate(
             edm_files,
             reload,
             log,
+            decode,
+            inspection,
             policy,
         }),
         _ => Err(ConfigErrors(errors.list)),

@@ -46,6 +46,10 @@ pub struct RawPolicy {
     /// The exact-data-match index.
     #[serde(default)]
     pub edm: super::window::RawEdm,
+    /// What happens to a request that could not be fully inspected (a decoding limit, a
+    /// corrupt or unsupported encoding): `block` (default; a 403 page says the content
+    /// could not be inspected) or `allow` (forwarded, and logged).
+    pub on_inspection_error: Option<String>,
 }
 
 /// `policy.auth:` as written.

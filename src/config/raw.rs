@@ -45,6 +45,9 @@ pub struct RawConfig {
     /// How the proxy writes its own log lines.
     #[serde(default)]
     pub log: RawLog,
+    /// How bodies are decoded before scanning, and the bounds on it.
+    #[serde(default)]
+    pub decode: super::decode::RawDecode,
 }
 
 /// `reload`: when the proxy reloads its config, rules and EDM index by itself.

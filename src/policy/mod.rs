@@ -51,6 +51,17 @@ impl Action {
     }
 }
 
+/// What happens to a request that could not be fully inspected (`policy.on_inspection_error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnInspectionError {
+    /// Refuse it: the block page says its content could not be inspected.
+    #[default]
+    Block,
+    /// Forward it on what was found, and log that it was not fully scanned.
+    Allow,
+}
+
 /// Why a rule contributed an action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reason {

@@ -63,6 +63,10 @@ pub enum ProxyError {
     /// Policy: the findings crossed a block threshold.
     #[error("policy: blocked ({})", .0.summary())]
     Blocked(Box<Blocked>),
+    /// Policy: part of the request could not be inspected (a decoding limit, corrupt or
+    /// unsupported encoding) and `policy.on_inspection_error` is `block`.
+    #[error("policy: not inspected ({})", .0.reason.as_str())]
+    NotInspected(Box<NotInspected>),
     /// Upstream: the host name does not resolve.
     #[error("upstream: cannot resolve the host name")]
     UpstreamDns,
@@ -148,6 +152,15 @@ impl Blocked {
     }
 }
 
+/// A request refused because it could not be fully inspected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotInspected {
+    /// Why.
+    pub reason: crate::decode::Reason,
+    /// Part of the body had already gone upstream (as a request that never completes).
+    pub partial: bool,
+}
+
 impl From<&ConnectError> for ProxyError {
     fn from(e: &ConnectError) -> ProxyError {
         match e {
@@ -173,6 +186,7 @@ impl ProxyError {
             | ProxyError::DestinationBlocked { .. } => StatusCode::FORBIDDEN,
             ProxyError::AuthRequired { .. } => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             ProxyError::AuthRateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::NotInspected(_) => StatusCode::FORBIDDEN,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UpstreamDns | ProxyError::UpstreamConnect(_) | ProxyError::Upstream(_) => {
                 StatusCode::BAD_GATEWAY
@@ -200,6 +214,7 @@ impl ProxyError {
             ProxyError::AuthRequired { .. } => "auth_required",
             ProxyError::AuthRateLimited(_) => "auth_rate_limited",
             ProxyError::DestinationBlocked { .. } => "destination_blocked",
+            ProxyError::NotInspected(_) => "not_inspected",
             ProxyError::UpstreamDns => "upstream_dns",
             ProxyError::UpstreamConnect(_) => "upstream_connect",
             ProxyError::UpstreamConnectTimeout(_) => "upstream_connect_timeout",
@@ -249,6 +264,7 @@ impl ProxyError {
             ProxyError::AuthRequired { .. } => "Proxy authentication required",
             ProxyError::AuthRateLimited(_) => "Too many failed logins",
             ProxyError::DestinationBlocked { .. } => "Destination blocked",
+            ProxyError::NotInspected(_) => "Request blocked: its content could not be inspected",
             ProxyError::UpstreamDns => "Unknown host",
             ProxyError::UpstreamConnect(_) => "Cannot reach the site",
             ProxyError::UpstreamConnectTimeout(_) => "The site did not accept a connection in time",
@@ -311,6 +327,16 @@ impl ProxyError {
             ProxyError::DestinationBlocked { pattern, .. } => format!(
                 "This site is on the company's list of blocked destinations ({pattern}): \
                  nothing may be sent to it through this proxy. Nothing was sent."
+            ),
+            ProxyError::NotInspected(n) => format!(
+                "The content of this request could not be inspected: {}. This company's \
+                 policy does not allow content that cannot be inspected to leave. {}",
+                n.reason.describe(),
+                if n.partial {
+                    "It was stopped before its end: the site did not receive a complete request."
+                } else {
+                    "Nothing was sent."
+                }
             ),
             ProxyError::UpstreamDns => "The host name of the site does not resolve (DNS).".into(),
             ProxyError::UpstreamConnect(_) => {
@@ -387,6 +413,14 @@ mod tests {
                 },
                 403,
                 "destination_blocked",
+            ),
+            (
+                ProxyError::NotInspected(Box::new(NotInspected {
+                    reason: crate::decode::Reason::Ratio,
+                    partial: false,
+                })),
+                403,
+                "not_inspected",
             ),
             ((&ConnectError::Dns(io())).into(), 502, "upstream_dns"),
             ((&ConnectError::NoAddress).into(), 502, "upstream_dns"),

@@ -1,11 +1,14 @@
 //! Absolute-form HTTP forwarding, with every request inspected before it leaves.
 //!
-//! The request target (path and query, percent-decoded) and the body go through one engine
-//! stream, so distinct values are counted across both. A body up to `limits.hold_bytes` is
-//! read and scanned whole before the upstream request starts: a blocked request sends
-//! nothing. A larger body is refused (`oversize: block`) or forwarded as it is scanned
-//! (`oversize: stream`). While it streams, the policy is applied to the engine's snapshot
-//! ([`Stream::findings`], a lower bound that only grows) every [`SNAPSHOT_INTERVAL`] bytes,
+//! The request target (path and query, percent-decoded), the headers named in
+//! `decode.headers` and the body go through one [`crate::decode::Inspection`] (the decoders
+//! and one engine stream), so distinct values are counted across all of them and every
+//! decoded layer. A request that could not be fully inspected follows
+//! `policy.on_inspection_error`. A body up to `limits.hold_bytes` is read and scanned whole
+//! before the upstream request starts: a blocked request sends nothing. A larger body is
+//! refused (`oversize: block`) or forwarded as it is scanned (`oversize: stream`). While it
+//! streams, the policy is applied to the engine's snapshot (a lower bound that only grows;
+//! and a request already known not to be fully inspectable) every [`SNAPSHOT_INTERVAL`] bytes,
 //! so an upload whose customer list comes early is aborted early; and its newest chunk is
 //! always held back, so that a block verdict at the very end still aborts the upstream
 //! request before the upstream has seen all of it.
@@ -15,10 +18,9 @@
 //! follow pass through uninspected. Only WebSocket is offered upstream: an upgrade to
 //! anything else (`h2c`) is forwarded as a plain request, without its `Upgrade` header.
 //!
-//! Not here: TLS (CONNECT is in [`tunnel`]), body decoding (compressed, multipart, JSON: the
-//! decode issue), header scanning, request trailers (dropped: never forwarded unscanned).
+//! Not here: TLS (CONNECT is in [`tunnel`]), the decoders themselves ([`crate::decode`]),
+//! request trailers (dropped: never forwarded unscanned).
 
-use std::borrow::Cow;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -28,18 +30,18 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 
 use super::linger::ClientBody;
-use percent_encoding::percent_decode;
 use tracing::info;
 
 use super::budget::Reservation;
-use super::error::{Blocked, ProxyError};
+use super::error::{Blocked, NotInspected, ProxyError};
 use super::observe::{self, Inspection, Record};
 use super::reload::Live;
 use super::upstream::{self, Piece, UpstreamBody};
 use super::{ConnCtx, ProxyBody, Shared, tunnel};
 use crate::config::Oversize;
-use crate::metrics::TimedScan;
-use crate::policy::{self, Action, Verdict};
+use crate::decode::NotScanned;
+use crate::metrics::{ScanError, TimedScan};
+use crate::policy::{self, Action, OnInspectionError, Verdict};
 
 /// The `Via` entry this proxy adds (RFC 9110 §7.6.3).
 const VIA: &str = "1.1 egress-dlp";
@@ -123,12 +125,25 @@ pub(super) async fn forward(
     // The rules and policy in force when the request started judge all of it, whatever
     // a reload does meanwhile.
     let live = shared.live.get();
-    let mut scan = TimedScan::new(live.engine.stream());
+    let mut scan = TimedScan::new(crate::decode::Inspection::new(
+        &live.engine,
+        &live.config.decode.limits,
+        parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .map(HeaderValue::as_bytes),
+        parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .map(HeaderValue::as_bytes),
+    ));
     if let Some(target) = parts.uri.path_and_query() {
-        let decoded: Cow<'_, [u8]> = percent_decode(target.as_str().as_bytes()).into();
-        scan.feed(&decoded);
-        // A line break keeps a match from joining the end of the target to the body.
-        scan.feed(b"\n");
+        scan.feed_target(target.as_str().as_bytes());
+    }
+    for (name, value) in &parts.headers {
+        if live.config.decode.headers.matches(name.as_str()) {
+            scan.feed_header(value.as_bytes());
+        }
     }
     prepare_headers(&mut parts.headers);
     // hyper answered any 100-continue when the body was first read; the upstream gets the
@@ -406,7 +421,8 @@ fn judge(
     partial: bool,
 ) -> Result<Verdict, ProxyError> {
     let request_id = insp.request_id;
-    let (findings, scan_time) = scan.finish();
+    let (outcome, scan_time) = scan.finish();
+    let findings = outcome.findings;
     let mut verdict = policy::evaluate(&live.config.rules, &findings, &insp.input);
     if !findings.categories.is_empty() && shared.windows.enabled() {
         // What goes to a sanctioned destination is not a leak: it does not fill a window.
@@ -421,6 +437,11 @@ fn judge(
             .windows
             .observe(&principal, &findings, allowed, Instant::now());
         verdict.raise(window.action, window.reasons);
+    }
+    if verdict.action != Action::Block
+        && let Some(not_scanned) = &outcome.not_scanned
+    {
+        not_inspected(shared, live, not_scanned, request_id, partial)?;
     }
     observe::decided(shared, insp, &findings, scan_time, &verdict, held, partial)?;
     match verdict.action {
@@ -456,6 +477,12 @@ fn judge_snapshot(
 ) -> Result<(), ProxyError> {
     let findings = scan.findings();
     let verdict = policy::evaluate(&live.config.rules, &findings, &insp.input);
+    if verdict.action != Action::Block
+        && let Some(not_scanned) = scan.not_scanned()
+        && live.config.inspection.on_inspection_error == OnInspectionError::Block
+    {
+        return not_inspected(shared, live, not_scanned, insp.request_id, partial);
+    }
     if verdict.action == Action::Block {
         observe::decided(
             shared,
@@ -476,6 +503,39 @@ fn judge_snapshot(
         ))));
     }
     Ok(())
+}
+
+/// A request that was not fully inspected: `Err(NotInspected)` under
+/// `policy.on_inspection_error: block`, a log line under `allow`; counted either way.
+fn not_inspected(
+    shared: &Shared,
+    live: &Live,
+    not_scanned: &NotScanned,
+    request_id: &str,
+    partial: bool,
+) -> Result<(), ProxyError> {
+    shared.metrics.scan_error(ScanError::Decode);
+    let reason = not_scanned.reason.as_str();
+    let detail = not_scanned.detail.as_str();
+    match live.config.inspection.on_inspection_error {
+        OnInspectionError::Block => {
+            info!(
+                request_id,
+                reason, detail, "request not fully inspected: blocked"
+            );
+            Err(ProxyError::NotInspected(Box::new(NotInspected {
+                reason: not_scanned.reason,
+                partial,
+            })))
+        }
+        OnInspectionError::Allow => {
+            info!(
+                request_id,
+                reason, detail, "request not fully inspected: allowed by policy"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// The upstream response as the client gets it: hop-by-hop headers removed, `Via` added.

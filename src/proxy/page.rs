@@ -49,6 +49,10 @@ pub fn error_response(
         if let Some(user) = err.user() {
             doc["user"] = user.into();
         }
+        if let ProxyError::NotInspected(n) = err {
+            doc["reason"] = n.reason.as_str().into();
+            doc["partial"] = n.partial.into();
+        }
         if let Some(c) = contact {
             doc["contact"] = c.into();
         }

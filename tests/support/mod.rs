@@ -7,6 +7,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod bodies;
+
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;

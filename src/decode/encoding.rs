@@ -1,0 +1,367 @@
+//! Content-encodings (`gzip`, `x-gzip`, `deflate`, `br`, `zstd`) undone as streams.
+//!
+//! Backends: `flate2` on `zlib-rs` (gzip, deflate, zip entries), `brotli-decompressor`
+//! (large windows refused: at most 16 MiB), `zstd` (libzstd; windows up to
+//! 2^[`ZSTD_WINDOW_LOG_MAX`] bytes). Each decompressor is push-based: a chunk in, its output
+//! out through a fixed buffer into the next node, counted against the request's
+//! `max_decoded_bytes` and this stream's `max_ratio` as it goes — a bomb stops at the limit,
+//! not at the end of its output. A stream that fails to decode, stops at a limit or ends
+//! early marks the request not fully scanned; what is left of its input is then scanned
+//! as raw bytes, so nothing passes unseen.
+
+use brotli_decompressor::{BrotliDecompressStream, BrotliResult, BrotliState, StandardAlloc};
+use flate2::{Decompress, FlushDecompress, Status};
+use zstd::stream::raw::{DParameter, Decoder as ZstdDecoder, InBuffer, Operation, OutBuffer};
+
+use super::node::Node;
+use super::{Account, Out, RATIO_FLOOR, Reason};
+
+/// Most codings one `Content-Encoding` header may stack.
+pub const MAX_CODINGS: usize = 4;
+
+/// Largest zstd window accepted (8 MiB), as browsers and curl do by default.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+
+/// Output buffer of one decompressor.
+const OUT_BUF: usize = 64 << 10;
+
+/// A compression format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// gzip (RFC 1952), concatenated members included.
+    Gzip,
+    /// HTTP `deflate`: zlib (RFC 1950), or raw deflate as some clients send it.
+    Deflate,
+    /// Raw deflate (zip entries).
+    RawDeflate,
+    /// Brotli (RFC 7932).
+    Brotli,
+    /// Zstandard (RFC 8878).
+    Zstd,
+}
+
+impl Codec {
+    fn name(self) -> &'static str {
+        match self {
+            Codec::Gzip => "gzip",
+            Codec::Deflate => "deflate",
+            Codec::RawDeflate => "deflate",
+            Codec::Brotli => "br",
+            Codec::Zstd => "zstd",
+        }
+    }
+}
+
+/// Parses a `Content-Encoding` value into the codings in the order they were applied
+/// (`identity` dropped). An unknown coding, or more than [`MAX_CODINGS`], is an error
+/// saying which.
+pub fn parse(value: &[u8]) -> Result<Vec<Codec>, String> {
+    let text = String::from_utf8_lossy(value);
+    let mut codings = Vec::new();
+    for token in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let codec = match token.to_ascii_lowercase().as_str() {
+            "identity" => continue,
+            "gzip" | "x-gzip" => Codec::Gzip,
+            "deflate" => Codec::Deflate,
+            "br" => Codec::Brotli,
+            "zstd" => Codec::Zstd,
+            _ => {
+                let shown: String = token.chars().take(32).collect();
+                return Err(format!("content-encoding {shown:?} is not decoded"));
+            }
+        };
+        codings.push(codec);
+    }
+    if codings.len() > MAX_CODINGS {
+        return Err(format!(
+            "content-encoding stacks {} codings (at most {MAX_CODINGS})",
+            codings.len()
+        ));
+    }
+    Ok(codings)
+}
+
+enum Engine {
+    /// `deflate` before its first two bytes say zlib or raw.
+    DeflateHead(Vec<u8>),
+    Flate(Decompress),
+    Brotli(Box<BrotliState<StandardAlloc, StandardAlloc, StandardAlloc>>),
+    Zstd(Box<ZstdDecoder<'static>>),
+}
+
+/// What one step of a decompressor did.
+struct Step {
+    used: usize,
+    produced: usize,
+    /// The stream (or gzip member, or zstd frame) is complete.
+    end: bool,
+}
+
+/// One decompressor and the node its output feeds.
+pub(crate) struct DecompressNode {
+    codec: Codec,
+    engine: Option<Engine>,
+    /// The compressed stream is complete (a gzip member or zstd frame may follow).
+    ended: bool,
+    fed: bool,
+    consumed: u64,
+    produced: u64,
+    buf: Vec<u8>,
+    next: Node,
+    /// After a failure or a limit: the rest of the input, scanned as raw bytes.
+    raw: Option<Node>,
+    depth: u32,
+}
+
+impl DecompressNode {
+    /// A decompressor at `depth` (its output is at `depth + 1`) feeding `next`.
+    pub(crate) fn new(codec: Codec, next: Node, depth: u32, acct: &mut Account) -> DecompressNode {
+        let engine = match codec {
+            Codec::Gzip => Some(Engine::Flate(Decompress::new_gzip(15))),
+            Codec::Deflate => Some(Engine::DeflateHead(Vec::new())),
+            Codec::RawDeflate => Some(Engine::Flate(Decompress::new(false))),
+            Codec::Brotli => {
+                let mut state = BrotliState::new(
+                    StandardAlloc::default(),
+                    StandardAlloc::default(),
+                    StandardAlloc::default(),
+                );
+                // Standard windows only (at most 16 MiB): large windows reach 1 GiB.
+                state.large_window = false;
+                Some(Engine::Brotli(Box::new(state)))
+            }
+            Codec::Zstd => match ZstdDecoder::new().and_then(|mut d| {
+                d.set_parameter(DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX))?;
+                Ok(d)
+            }) {
+                Ok(d) => Some(Engine::Zstd(Box::new(d))),
+                Err(e) => {
+                    acct.problem(Reason::Corrupt, format!("zstd decoder: {e}"));
+                    None
+                }
+            },
+        };
+        let raw = engine.is_none().then(|| Node::plain_text(depth, acct));
+        DecompressNode {
+            codec,
+            engine,
+            ended: false,
+            fed: false,
+            consumed: 0,
+            produced: 0,
+            buf: vec![0; OUT_BUF],
+            next,
+            raw,
+            depth,
+        }
+    }
+
+    pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
+        self.fed = true;
+        let mut input = data;
+        while self.raw.is_none() && !input.is_empty() {
+            if self.ended {
+                // Something after the end: another gzip member, or trailing bytes.
+                if self.codec == Codec::Gzip && input[0] == 0x1f {
+                    self.engine = Some(Engine::Flate(Decompress::new_gzip(15)));
+                    self.ended = false;
+                } else if self.codec != Codec::Zstd {
+                    self.stop(None, input, out);
+                    return;
+                }
+            }
+            let step = match self.step(input) {
+                Ok(step) => step,
+                Err(why) => {
+                    let detail = format!("{} stream: {why}", self.codec.name());
+                    self.stop(Some((Reason::Corrupt, detail)), input, out);
+                    return;
+                }
+            };
+            input = &input[step.used..];
+            self.consumed += step.used as u64;
+            if step.end {
+                self.ended = true;
+            }
+            if step.produced > 0 {
+                self.produced += step.produced as u64;
+                if !out.acct.take_decoded(step.produced as u64) {
+                    // The account recorded which limit.
+                    self.stop(None, input, out);
+                    return;
+                }
+                let max_ratio = out.acct.limits().max_ratio;
+                if self.produced > RATIO_FLOOR
+                    && self.produced > self.consumed.saturating_mul(max_ratio)
+                {
+                    let detail = format!(
+                        "{} stream expands more than {max_ratio} times",
+                        self.codec.name()
+                    );
+                    self.stop(Some((Reason::Ratio, detail)), input, out);
+                    return;
+                }
+                self.next.feed(&self.buf[..step.produced], out);
+            } else if step.used == 0 && !step.end {
+                // No progress: the decoder wants more input than this chunk held.
+                break;
+            }
+        }
+        if let Some(raw) = &mut self.raw {
+            raw.feed(input, out);
+        }
+    }
+
+    /// One decompression step over `input` into `self.buf`.
+    fn step(&mut self, input: &[u8]) -> Result<Step, String> {
+        let Some(engine) = &mut self.engine else {
+            return Ok(Step {
+                used: input.len(),
+                produced: 0,
+                end: false,
+            });
+        };
+        match engine {
+            Engine::DeflateHead(head) => {
+                let take = (2 - head.len()).min(input.len());
+                head.extend_from_slice(&input[..take]);
+                if head.len() == 2 {
+                    // RFC 1950: CM = 8, and the header is a multiple of 31.
+                    let zlib = head[0] & 0x0f == 8
+                        && (u16::from(head[0]) << 8 | u16::from(head[1])) % 31 == 0;
+                    let mut d = Decompress::new(zlib);
+                    let head = std::mem::take(head);
+                    let mut sink = [0u8; 0];
+                    // Two header bytes never produce output.
+                    d.decompress(&head, &mut sink, FlushDecompress::None)
+                        .map_err(|e| e.to_string())?;
+                    *engine = Engine::Flate(d);
+                }
+                Ok(Step {
+                    used: take,
+                    produced: 0,
+                    end: false,
+                })
+            }
+            Engine::Flate(d) => {
+                let (in0, out0) = (d.total_in(), d.total_out());
+                let status = d
+                    .decompress(input, &mut self.buf, FlushDecompress::None)
+                    .map_err(|e| e.to_string())?;
+                Ok(Step {
+                    used: (d.total_in() - in0) as usize,
+                    produced: (d.total_out() - out0) as usize,
+                    end: status == Status::StreamEnd,
+                })
+            }
+            Engine::Brotli(state) => {
+                let (mut avail_in, mut in_off) = (input.len(), 0);
+                let (mut avail_out, mut out_off, mut total) = (self.buf.len(), 0, 0);
+                let result = BrotliDecompressStream(
+                    &mut avail_in,
+                    &mut in_off,
+                    input,
+                    &mut avail_out,
+                    &mut out_off,
+                    &mut self.buf,
+                    &mut total,
+                    state,
+                );
+                match result {
+                    BrotliResult::ResultFailure => Err("invalid brotli data".into()),
+                    r => Ok(Step {
+                        used: in_off,
+                        produced: out_off,
+                        end: matches!(r, BrotliResult::ResultSuccess),
+                    }),
+                }
+            }
+            Engine::Zstd(d) => {
+                let mut inb = InBuffer::around(input);
+                let mut outb = OutBuffer::around(&mut self.buf[..]);
+                let hint = d.run(&mut inb, &mut outb).map_err(|e| e.to_string())?;
+                Ok(Step {
+                    used: inb.pos(),
+                    produced: outb.pos(),
+                    end: hint == 0,
+                })
+            }
+        }
+    }
+
+    /// Stops decoding (recording `problem`, if any); `rest` and what follows are scanned
+    /// as raw bytes — as plain text: sniffing them would open the same broken stream again,
+    /// one node inside the other without end (a fuzzing find).
+    fn stop(&mut self, problem: Option<(Reason, String)>, rest: &[u8], out: &mut Out<'_, '_>) {
+        if let Some((reason, detail)) = problem {
+            out.acct.problem(reason, detail);
+        }
+        self.engine = None;
+        let mut raw = Node::plain_text(self.depth, out.acct);
+        raw.feed(rest, out);
+        self.raw = Some(raw);
+    }
+
+    pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
+        if self.raw.is_none() && self.fed && !self.ended {
+            // Output still held by the decoder comes out with empty input.
+            loop {
+                match self.step(&[]) {
+                    Ok(step) if step.produced > 0 => {
+                        self.produced += step.produced as u64;
+                        if !out.acct.take_decoded(step.produced as u64) {
+                            break;
+                        }
+                        self.next.feed(&self.buf[..step.produced], out);
+                        if step.end {
+                            self.ended = true;
+                            break;
+                        }
+                    }
+                    Ok(step) => {
+                        self.ended |= step.end;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !self.ended {
+                out.acct.problem(
+                    Reason::Corrupt,
+                    format!("{} stream ends before its end", self.codec.name()),
+                );
+            }
+        }
+        self.next.finish(out);
+        if let Some(raw) = &mut self.raw {
+            raw.finish(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_content_encoding_stacks() {
+        let cases: &[(&str, Result<&[Codec], ()>)] = &[
+            ("gzip", Ok(&[Codec::Gzip])),
+            ("x-gzip", Ok(&[Codec::Gzip])),
+            ("GZIP, br", Ok(&[Codec::Gzip, Codec::Brotli])),
+            ("identity", Ok(&[])),
+            ("deflate,zstd", Ok(&[Codec::Deflate, Codec::Zstd])),
+            (" , gzip ,", Ok(&[Codec::Gzip])),
+            ("compress", Err(())),
+            ("gzip, aes128gcm", Err(())),
+            ("gzip,gzip,gzip,gzip,gzip", Err(())),
+        ];
+        for (value, want) in cases {
+            let got = parse(value.as_bytes());
+            match want {
+                Ok(w) => assert_eq!(got.as_deref(), Ok(*w), "{value}"),
+                Err(()) => assert!(got.is_err(), "{value}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,531 @@
+//! Body decoders: content-encodings, forms, multipart, JSON, base64, zip archives — all
+//! bounded — feeding one engine [`Stream`] per request.
+//!
+//! A customer list rarely leaves as plain text: it is gzipped, percent-encoded in a form,
+//! a file inside multipart, a base64 string inside JSON, escaped as `\u0040`, or zipped
+//! (an .xlsx or .docx is a zip). An [`Inspection`] sees through those shapes and scans what
+//! is inside with the same engine and the same distinct counting as the raw bytes.
+//!
+//! # How the layers fit
+//!
+//! An [`Inspection`] owns the request's single [`Stream`]: the request target, the
+//! configured headers and the body's views are all fed into it, so a value is counted once
+//! per request however many layers it appears in (the raw body and a decoded layer, two
+//! parts of a multipart upload). Each kind of content is a push-based state machine over
+//! byte chunks (a *node*) that writes what it sees into the stream and hands embedded
+//! content to child nodes:
+//!
+//! - `Content-Encoding` (`gzip`, `x-gzip`, `deflate`, `br`, `zstd`, stacks such as
+//!   `gzip, br` undone right to left): [`encoding`];
+//! - the `Content-Type`: `application/x-www-form-urlencoded` ([`form`]: keys and values
+//!   percent-decoded, `+` as space), `multipart/*` ([`multipart`]: every part, its
+//!   headers and filename, each part by its own `Content-Type` and
+//!   `Content-Transfer-Encoding`), JSON ([`json`]: string values unescaped, `\uXXXX` and
+//!   surrogate pairs included); anything else is scanned as the raw bytes;
+//! - embedded content, found in any text or decoded layer (`sniff`): base64 runs of at
+//!   least [`BASE64_MIN_RUN`] characters (standard or URL-safe alphabet) are decoded and
+//!   scanned ([`base64`]); content that starts like a zip archive (.zip, .xlsx, .docx,
+//!   .odt: [`zip`]) is read entry by entry, XML entries also as their text; content that
+//!   starts like a gzip or zstd stream is decompressed.
+//!
+//! Each decoded layer is fed as its own segment: a line break goes into the stream
+//! whenever the output switches between layers, so no match joins bytes of two layers.
+//! The raw bytes of a text body are fed exactly as they arrive (no copy), and the
+//! embedded-base64 search samples one byte in [`BASE64_MIN_RUN`], so a plain body costs
+//! the scan and little else.
+//!
+//! # Limits
+//!
+//! Every limit is in [`Limits`] (config keys `decode.*`): decompressed bytes per request,
+//! the expansion ratio of each decompressor, archive entries per request and the nesting
+//! depth. Hitting one, or meeting corrupt or unsupported input, stops that layer (its raw
+//! bytes are still scanned) and records the request as *not fully scanned* with a
+//! [`NotScanned`] reason; the proxy then follows `policy.on_inspection_error`. Memory per
+//! request is bounded: a few fixed buffers per open layer, at most [`Limits::max_depth`]
+//! layers deep, and a decompressor window each (brotli: at most 16 MiB, large windows
+//! refused; zstd: at most [`encoding::ZSTD_WINDOW_LOG_MAX`]).
+//!
+//! This module does no I/O and knows nothing of tokio or hyper.
+
+use std::fmt;
+
+use crate::scan::{Engine, Findings, Stream};
+
+pub mod base64;
+pub mod encoding;
+pub mod form;
+pub mod json;
+pub mod multipart;
+mod node;
+mod sniff;
+pub mod zip;
+
+use node::Node;
+
+/// Base64 runs shorter than this are not decoded (a 64-character run holds 48 bytes).
+pub const BASE64_MIN_RUN: usize = 64;
+
+/// The bounds every decoder works within. See the `decode:` config keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Decode layers followed inside each other (default 3).
+    pub max_depth: u32,
+    /// Bytes all decompressors (content-encodings, gzip/zstd inside, zip entries) may
+    /// produce for one request, together (default 256 MiB).
+    pub max_decoded_bytes: u64,
+    /// Most bytes one decompressor may produce per byte it consumes, checked once it has
+    /// produced [`RATIO_FLOOR`] bytes (default 100).
+    pub max_ratio: u64,
+    /// Zip entries read per request, across all archives (default 1000).
+    pub max_archive_entries: u32,
+}
+
+/// A decompressor's expansion ratio is only judged past this much output: small, highly
+/// repetitive payloads (a JSON array of zeros) are not bombs.
+pub const RATIO_FLOOR: u64 = 1 << 20;
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_depth: 3,
+            max_decoded_bytes: 256 << 20,
+            max_ratio: 100,
+            max_archive_entries: 1000,
+        }
+    }
+}
+
+/// Why part of a request could not be inspected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// `decode.max_decoded_bytes` was reached.
+    DecodedBytes,
+    /// A decompressor passed `decode.max_ratio`.
+    Ratio,
+    /// `decode.max_archive_entries` was reached.
+    ArchiveEntries,
+    /// Content nested deeper than `decode.max_depth`.
+    Depth,
+    /// Input that does not decode (a broken gzip stream, a truncated archive).
+    Corrupt,
+    /// An encoding or archive feature this proxy does not decode (`compress`, an
+    /// encrypted or bzip2 zip entry).
+    Unsupported,
+}
+
+impl Reason {
+    /// The stable label for metrics (`not_scanned_total{reason}`), logs and the JSON page.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::DecodedBytes => "decoded_bytes_limit",
+            Reason::Ratio => "expansion_ratio",
+            Reason::ArchiveEntries => "archive_entries",
+            Reason::Depth => "nesting_depth",
+            Reason::Corrupt => "corrupt",
+            Reason::Unsupported => "unsupported",
+        }
+    }
+
+    /// What it means, for the person reading a block page.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Reason::DecodedBytes => "it decompresses to more than the proxy inspects",
+            Reason::Ratio => "it expands far more than compressed data normally does",
+            Reason::ArchiveEntries => "it holds more archive entries than the proxy inspects",
+            Reason::Depth => "it is encoded inside more layers than the proxy follows",
+            Reason::Corrupt => "its encoding is broken",
+            Reason::Unsupported => "it uses an encoding or archive feature the proxy cannot read",
+        }
+    }
+}
+
+/// A request (or part of it) was not fully scanned: the first reason met, and a short
+/// description of where. The description never holds a byte of the content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotScanned {
+    /// Why.
+    pub reason: Reason,
+    /// Where, for logs (`gzip stream: invalid block type`, `zip entry 3: bzip2`).
+    pub detail: String,
+}
+
+impl fmt::Display for NotScanned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason.as_str(), self.detail)
+    }
+}
+
+/// What an inspection found: the findings over every layer, and whether anything could
+/// not be inspected.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Findings of the whole request (target, headers, body and every decoded layer).
+    pub findings: Findings,
+    /// Set when part of the request was not fully scanned.
+    pub not_scanned: Option<NotScanned>,
+    /// Body bytes as received (before decoding).
+    pub body_bytes: u64,
+}
+
+/// The request's bookkeeping shared by every node: the limits and what they have used.
+#[derive(Debug)]
+pub(crate) struct Account {
+    limits: Limits,
+    decoded: u64,
+    entries: u32,
+    problem: Option<NotScanned>,
+    /// The segment whose bytes went into the stream last (see [`Out::emit`]); 0 before
+    /// the first.
+    last_segment: u64,
+    next_segment: u64,
+}
+
+impl Account {
+    fn new(limits: Limits) -> Account {
+        Account {
+            limits,
+            decoded: 0,
+            entries: 0,
+            problem: None,
+            last_segment: 0,
+            next_segment: 1,
+        }
+    }
+
+    /// A fresh segment id for a new layer's output.
+    pub(crate) fn segment(&mut self) -> u64 {
+        self.next_segment += 1;
+        self.next_segment
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Records the first reason the request is not fully scanned.
+    pub(crate) fn problem(&mut self, reason: Reason, detail: impl Into<String>) {
+        if self.problem.is_none() {
+            self.problem = Some(NotScanned {
+                reason,
+                detail: detail.into(),
+            });
+        }
+    }
+
+    /// Counts `n` more decompressed bytes; false (and the problem recorded) once the
+    /// request's `max_decoded_bytes` is passed.
+    pub(crate) fn take_decoded(&mut self, n: u64) -> bool {
+        self.decoded += n;
+        if self.decoded > self.limits.max_decoded_bytes {
+            let limit = self.limits.max_decoded_bytes;
+            self.problem(
+                Reason::DecodedBytes,
+                format!("more than {limit} decompressed bytes"),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Counts one more archive entry; false (and the problem recorded) past the limit.
+    pub(crate) fn take_entry(&mut self) -> bool {
+        self.entries += 1;
+        if self.entries > self.limits.max_archive_entries {
+            let limit = self.limits.max_archive_entries;
+            self.problem(
+                Reason::ArchiveEntries,
+                format!("more than {limit} archive entries"),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Whether a layer at `depth` may be opened; records the problem when not.
+    pub(crate) fn may_open(&mut self, depth: u32, what: &str) -> bool {
+        if depth > self.limits.max_depth {
+            let limit = self.limits.max_depth;
+            self.problem(
+                Reason::Depth,
+                format!("{what} nested more than {limit} layers deep"),
+            );
+            return false;
+        }
+        true
+    }
+}
+
+/// Where nodes write: the request's stream and its account.
+pub(crate) struct Out<'a, 'e> {
+    pub(crate) stream: &'a mut Stream<'e>,
+    pub(crate) acct: &'a mut Account,
+}
+
+impl Out<'_, '_> {
+    /// Feeds `bytes` of segment `segment`; a line break first when the previous bytes
+    /// came from another segment, so that no match joins two layers.
+    pub(crate) fn emit(&mut self, segment: u64, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if segment != self.acct.last_segment {
+            if self.acct.last_segment != 0 {
+                self.stream.feed(b"\n");
+            }
+            self.acct.last_segment = segment;
+        }
+        self.stream.feed(bytes);
+    }
+}
+
+/// One request's inspection: the target, the configured headers and the body, every layer
+/// into one engine stream.
+pub struct Inspection<'e> {
+    stream: Stream<'e>,
+    acct: Account,
+    body: Node,
+    body_bytes: u64,
+    /// Why the body's `Content-Encoding` cannot be undone, recorded when a body comes.
+    unsupported: Option<String>,
+}
+
+impl fmt::Debug for Inspection<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inspection")
+            .field("body_bytes", &self.body_bytes)
+            .field("account", &self.acct)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'e> Inspection<'e> {
+    /// Starts inspecting a request whose body has these `Content-Type` and
+    /// `Content-Encoding` header values (absent: `None`).
+    pub fn new(
+        engine: &'e Engine,
+        limits: &Limits,
+        content_type: Option<&[u8]>,
+        content_encoding: Option<&[u8]>,
+    ) -> Inspection<'e> {
+        let mut acct = Account::new(limits.clone());
+        // An encoding that cannot be undone matters only once there is a body: the body is
+        // then scanned as it is, and the request is not fully scanned.
+        let (content_encoding, unsupported) = match content_encoding.map(encoding::parse) {
+            Some(Err(why)) => (None, Some(why)),
+            _ => (content_encoding, None),
+        };
+        let body = Node::for_body(content_type, content_encoding, 0, &mut acct);
+        Inspection {
+            stream: engine.stream(),
+            acct,
+            body,
+            body_bytes: 0,
+            unsupported,
+        }
+    }
+
+    /// Scans the request target (`/path?query`): the path percent-decoded, the query as a
+    /// form (`+` as space), embedded base64 decoded.
+    pub fn feed_target(&mut self, path_and_query: &[u8]) {
+        let mut out = Out {
+            stream: &mut self.stream,
+            acct: &mut self.acct,
+        };
+        let mut node = Node::target(out.acct);
+        node.feed(path_and_query, &mut out);
+        node.finish(&mut out);
+    }
+
+    /// Scans one request header value (percent-decoded, embedded base64 decoded). The
+    /// value is only scanned: it is never logged or kept.
+    pub fn feed_header(&mut self, value: &[u8]) {
+        // The target decoder is the right one: percent-decoding, base64 runs; a value has
+        // no `?`, so all of it is decoded as a path would be.
+        self.feed_target(value);
+    }
+
+    /// Scans the next chunk of the body.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if chunk.is_empty() {
+            return;
+        }
+        self.body_bytes += chunk.len() as u64;
+        if let Some(why) = self.unsupported.take() {
+            self.acct.problem(Reason::Unsupported, why);
+        }
+        let mut out = Out {
+            stream: &mut self.stream,
+            acct: &mut self.acct,
+        };
+        self.body.feed(chunk, &mut out);
+    }
+
+    /// Body bytes fed so far (as received: before any decoding).
+    pub fn body_bytes(&self) -> u64 {
+        self.body_bytes
+    }
+
+    /// Bytes scanned so far, every layer included.
+    pub fn scanned_bytes(&self) -> u64 {
+        self.stream.bytes()
+    }
+
+    /// What has been found so far: a lower bound on the final findings (see
+    /// [`Stream::findings`]).
+    pub fn findings(&self) -> Findings {
+        self.stream.findings()
+    }
+
+    /// Whether part of the request has already been found not to be fully scannable.
+    pub fn not_scanned(&self) -> Option<&NotScanned> {
+        self.acct.problem.as_ref()
+    }
+
+    /// Ends the body (an encoding or archive that stops early is corrupt) and returns what
+    /// was found.
+    pub fn finish(mut self) -> Outcome {
+        let mut out = Out {
+            stream: &mut self.stream,
+            acct: &mut self.acct,
+        };
+        self.body.finish(&mut out);
+        Outcome {
+            findings: self.stream.finish(),
+            not_scanned: self.acct.problem,
+            body_bytes: self.body_bytes,
+        }
+    }
+}
+
+/// The media type of a `Content-Type` value, lowercased, without parameters.
+pub(crate) fn media_type(content_type: &[u8]) -> String {
+    let text = String::from_utf8_lossy(content_type);
+    text.split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// A parameter of a header value (`boundary`, `name`, `filename`), unquoted, its name
+/// compared case-insensitively; quoted-pair escapes resolved.
+pub(crate) fn header_param(value: &[u8], name: &str) -> Option<Vec<u8>> {
+    let mut rest = value;
+    // Skip the value itself, up to the first `;` outside quotes.
+    loop {
+        let semi = param_end(rest)?;
+        rest = &rest[semi + 1..];
+        let trimmed = trim_start(rest);
+        let eq = trimmed.iter().position(|&b| b == b'=' || b == b';')?;
+        if trimmed[eq] == b';' {
+            rest = &trimmed[eq..];
+            continue;
+        }
+        let key = trim_end(&trimmed[..eq]);
+        let after = trim_start(&trimmed[eq + 1..]);
+        let (val, used) = if after.first() == Some(&b'"') {
+            let mut v = Vec::new();
+            let mut i = 1;
+            while i < after.len() && after[i] != b'"' {
+                if after[i] == b'\\' && i + 1 < after.len() {
+                    i += 1;
+                }
+                v.push(after[i]);
+                i += 1;
+            }
+            (v, (i + 1).min(after.len()))
+        } else {
+            let end = after.iter().position(|&b| b == b';').unwrap_or(after.len());
+            (trim_end(&after[..end]).to_vec(), end)
+        };
+        if key.eq_ignore_ascii_case(name.as_bytes()) {
+            return Some(val);
+        }
+        rest = &after[used..];
+        if rest.is_empty() {
+            return None;
+        }
+        // `rest` starts at (or before) the next `;`: find it from here.
+        let next = rest.iter().position(|&b| b == b';')?;
+        rest = &rest[next..];
+    }
+}
+
+/// Index of the first `;` not inside a quoted string.
+fn param_end(value: &[u8]) -> Option<usize> {
+    let mut quoted = false;
+    let mut i = 0;
+    while i < value.len() {
+        match value[i] {
+            b'\\' if quoted => i += 1,
+            b'"' => quoted = !quoted,
+            b';' if !quoted => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+fn trim_start(b: &[u8]) -> &[u8] {
+    let n = b.iter().take_while(|c| c.is_ascii_whitespace()).count();
+    &b[n..]
+}
+
+fn trim_end(b: &[u8]) -> &[u8] {
+    let n = b
+        .iter()
+        .rev()
+        .take_while(|c| c.is_ascii_whitespace())
+        .count();
+    &b[..b.len() - n]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_params() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("multipart/form-data; boundary=abc", "boundary", Some("abc")),
+            (
+                "multipart/form-data; BOUNDARY=\"a;b c\"",
+                "boundary",
+                Some("a;b c"),
+            ),
+            (
+                "form-data; name=\"f\"; filename=\"x\\\"y.csv\"",
+                "filename",
+                Some("x\"y.csv"),
+            ),
+            (
+                "form-data; name=\"f\"; filename=\"a.csv\"",
+                "name",
+                Some("f"),
+            ),
+            ("form-data; name=f", "filename", None),
+            ("text/plain", "charset", None),
+            ("text/plain; charset=utf-8 ; x=1", "x", Some("1")),
+            ("a; ; b=2", "b", Some("2")),
+            ("a; flag; b=2", "b", Some("2")),
+        ];
+        for (value, name, want) in cases {
+            let got = header_param(value.as_bytes(), name);
+            assert_eq!(
+                got.as_deref().map(|v| std::str::from_utf8(v).unwrap()),
+                *want,
+                "{value} {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn media_types() {
+        assert_eq!(
+            media_type(b"Application/JSON; charset=utf-8"),
+            "application/json"
+        );
+        assert_eq!(media_type(b""), "");
+    }
+}

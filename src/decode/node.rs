@@ -1,0 +1,226 @@
+//! The decoder nodes and how a layer's content picks its node.
+//!
+//! Depth: the body as received is at depth 0. Each decoding layer adds one: a
+//! Content-Encoding stack (however many codings it lists, at most
+//! [`encoding::MAX_CODINGS`]), a form, a multipart body, a JSON document, a part's
+//! transfer encoding, a base64 run, a zip archive, a gzip or zstd stream found inside.
+//! Text is not a layer: it is scanned as it is, at the depth it was found.
+
+use super::base64::Base64Node;
+use super::encoding::{self, Codec, DecompressNode};
+use super::form::FormNode;
+use super::json::JsonNode;
+use super::multipart::{MultipartNode, QuotedPrintableNode};
+use super::sniff::Sniffer;
+use super::zip::{XmlNode, ZipNode};
+use super::{Account, Out, Reason, header_param, media_type};
+
+/// One decoder in a request's tree of layers.
+pub(crate) enum Node {
+    /// Text or unknown bytes: scanned as they are, embedded content looked for.
+    Sniff(Box<Sniffer>),
+    /// `application/x-www-form-urlencoded` (and the request target).
+    Form(Box<FormNode>),
+    /// JSON: strings unescaped.
+    Json(Box<JsonNode>),
+    /// `multipart/*`.
+    Multipart(Box<MultipartNode>),
+    /// A decompressor (content-encoding, or gzip/zstd found inside).
+    Decompress(Box<DecompressNode>),
+    /// A zip archive.
+    Zip(Box<ZipNode>),
+    /// A zip entry holding XML: raw, and its text.
+    Xml(Box<XmlNode>),
+    /// A MIME part in base64.
+    Base64(Box<Base64Node>),
+    /// A MIME part in quoted-printable.
+    QuotedPrintable(Box<QuotedPrintableNode>),
+}
+
+impl Node {
+    /// Scans the next chunk of this layer's input.
+    pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
+        if data.is_empty() {
+            return;
+        }
+        match self {
+            Node::Sniff(n) => n.feed(data, out),
+            Node::Form(n) => n.feed(data, out),
+            Node::Json(n) => n.feed(data, out),
+            Node::Multipart(n) => n.feed(data, out),
+            Node::Decompress(n) => n.feed(data, out),
+            Node::Zip(n) => n.feed(data, out),
+            Node::Xml(n) => n.feed(data, out),
+            Node::Base64(n) => n.feed(data, out),
+            Node::QuotedPrintable(n) => n.feed(data, out),
+        }
+    }
+
+    /// Ends this layer's input.
+    pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
+        match self {
+            Node::Sniff(n) => n.finish(out),
+            Node::Form(n) => n.finish(out),
+            Node::Json(n) => n.finish(out),
+            Node::Multipart(n) => n.finish(out),
+            Node::Decompress(n) => n.finish(out),
+            Node::Zip(n) => n.finish(out),
+            Node::Xml(n) => n.finish(out),
+            Node::Base64(n) => n.finish(out),
+            Node::QuotedPrintable(n) => n.finish(out),
+        }
+    }
+
+    /// Text at `depth`: scanned as it is, base64 runs and archives inside looked for.
+    pub(crate) fn text(depth: u32, acct: &mut Account) -> Node {
+        Node::Sniff(Box::new(Sniffer::new(depth, true, acct)))
+    }
+
+    /// Text at `depth` without looking for archives at its start (form values, names).
+    pub(crate) fn plain_text(depth: u32, acct: &mut Account) -> Node {
+        Node::Sniff(Box::new(Sniffer::new(depth, false, acct)))
+    }
+
+    /// The request target: the path percent-decoded, the query as a form.
+    pub(crate) fn target(acct: &mut Account) -> Node {
+        let next = Node::plain_text(0, acct);
+        Node::Form(Box::new(FormNode::target(next)))
+    }
+
+    /// A body (or a part) with these `Content-Type` and `Content-Encoding` values.
+    pub(crate) fn for_body(
+        content_type: Option<&[u8]>,
+        content_encoding: Option<&[u8]>,
+        depth: u32,
+        acct: &mut Account,
+    ) -> Node {
+        let codings = match content_encoding.map(encoding::parse).transpose() {
+            Ok(c) => c.unwrap_or_default(),
+            Err(why) => {
+                acct.problem(Reason::Unsupported, why);
+                return Node::text(depth, acct);
+            }
+        };
+        if codings.is_empty() {
+            return Node::for_content(content_type, depth, acct);
+        }
+        if !acct.may_open(depth + 1, "content-encoding") {
+            return Node::text(depth, acct);
+        }
+        // `Content-Encoding: gzip, br` was gzipped first: undo br first.
+        let mut node = Node::for_content(content_type, depth + 1, acct);
+        for codec in codings {
+            node = Node::decompress(codec, node, depth, acct);
+        }
+        node
+    }
+
+    /// A decompressor feeding `next`; its raw input is scanned as text at `depth` if it
+    /// turns out not to decode.
+    pub(crate) fn decompress(codec: Codec, next: Node, depth: u32, acct: &mut Account) -> Node {
+        Node::Decompress(Box::new(DecompressNode::new(codec, next, depth, acct)))
+    }
+
+    /// Content of this media type (already free of content-encodings) at `depth`.
+    pub(crate) fn for_content(content_type: Option<&[u8]>, depth: u32, acct: &mut Account) -> Node {
+        let Some(ct) = content_type else {
+            return Node::text(depth, acct);
+        };
+        let media = media_type(ct);
+        if media == "application/x-www-form-urlencoded" {
+            if !acct.may_open(depth + 1, "form") {
+                return Node::text(depth, acct);
+            }
+            let next = Node::plain_text(depth + 1, acct);
+            return Node::Form(Box::new(FormNode::body(next)));
+        }
+        if media.starts_with("multipart/") {
+            let Some(boundary) = header_param(ct, "boundary").filter(|b| valid_boundary(b)) else {
+                acct.problem(Reason::Corrupt, format!("{media} without a valid boundary"));
+                return Node::text(depth, acct);
+            };
+            if !acct.may_open(depth + 1, "multipart") {
+                return Node::text(depth, acct);
+            }
+            return Node::Multipart(Box::new(MultipartNode::new(&boundary, depth + 1, acct)));
+        }
+        if is_json(&media) {
+            if !acct.may_open(depth + 1, "JSON") {
+                return Node::text(depth, acct);
+            }
+            let next = Node::plain_text(depth + 1, acct);
+            return Node::Json(Box::new(JsonNode::new(next)));
+        }
+        Node::text(depth, acct)
+    }
+}
+
+/// JSON media types: `application/json`, `text/json`, `*/*+json`, JSON lines.
+fn is_json(media: &str) -> bool {
+    matches!(
+        media,
+        "application/json"
+            | "text/json"
+            | "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines"
+            | "application/json-seq"
+    ) || media.ends_with("+json")
+}
+
+/// RFC 2046 §5.1.1: 1 to 70 characters.
+fn valid_boundary(b: &[u8]) -> bool {
+    !b.is_empty() && b.len() <= 70 && !b.iter().any(|&c| c == b'\r' || c == b'\n')
+}
+
+/// A part of `multipart` content: by its transfer encoding, then its own type.
+pub(crate) fn for_part(
+    content_type: Option<&[u8]>,
+    content_encoding: Option<&[u8]>,
+    transfer_encoding: Option<&[u8]>,
+    depth: u32,
+    acct: &mut Account,
+) -> Node {
+    let cte = transfer_encoding
+        .map(|v| String::from_utf8_lossy(v).trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    match cte.as_str() {
+        "" | "7bit" | "8bit" | "binary" => {
+            Node::for_body(content_type, content_encoding, depth, acct)
+        }
+        "base64" | "quoted-printable" => {
+            if !acct.may_open(depth + 1, "transfer encoding") {
+                return Node::text(depth, acct);
+            }
+            let next = Node::for_body(content_type, content_encoding, depth + 1, acct);
+            if cte == "base64" {
+                Node::Base64(Box::new(Base64Node::new(next)))
+            } else {
+                Node::QuotedPrintable(Box::new(QuotedPrintableNode::new(next)))
+            }
+        }
+        other => {
+            acct.problem(
+                Reason::Unsupported,
+                format!("multipart part in transfer encoding {other:?}"),
+            );
+            Node::text(depth, acct)
+        }
+    }
+}
+
+/// A zip entry named `name` at `depth`: XML is scanned raw and as its text.
+pub(crate) fn for_entry(name: &[u8], depth: u32, acct: &mut Account) -> Node {
+    let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
+    if lower.ends_with(".xml") || lower.ends_with(".rels") || lower.ends_with(".xhtml") {
+        let raw = Node::text(depth, acct);
+        let text = Node::plain_text(depth, acct);
+        return Node::Xml(Box::new(XmlNode::new(raw, text)));
+    }
+    if lower.ends_with(".json") && acct.may_open(depth + 1, "JSON") {
+        let next = Node::plain_text(depth + 1, acct);
+        return Node::Json(Box::new(JsonNode::new(next)));
+    }
+    Node::text(depth, acct)
+}

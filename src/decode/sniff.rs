@@ -1,0 +1,426 @@
+//! Text as it is, and what is embedded in it: base64 runs, archives and compressed
+//! streams.
+//!
+//! A [`Sniffer`] feeds its input to the stream unchanged (the raw scan: no copy), and
+//! - looks at the first bytes: a zip archive (`PK\x03\x04`), a gzip stream (`1f 8b`) or a
+//!   zstd frame (`28 b5 2f fd`) is decoded instead, one layer deeper (the decoder scans the
+//!   raw bytes itself from wherever it cannot decode them); content that opens like JSON
+//!   (`{` or `[`) is unescaped as JSON (when the depth allows: it is optional);
+//! - finds runs of at least [`BASE64_MIN_RUN`] base64 symbols (either alphabet) holding
+//!   both upper- and lowercase letters (so hex digests and long lowercase words are left
+//!   alone), and decodes each one layer deeper. A run may go on across line breaks (MIME
+//!   and PEM wrap lines), and ends at its padding or at any other byte.
+//!
+//! Runs are found by sampling one byte in [`BASE64_MIN_RUN`]: a run that long must cover a
+//! sample, and only samples that are symbols are looked at closer. The decoded bytes of a
+//! run go into the stream when the run ends (or every [`FLUSH`] bytes for a long one), as
+//! their own segment.
+
+use super::base64::{Decoder, is_symbol};
+use super::encoding::Codec;
+use super::json::JsonNode;
+use super::node::Node;
+use super::zip::ZipNode;
+use super::{Account, BASE64_MIN_RUN, Out};
+
+/// Decoded bytes of a run held before they are scanned.
+const FLUSH: usize = 48 << 10;
+
+/// Magic numbers looked for at the start of content.
+const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
+const GZIP_MAGIC: &[u8] = b"\x1f\x8b";
+const ZSTD_MAGIC: &[u8] = b"\x28\xb5\x2f\xfd";
+const HEAD: usize = 4;
+
+enum Mode {
+    /// Between runs; `carry` holds the symbols at the end of the last input (fewer than
+    /// [`BASE64_MIN_RUN`]) that a run may start with.
+    Idle,
+    /// Inside a long run that is not decoded (implausible, or too deep).
+    Skip,
+    /// Inside a run being decoded.
+    Active(Box<Run>),
+}
+
+/// A base64 run being decoded.
+struct Run {
+    decoder: Decoder,
+    buf: Vec<u8>,
+    padded: bool,
+    /// Whether its first decoded bytes have been looked at.
+    started: bool,
+    /// Its own node, when its content starts like an archive, a compressed stream or
+    /// JSON; otherwise its bytes join the sniffer's shared decoded text.
+    own: Option<Node>,
+}
+
+impl Run {
+    /// Consumes run bytes from `data[from..]`: symbols, line breaks, padding. Returns
+    /// where the run stopped, and whether it ended there.
+    fn accept(&mut self, data: &[u8], from: usize) -> (usize, bool) {
+        let mut i = from;
+        while i < data.len() {
+            if !self.padded {
+                // The symbols up to the next other byte, decoded in bulk.
+                let n = data[i..].iter().take_while(|&&b| is_symbol(b)).count();
+                if n > 0 {
+                    self.decoder.push(&data[i..i + n], &mut self.buf);
+                    i += n;
+                    continue;
+                }
+            }
+            let b = data[i];
+            if b == b'=' {
+                if !self.padded {
+                    self.decoder.finish(&mut self.buf);
+                    self.padded = true;
+                }
+            } else if (b == b'\n' || b == b'\r') && !self.padded {
+            } else {
+                return (i, true);
+            }
+            i += 1;
+        }
+        (i, false)
+    }
+}
+
+/// Text at some depth: scanned as it is, with what is embedded in it decoded.
+pub(crate) struct Sniffer {
+    segment: u64,
+    depth: u32,
+    /// The first bytes, until [`HEAD`] of them decide whether the content is an archive
+    /// or a compressed stream; `None` once decided (or when not looked for).
+    head: Option<Vec<u8>>,
+    /// The decoder for content that turned out to be an archive or compressed stream.
+    inner: Option<Node>,
+    mode: Mode,
+    carry: Vec<u8>,
+    /// Decoded bytes of the runs that ended in the current input (each followed by a
+    /// line break), scanned together after it: one feed for all of them.
+    decoded: Vec<u8>,
+    /// The text node those bytes go to (one layer deeper), opened with the first.
+    decoded_node: Option<Node>,
+}
+
+impl Sniffer {
+    /// `magic`: whether the start of the content is looked at for archives.
+    pub(crate) fn new(depth: u32, magic: bool, acct: &mut Account) -> Sniffer {
+        Sniffer {
+            segment: acct.segment(),
+            depth,
+            head: magic.then(Vec::new),
+            inner: None,
+            mode: Mode::Idle,
+            carry: Vec::new(),
+            decoded: Vec::new(),
+            decoded_node: None,
+        }
+    }
+
+    pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
+        let mut rest = data;
+        if let Some(head) = &mut self.head {
+            let take = (HEAD - head.len()).min(rest.len());
+            head.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if head.len() >= HEAD {
+                self.decide_head(out);
+            }
+        }
+        if self.head.is_none() {
+            if let Some(inner) = &mut self.inner {
+                // An archive or a compressed stream: its decoder scans what it holds (and
+                // the raw bytes from wherever it stops decoding). Its own bytes are not
+                // fed here: interleaved with the decoded content, they would cut it.
+                inner.feed(rest, out);
+                return;
+            }
+        }
+        self.scan_runs(data, out);
+    }
+
+    pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
+        if self.head.is_some() {
+            self.decide_head(out);
+        }
+        if let Some(inner) = &mut self.inner {
+            inner.finish(out);
+        }
+        if let Mode::Active(mut run) = std::mem::replace(&mut self.mode, Mode::Idle) {
+            self.run_output(&mut run, true, out);
+        }
+        self.flush_decoded(out);
+        if let Some(node) = &mut self.decoded_node {
+            node.finish(out);
+        }
+    }
+
+    /// Hands on what `run` has decoded so far (all of it, when `last`): to its own node,
+    /// or to the shared decoded text.
+    fn run_output(&mut self, run: &mut Run, last: bool, out: &mut Out<'_, '_>) {
+        if last {
+            run.decoder.finish(&mut run.buf);
+        }
+        if !run.started && !run.buf.is_empty() {
+            run.started = true;
+            if opens_container(&run.buf) {
+                run.own = Some(Node::text(self.depth + 1, out.acct));
+            }
+        }
+        match &mut run.own {
+            Some(node) => {
+                node.feed(&run.buf, out);
+                if last {
+                    node.finish(out);
+                }
+            }
+            None => {
+                self.decoded.extend_from_slice(&run.buf);
+                if last {
+                    self.decoded.push(b'\n');
+                }
+            }
+        }
+        run.buf.clear();
+    }
+
+    /// Scans the shared decoded text gathered so far.
+    fn flush_decoded(&mut self, out: &mut Out<'_, '_>) {
+        if self.decoded.is_empty() {
+            return;
+        }
+        let depth = self.depth + 1;
+        let node = self
+            .decoded_node
+            .get_or_insert_with(|| Node::plain_text(depth, out.acct));
+        node.feed(&self.decoded, out);
+        self.decoded.clear();
+    }
+
+    /// Looks at the first bytes; opens the decoder they call for and feeds it them.
+    fn decide_head(&mut self, out: &mut Out<'_, '_>) {
+        let Some(head) = self.head.take() else {
+            return;
+        };
+        let depth = self.depth + 1;
+        let acct = &mut *out.acct;
+        let inner = if head.starts_with(ZIP_MAGIC) {
+            acct.may_open(depth, "zip archive")
+                .then(|| Node::Zip(Box::new(ZipNode::new(depth, acct))))
+        } else if head.starts_with(GZIP_MAGIC) {
+            acct.may_open(depth, "gzip stream").then(|| {
+                let next = Node::text(depth, acct);
+                Node::decompress(Codec::Gzip, next, self.depth, acct)
+            })
+        } else if head.starts_with(ZSTD_MAGIC) {
+            acct.may_open(depth, "zstd stream").then(|| {
+                let next = Node::text(depth, acct);
+                Node::decompress(Codec::Zstd, next, self.depth, acct)
+            })
+        } else if looks_like_json(&head) && depth <= acct.limits().max_depth {
+            // JSON sent as text: unescaped all the same. The unescaped view holds every
+            // byte outside string escapes as it is, so it stands in for the raw one.
+            let next = Node::plain_text(depth, acct);
+            Some(Node::Json(Box::new(JsonNode::new(next))))
+        } else {
+            None
+        };
+        if let Some(mut inner) = inner {
+            inner.feed(&head, out);
+            self.inner = Some(inner);
+        }
+    }
+
+    /// Feeds `data` to the stream, decoding the base64 runs in it.
+    ///
+    /// The raw bytes go in at most two pieces: up to the end of the last run that ended
+    /// in `data` (where a cut cannot split a match of ordinary text), then the decoded
+    /// runs together, then the rest — so a text full of short base64 digests costs the
+    /// engine a few feeds per chunk, not a few per digest.
+    fn scan_runs(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
+        let mut emitted = 0;
+        // Where the shared decoded text goes in: after the last run that ended here.
+        let mut split = None;
+        let mut pos = 0;
+        loop {
+            match std::mem::replace(&mut self.mode, Mode::Idle) {
+                Mode::Active(mut run) => {
+                    let (end, ended) = run.accept(data, pos);
+                    if !ended {
+                        if run.own.is_some() {
+                            // Its own node feeds the stream now: the raw text first.
+                            out.emit(self.segment, &data[emitted..]);
+                            emitted = data.len();
+                            self.run_output(&mut run, false, out);
+                        } else if run.buf.len() >= FLUSH {
+                            self.run_output(&mut run, false, out);
+                        }
+                        self.mode = Mode::Active(run);
+                        break;
+                    }
+                    if run.own.is_some() || opens_container(&run.buf) && !run.started {
+                        // Content of its own (an archive in base64): the raw text up to
+                        // here first, so that its segment does not cut the text.
+                        out.emit(self.segment, &data[emitted..end]);
+                        emitted = end;
+                    } else {
+                        split = Some(end);
+                    }
+                    self.run_output(&mut run, true, out);
+                    pos = end;
+                }
+                Mode::Skip => {
+                    let n = data[pos..].iter().take_while(|&&b| is_symbol(b)).count();
+                    pos += n;
+                    if pos == data.len() {
+                        self.mode = Mode::Skip;
+                        break;
+                    }
+                }
+                Mode::Idle => {
+                    if !self.carry.is_empty() {
+                        let lead = data[pos..].iter().take_while(|&&b| is_symbol(b)).count();
+                        if self.carry.len() + lead >= BASE64_MIN_RUN {
+                            let carry = std::mem::take(&mut self.carry);
+                            self.open_run(&carry, &data[pos..pos + lead], out);
+                            continue;
+                        }
+                        if pos + lead == data.len() {
+                            self.carry.extend_from_slice(&data[pos..]);
+                            break;
+                        }
+                        self.carry.clear();
+                        pos += lead;
+                    }
+                    match find_run(data, pos) {
+                        Some(start) => {
+                            pos = start;
+                            self.open_run(&[], &data[start..], out);
+                        }
+                        None => {
+                            let t = data[pos..]
+                                .iter()
+                                .rev()
+                                .take_while(|&&b| is_symbol(b))
+                                .count();
+                            self.carry.extend_from_slice(&data[data.len() - t..]);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if self.decoded.is_empty() {
+            out.emit(self.segment, &data[emitted..]);
+            return;
+        }
+        let split = split.unwrap_or(data.len()).max(emitted);
+        out.emit(self.segment, &data[emitted..split]);
+        self.flush_decoded(out);
+        out.emit(self.segment, &data[split..]);
+    }
+
+    /// A run of at least [`BASE64_MIN_RUN`] symbols starts with `carry` (bytes already
+    /// scanned) followed by `rest`: decode it when it is plausible base64 and not too deep.
+    fn open_run(&mut self, carry: &[u8], rest: &[u8], out: &mut Out<'_, '_>) {
+        let depth = self.depth + 1;
+        if !plausible(carry, rest) || !out.acct.may_open(depth, "base64") {
+            self.mode = Mode::Skip;
+            return;
+        }
+        let mut run = Run {
+            decoder: Decoder::new(),
+            buf: Vec::new(),
+            padded: false,
+            started: false,
+            own: None,
+        };
+        run.decoder.push(carry, &mut run.buf);
+        self.mode = Mode::Active(Box::new(run));
+    }
+}
+
+/// Whether decoded content starting with `head` needs a node of its own: an archive, a
+/// compressed stream, or JSON.
+fn opens_container(head: &[u8]) -> bool {
+    head.starts_with(ZIP_MAGIC)
+        || head.starts_with(GZIP_MAGIC)
+        || head.starts_with(ZSTD_MAGIC)
+        || looks_like_json(&head[..head.len().min(HEAD)])
+}
+
+/// Whether content starting with `head` is likely JSON: an object or array opens it
+/// (after whitespace).
+fn looks_like_json(head: &[u8]) -> bool {
+    matches!(
+        head.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{' | b'[')
+    )
+}
+
+/// Start of the first run of at least [`BASE64_MIN_RUN`] symbols in `data[from..]` (it may
+/// go on past the end of `data`).
+fn find_run(data: &[u8], from: usize) -> Option<usize> {
+    let mut p = from + BASE64_MIN_RUN - 1;
+    while p < data.len() {
+        if !is_symbol(data[p]) {
+            p += BASE64_MIN_RUN;
+            continue;
+        }
+        let mut s = p;
+        while s > from && is_symbol(data[s - 1]) {
+            s -= 1;
+        }
+        let mut e = p + 1;
+        while e < data.len() && e - s < BASE64_MIN_RUN && is_symbol(data[e]) {
+            e += 1;
+        }
+        if e - s >= BASE64_MIN_RUN {
+            return Some(s);
+        }
+        p = e + BASE64_MIN_RUN;
+    }
+    None
+}
+
+/// Whether a run (its first [`BASE64_MIN_RUN`] symbols: `a` then `b`) looks like base64:
+/// both upper- and lowercase letters (hex digests and long words do not).
+fn plausible(a: &[u8], b: &[u8]) -> bool {
+    let (mut upper, mut lower) = (false, false);
+    for &c in a.iter().chain(b).take(BASE64_MIN_RUN) {
+        upper |= c.is_ascii_uppercase();
+        lower |= c.is_ascii_lowercase();
+    }
+    upper && lower
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_runs_of_the_minimum_length_wherever_they_are() {
+        let run = "A".repeat(BASE64_MIN_RUN);
+        let short = "A".repeat(BASE64_MIN_RUN - 1);
+        let cases: Vec<(String, Option<usize>)> = vec![
+            (run.clone(), Some(0)),
+            (short.clone(), None),
+            (format!("x {short} y"), None),
+            (format!("hello {run} there"), Some(6)),
+            (format!("{} {run}", "a b ".repeat(40)), Some(161)),
+            (format!("{short} {short} {run}"), Some(128)),
+            (format!("{short}.{run}"), Some(64)),
+        ];
+        for (text, want) in cases {
+            assert_eq!(find_run(text.as_bytes(), 0), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn plausible_needs_both_cases() {
+        assert!(plausible(b"aGVsbG8", b"Gd29ybGQ"));
+        assert!(!plausible(b"0123456789abcdef", b""));
+        assert!(!plausible(b"ABCDEF0123", b"456"));
+    }
+}

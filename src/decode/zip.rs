@@ -1,0 +1,660 @@
+//! Zip archives (.zip, and the Office and OpenDocument formats built on zip: .xlsx, .docx,
+//! .pptx, .odt, .ods) read entry by entry as a stream, and the text of XML entries.
+//!
+//! The archive is read front to back by its local file headers, the way it arrives: each
+//! entry's name is scanned, then its content — stored, or deflated (inflated here; sizes
+//! from the header, or from the data descriptor that follows when the header has none;
+//! zip64 sizes understood) — goes to a node chosen by the entry's name: XML (.xml, .rels)
+//! is scanned raw and as its text (tags dropped, entities decoded, a line break where a
+//! paragraph, row or cell ends, so that `<w:t>alice@</w:t><w:t>acme.io</w:t>` reads as one
+//! address), JSON as JSON, anything else as text with embedded content looked for (a zip
+//! in a zip is one layer deeper). The central directory ends the reading.
+//!
+//! Bounds: `max_archive_entries` entries per request, every inflated byte counted against
+//! `max_decoded_bytes`, each entry's expansion ratio against `max_ratio`. An encrypted
+//! entry, another compression method (bzip2, LZMA, zstd...), or a stored entry whose size
+//! only a data descriptor gives, cannot be inspected: not fully scanned (`unsupported`),
+//! and the entry is skipped when its size is known (the reading stops when not). A broken
+//! header, or an archive that ends inside an entry or before its central directory, is
+//! `corrupt`.
+
+use flate2::{Decompress, FlushDecompress, Status};
+
+use super::node::{Node, for_entry};
+use super::{Account, Out, RATIO_FLOOR, Reason};
+
+/// Signature of a local file header.
+pub const LOCAL_HEADER_SIG: u32 = 0x0403_4b50;
+const CENTRAL_HEADER_SIG: u32 = 0x0201_4b50;
+const END_OF_CENTRAL_DIR_SIG: u32 = 0x0605_4b50;
+const ZIP64_END_SIG: u32 = 0x0606_4b50;
+const DIGITAL_SIGNATURE_SIG: u32 = 0x0505_4b50;
+const DATA_DESCRIPTOR_SIG: u32 = 0x0807_4b50;
+const LOCAL_HEADER_LEN: usize = 30;
+
+/// Inflated bytes handed on at once.
+const OUT_BUF: usize = 64 << 10;
+
+enum State {
+    /// Expecting a signature (a local header, or the central directory).
+    Header,
+    /// Inside an entry's data.
+    Data(Box<Entry>),
+    /// After an entry whose sizes come in a data descriptor.
+    Descriptor { zip64: bool },
+    /// Skipping the data of an entry that cannot be read.
+    Skip(u64),
+    /// Past the entries (central directory reached, or the reading stopped).
+    Done,
+}
+
+/// What [`ZipNode::data`] did with its input.
+enum Took {
+    /// The entry ended after this many bytes: go on in the next state.
+    Next(usize),
+    /// The entry goes on: this many bytes were used, the rest waits for more input.
+    More(usize),
+    /// The reading stopped.
+    Stopped,
+}
+
+/// How inflating an entry's input went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// The deflate stream goes on.
+    More,
+    /// The deflate stream ended.
+    End,
+    /// A limit stopped it.
+    Stop,
+}
+
+struct Entry {
+    /// Compressed bytes left, when the header says.
+    remaining: Option<u64>,
+    inflate: Option<Decompress>,
+    descriptor: bool,
+    zip64: bool,
+    consumed: u64,
+    produced: u64,
+    node: Node,
+}
+
+/// A zip archive feeding one node per entry.
+pub(crate) struct ZipNode {
+    state: State,
+    pending: Vec<u8>,
+    buf: Vec<u8>,
+    depth: u32,
+    segment: u64,
+    entries: u64,
+    /// After a problem: the rest of the input, scanned as raw bytes.
+    raw: Option<Node>,
+}
+
+impl ZipNode {
+    /// An archive whose entries are read at `depth`.
+    pub(crate) fn new(depth: u32, acct: &mut Account) -> ZipNode {
+        ZipNode {
+            state: State::Header,
+            pending: Vec::new(),
+            buf: Vec::new(),
+            depth,
+            segment: acct.segment(),
+            entries: 0,
+            raw: None,
+        }
+    }
+
+    pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
+        if let Some(raw) = &mut self.raw {
+            raw.feed(data, out);
+            return;
+        }
+        if matches!(self.state, State::Done) {
+            return;
+        }
+        // Entry data flows through without being copied when nothing is pending.
+        if self.pending.is_empty() {
+            let used = self.process(data, out);
+            if used < data.len() && !matches!(self.state, State::Done) {
+                self.pending.extend_from_slice(&data[used..]);
+            }
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.pending);
+        buf.extend_from_slice(data);
+        let used = self.process(&buf, out);
+        if !matches!(self.state, State::Done) {
+            buf.drain(..used);
+            self.pending = buf;
+        }
+    }
+
+    /// Where the reading stopped on a problem: the rest of `b` from `at`, and everything
+    /// after it, is scanned as raw bytes.
+    fn rest_raw(&mut self, b: &[u8], at: usize, out: &mut Out<'_, '_>) -> usize {
+        let mut raw = Node::plain_text(self.depth, out.acct);
+        raw.feed(&b[at.min(b.len())..], out);
+        self.raw = Some(raw);
+        b.len()
+    }
+
+    /// Consumes what it can of `b`; returns how much.
+    fn process(&mut self, b: &[u8], out: &mut Out<'_, '_>) -> usize {
+        let mut pos = 0;
+        loop {
+            let rest = &b[pos..];
+            match &mut self.state {
+                State::Done => return b.len(),
+                State::Header => {
+                    if rest.len() < 4 {
+                        return pos;
+                    }
+                    match u32le(rest, 0) {
+                        LOCAL_HEADER_SIG => {}
+                        CENTRAL_HEADER_SIG
+                        | END_OF_CENTRAL_DIR_SIG
+                        | ZIP64_END_SIG
+                        | DIGITAL_SIGNATURE_SIG => {
+                            self.state = State::Done;
+                            return b.len();
+                        }
+                        _ => {
+                            self.stop(out, Reason::Corrupt, "zip: not a local file header");
+                            return self.rest_raw(b, pos, out);
+                        }
+                    }
+                    if rest.len() < LOCAL_HEADER_LEN {
+                        return pos;
+                    }
+                    let name_len = usize::from(u16le(rest, 26));
+                    let extra_len = usize::from(u16le(rest, 28));
+                    let len = LOCAL_HEADER_LEN + name_len + extra_len;
+                    if rest.len() < len {
+                        return pos;
+                    }
+                    self.open_entry(&rest[..len], out);
+                    pos += len;
+                    if matches!(self.state, State::Done) {
+                        // An entry that cannot be read and cannot be skipped, or one too
+                        // many: the rest is scanned as it is.
+                        return self.rest_raw(b, pos, out);
+                    }
+                }
+                State::Data(_) => match self.data(rest, out) {
+                    Took::Next(used) => pos += used,
+                    Took::More(used) => return pos + used,
+                    Took::Stopped => return self.rest_raw(b, pos, out),
+                },
+                State::Descriptor { zip64 } => {
+                    let sizes = if *zip64 { 16 } else { 8 };
+                    if rest.len() < 4 {
+                        return pos;
+                    }
+                    let len = if u32le(rest, 0) == DATA_DESCRIPTOR_SIG {
+                        8 + sizes
+                    } else {
+                        4 + sizes
+                    };
+                    if rest.len() < len {
+                        return pos;
+                    }
+                    pos += len;
+                    self.state = State::Header;
+                }
+                State::Skip(n) => {
+                    let take = (*n).min(rest.len() as u64);
+                    *n -= take;
+                    pos += take as usize;
+                    if *n > 0 {
+                        return pos;
+                    }
+                    self.state = State::Header;
+                }
+            }
+        }
+    }
+
+    /// Entry data: feeds what of `rest` belongs to the entry.
+    fn data(&mut self, rest: &[u8], out: &mut Out<'_, '_>) -> Took {
+        let State::Data(entry) = &mut self.state else {
+            return Took::Next(0);
+        };
+        let take = entry
+            .remaining
+            .map_or(rest.len(), |r| r.min(rest.len() as u64) as usize);
+        let (used, flow) = if entry.inflate.is_none() {
+            entry.node.feed(&rest[..take], out);
+            (take, Flow::More)
+        } else {
+            match inflate(entry, &rest[..take], &mut self.buf, out) {
+                Ok(r) => r,
+                Err(why) => {
+                    self.stop(out, Reason::Corrupt, &why);
+                    return Took::Stopped;
+                }
+            }
+        };
+        if flow == Flow::Stop {
+            // A limit was reached (the account says which).
+            entry.node.finish(out);
+            self.state = State::Done;
+            return Took::Stopped;
+        }
+        if let Some(r) = &mut entry.remaining {
+            *r -= used as u64;
+        }
+        let ended = flow == Flow::End || entry.remaining == Some(0);
+        if !ended {
+            // More of this entry's data is to come.
+            return Took::More(used);
+        }
+        if entry.inflate.is_some() && flow != Flow::End {
+            self.stop(out, Reason::Corrupt, "zip: a deflated entry is cut short");
+            return Took::Stopped;
+        }
+        entry.node.finish(out);
+        let left = entry.remaining.unwrap_or(0);
+        self.state = if entry.descriptor {
+            State::Descriptor { zip64: entry.zip64 }
+        } else if left > 0 {
+            State::Skip(left)
+        } else {
+            State::Header
+        };
+        Took::Next(used)
+    }
+
+    /// A local file header (with its name and extra field): the entry's name is scanned
+    /// and its data node opened, or the entry is skipped.
+    fn open_entry(&mut self, header: &[u8], out: &mut Out<'_, '_>) {
+        self.entries += 1;
+        if !out.acct.take_entry() {
+            self.state = State::Done;
+            return;
+        }
+        let flags = u16le(header, 6);
+        let method = u16le(header, 8);
+        let mut csize = u64::from(u32le(header, 18));
+        let mut usize_ = u64::from(u32le(header, 22));
+        let name_len = usize::from(u16le(header, 26));
+        let name = &header[LOCAL_HEADER_LEN..LOCAL_HEADER_LEN + name_len];
+        let extra = &header[LOCAL_HEADER_LEN + name_len..];
+        let zip64 = zip64_sizes(extra).map(|(u, c)| {
+            usize_ = u;
+            csize = c;
+        });
+        let zip64 = zip64.is_some();
+        let _ = usize_;
+        let descriptor = flags & 0x0008 != 0;
+        out.emit(self.segment, name);
+        out.emit(self.segment, b"\n");
+        let known = (!descriptor || csize > 0).then_some(csize);
+        let unreadable = if flags & 0x0001 != 0 {
+            Some("an encrypted entry".to_owned())
+        } else if method != 0 && method != 8 {
+            Some(format!("an entry compressed with method {method}"))
+        } else if method == 0 && known.is_none() {
+            Some("a stored entry of unknown size".to_owned())
+        } else {
+            None
+        };
+        if let Some(why) = unreadable {
+            out.acct.problem(
+                Reason::Unsupported,
+                format!("zip entry {}: {why}", self.entries),
+            );
+            self.state = match known {
+                Some(n) if !descriptor => State::Skip(n),
+                _ => State::Done,
+            };
+            return;
+        }
+        let node = for_entry(name, self.depth, out.acct);
+        self.state = State::Data(Box::new(Entry {
+            remaining: known.filter(|_| !descriptor || method == 0),
+            inflate: (method == 8).then(|| Decompress::new(false)),
+            descriptor,
+            zip64,
+            consumed: 0,
+            produced: 0,
+            node,
+        }));
+    }
+
+    /// Records why the reading stops here; the rest of the archive is not read.
+    fn stop(&mut self, out: &mut Out<'_, '_>, reason: Reason, why: &str) {
+        out.acct.problem(reason, why);
+        if let State::Data(entry) = &mut self.state {
+            entry.node.finish(out);
+        }
+        self.state = State::Done;
+    }
+
+    pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
+        if let Some(raw) = &mut self.raw {
+            raw.finish(out);
+            return;
+        }
+        match &self.state {
+            State::Done => {}
+            State::Header if self.entries > 0 || !self.pending.is_empty() => self.stop(
+                out,
+                Reason::Corrupt,
+                "zip: the archive ends before its central directory",
+            ),
+            State::Header => self.stop(
+                out,
+                Reason::Corrupt,
+                "zip: an empty archive without a directory",
+            ),
+            _ => self.stop(
+                out,
+                Reason::Corrupt,
+                "zip: the archive ends inside an entry",
+            ),
+        }
+        self.pending = Vec::new();
+    }
+}
+
+/// Inflates `input` into the entry's node; returns the bytes used and how it went (a
+/// limit is recorded in the account).
+fn inflate(
+    entry: &mut Entry,
+    input: &[u8],
+    buf: &mut Vec<u8>,
+    out: &mut Out<'_, '_>,
+) -> Result<(usize, Flow), String> {
+    let Some(d) = &mut entry.inflate else {
+        return Ok((0, Flow::More));
+    };
+    if buf.len() < OUT_BUF {
+        buf.resize(OUT_BUF, 0);
+    }
+    let mut pos = 0;
+    loop {
+        let (in0, out0) = (d.total_in(), d.total_out());
+        let status = d
+            .decompress(&input[pos..], buf, FlushDecompress::None)
+            .map_err(|e| format!("zip: inflating an entry: {e}"))?;
+        let used = (d.total_in() - in0) as usize;
+        let produced = (d.total_out() - out0) as usize;
+        pos += used;
+        entry.consumed += used as u64;
+        if produced > 0 {
+            entry.produced += produced as u64;
+            if !out.acct.take_decoded(produced as u64) {
+                return Ok((pos, Flow::Stop));
+            }
+            let max_ratio = out.acct.limits().max_ratio;
+            if entry.produced > RATIO_FLOOR
+                && entry.produced > entry.consumed.saturating_mul(max_ratio)
+            {
+                out.acct.problem(
+                    Reason::Ratio,
+                    format!("zip entry expands more than {max_ratio} times"),
+                );
+                return Ok((pos, Flow::Stop));
+            }
+            entry.node.feed(&buf[..produced], out);
+        }
+        if status == Status::StreamEnd {
+            return Ok((pos, Flow::End));
+        }
+        if used == 0 && produced == 0 {
+            return Ok((pos, Flow::More));
+        }
+    }
+}
+
+/// The zip64 extended-information field (0x0001) of a local header's extra field:
+/// (uncompressed, compressed) sizes.
+fn zip64_sizes(mut extra: &[u8]) -> Option<(u64, u64)> {
+    while extra.len() >= 4 {
+        let id = u16le(extra, 0);
+        let len = usize::from(u16le(extra, 2));
+        let body = extra.get(4..4 + len)?;
+        if id == 0x0001 && body.len() >= 16 {
+            return Some((u64le(body, 0), u64le(body, 8)));
+        }
+        extra = &extra[(4 + len).min(extra.len())..];
+    }
+    None
+}
+
+fn u16le(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32le(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64le(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+/// Local names of XML elements whose end is a line break in the text view (paragraphs,
+/// rows, cells, breaks: Office Open XML and OpenDocument).
+const BLOCK_ELEMENTS: &[&[u8]] = &[
+    b"p",
+    b"br",
+    b"cr",
+    b"tr",
+    b"tc",
+    b"c",
+    b"row",
+    b"si",
+    b"h",
+    b"li",
+    b"td",
+    b"th",
+    b"table-cell",
+    b"table-row",
+    b"line-break",
+    b"list-item",
+    b"div",
+    b"v",
+    b"f",
+];
+/// Local names of XML elements that stand for a space or a tab.
+const SPACE_ELEMENTS: &[&[u8]] = &[b"tab", b"s", b"space"];
+
+/// Longest tag name or entity looked at.
+const MAX_NAME: usize = 32;
+
+/// An XML entry: scanned raw, and as its text.
+pub(crate) struct XmlNode {
+    raw: Node,
+    text: Node,
+    in_tag: bool,
+    name: Vec<u8>,
+    naming: bool,
+    entity: Option<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+/// Text bytes held before they are scanned (so that the raw and text views alternate
+/// rarely).
+const XML_TEXT_FLUSH: usize = 256 << 10;
+
+impl XmlNode {
+    pub(crate) fn new(raw: Node, text: Node) -> XmlNode {
+        XmlNode {
+            raw,
+            text,
+            in_tag: false,
+            name: Vec::new(),
+            naming: false,
+            entity: None,
+            buf: Vec::new(),
+        }
+    }
+
+    pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
+        self.raw.feed(data, out);
+        xml_text(self, data);
+        if self.buf.len() >= XML_TEXT_FLUSH {
+            self.text.feed(&self.buf, out);
+            self.buf.clear();
+        }
+    }
+
+    pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
+        self.raw.finish(out);
+        if let Some(e) = self.entity.take() {
+            self.buf.push(b'&');
+            self.buf.extend_from_slice(&e);
+        }
+        self.text.feed(&self.buf, out);
+        self.buf.clear();
+        self.text.finish(out);
+    }
+}
+
+/// Appends the text of `data` to `x.buf`.
+fn xml_text(x: &mut XmlNode, data: &[u8]) {
+    for &b in data {
+        if x.in_tag {
+            if b == b'>' {
+                x.in_tag = false;
+                let name = x.name.strip_prefix(b"/").unwrap_or(&x.name);
+                let name = name.strip_suffix(b"/").unwrap_or(name);
+                let local = match name.iter().rposition(|&c| c == b':') {
+                    Some(colon) => &name[colon + 1..],
+                    None => name,
+                };
+                if BLOCK_ELEMENTS.contains(&local)
+                    && (x.name.starts_with(b"/") || x.name.ends_with(b"/"))
+                {
+                    x.buf.push(b'\n');
+                } else if SPACE_ELEMENTS.contains(&local) {
+                    x.buf.push(b' ');
+                }
+            } else if x.naming {
+                if b.is_ascii_whitespace() || x.name.len() >= MAX_NAME {
+                    x.naming = false;
+                } else if b == b'/' && !x.name.is_empty() {
+                    // `<br/>`: an empty element ends here.
+                    x.naming = false;
+                    x.name.push(b'/');
+                } else {
+                    x.name.push(b);
+                }
+            } else if b == b'/' && x.name.last() != Some(&b'/') {
+                x.name.push(b'/');
+            }
+            continue;
+        }
+        if let Some(entity) = &mut x.entity {
+            if b == b';' {
+                let e = std::mem::take(entity);
+                x.entity = None;
+                match decode_entity(&e) {
+                    Some(c) => {
+                        let mut tmp = [0u8; 4];
+                        x.buf.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+                    }
+                    None => {
+                        x.buf.push(b'&');
+                        x.buf.extend_from_slice(&e);
+                        x.buf.push(b';');
+                    }
+                }
+                continue;
+            }
+            if entity.len() < MAX_NAME && (b.is_ascii_alphanumeric() || b == b'#') {
+                entity.push(b);
+                continue;
+            }
+            let e = std::mem::take(entity);
+            x.entity = None;
+            x.buf.push(b'&');
+            x.buf.extend_from_slice(&e);
+        }
+        match b {
+            b'<' => {
+                x.in_tag = true;
+                x.naming = true;
+                x.name.clear();
+            }
+            b'&' => x.entity = Some(Vec::new()),
+            _ => x.buf.push(b),
+        }
+    }
+}
+
+/// `amp`, `#64`, `#x40` ... as the character.
+fn decode_entity(e: &[u8]) -> Option<char> {
+    match e {
+        b"amp" => Some('&'),
+        b"lt" => Some('<'),
+        b"gt" => Some('>'),
+        b"quot" => Some('"'),
+        b"apos" => Some('\''),
+        [b'#', b'x' | b'X', hex @ ..] => {
+            char::from_u32(u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?)
+        }
+        [b'#', dec @ ..] => char::from_u32(std::str::from_utf8(dec).ok()?.parse().ok()?),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text_of(xml: &str) -> String {
+        let mut acct = Account::new(super::super::Limits::default());
+        let raw = Node::text(0, &mut acct);
+        let text = Node::plain_text(0, &mut acct);
+        let mut x = XmlNode::new(raw, text);
+        xml_text(&mut x, xml.as_bytes());
+        String::from_utf8_lossy(&x.buf).into_owned()
+    }
+
+    #[test]
+    fn xml_text_joins_runs_and_breaks_blocks() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "<w:p><w:r><w:t>alice@</w:t></w:r><w:r><w:t>acme.io</w:t></w:r></w:p>",
+                "alice@acme.io\n",
+            ),
+            (
+                "<si><t>a@b.io</t></si><si><t>c@d.io</t></si>",
+                "a@b.io\nc@d.io\n",
+            ),
+            (
+                "<c r=\"A1\"><v>1</v></c><c r=\"B1\"><v>2</v></c>",
+                "1\n\n2\n\n",
+            ),
+            (
+                "alice&#64;acme.io &amp; bob&#x40;acme.io",
+                "alice@acme.io & bob@acme.io",
+            ),
+            ("a&bogus;b &nbsp c", "a&bogus;b &nbsp c"),
+            (
+                "<text:p>one<text:s/>two<text:line-break/>three</text:p>",
+                "one two\nthree\n",
+            ),
+            ("<w:t xml:space=\"preserve\">x</w:t><w:tab/>y", "x y"),
+        ];
+        for (xml, want) in cases {
+            assert_eq!(text_of(xml), *want, "{xml}");
+        }
+    }
+
+    #[test]
+    fn zip64_extra_field() {
+        let mut extra = vec![0x99, 0x99, 2, 0, 7, 7];
+        extra.extend_from_slice(&[1, 0, 16, 0]);
+        extra.extend_from_slice(&5u64.to_le_bytes());
+        extra.extend_from_slice(&3u64.to_le_bytes());
+        assert_eq!(zip64_sizes(&extra), Some((5, 3)));
+        assert_eq!(zip64_sizes(&[1, 0, 200, 0]), None);
+    }
+}
