@@ -13,6 +13,7 @@
 //! - [`cli`]: the `scan` and `rules` commands, as library functions the binary calls.
 //! - [`config`]: the YAML config and command-line overrides, validated into runtime types.
 //! - [`proxy`]: the hyper server: client ACL, absolute-form HTTP, CONNECT tunnels, inspection, block page.
+//! - [`tls`]: corporate CA, leaf minting and cache, verified upstream TLS, ClientHello peek, bypass.
 //!
 //! # Request flow
 //!
@@ -38,3 +39,4 @@ pub mod policy;
 pub mod proxy;
 pub mod rules;
 pub mod scan;
+pub mod tls;

@@ -51,6 +51,21 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Manage the TLS interception CA.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the CA (DATA_DIR/ca.pem, DATA_DIR/ca-key.pem mode 0600); never overwrites.
+    Init {
+        /// Data directory.
+        #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -104,12 +119,18 @@ fn main() -> ExitCode {
                 RulesCommand::Test { dir } => cli::rules_test(&dir, &mut out, &mut err),
             }
         }
+        Command::Ca {
+            command: CaCommand::Init { data_dir },
+        } => {
+            let (mut out, mut err) = locked();
+            cli::ca_init(&data_dir, &mut out, &mut err)
+        }
     };
     ExitCode::from(status as u8)
 }
 
-/// `serve`: load and validate the config (every problem listed), install tracing, run the
-/// proxy until SIGTERM/SIGINT. Exit 0 after a clean drain, 2 on a bad config or start error.
+/// `serve`: load and validate the config (every problem listed), install tracing, create
+/// the CA on first start (`tls.intercept`), run the proxy until SIGTERM/SIGINT. Exit 0 after a clean drain, 2 on a bad config or start error.
 fn serve(path: Option<&Path>, overrides: config::Overrides) -> i32 {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -126,6 +147,10 @@ fn serve(path: Option<&Path>, overrides: config::Overrides) -> i32 {
             return 2;
         }
     };
+    if let Err(e) = cli::prepare_ca(&config.tls, &mut std::io::stderr()) {
+        eprintln!("egress-dlp: CA: {e}");
+        return 2;
+    }
     let result = tokio::runtime::Runtime::new().and_then(|rt| rt.block_on(proxy::serve(config)));
     match result {
         Ok(()) => 0,

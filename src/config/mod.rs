@@ -10,6 +10,7 @@
 //! starts nothing.
 
 pub mod raw;
+pub mod tls;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -58,16 +59,7 @@ pub struct Config {
     pub block_page: BlockPage,
 }
 
-/// `tls:` settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tls {
-    /// Whether CONNECT traffic is to be intercepted.
-    pub intercept: bool,
-    /// Host patterns never intercepted, lowercased (`host.example` or `*.example`).
-    pub bypass: Vec<String>,
-    /// Extra PEM files trusted for upstream servers.
-    pub upstream_roots: Vec<PathBuf>,
-}
+pub use tls::Tls;
 
 /// `access:` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,26 +298,7 @@ pub fn validate(
         }
     };
 
-    let tls = Tls {
-        intercept: raw.tls.intercept.unwrap_or(true),
-        bypass: raw
-            .tls
-            .bypass
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, p)| errors.host_pattern(&format!("tls.bypass[{i}]"), &p))
-            .collect(),
-        upstream_roots: raw.tls.upstream_roots.unwrap_or_default(),
-    };
-    for (i, root) in tls.upstream_roots.iter().enumerate() {
-        if !root.is_file() {
-            errors.push(
-                &format!("tls.upstream_roots[{i}]"),
-                format!("{} is not a readable file", root.display()),
-            );
-        }
-    }
+    let tls = tls::validate(raw.tls, &data_dir, &mut errors);
 
     let clients = match raw.access.clients {
         None => vec![

@@ -56,6 +56,10 @@ pub enum ProxyError {
     /// Upstream: the connection broke or the response was not valid HTTP.
     #[error("upstream: {0}")]
     Upstream(String),
+    /// Upstream: TLS to the site failed (its certificate did not verify, or the handshake
+    /// broke) on an intercepted connection.
+    #[error("upstream: {0}")]
+    UpstreamTls(crate::tls::UpstreamTlsError),
     /// Us: the hold budget (`limits.hold_total`) stayed spent for `limits.hold_wait`.
     #[error("proxy: busy: no room to hold the request body within {0:?}")]
     Busy(Duration),
@@ -134,9 +138,10 @@ impl ProxyError {
             | ProxyError::Loop(_)
             | ProxyError::Blocked(_) => StatusCode::FORBIDDEN,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::UpstreamDns | ProxyError::UpstreamConnect(_) | ProxyError::Upstream(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::UpstreamDns
+            | ProxyError::UpstreamConnect(_)
+            | ProxyError::Upstream(_)
+            | ProxyError::UpstreamTls(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamConnectTimeout(_) | ProxyError::UpstreamTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -160,6 +165,7 @@ impl ProxyError {
             ProxyError::UpstreamConnectTimeout(_) => "upstream_connect_timeout",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
             ProxyError::Upstream(_) => "upstream",
+            ProxyError::UpstreamTls(_) => "upstream_tls",
             ProxyError::Busy(_) => "busy",
             ProxyError::Internal(_) => "internal",
         }
@@ -192,6 +198,7 @@ impl ProxyError {
             ProxyError::UpstreamConnectTimeout(_) => "The site did not accept a connection in time",
             ProxyError::UpstreamTimeout(_) => "The site did not answer in time",
             ProxyError::Upstream(_) => "The site's answer was broken",
+            ProxyError::UpstreamTls(_) => "The site's identity could not be verified",
             ProxyError::Busy(_) => "The proxy is busy",
             ProxyError::Internal(_) => "Proxy error",
         }
@@ -240,6 +247,10 @@ impl ProxyError {
             ProxyError::Upstream(_) => {
                 "The site closed the connection or sent an answer that is not valid HTTP.".into()
             }
+            ProxyError::UpstreamTls(e) => format!(
+                "The secure connection to the site failed: {e}. The proxy does not pass \
+                 such a site off as trusted."
+            ),
             ProxyError::Busy(_) => {
                 "Too many uploads are being inspected at once. Try again in a moment.".into()
             }

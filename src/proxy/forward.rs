@@ -32,8 +32,8 @@ use tracing::info;
 
 use super::budget::Reservation;
 use super::error::{Blocked, ProxyError};
-use super::upstream::{self, Piece, UpstreamBody};
-use super::{ConnCtx, ProxyBody, Shared, tunnel};
+use super::upstream::{Piece, UpstreamBody};
+use super::{ConnCtx, ProxyBody, Shared, intercept, tunnel};
 use crate::config::Oversize;
 use crate::policy::{self, Action, Verdict};
 use crate::scan::Stream;
@@ -87,6 +87,8 @@ pub(super) async fn forward(
     let (mut parts, mut body) = req.into_parts();
     match parts.uri.scheme_str() {
         Some("http") => {}
+        // Inside an intercepted CONNECT (made absolute there), sent over verified TLS.
+        Some("https") if parts.extensions.get::<intercept::Origin>().is_some() => {}
         Some(_) => {
             return Err(ProxyError::BadRequest(
                 "only http:// targets are forwarded; HTTPS goes through CONNECT",
@@ -166,11 +168,10 @@ pub(super) async fn forward(
         let _reservation = reservation;
         tokio::time::timeout(
             limits.upstream_response_timeout,
-            shared.client.request(request),
+            intercept::send(&shared.client, request),
         )
         .await
-        .map_err(|_| ProxyError::UpstreamTimeout(limits.upstream_response_timeout))?
-        .map_err(upstream::classify)?
+        .map_err(|_| ProxyError::UpstreamTimeout(limits.upstream_response_timeout))??
     } else if limits.oversize == Oversize::Block {
         return Err(ProxyError::BodyTooLarge {
             limit: limits.hold_bytes,
@@ -290,7 +291,7 @@ async fn stream_through(
     // The held bytes were scanned already: a block there costs the upstream nothing.
     judge_snapshot(shared, &scan, request_id, false)?;
     let (tx, up_body) = UpstreamBody::streamed(STREAM_CHANNEL_CHUNKS);
-    let send = shared.client.request(Request::from_parts(parts, up_body));
+    let send = intercept::send(&shared.client, Request::from_parts(parts, up_body));
     let pump = async move {
         let mut held = held.into_iter();
         // Given back to the hold budget once the held chunks have been passed on: from
@@ -349,13 +350,12 @@ async fn stream_through(
     };
     let timeout = shared.config.limits.upstream_response_timeout;
     let _busy = ctx.activity.busy();
-    let answered = match early {
+    match early {
         Some(answered) => answered,
         None => tokio::time::timeout(timeout, send)
             .await
             .map_err(|_| ProxyError::UpstreamTimeout(timeout))?,
-    };
-    answered.map_err(upstream::classify)
+    }
 }
 
 /// Finishes the scan and applies the policy: `Err(Blocked)` on block, a log line on log.

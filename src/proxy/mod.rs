@@ -33,6 +33,7 @@ mod budget;
 pub mod error;
 mod forward;
 pub mod idle;
+mod intercept;
 mod layers;
 mod linger;
 pub mod page;
@@ -58,6 +59,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::scan::Engine;
+use crate::tls::Interceptor;
 use budget::HoldBudget;
 pub use error::ProxyError;
 use idle::{Activity, IdleIo};
@@ -80,6 +82,23 @@ pub async fn run(
     config: Arc<Config>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    let tls = match config.tls.intercept {
+        true => Some(Arc::new(
+            Interceptor::new(&config.tls).map_err(|e| io::Error::other(e.to_string()))?,
+        )),
+        false => None,
+    };
+    run_with_tls(listener, config, tls, shutdown).await
+}
+
+/// [`run`] with an interceptor built by the caller (who keeps it to read its
+/// [`tls::Stats`](crate::tls::Stats)); `None` makes every CONNECT a blind tunnel.
+pub async fn run_with_tls(
+    listener: TcpListener,
+    config: Arc<Config>,
+    tls: Option<Arc<Interceptor>>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let local = listener.local_addr()?;
     let connector = Connector::new(
         vec![local, config.admin_listen],
@@ -93,12 +112,8 @@ pub async fn run(
         request_ids: RequestIds::default(),
         hold_budget: HoldBudget::new(config.limits.hold_total, config.limits.hold_wait),
         config,
+        tls,
     });
-    if shared.config.tls.intercept {
-        warn!(
-            "tls.intercept is set but this build does not intercept TLS: CONNECT is a blind tunnel"
-        );
-    }
     info!(%local, rules = shared.config.rules.rules().len(), "proxy listening");
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
@@ -164,6 +179,8 @@ struct Shared {
     request_ids: RequestIds,
     /// Body bytes held across all requests (`limits.hold_total`).
     hold_budget: HoldBudget,
+    /// TLS interception (`tls.intercept`), or `None`: CONNECT is a blind tunnel.
+    tls: Option<Arc<Interceptor>>,
 }
 
 /// One client connection's context, shared by its requests.

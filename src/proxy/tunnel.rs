@@ -5,21 +5,24 @@
 //! timeout and the loop guard) before the client gets its 200, so a dead upstream is a 502
 //! or 504 rather than a tunnel that closes at once. Bytes are copied both ways until either
 //! side closes, the tunnel is idle for `limits.idle_timeout`, or the drain time runs out on
-//! shutdown. Nothing inside a tunnel is inspected: TLS interception is its own module.
+//! shutdown. Nothing inside a tunnel is inspected: with `tls.intercept` on, a CONNECT is
+//! handed to `intercept` instead, unless its host is in `tls.bypass` (a blind tunnel,
+//! logged by host).
 
 use std::future::Future;
 use std::io;
+use std::sync::atomic::Ordering;
 
 use http::{Request, Response};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::error::ProxyError;
 use super::idle::{Activity, IdleIo};
 use super::linger::ClientBody;
-use super::{ConnCtx, ProxyBody, page};
+use super::{ConnCtx, ProxyBody, intercept, page};
 
 /// Answers a CONNECT request and, once the client has the 200, runs the tunnel.
 pub(super) async fn connect(
@@ -45,6 +48,20 @@ pub(super) async fn connect(
     drop(busy);
 
     let client = hyper::upgrade::on(&mut req);
+    if let Some(tls) = &ctx.shared.tls {
+        let host = authority.host();
+        if tls.bypassed(host) {
+            tls.stats().bypassed.fetch_add(1, Ordering::Relaxed);
+            info!(peer = %ctx.peer, host, port, "CONNECT bypassed (tls.bypass): blind tunnel");
+        } else {
+            let target = intercept::Target {
+                host: host.to_owned(),
+                port,
+            };
+            intercept::start(ctx, tls.clone(), client, upstream, target);
+            return Ok(Response::new(page::full("")));
+        }
+    }
     splice(ctx, "CONNECT", client, async move { Ok(upstream) });
     Ok(Response::new(page::full("")))
 }

@@ -187,7 +187,9 @@ impl Drop for Upstream {
     }
 }
 
-async fn record(
+/// Records one request into `seen` and answers it as `behavior` says (the recording
+/// upstream's service; `tls.rs` serves it over TLS too).
+pub async fn record(
     req: Request<Incoming>,
     seen: Arc<Mutex<Vec<Arc<Mutex<Recorded>>>>>,
     behavior: Arc<Mutex<Behavior>>,
@@ -275,7 +277,14 @@ impl Proxy {
     /// Starts a proxy on `127.0.0.1:0` with the fixture rules and `yaml` as the rest of the
     /// config file.
     pub async fn start(yaml: &str) -> Proxy {
-        let text = format!("rules: {}\n{yaml}", fixture_rules().display());
+        // Without a `tls:` section CONNECT is a blind tunnel, as these tests expect; the TLS
+        // tests (tests/proxy_tls.rs) configure interception themselves.
+        let tls = if yaml.contains("tls:") {
+            ""
+        } else {
+            "tls: { intercept: false }\n"
+        };
+        let text = format!("rules: {}\n{tls}{yaml}", fixture_rules().display());
         let config = config::from_yaml(&text, None, &Overrides::default())
             .unwrap_or_else(|e| panic!("test config: {e}"));
         Proxy::start_with(config).await
