@@ -19,7 +19,12 @@
 //!
 //! ```text
 //! client --TCP--> proxy::run: accept (client allow-list, connection cap, header limits/timeouts)
-//!    |-- CONNECT host:port (port allow-list) -> blind tunnel (TLS interception: issue 4)
+//!    |-- CONNECT host:port (port allow-list)
+//!    |      |-- tls.intercept false, or host / SNI in tls.bypass -> blind tunnel (logged)
+//!    |      '-- tls: ClientHello (SNI, ALPN) -> upstream TLS first (verified) -> leaf minted
+//!    |          for the SNI (cached) -> client TLS with the upstream's ALPN -> HTTP/1.1 or
+//!    |          HTTP/2 inside, each request made https:// and handled as below
+//!    |          (a failed upstream verification: every request gets a 502 saying why)
 //!    '-- absolute-form HTTP/1.1
 //!          request target (percent-decoded) + body chunks -> scan::Stream::feed
 //!              (literal / digit-run prefilters -> regex in windows -> validator -> keyed hashes)

@@ -614,3 +614,63 @@ async fn serve_creates_the_ca_on_first_start_and_says_how_to_trust_it() {
     assert!(ca.is_file() && dir.path().join("ca-key.pem").is_file());
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_configured_company_intermediate_signs_the_leaves_and_is_sent_with_them() {
+    // The company's root (trusted by workstations) and an intermediate for the proxy.
+    let root_key = rcgen::KeyPair::generate().unwrap();
+    let mut root = rcgen::CertificateParams::default();
+    root.distinguished_name
+        .push(rcgen::DnType::CommonName, "Example Corp Root");
+    root.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let root_cert = root.self_signed(&root_key).unwrap();
+    let root_issuer = rcgen::Issuer::new(root, root_key);
+    let mid_key = rcgen::KeyPair::generate().unwrap();
+    let mut mid = rcgen::CertificateParams::default();
+    mid.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        "Example Corp Egress Intermediate",
+    );
+    mid.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    let mid_cert = mid.signed_by(&mid_key, &root_issuer).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("corp.pem"), dir.path().join("corp-key.pem"));
+    std::fs::write(&cert_path, format!("{}{}", mid_cert.pem(), root_cert.pem())).unwrap();
+    std::fs::write(&key_path, mid_key.serialize_pem()).unwrap();
+
+    let ca = TestCa::new();
+    let upstream = TlsUpstream::start(ca.issue(&["upstream.test"], false), &["http/1.1"]).await;
+    let extra = format!(
+        "  ca_cert: '{}'\n  ca_key: '{}'\n",
+        cert_path.display(),
+        key_path.display()
+    );
+    let proxy = proxy(&ca, &[upstream.addr.port()], &extra).await;
+    // No CA was created in the data directory: the configured one is used.
+    assert!(!proxy.ca_pem().exists());
+    let stream = tls_via(
+        proxy.addr,
+        &upstream.addr.to_string(),
+        "upstream.test",
+        std::slice::from_ref(root_cert.der()),
+        &[],
+    )
+    .await
+    .expect("a client trusting only the company root accepts the minted leaf");
+    let chain = peer_chain(&stream);
+    assert_eq!(chain.len(), 3);
+    assert_eq!(&chain[1], mid_cert.der());
+    assert_eq!(
+        x509(&chain[0]).issuer().to_string(),
+        x509(mid_cert.der()).subject().to_string()
+    );
+    let reply = send(
+        stream,
+        "GET",
+        &format!("upstream.test:{}", upstream.addr.port()),
+        "/corp",
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}

@@ -310,6 +310,11 @@ mod tests {
             (ProxyError::Upstream("x".into()), 502, "upstream"),
             (ProxyError::Busy(Duration::from_secs(1)), 503, "busy"),
             (ProxyError::Internal("x".into()), 500, "internal"),
+            (
+                ProxyError::UpstreamTls(crate::tls::UpstreamTlsError::Handshake("x".into())),
+                502,
+                "upstream_tls",
+            ),
         ];
         for (err, status, kind) in cases {
             assert_eq!(err.status().as_u16(), status, "{err}");

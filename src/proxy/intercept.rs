@@ -148,6 +148,7 @@ async fn intercept(
     let (origin, chosen) = match tls.upstream().connect(upstream, &name, &offer).await {
         Ok((stream, chosen)) => {
             let h2 = chosen.as_deref() == Some(ALPN_H2);
+            debug!(host = %name, handshake = ?stream.get_ref().1.handshake_kind(), h2, "upstream TLS established");
             (Origin::live(origin_base, stream, h2).await, chosen)
         }
         Err(e) => {

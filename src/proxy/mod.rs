@@ -10,7 +10,9 @@
 //!   answered 400 and closed by hyper, `limits.idle_timeout` when no bytes move;
 //! - **per request**: a pipeline of tower layers assembled in one place (`layers`: id,
 //!   error pages and the outcome log line, body tracking, client allow-list), then
-//!   CONNECT to an allowed port becomes a blind tunnel (`tunnel`);
+//!   CONNECT to an allowed port is intercepted (`intercept`: TLS ends here with a minted
+//!   leaf, requests inside go through this same pipeline, upstream over verified TLS) or,
+//!   with `tls.intercept: false` or a host in `tls.bypass`, becomes a blind tunnel (`tunnel`);
 //!   anything else must be an absolute `http://` URL, inspected and forwarded (`forward`)
 //!   through the pooled client ([`upstream`]), with requests to the proxy's own addresses
 //!   refused as loops; a WebSocket upgrade the upstream accepts becomes a tunnel too
@@ -26,8 +28,8 @@
 //! - **shutdown**: stop accepting, let in-flight requests and tunnels finish for up to
 //!   `limits.drain_time`, then cut what is left.
 //!
-//! Not here yet: TLS interception (CONNECT is always a blind tunnel), body decoding, audit
-//! events, metrics, the admin listener, HTTP/2 to clients, inspecting WebSocket messages.
+//! Not here yet: body decoding, audit events, metrics, the admin listener, HTTP/2 to
+//! clients outside TLS (h2c), inspecting WebSocket messages.
 
 mod budget;
 pub mod error;

@@ -5,7 +5,7 @@
 //! told why (expired, wrong name, unknown issuer) on a 502 page, and counted.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
@@ -97,18 +97,22 @@ pub enum RootsError {
         /// What is wrong.
         message: String,
     },
-    /// There is no trusted root at all.
-    #[error(
-        "no trusted roots for upstream servers: the system has none and tls.upstream_roots is empty"
-    )]
-    Empty,
+    /// rustls refused the client configuration.
+    #[error("upstream TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
 }
+
+/// An ALPN list, most preferred first.
+type AlpnList = Vec<Vec<u8>>;
 
 /// Client configurations for upstream handshakes, one per ALPN offer, sharing one trust
 /// store and one session-resumption cache.
 #[derive(Debug)]
 pub struct UpstreamTls {
     base: Arc<ClientConfig>,
+    /// The base configuration with each ALPN list asked for so far (a handful: the HTTP
+    /// versions in some order), built once each.
+    with_alpn: Mutex<Vec<(AlpnList, Arc<ClientConfig>)>>,
     timeout: Duration,
 }
 
@@ -147,20 +151,39 @@ impl UpstreamTls {
             }
         }
         if roots.is_empty() {
-            return Err(RootsError::Empty);
+            // Not fatal: every intercepted upstream then fails verification, and its
+            // clients get a 502 page saying "unknown issuer" — never an unverified site.
+            tracing::warn!(
+                "no trusted roots for upstream servers (the system has none and \
+                 tls.upstream_roots is empty): every intercepted HTTPS request will get a 502"
+            );
         }
         let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| RootsError::File {
-                path: PathBuf::new(),
-                message: e.to_string(),
-            })?
+            .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(UpstreamTls {
             base: Arc::new(config),
+            with_alpn: Mutex::new(Vec::new()),
             timeout,
         })
+    }
+
+    /// The client configuration offering `alpn` (sharing the trust store and the
+    /// session cache of the base one).
+    fn config(&self, alpn: &[Vec<u8>]) -> Arc<ClientConfig> {
+        if alpn.is_empty() {
+            return self.base.clone();
+        }
+        let mut variants = self.with_alpn.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, config)) = variants.iter().find(|(list, _)| list == alpn) {
+            return config.clone();
+        }
+        let mut config = (*self.base).clone();
+        config.alpn_protocols = alpn.to_vec();
+        let config = Arc::new(config);
+        variants.push((alpn.to_vec(), config.clone()));
+        config
     }
 
     /// Handshakes with the upstream on `tcp` for `name`, offering `alpn`; returns the
@@ -174,13 +197,7 @@ impl UpstreamTls {
         let server_name = name
             .server_name()
             .map_err(|e| UpstreamTlsError::Handshake(format!("invalid server name: {e}")))?;
-        let config = if alpn.is_empty() {
-            self.base.clone()
-        } else {
-            let mut config = (*self.base).clone();
-            config.alpn_protocols = alpn.to_vec();
-            Arc::new(config)
-        };
+        let config = self.config(alpn);
         let handshake = TlsConnector::from(config).connect(server_name, tcp);
         let stream = tokio::time::timeout(self.timeout, handshake)
             .await
