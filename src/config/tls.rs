@@ -157,3 +157,62 @@ pub(super) fn validate(raw: RawTls, data_dir: &Path, errors: &mut Errors) -> Tls
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Overrides, from_yaml};
+
+    fn load(tls: &str) -> Result<super::Tls, String> {
+        let text = format!("rules: tests/fixtures/rules\ndata_dir: /var/lib/dlp\ntls: {tls}\n");
+        from_yaml(&text, None, &Overrides::default())
+            .map(|c| c.tls)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_limits() {
+        let tls = load("{}").unwrap();
+        assert!(tls.intercept);
+        assert_eq!(tls.ca_cert, std::path::Path::new("/var/lib/dlp/ca.pem"));
+        assert_eq!(tls.ca_key, std::path::Path::new("/var/lib/dlp/ca-key.pem"));
+        assert!(!tls.ca_configured);
+        assert_eq!(tls.handshake_timeout, super::DEFAULT_HANDSHAKE_TIMEOUT);
+        assert_eq!(tls.leaf_cache_size, super::DEFAULT_LEAF_CACHE_SIZE);
+        let tls = load(
+            "{ handshake_timeout: 2s, leaf_cache_size: 50, leaf_cache_ttl: 10m, max_concurrent_mints: 1 }",
+        )
+        .unwrap();
+        assert_eq!(tls.handshake_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(tls.leaf_cache_size, 50);
+        assert_eq!(tls.leaf_cache_ttl, std::time::Duration::from_secs(600));
+        assert_eq!(tls.max_concurrent_mints, 1);
+    }
+
+    #[test]
+    fn every_bad_key_is_reported_at_once() {
+        let cases: &[(&str, &[&str])] = &[
+            ("{ ca_cert: /etc/hosts }", &["tls.ca_key:", "set together"]),
+            ("{ ca_key: /etc/hosts }", &["tls.ca_cert:", "set together"]),
+            (
+                "{ ca_cert: /nonexistent/ca.pem, ca_key: /nonexistent/key.pem }",
+                &["tls.ca_cert:", "tls.ca_key:"],
+            ),
+            (
+                "{ leaf_cache_size: 0, max_concurrent_mints: 0, handshake_timeout: soon }",
+                &[
+                    "tls.leaf_cache_size:",
+                    "tls.max_concurrent_mints:",
+                    "tls.handshake_timeout:",
+                ],
+            ),
+            ("{ leaf_cache_ttl: 0s }", &["tls.leaf_cache_ttl:"]),
+            ("{ mint_everything: true }", &["unknown field"]),
+        ];
+        for (tls, wants) in cases {
+            let err = load(tls).unwrap_err();
+            for want in *wants {
+                assert!(err.contains(want), "{tls}: {want} missing from {err}");
+            }
+        }
+    }
+}
