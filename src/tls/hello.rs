@@ -240,4 +240,23 @@ mod tests {
         drop(b);
         assert_eq!(read(&mut a).await.unwrap_err(), ClientFailure::Closed);
     }
+
+    #[tokio::test]
+    async fn an_endless_handshake_record_is_refused_without_reading_it_all() {
+        // A handshake record header claiming 64 KiB, then zeros without end: refused as
+        // not TLS (rustls caps records at 16 KiB + overhead) long before MAX_HELLO_BYTES.
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        let writer = tokio::spawn(async move {
+            let _ =
+                tokio::io::AsyncWriteExt::write_all(&mut b, &[0x16, 0x03, 0x01, 0xff, 0xff]).await;
+            let zeros = vec![0u8; 4096];
+            while tokio::io::AsyncWriteExt::write_all(&mut b, &zeros)
+                .await
+                .is_ok()
+            {}
+        });
+        assert_eq!(read(&mut a).await.unwrap_err(), ClientFailure::NotTls);
+        drop(a);
+        writer.await.unwrap();
+    }
 }
