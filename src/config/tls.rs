@@ -41,8 +41,9 @@ pub struct RawTls {
     /// chain file may follow it with its issuers, which are sent to clients too). Set with
     /// `ca_key`. Default: `DATA_DIR/ca.pem`, created on first start when missing.
     pub ca_cert: Option<PathBuf>,
-    /// PEM private key (PKCS#8, or SEC1 EC / PKCS#1 RSA) of `ca_cert`. Set with `ca_cert`.
-    /// Default: `DATA_DIR/ca-key.pem`.
+    /// PEM private key of `ca_cert`, PKCS#8 (`BEGIN PRIVATE KEY`: ECDSA P-256/P-384,
+    /// Ed25519 or RSA; convert others with `openssl pkcs8 -topk8 -nocrypt`). Set with
+    /// `ca_cert`. Default: `DATA_DIR/ca-key.pem`.
     pub ca_key: Option<PathBuf>,
     /// Time a TLS handshake may take, each side: reading the client's ClientHello and
     /// finishing its handshake, and the handshake with the upstream (default `10s`).
