@@ -380,3 +380,58 @@ pub fn passwd(user: &str, input: &mut dyn Read, out: &mut dyn Write, err: &mut d
     let _ = writeln!(out, "{user}:{}", identity::hash_password(password));
     EXIT_OK
 }
+
+/// `egress-dlp ca init`: creates the interception CA in `data_dir` (`ca.pem`, and
+/// `ca-key.pem` with mode 0600) and says how to trust it. Exit 2 when a CA is already there
+/// (never overwritten) or the files cannot be written.
+pub fn ca_init(data_dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let paths = crate::tls::CaPaths::in_dir(data_dir);
+    match crate::tls::ca::init(&paths) {
+        Ok(()) => {
+            write_ca_created(&paths, out);
+            EXIT_OK
+        }
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            EXIT_ERROR
+        }
+    }
+}
+
+/// Before `serve` with `tls.intercept`: creates the data directory's CA when neither of its
+/// files exists (a configured `tls.ca_cert` is never created) and says so on `out`, or
+/// names the CA in use. `Err` says why the CA cannot be used.
+pub fn prepare_ca(tls: &crate::config::Tls, out: &mut dyn Write) -> Result<(), String> {
+    if !tls.intercept {
+        return Ok(());
+    }
+    let paths = crate::tls::CaPaths {
+        cert: tls.ca_cert.clone(),
+        key: tls.ca_key.clone(),
+    };
+    if tls.ca_configured {
+        let _ = writeln!(out, "TLS interception CA: {}", paths.cert.display());
+        return Ok(());
+    }
+    match crate::tls::ca::ensure(&paths) {
+        Ok(true) => {
+            write_ca_created(&paths, out);
+            Ok(())
+        }
+        Ok(false) => {
+            let _ = writeln!(out, "TLS interception CA: {}", paths.cert.display());
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn write_ca_created(paths: &crate::tls::CaPaths, out: &mut dyn Write) {
+    let _ = writeln!(
+        out,
+        "Created the TLS interception CA:\n  certificate: {}\n  private key: {} (mode 0600)\n{}",
+        paths.cert.display(),
+        paths.key.display(),
+        crate::tls::ca::TRUST_HOWTO.replace("ca.pem", &paths.cert.display().to_string()),
+    );
+}

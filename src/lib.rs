@@ -21,14 +21,18 @@
 //! - [`audit`]: audit events (masked samples, HMAC fingerprints), the JSON-lines writer, rotation.
 //! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz`, `/rules`.
 //! - [`logging`]: tracing setup: text or JSON lines.
+//! - [`tls`]: corporate CA, leaf minting and cache, verified upstream TLS, ClientHello peek, bypass.
 //!
 //! # Request flow
 //!
 //! ```text
 //! client --TCP--> proxy::run: accept (client allow-list, connection cap, header limits/timeouts)
-//!    every request: proxy auth (policy.auth: 407 / 429, or the user) -> destination
-//!                   (policy.destinations.blocked: 403 before the body is read)
-//!    |-- CONNECT host:port (port allow-list) -> blind tunnel (TLS interception: issue 4)
+//!    |-- CONNECT host:port (port allow-list)
+//!    |      |-- tls.intercept false, or host / SNI in tls.bypass -> blind tunnel (logged)
+//!    |      '-- tls: ClientHello (SNI, ALPN) -> upstream TLS first (verified) -> leaf minted
+//!    |          for the SNI (cached) -> client TLS with the upstream's ALPN -> HTTP/1.1 or
+//!    |          HTTP/2 inside, each request made https:// and handled as below
+//!    |          (a failed upstream verification: every request gets a 502 saying why)
 //!    '-- absolute-form HTTP/1.1
 //!          request target, decode.headers, body chunks -> decode::Inspection
 //!              (content-encodings, form, multipart, JSON, base64 runs, zip: bounded layers)
@@ -59,3 +63,4 @@ pub mod policy;
 pub mod proxy;
 pub mod rules;
 pub mod scan;
+pub mod tls;

@@ -71,6 +71,11 @@ enum Command {
         #[command(subcommand)]
         command: EdmCommand,
     },
+    /// Manage the TLS interception CA.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -92,6 +97,16 @@ enum EdmCommand {
         out: PathBuf,
         /// The customer CSV, with a header row (`-`: stdin).
         csv: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the CA (DATA_DIR/ca.pem, DATA_DIR/ca-key.pem mode 0600); never overwrites.
+    Init {
+        /// Data directory.
+        #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
     },
 }
 
@@ -178,12 +193,19 @@ fn main() -> ExitCode {
             };
             cli::edm::build(&args, &mut out, &mut err)
         }
+        Command::Ca {
+            command: CaCommand::Init { data_dir },
+        } => {
+            let (mut out, mut err) = locked();
+            cli::ca_init(&data_dir, &mut out, &mut err)
+        }
     };
     ExitCode::from(status as u8)
 }
 
 /// `serve`: load and validate the config (every problem listed), install tracing (text, or
-/// JSON by `--log-format` / `log.format`), run the proxy until SIGTERM/SIGINT. Exit 0 after
+/// JSON by `--log-format` / `log.format`), create the CA on first start (`tls.intercept`),
+/// run the proxy until SIGTERM/SIGINT (SIGHUP reloads). Exit 0 after
 /// a clean drain, 2 on a bad config or start error.
 fn serve(
     path: Option<&Path>,
@@ -204,6 +226,16 @@ fn serve(
         config_path: path.map(Path::to_path_buf),
         overrides,
     };
+    // What `prepare_ca` says (a CA created, how to trust it) goes out as a log line, so a
+    // JSON log stays all JSON.
+    let mut said = Vec::new();
+    if let Err(e) = cli::prepare_ca(&config.tls, &mut said) {
+        eprintln!("egress-dlp: CA: {e}");
+        return 2;
+    }
+    if !said.is_empty() {
+        tracing::info!("{}", String::from_utf8_lossy(&said).trim_end());
+    }
     let result =
         tokio::runtime::Runtime::new().and_then(|rt| rt.block_on(proxy::serve(config, source)));
     match result {

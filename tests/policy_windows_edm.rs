@@ -94,7 +94,9 @@ fn build_index(dir: &Path, n: usize) -> String {
         assert_eq!(mode & 0o777, 0o600);
     }
     format!(
-        "rules: tests/fixtures/edm-only\npolicy: {{ edm: {{ index: {}, key: {} }} }}\n",
+        "rules: tests/fixtures/edm-only\ntls: {{ intercept: false }}\ndata_dir: {}\n\
+         policy: {{ edm: {{ index: {}, key: {} }} }}\n",
+        dir.display(),
         dir.join("customers.edm").display(),
         dir.join("edm.key").display()
     )

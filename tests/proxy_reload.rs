@@ -45,7 +45,11 @@ async fn start(block: u64, extra_yaml: &str) -> Running {
     let config_path = dir.path().join("config.yaml");
     std::fs::write(
         &config_path,
-        format!("rules: {}\n{extra_yaml}", rules.display()),
+        format!(
+            "rules: {}\ndata_dir: {}\ntls: {{ intercept: false }}\n{extra_yaml}",
+            rules.display(),
+            dir.path().display()
+        ),
     )
     .unwrap();
     let config = config::load(Some(&config_path), &Overrides::default())

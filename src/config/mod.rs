@@ -13,6 +13,7 @@ pub mod decode;
 mod ops;
 pub mod policy;
 pub mod raw;
+pub mod tls;
 pub mod window;
 
 use std::fmt;
@@ -94,16 +95,7 @@ pub struct Reload {
     pub watch_interval: Duration,
 }
 
-/// `tls:` settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tls {
-    /// Whether CONNECT traffic is to be intercepted.
-    pub intercept: bool,
-    /// Host patterns never intercepted, lowercased (`host.example` or `*.example`).
-    pub bypass: Vec<String>,
-    /// Extra PEM files trusted for upstream servers.
-    pub upstream_roots: Vec<PathBuf>,
-}
+pub use tls::Tls;
 
 /// `access:` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -337,26 +329,7 @@ pub fn validate(
         }
     };
 
-    let tls = Tls {
-        intercept: raw.tls.intercept.unwrap_or(true),
-        bypass: raw
-            .tls
-            .bypass
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, p)| errors.host_pattern(&format!("tls.bypass[{i}]"), &p))
-            .collect(),
-        upstream_roots: raw.tls.upstream_roots.unwrap_or_default(),
-    };
-    for (i, root) in tls.upstream_roots.iter().enumerate() {
-        if !root.is_file() {
-            errors.push(
-                &format!("tls.upstream_roots[{i}]"),
-                format!("{} is not a readable file", root.display()),
-            );
-        }
-    }
+    let tls = tls::validate(raw.tls, &data_dir, &mut errors);
 
     let clients = match raw.access.clients {
         None => vec![

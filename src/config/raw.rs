@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+pub use super::tls::RawTls;
+
 /// The whole config file. Every key has a default, so an empty file is valid.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,18 +59,6 @@ pub struct RawReload {
     /// How often the watched files are checked for changes (default 2s; 0 turns watching
     /// off, SIGHUP still reloads).
     pub watch_interval: Option<RawDuration>,
-}
-
-/// `tls:` — how CONNECT traffic is treated.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTls {
-    /// Whether CONNECT traffic is intercepted (default true); false makes it a blind tunnel.
-    pub intercept: Option<bool>,
-    /// Host patterns never intercepted (`host.example` or `*.example`).
-    pub bypass: Option<Vec<String>>,
-    /// Extra PEM files trusted for upstream servers, besides the system's roots.
-    pub upstream_roots: Option<Vec<PathBuf>>,
 }
 
 /// `access:` — the proxy is not an open proxy.

@@ -82,6 +82,10 @@ pub enum ProxyError {
     /// Upstream: the connection broke or the response was not valid HTTP.
     #[error("upstream: {0}")]
     Upstream(String),
+    /// Upstream: TLS to the site failed (its certificate did not verify, or the handshake
+    /// broke) on an intercepted connection.
+    #[error("upstream: {0}")]
+    UpstreamTls(crate::tls::UpstreamTlsError),
     /// Us: the hold budget (`limits.hold_total`) stayed spent for `limits.hold_wait`.
     #[error("proxy: busy: no room to hold the request body within {0:?}")]
     Busy(Duration),
@@ -188,9 +192,10 @@ impl ProxyError {
             ProxyError::AuthRateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NotInspected(_) => StatusCode::FORBIDDEN,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::UpstreamDns | ProxyError::UpstreamConnect(_) | ProxyError::Upstream(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::UpstreamDns
+            | ProxyError::UpstreamConnect(_)
+            | ProxyError::Upstream(_)
+            | ProxyError::UpstreamTls(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamConnectTimeout(_) | ProxyError::UpstreamTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -220,6 +225,7 @@ impl ProxyError {
             ProxyError::UpstreamConnectTimeout(_) => "upstream_connect_timeout",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
             ProxyError::Upstream(_) => "upstream",
+            ProxyError::UpstreamTls(_) => "upstream_tls",
             ProxyError::Busy(_) => "busy",
             ProxyError::Internal(_) => "internal",
             ProxyError::AuditUnavailable(_) => "audit_unavailable",
@@ -234,6 +240,7 @@ impl ProxyError {
             ProxyError::UpstreamConnectTimeout(_) => Some(UpstreamError::ConnectTimeout),
             ProxyError::UpstreamTimeout(_) => Some(UpstreamError::Timeout),
             ProxyError::Upstream(_) => Some(UpstreamError::Protocol),
+            ProxyError::UpstreamTls(_) => Some(UpstreamError::Tls),
             _ => None,
         }
     }
@@ -270,6 +277,7 @@ impl ProxyError {
             ProxyError::UpstreamConnectTimeout(_) => "The site did not accept a connection in time",
             ProxyError::UpstreamTimeout(_) => "The site did not answer in time",
             ProxyError::Upstream(_) => "The site's answer was broken",
+            ProxyError::UpstreamTls(_) => "The site's identity could not be verified",
             ProxyError::Busy(_) => "The proxy is busy",
             ProxyError::Internal(_) => "Proxy error",
             ProxyError::AuditUnavailable(_) => "The proxy cannot record this request",
@@ -353,6 +361,10 @@ impl ProxyError {
             ProxyError::Upstream(_) => {
                 "The site closed the connection or sent an answer that is not valid HTTP.".into()
             }
+            ProxyError::UpstreamTls(e) => format!(
+                "The secure connection to the site failed: {e}. The proxy does not pass \
+                 such a site off as trusted."
+            ),
             ProxyError::Busy(_) => {
                 "Too many uploads are being inspected at once. Try again in a moment.".into()
             }
@@ -452,6 +464,11 @@ mod tests {
                 ProxyError::AuditUnavailable(crate::audit::Unrecorded::SinkDown),
                 503,
                 "audit_unavailable",
+            ),
+            (
+                ProxyError::UpstreamTls(crate::tls::UpstreamTlsError::Handshake("x".into())),
+                502,
+                "upstream_tls",
             ),
         ];
         for (err, status, kind) in cases {

@@ -36,8 +36,8 @@ use super::budget::Reservation;
 use super::error::{Blocked, NotInspected, ProxyError};
 use super::observe::{self, Inspection, Record};
 use super::reload::Live;
-use super::upstream::{self, Piece, UpstreamBody};
-use super::{ConnCtx, ProxyBody, Shared, tunnel};
+use super::upstream::{Piece, UpstreamBody};
+use super::{ConnCtx, ProxyBody, Shared, intercept, tunnel};
 use crate::config::Oversize;
 use crate::decode::NotScanned;
 use crate::metrics::{ScanError, TimedScan};
@@ -101,6 +101,8 @@ pub(super) async fn forward(
     let (mut parts, mut body) = req.into_parts();
     match parts.uri.scheme_str() {
         Some("http") => {}
+        // Inside an intercepted CONNECT (made absolute there), sent over verified TLS.
+        Some("https") if parts.extensions.get::<intercept::Origin>().is_some() => {}
         Some(_) => {
             return Err(ProxyError::BadRequest(
                 "only http:// targets are forwarded; HTTPS goes through CONNECT",
@@ -198,11 +200,10 @@ pub(super) async fn forward(
         let sent = std::time::Instant::now();
         let response = tokio::time::timeout(
             limits.upstream_response_timeout,
-            shared.client.request(request),
+            intercept::send(&shared.client, request),
         )
         .await
-        .map_err(|_| ProxyError::UpstreamTimeout(limits.upstream_response_timeout))?
-        .map_err(upstream::classify)?;
+        .map_err(|_| ProxyError::UpstreamTimeout(limits.upstream_response_timeout))??;
         shared.metrics.upstream_response(sent.elapsed());
         response
     } else if limits.oversize == Oversize::Block {
@@ -338,7 +339,7 @@ async fn stream_through(
     judge_snapshot(shared, live, &mut scan, insp, &held, false)?;
     let (tx, up_body) = UpstreamBody::streamed(STREAM_CHANNEL_CHUNKS);
     let sent = std::time::Instant::now();
-    let send = shared.client.request(Request::from_parts(parts, up_body));
+    let send = intercept::send(&shared.client, Request::from_parts(parts, up_body));
     let pump = async move {
         let mut held = held.into_iter();
         // Given back to the hold budget once the held chunks have been passed on: from
@@ -398,13 +399,12 @@ async fn stream_through(
     };
     let timeout = shared.config.limits.upstream_response_timeout;
     let _busy = ctx.activity.busy();
-    let answered = match early {
+    let response = match early {
         Some(answered) => answered,
         None => tokio::time::timeout(timeout, send)
             .await
             .map_err(|_| ProxyError::UpstreamTimeout(timeout))?,
-    };
-    let response = answered.map_err(upstream::classify)?;
+    }?;
     shared.metrics.upstream_response(sent.elapsed());
     Ok(response)
 }

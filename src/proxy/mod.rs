@@ -11,7 +11,9 @@
 //! - **per request**: a pipeline of tower layers assembled in one place (`layers`: id,
 //!   error pages and the outcome log line, body tracking, client allow-list, proxy
 //!   authentication (`auth`), blocked destinations (`destination`)), then
-//!   CONNECT to an allowed port becomes a blind tunnel (`tunnel`);
+//!   CONNECT to an allowed port is intercepted (`intercept`: TLS ends here with a minted
+//!   leaf, requests inside go through this same pipeline, upstream over verified TLS) or,
+//!   with `tls.intercept: false` or a host in `tls.bypass`, becomes a blind tunnel (`tunnel`);
 //!   anything else must be an absolute `http://` URL, inspected and forwarded (`forward`)
 //!   through the pooled client ([`upstream`]), with requests to the proxy's own addresses
 //!   refused as loops; a WebSocket upgrade the upstream accepts becomes a tunnel too
@@ -33,8 +35,7 @@
 //!   the admin listener ([`crate::admin`]) and reopens the audit log on request (SIGHUP in
 //!   [`serve`]); shutdown returns only once every accepted audit event is written.
 //!
-//! Not here yet: TLS interception (CONNECT is always a blind tunnel), body decoding,
-//! HTTP/2 to clients, inspecting WebSocket messages.
+//! Not here yet: HTTP/2 to clients outside TLS (h2c), inspecting WebSocket messages.
 
 pub mod auth;
 mod budget;
@@ -42,6 +43,7 @@ mod destination;
 pub mod error;
 mod forward;
 pub mod idle;
+mod intercept;
 mod layers;
 mod linger;
 mod observe;
@@ -74,6 +76,7 @@ use crate::metrics::Metrics;
 use crate::policy::identity::AuthCounters;
 use crate::policy::window::Windows;
 use crate::scan::random_key;
+use crate::tls::Interceptor;
 use budget::HoldBudget;
 pub use error::ProxyError;
 use idle::{Activity, IdleIo};
@@ -112,6 +115,31 @@ pub struct RunOptions {
     pub reloads: Option<Reloads>,
     /// Where authentication outcomes are counted (a fresh set when absent).
     pub auth_counters: Option<Arc<AuthCounters>>,
+    /// A ready TLS interceptor (tests pass their own); absent, one is built from `tls:`
+    /// when `tls.intercept` is on.
+    pub tls: Option<Arc<Interceptor>>,
+}
+
+/// [`run`] with a ready TLS interceptor (`None`: CONNECT is a blind tunnel).
+pub async fn run_with_tls(
+    listener: TcpListener,
+    config: Arc<Config>,
+    tls: Option<Arc<Interceptor>>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let intercept = tls.is_some();
+    let options = RunOptions {
+        tls,
+        ..RunOptions::default()
+    };
+    let mut config = config;
+    if !intercept && config.tls.intercept {
+        // Asked for no interception: say so in the config the proxy runs on.
+        let mut plain = (*config).clone();
+        plain.tls.intercept = false;
+        config = Arc::new(plain);
+    }
+    run_with(listener, options, config, shutdown).await
 }
 
 /// [`run`], plus the admin listener, an audit-log reopen trigger and hot reload.
@@ -137,6 +165,13 @@ pub async fn run_with(
     )
     .map_err(|e| io::Error::new(e.kind(), format!("audit: {e}")))?;
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    let tls = match (options.tls, config.tls.intercept) {
+        (Some(tls), _) => Some(tls),
+        (None, true) => Some(Arc::new(
+            Interceptor::new(&config.tls).map_err(|e| io::Error::other(e.to_string()))?,
+        )),
+        (None, false) => None,
+    };
     let hash_key = random_key();
     let live = Live::new(config.clone(), hash_key)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -155,6 +190,21 @@ pub async fn run_with(
                 }
             }),
         );
+        if let Some(tls) = &tls {
+            let leaves = tls.clone();
+            admin.add_check(
+                "ca",
+                Box::new(move || {
+                    Ok(format!(
+                        "CA loaded, {} leaf certificates cached",
+                        leaves
+                            .stats()
+                            .leaf_cache_size
+                            .load(std::sync::atomic::Ordering::Relaxed)
+                    ))
+                }),
+            );
+        }
         let phase = phase_rx.clone();
         admin.add_check(
             "accepting",
@@ -182,6 +232,7 @@ pub async fn run_with(
     let auth_counters = options.auth_counters.unwrap_or_default();
     metrics.watch_auth(auth_counters.clone());
     let shared = Arc::new(Shared {
+        tls,
         auth: auth::AuthState::new(
             auth_counters,
             config
@@ -203,11 +254,6 @@ pub async fn run_with(
         hold_budget: HoldBudget::new(config.limits.hold_total, config.limits.hold_wait),
         config,
     });
-    if shared.config.tls.intercept {
-        warn!(
-            "tls.intercept is set but this build does not intercept TLS: CONNECT is a blind tunnel"
-        );
-    }
     info!(%local, rules = shared.config.rules.rules().len(), "proxy listening");
     if let Some(reloads) = options.reloads {
         tokio::spawn(reload_loop(shared.clone(), reloads, phase_rx.clone()));
@@ -345,6 +391,8 @@ struct Shared {
     auth: auth::AuthState,
     /// The audit log.
     audit: Auditor,
+    /// TLS interception (`tls.intercept`), or `None`: CONNECT is a blind tunnel.
+    tls: Option<Arc<Interceptor>>,
 }
 
 /// One client connection's context, shared by its requests.
@@ -521,6 +569,7 @@ pub async fn serve(config: Arc<Config>, source: reload::ReloadSource) -> io::Res
         reopen_audit: Some(hangup_signal(handle)),
         reloads: Some(reloads),
         auth_counters: None,
+        tls: None,
     };
     run_with(listener, options, config, shutdown_signal()).await
 }

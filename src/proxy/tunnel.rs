@@ -5,22 +5,25 @@
 //! timeout and the loop guard) before the client gets its 200, so a dead upstream is a 502
 //! or 504 rather than a tunnel that closes at once. Bytes are copied both ways until either
 //! side closes, the tunnel is idle for `limits.idle_timeout`, or the drain time runs out on
-//! shutdown. Nothing inside a tunnel is inspected: TLS interception is its own module.
+//! shutdown. Nothing inside a tunnel is inspected: with `tls.intercept` on, a CONNECT is
+//! handed to `intercept` instead, unless its host is in `tls.bypass` (a blind tunnel,
+//! logged by host).
 
 use std::future::Future;
 use std::io;
+use std::sync::atomic::Ordering;
 
 use http::{Request, Response};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::error::ProxyError;
 use super::idle::{Activity, IdleIo};
 use super::linger::ClientBody;
-use super::{ConnCtx, ProxyBody, page};
-use crate::metrics::NotScanned;
+use super::{ConnCtx, ProxyBody, intercept, page};
+use crate::metrics::{NotScanned, TlsOutcome};
 
 /// Answers a CONNECT request and, once the client has the 200, runs the tunnel.
 pub(super) async fn connect(
@@ -57,9 +60,36 @@ pub(super) async fn connect(
         .map(|id| id.0.clone());
     let request_id = request_id.as_deref().unwrap_or("-");
     let target = (ctx.peer.ip(), authority.host(), port);
-    super::observe::tunnel_opened(&ctx.shared, request_id, target, NotScanned::Tunnel)?;
-
+    let metrics = &ctx.shared.metrics;
     let client = hyper::upgrade::on(&mut req);
+    match &ctx.shared.tls {
+        Some(tls) if tls.bypassed(authority.host()) => {
+            let host = authority.host();
+            tls.stats().bypassed.fetch_add(1, Ordering::Relaxed);
+            metrics.tls_interception(TlsOutcome::Bypassed);
+            info!(peer = %ctx.peer, host, port, "CONNECT bypassed (tls.bypass): blind tunnel");
+            super::observe::tunnel_opened(&ctx.shared, request_id, target, NotScanned::TlsBypass)?;
+        }
+        Some(tls) => {
+            metrics.tls_interception(TlsOutcome::Intercepted);
+            let target = intercept::Target {
+                host: authority.host().to_owned(),
+                port,
+            };
+            // Requests inside the tunnel carry the CONNECT's user: browsers authenticate
+            // the CONNECT only.
+            let user = req
+                .extensions()
+                .get::<super::auth::RequestUser>()
+                .and_then(|u| u.get());
+            intercept::start(ctx, tls.clone(), client, upstream, target, user);
+            return Ok(Response::new(page::full("")));
+        }
+        None => {
+            metrics.tls_interception(TlsOutcome::Disabled);
+            super::observe::tunnel_opened(&ctx.shared, request_id, target, NotScanned::Tunnel)?;
+        }
+    }
     splice(ctx, "CONNECT", client, async move { Ok(upstream) });
     Ok(Response::new(page::full("")))
 }

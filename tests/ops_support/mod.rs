@@ -40,8 +40,14 @@ impl OpsProxy {
     /// the config (`{data}` in it is replaced by the data directory's path).
     pub async fn start(yaml: &str) -> OpsProxy {
         let data = tempfile::tempdir().unwrap();
+        // CONNECT is a blind tunnel here (the TLS tests configure interception).
+        let tls = if yaml.contains("tls:") {
+            ""
+        } else {
+            "tls: { intercept: false }\n"
+        };
         let text = format!(
-            "rules: {}\ndata_dir: {}\n{}",
+            "rules: {}\ndata_dir: {}\n{tls}{}",
             fixture_rules().display(),
             data.path().display(),
             yaml.replace("{data}", &data.path().display().to_string())
@@ -59,6 +65,7 @@ impl OpsProxy {
             reopen_audit: Some(reopen_rx),
             reloads: None,
             auth_counters: None,
+            tls: None,
         };
         let task = tokio::spawn(proxy::run_with(listener, options, config.clone(), async {
             let _ = stopped.await;

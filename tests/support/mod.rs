@@ -190,7 +190,9 @@ impl Drop for Upstream {
     }
 }
 
-async fn record(
+/// Records one request into `seen` and answers it as `behavior` says (the recording
+/// upstream's service; `tls.rs` serves it over TLS too).
+pub async fn record(
     req: Request<Incoming>,
     seen: Arc<Mutex<Vec<Arc<Mutex<Recorded>>>>>,
     behavior: Arc<Mutex<Behavior>>,
@@ -288,7 +290,17 @@ impl Proxy {
             .as_ref()
             .map(|d| format!("data_dir: {}\n", d.path().display()))
             .unwrap_or_default();
-        let text = format!("rules: {}\n{data_line}{yaml}", fixture_rules().display());
+        // Without a `tls:` section CONNECT is a blind tunnel, as these tests expect; the TLS
+        // tests (tests/proxy_tls.rs) configure interception themselves.
+        let tls = if yaml.contains("tls:") {
+            ""
+        } else {
+            "tls: { intercept: false }\n"
+        };
+        let text = format!(
+            "rules: {}\n{data_line}{tls}{yaml}",
+            fixture_rules().display()
+        );
         let config = config::from_yaml(&text, None, &Overrides::default())
             .unwrap_or_else(|e| panic!("test config: {e}"));
         let mut proxy = Proxy::start_with(config).await;

@@ -1,0 +1,659 @@
+//! An intercepted CONNECT: the client's TLS ends here, with a certificate minted by the
+//! corporate CA, and every request inside goes through the same pipeline as plain HTTP
+//! (`layers::stack`: request id, error and block pages, inspection, forwarding) to an
+//! upstream reached over verified TLS.
+//!
+//! Steps, each bounded by `tls.handshake_timeout` where it waits on a peer:
+//!
+//! 1. read the ClientHello (SNI, ALPN); a server name in `tls.bypass` turns the CONNECT
+//!    into a blind tunnel (the hello is replayed to the upstream), logged by host; bytes
+//!    that are not TLS, or ALPN offering only protocols other than HTTP, end the
+//!    connection (counted: nothing uninspectable passes a tunnel meant to be inspected);
+//! 2. handshake with the upstream first (`tls::UpstreamTls`, never unverified), offering
+//!    the client's HTTP protocols;
+//! 3. finish the client's handshake with the leaf for its server name (or the IP), offering
+//!    the protocol the upstream chose. If the upstream failed verification the client's
+//!    handshake still completes, and every request gets a 502 page that says why: a
+//!    certificate error is never hidden behind a valid-looking minted one;
+//! 4. serve HTTP/1.1 or HTTP/2 (by ALPN). Requests are checked against the connection's
+//!    server name (no domain fronting through one verified connection), made absolute
+//!    (`https://name[:port]/path`) and tagged with the connection's [`Origin`], which
+//!    `forward` uses instead of the pooled plain-HTTP client.
+//!
+//! The [`Origin`] keeps the upstream connection made in step 2 (HTTP/2: one, multiplexed;
+//! HTTP/1.1: a few, one request at a time each) and reconnects, verified again, when the
+//! upstream closes it.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1 as client1, http2 as client2};
+use hyper::service::service_fn;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::LazyConfigAcceptor;
+use tower::Service;
+use tracing::{debug, info, warn};
+
+use super::error::ProxyError;
+use super::idle::{Activity, IdleIo};
+use super::upstream::{BodyAborted, Connector, UpstreamBody, UpstreamClient};
+use super::{ConnCtx, Phase, layers, page};
+use crate::tls::hello::{self, ALPN_H2, Prefixed};
+use crate::tls::{ClientFailure, Interceptor, LeafName, UpstreamTlsError};
+
+/// Idle upstream HTTP/1.1 connections kept per intercepted client connection (an HTTP/2
+/// client may have several requests in flight to an HTTP/1.1-only upstream).
+const H1_IDLE_PER_CONNECTION: usize = 4;
+
+/// Most concurrent streams an intercepted HTTP/2 client may open.
+const H2_MAX_STREAMS: u32 = 100;
+
+/// Where a CONNECT goes: host (as the client wrote it) and port.
+pub(super) struct Target {
+    pub(super) host: String,
+    pub(super) port: u16,
+}
+
+/// Takes over a CONNECT whose upstream TCP connection is open and whose 200 is on its way:
+/// runs the interception in a task of its own (see the module docs).
+pub(super) fn start(
+    ctx: &ConnCtx,
+    tls: Arc<Interceptor>,
+    client: OnUpgrade,
+    upstream: TcpStream,
+    target: Target,
+    user: Option<Arc<str>>,
+) {
+    let inner = Arc::new(ConnCtx {
+        shared: ctx.shared.clone(),
+        peer: ctx.peer,
+        activity: Activity::new(),
+        allowed: ctx.allowed,
+        // The client socket is the same: a block page sent before the end of an upload
+        // inside TLS needs the same lingering close.
+        unread: ctx.unread.clone(),
+        phase: ctx.phase.clone(),
+        guard: ctx.guard.clone(),
+    });
+    tokio::spawn(async move {
+        let client = match client.await {
+            Ok(client) => client,
+            Err(e) => {
+                debug!(error = %e, "CONNECT: the client connection was not handed over");
+                return;
+            }
+        };
+        intercept(inner, tls, client, upstream, target, user).await;
+    });
+}
+
+async fn intercept(
+    ctx: Arc<ConnCtx>,
+    tls: Arc<Interceptor>,
+    client: Upgraded,
+    upstream: TcpStream,
+    target: Target,
+    user: Option<Arc<str>>,
+) {
+    let peer = ctx.peer;
+    let host_owned = target.host.clone();
+    let host = host_owned.as_str();
+    let stats = tls.stats().clone();
+    let timeout = tls.handshake_timeout();
+    let mut client = IdleIo::new(TokioIo::new(client), ctx.activity.clone());
+
+    let hello = match tokio::time::timeout(timeout, hello::read(&mut client)).await {
+        Ok(Ok(hello)) => hello,
+        Ok(Err(reason)) => return client_failed(&tls, reason, peer, host, "no TLS ClientHello"),
+        Err(_) => {
+            return client_failed(&tls, ClientFailure::Timeout, peer, host, "no ClientHello");
+        }
+    };
+    let sni = hello.server_name.clone();
+    if let Some(name) = sni.as_deref().filter(|name| tls.bypassed(name)) {
+        stats
+            .bypassed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        info!(%peer, host, port = target.port, sni = name, "CONNECT bypassed by server name (tls.bypass): blind tunnel");
+        return blind(&ctx, client, upstream, hello.bytes).await;
+    }
+    let Some(offer) = hello::upstream_offer(&hello.alpn) else {
+        return client_failed(
+            &tls,
+            ClientFailure::UnsupportedAlpn,
+            peer,
+            host,
+            "the client offers no HTTP protocol",
+        );
+    };
+    let name = LeafName::new(sni.as_deref(), host);
+
+    // The upstream first: its answer decides the protocol offered to the client.
+    let origin_base = OriginBase {
+        tls: tls.clone(),
+        connector: ctx.shared.connector.clone(),
+        target,
+        name: name.clone(),
+        offer: offer.clone(),
+    };
+    let (origin, chosen) = match tls.upstream().connect(upstream, &name, &offer).await {
+        Ok((stream, chosen)) => {
+            let h2 = chosen.as_deref() == Some(ALPN_H2);
+            debug!(host = %name, handshake = ?stream.get_ref().1.handshake_kind(), h2, "upstream TLS established");
+            (Origin::live(origin_base, stream, h2).await, chosen)
+        }
+        Err(e) => {
+            stats.upstream_failed(e.reason());
+            warn!(%peer, host = %name, error = %e, "upstream TLS failed: requests get a 502 page");
+            (Origin::failed(origin_base, e), None)
+        }
+    };
+    let client_alpn = hello::client_choice(&hello.alpn, chosen.as_deref());
+
+    let leaf = match tls.leaf(&name).await {
+        Ok(leaf) => leaf,
+        Err(e) => {
+            warn!(%peer, host = %name, error = %e, "cannot mint a certificate: connection closed");
+            return;
+        }
+    };
+    let config = match tls.server_config(leaf, client_alpn.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            warn!(error = %e, "TLS server configuration refused: connection closed");
+            return;
+        }
+    };
+    let accept = async {
+        let start = LazyConfigAcceptor::new(
+            rustls::server::Acceptor::default(),
+            Prefixed::new(hello.bytes, client),
+        )
+        .await?;
+        start.into_stream(config).await
+    };
+    let stream = match tokio::time::timeout(timeout, accept).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            let reason = client_failure(&e);
+            debug!(%peer, host = %name, error = %e, "client TLS handshake failed");
+            return client_failed(&tls, reason, peer, host, "client TLS handshake failed");
+        }
+        Err(_) => {
+            return client_failed(
+                &tls,
+                ClientFailure::Timeout,
+                peer,
+                host,
+                "client TLS handshake",
+            );
+        }
+    };
+    stats
+        .intercepted
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
+    debug!(%peer, host = %name, h2, "intercepting");
+    serve(ctx, TokioIo::new(stream), origin, h2, user).await;
+}
+
+fn client_failed(
+    tls: &Interceptor,
+    reason: ClientFailure,
+    peer: std::net::SocketAddr,
+    host: &str,
+    what: &str,
+) {
+    tls.stats().client_failed(reason);
+    info!(%peer, host, reason = reason.label(), "{what}: intercepted connection closed");
+}
+
+/// Why a client's handshake failed, from the error tokio-rustls returned.
+fn client_failure(err: &io::Error) -> ClientFailure {
+    use rustls::AlertDescription as A;
+    match err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::AlertReceived(
+            A::BadCertificate
+            | A::UnknownCA
+            | A::CertificateUnknown
+            | A::UnsupportedCertificate
+            | A::CertificateRevoked
+            | A::CertificateExpired
+            | A::AccessDenied,
+        )) => ClientFailure::Untrusted,
+        Some(_) => ClientFailure::Protocol,
+        None => match err.kind() {
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => ClientFailure::Closed,
+            _ => ClientFailure::Protocol,
+        },
+    }
+}
+
+/// A blind tunnel for a bypassed server name: the ClientHello already read goes first.
+async fn blind(
+    ctx: &ConnCtx,
+    mut client: IdleIo<TokioIo<Upgraded>>,
+    upstream: TcpStream,
+    hello: Vec<u8>,
+) {
+    let activity = ctx.activity.clone();
+    let mut upstream = IdleIo::new(upstream, activity.clone());
+    if upstream.write_all(&hello).await.is_err() {
+        return;
+    }
+    let mut phase = ctx.phase.clone();
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Ok((up, down)) = copied {
+                debug!(up, down, "bypass tunnel closed");
+            }
+        }
+        _ = activity.idle(ctx.shared.config.limits.idle_timeout) => debug!("bypass tunnel idle, closed"),
+        _ = super::stopped(&mut phase) => debug!("bypass tunnel cut at the end of the drain time"),
+    }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on the client's TLS stream until it ends, the connection is
+/// idle for `limits.idle_timeout`, or the server stops (graceful on drain).
+async fn serve<I>(ctx: Arc<ConnCtx>, io: I, origin: Origin, h2: bool, user: Option<Arc<str>>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let stack = layers::stack(ctx.clone());
+    let service_ctx = ctx.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
+        let mut stack = stack.clone();
+        let origin = origin.clone();
+        let ctx = service_ctx.clone();
+        let user = user.clone();
+        async move {
+            let mut req = match retarget(req, &origin) {
+                Ok(req) => req,
+                Err((err, json)) => {
+                    let id = ctx.shared.request_ids.next();
+                    info!(request_id = id, peer = %ctx.peer, kind = err.kind(), error = %err, "request refused");
+                    return Ok::<_, Infallible>(page::error_response(
+                        &err,
+                        &id,
+                        json,
+                        &ctx.shared.config.block_page.contact,
+                    ));
+                }
+            };
+            // The user the CONNECT authenticated as (browsers send credentials there).
+            req.extensions_mut()
+                .insert(super::auth::InheritedUser(user.clone()));
+            std::future::poll_fn(|cx| stack.poll_ready(cx)).await?;
+            stack.call(req).await
+        }
+    });
+    let limits = &ctx.shared.config.limits;
+    let idle_timeout = limits.idle_timeout;
+    if h2 {
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(H2_MAX_STREAMS);
+        let conn = builder.serve_connection(io, service);
+        tokio::pin!(conn);
+        drive(&ctx, conn, |c| c.graceful_shutdown(), idle_timeout).await;
+    } else {
+        let conn = ctx
+            .shared
+            .http1
+            .serve_connection(io, service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        drive(&ctx, conn, |c| c.graceful_shutdown(), idle_timeout).await;
+    }
+}
+
+/// Runs a server connection to its end, the idle limit, or the end of the drain time.
+async fn drive<C, E>(
+    ctx: &ConnCtx,
+    mut conn: Pin<&mut C>,
+    graceful: impl Fn(Pin<&mut C>),
+    idle_timeout: Duration,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut phase = ctx.phase.clone();
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    debug!(peer = %ctx.peer, error = %e, "intercepted connection ended with an error");
+                }
+                break;
+            }
+            changed = phase.changed() => {
+                let now = if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Stop };
+                match now {
+                    Phase::Running => {}
+                    Phase::Draining if !draining => {
+                        draining = true;
+                        graceful(conn.as_mut());
+                    }
+                    Phase::Draining => {}
+                    Phase::Stop | Phase::Stopped => break,
+                }
+            }
+            _ = ctx.activity.idle(idle_timeout) => {
+                debug!(peer = %ctx.peer, "intercepted connection idle, closed");
+                break;
+            }
+        }
+    }
+}
+
+/// Checks a request inside the intercepted connection and makes its target absolute
+/// (`https://name[:port]/path?query`), tagged with the connection's [`Origin`].
+fn retarget(
+    req: Request<Incoming>,
+    origin: &Origin,
+) -> Result<Request<Incoming>, (ProxyError, bool)> {
+    let json = page::prefers_json(req.headers());
+    if req.method() == http::Method::CONNECT {
+        return Err((
+            ProxyError::BadRequest("CONNECT inside an intercepted connection"),
+            json,
+        ));
+    }
+    let (mut parts, body) = req.into_parts();
+    // The host the request names (HTTP/2 :authority, or Host) must be the server this
+    // connection was verified for.
+    let named = parts.uri.host().map(str::to_owned).or_else(|| {
+        parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<Authority>().ok())
+            .map(|a| a.host().to_owned())
+    });
+    let base = &origin.0.base;
+    if let Some(named) = named {
+        if LeafName::new(Some(&named), &named) != base.name {
+            return Err((
+                ProxyError::BadRequest(
+                    "the request names another host than the TLS connection it came on",
+                ),
+                json,
+            ));
+        }
+    }
+    let authority = origin.0.authority.clone();
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let uri = Uri::builder()
+        .scheme(Scheme::HTTPS)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|_| {
+            (
+                ProxyError::BadRequest("the request target is not valid"),
+                json,
+            )
+        })?;
+    parts.uri = uri;
+    parts.extensions.insert(origin.clone());
+    Ok(Request::from_parts(parts, body))
+}
+
+/// Sends a forwarded request: over the intercepted connection's [`Origin`] when it came
+/// through one, else through the pooled plain-HTTP client.
+pub(super) async fn send(
+    client: &UpstreamClient,
+    request: Request<UpstreamBody>,
+) -> Result<Response<Incoming>, ProxyError> {
+    match request.extensions().get::<Origin>().cloned() {
+        Some(origin) => origin.send(request).await,
+        None => client
+            .request(request)
+            .await
+            .map_err(super::upstream::classify),
+    }
+}
+
+/// What an [`Origin`] needs to (re)connect.
+struct OriginBase {
+    tls: Arc<Interceptor>,
+    connector: Connector,
+    target: Target,
+    name: LeafName,
+    offer: Vec<Vec<u8>>,
+}
+
+/// The upstream of one intercepted client connection.
+#[derive(Clone)]
+pub(super) struct Origin(Arc<OriginInner>);
+
+struct OriginInner {
+    base: OriginBase,
+    /// `name[:port]` of the absolute request targets.
+    authority: Authority,
+    state: Mutex<State>,
+}
+
+enum State {
+    /// The upstream failed TLS: every request gets this as a 502.
+    Failed(UpstreamTlsError),
+    /// Connections to reuse.
+    Live {
+        h2: Option<client2::SendRequest<UpstreamBody>>,
+        h1: Vec<client1::SendRequest<UpstreamBody>>,
+    },
+}
+
+enum Sender {
+    H1(client1::SendRequest<UpstreamBody>),
+    H2(client2::SendRequest<UpstreamBody>),
+}
+
+impl Origin {
+    fn new(base: OriginBase, state: State) -> Origin {
+        let host = match &base.name {
+            LeafName::Dns(name) => name.clone(),
+            LeafName::Ip(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+            LeafName::Ip(ip) => ip.to_string(),
+        };
+        let text = match base.target.port {
+            443 => host,
+            port => format!("{host}:{port}"),
+        };
+        let authority = text
+            .parse()
+            .unwrap_or_else(|_| Authority::from_static("invalid.invalid"));
+        Origin(Arc::new(OriginInner {
+            base,
+            authority,
+            state: Mutex::new(state),
+        }))
+    }
+
+    async fn live(
+        base: OriginBase,
+        stream: tokio_rustls::client::TlsStream<TcpStream>,
+        h2: bool,
+    ) -> Origin {
+        let state = match handshake(stream, h2).await {
+            Ok(Sender::H2(s)) => State::Live {
+                h2: Some(s),
+                h1: Vec::new(),
+            },
+            Ok(Sender::H1(s)) => State::Live {
+                h2: None,
+                h1: vec![s],
+            },
+            Err(e) => {
+                debug!(error = %e, "HTTP handshake with the upstream failed; will reconnect");
+                State::Live {
+                    h2: None,
+                    h1: Vec::new(),
+                }
+            }
+        };
+        Origin::new(base, state)
+    }
+
+    fn failed(base: OriginBase, error: UpstreamTlsError) -> Origin {
+        Origin::new(base, State::Failed(error))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn send(&self, mut req: Request<UpstreamBody>) -> Result<Response<Incoming>, ProxyError> {
+        match self.checkout().await? {
+            Sender::H2(mut sender) => {
+                *req.version_mut() = Version::HTTP_2;
+                // HTTP/2 carries the host in :authority (from the absolute target).
+                req.headers_mut().remove(header::HOST);
+                sender.ready().await.map_err(classify)?;
+                sender.send_request(req).await.map_err(classify)
+            }
+            Sender::H1(mut sender) => {
+                *req.version_mut() = Version::HTTP_11;
+                let path = req
+                    .uri()
+                    .path_and_query()
+                    .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+                *req.uri_mut() = path
+                    .parse()
+                    .map_err(|_| ProxyError::BadRequest("the request target is not valid"))?;
+                if !req.headers().contains_key(header::HOST) {
+                    if let Ok(host) = HeaderValue::from_str(self.0.authority.as_str()) {
+                        req.headers_mut().insert(header::HOST, host);
+                    }
+                }
+                sender.ready().await.map_err(classify)?;
+                let answered = sender.send_request(req).await;
+                // Reusable once the response body has been read: kept for later requests.
+                let mut state = self.lock();
+                if let State::Live { h1, .. } = &mut *state {
+                    if h1.len() < H1_IDLE_PER_CONNECTION && !sender.is_closed() {
+                        h1.push(sender);
+                    }
+                }
+                drop(state);
+                answered.map_err(classify)
+            }
+        }
+    }
+
+    /// A connection to send on: a live one, or a new verified one.
+    async fn checkout(&self) -> Result<Sender, ProxyError> {
+        {
+            let mut state = self.lock();
+            match &mut *state {
+                State::Failed(e) => return Err(ProxyError::UpstreamTls(e.clone())),
+                State::Live { h2, h1 } => {
+                    if let Some(sender) = h2 {
+                        if !sender.is_closed() {
+                            return Ok(Sender::H2(sender.clone()));
+                        }
+                        *h2 = None;
+                    }
+                    h1.retain(|s| !s.is_closed());
+                    if let Some(i) = h1.iter().position(|s| s.is_ready()) {
+                        return Ok(Sender::H1(h1.swap_remove(i)));
+                    }
+                }
+            }
+        }
+        let base = &self.0.base;
+        let tcp = base
+            .connector
+            .connect(&base.target.host, base.target.port)
+            .await
+            .map_err(|e| ProxyError::from(&e))?;
+        let (stream, chosen) = base
+            .tls
+            .upstream()
+            .connect(tcp, &base.name, &base.offer)
+            .await
+            .map_err(|e| {
+                base.tls.stats().upstream_failed(e.reason());
+                ProxyError::UpstreamTls(e)
+            })?;
+        let sender = handshake(stream, chosen.as_deref() == Some(ALPN_H2)).await?;
+        if let Sender::H2(s) = &sender {
+            if let State::Live { h2, .. } = &mut *self.lock() {
+                *h2 = Some(s.clone());
+            }
+        }
+        Ok(sender)
+    }
+}
+
+/// Starts HTTP on a verified upstream TLS stream; its connection task runs until the
+/// upstream closes or every sender is gone.
+async fn handshake(
+    stream: tokio_rustls::client::TlsStream<TcpStream>,
+    h2: bool,
+) -> Result<Sender, ProxyError> {
+    let io = TokioIo::new(stream);
+    if h2 {
+        let (sender, conn) = client2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(classify)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        Ok(Sender::H2(sender))
+    } else {
+        let (sender, conn) = client1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(classify)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                debug!(error = %e, "upstream HTTP/1.1 connection ended with an error");
+            }
+        });
+        Ok(Sender::H1(sender))
+    }
+}
+
+/// Where a failure on an upstream connection came from.
+fn classify(err: hyper::Error) -> ProxyError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(e) = source {
+        if e.downcast_ref::<BodyAborted>().is_some() {
+            return ProxyError::Upstream("request body aborted".into());
+        }
+        source = e.source();
+    }
+    let detail = std::error::Error::source(&err)
+        .map(|s| format!("{err}: {s}"))
+        .unwrap_or_else(|| err.to_string());
+    ProxyError::Upstream(detail)
+}
