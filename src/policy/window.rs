@@ -244,7 +244,12 @@ impl Windows {
         }
         let windows = table.get_mut(principal).expect("just inserted");
         for (category, thresholds) in &counted {
-            let seen = windows.entry(category.category.clone()).or_default();
+            if !windows.contains_key(&category.category) {
+                windows.insert(category.category.clone(), Seen::default());
+            }
+            let seen = windows
+                .get_mut(&category.category)
+                .expect("inserted just above");
             seen.expire(cutoff);
             let distinct = seen.count_with(&category.values);
             let crossed = [
@@ -268,7 +273,9 @@ impl Windows {
         if allowed && verdict.action != Action::Block {
             let mut evicted = 0;
             for (category, _) in &counted {
-                let seen = windows.entry(category.category.clone()).or_default();
+                let seen = windows
+                    .get_mut(&category.category)
+                    .expect("every counted category has an entry by now");
                 evicted += seen.record(&category.values, now, config.max_values);
             }
             self.stats
