@@ -71,11 +71,29 @@ pub struct WindowStats {
     pub raised: AtomicU64,
 }
 
+/// The values are already keyed 64-bit hashes: a set of them needs no hashing of its own.
+#[derive(Default, Clone, Copy)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// One principal's values of one category: oldest first, plus when each was last seen.
 #[derive(Default)]
 struct Seen {
     order: VecDeque<(Instant, u64)>,
-    last: HashMap<u64, Instant>,
+    last: HashMap<u64, Instant, std::hash::BuildHasherDefault<PassThrough>>,
 }
 
 impl Seen {
