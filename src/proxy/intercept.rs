@@ -25,11 +25,10 @@
 //! upstream closes it.
 
 use std::convert::Infallible;
-use std::future::Future;
+
 use std::io;
-use std::pin::Pin;
+
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
@@ -48,7 +47,7 @@ use tracing::{debug, info, warn};
 use super::error::ProxyError;
 use super::idle::{Activity, IdleIo};
 use super::upstream::{BodyAborted, Connector, UpstreamBody, UpstreamClient};
-use super::{ConnCtx, Phase, layers, page};
+use super::{ConnCtx, layers, page};
 use crate::tls::hello::{self, ALPN_H2, Prefixed};
 use crate::tls::{ClientFailure, Interceptor, LeafName, UpstreamTlsError};
 
@@ -314,7 +313,14 @@ where
             .max_concurrent_streams(H2_MAX_STREAMS);
         let conn = builder.serve_connection(io, service);
         tokio::pin!(conn);
-        drive(&ctx, conn, |c| c.graceful_shutdown(), idle_timeout).await;
+        super::drive(
+            &ctx,
+            conn,
+            |c| c.graceful_shutdown(),
+            idle_timeout,
+            "intercepted connection",
+        )
+        .await;
     } else {
         let conn = ctx
             .shared
@@ -322,47 +328,14 @@ where
             .serve_connection(io, service)
             .with_upgrades();
         tokio::pin!(conn);
-        drive(&ctx, conn, |c| c.graceful_shutdown(), idle_timeout).await;
-    }
-}
-
-/// Runs a server connection to its end, the idle limit, or the end of the drain time.
-async fn drive<C, E>(
-    ctx: &ConnCtx,
-    mut conn: Pin<&mut C>,
-    graceful: impl Fn(Pin<&mut C>),
-    idle_timeout: Duration,
-) where
-    C: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    let mut phase = ctx.phase.clone();
-    let mut draining = false;
-    loop {
-        tokio::select! {
-            done = conn.as_mut() => {
-                if let Err(e) = done {
-                    debug!(peer = %ctx.peer, error = %e, "intercepted connection ended with an error");
-                }
-                break;
-            }
-            changed = phase.changed() => {
-                let now = if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Stop };
-                match now {
-                    Phase::Running => {}
-                    Phase::Draining if !draining => {
-                        draining = true;
-                        graceful(conn.as_mut());
-                    }
-                    Phase::Draining => {}
-                    Phase::Stop | Phase::Stopped => break,
-                }
-            }
-            _ = ctx.activity.idle(idle_timeout) => {
-                debug!(peer = %ctx.peer, "intercepted connection idle, closed");
-                break;
-            }
-        }
+        super::drive(
+            &ctx,
+            conn,
+            |c| c.graceful_shutdown(),
+            idle_timeout,
+            "intercepted connection",
+        )
+        .await;
     }
 }
 

@@ -56,6 +56,7 @@ use std::future::Future;
 use std::hash::BuildHasher;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -461,8 +462,7 @@ async fn serve_connection(ctx: Arc<ConnCtx>, stream: TcpStream) {
         ctx.phase.clone(),
         ctx.guard.clone(),
     );
-    let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
-    let mut phase = ctx.phase.clone();
+    let io = TokioIo::new(IdleIo::new(stream, activity));
     // The request pipeline (tower layers, see `layers::stack`), called through hyper's
     // `&self` service interface: each request gets its own clone of the stack.
     let stack = layers::stack(ctx.clone());
@@ -480,12 +480,35 @@ async fn serve_connection(ctx: Arc<ConnCtx>, stream: TcpStream) {
         .with_upgrades();
     tokio::pin!(conn);
     let idle_timeout = ctx.shared.config.limits.idle_timeout;
+    drive(
+        &ctx,
+        conn,
+        |c| c.graceful_shutdown(),
+        idle_timeout,
+        "client connection",
+    )
+    .await;
+}
+
+/// Runs a server connection (`what`, for the log) to its end, the idle limit, or the end
+/// of the drain time: graceful shutdown when draining starts, cut when it is over.
+async fn drive<C, E>(
+    ctx: &ConnCtx,
+    mut conn: Pin<&mut C>,
+    graceful: impl Fn(Pin<&mut C>),
+    idle_timeout: Duration,
+    what: &'static str,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut phase = ctx.phase.clone();
     let mut draining = false;
     loop {
         tokio::select! {
             done = conn.as_mut() => {
                 if let Err(e) = done {
-                    debug!(peer = %ctx.peer, error = %e, "client connection ended with an error");
+                    debug!(peer = %ctx.peer, error = %e, "{what} ended with an error");
                 }
                 break;
             }
@@ -495,14 +518,14 @@ async fn serve_connection(ctx: Arc<ConnCtx>, stream: TcpStream) {
                     Phase::Running => {}
                     Phase::Draining if !draining => {
                         draining = true;
-                        conn.as_mut().graceful_shutdown();
+                        graceful(conn.as_mut());
                     }
                     Phase::Draining => {}
                     Phase::Stop | Phase::Stopped => break,
                 }
             }
-            _ = activity.idle(idle_timeout) => {
-                debug!(peer = %ctx.peer, "client connection idle, closed");
+            _ = ctx.activity.idle(idle_timeout) => {
+                debug!(peer = %ctx.peer, "{what} idle, closed");
                 break;
             }
         }
