@@ -24,8 +24,10 @@ const RUN_PIECE: u64 = 4096;
 /// How far [`Engine::scan_bytes`] moves its prefilters ahead of the gates and regexes.
 const SCAN_STEP: usize = 64 * 1024;
 
-/// Windows of one anchored rule closer than this are searched in one regex call.
-const MERGE_GAP: u64 = 96;
+/// Windows of one anchored rule closer than this are searched in one regex call. Only
+/// touching windows merge: each window's search is bounded by its own token, and merging
+/// across a gap would search the gap too.
+const MERGE_GAP: u64 = 1;
 
 /// Exact-data-match places remembered per stream (a record's field seen at an offset):
 /// past this, `edm.near` pairs are looked for among the ones kept.
@@ -87,6 +89,11 @@ pub enum Anchor {
 #[derive(Debug)]
 struct CompiledRule {
     regex: Regex,
+    /// The pattern as an anchored forward DFA, for rules whose matches can only start at
+    /// known places (prefixes, digit runs): each place is tried with one anchored pass,
+    /// with no reverse pass and no per-call setup beyond the start state. `None` when the
+    /// DFA would be too big (then `regex` searches).
+    anchored: Option<AnchoredDfa>,
     anchor: Anchor,
     info: PatternInfo,
     validator: Validator,
@@ -97,6 +104,91 @@ struct CompiledRule {
     context: Option<(u64, bool)>,
     category: usize,
     exact: Option<ExactRule>,
+}
+
+/// An anchored forward DFA of one pattern (leftmost-first, ASCII `\b`, any bytes).
+#[derive(Debug)]
+struct AnchoredDfa(regex_automata::dfa::dense::DFA<Vec<u32>>);
+
+impl AnchoredDfa {
+    /// Bytes the DFA may take: beyond this a rule keeps its regex alone.
+    const SIZE_LIMIT: usize = 1 << 20;
+
+    fn build(pattern: &str) -> Option<AnchoredDfa> {
+        use regex_automata::dfa::{StartKind, dense};
+        use regex_automata::{nfa::thompson, util::syntax};
+        dense::Builder::new()
+            .syntax(
+                syntax::Config::new()
+                    .unicode(false)
+                    .utf8(false)
+                    .nest_limit(64),
+            )
+            .thompson(thompson::Config::new().utf8(false))
+            .configure(
+                dense::Config::new()
+                    .start_kind(StartKind::Anchored)
+                    .minimize(false)
+                    .dfa_size_limit(Some(Self::SIZE_LIMIT))
+                    .determinize_size_limit(Some(4 * Self::SIZE_LIMIT)),
+            )
+            .build(pattern)
+            .ok()
+            .map(AnchoredDfa)
+    }
+
+    /// The end of the match starting exactly at `at`, if any; `hay` ends one byte past the
+    /// longest match that could matter (that byte is look-ahead only).
+    #[inline]
+    fn match_at(&self, hay: &[u8], at: usize) -> Option<usize> {
+        use regex_automata::dfa::Automaton;
+        let input = regex_automata::Input::new(hay)
+            .span(at..hay.len())
+            .anchored(regex_automata::Anchored::Yes);
+        // The DFA was built without quit bytes or Unicode word boundaries, and the
+        // search is anchored: it cannot fail.
+        self.0
+            .try_search_fwd(&input)
+            .ok()
+            .flatten()
+            .map(|m| m.offset())
+    }
+
+    /// The leftmost match starting in `[from, last]` (absolute positions), trying only the
+    /// places a match can start at: a byte it can start with, at a word boundary when it
+    /// must start at one, not inside a digit run when it cannot.
+    fn find(
+        &self,
+        hay: &[u8],
+        base: u64,
+        from: u64,
+        last: u64,
+        info: &PatternInfo,
+    ) -> Option<(u64, u64)> {
+        let (lo, hi) = ((from - base) as usize, (last - base) as usize);
+        // `base` is not always the stream's start; the byte before it is unknown, which
+        // only loosens the checks for a start at `hay[0]`.
+        let mut prev = lo.checked_sub(1).map(|i| hay[i]);
+        for at in lo..=hi.min(hay.len().saturating_sub(1)) {
+            let b = hay[at];
+            let before = prev.replace(b);
+            if !info.first_bytes.contains(b) {
+                continue;
+            }
+            if let Some(before) = before.filter(|_| at > 0 || base == 0) {
+                if info.leading_boundary && is_word(before) == is_word(b) {
+                    continue;
+                }
+                if info.no_start_in_run && before.is_ascii_digit() && b.is_ascii_digit() {
+                    continue;
+                }
+            }
+            if let Some(end) = self.match_at(hay, at) {
+                return Some((base + at as u64, base + end as u64));
+            }
+        }
+        None
+    }
 }
 
 /// A rule's `edm:` resolved against the index: column numbers instead of names.
@@ -358,6 +450,10 @@ impl Engine {
             };
             rules.push(CompiledRule {
                 exact,
+                anchored: match anchor {
+                    Anchor::Prefixes | Anchor::DigitRuns => AnchoredDfa::build(&rule.pattern),
+                    Anchor::Keywords | Anchor::FullScan => None,
+                },
                 regex: compile(&rule.pattern).expect("pattern validated at load"),
                 anchor,
                 validator: rule.validator,
@@ -557,8 +653,9 @@ impl Distinct {
 
 #[derive(Default)]
 struct RuleState {
-    /// Merged windows `[start, end]` where a match may start, in order.
-    regions: VecDeque<(u64, u64)>,
+    /// Merged windows `[start, end]` where a match may start, in order, each with the
+    /// position every match starting there ends by (`u64::MAX`: unknown).
+    regions: VecDeque<(u64, u64, u64)>,
     /// Matches never overlap: the next search starts here.
     next_pos: u64,
     count: u64,
@@ -586,15 +683,16 @@ impl RuleState {
     /// regex search across a short gap is cheaper than a second search. (Only for rules
     /// whose every match is anchored — prefixes and digit runs — where a merged gap cannot
     /// add a match that no anchor allows.)
-    fn push_region(&mut self, start: u64, end: u64, gap: u64) {
+    fn push_region(&mut self, start: u64, end: u64, search_end: u64, gap: u64) {
         if let Some(last) = self.regions.back_mut()
             && start <= last.1.saturating_add(gap.max(1))
         {
             last.0 = last.0.min(start);
             last.1 = last.1.max(end);
+            last.2 = last.2.max(search_end);
             return;
         }
-        self.regions.push_back((start, end));
+        self.regions.push_back((start, end, search_end));
     }
 }
 
@@ -614,6 +712,8 @@ struct State {
     /// A digit run reaching the end of the bytes seen so far: (run start, current piece start).
     open_run: Option<(u64, u64)>,
     unripe: VecDeque<Run>,
+    /// Per rule: the last token its digit-run gate walked (see [`gate`]).
+    tokens: Vec<Option<TokenVerdict>>,
     /// Context words are searched lazily, only near matches that need them.
     context: ContextState,
     rules: Vec<RuleState>,
@@ -761,13 +861,14 @@ impl State {
             .collect();
         for (rule, state) in engine.rules.iter().zip(&mut rules) {
             if rule.anchor == Anchor::FullScan {
-                state.regions.push_back((0, u64::MAX));
+                state.regions.push_back((0, u64::MAX, u64::MAX));
             }
         }
         State {
             end: 0,
             open_run: None,
             unripe: VecDeque::new(),
+            tokens: vec![None; engine.rules.len()],
             context: ContextState {
                 covered: VecDeque::new(),
                 hits: vec![BTreeMap::new(); engine.rules.len()],
@@ -825,9 +926,10 @@ impl State {
                 let info = &e.rules[r].info;
                 if is_keyword {
                     let max = info.max_len as u64;
-                    rules[r].push_region(s.saturating_sub(max), s + len as u64 + max, 1);
+                    let end = s + len as u64 + max;
+                    rules[r].push_region(s.saturating_sub(max), end, end + max, 1);
                 } else if prefix_may_match(hay, base, s, info) {
-                    rules[r].push_region(s, s, MERGE_GAP);
+                    rules[r].push_region(s, s, s + info.max_len as u64, MERGE_GAP);
                 }
             });
         }
@@ -958,8 +1060,9 @@ impl State {
                 if run.rules & (1 << i.min(63)) == 0 {
                     continue;
                 }
-                if let Some(start) = gate(hay, base, &run, &e.rules[r].info) {
-                    self.rules[r].push_region(start, run.end - 1, MERGE_GAP);
+                let cache = &mut self.tokens[r];
+                if let Some((start, token_end)) = gate(hay, base, &run, &e.rules[r].info, cache) {
+                    self.rules[r].push_region(start, run.end - 1, token_end, MERGE_GAP);
                 }
             }
         }
@@ -994,7 +1097,7 @@ impl State {
             self.frontier(e, r)
         };
         let len = e.rules[r].info.max_len as u64;
-        while let Some(&(rs, re)) = self.rules[r].regions.front() {
+        while let Some(&(rs, re, search_end)) = self.rules[r].regions.front() {
             let from = rs.max(self.rules[r].next_pos);
             if from > re || from >= end {
                 if from > re || finishing {
@@ -1020,11 +1123,18 @@ impl State {
                     break;
                 }
             }
-            let limit = end.min(accept_to.saturating_add(len + 1));
-            let found = e.rules[r]
-                .regex
-                .find_at(&hay[..(limit - base) as usize], (from - base) as usize)
-                .map(|m| (base + m.start() as u64, base + m.end() as u64));
+            let limit = end
+                .min(accept_to.saturating_add(len + 1))
+                .min(search_end.saturating_add(1));
+            let rule = &e.rules[r];
+            let window = &hay[..(limit - base) as usize];
+            let found = match &rule.anchored {
+                Some(dfa) => dfa.find(window, base, from, accept_to, &rule.info),
+                None => rule
+                    .regex
+                    .find_at(window, (from - base) as usize)
+                    .map(|m| (base + m.start() as u64, base + m.end() as u64)),
+            };
             match found {
                 Some((ms, me)) if ms <= accept_to => {
                     self.rules[r].next_pos = me;
@@ -1180,7 +1290,7 @@ impl State {
     fn low_water(&self, e: &Engine) -> u64 {
         let mut low = self.end.saturating_sub(e.anchor_overlap + e.max_len + 2);
         for (rule, state) in e.rules.iter().zip(&self.rules) {
-            if let Some(&(rs, _)) = state.regions.front() {
+            if let Some(&(rs, _, _)) = state.regions.front() {
                 let from = rs.max(state.next_pos).min(self.end);
                 let context = rule.context.map_or(0, |c| c.0 + e.context_max_len);
                 low = low.min(from.saturating_sub(1 + context));
@@ -1280,8 +1390,20 @@ fn first_boundary(hay: &[u8], base: u64, from: u64, to: u64) -> Option<u64> {
 }
 
 /// Whether rule `info` can have a match that contains digits of `run`, judged only from the
-/// bytes around it; returns the first position such a match can start at.
-fn gate(hay: &[u8], base: u64, run: &Run, info: &PatternInfo) -> Option<u64> {
+/// bytes around it; returns the first position such a match can start at and the position
+/// such a match ends by (exclusive).
+///
+/// `cache` holds the last token this rule's gate walked when both its ends were ruled by the
+/// bytes themselves (a byte no match may contain, or the stream's start): a later run
+/// inside it has the same token, and the token's verdict is reused instead of walking it
+/// again (a value with four digit groups is walked once, not four times).
+fn gate(
+    hay: &[u8],
+    base: u64,
+    run: &Run,
+    info: &PatternInfo,
+    cache: &mut Option<TokenVerdict>,
+) -> Option<(u64, u64)> {
     if run.total < info.min_digit_run as u64 {
         return None;
     }
@@ -1302,9 +1424,40 @@ fn gate(hay: &[u8], base: u64, run: &Run, info: &PatternInfo) -> Option<u64> {
     {
         return None;
     }
+    if let Some(known) = cache
+        && known.t0 <= run.start
+        && run.end <= known.t1
+    {
+        return known.start.map(|start| (start, known.t1));
+    }
     let max_run = whole.then_some(info.max_digit_run as u64);
-    let (t0, t1, digits) = token(hay, base, run, info.max_len as u64, &info.allowed, max_run);
-    if t1 - t0 < info.min_len as u64 || digits < info.min_digits as u64 {
+    let tok = token(hay, base, run, info.max_len as u64, &info.allowed, max_run);
+    let verdict = token_verdict(hay, base, run, info, &tok);
+    *cache = tok.natural.then_some(TokenVerdict {
+        t0: tok.start,
+        t1: tok.end,
+        start: verdict,
+    });
+    let start = verdict?;
+    if info.trailing_boundary && first_boundary(hay, base, run.start + 1, tok.end).is_none() {
+        return None;
+    }
+    Some((start, tok.end))
+}
+
+/// What [`gate`] decided about one token: where a match can start (`None`: nowhere).
+#[derive(Clone, Copy)]
+struct TokenVerdict {
+    t0: u64,
+    t1: u64,
+    start: Option<u64>,
+}
+
+/// The token-level half of [`gate`]: long enough, enough digits, the required bytes, and
+/// the first place a match can start (a word boundary when it must start at one).
+fn token_verdict(hay: &[u8], base: u64, run: &Run, info: &PatternInfo, tok: &Token) -> Option<u64> {
+    let (t0, t1) = (tok.start, tok.end);
+    if t1 - t0 < info.min_len as u64 || tok.digits < info.min_digits as u64 {
         return None;
     }
     let text = &hay[(t0 - base) as usize..(t1 - base) as usize];
@@ -1315,20 +1468,25 @@ fn gate(hay: &[u8], base: u64, run: &Run, info: &PatternInfo) -> Option<u64> {
     {
         return None;
     }
-    let mut start = t0;
     if info.leading_boundary {
-        start = first_boundary(hay, base, t0, run.end - 1)?;
+        first_boundary(hay, base, t0, run.end - 1)
+    } else {
+        Some(t0)
     }
-    if info.trailing_boundary && first_boundary(hay, base, run.start + 1, t1).is_none() {
-        return None;
-    }
-    Some(start)
+}
+
+/// The stretch of bytes from `allowed` around a digit run.
+struct Token {
+    start: u64,
+    end: u64,
+    digits: u64,
+    /// Both ends are bytes no match may contain (or the stream's start), not a cut.
+    natural: bool,
 }
 
 /// The stretch of bytes from `allowed` around a digit run, at most `reach` bytes either
-/// side: `(start, end, digits in it)`. With `max_run` (a match holds whole digit runs of at
-/// most that length), the stretch also stops short of any longer run: no match can take
-/// it in or cross it.
+/// side. With `max_run` (a match holds whole digit runs of at most that length), the
+/// stretch also stops short of any longer run: no match can take it in or cross it.
 fn token(
     hay: &[u8],
     base: u64,
@@ -1336,16 +1494,18 @@ fn token(
     reach: u64,
     allowed: &ByteSet,
     max_run: Option<u64>,
-) -> (u64, u64, u64) {
+) -> Token {
     let end = base + hay.len() as u64;
     let lo = run.start.saturating_sub(reach).max(base);
     let hi = (run.end + reach).min(end);
     let too_long = |n: u64| max_run.is_some_and(|m| n > m);
     let mut digits = run.end - run.start;
     let (mut t0, mut walked) = (run.start, 0);
+    let mut natural = (false, false);
     while t0 > lo {
         let b = hay[(t0 - 1 - base) as usize];
         if !allowed.contains(b) {
+            natural.0 = true;
             break;
         }
         if b.is_ascii_digit() {
@@ -1361,10 +1521,12 @@ fn token(
         }
         t0 -= 1;
     }
+    natural.0 |= t0 == 0;
     let (mut t1, mut walked) = (run.end, 0);
     while t1 < hi {
         let b = hay[(t1 - base) as usize];
         if !allowed.contains(b) {
+            natural.1 = true;
             break;
         }
         if b.is_ascii_digit() {
@@ -1380,7 +1542,12 @@ fn token(
         }
         t1 += 1;
     }
-    (t0, t1, digits)
+    Token {
+        start: t0,
+        end: t1,
+        digits,
+        natural: natural.0 && natural.1,
+    }
 }
 
 /// What one rule found in one stream.
