@@ -29,6 +29,9 @@ const SCAN_STEP: usize = 64 * 1024;
 /// across a gap would search the gap too.
 const MERGE_GAP: u64 = 1;
 
+/// How far past what a value needs [`ContextState::cover`] searches for context words.
+const CONTEXT_AHEAD: u64 = 4096;
+
 /// Exact-data-match places remembered per stream (a record's field seen at an offset):
 /// past this, `edm.near` pairs are looked for among the ones kept.
 const MAX_EXACT_HITS: usize = 100_000;
@@ -755,17 +758,33 @@ struct ContextState {
     covered: VecDeque<(u64, u64)>,
     /// Per rule with context: word hits, start -> end.
     hits: Vec<BTreeMap<u64, u64>>,
+    /// Scratch for [`ContextState::cover`].
+    gaps: Vec<(u64, u64)>,
 }
 
 impl ContextState {
     /// Searches every not yet searched word start in `[lo, hi]`; `hay` must hold the bytes
     /// up to `hi` plus the longest word.
+    ///
+    /// Values come close together in the data that needs context most (exports), so a
+    /// search reaching past what was covered goes on ahead, up to [`CONTEXT_AHEAD`] bytes
+    /// as far as `hay` allows: the next values then find their stretch covered already.
     fn cover(&mut self, e: &Engine, hay: &[u8], base: u64, lo: u64, hi: u64) {
         let Some(words) = &e.context else { return };
         let lo = lo.max(base);
-        let mut gaps = Vec::new();
-        let mut at = lo;
         let first = self.covered.partition_point(|&(_, ce)| ce < lo);
+        if self
+            .covered
+            .get(first)
+            .is_some_and(|&(cs, ce)| cs <= lo && hi <= ce)
+        {
+            return;
+        }
+        let end = base + hay.len() as u64;
+        let hi = hi.max((lo + CONTEXT_AHEAD).min(end.saturating_sub(e.context_max_len + 1)));
+        let mut gaps = std::mem::take(&mut self.gaps);
+        gaps.clear();
+        let mut at = lo;
         for &(cs, ce) in self.covered.range(first..) {
             if cs > hi {
                 break;
@@ -778,8 +797,7 @@ impl ContextState {
         if at <= hi {
             gaps.push((at, hi));
         }
-        let end = base + hay.len() as u64;
-        for (gs, ge) in gaps {
+        for &(gs, ge) in &gaps {
             let limit = end.min(ge + e.context_max_len);
             let slice = &hay[..(limit - base) as usize];
             let hits = &mut self.hits;
@@ -793,6 +811,7 @@ impl ContextState {
             });
             self.insert_covered(gs, ge);
         }
+        self.gaps = gaps;
     }
 
     /// Records `[s, e]` as searched; it does not overlap what was covered before.
@@ -872,6 +891,7 @@ impl State {
             context: ContextState {
                 covered: VecDeque::new(),
                 hits: vec![BTreeMap::new(); engine.rules.len()],
+                gaps: Vec::new(),
             },
             rules,
             categories: (0..engine.categories.len())

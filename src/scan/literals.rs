@@ -11,9 +11,19 @@
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::bytes::Regex;
 
+/// Bytes of each literal the searcher looks for (see [`LiteralSet::new`]).
+const MAX_KEY: usize = 8;
+
+/// Bytes of each case-insensitive literal the searcher looks for: every case variant of
+/// them is searched for exactly, at most [`MAX_VARIANTS`] of them.
+const FOLDED_KEY: usize = 3;
+const MAX_VARIANTS: usize = 64;
+
 enum Finder {
     Bytes(Vec<u8>),
     Exact(AhoCorasick),
+    /// Every case variant of short keys, exactly; the `usize` maps a variant to its key.
+    Variants(AhoCorasick, Vec<usize>),
     Folded(Regex),
 }
 
@@ -45,11 +55,19 @@ impl<U: Copy> LiteralSet<U> {
         let mut lits: Vec<Vec<u8>> = Vec::new();
         let mut uses: Vec<Vec<(U, Vec<u8>)>> = Vec::new();
         for (lit, usage) in items {
-            match lits.iter().position(|k| lit.starts_with(k)) {
+            // The searcher looks for at most `MAX_KEY` bytes of each literal: fewer, shorter
+            // keys keep it on its fastest variant; a hit is checked against the whole literal.
+            let key_len = if case_insensitive {
+                FOLDED_KEY
+            } else {
+                MAX_KEY
+            };
+            let key = &lit[..lit.len().min(key_len)];
+            match lits.iter().position(|k| key.starts_with(k)) {
                 Some(i) => uses[i].push((usage, lit)),
                 None => {
-                    uses.push(vec![(usage, lit.clone())]);
-                    lits.push(lit);
+                    lits.push(key.to_vec());
+                    uses.push(vec![(usage, lit)]);
                 }
             }
         }
@@ -72,6 +90,8 @@ impl<U: Copy> LiteralSet<U> {
                     .build(&lits)
                     .expect("a small literal set builds"),
             )
+        } else if let Some((ac, groups)) = case_variants(&lits) {
+            Finder::Variants(ac, groups)
         } else {
             let alternation: Vec<String> = lits
                 .iter()
@@ -137,6 +157,15 @@ impl<U: Copy> LiteralSet<U> {
                     at = m.start() + 1;
                 }
             }
+            Finder::Variants(ac, groups) => {
+                let mut at = from;
+                while at < hay.len() {
+                    let input = aho_corasick::Input::new(hay).span(at..hay.len());
+                    let Some(m) = ac.find(input) else { break };
+                    report(m.start(), groups[m.pattern().as_usize()]);
+                    at = m.start() + 1;
+                }
+            }
             Finder::Folded(re) => {
                 let mut at = from;
                 while at < hay.len() {
@@ -154,6 +183,37 @@ impl<U: Copy> LiteralSet<U> {
 
 /// True when `hay` starts with `lit` (ASCII case-insensitively with `ci`). Compared in
 /// place, byte by byte: the literals are short and a library memcmp call costs more.
+/// An exact searcher over every ASCII case variant of the (lowercase, short) keys, and the
+/// key each variant stands for; `None` when there would be too many variants for the
+/// vectorised searcher.
+fn case_variants(keys: &[Vec<u8>]) -> Option<(AhoCorasick, Vec<usize>)> {
+    let mut variants: Vec<Vec<u8>> = Vec::new();
+    let mut groups = Vec::new();
+    for (k, key) in keys.iter().enumerate() {
+        let letters: Vec<usize> = (0..key.len())
+            .filter(|&i| key[i].is_ascii_alphabetic())
+            .collect();
+        for bits in 0..1u32 << letters.len() {
+            let mut v = key.clone();
+            for (j, &i) in letters.iter().enumerate() {
+                if bits >> j & 1 == 1 {
+                    v[i] = v[i].to_ascii_uppercase();
+                }
+            }
+            variants.push(v);
+            groups.push(k);
+            if variants.len() > MAX_VARIANTS {
+                return None;
+            }
+        }
+    }
+    let ac = AhoCorasickBuilder::new()
+        .match_kind(MatchKind::LeftmostFirst)
+        .build(&variants)
+        .ok()?;
+    Some((ac, groups))
+}
+
 fn starts_with(hay: &[u8], lit: &[u8], ci: bool) -> bool {
     hay.len() >= lit.len()
         && lit.iter().zip(hay).all(|(&a, &b)| {
@@ -237,6 +297,20 @@ mod tests {
                 true,
                 "xX",
                 vec![(0, vec![(0, 1)]), (1, vec![(0, 1)])],
+            ),
+            // Case-insensitive keys share their first three bytes; the rest is checked.
+            (
+                &["secretaccesskey", "secret access key", "second"],
+                true,
+                "SeCrEtAcCeSsKeY secret_access sECond secret access KEY",
+                vec![(0, vec![(0, 15)]), (30, vec![(2, 6)]), (37, vec![(1, 17)])],
+            ),
+            // Long exact literals are searched by their first eight bytes, then checked.
+            (
+                &["https://hooks.slack.com/", "http://hooks.slack.com/s"],
+                false,
+                "https://example.com https://hooks.slack.com/x http://hooks.slack.com/t",
+                vec![(20, vec![(0, 24)])],
             ),
         ];
         for (lits, ci, hay, want) in cases {
