@@ -362,14 +362,12 @@ pub struct Engine {
     ids: Vec<String>,
     categories: Vec<String>,
     rules: Vec<CompiledRule>,
-    /// Literal prefixes of two bytes (memchr on the first), exact: use = rule index.
-    short_prefixes: Option<LiteralSet<usize>>,
-    /// Longer literal prefixes, exact: use = rule index.
-    prefixes: Option<LiteralSet<usize>>,
-    /// Rule keywords of one byte (memchr), ASCII case-insensitive: use = rule index.
-    keyword_bytes: Option<LiteralSet<usize>>,
-    /// Longer rule keywords, ASCII case-insensitive: use = rule index.
-    keywords: Option<LiteralSet<usize>>,
+    /// Literal prefixes of two bytes (memchr on the first), exact, and rule keywords of
+    /// one byte (memchr), ASCII case-insensitive: use = (rule index, is a keyword).
+    short_anchors: Vec<LiteralSet<(usize, bool)>>,
+    /// Longer literal prefixes (exact) and rule keywords (ASCII case-insensitive), found in
+    /// one pass: use = (rule index, is a keyword).
+    anchors: Option<LiteralSet<(usize, bool)>>,
     /// Context words, ASCII case-insensitive, searched only near matches: use = rule index.
     context: Option<LiteralSet<usize>>,
     /// Longest prefix or keyword: the overlap kept for the eager literal passes.
@@ -474,12 +472,21 @@ impl Engine {
         }
         let (short_prefixes, prefixes): (Vec<_>, Vec<_>) =
             prefixes.into_iter().partition(|(p, _)| p.len() <= 2);
-        let short_prefixes = LiteralSet::new(short_prefixes, false);
-        let prefixes = LiteralSet::new(prefixes, false);
         let (keyword_bytes, keywords): (Vec<_>, Vec<_>) =
             keywords.into_iter().partition(|(k, _)| k.len() == 1);
-        let keyword_bytes = LiteralSet::new(keyword_bytes, true);
-        let keywords = LiteralSet::new(keywords, true);
+        let tag = |items: Vec<(Vec<u8>, usize)>, keyword: bool| {
+            items
+                .into_iter()
+                .map(move |(l, r)| (l, (r, keyword), keyword))
+                .collect::<Vec<_>>()
+        };
+        let short_anchors: Vec<_> = [tag(short_prefixes, false), tag(keyword_bytes, true)]
+            .into_iter()
+            .filter_map(LiteralSet::mixed)
+            .collect();
+        let mut long_anchors = tag(prefixes, false);
+        long_anchors.extend(tag(keywords, true));
+        let anchors = LiteralSet::mixed(long_anchors);
         let context = LiteralSet::new(context, true);
         let digits = DigitPlan::new(
             (0..rules.len())
@@ -487,8 +494,12 @@ impl Engine {
                 .collect(),
             &rules,
         );
-        let len_of = |s: &Option<LiteralSet<usize>>| s.as_ref().map_or(0, |s| s.max_len as u64);
-        let keyword_len = len_of(&keywords).max(len_of(&keyword_bytes));
+        let anchor_overlap = short_anchors
+            .iter()
+            .chain(&anchors)
+            .map(|s| s.max_len as u64)
+            .max()
+            .unwrap_or(0);
         let exact_pairs = rules
             .iter()
             .any(|r| r.exact.as_ref().is_some_and(|x| !x.near.is_empty()));
@@ -504,16 +515,12 @@ impl Engine {
                 .filter_map(|r| r.context.map(|c| c.0))
                 .max()
                 .unwrap_or(0),
-            anchor_overlap: len_of(&prefixes)
-                .max(len_of(&short_prefixes))
-                .max(keyword_len),
-            context_max_len: len_of(&context),
+            anchor_overlap,
+            context_max_len: context.as_ref().map_or(0, |s| s.max_len as u64),
             categories,
             rules,
-            short_prefixes,
-            prefixes,
-            keyword_bytes,
-            keywords,
+            short_anchors,
+            anchors,
             context,
             digits,
             hash_key: options.hash_key,
@@ -928,17 +935,10 @@ impl State {
 
     /// Keyword and prefix hits in the new bytes become regions of their rules.
     fn find_anchors(&mut self, e: &Engine, hay: &[u8], base: u64, new_from: u64) {
-        let sets = [
-            (&e.short_prefixes, false),
-            (&e.prefixes, false),
-            (&e.keyword_bytes, true),
-            (&e.keywords, true),
-        ];
-        for (set, is_keyword) in sets {
-            let Some(set) = set else { continue };
+        for set in e.short_anchors.iter().chain(&e.anchors) {
             let from = new_from.saturating_sub(set.max_len as u64 - 1).max(base);
             let rules = &mut self.rules;
-            set.each(hay, (from - base) as usize, |s, r, len| {
+            set.each(hay, (from - base) as usize, |s, (r, is_keyword), len| {
                 let s = base + s as u64;
                 if s + len as u64 <= new_from {
                     return;

@@ -28,101 +28,126 @@ enum Finder {
 }
 
 /// A literal set with the uses (`U`) attached to each literal, and each use's own length.
+/// Each literal is matched exactly or ASCII case-insensitively, as it was given.
 pub(crate) struct LiteralSet<U> {
     finder: Finder,
-    lits: Vec<Vec<u8>>,
-    /// Per kept literal: (use, the literal it came from, which may extend the kept one).
+    /// The keys searched for, each with whether it is case-insensitive (then lowercase).
+    lits: Vec<(Vec<u8>, bool)>,
+    /// Per key: (use, the literal it came from, which may extend the key).
     uses: Vec<Vec<(U, Vec<u8>)>>,
-    case_insensitive: bool,
+    /// Per key: the other keys that can occur at the same place (one exact and one
+    /// case-insensitive key, one a prefix of the other); the searcher reports one key per
+    /// place, these are checked there too.
+    also: Vec<Vec<usize>>,
     /// Longest literal as given (before folding into shorter prefixes).
     pub max_len: usize,
 }
 
 impl<U: Copy> LiteralSet<U> {
-    /// Builds a set; `None` when there are no literals.
-    pub fn new(mut items: Vec<(Vec<u8>, U)>, case_insensitive: bool) -> Option<LiteralSet<U>> {
-        items.retain(|(l, _)| !l.is_empty());
+    /// Builds a set of literals all matched exactly (`case_insensitive` false) or all
+    /// ASCII case-insensitively; `None` when there are no literals.
+    pub fn new(items: Vec<(Vec<u8>, U)>, case_insensitive: bool) -> Option<LiteralSet<U>> {
+        LiteralSet::mixed(
+            items
+                .into_iter()
+                .map(|(l, u)| (l, u, case_insensitive))
+                .collect(),
+        )
+    }
+
+    /// Builds a set from `(literal, use, case-insensitive)`; `None` when there are no
+    /// literals. Exact and case-insensitive literals are searched for in one pass.
+    pub fn mixed(mut items: Vec<(Vec<u8>, U, bool)>) -> Option<LiteralSet<U>> {
+        items.retain(|(l, _, _)| !l.is_empty());
         if items.is_empty() {
             return None;
         }
-        if case_insensitive {
-            for (l, _) in &mut items {
+        for (l, _, ci) in &mut items {
+            if *ci {
                 l.make_ascii_lowercase();
             }
         }
-        items.sort_by_key(|(l, _)| l.len());
-        let max_len = items.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
-        let mut lits: Vec<Vec<u8>> = Vec::new();
-        let mut uses: Vec<Vec<(U, Vec<u8>)>> = Vec::new();
-        for (lit, usage) in items {
-            // The searcher looks for at most `MAX_KEY` bytes of each literal: fewer, shorter
-            // keys keep it on its fastest variant; a hit is checked against the whole literal.
-            let key_len = if case_insensitive {
-                FOLDED_KEY
-            } else {
-                MAX_KEY
-            };
-            let key = &lit[..lit.len().min(key_len)];
-            match lits.iter().position(|k| key.starts_with(k)) {
-                Some(i) => uses[i].push((usage, lit)),
-                None => {
-                    lits.push(key.to_vec());
-                    uses.push(vec![(usage, lit)]);
-                }
-            }
+        items.sort_by_key(|(l, _, _)| l.len());
+        let max_len = items.iter().map(|(l, _, _)| l.len()).max().unwrap_or(0);
+        // The searcher looks for a few bytes of each literal: fewer, shorter keys keep it
+        // on its fastest variant; a hit is checked against the whole literal. Short
+        // case-insensitive keys are searched as all their case variants; when there would
+        // be too many, a case-insensitive regex looks for the whole words instead.
+        let (mut lits, mut uses) = group(&items, FOLDED_KEY);
+        let variants = case_variants(&lits);
+        if variants.is_none() && lits.iter().any(|&(_, ci)| ci) {
+            (lits, uses) = group(&items, usize::MAX);
         }
         // Few distinct first bytes: memchr finds candidates, the literals are then checked.
         let mut first: Vec<u8> = Vec::new();
-        for l in &lits {
+        for (l, ci) in &lits {
             first.push(l[0]);
-            if case_insensitive && l[0].is_ascii_alphabetic() {
+            if *ci && l[0].is_ascii_alphabetic() {
                 first.push(l[0].to_ascii_uppercase());
             }
         }
         first.sort_unstable();
         first.dedup();
-        let finder = if first.len() <= 3 && lits.iter().all(|l| l.len() <= 2) {
+        let finder = if first.len() <= 3 && lits.iter().all(|(l, _)| l.len() <= 2) {
             Finder::Bytes(first)
-        } else if !case_insensitive {
+        } else if lits.iter().all(|(_, ci)| !ci) {
+            let keys: Vec<&[u8]> = lits.iter().map(|(l, _)| l.as_slice()).collect();
             Finder::Exact(
                 AhoCorasickBuilder::new()
                     .match_kind(MatchKind::LeftmostFirst)
-                    .build(&lits)
+                    .build(keys)
                     .expect("a small literal set builds"),
             )
-        } else if let Some((ac, groups)) = case_variants(&lits) {
+        } else if let Some((ac, groups)) = variants {
             Finder::Variants(ac, groups)
         } else {
             let alternation: Vec<String> = lits
                 .iter()
-                .map(|l| regex_syntax::escape(&String::from_utf8_lossy(l)))
+                .map(|(l, ci)| {
+                    let l = regex_syntax::escape(&String::from_utf8_lossy(l));
+                    if *ci { format!("(?i:{l})") } else { l }
+                })
                 .collect();
             Finder::Folded(
-                regex::bytes::RegexBuilder::new(&format!("(?i-u:{})", alternation.join("|")))
+                regex::bytes::RegexBuilder::new(&format!("(?-u:{})", alternation.join("|")))
                     .unicode(false)
                     .build()
                     .expect("an escaped literal alternation builds"),
             )
         };
+        let also = (0..lits.len())
+            .map(|k| {
+                (0..lits.len())
+                    .filter(|&j| j != k && compatible(&lits[k], &lits[j]))
+                    .collect()
+            })
+            .collect();
         Some(LiteralSet {
             finder,
             lits,
             uses,
-            case_insensitive,
+            also,
             max_len,
         })
     }
 
-    /// Calls `f(start, use, literal length)` for every position in `hay[from..]` where a
-    /// literal of the set starts and fits in `hay`, in order of position.
     pub fn each(&self, hay: &[u8], from: usize, mut f: impl FnMut(usize, U, usize)) {
-        let ci = self.case_insensitive;
-        let mut report = |start: usize, k: usize| {
+        let mut report_key = |start: usize, k: usize| {
             let here = &hay[start..];
+            let (key, ci) = &self.lits[k];
             for (usage, lit) in &self.uses[k] {
                 // A longer literal folded into a shorter one must really be here.
-                if lit.len() == self.lits[k].len() || starts_with(here, lit, ci) {
+                if lit.len() == key.len() || starts_with(here, lit, *ci) {
                     f(start, *usage, lit.len());
+                }
+            }
+        };
+        let mut report = |start: usize, k: usize| {
+            report_key(start, k);
+            for &j in &self.also[k] {
+                let (key, ci) = &self.lits[j];
+                if starts_with(&hay[start..], key, *ci) {
+                    report_key(start, j);
                 }
             }
         };
@@ -134,10 +159,13 @@ impl<U: Copy> LiteralSet<U> {
         match &self.finder {
             Finder::Bytes(bytes) => {
                 let tail = &hay[from.min(hay.len())..];
-                let ci = self.case_insensitive;
                 let mut hit = |i: usize| {
                     let here = &tail[i..];
-                    if let Some(k) = self.lits.iter().position(|l| starts_with(here, l, ci)) {
+                    if let Some(k) = self
+                        .lits
+                        .iter()
+                        .position(|(l, ci)| starts_with(here, l, *ci))
+                    {
                         report(from + i, k);
                     }
                 };
@@ -171,7 +199,11 @@ impl<U: Copy> LiteralSet<U> {
                 while at < hay.len() {
                     let Some(m) = re.find_at(hay, at) else { break };
                     let here = &hay[m.start()..];
-                    if let Some(k) = self.lits.iter().position(|l| starts_with(here, l, true)) {
+                    if let Some(k) = self
+                        .lits
+                        .iter()
+                        .position(|(l, ci)| starts_with(here, l, *ci))
+                    {
                         report(m.start(), k);
                     }
                     at = m.start() + 1;
@@ -183,15 +215,42 @@ impl<U: Copy> LiteralSet<U> {
 
 /// True when `hay` starts with `lit` (ASCII case-insensitively with `ci`). Compared in
 /// place, byte by byte: the literals are short and a library memcmp call costs more.
+/// The keys of `items` (sorted by length), each literal cut to [`MAX_KEY`] bytes, or
+/// `folded_key` when it is case-insensitive, and the uses of each key: a literal whose key
+/// starts with a shorter key (of the same case rule) goes with it.
+#[allow(clippy::type_complexity)]
+fn group<U: Copy>(
+    items: &[(Vec<u8>, U, bool)],
+    folded_key: usize,
+) -> (Vec<(Vec<u8>, bool)>, Vec<Vec<(U, Vec<u8>)>>) {
+    let mut lits: Vec<(Vec<u8>, bool)> = Vec::new();
+    let mut uses: Vec<Vec<(U, Vec<u8>)>> = Vec::new();
+    for (lit, usage, ci) in items {
+        let key_len = if *ci { folded_key } else { MAX_KEY };
+        let key = &lit[..lit.len().min(key_len)];
+        match lits
+            .iter()
+            .position(|(k, kci)| kci == ci && key.starts_with(k))
+        {
+            Some(i) => uses[i].push((*usage, lit.clone())),
+            None => {
+                lits.push((key.to_vec(), *ci));
+                uses.push(vec![(*usage, lit.clone())]);
+            }
+        }
+    }
+    (lits, uses)
+}
+
 /// An exact searcher over every ASCII case variant of the (lowercase, short) keys, and the
 /// key each variant stands for; `None` when there would be too many variants for the
 /// vectorised searcher.
-fn case_variants(keys: &[Vec<u8>]) -> Option<(AhoCorasick, Vec<usize>)> {
+fn case_variants(keys: &[(Vec<u8>, bool)]) -> Option<(AhoCorasick, Vec<usize>)> {
     let mut variants: Vec<Vec<u8>> = Vec::new();
     let mut groups = Vec::new();
-    for (k, key) in keys.iter().enumerate() {
+    for (k, (key, ci)) in keys.iter().enumerate() {
         let letters: Vec<usize> = (0..key.len())
-            .filter(|&i| key[i].is_ascii_alphabetic())
+            .filter(|&i| *ci && key[i].is_ascii_alphabetic())
             .collect();
         for bits in 0..1u32 << letters.len() {
             let mut v = key.clone();
@@ -212,6 +271,13 @@ fn case_variants(keys: &[Vec<u8>]) -> Option<(AhoCorasick, Vec<usize>)> {
         .build(&variants)
         .ok()?;
     Some((ac, groups))
+}
+
+/// Whether two keys can both start at one place: the shorter is a prefix of the longer
+/// (ignoring ASCII case when either is case-insensitive).
+fn compatible((a, a_ci): &(Vec<u8>, bool), (b, b_ci): &(Vec<u8>, bool)) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    starts_with(long, short, *a_ci || *b_ci)
 }
 
 fn starts_with(hay: &[u8], lit: &[u8], ci: bool) -> bool {
@@ -316,5 +382,28 @@ mod tests {
         for (lits, ci, hay, want) in cases {
             assert_eq!(starts(lits, ci, hay), want, "{lits:?} in {hay:?}");
         }
+    }
+
+    #[test]
+    fn exact_and_case_insensitive_literals_share_one_pass() {
+        // (literal, use, case-insensitive)
+        let items = vec![
+            (b"AKIA".to_vec(), 0u8, false),
+            (b"aki".to_vec(), 1, true),
+            (b"secret_key".to_vec(), 2, true),
+            (b"@".to_vec(), 3, true),
+        ];
+        let set = LiteralSet::mixed(items).unwrap();
+        let mut got = Vec::new();
+        set.each(b"AKIA akia SECRET_KEY x@y", 0, |s, u, len| {
+            got.push((s, u, len))
+        });
+        // Both the exact and the folded literal are reported where both occur (in order of
+        // position; at one position in no particular order).
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            vec![(0, 0, 4), (0, 1, 3), (5, 1, 3), (10, 2, 10), (22, 3, 1)]
+        );
     }
 }
