@@ -24,16 +24,21 @@
 # and, for runs 1 and 2, the CPU time each proxy process used per request (/proc/PID/stat):
 # on a small machine the load client and the origin share the cores with the proxy, so the
 # rates are bounded by them too; CPU per request is what the proxy itself costs.
+# Runs 1 and 2 are made ROUNDS times, egress-dlp and mitmproxy alternating, so both see the
+# same load from whatever else runs on the machine; the figures are the medians, the ratio is
+# the ratio of the medians, and each round's own ratio is printed too.
 # then prints the figures and the ratios against the targets of issue 4.
 #
-# Knobs (environment): DURATION (default 10), CONNECTIONS (default 16), TTFB_N (default 500),
-# MINTS (default 2000), MITM_VENV (default $CARGO_TARGET_DIR or target, /mitm-venv).
+# Knobs (environment): DURATION (default 10), CONNECTIONS (default 16), ROUNDS (default 3),
+# TTFB_N (default 500), MINTS (default 2000), MITM_VENV (default $CARGO_TARGET_DIR or
+# target, /mitm-venv).
 # Everything listens on 127.0.0.1 and is stopped on exit.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 duration="${DURATION:-10}"
 connections="${CONNECTIONS:-16}"
+rounds="${ROUNDS:-3}"
 ttfb_n="${TTFB_N:-500}"
 mints="${MINTS:-2000}"
 target_dir="${CARGO_TARGET_DIR:-target}"
@@ -133,11 +138,26 @@ run() { # name proxy ca pid mode
   printf '%s %s' "$rate" "$cpu_ms"
 }
 
-say "origin $origin, $connections connections, ${duration}s per run"
-read -r e_new e_new_cpu <<< "$(run egress-dlp "${egress[@]}" new)"
-read -r m_new m_new_cpu <<< "$(run mitmproxy "${mitm[@]}" new)"
-read -r e_reuse e_reuse_cpu <<< "$(run egress-dlp "${egress[@]}" reuse)"
-read -r m_reuse m_reuse_cpu <<< "$(run mitmproxy "${mitm[@]}" reuse)"
+median() { python3 -c "import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+say "origin $origin, $connections connections, ${duration}s per run, $rounds rounds"
+declare -A series
+round_ratios=()
+for mode in new reuse; do
+  for r in $(seq "$rounds"); do
+    read -r e_rate e_cpu <<< "$(run egress-dlp "${egress[@]}" "$mode")"
+    read -r m_rate m_cpu <<< "$(run mitmproxy "${mitm[@]}" "$mode")"
+    series[e_${mode}]+=" $e_rate"; series[e_${mode}_cpu]+=" $e_cpu"
+    series[m_${mode}]+=" $m_rate"; series[m_${mode}_cpu]+=" $m_cpu"
+    round_ratios+=("$mode round $r: $(python3 -c "print(f'{$e_rate/$m_rate:.1f}')")x")
+  done
+done
+for key in "${!series[@]}"; do
+  # shellcheck disable=SC2086 # word splitting wanted: one value per round
+  printf -v "$key" '%s' "$(median ${series[$key]})"
+done
+# shellcheck disable=SC2154 # set by the printf -v above
+e_new_cpu="$(printf '%.3f' "$e_new_cpu")"; m_new_cpu="$(printf '%.3f' "$m_new_cpu")"
+e_reuse_cpu="$(printf '%.3f' "$e_reuse_cpu")"; m_reuse_cpu="$(printf '%.3f' "$m_reuse_cpu")"
 read -r d_new _ <<< "$(run direct "${direct[@]}" new)"
 read -r d_reuse _ <<< "$(run direct "${direct[@]}" reuse)"
 
@@ -151,7 +171,7 @@ say "mint: $mint"
 ratio() { python3 -c "print(f'{$1/$2:.1f}')"; }
 cat <<EOF
 
-TLS interception bench ($connections connections, ${duration}s per run, $(nproc) cores, commit $(git rev-parse --short HEAD))
+TLS interception bench ($connections connections, ${duration}s per run, medians of $rounds rounds, $(nproc) cores, commit $(git rev-parse --short HEAD))
                                   direct     egress-dlp    mitmproxy    egress/mitm  target
 new connections / s           $(printf '%10.0f %13.0f %12.0f' "$d_new" "$e_new" "$m_new")    $(ratio "$e_new" "$m_new")x       >= 10x
 requests / s, reused conns    $(printf '%10.0f %13.0f %12.0f' "$d_reuse" "$e_reuse" "$m_reuse")    $(ratio "$e_reuse" "$m_reuse")x       >= 10x
@@ -160,4 +180,5 @@ proxy CPU ms / reused request $(printf '%24s %12s' "$e_reuse_cpu" "$m_reuse_cpu"
 TTFB, new conn to a warm host: egress-dlp $(printf '%s' "$ttfb" | field direct_ms) ms direct, $(printf '%s' "$ttfb" | field proxied_ms) ms proxied, added $(printf '%s' "$ttfb" | field added_ms) ms (target <= 2 ms)
                                mitmproxy  added $(printf '%s' "$m_ttfb" | field added_ms) ms
 leaf mint: median $(printf '%s' "$mint" | field median_ms) ms, p99 $(printf '%s' "$mint" | field p99_ms) ms over $mints mints (target <= 5 ms)
+each round, egress-dlp / mitmproxy: ${round_ratios[*]}
 EOF

@@ -32,7 +32,9 @@
 //!    |      '-- tls: ClientHello (SNI, ALPN) -> upstream TLS first (verified) -> leaf minted
 //!    |          for the SNI (cached) -> client TLS with the upstream's ALPN -> HTTP/1.1 or
 //!    |          HTTP/2 inside, each request made https:// and handled as below
-//!    |          (a failed upstream verification: every request gets a 502 saying why)
+//!    |          (a failed upstream verification: every request gets a 502 saying why;
+//!    |          a verified upstream connection is kept idle for the same client's next
+//!    |          CONNECT to the same host, which then skips the upstream handshake)
 //!    '-- absolute-form HTTP/1.1
 //!          request target, decode.headers, body chunks -> decode::Inspection
 //!              (content-encodings, form, multipart, JSON, base64 runs, zip: bounded layers)

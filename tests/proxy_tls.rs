@@ -9,12 +9,15 @@ mod support;
 mod tls_support;
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use egress_dlp::tls::{ClientFailure, UpstreamFailure};
 use http::Version;
 use support::customer_export;
-use tls_support::{TestCa, TlsProxy, TlsUpstream, connect, peer_chain, self_signed, send, tls_via};
+use tls_support::{
+    TestCa, TlsProxy, TlsUpstream, connect, peer_chain, self_signed, send, tls_via, tls_via_from,
+};
 use tokio::io::AsyncWriteExt;
 
 /// A proxy intercepting CONNECTs to `ports`, trusting `ca` for upstreams, plus `extra` under
@@ -89,6 +92,62 @@ async fn rustls_client_reaches_the_upstream_over_http1_and_http2() {
             .intercepted
             .load(std::sync::atomic::Ordering::Relaxed),
         2
+    );
+}
+
+#[tokio::test]
+async fn a_clients_next_connect_reuses_its_verified_upstream_connection_and_no_one_elses() {
+    let ca = TestCa::new();
+    let upstream = TlsUpstream::start(
+        ca.issue(&["upstream.test", "127.0.0.1"], false),
+        &["h2", "http/1.1"],
+    )
+    .await;
+    let proxy = proxy(&ca, &[upstream.addr.port()], "").await;
+    let target = upstream.addr.to_string();
+    let roots = [proxy.ca_cert()];
+    let reused = || {
+        proxy
+            .tls
+            .stats()
+            .upstream_reused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let here = IpAddr::from([127, 0, 0, 1]);
+    let there = IpAddr::from([127, 0, 0, 2]);
+    // One CONNECT after another, each closed before the next: (client address, server
+    // name, ALPN offered, TLS handshakes the upstream has seen, CONNECTs that reused one).
+    let cases: &[(IpAddr, &str, &[&str], usize, u64)] = &[
+        (here, "upstream.test", &["http/1.1"], 1, 0), // first: a new verified connection
+        (here, "upstream.test", &["http/1.1"], 1, 1), // the same client again: that one
+        (there, "upstream.test", &["http/1.1"], 2, 1), // another workstation: its own
+        (here, "127.0.0.1", &["http/1.1"], 3, 1),     // no SNI (another name): its own
+        (here, "upstream.test", &["h2", "http/1.1"], 4, 1), // another ALPN offer: its own
+        (here, "upstream.test", &["http/1.1"], 4, 2), // the first one, still idle
+        (here, "upstream.test", &["h2", "http/1.1"], 4, 3), // the HTTP/2 one
+        (here, "127.0.0.1", &["http/1.1"], 4, 4),     // the one without SNI
+    ];
+    for (i, (source, name, alpn, handshakes, reuses)) in cases.iter().enumerate() {
+        let stream = tls_via_from(*source, proxy.addr, &target, name, &roots, alpn)
+            .await
+            .unwrap();
+        let authority = format!("{name}:{}", upstream.addr.port());
+        let reply = send(stream, "GET", &authority, &format!("/{i}"), b"").await;
+        assert_eq!(reply.status, 200, "case {i}: {}", reply.body);
+        assert_eq!(
+            upstream.handshakes(),
+            *handshakes,
+            "case {i}: upstream handshakes"
+        );
+        assert_eq!(reused(), *reuses, "case {i}: reused connections");
+        // The client has closed: the proxy returns the upstream connection to its pool.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let targets: Vec<String> = upstream.requests().into_iter().map(|r| r.target).collect();
+    let want: Vec<String> = (0..cases.len()).map(|i| format!("/{i}")).collect();
+    assert_eq!(
+        targets, want,
+        "every request reached the upstream, in order"
     );
 }
 

@@ -22,7 +22,10 @@
 //!
 //! The [`Origin`] keeps the upstream connection made in step 2 (HTTP/2: one, multiplexed;
 //! HTTP/1.1: a few, one request at a time each) and reconnects, verified again, when the
-//! upstream closes it.
+//! upstream closes it. When the client connection ends, those connections go to the pool
+//! of `origins`: the next CONNECT of the same client and user to the same host and port,
+//! for the same server name and ALPN offer, starts with one of them instead of step 2 (no
+//! TCP connect, no upstream handshake; it was verified when it was made).
 
 use std::convert::Infallible;
 
@@ -46,6 +49,7 @@ use tracing::{debug, info, warn};
 
 use super::error::ProxyError;
 use super::idle::{Activity, IdleIo};
+use super::origins::{OriginPool, PoolKey, Pooled};
 use super::upstream::{BodyAborted, Connector, UpstreamBody, UpstreamClient};
 use super::{ConnCtx, layers, page};
 use crate::tls::hello::{self, ALPN_H2, Prefixed};
@@ -64,13 +68,33 @@ pub(super) struct Target {
     pub(super) port: u16,
 }
 
-/// Takes over a CONNECT whose upstream TCP connection is open and whose 200 is on its way:
-/// runs the interception in a task of its own (see the module docs).
+/// What a CONNECT to be intercepted starts with on the upstream side.
+pub(super) enum Upstream {
+    /// A new TCP connection (the TLS handshake comes next).
+    Tcp(TcpStream),
+    /// A verified connection an earlier CONNECT of the same client left in the pool (see
+    /// `origins`); used when it fits the ClientHello, else returned and a TCP connection made.
+    Pooled(Pooled),
+}
+
+/// How the upstream side of an intercepted connection begins.
+enum Start {
+    /// With a pooled verified connection.
+    Reuse(Pooled),
+    /// With the TLS handshake on a new TCP connection.
+    Handshake(TcpStream),
+    /// Without a connection: the pooled one did not fit and a new one failed.
+    Unreachable,
+}
+
+/// Takes over a CONNECT whose upstream is reachable (a new TCP connection, or a pooled
+/// verified one) and whose 200 is on its way: runs the interception in a task of its own
+/// (see the module docs).
 pub(super) fn start(
     ctx: &ConnCtx,
     tls: Arc<Interceptor>,
     client: OnUpgrade,
-    upstream: TcpStream,
+    upstream: Upstream,
     target: Target,
     user: Option<Arc<str>>,
 ) {
@@ -101,7 +125,7 @@ async fn intercept(
     ctx: Arc<ConnCtx>,
     tls: Arc<Interceptor>,
     client: Upgraded,
-    upstream: TcpStream,
+    upstream: Upstream,
     target: Target,
     user: Option<Arc<str>>,
 ) {
@@ -120,12 +144,27 @@ async fn intercept(
         }
     };
     let sni = hello.server_name.clone();
+    let pool = ctx.shared.origins.clone();
+    let key = PoolKey::new(peer.ip(), user.clone(), host, target.port);
     if let Some(name) = sni.as_deref().filter(|name| tls.bypassed(name)) {
         stats
             .bypassed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         info!(%peer, host, port = target.port, sni = name, "CONNECT bypassed by server name (tls.bypass): blind tunnel");
-        return blind(&ctx, client, upstream, hello.bytes).await;
+        let tcp = match upstream {
+            Upstream::Tcp(tcp) => tcp,
+            Upstream::Pooled(pooled) => {
+                pool.put(&key, pooled);
+                match ctx.shared.connector.connect(host, target.port).await {
+                    Ok(tcp) => tcp,
+                    Err(e) => {
+                        info!(%peer, host, error = %e, "bypass tunnel: cannot connect, closed");
+                        return;
+                    }
+                }
+            }
+        };
+        return blind(&ctx, client, tcp, hello.bytes).await;
     }
     let Some(offer) = hello::upstream_offer(&hello.alpn) else {
         return client_failed(
@@ -145,18 +184,59 @@ async fn intercept(
         target,
         name: name.clone(),
         offer: offer.clone(),
+        pool: pool.clone(),
+        key: key.clone(),
     };
-    let (origin, chosen) = match tls.upstream().connect(upstream, &name, &offer).await {
-        Ok((stream, chosen)) => {
-            let h2 = chosen.as_deref() == Some(ALPN_H2);
-            debug!(host = %name, handshake = ?stream.get_ref().1.handshake_kind(), h2, "upstream TLS established");
-            (Origin::live(origin_base, stream, h2).await, chosen)
+    let start = match upstream {
+        Upstream::Pooled(pooled) if pooled.fits(&name, &offer) => Start::Reuse(pooled),
+        Upstream::Pooled(pooled) => {
+            // Made for another server name or ALPN offer: back for a CONNECT it fits, and
+            // one that fits this one, or a new one.
+            pool.put(&key, pooled);
+            match pool.take_fitting(&key, &name, &offer) {
+                Some(pooled) => Start::Reuse(pooled),
+                None => {
+                    let base = &origin_base;
+                    match base
+                        .connector
+                        .connect(&base.target.host, base.target.port)
+                        .await
+                    {
+                        Ok(tcp) => Start::Handshake(tcp),
+                        Err(e) => {
+                            debug!(%peer, host = %name, error = %e, "cannot connect: requests will try again");
+                            Start::Unreachable
+                        }
+                    }
+                }
+            }
         }
-        Err(e) => {
-            stats.upstream_failed(e.reason());
-            warn!(%peer, host = %name, error = %e, "upstream TLS failed: requests get a 502 page");
-            (Origin::failed(origin_base, e), None)
+        Upstream::Tcp(tcp) => Start::Handshake(tcp),
+    };
+    let (origin, chosen) = match start {
+        Start::Reuse(pooled) => {
+            stats
+                .upstream_reused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let chosen = pooled.alpn().map(<[u8]>::to_vec);
+            debug!(host = %name, ?chosen, "upstream connection reused from the pool");
+            (Origin::pooled(origin_base, pooled.sender), chosen)
         }
+        // Each request connects (and verifies) anew, and gets the 502 or 504 page if the
+        // upstream is still unreachable.
+        Start::Unreachable => (Origin::new(origin_base, State::empty()), None),
+        Start::Handshake(tcp) => match tls.upstream().connect(tcp, &name, &offer).await {
+            Ok((stream, chosen)) => {
+                let h2 = chosen.as_deref() == Some(ALPN_H2);
+                debug!(host = %name, handshake = ?stream.get_ref().1.handshake_kind(), h2, "upstream TLS established");
+                (Origin::live(origin_base, stream, h2).await, chosen)
+            }
+            Err(e) => {
+                stats.upstream_failed(e.reason());
+                warn!(%peer, host = %name, error = %e, "upstream TLS failed: requests get a 502 page");
+                (Origin::failed(origin_base, e), None)
+            }
+        },
     };
     let client_alpn = hello::client_choice(&hello.alpn, chosen.as_deref());
 
@@ -418,6 +498,9 @@ struct OriginBase {
     target: Target,
     name: LeafName,
     offer: Vec<Vec<u8>>,
+    /// Where its connections go when the client connection ends, and under which key.
+    pool: Arc<OriginPool>,
+    key: PoolKey,
 }
 
 /// The upstream of one intercepted client connection.
@@ -441,8 +524,48 @@ enum State {
     },
 }
 
-enum Sender {
+impl State {
+    /// Live, with no connection yet: the first request makes one.
+    fn empty() -> State {
+        State::Live {
+            h2: None,
+            h1: Vec::new(),
+        }
+    }
+}
+
+impl Drop for OriginInner {
+    /// The client connection is over: its verified upstream connections go to the pool
+    /// for the next CONNECT of the same client (closed there if it has no room).
+    fn drop(&mut self) {
+        let state = std::mem::replace(
+            self.state.get_mut().unwrap_or_else(|e| e.into_inner()),
+            State::empty(),
+        );
+        let State::Live { h2, h1 } = state else {
+            return;
+        };
+        let base = &self.base;
+        let senders = h2
+            .map(Sender::H2)
+            .into_iter()
+            .chain(h1.into_iter().map(Sender::H1));
+        for sender in senders {
+            let pooled = Pooled {
+                name: base.name.clone(),
+                offer: base.offer.clone(),
+                sender,
+            };
+            base.pool.put(&base.key, pooled);
+        }
+    }
+}
+
+/// A way to send requests on one upstream connection.
+pub(super) enum Sender {
+    /// An HTTP/1.1 connection: one request at a time.
     H1(client1::SendRequest<UpstreamBody>),
+    /// An HTTP/2 connection: shared, multiplexed.
     H2(client2::SendRequest<UpstreamBody>),
 }
 
@@ -483,11 +606,23 @@ impl Origin {
             },
             Err(e) => {
                 debug!(error = %e, "HTTP handshake with the upstream failed; will reconnect");
-                State::Live {
-                    h2: None,
-                    h1: Vec::new(),
-                }
+                State::empty()
             }
+        };
+        Origin::new(base, state)
+    }
+
+    /// With a connection from the pool.
+    fn pooled(base: OriginBase, sender: Sender) -> Origin {
+        let state = match sender {
+            Sender::H2(s) => State::Live {
+                h2: Some(s),
+                h1: Vec::new(),
+            },
+            Sender::H1(s) => State::Live {
+                h2: None,
+                h1: vec![s],
+            },
         };
         Origin::new(base, state)
     }

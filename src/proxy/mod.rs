@@ -12,7 +12,8 @@
 //!   error pages and the outcome log line, body tracking, client allow-list, proxy
 //!   authentication (`auth`), blocked destinations (`destination`)), then
 //!   CONNECT to an allowed port is intercepted (`intercept`: TLS ends here with a minted
-//!   leaf, requests inside go through this same pipeline, upstream over verified TLS) or,
+//!   leaf, requests inside go through this same pipeline, upstream over verified TLS,
+//!   whose idle connections wait in `origins` for the same client's next CONNECT) or,
 //!   with `tls.intercept: false` or a host in `tls.bypass`, becomes a blind tunnel (`tunnel`);
 //!   anything else must be an absolute `http://` URL, inspected and forwarded (`forward`)
 //!   through the pooled client ([`upstream`]), with requests to the proxy's own addresses
@@ -47,6 +48,7 @@ mod intercept;
 mod layers;
 mod linger;
 mod observe;
+mod origins;
 pub mod page;
 pub mod reload;
 mod tunnel;
@@ -232,8 +234,11 @@ pub async fn run_with(
     }
     let auth_counters = options.auth_counters.unwrap_or_default();
     metrics.watch_auth(auth_counters.clone());
+    let origins = Arc::new(origins::OriginPool::default());
+    origins::OriginPool::sweep_while_alive(Arc::downgrade(&origins));
     let shared = Arc::new(Shared {
         tls,
+        origins,
         auth: auth::AuthState::new(
             auth_counters,
             config
@@ -394,6 +399,8 @@ struct Shared {
     audit: Auditor,
     /// TLS interception (`tls.intercept`), or `None`: CONNECT is a blind tunnel.
     tls: Option<Arc<Interceptor>>,
+    /// Idle verified upstream connections of intercepted CONNECTs, per client and host.
+    origins: Arc<origins::OriginPool>,
 }
 
 /// One client connection's context, shared by its requests.

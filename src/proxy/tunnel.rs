@@ -3,7 +3,9 @@
 //!
 //! The port must be in `access.connect_ports`; the upstream is connected (with the connect
 //! timeout and the loop guard) before the client gets its 200, so a dead upstream is a 502
-//! or 504 rather than a tunnel that closes at once. Bytes are copied both ways until either
+//! or 504 rather than a tunnel that closes at once (an intercepted CONNECT for which the
+//! same client left a verified connection idle in the pool of `origins` takes that one
+//! instead). Bytes are copied both ways until either
 //! side closes, the tunnel is idle for `limits.idle_timeout`, or the drain time runs out on
 //! shutdown. Nothing inside a tunnel is inspected: with `tls.intercept` on, a CONNECT is
 //! handed to `intercept` instead, unless its host is in `tls.bypass` (a blind tunnel,
@@ -21,7 +23,9 @@ use tracing::{debug, info};
 
 use super::error::ProxyError;
 use super::idle::{Activity, IdleIo};
+use super::intercept::Upstream;
 use super::linger::ClientBody;
+use super::origins::PoolKey;
 use super::{ConnCtx, ProxyBody, intercept, page};
 use crate::metrics::{NotScanned, TlsOutcome};
 
@@ -46,14 +50,39 @@ pub(super) async fn connect(
     {
         return Err(ProxyError::PortNotAllowed(port));
     }
-    let busy = ctx.activity.busy();
-    let upstream = ctx
+    // Requests inside an intercepted tunnel carry the CONNECT's user: browsers
+    // authenticate the CONNECT only.
+    let user = req
+        .extensions()
+        .get::<super::auth::RequestUser>()
+        .and_then(|u| u.get());
+    let intercepting = ctx
         .shared
-        .connector
-        .connect(authority.host(), port)
-        .await
-        .map_err(|e| ProxyError::from(&e))?;
-    drop(busy);
+        .tls
+        .as_ref()
+        .is_some_and(|tls| !tls.bypassed(authority.host()));
+    // An intercepted CONNECT first looks for a verified connection the same client and
+    // user left idle to this host and port: the upstream is reachable, nothing to connect.
+    let pooled = intercepting
+        .then(|| {
+            let key = PoolKey::new(ctx.peer.ip(), user.clone(), authority.host(), port);
+            ctx.shared.origins.take(&key)
+        })
+        .flatten();
+    let upstream = match pooled {
+        Some(pooled) => Upstream::Pooled(pooled),
+        None => {
+            let busy = ctx.activity.busy();
+            let tcp = ctx
+                .shared
+                .connector
+                .connect(authority.host(), port)
+                .await
+                .map_err(|e| ProxyError::from(&e))?;
+            drop(busy);
+            Upstream::Tcp(tcp)
+        }
+    };
     let request_id = req
         .extensions()
         .get::<super::layers::RequestId>()
@@ -76,12 +105,6 @@ pub(super) async fn connect(
                 host: authority.host().to_owned(),
                 port,
             };
-            // Requests inside the tunnel carry the CONNECT's user: browsers authenticate
-            // the CONNECT only.
-            let user = req
-                .extensions()
-                .get::<super::auth::RequestUser>()
-                .and_then(|u| u.get());
             intercept::start(ctx, tls.clone(), client, upstream, target, user);
             return Ok(Response::new(page::full("")));
         }
@@ -90,6 +113,9 @@ pub(super) async fn connect(
             super::observe::tunnel_opened(&ctx.shared, request_id, target, NotScanned::Tunnel)?;
         }
     }
+    let Upstream::Tcp(upstream) = upstream else {
+        unreachable!("only an intercepted CONNECT takes a pooled connection");
+    };
     splice(ctx, "CONNECT", client, async move { Ok(upstream) });
     Ok(Response::new(page::full("")))
 }

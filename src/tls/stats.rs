@@ -111,6 +111,10 @@ pub struct Stats {
     /// (`egress_dlp_tls_upstream_handshake_failures_total{reason}`); read with
     /// [`Stats::upstream_failures`].
     pub upstream_failures: [AtomicU64; 7],
+    /// Intercepted CONNECTs that reused a verified upstream connection an earlier CONNECT
+    /// of the same client and user left idle, instead of a new TCP connection and TLS
+    /// handshake (`egress_dlp_tls_upstream_reused_total`).
+    pub upstream_reused: AtomicU64,
     /// Leaf certificates minted (`egress_dlp_tls_leaf_mints_total`).
     pub leaf_mints: AtomicU64,
     /// Leaf certificates that could not be minted (`egress_dlp_tls_leaf_mint_failures_total`).

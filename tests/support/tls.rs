@@ -286,7 +286,14 @@ impl Drop for TlsProxy {
 /// Sends `CONNECT target` to the proxy and reads its answer head; returns the status and
 /// the socket (positioned after the head).
 pub async fn connect(proxy: SocketAddr, target: &str) -> (u16, TcpStream) {
-    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    connect_from(IpAddr::from([127, 0, 0, 1]), proxy, target).await
+}
+
+/// [`connect`] from `source` (another loopback address: another workstation).
+pub async fn connect_from(source: IpAddr, proxy: SocketAddr, target: &str) -> (u16, TcpStream) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    let mut stream = socket.connect(proxy).await.unwrap();
     stream
         .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
         .await
@@ -333,7 +340,27 @@ pub async fn tls_via(
     roots: &[CertificateDer<'static>],
     alpn: &[&str],
 ) -> std::io::Result<TlsStream<TcpStream>> {
-    let (status, tcp) = connect(proxy, target).await;
+    tls_via_from(
+        IpAddr::from([127, 0, 0, 1]),
+        proxy,
+        target,
+        server_name,
+        roots,
+        alpn,
+    )
+    .await
+}
+
+/// [`tls_via`] from `source` (another loopback address: another workstation).
+pub async fn tls_via_from(
+    source: IpAddr,
+    proxy: SocketAddr,
+    target: &str,
+    server_name: &str,
+    roots: &[CertificateDer<'static>],
+    alpn: &[&str],
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let (status, tcp) = connect_from(source, proxy, target).await;
     assert_eq!(status, 200, "CONNECT {target}");
     let name = ServerName::try_from(server_name.to_owned()).unwrap();
     tokio_rustls::TlsConnector::from(client_config(roots, alpn))
