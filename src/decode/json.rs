@@ -62,6 +62,14 @@ impl Unescaper {
     pub(crate) fn push_into(&mut self, data: &[u8], out: &mut [u8]) -> usize {
         let (mut i, mut o) = (0, 0);
         while i < data.len() {
+            if matches!(self.state, State::Outside | State::InString) && self.high.is_none() {
+                (i, o) = self.plain(data, i, out, o);
+                if i == data.len() {
+                    break;
+                }
+            }
+            // One step of the state machine: what `plain` leaves (an escape cut by the end
+            // of the piece, a surrogate waiting for its other half, a broken `\u`).
             match self.state {
                 State::Outside => {
                     // Up to and including the next quote.
@@ -185,6 +193,77 @@ impl Unescaper {
         o
     }
 
+    /// The common case in a tight loop: text outside and inside strings, and escapes whole
+    /// in this piece. Returns where it stopped (in `data` and `out`), leaving the rest to
+    /// the state machine: the end of the piece, a cut escape, a high surrogate read.
+    fn plain(&mut self, data: &[u8], mut i: usize, out: &mut [u8], mut o: usize) -> (usize, usize) {
+        let mut in_string = self.state == State::InString;
+        while i < data.len() {
+            // The plain bytes up to the next quote (or, in a string, backslash).
+            let stop = if in_string { b'\\' } else { b'"' };
+            let mut found = false;
+            while i + BLOCK <= data.len() {
+                let p = block::copy_find2(&data[i..], &mut out[o..], b'"', stop);
+                i += p;
+                o += p;
+                if p < BLOCK {
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
+                let rest = &data[i..];
+                let p = memchr2(b'"', stop, rest).unwrap_or(rest.len());
+                out[o..o + p].copy_from_slice(&rest[..p]);
+                i += p;
+                o += p;
+                if i == data.len() {
+                    break;
+                }
+            }
+            if data[i] == b'"' {
+                out[o] = b'"';
+                o += 1;
+                i += 1;
+                in_string = !in_string;
+                continue;
+            }
+            // A backslash in a string.
+            match data.get(i + 1) {
+                Some(b'u') => match data.get(i + 2..i + 6).and_then(hex4) {
+                    Some(unit) => {
+                        i += 6;
+                        o += self.code_unit(unit, &mut out[o..]);
+                        if self.high.is_some() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                Some(&e) => {
+                    match SIMPLE_ESCAPES[usize::from(e)] {
+                        0 => {
+                            out[o..o + 2].copy_from_slice(&[b'\\', e]);
+                            o += 2;
+                        }
+                        v => {
+                            out[o] = v;
+                            o += 1;
+                        }
+                    }
+                    i += 2;
+                }
+                None => break,
+            }
+        }
+        self.state = if in_string {
+            State::InString
+        } else {
+            State::Outside
+        };
+        (i, o)
+    }
+
     /// One `\uXXXX` code unit; returns the bytes written.
     fn code_unit(&mut self, unit: u32, out: &mut [u8]) -> usize {
         match (self.high.take(), unit) {
@@ -255,6 +334,21 @@ impl Unescaper {
 pub(crate) const fn max_output(len: usize) -> usize {
     len + 16
 }
+
+/// What each one-character escape stands for (`\n` is a line break); 0: not an escape, kept
+/// as written.
+static SIMPLE_ESCAPES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t[b'/' as usize] = b'/';
+    t[b'b' as usize] = 0x08;
+    t[b'f' as usize] = 0x0c;
+    t[b'n' as usize] = b'\n';
+    t[b'r' as usize] = b'\r';
+    t[b't' as usize] = b'\t';
+    t
+};
 
 /// `\u` and the `n` digits of `v` read so far, written back as they were (lowercased).
 fn cut_unicode(n: u8, v: u32, out: &mut [u8]) -> usize {
