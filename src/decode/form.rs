@@ -291,6 +291,19 @@ mod tests {
     }
 
     #[test]
+    fn hex_digits_and_nothing_else() {
+        for hi in 0..=255u8 {
+            for lo in 0..=255u8 {
+                let want = std::str::from_utf8(&[hi, lo])
+                    .ok()
+                    .filter(|t| t.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .and_then(|t| u8::from_str_radix(t, 16).ok());
+                assert_eq!(unhex(hi, lo), want, "{hi} {lo}");
+            }
+        }
+    }
+
+    #[test]
     fn decodes_escapes_plus_and_fields() {
         let cases: &[(bool, &str, &str)] = &[
             (true, "a=1&b=2", "a=1\nb=2"),
