@@ -12,9 +12,9 @@
 //!   and PEM wrap lines), and ends at its padding or at any other byte.
 //!
 //! Runs are found by sampling one byte in [`BASE64_MIN_RUN`]: a run that long must cover a
-//! sample, and only samples that are symbols are looked at closer. The decoded bytes of a
-//! run go into the stream when the run ends (or every [`FLUSH`] bytes for a long one), as
-//! their own segment.
+//! sample, and only samples that are symbols with 32 symbols on one side are looked at
+//! closer. The decoded bytes of a run go into the stream when the run ends (or every
+//! [`FLUSH`] bytes for a long one), as their own segment.
 
 use super::base64::{Decoder, is_symbol};
 use super::encoding::Codec;
