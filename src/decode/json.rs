@@ -11,6 +11,7 @@
 use memchr::{memchr, memchr2};
 
 use super::Out;
+use super::block::{self, BLOCK};
 use super::node::Node;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,62 +48,124 @@ impl Unescaper {
 
     /// Unescapes the next piece of the document onto `out`.
     pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        out.reserve(data.len());
-        let mut i = 0;
+        let base = out.len();
+        out.resize(base + max_output(data.len()), 0);
+        let n = self.push_into(data, &mut out[base..]);
+        out.truncate(base + n);
+    }
+
+    /// Unescapes the next piece of the document into `out` (at least
+    /// [`max_output`]`(data.len())` bytes long); returns how many bytes it wrote.
+    ///
+    /// Plain stretches are copied a block at a time ([`block`]); only the bytes that change
+    /// the state (`"`, `\`, what follows a backslash) are looked at one by one.
+    pub(crate) fn push_into(&mut self, data: &[u8], out: &mut [u8]) -> usize {
+        let (mut i, mut o) = (0, 0);
         while i < data.len() {
+            if matches!(self.state, State::Outside | State::InString) && self.high.is_none() {
+                (i, o) = self.plain(data, i, out, o);
+                if i == data.len() {
+                    break;
+                }
+            }
+            // One step of the state machine: what `plain` leaves (an escape cut by the end
+            // of the piece, a surrogate waiting for its other half, a broken `\u`).
             match self.state {
-                State::Outside => match memchr(b'"', &data[i..]) {
-                    None => {
-                        out.extend_from_slice(&data[i..]);
-                        return;
+                State::Outside => {
+                    // Up to and including the next quote.
+                    while i + BLOCK <= data.len() {
+                        let p = block::copy_find2(&data[i..], &mut out[o..], b'"', b'"');
+                        if p < BLOCK {
+                            let p = p + 1;
+                            i += p;
+                            o += p;
+                            self.state = State::InString;
+                            break;
+                        }
+                        i += BLOCK;
+                        o += BLOCK;
                     }
-                    Some(off) => {
-                        out.extend_from_slice(&data[i..=i + off]);
-                        i += off + 1;
+                    if self.state == State::InString {
+                        continue;
+                    }
+                    let rest = &data[i..];
+                    let take = memchr(b'"', rest).map_or(rest.len(), |p| p + 1);
+                    out[o..o + take].copy_from_slice(&rest[..take]);
+                    i += take;
+                    o += take;
+                    if take > 0 && rest[take - 1] == b'"' {
                         self.state = State::InString;
                     }
-                },
+                }
                 State::InString => {
                     if self.high.is_some() && data[i] != b'\\' {
-                        self.lone_surrogate(out);
+                        o += self.lone_surrogate(&mut out[o..]);
                     }
-                    match memchr2(b'"', b'\\', &data[i..]) {
-                        None => {
-                            out.extend_from_slice(&data[i..]);
-                            return;
+                    // The plain bytes up to the next quote or backslash.
+                    let mut special = None;
+                    while i + BLOCK <= data.len() {
+                        let p = block::copy_find2(&data[i..], &mut out[o..], b'"', b'\\');
+                        if p < BLOCK {
+                            i += p;
+                            o += p;
+                            special = Some(i);
+                            break;
                         }
-                        Some(off) => {
-                            out.extend_from_slice(&data[i..i + off]);
-                            let b = data[i + off];
-                            i += off + 1;
-                            if b == b'"' {
-                                out.push(b'"');
-                                self.state = State::Outside;
-                            } else {
-                                self.state = State::Escape;
-                            }
+                        i += BLOCK;
+                        o += BLOCK;
+                    }
+                    if special.is_none() {
+                        let rest = &data[i..];
+                        let p = memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+                        out[o..o + p].copy_from_slice(&rest[..p]);
+                        i += p;
+                        o += p;
+                        if i == data.len() {
+                            break;
                         }
                     }
+                    if data[i] == b'"' {
+                        out[o] = b'"';
+                        o += 1;
+                        self.state = State::Outside;
+                    } else {
+                        self.state = State::Escape;
+                    }
+                    i += 1;
                 }
                 State::Escape => {
                     let b = data[i];
                     i += 1;
                     if b == b'u' {
-                        self.state = State::Unicode(0, 0);
+                        // The common case whole: four hex digits in this piece.
+                        match data.get(i..i + 4).and_then(hex4) {
+                            Some(unit) => {
+                                i += 4;
+                                self.state = State::InString;
+                                o += self.code_unit(unit, &mut out[o..]);
+                            }
+                            None => self.state = State::Unicode(0, 0),
+                        }
                         continue;
                     }
                     if self.high.is_some() {
-                        self.lone_surrogate(out);
+                        o += self.lone_surrogate(&mut out[o..]);
                     }
-                    match b {
-                        b'"' | b'\\' | b'/' => out.push(b),
-                        b'b' => out.push(0x08),
-                        b'f' => out.push(0x0c),
-                        b'n' => out.push(b'\n'),
-                        b'r' => out.push(b'\r'),
-                        b't' => out.push(b'\t'),
-                        other => out.extend_from_slice(&[b'\\', other]),
-                    }
+                    let plain = match b {
+                        b'"' | b'\\' | b'/' => b,
+                        b'b' => 0x08,
+                        b'f' => 0x0c,
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        other => {
+                            out[o] = b'\\';
+                            o += 1;
+                            other
+                        }
+                    };
+                    out[o] = plain;
+                    o += 1;
                     self.state = State::InString;
                 }
                 State::Unicode(n, v) => {
@@ -110,13 +173,9 @@ impl Unescaper {
                     let Some(d) = (b as char).to_digit(16) else {
                         // Not an escape after all: keep what was written, read `b` again.
                         if self.high.is_some() {
-                            self.lone_surrogate(out);
+                            o += self.lone_surrogate(&mut out[o..]);
                         }
-                        out.extend_from_slice(b"\\u");
-                        for k in (0..n).rev() {
-                            let digit = (v >> (4 * u32::from(k))) & 0xf;
-                            out.push(char::from_digit(digit, 16).unwrap_or('0') as u8);
-                        }
+                        o += cut_unicode(n, v, &mut out[o..]);
                         self.state = State::InString;
                         continue;
                     };
@@ -127,68 +186,191 @@ impl Unescaper {
                         continue;
                     }
                     self.state = State::InString;
-                    self.code_unit(v, out);
+                    o += self.code_unit(v, &mut out[o..]);
                 }
             }
         }
+        o
     }
 
-    /// One `\uXXXX` code unit.
-    fn code_unit(&mut self, unit: u32, out: &mut Vec<u8>) {
+    /// The common case in a tight loop: text outside and inside strings, and escapes whole
+    /// in this piece. Returns where it stopped (in `data` and `out`), leaving the rest to
+    /// the state machine: the end of the piece, a cut escape, a high surrogate read.
+    fn plain(&mut self, data: &[u8], mut i: usize, out: &mut [u8], mut o: usize) -> (usize, usize) {
+        let mut in_string = self.state == State::InString;
+        while i < data.len() {
+            // The plain bytes up to the next quote (or, in a string, backslash).
+            let stop = if in_string { b'\\' } else { b'"' };
+            let mut found = false;
+            while i + BLOCK <= data.len() {
+                let p = block::copy_find2(&data[i..], &mut out[o..], b'"', stop);
+                i += p;
+                o += p;
+                if p < BLOCK {
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
+                let rest = &data[i..];
+                let p = memchr2(b'"', stop, rest).unwrap_or(rest.len());
+                out[o..o + p].copy_from_slice(&rest[..p]);
+                i += p;
+                o += p;
+                if i == data.len() {
+                    break;
+                }
+            }
+            if data[i] == b'"' {
+                out[o] = b'"';
+                o += 1;
+                i += 1;
+                in_string = !in_string;
+                continue;
+            }
+            // A backslash in a string.
+            match data.get(i + 1) {
+                Some(b'u') => match data.get(i + 2..i + 6).and_then(hex4) {
+                    Some(unit) => {
+                        i += 6;
+                        o += self.code_unit(unit, &mut out[o..]);
+                        if self.high.is_some() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                Some(&e) => {
+                    match SIMPLE_ESCAPES[usize::from(e)] {
+                        0 => {
+                            out[o..o + 2].copy_from_slice(&[b'\\', e]);
+                            o += 2;
+                        }
+                        v => {
+                            out[o] = v;
+                            o += 1;
+                        }
+                    }
+                    i += 2;
+                }
+                None => break,
+            }
+        }
+        self.state = if in_string {
+            State::InString
+        } else {
+            State::Outside
+        };
+        (i, o)
+    }
+
+    /// One `\uXXXX` code unit; returns the bytes written.
+    fn code_unit(&mut self, unit: u32, out: &mut [u8]) -> usize {
         match (self.high.take(), unit) {
             (Some(high), 0xDC00..=0xDFFF) => {
                 let c = 0x10000 + ((high - 0xD800) << 10) + (unit - 0xDC00);
-                push_char(
+                put_char(
                     char::from_u32(c).unwrap_or(char::REPLACEMENT_CHARACTER),
                     out,
-                );
+                )
             }
             (high, 0xD800..=0xDBFF) => {
-                if high.is_some() {
-                    push_char(char::REPLACEMENT_CHARACTER, out);
-                }
                 self.high = Some(unit);
+                if high.is_some() {
+                    put_char(char::REPLACEMENT_CHARACTER, out)
+                } else {
+                    0
+                }
             }
             (high, _) => {
+                let mut n = 0;
                 if high.is_some() {
-                    push_char(char::REPLACEMENT_CHARACTER, out);
+                    n = put_char(char::REPLACEMENT_CHARACTER, out);
                 }
-                push_char(
+                n + put_char(
                     char::from_u32(unit).unwrap_or(char::REPLACEMENT_CHARACTER),
-                    out,
-                );
+                    &mut out[n..],
+                )
             }
         }
     }
 
-    fn lone_surrogate(&mut self, out: &mut Vec<u8>) {
+    fn lone_surrogate(&mut self, out: &mut [u8]) -> usize {
         self.high = None;
-        push_char(char::REPLACEMENT_CHARACTER, out);
+        put_char(char::REPLACEMENT_CHARACTER, out)
     }
 
     /// Ends the document: a dangling high surrogate becomes U+FFFD, a cut escape is kept.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
+        let base = out.len();
+        out.resize(base + max_output(0), 0);
+        let n = self.finish_into(&mut out[base..]);
+        out.truncate(base + n);
+    }
+
+    /// [`Unescaper::finish`] into `out` (at least [`max_output`]`(0)` bytes long); returns
+    /// how many bytes it wrote.
+    pub(crate) fn finish_into(&mut self, out: &mut [u8]) -> usize {
+        let mut o = 0;
         if self.high.is_some() {
-            self.lone_surrogate(out);
+            o += self.lone_surrogate(out);
         }
         match self.state {
-            State::Escape => out.push(b'\\'),
-            State::Unicode(n, v) => {
-                out.extend_from_slice(b"\\u");
-                for k in (0..n).rev() {
-                    let digit = (v >> (4 * u32::from(k))) & 0xf;
-                    out.push(char::from_digit(digit, 16).unwrap_or('0') as u8);
-                }
+            State::Escape => {
+                out[o] = b'\\';
+                o += 1;
             }
+            State::Unicode(n, v) => o += cut_unicode(n, v, &mut out[o..]),
             State::Outside | State::InString => {}
         }
         self.state = State::Outside;
+        o
     }
 }
 
-fn push_char(c: char, out: &mut Vec<u8>) {
-    let mut tmp = [0u8; 4];
-    out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+/// Most bytes [`Unescaper::push_into`] writes for `len` bytes of input: an escape never
+/// writes more than it reads, but one cut by the end of the previous piece may add what
+/// it held (a pending surrogate's U+FFFD, a broken `\uXXX` kept as written).
+pub(crate) const fn max_output(len: usize) -> usize {
+    len + 16
+}
+
+/// What each one-character escape stands for (`\n` is a line break); 0: not an escape, kept
+/// as written.
+static SIMPLE_ESCAPES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t[b'/' as usize] = b'/';
+    t[b'b' as usize] = 0x08;
+    t[b'f' as usize] = 0x0c;
+    t[b'n' as usize] = b'\n';
+    t[b'r' as usize] = b'\r';
+    t[b't' as usize] = b'\t';
+    t
+};
+
+/// `\u` and the `n` digits of `v` read so far, written back as they were (lowercased).
+fn cut_unicode(n: u8, v: u32, out: &mut [u8]) -> usize {
+    out[..2].copy_from_slice(b"\\u");
+    let mut o = 2;
+    for k in (0..n).rev() {
+        let digit = (v >> (4 * u32::from(k))) & 0xf;
+        out[o] = char::from_digit(digit, 16).unwrap_or('0') as u8;
+        o += 1;
+    }
+    o
+}
+
+/// The value of four hex digits.
+fn hex4(digits: &[u8]) -> Option<u32> {
+    digits
+        .iter()
+        .try_fold(0u32, |v, &b| Some(v << 4 | (b as char).to_digit(16)?))
+}
+
+fn put_char(c: char, out: &mut [u8]) -> usize {
+    c.encode_utf8(out).len()
 }
 
 /// Unescapes a whole JSON text.
@@ -217,15 +399,23 @@ impl JsonNode {
     }
 
     pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
-        self.buf.clear();
-        self.unescaper.push(data, &mut self.buf);
-        self.next.feed(&self.buf, out);
+        // The buffer keeps its length between pieces: written over, never cleared, so a
+        // piece costs no zeroing.
+        let need = max_output(data.len());
+        if self.buf.len() < need {
+            self.buf.resize(need, 0);
+        }
+        let n = self.unescaper.push_into(data, &mut self.buf);
+        self.next.feed(&self.buf[..n], out);
     }
 
     pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
-        self.buf.clear();
-        self.unescaper.finish(&mut self.buf);
-        self.next.feed(&self.buf, out);
+        let need = max_output(0);
+        if self.buf.len() < need {
+            self.buf.resize(need, 0);
+        }
+        let n = self.unescaper.finish_into(&mut self.buf);
+        self.next.feed(&self.buf[..n], out);
         self.next.finish(out);
     }
 }
@@ -264,6 +454,47 @@ mod tests {
         for (input, want) in cases {
             let got = unescape(input.as_bytes());
             assert_eq!(String::from_utf8_lossy(&got), *want, "{input}");
+        }
+    }
+
+    /// Unescapes `data` one byte per piece: no block or whole-escape fast path is taken.
+    fn bytewise(data: &[u8]) -> Vec<u8> {
+        let mut u = Unescaper::new();
+        let mut out = Vec::new();
+        for b in data.chunks(1) {
+            u.push(b, &mut out);
+        }
+        u.finish(&mut out);
+        out
+    }
+
+    /// Escapes and quotes at every offset of a block and at the ends of pieces.
+    #[test]
+    fn blocks_and_pieces_unescape_as_byte_by_byte() {
+        let pad = "p".repeat(29);
+        let mut texts = vec![
+            format!(r#"{{"k":"{pad}\"{pad}\\{pad}\u0040{pad}\ud83d\ude00{pad}\ud83d{pad}\q"}}"#),
+            format!(r#"{pad}{pad}"{pad}\u00e9{pad}"{pad}\n"{pad}\uD83D\u0041\u12"#),
+            format!(r#""{}\u004"#, "x".repeat(60)),
+            format!(r#""{}\"#, "x".repeat(63)),
+            r#""\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"""#.to_string(),
+        ];
+        for at in 0..40 {
+            texts.push(format!(r#""{}\u0040{}""#, "a".repeat(at), "b".repeat(40)));
+            texts.push(format!(r#"{}"{}""#, "a".repeat(at), "b".repeat(40)));
+        }
+        for text in &texts {
+            let data = text.as_bytes();
+            let want = bytewise(data);
+            assert_eq!(unescape(data), want, "{text}");
+            for a in 0..=data.len() {
+                let mut u = Unescaper::new();
+                let mut out = Vec::new();
+                u.push(&data[..a], &mut out);
+                u.push(&data[a..], &mut out);
+                u.finish(&mut out);
+                assert_eq!(out, want, "{text} split at {a}");
+            }
         }
     }
 

@@ -52,6 +52,7 @@ use std::fmt;
 use crate::scan::{Engine, Findings, Stream};
 
 pub mod base64;
+mod block;
 pub mod encoding;
 pub mod form;
 pub mod json;

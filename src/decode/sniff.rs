@@ -12,9 +12,9 @@
 //!   and PEM wrap lines), and ends at its padding or at any other byte.
 //!
 //! Runs are found by sampling one byte in [`BASE64_MIN_RUN`]: a run that long must cover a
-//! sample, and only samples that are symbols are looked at closer. The decoded bytes of a
-//! run go into the stream when the run ends (or every [`FLUSH`] bytes for a long one), as
-//! their own segment.
+//! sample, and only samples that are symbols with 32 symbols on one side are looked at
+//! closer. The decoded bytes of a run go into the stream when the run ends (or every
+//! [`FLUSH`] bytes for a long one), as their own segment.
 
 use super::base64::{Decoder, is_symbol};
 use super::encoding::Codec;
@@ -62,7 +62,7 @@ impl Run {
         while i < data.len() {
             if !self.padded {
                 // The symbols up to the next other byte, decoded in bulk.
-                let n = data[i..].iter().take_while(|&&b| is_symbol(b)).count();
+                let n = symbol_prefix(&data[i..]);
                 if n > 0 {
                     self.decoder.push(&data[i..i + n], &mut self.buf);
                     i += n;
@@ -271,7 +271,7 @@ impl Sniffer {
                     pos = end;
                 }
                 Mode::Skip => {
-                    let n = data[pos..].iter().take_while(|&&b| is_symbol(b)).count();
+                    let n = symbol_prefix(&data[pos..]);
                     pos += n;
                     if pos == data.len() {
                         self.mode = Mode::Skip;
@@ -280,7 +280,7 @@ impl Sniffer {
                 }
                 Mode::Idle => {
                     if !self.carry.is_empty() {
-                        let lead = data[pos..].iter().take_while(|&&b| is_symbol(b)).count();
+                        let lead = symbol_prefix(&data[pos..]);
                         if self.carry.len() + lead >= BASE64_MIN_RUN {
                             let carry = std::mem::take(&mut self.carry);
                             self.open_run(&carry, &data[pos..pos + lead], out);
@@ -362,9 +362,20 @@ fn looks_like_json(head: &[u8]) -> bool {
 /// Start of the first run of at least [`BASE64_MIN_RUN`] symbols in `data[from..]` (it may
 /// go on past the end of `data`).
 fn find_run(data: &[u8], from: usize) -> Option<usize> {
+    const HALF: usize = BASE64_MIN_RUN / 2;
     let mut p = from + BASE64_MIN_RUN - 1;
     while p < data.len() {
         if !is_symbol(data[p]) {
+            p += BASE64_MIN_RUN;
+            continue;
+        }
+        // A run of 64 through `p` holds the 32 bytes ending at `p` or the 32 after it:
+        // checked branch-free first, so that a word of prose (most samples land on one)
+        // costs no walk to its ends. When neither holds, no run covers `p`, and the next
+        // sample 64 bytes on still meets every run after it.
+        let left = p + 1 >= from + HALF && all_symbols(&data[p + 1 - HALF..=p]);
+        let right = p + HALF < data.len() && all_symbols(&data[p + 1..=p + HALF]);
+        if !left && !right {
             p += BASE64_MIN_RUN;
             continue;
         }
@@ -382,6 +393,34 @@ fn find_run(data: &[u8], from: usize) -> Option<usize> {
         p = e + BASE64_MIN_RUN;
     }
     None
+}
+
+/// Whether every byte of `window` (32 bytes) is a base64 symbol: compares the compiler
+/// turns into vector code, no early exit.
+#[inline(always)]
+fn all_symbols(window: &[u8]) -> bool {
+    let window: &[u8; BASE64_MIN_RUN / 2] = window.try_into().expect("half a run");
+    window.iter().fold(true, |all, &b| all & symbol_by_range(b))
+}
+
+/// [`is_symbol`] by comparisons rather than a table lookup (so that it vectorizes).
+#[inline(always)]
+fn symbol_by_range(b: u8) -> bool {
+    let letter = (b | 0x20).wrapping_sub(b'a') < 26;
+    let digit = b.wrapping_sub(b'0') < 10;
+    letter | digit | (b == b'+') | (b == b'-') | (b == b'/') | (b == b'_')
+}
+
+/// How many bytes at the start of `data` are base64 symbols: 16 at a time while all are.
+fn symbol_prefix(data: &[u8]) -> usize {
+    let mut n = 0;
+    for group in data.chunks_exact(16) {
+        if !group.iter().fold(true, |all, &b| all & symbol_by_range(b)) {
+            break;
+        }
+        n += 16;
+    }
+    n + data[n..].iter().take_while(|&&b| is_symbol(b)).count()
 }
 
 /// Whether a run (its first [`BASE64_MIN_RUN`] symbols: `a` then `b`) looks like base64:
@@ -414,6 +453,51 @@ mod tests {
         ];
         for (text, want) in cases {
             assert_eq!(find_run(text.as_bytes(), 0), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn symbols_by_range_are_the_table() {
+        for b in 0..=255u8 {
+            assert_eq!(symbol_by_range(b), is_symbol(b), "{b}");
+        }
+        let text = b"aGVsbG8-_/+0123456789abcdefABCDEFxyz.rest";
+        for k in 0..text.len() {
+            let want = text[k..].iter().take_while(|&&b| is_symbol(b)).count();
+            assert_eq!(symbol_prefix(&text[k..]), want, "{k}");
+        }
+    }
+
+    /// Runs found with the branch-free pre-check are those found by walking every sample.
+    #[test]
+    fn finds_the_first_long_run_as_a_byte_walk_does() {
+        fn walk(data: &[u8], from: usize) -> Option<usize> {
+            let mut s = from;
+            while s < data.len() {
+                let n = data[s..].iter().take_while(|&&b| is_symbol(b)).count();
+                if n >= BASE64_MIN_RUN {
+                    return Some(s);
+                }
+                s += n + 1;
+            }
+            None
+        }
+        let mut texts = Vec::new();
+        for len in [31, 32, 33, 63, 64, 65, 100] {
+            for at in [0, 1, 30, 31, 32, 33, 62, 63, 64, 65, 97, 127, 128, 129] {
+                let mut t = "a b ".repeat(60).into_bytes();
+                t.extend(std::iter::repeat_n(b'.', 3));
+                t.truncate(at.min(t.len()));
+                t.extend(std::iter::repeat_n(b'Q', len));
+                t.extend_from_slice(b". tail ");
+                t.extend(std::iter::repeat_n(b'z', 70));
+                texts.push(t);
+            }
+        }
+        for t in &texts {
+            for from in [0, 1, 5, 40] {
+                assert_eq!(find_run(t, from), walk(t, from), "{} from {from}", t.len());
+            }
         }
     }
 
