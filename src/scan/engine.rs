@@ -97,6 +97,8 @@ struct CompiledRule {
     /// with no reverse pass and no per-call setup beyond the start state. `None` when the
     /// DFA would be too big (then `regex` searches).
     anchored: Option<AnchoredDfa>,
+    /// `info.allowed` as a table, for the token walks of digit-run gates.
+    classes: Box<ByteClasses>,
     anchor: Anchor,
     info: PatternInfo,
     validator: Validator,
@@ -450,6 +452,7 @@ impl Engine {
                 _ => None,
             };
             rules.push(CompiledRule {
+                classes: byte_classes(&info.allowed),
                 exact,
                 anchored: match anchor {
                     Anchor::Prefixes | Anchor::DigitRuns => AnchoredDfa::build(&rule.pattern),
@@ -1081,7 +1084,10 @@ impl State {
                     continue;
                 }
                 let cache = &mut self.tokens[r];
-                if let Some((start, token_end)) = gate(hay, base, &run, &e.rules[r].info, cache) {
+                let rule = &e.rules[r];
+                if let Some((start, token_end)) =
+                    gate(hay, base, &run, &rule.info, &rule.classes, cache)
+                {
                     self.rules[r].push_region(start, run.end - 1, token_end, MERGE_GAP);
                 }
             }
@@ -1422,6 +1428,7 @@ fn gate(
     base: u64,
     run: &Run,
     info: &PatternInfo,
+    classes: &ByteClasses,
     cache: &mut Option<TokenVerdict>,
 ) -> Option<(u64, u64)> {
     if run.total < info.min_digit_run as u64 {
@@ -1451,7 +1458,7 @@ fn gate(
         return known.start.map(|start| (start, known.t1));
     }
     let max_run = whole.then_some(info.max_digit_run as u64);
-    let tok = token(hay, base, run, info.max_len as u64, &info.allowed, max_run);
+    let tok = token(hay, base, run, info.max_len as u64, classes, max_run);
     let verdict = token_verdict(hay, base, run, info, &tok);
     *cache = tok.natural.then_some(TokenVerdict {
         t0: tok.start,
@@ -1495,6 +1502,21 @@ fn token_verdict(hay: &[u8], base: u64, run: &Run, info: &PatternInfo, tok: &Tok
     }
 }
 
+/// Per byte, for one rule: [`OUTSIDE`] a match, [`DIGIT`] (allowed), or other allowed.
+type ByteClasses = [u8; 256];
+const OUTSIDE: u8 = 0;
+const DIGIT: u8 = 2;
+
+fn byte_classes(allowed: &ByteSet) -> Box<ByteClasses> {
+    let mut classes = Box::new([OUTSIDE; 256]);
+    for b in 0..=255u8 {
+        if allowed.contains(b) {
+            classes[usize::from(b)] = if b.is_ascii_digit() { DIGIT } else { 1 };
+        }
+    }
+    classes
+}
+
 /// The stretch of bytes from `allowed` around a digit run.
 struct Token {
     start: u64,
@@ -1512,7 +1534,7 @@ fn token(
     base: u64,
     run: &Run,
     reach: u64,
-    allowed: &ByteSet,
+    classes: &ByteClasses,
     max_run: Option<u64>,
 ) -> Token {
     let end = base + hay.len() as u64;
@@ -1523,12 +1545,12 @@ fn token(
     let (mut t0, mut walked) = (run.start, 0);
     let mut natural = (false, false);
     while t0 > lo {
-        let b = hay[(t0 - 1 - base) as usize];
-        if !allowed.contains(b) {
+        let class = classes[usize::from(hay[(t0 - 1 - base) as usize])];
+        if class == OUTSIDE {
             natural.0 = true;
             break;
         }
-        if b.is_ascii_digit() {
+        if class == DIGIT {
             walked += 1;
             if too_long(walked) {
                 t0 += walked - 1;
@@ -1544,12 +1566,12 @@ fn token(
     natural.0 |= t0 == 0;
     let (mut t1, mut walked) = (run.end, 0);
     while t1 < hi {
-        let b = hay[(t1 - base) as usize];
-        if !allowed.contains(b) {
+        let class = classes[usize::from(hay[(t1 - base) as usize])];
+        if class == OUTSIDE {
             natural.1 = true;
             break;
         }
-        if b.is_ascii_digit() {
+        if class == DIGIT {
             walked += 1;
             if too_long(walked) {
                 t1 -= walked - 1;
