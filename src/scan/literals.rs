@@ -9,7 +9,6 @@
 //! Teddy prefilters) for ASCII case-insensitive sets.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-use regex::bytes::Regex;
 
 /// Bytes of each literal the searcher looks for (see [`LiteralSet::new`]).
 const MAX_KEY: usize = 8;
@@ -24,7 +23,9 @@ enum Finder {
     Exact(AhoCorasick),
     /// Every case variant of short keys, exactly; the `usize` maps a variant to its key.
     Variants(AhoCorasick, Vec<usize>),
-    Folded(Regex),
+    /// The keys lowercased, searched for in a lowercased copy of the haystack (exact keys
+    /// are then checked against the original bytes).
+    Lowered(AhoCorasick),
 }
 
 /// A literal set with the uses (`U`) attached to each literal, and each use's own length.
@@ -101,18 +102,12 @@ impl<U: Copy> LiteralSet<U> {
         } else if let Some((ac, groups)) = variants {
             Finder::Variants(ac, groups)
         } else {
-            let alternation: Vec<String> = lits
-                .iter()
-                .map(|(l, ci)| {
-                    let l = regex_syntax::escape(&String::from_utf8_lossy(l));
-                    if *ci { format!("(?i:{l})") } else { l }
-                })
-                .collect();
-            Finder::Folded(
-                regex::bytes::RegexBuilder::new(&format!("(?-u:{})", alternation.join("|")))
-                    .unicode(false)
-                    .build()
-                    .expect("an escaped literal alternation builds"),
+            let lowered: Vec<Vec<u8>> = lits.iter().map(|(l, _)| l.to_ascii_lowercase()).collect();
+            Finder::Lowered(
+                AhoCorasickBuilder::new()
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .build(&lowered)
+                    .expect("a small literal set builds"),
             )
         };
         let also = (0..lits.len())
@@ -194,17 +189,22 @@ impl<U: Copy> LiteralSet<U> {
                     at = m.start() + 1;
                 }
             }
-            Finder::Folded(re) => {
-                let mut at = from;
-                while at < hay.len() {
-                    let Some(m) = re.find_at(hay, at) else { break };
-                    let here = &hay[m.start()..];
-                    if let Some(k) = self
-                        .lits
+            Finder::Lowered(ac) => {
+                let from = from.min(hay.len());
+                let lower: Vec<u8> = hay[from..].iter().map(u8::to_ascii_lowercase).collect();
+                let mut at = 0;
+                while at < lower.len() {
+                    let input = aho_corasick::Input::new(&lower).span(at..lower.len());
+                    let Some(m) = ac.find(input) else { break };
+                    let (start, k) = (from + m.start(), m.pattern().as_usize());
+                    let (key, ci) = &self.lits[k];
+                    if *ci || starts_with(&hay[start..], key, false) {
+                        report(start, k);
+                    } else if let Some(&j) = self.also[k]
                         .iter()
-                        .position(|(l, ci)| starts_with(here, l, *ci))
+                        .find(|&&j| starts_with(&hay[start..], &self.lits[j].0, self.lits[j].1))
                     {
-                        report(m.start(), k);
+                        report(start, j);
                     }
                     at = m.start() + 1;
                 }
