@@ -628,3 +628,36 @@ fn target_and_headers_are_scanned() {
     let out = i.finish();
     assert_eq!(out.findings.category_distinct("email"), 12);
 }
+
+#[test]
+fn a_gzip_guessed_from_magic_bytes_that_does_not_decode_is_scanned_as_it_is() {
+    let engine = engine();
+    let export = customer_export(12);
+    // Content that opens with the gzip magic but is not gzip: scanned as it is (the magic
+    // bytes included), fully — a guess that fails is not a broken encoding.
+    let mut body = b"\x1f\x8b\x08 not really gzip\n".to_vec();
+    body.extend_from_slice(export.as_bytes());
+    for chunk in [1, 7, 4096] {
+        let out = inspect(&engine, &Limits::default(), None, None, &body, chunk);
+        assert_eq!(out.not_scanned, None, "chunk {chunk}");
+        assert_eq!(out.findings.category_distinct("email"), 12, "chunk {chunk}");
+    }
+    // The same inside a base64 blob in text (random binary decoded from base64 starts
+    // with these bytes now and then): no problem recorded, the text scanned.
+    let mut blob = b"\x1f\x8b\x08\xff\xff garbage that does not inflate ".to_vec();
+    blob.extend((0..200u8).map(|b| b.wrapping_mul(37)));
+    let text = format!("attachment: {}\n{export}", base64(&blob));
+    let out = inspect(
+        &engine,
+        &Limits::default(),
+        Some("text/plain"),
+        None,
+        text.as_bytes(),
+        100,
+    );
+    assert_eq!(out.not_scanned, None);
+    assert_eq!(out.findings.category_distinct("email"), 12);
+    // A declared gzip that is broken is still a broken encoding.
+    let out = inspect(&engine, &Limits::default(), None, Some("gzip"), &body, 100);
+    assert_eq!(out.not_scanned.map(|n| n.reason), Some(Reason::Corrupt));
+}

@@ -111,7 +111,15 @@ pub(crate) struct DecompressNode {
     /// After a failure or a limit: the rest of the input, scanned as raw bytes.
     raw: Option<Node>,
     depth: u32,
+    /// A layer guessed from magic bytes (not declared by a header), until it produces its
+    /// first output: the input taken so far. If it fails before then, it was not this
+    /// format after all: its input is scanned as raw bytes from the start, and no problem
+    /// is recorded (the bytes were inspected, just not decoded).
+    guess: Option<Vec<u8>>,
 }
+
+/// Input a guessed layer may take before producing output; past it, the guess stands.
+const GUESS_MAX: usize = 64 << 10;
 
 impl DecompressNode {
     /// A decompressor at `depth` (its output is at `depth + 1`) feeding `next`.
@@ -153,7 +161,14 @@ impl DecompressNode {
             next,
             raw,
             depth,
+            guess: None,
         }
+    }
+
+    /// Marks this decompressor as guessed from magic bytes (see `guess`).
+    pub(crate) fn guessed(mut self) -> DecompressNode {
+        self.guess = Some(Vec::new());
+        self
     }
 
     pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
@@ -173,11 +188,24 @@ impl DecompressNode {
             let step = match self.step(input) {
                 Ok(step) => step,
                 Err(why) => {
+                    if let Some(mut taken) = self.guess.take() {
+                        // Not this format: every byte is scanned as it is.
+                        taken.extend_from_slice(input);
+                        self.stop(None, &taken, out);
+                        return;
+                    }
                     let detail = format!("{} stream: {why}", self.codec.name());
                     self.stop(Some((Reason::Corrupt, detail)), input, out);
                     return;
                 }
             };
+            if let Some(taken) = &mut self.guess {
+                if step.produced > 0 || taken.len() + step.used > GUESS_MAX {
+                    self.guess = None;
+                } else {
+                    taken.extend_from_slice(&input[..step.used]);
+                }
+            }
             input = &input[step.used..];
             self.consumed += step.used as u64;
             if step.end {
@@ -308,6 +336,7 @@ impl DecompressNode {
             loop {
                 match self.step(&[]) {
                     Ok(step) if step.produced > 0 => {
+                        self.guess = None;
                         self.produced += step.produced as u64;
                         if !out.acct.take_decoded(step.produced as u64) {
                             break;
@@ -325,7 +354,12 @@ impl DecompressNode {
                     Err(_) => break,
                 }
             }
-            if !self.ended {
+            if let Some(taken) = self.guess.take() {
+                // Ended before producing anything: not this format.
+                let mut raw = Node::plain_text(self.depth, out.acct);
+                raw.feed(&taken, out);
+                self.raw = Some(raw);
+            } else if !self.ended {
                 out.acct.problem(
                     Reason::Corrupt,
                     format!("{} stream ends before its end", self.codec.name()),

@@ -121,6 +121,19 @@ impl Node {
         Node::Decompress(Box::new(DecompressNode::new(codec, next, depth, acct)))
     }
 
+    /// A decompressor for a stream guessed from its magic bytes: if it does not decode
+    /// before its first output, its bytes are scanned as they are, with no problem recorded.
+    pub(crate) fn guessed_decompress(
+        codec: Codec,
+        next: Node,
+        depth: u32,
+        acct: &mut Account,
+    ) -> Node {
+        Node::Decompress(Box::new(
+            DecompressNode::new(codec, next, depth, acct).guessed(),
+        ))
+    }
+
     /// Content of this media type (already free of content-encodings) at `depth`.
     pub(crate) fn for_content(content_type: Option<&[u8]>, depth: u32, acct: &mut Account) -> Node {
         let Some(ct) = content_type else {

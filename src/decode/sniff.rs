@@ -2,7 +2,7 @@
 //! streams.
 //!
 //! A [`Sniffer`] feeds its input to the stream unchanged (the raw scan: no copy), and
-//! - looks at the first bytes: a zip archive (`PK\x03\x04`), a gzip stream (`1f 8b`) or a
+//! - looks at the first bytes: a zip archive (`PK\x03\x04`), a gzip stream (`1f 8b 08`) or a
 //!   zstd frame (`28 b5 2f fd`) is decoded instead, one layer deeper (the decoder scans the
 //!   raw bytes itself from wherever it cannot decode them); content that opens like JSON
 //!   (`{` or `[`) is unescaped as JSON (when the depth allows: it is optional);
@@ -28,7 +28,8 @@ const FLUSH: usize = 48 << 10;
 
 /// Magic numbers looked for at the start of content.
 const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
-const GZIP_MAGIC: &[u8] = b"\x1f\x8b";
+/// `1f 8b` and the only compression method defined (8, deflate).
+const GZIP_MAGIC: &[u8] = b"\x1f\x8b\x08";
 const ZSTD_MAGIC: &[u8] = b"\x28\xb5\x2f\xfd";
 const HEAD: usize = 4;
 
@@ -211,12 +212,12 @@ impl Sniffer {
         } else if head.starts_with(GZIP_MAGIC) {
             acct.may_open(depth, "gzip stream").then(|| {
                 let next = Node::text(depth, acct);
-                Node::decompress(Codec::Gzip, next, self.depth, acct)
+                Node::guessed_decompress(Codec::Gzip, next, self.depth, acct)
             })
         } else if head.starts_with(ZSTD_MAGIC) {
             acct.may_open(depth, "zstd stream").then(|| {
                 let next = Node::text(depth, acct);
-                Node::decompress(Codec::Zstd, next, self.depth, acct)
+                Node::guessed_decompress(Codec::Zstd, next, self.depth, acct)
             })
         } else if looks_like_json(&head) && depth <= acct.limits().max_depth {
             // JSON sent as text: unescaped all the same. The unescaped view holds every

@@ -7,25 +7,36 @@
 //!
 //! How a rule's regex is reached, fastest first (chosen per rule at compile time, from the
 //! pattern's own structure — see [`analyze`]):
-//! - **keywords** the rule lists (ASCII case-insensitive: `memchr` for one-byte keywords, a
-//!   `(?i)` literal alternation for longer ones) open a window of the pattern's longest
-//!   match either side of each hit;
-//! - **literal prefixes** every match starts with (Aho-Corasick with its Teddy prefilter;
-//!   `memchr` on the first byte for two-byte prefixes such as `+1`): a hit is checked
-//!   against the bytes the pattern may contain, then the regex runs from there;
+//! - **keywords** the rule lists (ASCII case-insensitive: `memchr` for one-byte keywords)
+//!   open a window of the pattern's longest match either side of each hit;
+//! - **literal prefixes** every match starts with (`memchr` on the first byte for two-byte
+//!   prefixes such as `+1`): a hit is checked against the bytes the pattern may contain,
+//!   then the pattern is tried there. Longer prefixes and longer keywords are found in one
+//!   pass (Aho-Corasick with its Teddy prefilter over the first 8 bytes of each prefix and
+//!   every case variant of the first 3 bytes of each keyword; a hit is checked against the
+//!   whole literal);
 //! - **digit runs** for literal-free identifiers (cards, phones, SSNs, IBANs, NINOs): a
 //!   SWAR digit mask, 64 bytes at a time, yields runs of consecutive digits; a run is
 //!   ruled in or out per rule by table lookups on its length, its first and last digit and
 //!   its two neighbours (what the IR proves about where matches start and end, the longest
 //!   run they hold, the bytes they start and end with), then by the full gate (the token
 //!   of bytes the pattern may contain, its length and digits, required bytes, word
-//!   boundaries); nearby windows of one rule merge into one search;
+//!   boundaries; a value whose digits come in groups is walked once per rule, not once
+//!   per group);
 //! - **full scan** for anything else (`rules check` says which rules fall back to it).
+//!
+//! Confirmation: for prefix and digit-run rules, the pattern is compiled to an anchored
+//! dense DFA (when it fits in 1 MiB) and tried only at the places a match can start (a
+//! byte it can start with, a word boundary if it must start at one) inside the window, up
+//! to the end of the token: one forward pass per value, no reverse pass. Keyword and
+//! full-scan rules, and patterns whose DFA would be too big, use the regex (meta engine)
+//! over the window.
 //!
 //! Every prefilter only ever drops places where the IR proves no match can be, so the
 //! findings equal a plain leftmost-first scan of the whole input with the rule's regex
 //! (restricted, for keyword rules, to windows near a keyword). Context words are searched
-//! lazily, only around matches (or, for rules that require them, regions) that need them.
+//! lazily, only around matches (or, for rules that require them, regions) that need them,
+//! 4 KiB ahead at a time (values come close together where context matters: exports).
 //!
 //! Matches then pass the rule's excludes, its validator and its context requirement, are
 //! normalised, and counted: every match, and distinct values as 64-bit keyed hashes (never
