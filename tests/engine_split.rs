@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use egress_dlp::rules::{RuleSet, load_dir};
-use egress_dlp::scan::Engine;
+use egress_dlp::scan::{Engine, Validator};
 use proptest::prelude::*;
 
 fn fixture() -> RuleSet {
@@ -81,6 +81,27 @@ proptest! {
             stream.feed(std::slice::from_ref(b));
         }
         prop_assert_eq!(&whole, &stream.finish());
+    }
+
+    /// The prefilters, the token bounds and the anchored DFAs only ever skip places where
+    /// no match can be: for every rule with no validator, exclude or context, the engine
+    /// counts exactly the matches of a plain leftmost-first regex scan of the whole input.
+    #[test]
+    fn counts_equal_a_plain_regex_scan(data in input_strategy()) {
+        let set = fixture();
+        let engine = Engine::new(&set);
+        let found = engine.scan_bytes(&data);
+        for (index, rule) in set.rules().iter().enumerate() {
+            if rule.validator != Validator::None || !rule.exclude.is_empty() || rule.context.is_some() {
+                continue;
+            }
+            let re = regex::bytes::RegexBuilder::new(&rule.pattern)
+                .unicode(false)
+                .build()
+                .expect("fixture pattern");
+            let want = re.find_iter(&data).count() as u64;
+            prop_assert_eq!(found.rule_count(index), want, "rule {}", rule.id);
+        }
     }
 }
 

@@ -99,6 +99,10 @@ struct CompiledRule {
     anchored: Option<AnchoredDfa>,
     /// `info.allowed` as a table, for the token walks of digit-run gates.
     classes: Box<ByteClasses>,
+    /// Every keyword is a byte every match contains: a match starts in the token of
+    /// allowed bytes left of a hit, at most the longest match before it, and ends at most
+    /// the longest match after it (then `anchored` tries it at those starts).
+    inner_keywords: bool,
     anchor: Anchor,
     info: PatternInfo,
     validator: Validator,
@@ -417,6 +421,15 @@ impl Engine {
                 }
             };
             let info = rule.info.clone();
+            // Every keyword is one byte every match contains (the `@` of an email): a
+            // match holds a keyword hit, so it lies in the token of allowed bytes around one.
+            let inner_keywords = !rule.keywords.is_empty()
+                && rule.keywords.iter().all(|k| {
+                    let k = k.as_bytes();
+                    k.len() == 1
+                        && !k[0].is_ascii_alphabetic()
+                        && info.required_bytes.contains(&k[0])
+                });
             let anchor = if !rule.keywords.is_empty() {
                 keywords.extend(rule.keywords.iter().map(|k| (k.as_bytes().to_vec(), idx)));
                 Anchor::Keywords
@@ -456,8 +469,10 @@ impl Engine {
                 exact,
                 anchored: match anchor {
                     Anchor::Prefixes | Anchor::DigitRuns => AnchoredDfa::build(&rule.pattern),
+                    Anchor::Keywords if inner_keywords => AnchoredDfa::build(&rule.pattern),
                     Anchor::Keywords | Anchor::FullScan => None,
                 },
+                inner_keywords,
                 regex: compile(&rule.pattern).expect("pattern validated at load"),
                 anchor,
                 validator: rule.validator,
@@ -947,7 +962,17 @@ impl State {
                     return;
                 }
                 let info = &e.rules[r].info;
-                if is_keyword {
+                if is_keyword && e.rules[r].inner_keywords {
+                    let max = info.max_len as u64;
+                    let classes = &e.rules[r].classes;
+                    let lo = s.saturating_sub(max).max(base);
+                    let mut t0 = s;
+                    while t0 > lo && classes[usize::from(hay[(t0 - 1 - base) as usize])] != OUTSIDE
+                    {
+                        t0 -= 1;
+                    }
+                    rules[r].push_region(t0, s, s + max, 1);
+                } else if is_keyword {
                     let max = info.max_len as u64;
                     let end = s + len as u64 + max;
                     rules[r].push_region(s.saturating_sub(max), end, end + max, 1);

@@ -28,9 +28,11 @@
 //! Confirmation: for prefix and digit-run rules, the pattern is compiled to an anchored
 //! dense DFA (when it fits in 1 MiB) and tried only at the places a match can start (a
 //! byte it can start with, a word boundary if it must start at one) inside the window, up
-//! to the end of the token: one forward pass per value, no reverse pass. Keyword and
-//! full-scan rules, and patterns whose DFA would be too big, use the regex (meta engine)
-//! over the window.
+//! to the end of the token: one forward pass per value, no reverse pass. So are keyword
+//! rules whose keywords are single bytes every match contains (the email `@`): a match
+//! then starts in the token of allowed bytes left of a hit. Other keyword rules, full-scan
+//! rules, and patterns whose DFA would be too big use the regex (meta engine) over the
+//! window.
 //!
 //! Every prefilter only ever drops places where the IR proves no match can be, so the
 //! findings equal a plain leftmost-first scan of the whole input with the rule's regex
