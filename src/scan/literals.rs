@@ -4,9 +4,11 @@
 //! set is folded into the shorter one, keeping its own uses and length), so at most one
 //! literal starts at any position and a leftmost-first search that resumes one byte after
 //! each hit reports every start. The searcher is the fastest that fits the set: `memchr`
-//! for literals of one or two bytes starting with at most three distinct bytes, Aho-Corasick (its SIMD Teddy prefilter) for exact
-//! literals, and a `(?i)` literal alternation in the regex crate (which picks rare-byte or
-//! Teddy prefilters) for ASCII case-insensitive sets.
+//! for literals of one or two bytes starting with at most three distinct bytes,
+//! Aho-Corasick (its SIMD Teddy prefilter) over the first bytes of each literal for exact
+//! literals and for every case variant of short case-insensitive keys, and Aho-Corasick
+//! over a lowercased copy of the haystack for case-insensitive sets with too many variants.
+//! Exact and case-insensitive literals can share one set (one pass).
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
@@ -73,7 +75,7 @@ impl<U: Copy> LiteralSet<U> {
         // The searcher looks for a few bytes of each literal: fewer, shorter keys keep it
         // on its fastest variant; a hit is checked against the whole literal. Short
         // case-insensitive keys are searched as all their case variants; when there would
-        // be too many, a case-insensitive regex looks for the whole words instead.
+        // be too many, whole keys are looked for in a lowercased copy of the haystack.
         let (mut lits, mut uses) = group(&items, FOLDED_KEY);
         let variants = case_variants(&lits);
         if variants.is_none() && lits.iter().any(|&(_, ci)| ci) {
@@ -126,6 +128,8 @@ impl<U: Copy> LiteralSet<U> {
         })
     }
 
+    /// Calls `f(start, use, literal length)` for every position in `hay[from..]` where a
+    /// literal of the set starts and fits in `hay`, in order of position.
     pub fn each(&self, hay: &[u8], from: usize, mut f: impl FnMut(usize, U, usize)) {
         let mut report_key = |start: usize, k: usize| {
             let here = &hay[start..];
@@ -171,32 +175,15 @@ impl<U: Copy> LiteralSet<U> {
                     _ => unreachable!("one to three bytes"),
                 }
             }
-            Finder::Exact(ac) => {
-                let mut at = from;
-                while at < hay.len() {
-                    let input = aho_corasick::Input::new(hay).span(at..hay.len());
-                    let Some(m) = ac.find(input) else { break };
-                    report(m.start(), m.pattern().as_usize());
-                    at = m.start() + 1;
-                }
-            }
+            Finder::Exact(ac) => every_start(ac, hay, from, report),
             Finder::Variants(ac, groups) => {
-                let mut at = from;
-                while at < hay.len() {
-                    let input = aho_corasick::Input::new(hay).span(at..hay.len());
-                    let Some(m) = ac.find(input) else { break };
-                    report(m.start(), groups[m.pattern().as_usize()]);
-                    at = m.start() + 1;
-                }
+                every_start(ac, hay, from, |start, v| report(start, groups[v]));
             }
             Finder::Lowered(ac) => {
                 let from = from.min(hay.len());
                 let lower: Vec<u8> = hay[from..].iter().map(u8::to_ascii_lowercase).collect();
-                let mut at = 0;
-                while at < lower.len() {
-                    let input = aho_corasick::Input::new(&lower).span(at..lower.len());
-                    let Some(m) = ac.find(input) else { break };
-                    let (start, k) = (from + m.start(), m.pattern().as_usize());
+                every_start(ac, &lower, 0, |at, k| {
+                    let start = from + at;
                     let (key, ci) = &self.lits[k];
                     if *ci || starts_with(&hay[start..], key, false) {
                         report(start, k);
@@ -206,15 +193,25 @@ impl<U: Copy> LiteralSet<U> {
                     {
                         report(start, j);
                     }
-                    at = m.start() + 1;
-                }
+                });
             }
         }
     }
 }
 
-/// True when `hay` starts with `lit` (ASCII case-insensitively with `ci`). Compared in
-/// place, byte by byte: the literals are short and a library memcmp call costs more.
+/// Calls `f(start, pattern)` for every position in `hay[from..]` where a pattern of `ac`
+/// starts: the search resumes one byte after each hit, so every start is reported, one
+/// pattern each (see `LiteralSet::also` for the others).
+fn every_start(ac: &AhoCorasick, hay: &[u8], from: usize, mut f: impl FnMut(usize, usize)) {
+    let mut at = from;
+    while at < hay.len() {
+        let input = aho_corasick::Input::new(hay).span(at..hay.len());
+        let Some(m) = ac.find(input) else { break };
+        f(m.start(), m.pattern().as_usize());
+        at = m.start() + 1;
+    }
+}
+
 /// The keys of `items` (sorted by length), each literal cut to [`MAX_KEY`] bytes, or
 /// `folded_key` when it is case-insensitive, and the uses of each key: a literal whose key
 /// starts with a shorter key (of the same case rule) goes with it.
@@ -280,6 +277,8 @@ fn compatible((a, a_ci): &(Vec<u8>, bool), (b, b_ci): &(Vec<u8>, bool)) -> bool 
     starts_with(long, short, *a_ci || *b_ci)
 }
 
+/// True when `hay` starts with `lit` (ASCII case-insensitively with `ci`). Compared in
+/// place, byte by byte: the literals are short and a library memcmp call costs more.
 fn starts_with(hay: &[u8], lit: &[u8], ci: bool) -> bool {
     hay.len() >= lit.len()
         && lit.iter().zip(hay).all(|(&a, &b)| {
