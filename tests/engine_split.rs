@@ -337,3 +337,42 @@ fn long_inputs_with_long_runs_split_like_whole() {
         assert_eq!(whole, stream.finish(), "chunk {chunk}");
     }
 }
+
+/// A rule that must start at a word boundary, in a token whose first digit run has none
+/// before it: a match starting at a later run of the same token is still found (the
+/// gate's per-token shortcut must not carry "no boundary" from one run to the next).
+#[test]
+fn a_later_run_of_a_token_can_start_a_match_the_first_could_not() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pairs.yaml"),
+        r"rules:
+  - id: pair
+    name: Digit pair
+    category: pair
+    pattern: '\b[A-Z]?\d{2}(?: \d{2}){1,4}\b'
+    thresholds: { log: 3, block: 10 }
+    tests:
+      match: ['pair 12 34 here']
+      no_match: ['pair 1234 here']
+",
+    )
+    .unwrap();
+    let set = egress_dlp::rules::load_dir_untested(dir.path()).expect("rule loads");
+    let engine = Engine::new(&set);
+    let re = regex::bytes::Regex::new(r"(?-u)\b[A-Z]?\d{2}(?: \d{2}){1,4}\b").unwrap();
+    for text in [
+        "xA12 34 56\n",
+        "xA12 34 56 78 90\n",
+        "A12 34\n",
+        "x 12 34\n",
+        "xA12 34\n",
+    ] {
+        let want = re.find_iter(text.as_bytes()).count() as u64;
+        assert_eq!(
+            engine.scan_bytes(text.as_bytes()).rule_count(0),
+            want,
+            "{text:?}"
+        );
+    }
+}

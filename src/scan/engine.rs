@@ -175,8 +175,8 @@ impl AnchoredDfa {
         info: &PatternInfo,
     ) -> Option<(u64, u64)> {
         let (lo, hi) = ((from - base) as usize, (last - base) as usize);
-        // `base` is not always the stream's start; the byte before it is unknown, which
-        // only loosens the checks for a start at `hay[0]`.
+        // The byte before `hay[0]` is unknown (`base` is not always the stream's start),
+        // which only loosens the checks for a start there.
         let mut prev = lo.checked_sub(1).map(|i| hay[i]);
         for at in lo..=hi.min(hay.len().saturating_sub(1)) {
             let b = hay[at];
@@ -184,7 +184,7 @@ impl AnchoredDfa {
             if !info.first_bytes.contains(b) {
                 continue;
             }
-            if let Some(before) = before.filter(|_| at > 0 || base == 0) {
+            if let Some(before) = before {
                 if info.leading_boundary && is_word(before) == is_word(b) {
                     continue;
                 }
@@ -1446,8 +1446,9 @@ fn first_boundary(hay: &[u8], base: u64, from: u64, to: u64) -> Option<u64> {
 ///
 /// `cache` holds the last token this rule's gate walked when both its ends were ruled by the
 /// bytes themselves (a byte no match may contain, or the stream's start): a later run
-/// inside it has the same token, and the token's verdict is reused instead of walking it
-/// again (a value with four digit groups is walked once, not four times).
+/// inside it has the same token, so the walk, the token-level checks and the token's first
+/// word boundary (once found) are reused (a value with four digit groups is walked once,
+/// not four times).
 fn gate(
     hay: &[u8],
     base: u64,
@@ -1476,67 +1477,77 @@ fn gate(
     {
         return None;
     }
-    if let Some(known) = cache
-        && known.t0 <= run.start
-        && run.end <= known.t1
-    {
-        return known.start.map(|start| (start, known.t1));
-    }
-    let max_run = whole.then_some(info.max_digit_run as u64);
-    let tok = token(hay, base, run, info.max_len as u64, classes, max_run);
-    let verdict = token_verdict(hay, base, run, info, &tok);
-    *cache = tok.natural.then_some(TokenVerdict {
-        t0: tok.start,
-        t1: tok.end,
-        start: verdict,
-    });
-    let start = verdict?;
-    if info.trailing_boundary && first_boundary(hay, base, run.start + 1, tok.end).is_none() {
+    let known = match *cache {
+        Some(known) if known.t0 <= run.start && run.end <= known.t1 => known,
+        _ => {
+            let max_run = whole.then_some(info.max_digit_run as u64);
+            let tok = token(hay, base, run, info.max_len as u64, classes, max_run);
+            let walked = TokenVerdict {
+                t0: tok.start,
+                t1: tok.end,
+                fits: token_fits(hay, base, info, &tok),
+                boundary: None,
+            };
+            *cache = tok.natural.then_some(walked);
+            walked
+        }
+    };
+    if !known.fits {
         return None;
     }
-    Some((start, tok.end))
+    let start = if !info.leading_boundary {
+        known.t0
+    } else if let Some(at) = known.boundary {
+        at
+    } else {
+        // The first boundary of the token, if it comes before this run's end; none there
+        // now does not mean none before a later run's end.
+        let at = first_boundary(hay, base, known.t0, run.end - 1)?;
+        if let Some(cached) = cache {
+            cached.boundary = Some(at);
+        }
+        at
+    };
+    if info.trailing_boundary && first_boundary(hay, base, run.start + 1, known.t1).is_none() {
+        return None;
+    }
+    Some((start, known.t1))
 }
 
-/// What [`gate`] decided about one token: where a match can start (`None`: nowhere).
+/// What [`gate`] found about one token of allowed bytes `[t0, t1)`.
 #[derive(Clone, Copy)]
 struct TokenVerdict {
     t0: u64,
     t1: u64,
-    start: Option<u64>,
+    /// Long enough, enough digits, the required bytes in it.
+    fits: bool,
+    /// Its first word boundary, once one was found.
+    boundary: Option<u64>,
 }
 
-/// The token-level half of [`gate`]: long enough, enough digits, the required bytes, and
-/// the first place a match can start (a word boundary when it must start at one).
-fn token_verdict(hay: &[u8], base: u64, run: &Run, info: &PatternInfo, tok: &Token) -> Option<u64> {
+/// The token-level half of [`gate`]: long enough, enough digits, the required bytes.
+fn token_fits(hay: &[u8], base: u64, info: &PatternInfo, tok: &Token) -> bool {
     let (t0, t1) = (tok.start, tok.end);
     if t1 - t0 < info.min_len as u64 || tok.digits < info.min_digits as u64 {
-        return None;
+        return false;
     }
     let text = &hay[(t0 - base) as usize..(t1 - base) as usize];
-    if !info
-        .required_bytes
+    info.required_bytes
         .iter()
         .all(|&b| memchr::memchr(b, text).is_some())
-    {
-        return None;
-    }
-    if info.leading_boundary {
-        first_boundary(hay, base, t0, run.end - 1)
-    } else {
-        Some(t0)
-    }
 }
 
-/// Per byte, for one rule: [`OUTSIDE`] a match, [`DIGIT`] (allowed), or other allowed.
+/// Per byte, for one rule: [`OUTSIDE`] a match, [`DIGIT`] (allowed), or [`ALLOWED`].
 type ByteClasses = [u8; 256];
 const OUTSIDE: u8 = 0;
+const ALLOWED: u8 = 1;
 const DIGIT: u8 = 2;
 
 fn byte_classes(allowed: &ByteSet) -> Box<ByteClasses> {
     let mut classes = Box::new([OUTSIDE; 256]);
     for b in 0..=255u8 {
         if allowed.contains(b) {
-            classes[usize::from(b)] = if b.is_ascii_digit() { DIGIT } else { 1 };
+            classes[usize::from(b)] = if b.is_ascii_digit() { DIGIT } else { ALLOWED };
         }
     }
     classes
