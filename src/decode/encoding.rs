@@ -356,9 +356,7 @@ impl DecompressNode {
             }
             if let Some(taken) = self.guess.take() {
                 // Ended before producing anything: not this format.
-                let mut raw = Node::plain_text(self.depth, out.acct);
-                raw.feed(&taken, out);
-                self.raw = Some(raw);
+                self.stop(None, &taken, out);
             } else if !self.ended {
                 out.acct.problem(
                     Reason::Corrupt,
