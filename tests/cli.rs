@@ -139,6 +139,28 @@ fn rules_check_and_test() {
     let (code, out, _) = run(&["rules", "check", FIXTURE], b"");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ok: 5 rules"), "{out}");
+    // `\b[A-Z]{3}[a-z]{5}\b` has no literal and no digit, but its leading classes are
+    // rare: it is found by them, not by a full scan.
+    let shape = out
+        .lines()
+        .find(|l| l.contains("upper-token"))
+        .expect("rule listed");
+    assert!(shape.ends_with("prefilter lead-bytes"), "{out}");
+    let plain = tempfile::tempdir().unwrap();
+    std::fs::write(
+        plain.path().join("plain.yaml"),
+        r"rules:
+  - id: plain
+    name: Lowercase words then a dot
+    category: plain
+    pattern: '[a-z]{4}[.]'
+    thresholds: { log: 1 }
+    tests: { match: ['abcd.'], no_match: ['abc.'] }
+",
+    )
+    .unwrap();
+    let (code, out, _) = run(&["rules", "check", plain.path().to_str().unwrap()], b"");
+    assert_eq!(code, 0, "{out}");
     assert!(out.contains("prefilter full-scan"), "{out}");
     let (code, out, _) = run(&["rules", "test", FIXTURE], b"");
     assert_eq!(code, 0, "{out}");

@@ -376,3 +376,86 @@ fn a_later_run_of_a_token_can_start_a_match_the_first_could_not() {
         );
     }
 }
+
+/// Rules the engine finds by their lead classes (letters and digits a match starts with,
+/// checked 64 bytes at a time): their counts equal a plain regex scan, whole and split.
+const LEAD_RULES: &str = r"rules:
+  - id: iban-like
+    name: IBAN-like
+    category: a
+    pattern: '\b[A-Z]{2}\d{2}(?:[A-Z0-9]{4,12}|(?: [A-Z0-9]{4}){2,3})\b'
+    thresholds: { log: 3, block: 10 }
+    tests: { match: ['GB82WEST1234'], no_match: ['gb82west1234'] }
+  - id: nino-like
+    name: NINO-like
+    category: b
+    pattern: '\b[A-Z]{2}(?:\d{6}|(?: \d{2}){3} )[A-D]\b'
+    thresholds: { log: 3, block: 10 }
+    tests: { match: ['AB123456C'], no_match: ['AB123456E'] }
+  - id: word-shape
+    name: Word shape
+    category: c
+    pattern: '[A-Z]{3}[a-z]{5}'
+    thresholds: { log: 3, block: 10 }
+    tests: { match: ['ABCdefgh'], no_match: ['ABCdef'] }
+";
+
+const LEAD_PIECES: &[&str] = &[
+    "GB82WEST12345698",
+    "GB82 WEST 1234 5698",
+    "gb82west1234",
+    "xGB82WEST1234",
+    "_GB82WEST1234",
+    "GB8",
+    "GB82",
+    "AB123456C",
+    "AB 12 34 56 C",
+    "AB 12 34 56 E",
+    "QAB123456C",
+    "ABCdefgh",
+    "XABCdefghi",
+    "ABCdef",
+    "0123456789",
+    "Z",
+    "9",
+    " ",
+    "-",
+    "\n",
+    "\u{00e9}",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn lead_found_rules_count_like_a_plain_regex_scan(
+        idx in prop::collection::vec(0..LEAD_PIECES.len(), 1..120),
+        cuts in prop::collection::vec(any::<usize>(), 0..30),
+    ) {
+        let data: Vec<u8> = idx.iter().flat_map(|&i| LEAD_PIECES[i].bytes()).collect();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("lead.yaml"), LEAD_RULES).unwrap();
+        let set = egress_dlp::rules::load_dir_untested(dir.path()).expect("rules load");
+        let engine = Engine::new(&set);
+        let anchors = engine.anchors();
+        prop_assert!(
+            anchors.iter().all(|(_, a)| *a == egress_dlp::scan::Anchor::LeadBytes),
+            "{anchors:?}"
+        );
+        let whole = engine.scan_bytes(&data);
+        for (index, rule) in set.rules().iter().enumerate() {
+            let re = regex::bytes::RegexBuilder::new(&rule.pattern)
+                .unicode(false)
+                .build()
+                .expect("pattern");
+            let want = re.find_iter(&data).count() as u64;
+            prop_assert_eq!(whole.rule_count(index), want, "rule {}", rule.id);
+        }
+        prop_assert_eq!(&whole, &stream_split(&engine, &data, &cuts));
+        let mut stream = engine.stream();
+        for b in &data {
+            stream.feed(std::slice::from_ref(b));
+        }
+        prop_assert_eq!(&whole, &stream.finish());
+    }
+}

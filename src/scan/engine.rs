@@ -10,6 +10,7 @@ use siphasher::sip::SipHasher13;
 
 use super::analyze::{ByteSet, PatternInfo};
 use super::exact::{ExactIndex, MAX_RECORDS_PER_VALUE};
+use super::lead::{self, Lead, MAX_DEPTH, MAX_RANGES, Ranges};
 use super::literals::LiteralSet;
 use super::{MaskStyle, Normalize, Validator};
 use crate::rules::{DISTINCT_CAP, RuleSet, compile};
@@ -85,6 +86,8 @@ pub enum Anchor {
     Prefixes,
     /// Around runs of consecutive digits that pass the rule's byte gate.
     DigitRuns,
+    /// Where the byte classes every match starts with occur (found 64 bytes at a time).
+    LeadBytes,
     /// Everywhere: the pattern offers no prefilter.
     FullScan,
 }
@@ -103,6 +106,8 @@ struct CompiledRule {
     /// allowed bytes left of a hit, at most the longest match before it, and ends at most
     /// the longest match after it (then `anchored` tries it at those starts).
     inner_keywords: bool,
+    /// No match starting with a digit follows an ASCII word byte (read off `anchored`).
+    digit_after_nonword: bool,
     anchor: Anchor,
     info: PatternInfo,
     validator: Validator,
@@ -208,6 +213,134 @@ struct ExactRule {
     window: u64,
 }
 
+/// Lead places of a rule share in ordinary text at most this (see [`Lead::rate`]) for
+/// the rule to be found by its lead classes rather than by digit runs or a `memchr`.
+const LEAD_RATE: f64 = 3e-5;
+
+/// The block pass's class filters keep at most about this share of places for the
+/// one-by-one check of a lead rule.
+const FILTER_RATE: f64 = 2e-3;
+
+/// The rules found by their lead classes, and the byte-range masks the block pass
+/// computes for them and for the digit-run plan (its digits, and the left neighbours that
+/// rule a run out for every digit-run rule).
+#[derive(Debug)]
+struct LeadPlan {
+    ranges: Ranges,
+    rules: Vec<LeadRule>,
+    /// Deepest lead of any rule.
+    depth: usize,
+    /// Range indices whose bytes, right before a digit run, rule it out for every
+    /// digit-run rule (a lowercase letter, for the shipped pack).
+    kill_left: Vec<usize>,
+    /// The same bytes as a table, for the byte before a block.
+    kill_table: Box<[bool]>,
+}
+
+/// One rule found by its lead classes.
+#[derive(Debug)]
+struct LeadRule {
+    rule: usize,
+    /// (depth, range index): the block pass keeps the places whose byte at each such
+    /// depth is in the range (a few selective depths only: each range costs a mask).
+    filters: Vec<(u32, usize)>,
+    /// Per depth, exactly: checked one by one at the places the filters keep.
+    sets: Vec<ByteSet>,
+    nonword_before: bool,
+}
+
+impl LeadRule {
+    /// Whether the lead holds at `p` (all its bytes are in `hay`).
+    fn holds_at(&self, hay: &[u8], base: u64, p: u64) -> bool {
+        let at = (p - base) as usize;
+        self.sets
+            .iter()
+            .zip(&hay[at..at + self.sets.len()])
+            .all(|(set, &b)| set.contains(b))
+    }
+}
+
+/// The byte classes the block pass computes a mask of, by range index in [`LeadPlan`].
+const DIGITS: usize = 0;
+const UPPER: usize = 1;
+const LOWER: usize = 2;
+
+impl LeadPlan {
+    fn new() -> LeadPlan {
+        let mut ranges = Ranges::default();
+        for (i, (lo, hi)) in [(b'0', b'9'), (b'A', b'Z'), (b'a', b'z')]
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(ranges.index(lo, hi), Some(i));
+        }
+        LeadPlan {
+            ranges,
+            rules: Vec::new(),
+            depth: 0,
+            kill_left: Vec::new(),
+            kill_table: vec![false; 256].into_boxed_slice(),
+        }
+    }
+
+    /// Takes rule `rule` when its lead is rare enough and the block pass's own classes
+    /// (digits, upper- and lowercase letters) filter it well enough.
+    fn add(&mut self, rule: usize, lead: &Lead) -> bool {
+        let Some(depth) = (1..=lead.sets.len()).find(|&d| lead.rate(d) <= LEAD_RATE) else {
+            return false;
+        };
+        let classes = [
+            (DIGITS, b'0', b'9'),
+            (UPPER, b'A', b'Z'),
+            (LOWER, b'a', b'z'),
+        ];
+        let mut rate = if lead.nonword_before { 0.3 } else { 1.0 };
+        let mut filters = Vec::new();
+        for (j, set) in lead.sets[..depth].iter().enumerate() {
+            let inside = |&&(_, lo, hi): &&(usize, u8, u8)| {
+                (0..=255u8).all(|b| !set.contains(b) || (lo..=hi).contains(&b))
+            };
+            if let Some(&(i, lo, hi)) = classes.iter().find(inside) {
+                let mut class = ByteSet::EMPTY;
+                class.add_range(lo, hi);
+                rate *= lead::text_share(&class);
+                filters.push((j as u32, i));
+            }
+        }
+        // A filter of digits alone also keeps every place along the long digit runs of
+        // ordinary traffic (timestamps, ids): the digit-run gate, which knows run
+        // lengths, is better there.
+        if rate > FILTER_RATE || filters.iter().all(|&(_, i)| i == DIGITS) {
+            return false;
+        }
+        self.depth = self.depth.max(depth);
+        self.rules.push(LeadRule {
+            rule,
+            filters,
+            sets: lead.sets[..depth].to_vec(),
+            nonword_before: lead.nonword_before,
+        });
+        true
+    }
+
+    /// The letters (upper- or lowercase, whole) that rule a digit run out for every
+    /// digit-run rule when right before it.
+    fn add_digits(&mut self, digits: &DigitPlan) {
+        let all = if digits.rules.len() >= 64 {
+            0
+        } else {
+            (1u64 << digits.rules.len()) - 1
+        };
+        let kills = |b: u8| all != 0 && digits.dead_left[usize::from(b)] & all == all;
+        self.kill_table = (0..=255u8).map(kills).collect();
+        for (i, lo, hi) in [(UPPER, b'A', b'Z'), (LOWER, b'a', b'z')] {
+            if (lo..=hi).all(kills) {
+                self.kill_left.push(i);
+            }
+        }
+    }
+}
+
 /// The digit-run prefilter shared by every digit-anchored rule.
 ///
 /// Most digit runs in ordinary traffic (hex digests, base64, UUIDs, timestamps) are ruled
@@ -287,6 +420,11 @@ impl DigitPlan {
             for b in 0..=255u8 {
                 let outside = !info.allowed.contains(b);
                 let foreign_word = is_word(b) && outside;
+                // A match holding a digit of the run either starts at or inside the run
+                // (after a word byte, which a digit-first match cannot) or takes in `b`.
+                if compiled[r].digit_after_nonword && foreign_word {
+                    plan.kill_before[usize::from(b)] |= 1 << i;
+                }
                 if whole && info.leading_boundary && foreign_word {
                     plan.kill_before[usize::from(b)] |= 1 << i;
                 }
@@ -381,6 +519,8 @@ pub struct Engine {
     /// Longest context word.
     context_max_len: u64,
     digits: DigitPlan,
+    /// Rules found by their lead classes; the range masks of the block pass.
+    leads: LeadPlan,
     max_len: u64,
     max_window: u64,
     hash_key: [u64; 2],
@@ -412,6 +552,7 @@ impl Engine {
         let mut categories: Vec<String> = Vec::new();
         let mut rules = Vec::new();
         let (mut prefixes, mut keywords, mut context) = (Vec::new(), Vec::new(), Vec::new());
+        let mut leads = LeadPlan::new();
         for (idx, rule) in set.rules().iter().enumerate() {
             let category = match categories.iter().position(|c| *c == rule.category) {
                 Some(i) => i,
@@ -430,17 +571,44 @@ impl Engine {
                         && !k[0].is_ascii_alphabetic()
                         && info.required_bytes.contains(&k[0])
                 });
-            let anchor = if !rule.keywords.is_empty() {
+            let mut anchor = if !rule.keywords.is_empty() {
                 keywords.extend(rule.keywords.iter().map(|k| (k.as_bytes().to_vec(), idx)));
                 Anchor::Keywords
-            } else if let Some(lits) = &info.prefixes {
-                prefixes.extend(lits.iter().map(|p| (p.clone(), idx)));
+            } else if info.prefixes.is_some() {
                 Anchor::Prefixes
             } else if info.min_digit_run >= 1 && info.allowed.has_digit() {
                 Anchor::DigitRuns
             } else {
                 Anchor::FullScan
             };
+            let mut anchored = match anchor {
+                Anchor::Prefixes | Anchor::DigitRuns | Anchor::FullScan => {
+                    AnchoredDfa::build(&rule.pattern)
+                }
+                Anchor::Keywords if inner_keywords => AnchoredDfa::build(&rule.pattern),
+                Anchor::Keywords | Anchor::LeadBytes => None,
+            };
+            let lead = anchored
+                .as_ref()
+                .and_then(|dfa| Lead::of(&dfa.0, MAX_DEPTH.min(info.min_len)));
+            let digit_after_nonword = lead.as_ref().is_some_and(|l| l.digit_after_nonword);
+            // Digit-run and full-scan rules are found by their lead classes instead when
+            // those are rare in ordinary text and the block pass's classes filter them.
+            if matches!(anchor, Anchor::DigitRuns | Anchor::FullScan)
+                && let Some(lead) = &lead
+                && leads.add(idx, lead)
+            {
+                anchor = Anchor::LeadBytes;
+            }
+            if anchor == Anchor::FullScan {
+                // A full scan searches with the regex.
+                anchored = None;
+            }
+            if anchor == Anchor::Prefixes
+                && let Some(lits) = &info.prefixes
+            {
+                prefixes.extend(lits.iter().map(|p| (p.clone(), idx)));
+            }
             if let Some(c) = &rule.context {
                 context.extend(c.words.iter().map(|w| (w.as_bytes().to_vec(), idx)));
             }
@@ -467,12 +635,9 @@ impl Engine {
             rules.push(CompiledRule {
                 classes: byte_classes(&info.allowed),
                 exact,
-                anchored: match anchor {
-                    Anchor::Prefixes | Anchor::DigitRuns => AnchoredDfa::build(&rule.pattern),
-                    Anchor::Keywords if inner_keywords => AnchoredDfa::build(&rule.pattern),
-                    Anchor::Keywords | Anchor::FullScan => None,
-                },
+                anchored,
                 inner_keywords,
+                digit_after_nonword,
                 regex: compile(&rule.pattern).expect("pattern validated at load"),
                 anchor,
                 validator: rule.validator,
@@ -512,10 +677,16 @@ impl Engine {
                 .collect(),
             &rules,
         );
+        if !digits.rules.is_empty() {
+            leads.add_digits(&digits);
+        }
+        // The lead places cut by the end of the bytes fed so far, and the byte before them,
+        // must still be there when the next bytes come.
         let anchor_overlap = short_anchors
             .iter()
             .chain(&anchors)
             .map(|s| s.max_len as u64)
+            .chain([leads.depth as u64])
             .max()
             .unwrap_or(0);
         let exact_pairs = rules
@@ -541,6 +712,7 @@ impl Engine {
             anchors,
             context,
             digits,
+            leads,
             hash_key: options.hash_key,
             exact_pairs,
             exact: options.exact,
@@ -881,23 +1053,6 @@ impl ContextState {
     }
 }
 
-/// Bit `i` set when `block[i]` is an ASCII digit (`block.len() <= 64`). The byte-wise
-/// compare is written so the compiler vectorises it; each eight 0/1 flags are then
-/// gathered into eight bits by one multiply.
-#[inline]
-fn digit_mask(block: &[u8]) -> u64 {
-    let mut flags = [0u8; 64];
-    for (flag, &b) in flags.iter_mut().zip(block) {
-        *flag = u8::from(b.wrapping_sub(b'0') < 10);
-    }
-    let mut m = 0u64;
-    for (k, word) in flags.chunks_exact(8).enumerate() {
-        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-        m |= (w.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (k * 8);
-    }
-    m
-}
-
 impl State {
     fn new(engine: &Engine) -> State {
         let mut rules: Vec<RuleState> = (0..engine.rules.len())
@@ -935,8 +1090,8 @@ impl State {
         self.end = end;
         if end > new_from {
             self.find_anchors(e, hay, base, new_from);
-            if !e.digits.rules.is_empty() {
-                self.find_digit_runs(e, hay, base, new_from);
+            if !e.digits.rules.is_empty() || !e.leads.rules.is_empty() {
+                self.scan_blocks(e, hay, base, new_from);
             }
         }
         if finishing && let Some((total, piece)) = self.open_run.take() {
@@ -983,55 +1138,173 @@ impl State {
         }
     }
 
-    /// Finds runs of consecutive digits in the new bytes, 64 bytes at a time.
-    fn find_digit_runs(&mut self, e: &Engine, hay: &[u8], base: u64, new_from: u64) {
+    /// The block pass over the new bytes, 64 at a time: one mask per byte range of the
+    /// lead plan, then the digit runs and the lead places in them.
+    fn scan_blocks(&mut self, e: &Engine, hay: &[u8], base: u64, new_from: u64) {
+        let plan = &e.leads;
+        let end = base + hay.len() as u64;
+        // Lead places cut by the end of the bytes fed before: checked one by one.
+        if plan.depth > 1 {
+            let lo = new_from.saturating_sub(plan.depth as u64 - 1).max(base);
+            for p in lo..new_from {
+                for lr in &plan.rules {
+                    let len = lr.sets.len() as u64;
+                    if p + len > new_from && p + len <= end && lr.holds_at(hay, base, p) {
+                        self.lead_hit(e, lr, hay, base, p);
+                    }
+                }
+            }
+        }
+        let digits = !e.digits.rules.is_empty();
         let bytes = &hay[(new_from - base) as usize..];
-        let min_run = e.digits.min_run.min(64) as u32;
+        let mut prev: Option<(u64, [u64; MAX_RANGES], u64)> = None;
+        let word_at = |p: u64| p > base && is_word(hay[(p - 1 - base) as usize]);
         for (k, block) in bytes.chunks(64).enumerate() {
             let at = new_from + (k * 64) as u64;
-            let n = block.len() as u32;
-            let mut m = digit_mask(block);
-            if let Some((total, piece)) = self.open_run {
-                let lead = (!m).trailing_zeros().min(n);
-                if lead == n {
-                    self.extend_open_run(total, piece, at + u64::from(n));
-                    continue;
+            let mut masks = [0; MAX_RANGES];
+            match <&[u8; 64]>::try_from(block) {
+                Ok(full) => plan.ranges.masks(full, &mut masks),
+                Err(_) => {
+                    let mut padded = [0u8; 64];
+                    padded[..block.len()].copy_from_slice(block);
+                    plan.ranges.masks(&padded, &mut masks);
+                    let valid = (1u64 << block.len()) - 1;
+                    masks.iter_mut().for_each(|m| *m &= valid);
                 }
-                self.open_run = None;
-                self.emit_run(e, hay, base, total, piece, at + u64::from(lead));
-                m &= !((1u64 << lead) - 1);
             }
-            if m == 0 {
+            if digits {
+                self.digit_block(e, hay, base, at, block.len() as u32, &masks);
+            }
+            if plan.rules.is_empty() {
                 continue;
             }
-            // Bits where a run of at least `min_run` digits starts inside this block.
-            let mut long = m;
-            for shift in 1..min_run {
-                long &= m >> shift;
+            // Bit `i`: the byte before `at + i` is a letter or a digit.
+            let word = masks[DIGITS] | masks[UPPER] | masks[LOWER];
+            let word_before = word << 1
+                | match prev {
+                    Some((_, m, _)) => (m[DIGITS] | m[UPPER] | m[LOWER]) >> 63,
+                    None => u64::from(word_at(at)),
+                };
+            if let Some((prev_at, prev_masks, prev_word)) = prev {
+                self.lead_block(e, hay, base, prev_at, &prev_masks, &masks, prev_word);
             }
-            let mut starts = long & !(m << 1);
-            // A run touching the block's end may continue into the next block.
-            let trailing = (m >> (n - 1) & 1 == 1).then(|| n - (!(m << (64 - n))).leading_zeros());
-            if let Some(t) = trailing {
-                starts &= !(1u64 << t);
-                let start = at + u64::from(t);
-                self.open_run = Some((start, start));
-                self.extend_open_run(start, start, at + u64::from(n));
-            }
-            while starts != 0 {
-                let s = starts.trailing_zeros();
-                starts &= starts - 1;
-                let len = (!(m >> s)).trailing_zeros();
-                let start = at + u64::from(s);
-                // Most runs are ruled out by their length and left neighbour alone.
-                if start > base
-                    && e.digits
-                        .dead_by_left(u64::from(len), hay[(start - 1 - base) as usize])
-                {
-                    continue;
+            prev = Some((at, masks, word_before));
+        }
+        if let Some((prev_at, prev_masks, prev_word)) = prev {
+            let none = [0; MAX_RANGES];
+            self.lead_block(e, hay, base, prev_at, &prev_masks, &none, prev_word);
+        }
+    }
+
+    /// Lead places starting in the block at `at` (`next`: the masks of the block after it,
+    /// zero past the bytes fed so far, so places cut by the end are left for later;
+    /// `word_before`: bit `i` set when the byte before `at + i` is a word byte).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn lead_block(
+        &mut self,
+        e: &Engine,
+        hay: &[u8],
+        base: u64,
+        at: u64,
+        masks: &[u64; MAX_RANGES],
+        next: &[u64; MAX_RANGES],
+        word_before: u64,
+    ) {
+        for lr in &e.leads.rules {
+            let mut places = if lr.nonword_before {
+                !word_before
+            } else {
+                u64::MAX
+            };
+            for &(j, i) in &lr.filters {
+                // Bit `p` of the mask of the byte at `p + j` (two shifts: `j` may be 0).
+                places &= masks[i] >> j | next[i] << 1 << (63 - j);
+                if places == 0 {
+                    break;
                 }
-                self.emit_run(e, hay, base, start, start, start + u64::from(len));
             }
+            while places != 0 {
+                let i = places.trailing_zeros();
+                places &= places - 1;
+                let p = at + u64::from(i);
+                if p + lr.sets.len() as u64 <= base + hay.len() as u64 && lr.holds_at(hay, base, p)
+                {
+                    self.lead_hit(e, lr, hay, base, p);
+                }
+            }
+        }
+    }
+
+    /// A place where rule `lr`'s lead holds: a region, when the byte before allows it.
+    fn lead_hit(&mut self, e: &Engine, lr: &LeadRule, hay: &[u8], base: u64, p: u64) {
+        // The byte before `hay[0]` is unknown unless it is the stream's start.
+        if lr.nonword_before && p > base && is_word(hay[(p - 1 - base) as usize]) {
+            return;
+        }
+        let info = &e.rules[lr.rule].info;
+        if prefix_may_match(hay, base, p, info) {
+            self.rules[lr.rule].push_region(p, p, p + info.max_len as u64, MERGE_GAP);
+        }
+    }
+
+    /// The digit runs of one block at `at` of `n` bytes.
+    fn digit_block(
+        &mut self,
+        e: &Engine,
+        hay: &[u8],
+        base: u64,
+        at: u64,
+        n: u32,
+        masks: &[u64; MAX_RANGES],
+    ) {
+        let plan = &e.leads;
+        let min_run = e.digits.min_run.min(64) as u32;
+        let mut m = masks[DIGITS];
+        if let Some((total, piece)) = self.open_run {
+            let lead = (!m).trailing_zeros().min(n);
+            if lead == n {
+                self.extend_open_run(total, piece, at + u64::from(n));
+                return;
+            }
+            self.open_run = None;
+            self.emit_run(e, hay, base, total, piece, at + u64::from(lead));
+            m &= !((1u64 << lead) - 1);
+        }
+        if m == 0 {
+            return;
+        }
+        // Bits where a run of at least `min_run` digits starts inside this block.
+        let mut long = m;
+        for shift in 1..min_run {
+            long &= m >> shift;
+        }
+        let mut starts = long & !(m << 1);
+        // A run touching the block's end may continue into the next block.
+        let trailing = (m >> (n - 1) & 1 == 1).then(|| n - (!(m << (64 - n))).leading_zeros());
+        if let Some(t) = trailing {
+            starts &= !(1u64 << t);
+            let start = at + u64::from(t);
+            self.open_run = Some((start, start));
+            self.extend_open_run(start, start, at + u64::from(n));
+        }
+        // Runs right after a byte that rules every digit-run rule out, all at once.
+        let kill = plan.kill_left.iter().fold(0u64, |acc, &i| acc | masks[i]);
+        let before = at > base && plan.kill_table[usize::from(hay[(at - 1 - base) as usize])];
+        starts &= !(kill << 1 | u64::from(before));
+        while starts != 0 {
+            let s = starts.trailing_zeros();
+            starts &= starts - 1;
+            let len = (!(m >> s)).trailing_zeros();
+            let start = at + u64::from(s);
+            // Most runs are ruled out by their length and left neighbour alone.
+            if start > base
+                && e.digits
+                    .dead_by_left(u64::from(len), hay[(start - 1 - base) as usize])
+            {
+                continue;
+            }
+            self.emit_run(e, hay, base, start, start, start + u64::from(len));
         }
     }
 

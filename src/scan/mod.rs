@@ -15,8 +15,15 @@
 //!   pass (Aho-Corasick with its Teddy prefilter over the first 8 bytes of each prefix and
 //!   every case variant of the first 3 bytes of each keyword; a hit is checked against the
 //!   whole literal);
-//! - **digit runs** for literal-free identifiers (cards, phones, SSNs, IBANs, NINOs): a
-//!   SWAR digit mask, 64 bytes at a time, yields runs of consecutive digits; a run is
+//! - **lead bytes** for literal-free patterns whose first bytes come from rare classes
+//!   (the IBAN's `\b[A-Z]{2}\d{2}`, the NINO's `\b[A-Z]{2}\d`): the classes of each of a
+//!   match's first bytes are read off the anchored DFA ([`lead`]); a block pass computes,
+//!   64 bytes at a time, one mask each for digits, upper- and lowercase letters (compare
+//!   and move-mask through `wide`), and shifts and ands them into the places where a
+//!   match can start; each is checked byte by byte against the exact classes, then tried;
+//! - **digit runs** for the other literal-free identifiers (cards, phones, SSNs): the
+//!   block pass's digit mask yields runs of consecutive digits (those right after a byte
+//!   that rules out every digit-run rule — a lowercase letter — all at once); a run is
 //!   ruled in or out per rule by table lookups on its length, its first and last digit and
 //!   its two neighbours (what the IR proves about where matches start and end, the longest
 //!   run they hold, the bytes they start and end with), then by the full gate (the token
@@ -54,6 +61,7 @@
 pub mod analyze;
 mod engine;
 pub mod exact;
+mod lead;
 mod literals;
 pub mod mask;
 pub mod normalize;

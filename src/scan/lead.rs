@@ -1,0 +1,282 @@
+//! Lead bytes: the byte classes a pattern's matches start with, read off its anchored DFA,
+//! and the masks that find where they occur, 64 bytes at a time.
+//!
+//! A pattern such as the IBAN's `\b[A-Z]{2}\d{2}…` or the SSN's `\b\d{3}-\d{2}-\d{4}\b`
+//! has no literal to look for, but every match starts with a short sequence of narrow
+//! classes (`[A-Z] [A-Z] [0-9] [0-9]`, `[0-9] [0-9] [0-9] -`) after a non-word byte. Such
+//! a sequence is rare in ordinary text, and all of it is checked for 64 positions at once:
+//! one mask per byte range (compare and move-mask on 16 bytes at a time, through `wide`),
+//! shifted and and-ed. [`Lead::of`] works the classes out exactly, by walking the DFA's
+//! transitions from its start states; [`Ranges`] computes the masks.
+
+use regex_automata::dfa::Automaton;
+use regex_automata::dfa::dense::DFA;
+use regex_automata::util::primitives::StateID;
+use regex_automata::util::start;
+use wide::u8x16;
+
+use super::analyze::ByteSet;
+
+/// Most byte ranges whose masks one engine computes per block.
+pub(crate) const MAX_RANGES: usize = 4;
+
+/// Deepest lead looked at.
+pub(crate) const MAX_DEPTH: usize = 8;
+
+/// Most DFA states a walk may hold at one depth before it stops going deeper.
+const MAX_STATES: usize = 4096;
+
+/// What the anchored DFA of a pattern says about how its matches start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Lead {
+    /// `sets[j]`: the bytes the `j`-th byte of a match can be (each set non-empty; a match
+    /// is at least `sets.len()` bytes long only if the caller cut the walk at `min_len`).
+    pub sets: Vec<ByteSet>,
+    /// No match starts right after an ASCII word byte.
+    pub nonword_before: bool,
+    /// No match that starts with a digit starts right after an ASCII word byte (so no match
+    /// starts inside a run of digits, nor right after a letter).
+    pub digit_after_nonword: bool,
+}
+
+impl Lead {
+    /// Walks `dfa` (anchored starts) `depth` bytes deep from every start state.
+    pub(crate) fn of(dfa: &DFA<Vec<u32>>, depth: usize) -> Option<Lead> {
+        let start = |look_behind: Option<u8>| {
+            let config = start::Config::new()
+                .anchored(regex_automata::Anchored::Yes)
+                .look_behind(look_behind);
+            dfa.start_state(&config).ok()
+        };
+        let word: Vec<StateID> = [b'a', b'Z', b'0', b'_']
+            .into_iter()
+            .map(|b| start(Some(b)))
+            .collect::<Option<_>>()?;
+        let other: Vec<StateID> = [None, Some(b'\n'), Some(b'\r'), Some(b' '), Some(0x80)]
+            .into_iter()
+            .map(start)
+            .collect::<Option<_>>()?;
+        let after_word = alive(dfa, &word);
+        let mut states: Vec<StateID> = word.iter().chain(&other).copied().collect();
+        states.sort_unstable();
+        states.dedup();
+        let mut sets = Vec::new();
+        while sets.len() < depth && states.len() <= MAX_STATES {
+            let set = alive(dfa, &states);
+            if set.is_empty() {
+                break;
+            }
+            let mut next = Vec::new();
+            for &s in &states {
+                for b in 0..=255u8 {
+                    if set.contains(b) {
+                        let n = dfa.next_state(s, b);
+                        if !dfa.is_dead_state(n) {
+                            next.push(n);
+                        }
+                    }
+                }
+            }
+            next.sort_unstable();
+            next.dedup();
+            sets.push(set);
+            states = next;
+        }
+        Some(Lead {
+            sets,
+            nonword_before: after_word.is_empty(),
+            digit_after_nonword: !after_word.has_digit(),
+        })
+    }
+
+    /// Rough share of positions in ordinary text where the first `depth` classes (and the
+    /// non-word byte before, when required) occur: see [`text_share`].
+    pub(crate) fn rate(&self, depth: usize) -> f64 {
+        let before = if self.nonword_before {
+            1.0 - text_share(&word_bytes())
+        } else {
+            1.0
+        };
+        self.sets[..depth]
+            .iter()
+            .fold(before, |acc, set| acc * text_share(set))
+    }
+}
+
+/// The bytes some state of `states` goes on with (to a state that is not dead).
+fn alive(dfa: &DFA<Vec<u32>>, states: &[StateID]) -> ByteSet {
+    let mut set = ByteSet::EMPTY;
+    for b in 0..=255u8 {
+        if states
+            .iter()
+            .any(|&s| !dfa.is_dead_state(dfa.next_state(s, b)))
+        {
+            set.add_range(b, b);
+        }
+    }
+    set
+}
+
+fn word_bytes() -> ByteSet {
+    let mut set = ByteSet::EMPTY;
+    set.add_range(b'0', b'9');
+    set.add_range(b'A', b'Z');
+    set.add_range(b'a', b'z');
+    set.add_range(b'_', b'_');
+    set
+}
+
+/// A rough model of the bytes of ordinary egress text (prose, JSON, code): the share of
+/// bytes in `set`. Only used to choose between prefilters, never for correctness.
+pub(crate) fn text_share(set: &ByteSet) -> f64 {
+    (0..=255u8)
+        .filter(|&b| set.contains(b))
+        .map(|b| match b {
+            b' ' => 0.12,
+            b'a'..=b'z' => 0.50 / 26.0,
+            b'A'..=b'Z' => 0.06 / 26.0,
+            b'0'..=b'9' => 0.12 / 10.0,
+            b'\n' | b'"' => 0.025,
+            0x21..=0x7e => 0.12 / 30.0,
+            _ => 0.03 / 160.0,
+        })
+        .sum()
+}
+
+/// Byte ranges whose 64-bit masks are computed together, one block at a time.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Ranges {
+    bounds: Vec<(u8, u8)>,
+    lo: Vec<u8x16>,
+    span: Vec<u8x16>,
+}
+
+impl Ranges {
+    /// The index of range `lo..=hi`, added if new; `None` when [`MAX_RANGES`] are taken.
+    pub(crate) fn index(&mut self, lo: u8, hi: u8) -> Option<usize> {
+        if let Some(i) = self.bounds.iter().position(|&r| r == (lo, hi)) {
+            return Some(i);
+        }
+        if self.bounds.len() == MAX_RANGES {
+            return None;
+        }
+        self.bounds.push((lo, hi));
+        self.lo.push(u8x16::splat(lo));
+        self.span.push(u8x16::splat(hi - lo));
+        Some(self.bounds.len() - 1)
+    }
+
+    /// Bit `i` of `out[r]` set when `block[i]` is in range `r`.
+    #[inline]
+    pub(crate) fn masks(&self, block: &[u8; 64], out: &mut [u64; MAX_RANGES]) {
+        let chunk = |k: usize| u8x16::new(block[16 * k..16 * k + 16].try_into().expect("16 bytes"));
+        let v = [chunk(0), chunk(1), chunk(2), chunk(3)];
+        for ((o, &lo), &span) in out.iter_mut().zip(&self.lo).zip(&self.span) {
+            // In range when `v - lo <= span` (unsigned): `min(d, span) == d`.
+            let bits = |v: u8x16| {
+                let d = v - lo;
+                u64::from(d.min(span).simd_eq(d).to_bitmask())
+            };
+            *o = bits(v[0]) | bits(v[1]) << 16 | bits(v[2]) << 32 | bits(v[3]) << 48;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dfa(pattern: &str) -> DFA<Vec<u32>> {
+        use regex_automata::dfa::{StartKind, dense};
+        use regex_automata::{nfa::thompson, util::syntax};
+        dense::Builder::new()
+            .syntax(syntax::Config::new().unicode(false).utf8(false))
+            .thompson(thompson::Config::new().utf8(false))
+            .configure(dense::Config::new().start_kind(StartKind::Anchored))
+            .build(pattern)
+            .expect("pattern compiles")
+    }
+
+    fn set(bytes: &[u8]) -> ByteSet {
+        let mut s = ByteSet::EMPTY;
+        for &b in bytes {
+            s.add_range(b, b);
+        }
+        s
+    }
+
+    fn range(lo: u8, hi: u8) -> ByteSet {
+        let mut s = ByteSet::EMPTY;
+        s.add_range(lo, hi);
+        s
+    }
+
+    #[test]
+    fn the_lead_of_a_pattern_is_its_first_classes() {
+        let lead = Lead::of(&dfa(r"\b[A-Z]{2}\d{2}[A-Z0-9]{4}"), 4).unwrap();
+        let (upper, digit) = (range(b'A', b'Z'), range(b'0', b'9'));
+        assert_eq!(lead.sets, vec![upper, upper, digit, digit]);
+        assert!(lead.nonword_before);
+        assert!(lead.digit_after_nonword);
+
+        let lead = Lead::of(&dfa(r"\d{3}-\d{2}"), 4).unwrap();
+        assert_eq!(lead.sets, vec![digit, digit, digit, set(b"-")]);
+        assert!(!lead.nonword_before, "no \\b: a match may follow a letter");
+        assert!(!lead.digit_after_nonword);
+
+        // Branches are unioned per depth; a branch starting with a digit needs \b.
+        let lead = Lead::of(&dfa(r"\(\d{3}\)|\b\d{3}-"), 3).unwrap();
+        let mut first = digit;
+        first.add_range(b'(', b'(');
+        assert_eq!(lead.sets[0], first);
+        assert!(!lead.nonword_before, "'(' may follow a letter");
+        assert!(lead.digit_after_nonword);
+
+        // \B before a non-word byte: the byte before must be non-word too.
+        let lead = Lead::of(&dfa(r"\B\+[1-9]\d"), 3).unwrap();
+        assert_eq!(lead.sets, vec![set(b"+"), range(b'1', b'9'), digit]);
+        assert!(lead.nonword_before);
+    }
+
+    #[test]
+    fn the_walk_stops_where_matches_may_end() {
+        let lead = Lead::of(&dfa(r"ab"), 8).unwrap();
+        // After "ab" the DFA only reports the match: no byte goes on to a live state
+        // but the one-byte-late match report, which is still a live transition.
+        assert_eq!(lead.sets[..2], [set(b"a"), set(b"b")]);
+    }
+
+    #[test]
+    fn masks_mark_the_bytes_of_each_range() {
+        let mut ranges = Ranges::default();
+        assert_eq!(ranges.index(b'0', b'9'), Some(0));
+        assert_eq!(ranges.index(b'A', b'Z'), Some(1));
+        assert_eq!(ranges.index(0, 0), Some(2));
+        assert_eq!(ranges.index(0xf0, 0xff), Some(3));
+        assert_eq!(ranges.index(b'0', b'9'), Some(0), "deduplicated");
+        let mut block = [b'.'; 64];
+        block[0] = b'7';
+        block[17] = b'0';
+        block[33] = b'Q';
+        block[63] = b'9';
+        block[5] = 0;
+        block[48] = 0xff;
+        block[49] = b'/'; // just below '0'
+        block[50] = b':'; // just above '9'
+        let mut out = [0; MAX_RANGES];
+        ranges.masks(&block, &mut out);
+        assert_eq!(out[0], 1 | 1 << 17 | 1 << 63);
+        assert_eq!(out[1], 1 << 33);
+        assert_eq!(out[2], 1 << 5);
+        assert_eq!(out[3], 1 << 48);
+        assert_eq!(ranges.index(b'a', b'z'), None, "full");
+    }
+
+    #[test]
+    fn text_share_ranks_narrow_classes_below_wide_ones() {
+        assert!(text_share(&range(b'A', b'Z')) < text_share(&range(b'a', b'z')));
+        assert!(text_share(&set(b"-")) < text_share(&range(b'0', b'9')));
+        let all = range(0, 255);
+        assert!((text_share(&all) - 1.0).abs() < 0.05);
+    }
+}
