@@ -519,6 +519,8 @@ pub struct Engine {
     /// Longest context word.
     context_max_len: u64,
     digits: DigitPlan,
+    /// Per category: its rule when it has just one (its distinct values are the rule's).
+    category_rule: Vec<Option<usize>>,
     /// Rules found by their lead classes; the range masks of the block pass.
     leads: LeadPlan,
     max_len: u64,
@@ -689,6 +691,15 @@ impl Engine {
             .chain([leads.depth as u64])
             .max()
             .unwrap_or(0);
+        let category_rule = (0..categories.len())
+            .map(|c| {
+                let mut of = (0..rules.len()).filter(|&r| rules[r].category == c);
+                match (of.next(), of.next()) {
+                    (Some(r), None) => Some(r),
+                    _ => None,
+                }
+            })
+            .collect();
         let exact_pairs = rules
             .iter()
             .any(|r| r.exact.as_ref().is_some_and(|x| !x.near.is_empty()));
@@ -713,6 +724,7 @@ impl Engine {
             context,
             digits,
             leads,
+            category_rule,
             hash_key: options.hash_key,
             exact_pairs,
             exact: options.exact,
@@ -1525,7 +1537,11 @@ impl State {
         if state.distinct.insert(hash) && state.samples.len() < MAX_SAMPLES {
             state.samples.push(sample());
         }
-        self.categories[e.rules[r].category].insert(hash);
+        let category = e.rules[r].category;
+        // A category of one rule counts exactly the rule's values: no second set.
+        if e.category_rule[category].is_none() {
+            self.categories[category].insert(hash);
+        }
     }
 
     /// A value of an `edm:` rule found in the records `self.exact.records`, at `at`: counts
@@ -1651,6 +1667,8 @@ impl State {
             .categories
             .iter()
             .zip(&self.categories)
+            .zip(&e.category_rule)
+            .map(|((c, d), only)| (c, only.map_or(d, |r| &self.rules[r].distinct)))
             .filter(|(_, d)| !d.set.is_empty())
             .map(|(c, d)| CategoryCount {
                 category: c.clone(),

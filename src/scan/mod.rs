@@ -17,7 +17,7 @@
 //!   whole literal);
 //! - **lead bytes** for literal-free patterns whose first bytes come from rare classes
 //!   (the IBAN's `\b[A-Z]{2}\d{2}`, the NINO's `\b[A-Z]{2}\d`): the classes of each of a
-//!   match's first bytes are read off the anchored DFA ([`lead`]); a block pass computes,
+//!   match's first bytes are read off the anchored DFA (module `lead`); a block pass computes,
 //!   64 bytes at a time, one mask each for digits, upper- and lowercase letters (compare
 //!   and move-mask through `wide`), and shifts and ands them into the places where a
 //!   match can start; each is checked byte by byte against the exact classes, then tried;
