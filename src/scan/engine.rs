@@ -1212,7 +1212,7 @@ impl State {
     /// zero past the bytes fed so far, so places cut by the end are left for later;
     /// `word_before`: bit `i` set when the byte before `at + i` is a word byte).
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     fn lead_block(
         &mut self,
         e: &Engine,
