@@ -1232,9 +1232,6 @@ impl State {
             for &(j, i) in &lr.filters {
                 // Bit `p` of the mask of the byte at `p + j` (two shifts: `j` may be 0).
                 places &= masks[i] >> j | next[i] << 1 << (63 - j);
-                if places == 0 {
-                    break;
-                }
             }
             while places != 0 {
                 let i = places.trailing_zeros();
