@@ -120,18 +120,24 @@ struct CompiledRule {
     exact: Option<ExactRule>,
 }
 
-/// An anchored forward DFA of one pattern (leftmost-first, ASCII `\b`, any bytes).
+/// An anchored forward DFA of one pattern (leftmost-first, ASCII `\b`, any bytes), with its
+/// start state for every byte that may come before a start (and for none).
 #[derive(Debug)]
-struct AnchoredDfa(regex_automata::dfa::dense::DFA<Vec<u32>>);
+struct AnchoredDfa {
+    dfa: regex_automata::dfa::dense::DFA<Vec<u32>>,
+    /// `starts[b]`: the start state after byte `b`; `starts[256]`: at the stream's start.
+    starts: Box<[regex_automata::util::primitives::StateID]>,
+}
 
 impl AnchoredDfa {
     /// Bytes the DFA may take: beyond this a rule keeps its regex alone.
     const SIZE_LIMIT: usize = 1 << 20;
 
     fn build(pattern: &str) -> Option<AnchoredDfa> {
-        use regex_automata::dfa::{StartKind, dense};
+        use regex_automata::dfa::{Automaton, StartKind, dense};
+        use regex_automata::util::start;
         use regex_automata::{nfa::thompson, util::syntax};
-        dense::Builder::new()
+        let dfa = dense::Builder::new()
             .syntax(
                 syntax::Config::new()
                     .unicode(false)
@@ -147,25 +153,48 @@ impl AnchoredDfa {
                     .determinize_size_limit(Some(4 * Self::SIZE_LIMIT)),
             )
             .build(pattern)
-            .ok()
-            .map(AnchoredDfa)
+            .ok()?;
+        let start = |look_behind: Option<u8>| {
+            let config = start::Config::new()
+                .anchored(regex_automata::Anchored::Yes)
+                .look_behind(look_behind);
+            dfa.start_state(&config).ok()
+        };
+        let starts = (0..=255u8)
+            .map(|b| start(Some(b)))
+            .chain([start(None)])
+            .collect::<Option<_>>()?;
+        Some(AnchoredDfa { dfa, starts })
     }
 
     /// The end of the match starting exactly at `at`, if any; `hay` ends one byte past the
     /// longest match that could matter (that byte is look-ahead only).
+    ///
+    /// The DFA is walked here byte by byte (no per-call search setup): it reports a match
+    /// one byte late, and goes dead once the leftmost-first match cannot grow.
     #[inline]
     fn match_at(&self, hay: &[u8], at: usize) -> Option<usize> {
         use regex_automata::dfa::Automaton;
-        let input = regex_automata::Input::new(hay)
-            .span(at..hay.len())
-            .anchored(regex_automata::Anchored::Yes);
-        // The DFA was built without quit bytes or Unicode word boundaries, and the
-        // search is anchored: it cannot fail.
-        self.0
-            .try_search_fwd(&input)
-            .ok()
-            .flatten()
-            .map(|m| m.offset())
+        let dfa = &self.dfa;
+        let before = at.checked_sub(1).map_or(256, |i| usize::from(hay[i]));
+        let mut state = self.starts[before];
+        let mut end = None;
+        for (i, &b) in hay[at..].iter().enumerate() {
+            state = dfa.next_state(state, b);
+            if dfa.is_special_state(state) {
+                if dfa.is_match_state(state) {
+                    end = Some(at + i);
+                } else if dfa.is_dead_state(state) || dfa.is_quit_state(state) {
+                    // Built without quit bytes: a quit state cannot occur.
+                    return end;
+                }
+            }
+        }
+        state = dfa.next_eoi_state(state);
+        if dfa.is_match_state(state) {
+            end = Some(hay.len());
+        }
+        end
     }
 
     /// The leftmost match starting in `[from, last]` (absolute positions), trying only the
@@ -592,7 +621,7 @@ impl Engine {
             };
             let lead = anchored
                 .as_ref()
-                .and_then(|dfa| Lead::of(&dfa.0, MAX_DEPTH.min(info.min_len)));
+                .and_then(|dfa| Lead::of(&dfa.dfa, MAX_DEPTH.min(info.min_len)));
             let digit_after_nonword = lead.as_ref().is_some_and(|l| l.digit_after_nonword);
             // Digit-run and full-scan rules are found by their lead classes instead when
             // those are rare in ordinary text and the block pass's classes filter them.
