@@ -208,19 +208,20 @@ impl Unescaper {
                 let window = Window::load(data, i);
                 let quotes = window.eq(b'"');
                 let slashes = window.eq(b'\\');
+                let parity = mask::Parity::new(quotes);
                 out[o..o + WIDTH].copy_from_slice(&data[i..i + WIDTH]);
                 // Bytes of the window consumed.
                 let mut rel = 0;
                 loop {
                     let next = mask::from(slashes, rel);
                     if next == 0 {
-                        in_string ^= mask::odd(mask::from(quotes, rel));
+                        in_string ^= parity.odd(rel, WIDTH);
                         i += WIDTH - rel;
                         o += WIDTH - rel;
                         break;
                     }
                     let b = next.trailing_zeros() as usize;
-                    in_string ^= mask::odd(mask::below(mask::from(quotes, rel), b));
+                    in_string ^= parity.odd(rel, b);
                     i += b - rel;
                     o += b - rel;
                     if !in_string {

@@ -107,22 +107,49 @@ fn symbol_lanes(v: u8x16) -> u8x16 {
     letter | digit | other
 }
 
-/// Whether the number of set bits of `m` is odd.
-#[inline(always)]
-pub(crate) fn odd(m: u64) -> bool {
-    m.count_ones() & 1 == 1
+/// The parity of a mask's bits over ranges of positions, from one prefix XOR (six shifts;
+/// `count_ones` is no single instruction on baseline x86_64).
+#[derive(Clone, Copy)]
+pub(crate) struct Parity {
+    /// Bit `k`: whether an odd number of bits lie below position `k`.
+    before: u64,
+    /// Whether the whole mask has an odd number of bits.
+    all: bool,
+}
+
+impl Parity {
+    #[inline(always)]
+    pub(crate) fn new(m: u64) -> Parity {
+        let mut p = m;
+        p ^= p << 1;
+        p ^= p << 2;
+        p ^= p << 4;
+        p ^= p << 8;
+        p ^= p << 16;
+        p ^= p << 32;
+        Parity {
+            before: p << 1,
+            all: p >> 63 == 1,
+        }
+    }
+
+    /// Whether an odd number of bits lie in positions `from..to` (`from <= to <= 64`,
+    /// `from < 64`).
+    #[inline(always)]
+    pub(crate) fn odd(self, from: usize, to: usize) -> bool {
+        let upto = if to == WIDTH {
+            self.all
+        } else {
+            self.before >> to & 1 == 1
+        };
+        upto ^ (self.before >> from & 1 == 1)
+    }
 }
 
 /// The bits of `m` at positions `from` and above (`from` < 64).
 #[inline(always)]
 pub(crate) fn from(m: u64, from: usize) -> u64 {
     m & (!0u64 << from)
-}
-
-/// The bits of `m` below position `to` (`to` < 64).
-#[inline(always)]
-pub(crate) fn below(m: u64, to: usize) -> u64 {
-    m & ((1u64 << to) - 1)
 }
 
 #[cfg(test)]
@@ -179,12 +206,37 @@ mod tests {
     }
 
     #[test]
+    fn parity_of_ranges_is_the_popcount() {
+        for m in [
+            0u64,
+            1,
+            0b1011,
+            1 << 63,
+            u64::MAX,
+            0x8000_0000_0000_0001,
+            0xDEAD_BEEF_F00D_CAFE,
+        ] {
+            let p = Parity::new(m);
+            for from in 0..WIDTH {
+                for to in from..=WIDTH {
+                    let bits = if to == WIDTH {
+                        m >> from
+                    } else {
+                        (m & ((1u64 << to) - 1)) >> from
+                    };
+                    assert_eq!(
+                        p.odd(from, to),
+                        bits.count_ones() % 2 == 1,
+                        "{m:x} {from} {to}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn bit_helpers() {
-        assert!(odd(0b1011));
-        assert!(!odd(0b11));
         assert_eq!(from(0b1111, 2), 0b1100);
-        assert_eq!(below(0b1111, 2), 0b11);
-        assert_eq!(below(!0, 63), !0 >> 1);
         assert_eq!(from(!0, 63), 1 << 63);
     }
 }
