@@ -142,8 +142,9 @@ impl FormNode {
     /// Decodes query text (a form body) into `out[o..]`; returns the end of what it wrote.
     ///
     /// Two passes: the whole chunk translated into `self.translated` (`+` as a space, `&`
-    /// as a line break — a loop the compiler vectorizes), then copied to `out` eight bytes
-    /// at a time with the `%` escapes resolved on the way. A decoded `%2B` is therefore
+    /// as a line break — a loop the compiler vectorizes), then copied to `out` 64 bytes at a
+    /// time with a mask of the `%` bytes (`mask`), the escapes resolved on the way (the
+    /// chunk's last bytes eight at a time). A decoded `%2B` is therefore
     /// never taken for a `+`, and hex digits are never translated, so the order does not
     /// change what an escape reads as.
     fn decode_query(&mut self, data: &[u8], out: &mut [u8], o: usize) -> usize {

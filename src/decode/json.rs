@@ -58,8 +58,10 @@ impl Unescaper {
     /// Unescapes the next piece of the document into `out` (at least
     /// [`max_output`]`(data.len())` bytes long); returns how many bytes it wrote.
     ///
-    /// Plain stretches are copied a block at a time ([`block`]); only the bytes that change
-    /// the state (`"`, `\`, what follows a backslash) are looked at one by one.
+    /// Plain stretches are copied 64 bytes at a time with masks of their quotes and
+    /// backslashes (`mask`): quotes only flip the string state (their parity), so only
+    /// backslashes are looked at one by one. The last bytes of a piece go a block at a time
+    /// ([`block`]), and the state machine takes what is cut by the piece's end.
     pub(crate) fn push_into(&mut self, data: &[u8], out: &mut [u8]) -> usize {
         let (mut i, mut o) = (0, 0);
         while i < data.len() {
