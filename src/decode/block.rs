@@ -1,4 +1,5 @@
-//! Word-at-a-time byte search for the unescaping decoders (JSON strings, forms).
+//! Word-at-a-time byte search for the unescaping decoders (JSON strings, forms): the
+//! last bytes of a piece, after the 64-byte windows of `mask` have taken what they can.
 //!
 //! Mostly-plain text is copied a fixed-size block at a time while its bytes are checked
 //! eight at a time (as a `u64`, no `unsafe`, no target features) for the special ones (`"`

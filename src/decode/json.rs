@@ -12,6 +12,7 @@ use memchr::{memchr, memchr2};
 
 use super::Out;
 use super::block::{self, BLOCK};
+use super::mask::{self, WIDTH, Window};
 use super::node::Node;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +58,10 @@ impl Unescaper {
     /// Unescapes the next piece of the document into `out` (at least
     /// [`max_output`]`(data.len())` bytes long); returns how many bytes it wrote.
     ///
-    /// Plain stretches are copied a block at a time ([`block`]); only the bytes that change
-    /// the state (`"`, `\`, what follows a backslash) are looked at one by one.
+    /// Plain stretches are copied 64 bytes at a time with masks of their quotes and
+    /// backslashes (`mask`): quotes only flip the string state (their parity), so only
+    /// backslashes are looked at one by one. The last bytes of a piece go a block at a time
+    /// ([`block`]), and the state machine takes what is cut by the piece's end.
     pub(crate) fn push_into(&mut self, data: &[u8], out: &mut [u8]) -> usize {
         let (mut i, mut o) = (0, 0);
         while i < data.len() {
@@ -198,7 +201,70 @@ impl Unescaper {
     /// the state machine: the end of the piece, a cut escape, a high surrogate read.
     fn plain(&mut self, data: &[u8], mut i: usize, out: &mut [u8], mut o: usize) -> (usize, usize) {
         let mut in_string = self.state == State::InString;
-        while i < data.len() {
+        'outer: while i < data.len() {
+            // 64 bytes at a time while there is room: the window is copied whole, its
+            // quotes only counted (their parity is the string state), and only its
+            // backslashes looked at one by one. After an escape the rest of the window is
+            // copied again at its new place in the output.
+            while i + WIDTH <= data.len() && o + WIDTH <= out.len() {
+                let window = Window::load(data, i);
+                let quotes = window.eq(b'"');
+                let slashes = window.eq(b'\\');
+                let parity = mask::Parity::new(quotes);
+                out[o..o + WIDTH].copy_from_slice(&data[i..i + WIDTH]);
+                // Bytes of the window consumed.
+                let mut rel = 0;
+                loop {
+                    let next = mask::from(slashes, rel);
+                    if next == 0 {
+                        in_string ^= parity.odd(rel, WIDTH);
+                        i += WIDTH - rel;
+                        o += WIDTH - rel;
+                        break;
+                    }
+                    let b = next.trailing_zeros() as usize;
+                    in_string ^= parity.odd(rel, b);
+                    i += b - rel;
+                    o += b - rel;
+                    if !in_string {
+                        // A backslash outside strings is a byte like any other.
+                        i += 1;
+                        o += 1;
+                        rel = b + 1;
+                    } else {
+                        let used = match data.get(i + 1) {
+                            Some(b'u') => match data.get(i + 2..i + 6).and_then(hex4) {
+                                Some(unit) => {
+                                    o += self.code_unit(unit, &mut out[o..]);
+                                    6
+                                }
+                                None => break 'outer,
+                            },
+                            Some(&e) => {
+                                o += simple_escape(e, &mut out[o..]);
+                                2
+                            }
+                            None => break 'outer,
+                        };
+                        i += used;
+                        rel = b + used;
+                        if self.high.is_some() {
+                            break 'outer;
+                        }
+                        if rel < WIDTH && i + WIDTH <= data.len() && o + WIDTH <= out.len() {
+                            out[o..o + WIDTH].copy_from_slice(&data[i..i + WIDTH]);
+                        } else {
+                            break;
+                        }
+                    }
+                    if rel >= WIDTH {
+                        break;
+                    }
+                }
+            }
+            if i == data.len() {
+                break;
+            }
             // The plain bytes up to the next quote (or, in a string, backslash).
             let stop = if in_string { b'\\' } else { b'"' };
             let mut found = false;
@@ -241,16 +307,7 @@ impl Unescaper {
                     None => break,
                 },
                 Some(&e) => {
-                    match SIMPLE_ESCAPES[usize::from(e)] {
-                        0 => {
-                            out[o..o + 2].copy_from_slice(&[b'\\', e]);
-                            o += 2;
-                        }
-                        v => {
-                            out[o] = v;
-                            o += 1;
-                        }
-                    }
+                    o += simple_escape(e, &mut out[o..]);
                     i += 2;
                 }
                 None => break,
@@ -349,6 +406,22 @@ static SIMPLE_ESCAPES: [u8; 256] = {
     t[b't' as usize] = b'\t';
     t
 };
+
+/// A one-character escape (`\` then `e`) into `out`; returns the bytes written (one, or
+/// two for an unknown escape kept as written).
+#[inline(always)]
+fn simple_escape(e: u8, out: &mut [u8]) -> usize {
+    match SIMPLE_ESCAPES[usize::from(e)] {
+        0 => {
+            out[..2].copy_from_slice(&[b'\\', e]);
+            2
+        }
+        v => {
+            out[0] = v;
+            1
+        }
+    }
+}
 
 /// `\u` and the `n` digits of `v` read so far, written back as they were (lowercased).
 fn cut_unicode(n: u8, v: u32, out: &mut [u8]) -> usize {
@@ -483,6 +556,29 @@ mod tests {
             texts.push(format!(r#""{}\u0040{}""#, "a".repeat(at), "b".repeat(40)));
             texts.push(format!(r#"{}"{}""#, "a".repeat(at), "b".repeat(40)));
         }
+        // The 64-byte windows: an escape at every offset of one and across its end, escapes
+        // back to back, escaped quotes and backslashes (which must not count as quotes or
+        // open escapes), backslashes outside strings, pairs cut by a window's end.
+        for at in 56..72 {
+            let a = "a".repeat(at);
+            let b = "b".repeat(90);
+            for esc in [
+                r"\u0040",
+                r"\n",
+                r#"\""#,
+                r"\\",
+                r"\q",
+                r"\ud83d\ude00",
+                r"\ud83d",
+            ] {
+                texts.push(format!(r#""{a}{esc}{b}""#));
+                texts.push(format!(r#"{{"k": "{a}{esc}{esc}\"{esc}{b}", "x": 1}}"#));
+            }
+            texts.push(format!(r#"{a}\n "{b}\\" {b} "\" \\\"" {b}"#));
+            texts.push(format!(r#""{a}\\\\\\"{b}"{b}"\"#));
+        }
+        texts.push(r#"\\\"\\""#.repeat(40));
+        texts.push(r#"{"x":"a\"b","y":"\\","z":"\u00e9\""}"#.repeat(8));
         for text in &texts {
             let data = text.as_bytes();
             let want = bytewise(data);

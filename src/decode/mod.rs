@@ -56,6 +56,7 @@ mod block;
 pub mod encoding;
 pub mod form;
 pub mod json;
+mod mask;
 pub mod multipart;
 mod node;
 mod sniff;
@@ -244,15 +245,19 @@ impl Account {
 
     /// Whether a layer at `depth` may be opened; records the problem when not.
     pub(crate) fn may_open(&mut self, depth: u32, what: &str) -> bool {
-        if depth > self.limits.max_depth {
+        if depth <= self.limits.max_depth {
+            return true;
+        }
+        // Only the first problem is kept: the text is not written again for every base64
+        // run of a body at the depth limit.
+        if self.problem.is_none() {
             let limit = self.limits.max_depth;
             self.problem(
                 Reason::Depth,
                 format!("{what} nested more than {limit} layers deep"),
             );
-            return false;
         }
-        true
+        false
     }
 }
 

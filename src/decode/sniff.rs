@@ -13,15 +13,22 @@
 //!
 //! Runs are found by sampling one byte in [`BASE64_MIN_RUN`]: a run that long must cover a
 //! sample, and only samples that are symbols with 32 symbols on one side are looked at
-//! closer. The decoded bytes of a run go into the stream when the run ends (or every
+//! closer. That test is one 64-byte window of masks (`mask`): a cheap range filter first
+//! (a space, a line break or a quote in each half rules the sample out), the exact symbol
+//! mask only when it passes; a run's ends are then found 64 bytes at a time from the masks,
+//! not by a byte walk. The decoded bytes of a run go into the stream when the run ends (or every
 //! [`FLUSH`] bytes for a long one), as their own segment.
 
 use super::base64::{Decoder, is_symbol};
 use super::encoding::Codec;
 use super::json::JsonNode;
+use super::mask::{WIDTH, Window};
 use super::node::Node;
 use super::zip::ZipNode;
 use super::{Account, BASE64_MIN_RUN, Out};
+
+// The window masks look at exactly one run's minimum length at a time.
+const _: () = assert!(BASE64_MIN_RUN == WIDTH);
 
 /// Decoded bytes of a run held before they are scanned.
 const FLUSH: usize = 48 << 10;
@@ -371,23 +378,30 @@ fn find_run(data: &[u8], from: usize) -> Option<usize> {
             continue;
         }
         // A run of 64 through `p` holds the 32 bytes ending at `p` or the 32 after it:
-        // checked branch-free first, so that a word of prose (most samples land on one)
-        // costs no walk to its ends. When neither holds, no run covers `p`, and the next
-        // sample 64 bytes on still meets every run after it.
-        let left = p + 1 >= from + HALF && all_symbols(&data[p + 1 - HALF..=p]);
-        let right = p + HALF < data.len() && all_symbols(&data[p + 1..=p + HALF]);
+        // checked branch-free first (one window of masks), so that a word of prose (most
+        // samples land on one) costs no walk to its ends. When neither holds, no run
+        // covers `p`, and the next sample 64 bytes on still meets every run after it.
+        let (left, right) = if p + 1 >= from + HALF && p + 1 + HALF <= data.len() {
+            let w = Window::load(data, p + 1 - HALF);
+            match w.halves_maybe_symbols() {
+                (false, false) => (false, false),
+                _ => {
+                    let m = w.symbols();
+                    (m as u32 == u32::MAX, (m >> HALF) as u32 == u32::MAX)
+                }
+            }
+        } else {
+            (
+                p + 1 >= from + HALF && all_symbols(&data[p + 1 - HALF..=p]),
+                p + HALF < data.len() && all_symbols(&data[p + 1..=p + HALF]),
+            )
+        };
         if !left && !right {
             p += BASE64_MIN_RUN;
             continue;
         }
-        let mut s = p;
-        while s > from && is_symbol(data[s - 1]) {
-            s -= 1;
-        }
-        let mut e = p + 1;
-        while e < data.len() && e - s < BASE64_MIN_RUN && is_symbol(data[e]) {
-            e += 1;
-        }
+        let s = run_start(data, from, p);
+        let e = p + 1 + symbols_from(data, p + 1, (s + BASE64_MIN_RUN).saturating_sub(p + 1));
         if e - s >= BASE64_MIN_RUN {
             return Some(s);
         }
@@ -396,8 +410,43 @@ fn find_run(data: &[u8], from: usize) -> Option<usize> {
     None
 }
 
+/// The first index `s >= from` such that `data[s..=p]` are all symbols (`data[p]` is one):
+/// 64 bytes back at a time.
+fn run_start(data: &[u8], from: usize, p: usize) -> usize {
+    let mut end = p + 1;
+    while end - from >= WIDTH {
+        let others = !Window::load(data, end - WIDTH).symbols();
+        if others != 0 {
+            // The last byte that is not a symbol is bit 63 - leading_zeros.
+            return end - others.leading_zeros() as usize;
+        }
+        end -= WIDTH;
+    }
+    while end > from && is_symbol(data[end - 1]) {
+        end -= 1;
+    }
+    end
+}
+
+/// How many bytes at `data[at..]` are symbols, 64 at a time; it stops counting at `limit`
+/// or a little past it (it may return up to 63 more).
+fn symbols_from(data: &[u8], at: usize, limit: usize) -> usize {
+    let mut n = 0;
+    while n < limit && at + n + WIDTH <= data.len() {
+        let m = Window::load(data, at + n).symbols();
+        if m != u64::MAX {
+            return n + m.trailing_ones() as usize;
+        }
+        n += WIDTH;
+    }
+    while n < limit && at + n < data.len() && is_symbol(data[at + n]) {
+        n += 1;
+    }
+    n
+}
+
 /// Whether every byte of `window` (32 bytes) is a base64 symbol: compares the compiler
-/// turns into vector code, no early exit.
+/// turns into vector code, no early exit (for samples near the ends of the input).
 #[inline(always)]
 fn all_symbols(window: &[u8]) -> bool {
     let window: &[u8; BASE64_MIN_RUN / 2] = window.try_into().expect("half a run");
@@ -412,21 +461,18 @@ fn symbol_by_range(b: u8) -> bool {
     letter | digit | (b == b'+') | (b == b'-') | (b == b'/') | (b == b'_')
 }
 
-/// How many bytes at the start of `data` are base64 symbols: 16 at a time while all are.
+/// How many bytes at the start of `data` are base64 symbols.
 fn symbol_prefix(data: &[u8]) -> usize {
-    let mut n = 0;
-    for group in data.chunks_exact(16) {
-        if !group.iter().fold(true, |all, &b| all & symbol_by_range(b)) {
-            break;
-        }
-        n += 16;
-    }
-    n + data[n..].iter().take_while(|&&b| is_symbol(b)).count()
+    symbols_from(data, 0, usize::MAX)
 }
 
 /// Whether a run (its first [`BASE64_MIN_RUN`] symbols: `a` then `b`) looks like base64:
 /// both upper- and lowercase letters (hex digests and long words do not).
 fn plausible(a: &[u8], b: &[u8]) -> bool {
+    if a.is_empty() && b.len() >= WIDTH {
+        let w = Window::load(b, 0);
+        return w.upper() != 0 && w.lower() != 0;
+    }
     let (mut upper, mut lower) = (false, false);
     for &c in a.iter().chain(b).take(BASE64_MIN_RUN) {
         upper |= c.is_ascii_uppercase();
@@ -502,10 +548,56 @@ mod tests {
         }
     }
 
+    /// The mask walks (64 bytes at a time, back and forth) against byte walks: runs of
+    /// both alphabets, 63/64/65 long and several windows long, at every offset near the
+    /// ends of the input and of a window.
+    #[test]
+    fn mask_walks_agree_with_byte_walks() {
+        let alphabet = b"ABCxyz019+/-_";
+        let mut texts = Vec::new();
+        for len in [1, 31, 32, 63, 64, 65, 127, 128, 129, 200] {
+            for at in [0, 1, 31, 32, 63, 64, 65, 100] {
+                let mut t: Vec<u8> = b"word, ".iter().cycle().take(at).copied().collect();
+                t.extend((0..len).map(|k| alphabet[(k * 7 + at) % alphabet.len()]));
+                t.extend_from_slice(b"=\n. ");
+                t.extend((0..70).map(|k| alphabet[k % 5]));
+                texts.push(t);
+            }
+        }
+        for t in &texts {
+            for from in [0, 1, 7, 40] {
+                for p in from..t.len() {
+                    if !is_symbol(t[p]) {
+                        continue;
+                    }
+                    let mut s = p;
+                    while s > from && is_symbol(t[s - 1]) {
+                        s -= 1;
+                    }
+                    assert_eq!(run_start(t, from, p), s, "{t:?} {from} {p}");
+                }
+            }
+            for at in 0..t.len() {
+                let want = t[at..].iter().take_while(|&&b| is_symbol(b)).count();
+                assert_eq!(symbols_from(t, at, usize::MAX), want, "{at}");
+                assert_eq!(symbol_prefix(&t[at..]), want, "{at}");
+                for limit in [0, 1, 63, 64, 65] {
+                    let got = symbols_from(t, at, limit);
+                    assert!(got >= want.min(limit) && got <= want, "{at} {limit}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn plausible_needs_both_cases() {
         assert!(plausible(b"aGVsbG8", b"Gd29ybGQ"));
         assert!(!plausible(b"0123456789abcdef", b""));
         assert!(!plausible(b"ABCDEF0123", b"456"));
+        // A whole window at once: only its first 64 bytes count.
+        let hex = "0123456789abcdef".repeat(4);
+        assert!(!plausible(b"", format!("{hex}X").as_bytes()));
+        assert!(plausible(b"", format!("{}X", &hex[..63]).as_bytes()));
+        assert!(plausible(b"", format!("Q{hex}").as_bytes()));
     }
 }

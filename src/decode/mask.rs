@@ -1,0 +1,242 @@
+//! Byte-class masks over 64 bytes at a time, for the decoders' searches.
+//!
+//! A [`Window`] holds 64 input bytes as four 16-byte vectors (`wide`: safe portable SIMD;
+//! on x86_64 the compares below are SSE2 `pcmpeqb`/`pminub`/`pmovmskb`, no target features
+//! needed, no `unsafe`). Each class test returns a `u64` whose bit `k` is set when byte `k`
+//! is in the class, so a decoder finds the next special byte with `trailing_zeros`, counts
+//! the quotes before a backslash with `count_ones`, and passes over a window without one
+//! special byte in a handful of instructions — no per-byte branch.
+//!
+//! What it does not do: decide anything. The decoders keep their state machines; this
+//! only tells them where to look.
+
+use wide::u8x16;
+
+/// Bytes in a [`Window`].
+pub(crate) const WIDTH: usize = 64;
+
+/// 64 bytes, loaded.
+#[derive(Clone, Copy)]
+pub(crate) struct Window([u8x16; 4]);
+
+/// Sets bit `k` of the result for each byte `k` of the four vectors whose high bit is set
+/// (the compares below give `0xFF` or `0`).
+#[inline(always)]
+fn bits(v: [u8x16; 4]) -> u64 {
+    u64::from(v[0].to_bitmask())
+        | u64::from(v[1].to_bitmask()) << 16
+        | u64::from(v[2].to_bitmask()) << 32
+        | u64::from(v[3].to_bitmask()) << 48
+}
+
+#[inline(always)]
+fn lane(src: &[u8], at: usize) -> u8x16 {
+    let a: [u8; 16] = src[at..at + 16].try_into().expect("16 bytes");
+    u8x16::new(a)
+}
+
+impl Window {
+    /// The 64 bytes at `src[at..]` (there must be that many).
+    #[inline(always)]
+    pub(crate) fn load(src: &[u8], at: usize) -> Window {
+        let src = &src[at..at + WIDTH];
+        Window([lane(src, 0), lane(src, 16), lane(src, 32), lane(src, 48)])
+    }
+
+    /// Bytes equal to `c`.
+    #[inline(always)]
+    pub(crate) fn eq(self, c: u8) -> u64 {
+        let c = u8x16::splat(c);
+        bits(self.0.map(|v| v.simd_eq(c)))
+    }
+
+    /// Base64 symbols of either alphabet (`A-Z a-z 0-9 + / - _`), as
+    /// [`super::base64::is_symbol`].
+    #[inline(always)]
+    pub(crate) fn symbols(self) -> u64 {
+        bits(self.0.map(symbol_lanes))
+    }
+
+    /// Whether each half (bytes 0-31, bytes 32-63) may be all base64 symbols: every byte
+    /// of it is in `+..=z`, the range that spans the alphabets (a superset: `,.:;<=>?@[\]^`
+    /// and the backtick pass too). A quick filter before [`Window::symbols`]: a space, a
+    /// line break or a quote fails it, and prose has one every few bytes.
+    #[inline(always)]
+    pub(crate) fn halves_maybe_symbols(self) -> (bool, bool) {
+        let lo = u8x16::splat(b'+');
+        let span = u8x16::splat(b'z' - b'+');
+        let [a, b, c, d] = self.0.map(|v| v - lo);
+        let half = |x: u8x16, y: u8x16| {
+            let top = x.max(y);
+            top.min(span).simd_eq(top).to_bitmask() == 0xFFFF
+        };
+        (half(a, b), half(c, d))
+    }
+
+    /// Uppercase ASCII letters.
+    #[inline(always)]
+    pub(crate) fn upper(self) -> u64 {
+        bits(self.0.map(|v| in_range(v, b'A', b'Z')))
+    }
+
+    /// Lowercase ASCII letters.
+    #[inline(always)]
+    pub(crate) fn lower(self) -> u64 {
+        bits(self.0.map(|v| in_range(v, b'a', b'z')))
+    }
+}
+
+/// `0xFF` where `lo <= v <= hi`: `v - lo` is then at most `hi - lo` (wrapping), which an
+/// unsigned minimum tells without a signed compare.
+#[inline(always)]
+fn in_range(v: u8x16, lo: u8, hi: u8) -> u8x16 {
+    let d = v - u8x16::splat(lo);
+    d.min(u8x16::splat(hi - lo)).simd_eq(d)
+}
+
+#[inline(always)]
+fn symbol_lanes(v: u8x16) -> u8x16 {
+    // Letters of either case at once: `| 0x20` folds A-Z onto a-z and nothing else onto
+    // a-z.
+    let letter = in_range(v | u8x16::splat(0x20), b'a', b'z');
+    let digit = in_range(v, b'0', b'9');
+    let other = v.simd_eq(u8x16::splat(b'+'))
+        | v.simd_eq(u8x16::splat(b'/'))
+        | v.simd_eq(u8x16::splat(b'-'))
+        | v.simd_eq(u8x16::splat(b'_'));
+    letter | digit | other
+}
+
+/// The parity of a mask's bits over ranges of positions, from one prefix XOR (six shifts;
+/// `count_ones` is no single instruction on baseline x86_64).
+#[derive(Clone, Copy)]
+pub(crate) struct Parity {
+    /// Bit `k`: whether an odd number of bits lie below position `k`.
+    before: u64,
+    /// Whether the whole mask has an odd number of bits.
+    all: bool,
+}
+
+impl Parity {
+    #[inline(always)]
+    pub(crate) fn new(m: u64) -> Parity {
+        let mut p = m;
+        p ^= p << 1;
+        p ^= p << 2;
+        p ^= p << 4;
+        p ^= p << 8;
+        p ^= p << 16;
+        p ^= p << 32;
+        Parity {
+            before: p << 1,
+            all: p >> 63 == 1,
+        }
+    }
+
+    /// Whether an odd number of bits lie in positions `from..to` (`from <= to <= 64`,
+    /// `from < 64`).
+    #[inline(always)]
+    pub(crate) fn odd(self, from: usize, to: usize) -> bool {
+        let upto = if to == WIDTH {
+            self.all
+        } else {
+            self.before >> to & 1 == 1
+        };
+        upto ^ (self.before >> from & 1 == 1)
+    }
+}
+
+/// The bits of `m` at positions `from` and above (`from` < 64).
+#[inline(always)]
+pub(crate) fn from(m: u64, from: usize) -> u64 {
+    m & (!0u64 << from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::base64::is_symbol;
+    use super::*;
+
+    /// Every byte value at every position of a window: each class agrees with its scalar
+    /// definition.
+    #[test]
+    fn classes_agree_with_the_byte_tests() {
+        for shift in [0usize, 1, 63] {
+            for start in (0..=255u8).step_by(WIDTH) {
+                let mut data = [0u8; WIDTH + 1];
+                for (k, d) in data.iter_mut().enumerate() {
+                    *d = start.wrapping_add(((k + shift) % WIDTH) as u8);
+                }
+                let w = Window::load(&data, 0);
+                let want = |f: &dyn Fn(u8) -> bool| {
+                    (0..WIDTH).fold(0u64, |m, k| m | u64::from(f(data[k])) << k)
+                };
+                assert_eq!(w.symbols(), want(&is_symbol), "{start} {shift}");
+                assert_eq!(w.upper(), want(&|b| b.is_ascii_uppercase()));
+                assert_eq!(w.lower(), want(&|b| b.is_ascii_lowercase()));
+                for c in [b'"', b'\\', b'%', 0, 255] {
+                    assert_eq!(w.eq(c), want(&|b| b == c), "{c}");
+                }
+                let (left, right) = w.halves_maybe_symbols();
+                let in_span = |k: usize| (b'+'..=b'z').contains(&data[k]);
+                assert_eq!(left, (0..32).all(in_span), "{start} {shift}");
+                assert_eq!(right, (32..64).all(in_span), "{start} {shift}");
+                let w1 = Window::load(&data, 1);
+                assert_eq!(w1.eq(data[64]) >> 63, 1);
+            }
+        }
+    }
+
+    #[test]
+    fn the_filter_passes_every_symbol() {
+        let alphabet: Vec<u8> = (0..=255u8).filter(|&b| is_symbol(b)).collect();
+        let mut data = [0u8; WIDTH];
+        for (k, d) in data.iter_mut().enumerate() {
+            *d = alphabet[k % alphabet.len()];
+        }
+        assert_eq!(Window::load(&data, 0).halves_maybe_symbols(), (true, true));
+        for k in 0..WIDTH {
+            for c in [b' ', b'\n', b'"', b'*', b'{', 0x80] {
+                let mut d = data;
+                d[k] = c;
+                let (left, right) = Window::load(&d, 0).halves_maybe_symbols();
+                assert_eq!((left, right), (k >= 32, k < 32), "{k} {c}");
+            }
+        }
+    }
+
+    #[test]
+    fn parity_of_ranges_is_the_popcount() {
+        for m in [
+            0u64,
+            1,
+            0b1011,
+            1 << 63,
+            u64::MAX,
+            0x8000_0000_0000_0001,
+            0xDEAD_BEEF_F00D_CAFE,
+        ] {
+            let p = Parity::new(m);
+            for from in 0..WIDTH {
+                for to in from..=WIDTH {
+                    let bits = if to == WIDTH {
+                        m >> from
+                    } else {
+                        (m & ((1u64 << to) - 1)) >> from
+                    };
+                    assert_eq!(
+                        p.odd(from, to),
+                        bits.count_ones() % 2 == 1,
+                        "{m:x} {from} {to}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bit_helpers() {
+        assert_eq!(from(0b1111, 2), 0b1100);
+        assert_eq!(from(!0, 63), 1 << 63);
+    }
+}
