@@ -66,3 +66,4 @@ pub mod proxy;
 pub mod rules;
 pub mod scan;
 pub mod tls;
+pub(crate) mod window;

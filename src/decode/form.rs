@@ -8,8 +8,8 @@
 
 use super::Out;
 use super::block;
-use super::mask::{self, WIDTH, Window};
 use super::node::Node;
+use crate::window::{self as mask, WIDTH, Window};
 
 /// A form or target decoder feeding its text node.
 pub(crate) struct FormNode {

@@ -12,8 +12,8 @@ use memchr::{memchr, memchr2};
 
 use super::Out;
 use super::block::{self, BLOCK};
-use super::mask::{self, WIDTH, Window};
 use super::node::Node;
+use crate::window::{self as mask, WIDTH, Window};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {

@@ -56,7 +56,7 @@ mod block;
 pub mod encoding;
 pub mod form;
 pub mod json;
-mod mask;
+
 pub mod multipart;
 mod node;
 mod sniff;

@@ -22,10 +22,10 @@
 use super::base64::{Decoder, is_symbol};
 use super::encoding::Codec;
 use super::json::JsonNode;
-use super::mask::{WIDTH, Window};
 use super::node::Node;
 use super::zip::ZipNode;
 use super::{Account, BASE64_MIN_RUN, Out};
+use crate::window::{WIDTH, Window};
 
 // The window masks look at exactly one run's minimum length at a time.
 const _: () = assert!(BASE64_MIN_RUN == WIDTH);

@@ -10,10 +10,11 @@ use siphasher::sip::SipHasher13;
 
 use super::analyze::{ByteSet, PatternInfo};
 use super::exact::{ExactIndex, MAX_RECORDS_PER_VALUE};
-use super::lead::{self, Lead, MAX_DEPTH, MAX_RANGES, Ranges};
+use super::lead::{self, Lead, MAX_DEPTH};
 use super::literals::LiteralSet;
 use super::{MaskStyle, Normalize, Validator};
 use crate::rules::{DISTINCT_CAP, RuleSet, compile};
+use crate::window::{WIDTH, Window};
 
 /// Masked samples kept per rule finding.
 pub const MAX_SAMPLES: usize = 3;
@@ -250,17 +251,15 @@ const LEAD_RATE: f64 = 3e-5;
 /// one-by-one check of a lead rule.
 const FILTER_RATE: f64 = 2e-3;
 
-/// The rules found by their lead classes, and the byte-range masks the block pass
-/// computes for them and for the digit-run plan (its digits, and the left neighbours that
-/// rule a run out for every digit-run rule).
+/// The rules found by their lead classes, and what the block pass needs for the digit-run
+/// plan (the left neighbours that rule a run out for every digit-run rule).
 #[derive(Debug)]
 struct LeadPlan {
-    ranges: Ranges,
     rules: Vec<LeadRule>,
     /// Deepest lead of any rule.
     depth: usize,
-    /// Range indices whose bytes, right before a digit run, rule it out for every
-    /// digit-run rule (a lowercase letter, for the shipped pack).
+    /// Classes (indices into the block masks) whose bytes, right before a digit run, rule
+    /// it out for every digit-run rule (lowercase letters, for the shipped pack).
     kill_left: Vec<usize>,
     /// The same bytes as a table, for the byte before a block.
     kill_table: Box<[bool]>,
@@ -270,8 +269,8 @@ struct LeadPlan {
 #[derive(Debug)]
 struct LeadRule {
     rule: usize,
-    /// (depth, range index): the block pass keeps the places whose byte at each such
-    /// depth is in the range (a few selective depths only: each range costs a mask).
+    /// (depth, class index into the block masks): the block pass keeps the places whose
+    /// byte at each such depth is in the class.
     filters: Vec<(u32, usize)>,
     /// Per depth, exactly: checked one by one at the places the filters keep.
     sets: Vec<ByteSet>,
@@ -289,22 +288,29 @@ impl LeadRule {
     }
 }
 
-/// The byte classes the block pass computes a mask of, by range index in [`LeadPlan`].
+/// The byte classes the block pass computes a mask of, by index in its masks.
 const DIGITS: usize = 0;
 const UPPER: usize = 1;
 const LOWER: usize = 2;
+type BlockMasks = [u64; 3];
+
+/// The block pass's masks of the 64 bytes at `hay[at..]` (fewer at the end: the rest
+/// count as no class).
+#[inline(always)]
+fn block_masks(hay: &[u8], at: usize) -> BlockMasks {
+    let w = if hay.len() - at >= WIDTH {
+        Window::load(hay, at)
+    } else {
+        let mut padded = [0u8; WIDTH];
+        padded[..hay.len() - at].copy_from_slice(&hay[at..]);
+        Window::load(&padded, 0)
+    };
+    [w.digits(), w.upper(), w.lower()]
+}
 
 impl LeadPlan {
     fn new() -> LeadPlan {
-        let mut ranges = Ranges::default();
-        for (i, (lo, hi)) in [(b'0', b'9'), (b'A', b'Z'), (b'a', b'z')]
-            .into_iter()
-            .enumerate()
-        {
-            assert_eq!(ranges.index(lo, hi), Some(i));
-        }
         LeadPlan {
-            ranges,
             rules: Vec::new(),
             depth: 0,
             kill_left: Vec::new(),
@@ -1198,21 +1204,11 @@ impl State {
         }
         let digits = !e.digits.rules.is_empty();
         let bytes = &hay[(new_from - base) as usize..];
-        let mut prev: Option<(u64, [u64; MAX_RANGES], u64)> = None;
+        let mut prev: Option<(u64, BlockMasks, u64)> = None;
         let word_at = |p: u64| p > base && is_word(hay[(p - 1 - base) as usize]);
-        for (k, block) in bytes.chunks(64).enumerate() {
-            let at = new_from + (k * 64) as u64;
-            let mut masks = [0; MAX_RANGES];
-            match <&[u8; 64]>::try_from(block) {
-                Ok(full) => plan.ranges.masks(full, &mut masks),
-                Err(_) => {
-                    let mut padded = [0u8; 64];
-                    padded[..block.len()].copy_from_slice(block);
-                    plan.ranges.masks(&padded, &mut masks);
-                    let valid = (1u64 << block.len()) - 1;
-                    masks.iter_mut().for_each(|m| *m &= valid);
-                }
-            }
+        for (k, block) in bytes.chunks(WIDTH).enumerate() {
+            let at = new_from + (k * WIDTH) as u64;
+            let masks = block_masks(hay, (at - base) as usize);
             if digits {
                 self.digit_block(e, hay, base, at, block.len() as u32, &masks);
             }
@@ -1232,7 +1228,7 @@ impl State {
             prev = Some((at, masks, word_before));
         }
         if let Some((prev_at, prev_masks, prev_word)) = prev {
-            let none = [0; MAX_RANGES];
+            let none = [0; 3];
             self.lead_block(e, hay, base, prev_at, &prev_masks, &none, prev_word);
         }
     }
@@ -1248,8 +1244,8 @@ impl State {
         hay: &[u8],
         base: u64,
         at: u64,
-        masks: &[u64; MAX_RANGES],
-        next: &[u64; MAX_RANGES],
+        masks: &BlockMasks,
+        next: &BlockMasks,
         word_before: u64,
     ) {
         for lr in &e.leads.rules {
@@ -1294,7 +1290,7 @@ impl State {
         base: u64,
         at: u64,
         n: u32,
-        masks: &[u64; MAX_RANGES],
+        masks: &BlockMasks,
     ) {
         let plan = &e.leads;
         let min_run = e.digits.min_run.min(64) as u32;

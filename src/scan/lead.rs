@@ -1,24 +1,19 @@
-//! Lead bytes: the byte classes a pattern's matches start with, read off its anchored DFA,
-//! and the masks that find where they occur, 64 bytes at a time.
+//! Lead bytes: the byte classes a pattern's matches start with, read off its anchored DFA.
 //!
 //! A pattern such as the IBAN's `\b[A-Z]{2}\d{2}…` or the SSN's `\b\d{3}-\d{2}-\d{4}\b`
 //! has no literal to look for, but every match starts with a short sequence of narrow
 //! classes (`[A-Z] [A-Z] [0-9] [0-9]`, `[0-9] [0-9] [0-9] -`) after a non-word byte. Such
-//! a sequence is rare in ordinary text, and all of it is checked for 64 positions at once:
-//! one mask per byte range (compare and move-mask on 16 bytes at a time, through `wide`),
-//! shifted and and-ed. [`Lead::of`] works the classes out exactly, by walking the DFA's
-//! transitions from its start states; [`Ranges`] computes the masks.
+//! a sequence is rare in ordinary text, and the engine's block pass checks it for 64
+//! positions at once from its digit and letter masks ([`crate::window`]), shifted and
+//! and-ed. [`Lead::of`] works the classes out exactly, by walking the DFA's transitions
+//! from its start states.
 
 use regex_automata::dfa::Automaton;
 use regex_automata::dfa::dense::DFA;
 use regex_automata::util::primitives::StateID;
 use regex_automata::util::start;
-use wide::u8x16;
 
 use super::analyze::ByteSet;
-
-/// Most byte ranges whose masks one engine computes per block.
-pub(crate) const MAX_RANGES: usize = 4;
 
 /// Deepest lead looked at.
 pub(crate) const MAX_DEPTH: usize = 8;
@@ -143,45 +138,6 @@ pub(crate) fn text_share(set: &ByteSet) -> f64 {
         .sum()
 }
 
-/// Byte ranges whose 64-bit masks are computed together, one block at a time.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Ranges {
-    bounds: Vec<(u8, u8)>,
-    lo: Vec<u8x16>,
-    span: Vec<u8x16>,
-}
-
-impl Ranges {
-    /// The index of range `lo..=hi`, added if new; `None` when [`MAX_RANGES`] are taken.
-    pub(crate) fn index(&mut self, lo: u8, hi: u8) -> Option<usize> {
-        if let Some(i) = self.bounds.iter().position(|&r| r == (lo, hi)) {
-            return Some(i);
-        }
-        if self.bounds.len() == MAX_RANGES {
-            return None;
-        }
-        self.bounds.push((lo, hi));
-        self.lo.push(u8x16::splat(lo));
-        self.span.push(u8x16::splat(hi - lo));
-        Some(self.bounds.len() - 1)
-    }
-
-    /// Bit `i` of `out[r]` set when `block[i]` is in range `r`.
-    #[inline]
-    pub(crate) fn masks(&self, block: &[u8; 64], out: &mut [u64; MAX_RANGES]) {
-        let chunk = |k: usize| u8x16::new(block[16 * k..16 * k + 16].try_into().expect("16 bytes"));
-        let v = [chunk(0), chunk(1), chunk(2), chunk(3)];
-        for ((o, &lo), &span) in out.iter_mut().zip(&self.lo).zip(&self.span) {
-            // In range when `v - lo <= span` (unsigned): `min(d, span) == d`.
-            let bits = |v: u8x16| {
-                let d = v - lo;
-                u64::from(d.min(span).simd_eq(d).to_bitmask())
-            };
-            *o = bits(v[0]) | bits(v[1]) << 16 | bits(v[2]) << 32 | bits(v[3]) << 48;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,32 +200,6 @@ mod tests {
         // After "ab" the DFA only reports the match: no byte goes on to a live state
         // but the one-byte-late match report, which is still a live transition.
         assert_eq!(lead.sets[..2], [set(b"a"), set(b"b")]);
-    }
-
-    #[test]
-    fn masks_mark_the_bytes_of_each_range() {
-        let mut ranges = Ranges::default();
-        assert_eq!(ranges.index(b'0', b'9'), Some(0));
-        assert_eq!(ranges.index(b'A', b'Z'), Some(1));
-        assert_eq!(ranges.index(0, 0), Some(2));
-        assert_eq!(ranges.index(0xf0, 0xff), Some(3));
-        assert_eq!(ranges.index(b'0', b'9'), Some(0), "deduplicated");
-        let mut block = [b'.'; 64];
-        block[0] = b'7';
-        block[17] = b'0';
-        block[33] = b'Q';
-        block[63] = b'9';
-        block[5] = 0;
-        block[48] = 0xff;
-        block[49] = b'/'; // just below '0'
-        block[50] = b':'; // just above '9'
-        let mut out = [0; MAX_RANGES];
-        ranges.masks(&block, &mut out);
-        assert_eq!(out[0], 1 | 1 << 17 | 1 << 63);
-        assert_eq!(out[1], 1 << 33);
-        assert_eq!(out[2], 1 << 5);
-        assert_eq!(out[3], 1 << 48);
-        assert_eq!(ranges.index(b'a', b'z'), None, "full");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Byte-class masks over 64 bytes at a time, for the decoders' searches.
+//! Byte-class masks over 64 bytes at a time, for the decoders' searches and the scanning
+//! engine's block pass (digits and letters for its digit runs and lead places).
 //!
 //! A [`Window`] holds 64 input bytes as four 16-byte vectors (`wide`: safe portable SIMD;
 //! on x86_64 the compares below are SSE2 `pcmpeqb`/`pminub`/`pmovmskb`, no target features
@@ -71,6 +72,12 @@ impl Window {
             top.min(span).simd_eq(top).to_bitmask() == 0xFFFF
         };
         (half(a, b), half(c, d))
+    }
+
+    /// ASCII digits.
+    #[inline(always)]
+    pub(crate) fn digits(self) -> u64 {
+        bits(self.0.map(|v| in_range(v, b'0', b'9')))
     }
 
     /// Uppercase ASCII letters.
@@ -154,8 +161,8 @@ pub(crate) fn from(m: u64, from: usize) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::base64::is_symbol;
     use super::*;
+    use crate::decode::base64::is_symbol;
 
     /// Every byte value at every position of a window: each class agrees with its scalar
     /// definition.
@@ -172,6 +179,7 @@ mod tests {
                     (0..WIDTH).fold(0u64, |m, k| m | u64::from(f(data[k])) << k)
                 };
                 assert_eq!(w.symbols(), want(&is_symbol), "{start} {shift}");
+                assert_eq!(w.digits(), want(&|b| b.is_ascii_digit()));
                 assert_eq!(w.upper(), want(&|b| b.is_ascii_uppercase()));
                 assert_eq!(w.lower(), want(&|b| b.is_ascii_lowercase()));
                 for c in [b'"', b'\\', b'%', 0, 255] {
