@@ -40,6 +40,10 @@
 //! | `egress_dlp_tls_interceptions_total` | counter | `outcome` | CONNECTs by TLS outcome |
 //! | `egress_dlp_tls_client_handshake_failures_total` | counter | `reason` | client-side handshakes that failed |
 //! | `egress_dlp_tls_leaf_cache_certificates` | gauge | | minted leaf certificates cached |
+//! | `egress_dlp_tls_leaf_mints_total` | counter | | leaf certificates minted |
+//! | `egress_dlp_tls_leaf_mint_failures_total` | counter | | leaf certificates that could not be minted |
+//! | `egress_dlp_tls_upstream_reused_total` | counter | | intercepted CONNECTs served by a pooled, verified upstream connection |
+//! | `egress_dlp_tls_upstream_handshake_failures_total` | counter | `reason` | upstream TLS handshakes that failed |
 //! | `egress_dlp_auth_attempts_total` | counter | `result` | proxy authentication: `success`, `cached`, `failure`, `malformed`, `missing`, `client_map`, `rate_limited` |
 //! | `egress_dlp_auth_failure_evictions_total` | counter | | failed-login entries forgotten early (table full) |
 //! | `egress_dlp_auth_cache_evictions_total` | counter | | verified credentials forgotten early (cache full) |
@@ -324,11 +328,24 @@ pub struct Metrics {
     tls_interceptions: Counters<TlsOutcome>,
     tls_handshake_failures: Counters<HandshakeFailure>,
     tls_leaf_cache: IntGauge,
+    tls_leaf_mints: IntCounter,
+    tls_leaf_mint_failures: IntCounter,
+    tls_upstream_reused: IntCounter,
+    tls_upstream_failures: IntCounterVec,
+    /// The interception counters, copied into the TLS families above at each scrape.
+    tls: std::sync::Mutex<Option<TlsWatch>>,
     auth_attempts: IntCounterVec,
     auth_failure_evictions: IntCounter,
     auth_cache_evictions: IntCounter,
     /// The authentication counters, copied into the families above at each scrape.
     auth: std::sync::Mutex<Option<AuthWatch>>,
+}
+
+/// Interception counters read at scrape time, with what was already exported: the three
+/// plain counters, then one per upstream failure reason.
+struct TlsWatch {
+    stats: std::sync::Arc<crate::tls::Stats>,
+    exported: Vec<u64>,
 }
 
 /// Authentication counters read at scrape time, with what was already exported.
@@ -385,6 +402,14 @@ fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Hi
         .register(Box::new(h.clone()))
         .expect("each metric registered once");
     h
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("each metric registered once");
+    c
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -595,10 +620,84 @@ impl Metrics {
                 "egress_dlp_tls_leaf_cache_certificates",
                 "Minted leaf certificates in the cache.",
             ),
+            tls_leaf_mints: counter(
+                r,
+                "egress_dlp_tls_leaf_mints_total",
+                "Leaf certificates minted for intercepted hosts.",
+            ),
+            tls_leaf_mint_failures: counter(
+                r,
+                "egress_dlp_tls_leaf_mint_failures_total",
+                "Leaf certificates that could not be minted.",
+            ),
+            tls_upstream_reused: counter(
+                r,
+                "egress_dlp_tls_upstream_reused_total",
+                "Intercepted CONNECTs served by a pooled, already verified upstream connection.",
+            ),
+            tls_upstream_failures: {
+                let v = IntCounterVec::new(
+                    Opts::new(
+                        "egress_dlp_tls_upstream_handshake_failures_total",
+                        "Upstream TLS handshakes that failed, by reason.",
+                    ),
+                    &["reason"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(v.clone()))
+                    .expect("each metric registered once");
+                v
+            },
+            tls: std::sync::Mutex::new(None),
             registry,
         };
         metrics.rules_loaded.set(rules.rules().len() as i64);
         metrics
+    }
+
+    /// Exports these interception counters from now on.
+    pub fn watch_tls(&self, stats: std::sync::Arc<crate::tls::Stats>) {
+        for reason in crate::tls::UpstreamFailure::ALL {
+            self.tls_upstream_failures
+                .with_label_values(&[reason.label()]);
+        }
+        *self.tls.lock().unwrap_or_else(|p| p.into_inner()) = Some(TlsWatch {
+            stats,
+            exported: vec![0; 3 + crate::tls::UpstreamFailure::ALL.len()],
+        });
+    }
+
+    /// Brings the TLS families up to the interception counters' values.
+    fn sync_tls(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut watch = self.tls.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(watch) = watch.as_mut() else { return };
+        let stats = &watch.stats;
+        self.tls_leaf_cache
+            .set(i64::try_from(stats.leaf_cache_size.load(Relaxed)).unwrap_or(i64::MAX));
+        let plain = [
+            (&self.tls_leaf_mints, stats.leaf_mints.load(Relaxed)),
+            (
+                &self.tls_leaf_mint_failures,
+                stats.leaf_mint_failures.load(Relaxed),
+            ),
+            (
+                &self.tls_upstream_reused,
+                stats.upstream_reused.load(Relaxed),
+            ),
+        ];
+        let failures = stats.upstream_failures();
+        let counters =
+            plain
+                .iter()
+                .map(|&(c, now)| (c.clone(), now))
+                .chain(failures.iter().map(|&(reason, now)| {
+                    (self.tls_upstream_failures.with_label_values(&[reason]), now)
+                }));
+        for ((counter, now), exported) in counters.zip(&mut watch.exported) {
+            counter.inc_by(now.saturating_sub(*exported));
+            *exported = now;
+        }
     }
 
     /// Exports these authentication counters from now on.
@@ -640,6 +739,7 @@ impl Metrics {
     /// The text exposition of every family (`/metrics`).
     pub fn encode(&self) -> String {
         self.sync_auth();
+        self.sync_tls();
         let mut out = Vec::with_capacity(16 << 10);
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -743,11 +843,6 @@ impl Metrics {
     /// `tls_interception(TlsOutcome::ClientFailed)`).
     pub fn tls_client_handshake_failed(&self, reason: HandshakeFailure) {
         self.tls_handshake_failures.inc(reason);
-    }
-
-    /// The leaf-certificate cache now holds `certificates` entries.
-    pub fn tls_leaf_cache_size(&self, certificates: usize) {
-        self.tls_leaf_cache.set(certificates as i64);
     }
 }
 
@@ -859,6 +954,53 @@ mod tests {
         }
         assert!(text.contains(&format!("egress_dlp_rules_loaded {}", set.rules().len())));
         assert!(text.contains("egress_dlp_build_info{version="));
+    }
+
+    /// The interception counters reach `/metrics` at each scrape, as deltas: a scrape after
+    /// no change adds nothing, and the leaf cache gauge follows the cache.
+    #[test]
+    fn tls_stats_are_copied_at_each_scrape() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = Metrics::new(&rules());
+        let stats = std::sync::Arc::new(crate::tls::Stats::default());
+        m.watch_tls(stats.clone());
+        let text = m.encode();
+        assert!(
+            text.contains("egress_dlp_tls_upstream_reused_total 0"),
+            "{text}"
+        );
+        assert!(text.contains("egress_dlp_tls_leaf_cache_certificates 0"));
+        for r in crate::tls::UpstreamFailure::ALL {
+            let series = format!(
+                "egress_dlp_tls_upstream_handshake_failures_total{{reason=\"{}\"}} 0",
+                r.label()
+            );
+            assert!(text.contains(&series), "{series} missing");
+        }
+        stats.upstream_reused.fetch_add(3, Relaxed);
+        stats.leaf_mints.fetch_add(2, Relaxed);
+        stats.leaf_mint_failures.fetch_add(1, Relaxed);
+        stats.leaf_cache_size.store(2, Relaxed);
+        stats.upstream_failures[0].fetch_add(4, Relaxed);
+        let reason = crate::tls::UpstreamFailure::ALL[0].label();
+        for _ in 0..2 {
+            let text = m.encode();
+            assert!(
+                text.contains("egress_dlp_tls_upstream_reused_total 3"),
+                "{text}"
+            );
+            assert!(text.contains("egress_dlp_tls_leaf_mints_total 2"));
+            assert!(text.contains("egress_dlp_tls_leaf_mint_failures_total 1"));
+            assert!(text.contains("egress_dlp_tls_leaf_cache_certificates 2"));
+            assert!(text.contains(&format!(
+                "egress_dlp_tls_upstream_handshake_failures_total{{reason=\"{reason}\"}} 4"
+            )));
+        }
+        stats.leaf_cache_size.store(1, Relaxed);
+        assert!(
+            m.encode()
+                .contains("egress_dlp_tls_leaf_cache_certificates 1")
+        );
     }
 
     #[test]

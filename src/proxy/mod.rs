@@ -234,6 +234,9 @@ pub async fn run_with(
     }
     let auth_counters = options.auth_counters.unwrap_or_default();
     metrics.watch_auth(auth_counters.clone());
+    if let Some(tls) = &tls {
+        metrics.watch_tls(tls.stats().clone());
+    }
     let origins = Arc::new(origins::OriginPool::default());
     origins::OriginPool::sweep_while_alive(Arc::downgrade(&origins));
     let shared = Arc::new(Shared {

@@ -95,13 +95,16 @@ impl UpstreamFailure {
 }
 
 /// The interception counters. All are monotonic counters except `leaf_cache_size`.
+/// `/metrics` copies them at each scrape (`Metrics::watch_tls`).
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Client handshakes completed with a minted certificate: connections whose requests
-    /// are inspected (`egress_dlp_tls_intercepted_total`).
+    /// are inspected (the proxy counts them as
+    /// `egress_dlp_tls_interceptions_total{outcome="intercepted"}`).
     pub intercepted: AtomicU64,
     /// CONNECTs passed through as blind tunnels because the CONNECT host or the TLS server
-    /// name matched `tls.bypass` (`egress_dlp_tls_bypassed_total`).
+    /// name matched `tls.bypass` (counted as
+    /// `egress_dlp_tls_interceptions_total{outcome="bypassed"}`).
     pub bypassed: AtomicU64,
     /// Failed client handshakes, indexed like [`ClientFailure::ALL`]
     /// (`egress_dlp_tls_client_handshake_failures_total{reason}`); read with
@@ -119,9 +122,11 @@ pub struct Stats {
     pub leaf_mints: AtomicU64,
     /// Leaf certificates that could not be minted (`egress_dlp_tls_leaf_mint_failures_total`).
     pub leaf_mint_failures: AtomicU64,
-    /// Leaf lookups answered from the cache (`egress_dlp_tls_leaf_cache_hits_total`).
+    /// Leaf lookups answered from the cache (not exported: mints against intercepted
+    /// connections tell the same).
     pub leaf_cache_hits: AtomicU64,
-    /// Leaf certificates in the cache now, a gauge (`egress_dlp_tls_leaf_cache_size`).
+    /// Leaf certificates in the cache now, a gauge
+    /// (`egress_dlp_tls_leaf_cache_certificates`).
     pub leaf_cache_size: AtomicU64,
 }
 
