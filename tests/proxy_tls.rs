@@ -149,6 +149,22 @@ async fn a_clients_next_connect_reuses_its_verified_upstream_connection_and_no_o
         targets, want,
         "every request reached the upstream, in order"
     );
+    // Operators see the same on /metrics: the reuses, the two leaves (one per name).
+    let stats = proxy.tls.stats();
+    let leaves = stats.leaf_mints.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(leaves, 2);
+    assert_eq!(
+        proxy.metric("egress_dlp_tls_upstream_reused_total").await,
+        4
+    );
+    assert_eq!(
+        proxy.metric("egress_dlp_tls_leaf_mints_total").await,
+        leaves
+    );
+    assert_eq!(
+        proxy.metric("egress_dlp_tls_leaf_cache_certificates").await,
+        leaves
+    );
 }
 
 #[tokio::test]

@@ -220,6 +220,8 @@ impl Drop for TlsUpstream {
 pub struct TlsProxy {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its admin listener (`/metrics`).
+    pub admin: SocketAddr,
     /// The interceptor (its counters and leaf cache).
     pub tls: Arc<Interceptor>,
     /// The data directory (`ca.pem`, `ca-key.pem`).
@@ -246,21 +248,48 @@ impl TlsProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(proxy::run_with_tls(
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_addr = admin.local_addr().unwrap();
+        let options = proxy::RunOptions {
+            admin: Some(admin),
+            tls: Some(tls.clone()),
+            ..proxy::RunOptions::default()
+        };
+        let task = tokio::spawn(proxy::run_with(
             listener,
+            options,
             Arc::new(config),
-            Some(tls.clone()),
             async {
                 let _ = stopped.await;
             },
         ));
         TlsProxy {
             addr,
+            admin: admin_addr,
             tls,
             data_dir,
             stop: Some(stop),
             task,
         }
+    }
+
+    /// The value of one series on `/metrics` (its whole name with labels, as printed).
+    pub async fn metric(&self, series: &str) -> u64 {
+        let mut tcp = TcpStream::connect(self.admin).await.unwrap();
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        tcp.read_to_string(&mut text).await.unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("{series} not on /metrics:\n{text}"))
     }
 
     /// `DATA_DIR/ca.pem`.
