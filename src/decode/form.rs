@@ -143,7 +143,7 @@ impl FormNode {
     ///
     /// Two passes: the whole chunk translated into `self.translated` (`+` as a space, `&`
     /// as a line break — a loop the compiler vectorizes), then copied to `out` 64 bytes at a
-    /// time with a mask of the `%` bytes (`mask`), the escapes resolved on the way (the
+    /// time with a mask of the `%` bytes (`crate::window`), the escapes resolved on the way (the
     /// chunk's last bytes eight at a time). A decoded `%2B` is therefore
     /// never taken for a `+`, and hex digits are never translated, so the order does not
     /// change what an escape reads as.

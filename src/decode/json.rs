@@ -59,7 +59,7 @@ impl Unescaper {
     /// [`max_output`]`(data.len())` bytes long); returns how many bytes it wrote.
     ///
     /// Plain stretches are copied 64 bytes at a time with masks of their quotes and
-    /// backslashes (`mask`): quotes only flip the string state (their parity), so only
+    /// backslashes (`crate::window`): quotes only flip the string state (their parity), so only
     /// backslashes are looked at one by one. The last bytes of a piece go a block at a time
     /// ([`block`]), and the state machine takes what is cut by the piece's end.
     pub(crate) fn push_into(&mut self, data: &[u8], out: &mut [u8]) -> usize {

@@ -13,8 +13,8 @@
 //!
 //! Runs are found by sampling one byte in [`BASE64_MIN_RUN`]: a run that long must cover a
 //! sample, and only samples that are symbols with 32 symbols on one side are looked at
-//! closer. That test is one 64-byte window of masks (`mask`): a cheap range filter first
-//! (a space, a line break or a quote in each half rules the sample out), the exact symbol
+//! closer. That test is one 64-byte window of masks (`crate::window`): a cheap range filter
+//! first (a space, a line break or a quote in each half rules the sample out), the exact symbol
 //! mask only when it passes; a run's ends are then found 64 bytes at a time from the masks,
 //! not by a byte walk. The decoded bytes of a run go into the stream when the run ends (or every
 //! [`FLUSH`] bytes for a long one), as their own segment.
