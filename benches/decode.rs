@@ -21,73 +21,27 @@
 //! taskset -c 0 cargo bench --bench decode -- --quick      # faster, rougher
 //! ```
 
+#[path = "corpus/bodies.rs"]
+mod bodies;
 #[path = "corpus/mod.rs"]
 #[allow(dead_code)]
 mod corpus;
 
 use std::hint::black_box;
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use bodies::{BOUNDARY, CHUNK, form, gzip, inflate_only, json_string, multipart};
 use criterion::{Criterion, Throughput};
 use egress_dlp::decode::{Inspection, Limits};
 use egress_dlp::rules;
 use egress_dlp::scan::Engine;
-use flate2::{Compression, Decompress, FlushDecompress};
 
 const CORPUS_BYTES: usize = 16 << 20;
-const CHUNK: usize = 64 << 10;
-const BOUNDARY: &str = "----bench-boundary-5f1c";
 
 fn engine() -> Engine {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
     Engine::new(&rules::load_dir(&dir).expect("shipped rules load"))
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-fn json_string(data: &[u8]) -> Vec<u8> {
-    let mut out = b"{\"name\":\"notes.txt\",\"content\":\"".to_vec();
-    for &b in data {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'@' => out.extend_from_slice(b"\\u0040"),
-            b if b < 0x20 => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
-            b => out.push(b),
-        }
-    }
-    out.extend_from_slice(b"\"}");
-    out
-}
-
-fn form(data: &[u8]) -> Vec<u8> {
-    let mut out = b"name=notes.txt&content=".to_vec();
-    for &b in data {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => out.push(b),
-            b' ' => out.push(b'+'),
-            b => out.extend_from_slice(format!("%{b:02X}").as_bytes()),
-        }
-    }
-    out
-}
-
-fn multipart(data: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"notes.txt\"\r\nContent-Type: text/plain\r\n\r\n"
-    )
-    .into_bytes();
-    out.extend_from_slice(data);
-    out.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-    out
 }
 
 /// Feeds `body` through an inspection in 64 KiB chunks; the email count keeps the work.
@@ -103,26 +57,6 @@ fn inspect(engine: &Engine, ct: Option<&[u8]>, ce: Option<&[u8]>, body: &[u8]) -
     let out = i.finish();
     assert!(out.not_scanned.is_none(), "{:?}", out.not_scanned);
     out.findings.bytes
-}
-
-fn inflate_only(gz: &[u8], buf: &mut [u8]) -> u64 {
-    let mut d = Decompress::new_gzip(15);
-    let mut total = 0u64;
-    for chunk in gz.chunks(CHUNK) {
-        let mut input = chunk;
-        loop {
-            let (i0, o0) = (d.total_in(), d.total_out());
-            d.decompress(input, buf, FlushDecompress::None).unwrap();
-            let used = (d.total_in() - i0) as usize;
-            let produced = (d.total_out() - o0) as usize;
-            total += black_box(&buf[..produced]).len() as u64;
-            input = &input[used..];
-            if used == 0 && produced == 0 {
-                break;
-            }
-        }
-    }
-    total
 }
 
 /// A named workload for the CPU-time table.

@@ -12,61 +12,20 @@
 //! none decoded), `multipart`, `json`, `form`, `gzip` (decode and scan), `inflate` (the
 //! decompressor alone). The pipeline's own cost is a variant's count less `raw`'s.
 
+#[path = "../benches/corpus/bodies.rs"]
+mod bodies;
 #[path = "../benches/corpus/mod.rs"]
 #[allow(dead_code)]
 mod corpus;
 
-use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use bodies::{BOUNDARY, CHUNK, form, gzip, inflate_only, json_string, multipart};
 use egress_dlp::decode::{Inspection, Limits};
 use egress_dlp::rules;
 use egress_dlp::scan::Engine;
-use flate2::{Compression, Decompress, FlushDecompress};
-
-const CHUNK: usize = 64 << 10;
-const BOUNDARY: &str = "----bench-boundary-5f1c";
-
-fn json_string(data: &[u8]) -> Vec<u8> {
-    let mut out = b"{\"name\":\"notes.txt\",\"content\":\"".to_vec();
-    for &b in data {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'@' => out.extend_from_slice(b"\\u0040"),
-            b if b < 0x20 => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
-            b => out.push(b),
-        }
-    }
-    out.extend_from_slice(b"\"}");
-    out
-}
-
-fn form(data: &[u8]) -> Vec<u8> {
-    let mut out = b"name=notes.txt&content=".to_vec();
-    for &b in data {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => out.push(b),
-            b' ' => out.push(b'+'),
-            b => out.extend_from_slice(format!("%{b:02X}").as_bytes()),
-        }
-    }
-    out
-}
-
-fn multipart(data: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"notes.txt\"\r\nContent-Type: text/plain\r\n\r\n"
-    )
-    .into_bytes();
-    out.extend_from_slice(data);
-    out.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-    out
-}
 
 fn inspect(engine: &Engine, limits: &Limits, ct: &[u8], ce: Option<&[u8]>, body: &[u8]) -> u64 {
     let mut i = Inspection::new(engine, limits, Some(ct), ce);
@@ -74,24 +33,6 @@ fn inspect(engine: &Engine, limits: &Limits, ct: &[u8], ce: Option<&[u8]>, body:
         i.feed(c);
     }
     i.finish().findings.bytes
-}
-
-fn inflate_only(gz: &[u8], buf: &mut [u8]) -> u64 {
-    let mut d = Decompress::new_gzip(15);
-    for chunk in gz.chunks(CHUNK) {
-        let mut input = chunk;
-        loop {
-            let (i0, o0) = (d.total_in(), d.total_out());
-            d.decompress(input, buf, FlushDecompress::None).unwrap();
-            let used = (d.total_in() - i0) as usize;
-            let produced = (d.total_out() - o0) as usize;
-            input = &input[used..];
-            if used == 0 && produced == 0 {
-                break;
-            }
-        }
-    }
-    d.total_out()
 }
 
 fn main() -> ExitCode {
@@ -122,11 +63,7 @@ fn main() -> ExitCode {
         "multipart" => multipart(&text),
         "json" => json_string(&text),
         "form" => form(&text),
-        "gzip" | "inflate" => {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), Compression::default());
-            e.write_all(&text).unwrap();
-            e.finish().unwrap()
-        }
+        "gzip" | "inflate" => gzip(&text),
         other => {
             eprintln!("unknown variant {other:?}");
             return ExitCode::from(2);
