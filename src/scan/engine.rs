@@ -10,7 +10,7 @@ use siphasher::sip::SipHasher13;
 
 use super::analyze::{ByteSet, PatternInfo};
 use super::exact::{ExactIndex, MAX_RECORDS_PER_VALUE};
-use super::lead::{self, Lead, MAX_DEPTH};
+use super::lead::{self, AnchoredDfa, Lead, MAX_DEPTH};
 use super::literals::LiteralSet;
 use super::{MaskStyle, Normalize, Validator};
 use crate::rules::{DISTINCT_CAP, RuleSet, compile};
@@ -121,83 +121,7 @@ struct CompiledRule {
     exact: Option<ExactRule>,
 }
 
-/// An anchored forward DFA of one pattern (leftmost-first, ASCII `\b`, any bytes), with its
-/// start state for every byte that may come before a start (and for none).
-#[derive(Debug)]
-struct AnchoredDfa {
-    dfa: regex_automata::dfa::dense::DFA<Vec<u32>>,
-    /// `starts[b]`: the start state after byte `b`; `starts[256]`: at the stream's start.
-    starts: Box<[regex_automata::util::primitives::StateID]>,
-}
-
 impl AnchoredDfa {
-    /// Bytes the DFA may take: beyond this a rule keeps its regex alone.
-    const SIZE_LIMIT: usize = 1 << 20;
-
-    fn build(pattern: &str) -> Option<AnchoredDfa> {
-        use regex_automata::dfa::{Automaton, StartKind, dense};
-        use regex_automata::util::start;
-        use regex_automata::{nfa::thompson, util::syntax};
-        let dfa = dense::Builder::new()
-            .syntax(
-                syntax::Config::new()
-                    .unicode(false)
-                    .utf8(false)
-                    .nest_limit(64),
-            )
-            .thompson(thompson::Config::new().utf8(false))
-            .configure(
-                dense::Config::new()
-                    .start_kind(StartKind::Anchored)
-                    .minimize(false)
-                    .dfa_size_limit(Some(Self::SIZE_LIMIT))
-                    .determinize_size_limit(Some(4 * Self::SIZE_LIMIT)),
-            )
-            .build(pattern)
-            .ok()?;
-        let start = |look_behind: Option<u8>| {
-            let config = start::Config::new()
-                .anchored(regex_automata::Anchored::Yes)
-                .look_behind(look_behind);
-            dfa.start_state(&config).ok()
-        };
-        let starts = (0..=255u8)
-            .map(|b| start(Some(b)))
-            .chain([start(None)])
-            .collect::<Option<_>>()?;
-        Some(AnchoredDfa { dfa, starts })
-    }
-
-    /// The end of the match starting exactly at `at`, if any; `hay` ends one byte past the
-    /// longest match that could matter (that byte is look-ahead only).
-    ///
-    /// The DFA is walked here byte by byte (no per-call search setup): it reports a match
-    /// one byte late, and goes dead once the leftmost-first match cannot grow.
-    #[inline]
-    fn match_at(&self, hay: &[u8], at: usize) -> Option<usize> {
-        use regex_automata::dfa::Automaton;
-        let dfa = &self.dfa;
-        let before = at.checked_sub(1).map_or(256, |i| usize::from(hay[i]));
-        let mut state = self.starts[before];
-        let mut end = None;
-        for (i, &b) in hay[at..].iter().enumerate() {
-            state = dfa.next_state(state, b);
-            if dfa.is_special_state(state) {
-                if dfa.is_match_state(state) {
-                    end = Some(at + i);
-                } else if dfa.is_dead_state(state) || dfa.is_quit_state(state) {
-                    // Built without quit bytes: a quit state cannot occur.
-                    return end;
-                }
-            }
-        }
-        state = dfa.next_eoi_state(state);
-        if dfa.is_match_state(state) {
-            end = Some(hay.len());
-        }
-        end
-    }
-
     /// The leftmost match starting in `[from, last]` (absolute positions), trying only the
     /// places a match can start at: a byte it can start with, at a word boundary when it
     /// must start at one, not inside a digit run when it cannot.
@@ -293,6 +217,12 @@ const DIGITS: usize = 0;
 const UPPER: usize = 1;
 const LOWER: usize = 2;
 type BlockMasks = [u64; 3];
+/// Each class of the block masks: (index, its byte range), as [`block_masks`] computes it.
+const CLASSES: [(usize, u8, u8); 3] = [
+    (DIGITS, b'0', b'9'),
+    (UPPER, b'A', b'Z'),
+    (LOWER, b'a', b'z'),
+];
 
 /// The block pass's masks of the 64 bytes at `hay[at..]` (fewer at the end: the rest
 /// count as no class).
@@ -324,18 +254,13 @@ impl LeadPlan {
         let Some(depth) = (1..=lead.sets.len()).find(|&d| lead.rate(d) <= LEAD_RATE) else {
             return false;
         };
-        let classes = [
-            (DIGITS, b'0', b'9'),
-            (UPPER, b'A', b'Z'),
-            (LOWER, b'a', b'z'),
-        ];
-        let mut rate = if lead.nonword_before { 0.3 } else { 1.0 };
+        let mut rate = lead.before_share();
         let mut filters = Vec::new();
         for (j, set) in lead.sets[..depth].iter().enumerate() {
             let inside = |&&(_, lo, hi): &&(usize, u8, u8)| {
                 (0..=255u8).all(|b| !set.contains(b) || (lo..=hi).contains(&b))
             };
-            if let Some(&(i, lo, hi)) = classes.iter().find(inside) {
+            if let Some(&(i, lo, hi)) = CLASSES.iter().find(inside) {
                 let mut class = ByteSet::EMPTY;
                 class.add_range(lo, hi);
                 rate *= lead::text_share(&class);
@@ -368,8 +293,8 @@ impl LeadPlan {
         };
         let kills = |b: u8| all != 0 && digits.dead_left[usize::from(b)] & all == all;
         self.kill_table = (0..=255u8).map(kills).collect();
-        for (i, lo, hi) in [(UPPER, b'A', b'Z'), (LOWER, b'a', b'z')] {
-            if (lo..=hi).all(kills) {
+        for (i, lo, hi) in CLASSES {
+            if i != DIGITS && (lo..=hi).all(kills) {
                 self.kill_left.push(i);
             }
         }
@@ -627,7 +552,7 @@ impl Engine {
             };
             let lead = anchored
                 .as_ref()
-                .and_then(|dfa| Lead::of(&dfa.dfa, MAX_DEPTH.min(info.min_len)));
+                .map(|dfa| Lead::of(dfa, MAX_DEPTH.min(info.min_len)));
             let digit_after_nonword = lead.as_ref().is_some_and(|l| l.digit_after_nonword);
             // Digit-run and full-scan rules are found by their lead classes instead when
             // those are rare in ordinary text and the block pass's classes filter them.
@@ -1185,8 +1110,8 @@ impl State {
         }
     }
 
-    /// The block pass over the new bytes, 64 at a time: one mask per byte range of the
-    /// lead plan, then the digit runs and the lead places in them.
+    /// The block pass over the new bytes, 64 at a time: digit, upper- and lowercase masks
+    /// ([`block_masks`]), then the digit runs and the lead places they give.
     fn scan_blocks(&mut self, e: &Engine, hay: &[u8], base: u64, new_from: u64) {
         let plan = &e.leads;
         let end = base + hay.len() as u64;
@@ -1205,7 +1130,9 @@ impl State {
         let digits = !e.digits.rules.is_empty();
         let bytes = &hay[(new_from - base) as usize..];
         let mut prev: Option<(u64, BlockMasks, u64)> = None;
-        let word_at = |p: u64| p > base && is_word(hay[(p - 1 - base) as usize]);
+        // Whether the byte before the next block is a letter or a digit.
+        let mut word_carry =
+            u64::from(new_from > base && is_word(hay[(new_from - 1 - base) as usize]));
         for (k, block) in bytes.chunks(WIDTH).enumerate() {
             let at = new_from + (k * WIDTH) as u64;
             let masks = block_masks(hay, (at - base) as usize);
@@ -1217,11 +1144,8 @@ impl State {
             }
             // Bit `i`: the byte before `at + i` is a letter or a digit.
             let word = masks[DIGITS] | masks[UPPER] | masks[LOWER];
-            let word_before = word << 1
-                | match prev {
-                    Some((_, m, _)) => (m[DIGITS] | m[UPPER] | m[LOWER]) >> 63,
-                    None => u64::from(word_at(at)),
-                };
+            let word_before = word << 1 | word_carry;
+            word_carry = word >> 63;
             if let Some((prev_at, prev_masks, prev_word)) = prev {
                 self.lead_block(e, hay, base, prev_at, &prev_masks, &masks, prev_word);
             }

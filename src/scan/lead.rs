@@ -1,4 +1,5 @@
-//! Lead bytes: the byte classes a pattern's matches start with, read off its anchored DFA.
+//! The anchored DFA a rule's matches are confirmed with ([`AnchoredDfa`]), and what it tells
+//! before any search: the lead bytes, the byte classes a pattern's matches start with.
 //!
 //! A pattern such as the IBAN's `\b[A-Z]{2}\d{2}…` or the SSN's `\b\d{3}-\d{2}-\d{4}\b`
 //! has no literal to look for, but every match starts with a short sequence of narrow
@@ -11,7 +12,6 @@
 use regex_automata::dfa::Automaton;
 use regex_automata::dfa::dense::DFA;
 use regex_automata::util::primitives::StateID;
-use regex_automata::util::start;
 
 use super::analyze::ByteSet;
 
@@ -34,23 +34,100 @@ pub(crate) struct Lead {
     pub digit_after_nonword: bool,
 }
 
-impl Lead {
-    /// Walks `dfa` (anchored starts) `depth` bytes deep from every start state.
-    pub(crate) fn of(dfa: &DFA<Vec<u32>>, depth: usize) -> Option<Lead> {
+/// An anchored forward DFA of one pattern (leftmost-first, ASCII `\b`, any bytes), with its
+/// start state for every byte that may come before a start (and for none).
+#[derive(Debug)]
+pub(crate) struct AnchoredDfa {
+    dfa: regex_automata::dfa::dense::DFA<Vec<u32>>,
+    /// `starts[b]`: the start state after byte `b`; `starts[256]`: at the stream's start.
+    starts: Box<[StateID]>,
+}
+
+impl AnchoredDfa {
+    /// Bytes the DFA may take: beyond this a rule keeps its regex alone.
+    const SIZE_LIMIT: usize = 1 << 20;
+
+    pub(crate) fn build(pattern: &str) -> Option<AnchoredDfa> {
+        use regex_automata::dfa::{Automaton, StartKind, dense};
+        use regex_automata::util::start;
+        use regex_automata::{nfa::thompson, util::syntax};
+        let dfa = dense::Builder::new()
+            .syntax(
+                syntax::Config::new()
+                    .unicode(false)
+                    .utf8(false)
+                    .nest_limit(64),
+            )
+            .thompson(thompson::Config::new().utf8(false))
+            .configure(
+                dense::Config::new()
+                    .start_kind(StartKind::Anchored)
+                    .minimize(false)
+                    .dfa_size_limit(Some(Self::SIZE_LIMIT))
+                    .determinize_size_limit(Some(4 * Self::SIZE_LIMIT)),
+            )
+            .build(pattern)
+            .ok()?;
         let start = |look_behind: Option<u8>| {
             let config = start::Config::new()
                 .anchored(regex_automata::Anchored::Yes)
                 .look_behind(look_behind);
             dfa.start_state(&config).ok()
         };
-        let word: Vec<StateID> = [b'a', b'Z', b'0', b'_']
-            .into_iter()
+        let starts = (0..=255u8)
             .map(|b| start(Some(b)))
+            .chain([start(None)])
             .collect::<Option<_>>()?;
-        let other: Vec<StateID> = [None, Some(b'\n'), Some(b'\r'), Some(b' '), Some(0x80)]
-            .into_iter()
-            .map(start)
-            .collect::<Option<_>>()?;
+        Some(AnchoredDfa { dfa, starts })
+    }
+
+    /// The end of the match starting exactly at `at`, if any; `hay` ends one byte past the
+    /// longest match that could matter (that byte is look-ahead only).
+    ///
+    /// The DFA is walked here byte by byte (no per-call search setup): it reports a match
+    /// one byte late, and goes dead once the leftmost-first match cannot grow.
+    #[inline]
+    pub(crate) fn match_at(&self, hay: &[u8], at: usize) -> Option<usize> {
+        use regex_automata::dfa::Automaton;
+        let dfa = &self.dfa;
+        let before = at.checked_sub(1).map_or(256, |i| usize::from(hay[i]));
+        let mut state = self.starts[before];
+        let mut end = None;
+        for (i, &b) in hay[at..].iter().enumerate() {
+            state = dfa.next_state(state, b);
+            if dfa.is_special_state(state) {
+                if dfa.is_match_state(state) {
+                    end = Some(at + i);
+                } else if dfa.is_dead_state(state) || dfa.is_quit_state(state) {
+                    // Built without quit bytes: a quit state cannot occur.
+                    return end;
+                }
+            }
+        }
+        state = dfa.next_eoi_state(state);
+        if dfa.is_match_state(state) {
+            end = Some(hay.len());
+        }
+        end
+    }
+}
+
+impl Lead {
+    /// Walks `anchored` `depth` bytes deep from every start state.
+    pub(crate) fn of(anchored: &AnchoredDfa, depth: usize) -> Lead {
+        let dfa = &anchored.dfa;
+        // Start states after an ASCII word byte, and after anything else (or nothing).
+        let (mut word, mut other) = (Vec::new(), vec![anchored.starts[256]]);
+        for b in 0..=255u8 {
+            let to = if b.is_ascii_alphanumeric() || b == b'_' {
+                &mut word
+            } else {
+                &mut other
+            };
+            to.push(anchored.starts[usize::from(b)]);
+        }
+        word.sort_unstable();
+        word.dedup();
         let after_word = alive(dfa, &word);
         let mut states: Vec<StateID> = word.iter().chain(&other).copied().collect();
         states.sort_unstable();
@@ -77,24 +154,29 @@ impl Lead {
             sets.push(set);
             states = next;
         }
-        Some(Lead {
+        Lead {
             sets,
             nonword_before: after_word.is_empty(),
             digit_after_nonword: !after_word.has_digit(),
-        })
+        }
     }
 
     /// Rough share of positions in ordinary text where the first `depth` classes (and the
     /// non-word byte before, when required) occur: see [`text_share`].
     pub(crate) fn rate(&self, depth: usize) -> f64 {
-        let before = if self.nonword_before {
+        self.sets[..depth]
+            .iter()
+            .fold(self.before_share(), |acc, set| acc * text_share(set))
+    }
+
+    /// Rough share of positions in ordinary text whose byte before suits a match: the
+    /// non-word bytes when one is required, else all.
+    pub(crate) fn before_share(&self) -> f64 {
+        if self.nonword_before {
             1.0 - text_share(&word_bytes())
         } else {
             1.0
-        };
-        self.sets[..depth]
-            .iter()
-            .fold(before, |acc, set| acc * text_share(set))
+        }
     }
 }
 
@@ -142,15 +224,8 @@ pub(crate) fn text_share(set: &ByteSet) -> f64 {
 mod tests {
     use super::*;
 
-    fn dfa(pattern: &str) -> DFA<Vec<u32>> {
-        use regex_automata::dfa::{StartKind, dense};
-        use regex_automata::{nfa::thompson, util::syntax};
-        dense::Builder::new()
-            .syntax(syntax::Config::new().unicode(false).utf8(false))
-            .thompson(thompson::Config::new().utf8(false))
-            .configure(dense::Config::new().start_kind(StartKind::Anchored))
-            .build(pattern)
-            .expect("pattern compiles")
+    fn dfa(pattern: &str) -> AnchoredDfa {
+        AnchoredDfa::build(pattern).expect("pattern compiles")
     }
 
     fn set(bytes: &[u8]) -> ByteSet {
@@ -169,19 +244,19 @@ mod tests {
 
     #[test]
     fn the_lead_of_a_pattern_is_its_first_classes() {
-        let lead = Lead::of(&dfa(r"\b[A-Z]{2}\d{2}[A-Z0-9]{4}"), 4).unwrap();
+        let lead = Lead::of(&dfa(r"\b[A-Z]{2}\d{2}[A-Z0-9]{4}"), 4);
         let (upper, digit) = (range(b'A', b'Z'), range(b'0', b'9'));
         assert_eq!(lead.sets, vec![upper, upper, digit, digit]);
         assert!(lead.nonword_before);
         assert!(lead.digit_after_nonword);
 
-        let lead = Lead::of(&dfa(r"\d{3}-\d{2}"), 4).unwrap();
+        let lead = Lead::of(&dfa(r"\d{3}-\d{2}"), 4);
         assert_eq!(lead.sets, vec![digit, digit, digit, set(b"-")]);
         assert!(!lead.nonword_before, "no \\b: a match may follow a letter");
         assert!(!lead.digit_after_nonword);
 
         // Branches are unioned per depth; a branch starting with a digit needs \b.
-        let lead = Lead::of(&dfa(r"\(\d{3}\)|\b\d{3}-"), 3).unwrap();
+        let lead = Lead::of(&dfa(r"\(\d{3}\)|\b\d{3}-"), 3);
         let mut first = digit;
         first.add_range(b'(', b'(');
         assert_eq!(lead.sets[0], first);
@@ -189,14 +264,14 @@ mod tests {
         assert!(lead.digit_after_nonword);
 
         // \B before a non-word byte: the byte before must be non-word too.
-        let lead = Lead::of(&dfa(r"\B\+[1-9]\d"), 3).unwrap();
+        let lead = Lead::of(&dfa(r"\B\+[1-9]\d"), 3);
         assert_eq!(lead.sets, vec![set(b"+"), range(b'1', b'9'), digit]);
         assert!(lead.nonword_before);
     }
 
     #[test]
     fn the_walk_stops_where_matches_may_end() {
-        let lead = Lead::of(&dfa(r"ab"), 8).unwrap();
+        let lead = Lead::of(&dfa(r"ab"), 8);
         // After "ab" the DFA only reports the match: no byte goes on to a live state
         // but the one-byte-late match report, which is still a live transition.
         assert_eq!(lead.sets[..2], [set(b"a"), set(b"b")]);
