@@ -404,6 +404,13 @@ fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Hi
     h
 }
 
+/// Moves `counter` up to `now`, a source counter's value, of which `exported` was already
+/// counted.
+fn export(counter: &IntCounter, now: u64, exported: &mut u64) {
+    counter.inc_by(now.saturating_sub(*exported));
+    *exported = now;
+}
+
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("valid metric");
     registry
@@ -695,8 +702,7 @@ impl Metrics {
                     (self.tls_upstream_failures.with_label_values(&[reason]), now)
                 }));
         for ((counter, now), exported) in counters.zip(&mut watch.exported) {
-            counter.inc_by(now.saturating_sub(*exported));
-            *exported = now;
+            export(&counter, now, exported);
         }
     }
 
@@ -722,17 +728,12 @@ impl Metrics {
         let mut watch = self.auth.lock().unwrap_or_else(|p| p.into_inner());
         let Some(watch) = watch.as_mut() else { return };
         for (i, (result, read)) in AUTH_RESULTS.iter().enumerate() {
-            let now = read(&watch.counters);
-            let delta = now.saturating_sub(watch.exported[i]);
-            watch.exported[i] = now;
-            match *result {
-                "failure_evictions" => self.auth_failure_evictions.inc_by(delta),
-                "cache_evictions" => self.auth_cache_evictions.inc_by(delta),
-                _ => self
-                    .auth_attempts
-                    .with_label_values(&[result])
-                    .inc_by(delta),
-            }
+            let counter = match *result {
+                "failure_evictions" => self.auth_failure_evictions.clone(),
+                "cache_evictions" => self.auth_cache_evictions.clone(),
+                _ => self.auth_attempts.with_label_values(&[result]),
+            };
+            export(&counter, read(&watch.counters), &mut watch.exported[i]);
         }
     }
 

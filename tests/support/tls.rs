@@ -273,23 +273,12 @@ impl TlsProxy {
         }
     }
 
-    /// The value of one series on `/metrics` (its whole name with labels, as printed).
-    pub async fn metric(&self, series: &str) -> u64 {
-        let mut tcp = TcpStream::connect(self.admin).await.unwrap();
-        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut text = String::new();
-        tcp.read_to_string(&mut text).await.unwrap();
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or_else(|| panic!("{series} not on /metrics:\n{text}"))
+    /// Scrapes and parses `/metrics` from its admin listener.
+    pub async fn scrape(&self) -> crate::ops_support::Scrape {
+        let raw = b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
+        let reply = crate::support::parse_reply(&crate::support::exchange(self.admin, raw).await);
+        assert_eq!(reply.status, 200);
+        crate::ops_support::Scrape::parse(&reply.text())
     }
 
     /// `DATA_DIR/ca.pem`.
