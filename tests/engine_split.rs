@@ -65,6 +65,15 @@ fn stream_split(engine: &Engine, data: &[u8], cuts: &[usize]) -> egress_dlp::sca
     stream.finish()
 }
 
+/// The stream fed one byte at a time: the harshest split of all.
+fn byte_by_byte(engine: &Engine, data: &[u8]) -> egress_dlp::scan::Findings {
+    let mut stream = engine.stream();
+    for b in data {
+        stream.feed(std::slice::from_ref(b));
+    }
+    stream.finish()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -76,11 +85,7 @@ proptest! {
         let split = stream_split(&engine, &data, &cuts);
         prop_assert_eq!(&whole, &split);
         // One byte at a time is the harshest split of all.
-        let mut stream = engine.stream();
-        for b in &data {
-            stream.feed(std::slice::from_ref(b));
-        }
-        prop_assert_eq!(&whole, &stream.finish());
+        prop_assert_eq!(&whole, &byte_by_byte(&engine, &data));
     }
 
     /// The prefilters, the token bounds and the anchored DFAs only ever skip places where
@@ -244,11 +249,7 @@ proptest! {
         let data: Vec<u8> = idx.iter().flat_map(|&i| PACK_PIECES[i].bytes()).collect();
         let whole = engine.scan_bytes(&data);
         prop_assert_eq!(&whole, &stream_split(&engine, &data, &cuts));
-        let mut stream = engine.stream();
-        for b in &data {
-            stream.feed(std::slice::from_ref(b));
-        }
-        prop_assert_eq!(&whole, &stream.finish());
+        prop_assert_eq!(&whole, &byte_by_byte(&engine, &data));
     }
 }
 
@@ -424,6 +425,18 @@ const LEAD_PIECES: &[&str] = &[
     "\u{00e9}",
 ];
 
+/// [`LEAD_RULES`] loaded and compiled once for every case.
+fn lead_engine() -> &'static (RuleSet, Engine) {
+    static LEAD: std::sync::OnceLock<(RuleSet, Engine)> = std::sync::OnceLock::new();
+    LEAD.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("lead.yaml"), LEAD_RULES).unwrap();
+        let set = egress_dlp::rules::load_dir_untested(dir.path()).expect("rules load");
+        let engine = Engine::new(&set);
+        (set, engine)
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -433,10 +446,7 @@ proptest! {
         cuts in prop::collection::vec(any::<usize>(), 0..30),
     ) {
         let data: Vec<u8> = idx.iter().flat_map(|&i| LEAD_PIECES[i].bytes()).collect();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("lead.yaml"), LEAD_RULES).unwrap();
-        let set = egress_dlp::rules::load_dir_untested(dir.path()).expect("rules load");
-        let engine = Engine::new(&set);
+        let (set, engine) = lead_engine();
         let anchors = engine.anchors();
         prop_assert!(
             anchors.iter().all(|(_, a)| *a == egress_dlp::scan::Anchor::LeadBytes),
@@ -451,11 +461,7 @@ proptest! {
             let want = re.find_iter(&data).count() as u64;
             prop_assert_eq!(whole.rule_count(index), want, "rule {}", rule.id);
         }
-        prop_assert_eq!(&whole, &stream_split(&engine, &data, &cuts));
-        let mut stream = engine.stream();
-        for b in &data {
-            stream.feed(std::slice::from_ref(b));
-        }
-        prop_assert_eq!(&whole, &stream.finish());
+        prop_assert_eq!(&whole, &stream_split(engine, &data, &cuts));
+        prop_assert_eq!(&whole, &byte_by_byte(engine, &data));
     }
 }
