@@ -180,6 +180,10 @@ const FILTER_RATE: f64 = 2e-3;
 #[derive(Debug)]
 struct LeadPlan {
     rules: Vec<LeadRule>,
+    /// The filters every rule has, and whether every rule needs a non-word byte before:
+    /// applied once per block, and a block they rule out needs nothing per rule.
+    shared: Vec<(u32, usize)>,
+    shared_nonword: bool,
     /// Deepest lead of any rule.
     depth: usize,
     /// Classes (indices into the block masks) whose bytes, right before a digit run, rule
@@ -242,6 +246,8 @@ impl LeadPlan {
     fn new() -> LeadPlan {
         LeadPlan {
             rules: Vec::new(),
+            shared: Vec::new(),
+            shared_nonword: false,
             depth: 0,
             kill_left: Vec::new(),
             kill_table: vec![false; 256].into_boxed_slice(),
@@ -274,6 +280,13 @@ impl LeadPlan {
             return false;
         }
         self.depth = self.depth.max(depth);
+        if self.rules.is_empty() {
+            self.shared.clone_from(&filters);
+            self.shared_nonword = lead.nonword_before;
+        } else {
+            self.shared.retain(|f| filters.contains(f));
+            self.shared_nonword &= lead.nonword_before;
+        }
         self.rules.push(LeadRule {
             rule,
             filters,
@@ -1129,7 +1142,9 @@ impl State {
         }
         let digits = !e.digits.rules.is_empty();
         let bytes = &hay[(new_from - base) as usize..];
-        let mut prev: Option<(u64, BlockMasks, u64)> = None;
+        // The block before the current one, whose lead places need the current masks.
+        let mut prev: BlockMasks = [0; 3];
+        let mut prev_word = 0u64;
         // Whether the byte before the next block is a letter or a digit.
         let mut word_carry =
             u64::from(new_from > base && is_word(hay[(new_from - 1 - base) as usize]));
@@ -1142,18 +1157,18 @@ impl State {
             if plan.rules.is_empty() {
                 continue;
             }
+            if k > 0 {
+                self.lead_block(e, hay, base, at - WIDTH as u64, &prev, &masks, prev_word);
+            }
             // Bit `i`: the byte before `at + i` is a letter or a digit.
             let word = masks[DIGITS] | masks[UPPER] | masks[LOWER];
-            let word_before = word << 1 | word_carry;
+            prev_word = word << 1 | word_carry;
             word_carry = word >> 63;
-            if let Some((prev_at, prev_masks, prev_word)) = prev {
-                self.lead_block(e, hay, base, prev_at, &prev_masks, &masks, prev_word);
-            }
-            prev = Some((at, masks, word_before));
+            prev = masks;
         }
-        if let Some((prev_at, prev_masks, prev_word)) = prev {
-            let none = [0; 3];
-            self.lead_block(e, hay, base, prev_at, &prev_masks, &none, prev_word);
+        if !plan.rules.is_empty() && !bytes.is_empty() {
+            let last = new_from + ((bytes.len() - 1) / WIDTH * WIDTH) as u64;
+            self.lead_block(e, hay, base, last, &prev, &[0; 3], prev_word);
         }
     }
 
@@ -1172,15 +1187,29 @@ impl State {
         next: &BlockMasks,
         word_before: u64,
     ) {
-        for lr in &e.leads.rules {
+        // Bit `p` of the mask of class `i` for the byte at `p + j` (two shifts: `j` may
+        // be 0).
+        let at_depth = |j: u32, i: usize| masks[i] >> j | next[i] << 1 << (63 - j);
+        let plan = &e.leads;
+        let mut shared = if plan.shared_nonword {
+            !word_before
+        } else {
+            u64::MAX
+        };
+        for &(j, i) in &plan.shared {
+            shared &= at_depth(j, i);
+        }
+        if shared == 0 {
+            return;
+        }
+        for lr in &plan.rules {
             let mut places = if lr.nonword_before {
-                !word_before
+                shared & !word_before
             } else {
-                u64::MAX
+                shared
             };
             for &(j, i) in &lr.filters {
-                // Bit `p` of the mask of the byte at `p + j` (two shifts: `j` may be 0).
-                places &= masks[i] >> j | next[i] << 1 << (63 - j);
+                places &= at_depth(j, i);
             }
             while places != 0 {
                 let i = places.trailing_zeros();
