@@ -434,14 +434,6 @@ impl DigitPlan {
         (fits, short)
     }
 
-    /// True when no rule can match around a whole run of `len` (at most 64) digits with
-    /// `before` on its left, whatever follows: the cheap first look at every run.
-    #[inline]
-    fn dead_by_left(&self, len: u64, before: u8) -> bool {
-        let fits = self.by_len[len as usize].0;
-        fits & !self.dead_left[usize::from(before)] == 0 && self.rules.len() <= 64
-    }
-
     /// The rules that may match around a whole run of `len` digits, first digit `first`
     /// and last `last`, between `before` and `after` (`None`: the stream's start or end).
     fn candidates(
@@ -1284,14 +1276,27 @@ impl State {
             starts &= starts - 1;
             let len = (!(m >> s)).trailing_zeros();
             let start = at + u64::from(s);
-            // Most runs are ruled out by their length and left neighbour alone.
-            if start > base
-                && e.digits
-                    .dead_by_left(u64::from(len), hay[(start - 1 - base) as usize])
-            {
+            if start == base {
+                self.emit_run(e, hay, base, start, start, start + u64::from(len));
                 continue;
             }
-            self.emit_run(e, hay, base, start, start, start + u64::from(len));
+            // The run ends inside the block: both neighbours are here, and most runs are
+            // ruled out by its length and theirs alone.
+            let run = &hay[(start - base) as usize..][..len as usize];
+            let rules = e.digits.candidates(
+                u64::from(len),
+                (run[0], run[run.len() - 1]),
+                Some(hay[(start - 1 - base) as usize]),
+                Some(hay[(start - base) as usize + run.len()]),
+            );
+            if rules != 0 {
+                self.unripe.push_back(Run {
+                    start,
+                    end: start + u64::from(len),
+                    total: u64::from(len),
+                    rules,
+                });
+            }
         }
     }
 
