@@ -21,7 +21,9 @@ const FOLDED_KEY: usize = 3;
 const MAX_VARIANTS: usize = 64;
 
 enum Finder {
-    Bytes(Vec<u8>),
+    /// The distinct first bytes (memchr finds them), and per first byte which key starts
+    /// there, by the byte after it (index 256: the haystack ends), as key index + 1.
+    Bytes(Vec<u8>, Vec<[u16; 257]>),
     Exact(AhoCorasick),
     /// Every case variant of short keys, exactly; the `usize` maps a variant to its key.
     Variants(AhoCorasick, Vec<usize>),
@@ -92,7 +94,21 @@ impl<U: Copy> LiteralSet<U> {
         first.sort_unstable();
         first.dedup();
         let finder = if first.len() <= 3 && lits.iter().all(|(l, _)| l.len() <= 2) {
-            Finder::Bytes(first)
+            let follow = first
+                .iter()
+                .map(|&f| {
+                    let mut row = [0u16; 257];
+                    for (next, key) in row.iter_mut().enumerate() {
+                        let here = [f, next as u8];
+                        let here = if next == 256 { &here[..1] } else { &here[..] };
+                        if let Some(k) = lits.iter().position(|(l, ci)| starts_with(here, l, *ci)) {
+                            *key = u16::try_from(k + 1).expect("at most 3 x 257 short keys");
+                        }
+                    }
+                    row
+                })
+                .collect();
+            Finder::Bytes(first, follow)
         } else if lits.iter().all(|(_, ci)| !ci) {
             let keys: Vec<&[u8]> = lits.iter().map(|(l, _)| l.as_slice()).collect();
             Finder::Exact(
@@ -156,15 +172,12 @@ impl<U: Copy> LiteralSet<U> {
     /// Calls `report(start, kept literal index)` for every start of a kept literal.
     fn find(&self, hay: &[u8], from: usize, report: &mut impl FnMut(usize, usize)) {
         match &self.finder {
-            Finder::Bytes(bytes) => {
+            Finder::Bytes(bytes, follow) => {
                 let tail = &hay[from.min(hay.len())..];
                 let mut hit = |i: usize| {
-                    let here = &tail[i..];
-                    if let Some(k) = self
-                        .lits
-                        .iter()
-                        .position(|(l, ci)| starts_with(here, l, *ci))
-                    {
+                    let row = bytes.iter().position(|&b| b == tail[i]).unwrap_or(0);
+                    let next = tail.get(i + 1).map_or(256, |&b| usize::from(b));
+                    if let Some(k) = usize::from(follow[row][next]).checked_sub(1) {
                         report(from + i, k);
                     }
                 };
@@ -337,6 +350,14 @@ mod tests {
                 true,
                 "SSN: classname",
                 vec![(0, vec![(0, 3), (1, 4)]), (8, vec![(0, 3)])],
+            ),
+            // Keys of one and two bytes found by their first byte: the byte after it
+            // decides which key is there, if any (none past the end).
+            (
+                &["+1", "+2", "@"],
+                false,
+                "+1 +x @ +2+",
+                vec![(0, vec![(0, 2)]), (6, vec![(2, 1)]), (8, vec![(1, 2)])],
             ),
             // Overlapping occurrences are all found.
             (
