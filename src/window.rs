@@ -11,7 +11,7 @@
 //! What it does not do: decide anything. The decoders keep their state machines; this
 //! only tells them where to look.
 
-use wide::u8x16;
+use wide::{i8x16, u8x16};
 
 /// Bytes in a [`Window`].
 pub(crate) const WIDTH: usize = 64;
@@ -93,12 +93,14 @@ impl Window {
     }
 }
 
-/// `0xFF` where `lo <= v <= hi`: `v - lo` is then at most `hi - lo` (wrapping), which an
-/// unsigned minimum tells without a signed compare.
+/// `0xFF` where `lo <= v <= hi` (a range narrower than all 256 values), in two instructions: adding `0x80 - lo` moves the range
+/// to the bottom of the signed bytes (`-128 ..= -128 + hi - lo`), where one signed compare
+/// tells it from everything else.
 #[inline(always)]
 fn in_range(v: u8x16, lo: u8, hi: u8) -> u8x16 {
-    let d = v - u8x16::splat(lo);
-    d.min(u8x16::splat(hi - lo)).simd_eq(d)
+    let moved: i8x16 = bytemuck::cast(v + u8x16::splat(0x80u8.wrapping_sub(lo)));
+    let top = i8x16::splat(i8::MIN.wrapping_add_unsigned(hi - lo + 1));
+    bytemuck::cast(moved.simd_lt(top))
 }
 
 #[inline(always)]
