@@ -347,6 +347,9 @@ struct DigitPlan {
     /// For run lengths up to 64: the rules the length fits, and those whose shortest token
     /// is longer than the run.
     by_len: Vec<(u64, u64)>,
+    /// The bytes any of the rules' matches may contain, as classes: one walk over them
+    /// around a run bounds every rule's token at once (see [`DigitPlan::reach`]).
+    any: Box<ByteClasses>,
 }
 
 impl DigitPlan {
@@ -362,8 +365,14 @@ impl DigitPlan {
             bad_last_digit: [0; 10],
             lengths: Vec::new(),
             by_len: Vec::new(),
+            any: Box::new([OUTSIDE; 256]),
             rules,
         };
+        let mut any = ByteSet::EMPTY;
+        for &r in &plan.rules {
+            any.union(&compiled[r].info.allowed);
+        }
+        plan.any = byte_classes(&any);
         for (i, &r) in plan.rules.iter().enumerate() {
             let info = &compiled[r].info;
             plan.min_run = plan.min_run.min(info.min_digit_run as u64);
@@ -418,6 +427,29 @@ impl DigitPlan {
             plan.dead_left[b] = plan.kill_before[b] | (plan.outside[b] & no_digit_first);
         }
         plan
+    }
+
+    /// The stretch of bytes any rule allows around `run`, as far as the longest match
+    /// reaches: (its length, its digits). Every rule's token (see [`token`]) lies inside
+    /// it, so a rule needing a longer token or more digits is out without its own walk.
+    /// Most runs that reach the gates (digits between dashes in UUIDs, numbers in prose)
+    /// end here, for all rules at once.
+    fn reach(&self, hay: &[u8], base: u64, run: &Run) -> (u64, u64) {
+        let lo = run.start.saturating_sub(self.max_len).max(base);
+        let hi = (run.end + self.max_len).min(base + hay.len() as u64);
+        let class = |p: u64| self.any[usize::from(hay[(p - base) as usize])];
+        let mut digits = run.end - run.start;
+        let mut t0 = run.start;
+        while t0 > lo && class(t0 - 1) != OUTSIDE {
+            t0 -= 1;
+            digits += u64::from(class(t0) == DIGIT);
+        }
+        let mut t1 = run.end;
+        while t1 < hi && class(t1) != OUTSIDE {
+            digits += u64::from(class(t1) == DIGIT);
+            t1 += 1;
+        }
+        (t1 - t0, digits)
     }
 
     /// (rules a run of `len` digits fits, rules whose shortest token is longer than `len`)
@@ -1369,12 +1401,16 @@ impl State {
                 break;
             }
             self.unripe.pop_front();
+            let (len, digits) = plan.reach(hay, base, &run);
             for (i, &r) in plan.rules.iter().enumerate() {
                 if run.rules & (1 << i.min(63)) == 0 {
                     continue;
                 }
-                let cache = &mut self.tokens[r];
                 let rule = &e.rules[r];
+                if len < rule.info.min_len as u64 || digits < rule.info.min_digits as u64 {
+                    continue;
+                }
+                let cache = &mut self.tokens[r];
                 if let Some((start, token_end)) =
                     gate(hay, base, &run, &rule.info, &rule.classes, cache)
                 {
