@@ -466,29 +466,61 @@ impl DigitPlan {
         (fits, short)
     }
 
+    /// [`DigitPlan::candidates`] for a run of fewer than 64 digits with both neighbours
+    /// known: the common case, a handful of table lookups inlined into the block pass.
+    #[inline(always)]
+    fn candidates_inside(&self, len: u32, run: &[u8], before: u8, after: u8) -> u64 {
+        self.judge(
+            self.by_len[len as usize],
+            (run[0], run[run.len() - 1]),
+            (
+                self.outside[usize::from(before)],
+                self.kill_before[usize::from(before)],
+            ),
+            (
+                self.outside[usize::from(after)],
+                self.kill_after[usize::from(after)],
+            ),
+        )
+    }
+
     /// The rules that may match around a whole run of `len` digits, first digit `first`
     /// and last `last`, between `before` and `after` (`None`: the stream's start or end).
-    fn candidates(
-        &self,
-        len: u64,
-        (first, last): (u8, u8),
-        before: Option<u8>,
-        after: Option<u8>,
-    ) -> u64 {
-        let (fits, short) = match self.by_len.get(len as usize) {
+    fn candidates(&self, len: u64, edges: (u8, u8), before: Option<u8>, after: Option<u8>) -> u64 {
+        let lengths = match self.by_len.get(len as usize) {
             Some(&masks) => masks,
             None => self.length_masks(len),
         };
-        // Neither neighbour can be part of a match: the token is the run itself.
-        let isolated = before.map_or(u64::MAX, |b| self.outside[usize::from(b)])
-            & after.map_or(u64::MAX, |a| self.outside[usize::from(a)]);
-        let fits = fits & !(isolated & short);
-        let outside_before = before.map_or(u64::MAX, |b| self.outside[usize::from(b)]);
-        let outside_after = after.map_or(u64::MAX, |a| self.outside[usize::from(a)]);
-        let kill = before.map_or(0, |b| self.kill_before[usize::from(b)])
-            | after.map_or(0, |a| self.kill_after[usize::from(a)])
+        // No neighbour: as if one no match may contain, that rules nothing out itself.
+        let side = |b: Option<u8>, kill: &[u64; 256]| {
+            b.map_or((u64::MAX, 0), |b| {
+                (self.outside[usize::from(b)], kill[usize::from(b)])
+            })
+        };
+        self.judge(
+            lengths,
+            edges,
+            side(before, &self.kill_before),
+            side(after, &self.kill_after),
+        )
+    }
+
+    /// The candidate rules from a run's length masks (see [`DigitPlan::by_len`]), its edge
+    /// digits and, per side, (rules the neighbour is outside of, rules it kills).
+    #[inline(always)]
+    fn judge(
+        &self,
+        (fits, short): (u64, u64),
+        (first, last): (u8, u8),
+        (outside_before, kill_before): (u64, u64),
+        (outside_after, kill_after): (u64, u64),
+    ) -> u64 {
+        let kill = kill_before
+            | kill_after
             | (outside_before & self.bad_first_digit[usize::from(first - b'0')])
-            | (outside_after & self.bad_last_digit[usize::from(last - b'0')]);
+            | (outside_after & self.bad_last_digit[usize::from(last - b'0')])
+            // Neither neighbour can be part of a match: the token is the run itself.
+            | (outside_before & outside_after & short);
         let mask = fits & !kill;
         if self.rules.len() > 64 {
             mask | 1 << 63
@@ -1315,11 +1347,11 @@ impl State {
             // The run ends inside the block: both neighbours are here, and most runs are
             // ruled out by its length and theirs alone.
             let run = &hay[(start - base) as usize..][..len as usize];
-            let rules = e.digits.candidates(
-                u64::from(len),
-                (run[0], run[run.len() - 1]),
-                Some(hay[(start - 1 - base) as usize]),
-                Some(hay[(start - base) as usize + run.len()]),
+            let rules = e.digits.candidates_inside(
+                len,
+                run,
+                hay[(start - 1 - base) as usize],
+                hay[(start - base) as usize + run.len()],
             );
             if rules != 0 {
                 self.unripe.push_back(Run {
