@@ -442,4 +442,113 @@ mod tests {
             }
         }
     }
+
+    /// `filler` repeated, with `probe` written over it from `at`, cut to `len` bytes.
+    fn placed(filler: &str, at: usize, probe: &str, len: usize) -> String {
+        let mut text = filler.repeat(len.div_ceil(filler.len()))[..at].to_string();
+        text.push_str(probe);
+        while text.len() < len {
+            text.push_str(filler);
+        }
+        text.truncate(len);
+        text
+    }
+
+    /// The 64-byte windows' edges, one case a line: escapes ending on a window's end, cut
+    /// by it, invalid next to it, `+` on either side of it, bodies of 63, 64 and 65 bytes.
+    #[test]
+    fn window_edges() {
+        let a = |n: usize| "a".repeat(n);
+        let cases: Vec<(bool, String, String)> = vec![
+            (true, a(63), a(63)),
+            (true, a(64), a(64)),
+            (true, a(65), a(65)),
+            (true, format!("{}%41b", a(60)), format!("{}Ab", a(60))),
+            (true, format!("{}%41b", a(61)), format!("{}Ab", a(61))),
+            (true, format!("{}%41b", a(62)), format!("{}Ab", a(62))),
+            (true, format!("{}%41b", a(63)), format!("{}Ab", a(63))),
+            (true, format!("{}%41b", a(64)), format!("{}Ab", a(64))),
+            (true, format!("{}%41", a(61)), format!("{}A", a(61))),
+            (true, format!("{}%4", a(62)), format!("{}%4", a(62))),
+            (true, format!("{}%", a(63)), format!("{}%", a(63))),
+            (true, format!("{}%41", a(62)), format!("{}A", a(62))),
+            (true, format!("{}%", a(64)), format!("{}%", a(64))),
+            (true, format!("{}%zz", a(60)), format!("{}%zz", a(60))),
+            (true, format!("{}%zzb", a(61)), format!("{}%zzb", a(61))),
+            (true, format!("{}%4zb", a(62)), format!("{}%4zb", a(62))),
+            (true, format!("{}%z%41", a(61)), format!("{}%zA", a(61))),
+            (true, format!("{}%%41", a(62)), format!("{}%A", a(62))),
+            (true, format!("{}%%%41", a(61)), format!("{}%%A", a(61))),
+            (true, format!("{}%4%41", a(61)), format!("{}%4A", a(61))),
+            (true, format!("{}+b", a(63)), format!("{} b", a(63))),
+            (true, format!("{}+b", a(64)), format!("{} b", a(64))),
+            (true, format!("{}%2B+", a(61)), format!("{}+ ", a(61))),
+            (true, format!("{}%2+b", a(62)), format!("{}%2 b", a(62))),
+            (true, format!("{}&%26", a(62)), format!("{}\n&", a(62))),
+            (true, "+".repeat(65), " ".repeat(65)),
+            (true, "%2B".repeat(22), "+".repeat(22)),
+            (true, "%41".repeat(43), "A".repeat(43)),
+            (true, "%".repeat(65), "%".repeat(65)),
+            (true, "%4".repeat(33), "%4".repeat(33)),
+            (true, format!("{}%E2%82%AC", a(58)), format!("{}€", a(58))),
+            (
+                false,
+                format!("/{}?%41+b", a(61)),
+                format!("/{}?A b", a(61)),
+            ),
+            (
+                false,
+                format!("/{}+?{}+%41", a(30), a(30)),
+                format!("/{}+?{} A", a(30), a(30)),
+            ),
+        ];
+        for (query, input, want) in &cases {
+            let got = decode(*query, &[input.as_bytes()]);
+            assert_eq!(String::from_utf8_lossy(&got), *want, "{input}");
+        }
+    }
+
+    /// Each probe at every offset across the ends of the first two windows, in bodies of
+    /// 63 to 200 bytes (a probe cut by the body's end too), decodes as the reference does:
+    /// whole, and split in two and in three at every byte around the probe.
+    #[test]
+    fn escapes_near_window_and_chunk_ends() {
+        let probes = [
+            "%41",
+            "%4",
+            "%",
+            "%zz",
+            "%4z",
+            "%%41",
+            "%41%42",
+            "%2B+",
+            "+",
+            "&%26",
+            "%E2%82%AC",
+        ];
+        for filler in ["a", "+", "b%41", "%zz"] {
+            for probe in probes {
+                for len in [63, 64, 65, 127, 128, 129, 200] {
+                    for at in (56..72).chain(118..136).filter(|&at| at < len) {
+                        let text = placed(filler, at, probe, len);
+                        let data = text.as_bytes();
+                        for query in [true, false] {
+                            let want = reference(query, data);
+                            assert_eq!(decode(query, &[data]), want, "{text}");
+                            let near = at.saturating_sub(3)..(at + probe.len() + 3).min(len);
+                            for cut in near {
+                                let (x, rest) = data.split_at(cut);
+                                assert_eq!(decode(query, &[x, rest]), want, "{text} at {cut}");
+                                for more in [1, 2] {
+                                    let (y, z) = rest.split_at(more.min(rest.len()));
+                                    let got = decode(query, &[x, y, z]);
+                                    assert_eq!(got, want, "{text} at {cut} +{more}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
