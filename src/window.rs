@@ -9,7 +9,7 @@
 //! special byte in a handful of instructions — no per-byte branch.
 //!
 //! What it does not do: decide anything. The decoders keep their state machines; this
-//! only tells them where to look.
+//! only tells them where to look (and, for forms, swaps one byte value for another).
 
 use wide::{i8x16, u8x16};
 
@@ -90,6 +90,21 @@ impl Window {
     #[inline(always)]
     pub(crate) fn lower(self) -> u64 {
         bits(self.0.map(|v| in_range(v, b'a', b'z')))
+    }
+
+    /// The same bytes with each `from` made `to` (a compare, a mask and a subtraction).
+    #[inline(always)]
+    pub(crate) fn replace(self, from: u8, to: u8) -> Window {
+        let (from, step) = (u8x16::splat(from), u8x16::splat(from.wrapping_sub(to)));
+        Window(self.0.map(|v| v - (v.simd_eq(from) & step)))
+    }
+
+    /// Writes the 64 bytes to `dst`.
+    #[inline(always)]
+    pub(crate) fn store(self, dst: &mut [u8; WIDTH]) {
+        for (lane, v) in dst.chunks_exact_mut(16).zip(self.0) {
+            lane.copy_from_slice(&v.to_array());
+        }
     }
 }
 
@@ -191,6 +206,13 @@ mod tests {
                 let in_span = |k: usize| (b'+'..=b'z').contains(&data[k]);
                 assert_eq!(left, (0..32).all(in_span), "{start} {shift}");
                 assert_eq!(right, (32..64).all(in_span), "{start} {shift}");
+                for (from, to) in [(b'+', b' '), (b'&', b'\n'), (0, 255), (255, 0), (7, 7)] {
+                    let mut got = [0u8; WIDTH];
+                    w.replace(from, to).store(&mut got);
+                    let want: [u8; WIDTH] =
+                        std::array::from_fn(|k| if data[k] == from { to } else { data[k] });
+                    assert_eq!(got, want, "{from} {to}");
+                }
                 let w1 = Window::load(&data, 1);
                 assert_eq!(w1.eq(data[64]) >> 63, 1);
             }

@@ -9,7 +9,7 @@
 use super::Out;
 use super::block;
 use super::node::Node;
-use crate::window::{self as mask, WIDTH, Window};
+use crate::window::{WIDTH, Window};
 
 /// A form or target decoder feeding its text node.
 pub(crate) struct FormNode {
@@ -21,13 +21,24 @@ pub(crate) struct FormNode {
     /// The decoded chunk. It keeps its length between chunks (written over, never
     /// cleared): at least the chunk's length plus [`SLACK`].
     buf: Vec<u8>,
-    /// A form chunk with `+` and `&` translated, before its escapes are resolved.
+    /// The last bytes of a form chunk (after its 64-byte windows) with `+` and `&`
+    /// translated, before their escapes are resolved.
     translated: Vec<u8>,
     next: Node,
 }
 
-/// Output room past a chunk's length: a cut escape's bytes written back as they were.
-const SLACK: usize = 8;
+/// Output room past a chunk's length: a cut escape's bytes written back as they were, and
+/// a window's copies, which write up to 64 bytes past what it decodes to (see
+/// [`FormNode::decode_query`]).
+const SLACK: usize = 2 * WIDTH;
+
+/// Copies the 64 bytes at `src[from..]` to `dst[to..]`: a window's plain span and
+/// whatever follows it, in fixed-size moves (no call to `memcpy`, no branch on the span's
+/// length); the bytes past the span are written over by what comes next.
+#[inline(always)]
+fn copy_window(src: &[u8; 2 * WIDTH], from: usize, dst: &mut [u8; 2 * WIDTH], to: usize) {
+    dst[to..to + WIDTH].copy_from_slice(&src[from..from + WIDTH]);
+}
 
 impl FormNode {
     /// A form body.
@@ -141,72 +152,79 @@ impl FormNode {
 
     /// Decodes query text (a form body) into `out[o..]`; returns the end of what it wrote.
     ///
-    /// Two passes: the whole chunk translated into `self.translated` (`+` as a space, `&`
-    /// as a line break — a loop the compiler vectorizes), then copied to `out` 64 bytes at a
-    /// time with a mask of the `%` bytes (`crate::window`), the escapes resolved on the way (the
-    /// chunk's last bytes eight at a time). A decoded `%2B` is therefore
-    /// never taken for a `+`, and hex digits are never translated, so the order does not
-    /// change what an escape reads as.
+    /// 64 bytes at a time (`crate::window`): a window's `%` bytes are found at once and its
+    /// `+` and `&` translated at once (into a copy on the stack: a decoded `%2B` is
+    /// therefore never taken for a `+`), then the window is compacted into `out` — each
+    /// escape written as its byte, the plain span before it copied with fixed-size moves —
+    /// at one loop trip per escape (a `%` without two hex digits after it stays in the
+    /// span). The chunk's last bytes go eight at a time, then one by one.
     fn decode_query(&mut self, data: &[u8], out: &mut [u8], o: usize) -> usize {
         let n = data.len();
+        let (mut k, mut w) = (0, o);
+        // The window translated, and room for a span's copy to read past it (its bytes
+        // there are never kept).
+        let mut translated = [0u8; 2 * WIDTH];
+        while k + WIDTH <= n && w + 2 * WIDTH <= out.len() {
+            let raw: &[u8; WIDTH] = data[k..k + WIDTH].try_into().expect("a window");
+            // The output's room as an array: the offsets below are kept under 64 by a
+            // mask (a no-op on them), so no copy needs a bounds check.
+            let d: &mut [u8; 2 * WIDTH] = (&mut out[w..w + 2 * WIDTH]).try_into().expect("room");
+            let window = Window::load(raw, 0);
+            let percents = window.eq(b'%');
+            let plain = window.replace(b'+', b' ').replace(b'&', b'\n');
+            if percents == 0 {
+                plain.store((&mut d[..WIDTH]).try_into().expect("a window"));
+                k += WIDTH;
+                w += WIDTH;
+                continue;
+            }
+            plain.store((&mut translated[..WIDTH]).try_into().expect("a window"));
+            let s = &translated;
+            // A `%` at 62 or 63 may open an escape that the window cuts: the window ends
+            // before it and the next one starts there. An escape before it ends before it
+            // too (a hex digit is no `%`).
+            let cut = percents >> (WIDTH - 2);
+            let end = if cut == 0 {
+                WIDTH
+            } else {
+                WIDTH - 2 + cut.trailing_zeros() as usize
+            };
+            // Those at 62 and 63 are past `end`.
+            let mut percents = percents & (u64::MAX >> 2);
+            // The window's bytes before `from` are decoded into `d[..t]`.
+            let (mut from, mut t) = (0, 0);
+            while percents != 0 {
+                let p = percents.trailing_zeros() as usize & (WIDTH - 1);
+                percents &= percents - 1;
+                // Hex digits are not translated.
+                let (hi, lo) = (HEX[usize::from(s[p + 1])], HEX[usize::from(s[p + 2])]);
+                if (hi | lo) > 0xF {
+                    // Not an escape: the `%` stays in the span.
+                    continue;
+                }
+                copy_window(s, from & (WIDTH - 1), d, t & (WIDTH - 1));
+                t += p - from;
+                d[t & (WIDTH - 1)] = hi << 4 | lo;
+                t += 1;
+                from = p + 3;
+            }
+            copy_window(s, from.min(WIDTH), d, t & (WIDTH - 1));
+            t += end - from;
+            k += end;
+            w += t;
+        }
+        if k >= n {
+            return w;
+        }
+        // The rest, translated first (the words below are copied as they are).
         let mut src = std::mem::take(&mut self.translated);
         if src.len() < n {
             src.resize(n, 0);
         }
-        for (d, &c) in src.iter_mut().zip(data) {
+        for (d, &c) in src[k..n].iter_mut().zip(&data[k..n]) {
             *d = block::form_byte(c);
         }
-        let (mut k, mut w) = (0, o);
         while k < n {
-            // 64 bytes at a time while there is room: the window is copied whole and only
-            // its `%` bytes looked at; after an escape the rest of the window is copied
-            // again at its new place in the output.
-            while k + WIDTH <= n && w + WIDTH <= out.len() {
-                let escapes = Window::load(&src, k).eq(b'%');
-                out[w..w + WIDTH].copy_from_slice(&src[k..k + WIDTH]);
-                // Bytes of the window consumed.
-                let mut rel = 0;
-                loop {
-                    let next = mask::from(escapes, rel);
-                    if next == 0 {
-                        k += WIDTH - rel;
-                        w += WIDTH - rel;
-                        break;
-                    }
-                    let p = next.trailing_zeros() as usize;
-                    k += p - rel;
-                    w += p - rel;
-                    if k + 2 >= n {
-                        // Cut by the end of the chunk: the byte loop below keeps it.
-                        break;
-                    }
-                    match unhex_table(data[k + 1], data[k + 2]) {
-                        Some(v) => {
-                            out[w] = v;
-                            k += 3;
-                            w += 1;
-                            rel = p + 3;
-                            if rel < WIDTH && k + WIDTH <= n && w + WIDTH <= out.len() {
-                                out[w..w + WIDTH].copy_from_slice(&src[k..k + WIDTH]);
-                            } else {
-                                break;
-                            }
-                        }
-                        None => {
-                            // A literal `%`, already copied.
-                            k += 1;
-                            w += 1;
-                            rel = p + 1;
-                        }
-                    }
-                    if rel >= WIDTH {
-                        break;
-                    }
-                }
-            }
-            if k >= n {
-                break;
-            }
             while k + 8 <= n {
                 let x = block::word(&src, k);
                 out[w..w + 8].copy_from_slice(&x.to_le_bytes());
@@ -300,13 +318,6 @@ static HEX: [u8; 256] = {
     t
 };
 
-/// [`unhex`] by table lookups: no branch on the digits' values.
-#[inline(always)]
-fn unhex_table(hi: u8, lo: u8) -> Option<u8> {
-    let (h, l) = (HEX[usize::from(hi)], HEX[usize::from(lo)]);
-    ((h | l) < 16).then_some(h << 4 | l)
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::{Account, Limits};
@@ -370,7 +381,9 @@ mod tests {
                     .filter(|t| t.bytes().all(|b| b.is_ascii_hexdigit()))
                     .and_then(|t| u8::from_str_radix(t, 16).ok());
                 assert_eq!(unhex(hi, lo), want, "{hi} {lo}");
-                assert_eq!(unhex_table(hi, lo), want, "{hi} {lo}");
+                let table = ((HEX[usize::from(hi)] | HEX[usize::from(lo)]) <= 0xF)
+                    .then(|| HEX[usize::from(hi)] << 4 | HEX[usize::from(lo)]);
+                assert_eq!(table, want, "{hi} {lo}");
             }
         }
     }
@@ -437,6 +450,115 @@ mod tests {
                         let b = (a + b).min(data.len());
                         let (y, z) = data[a..].split_at(b - a);
                         assert_eq!(decode(query, &[x, y, z]), want, "{text} at {a} {b}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `filler` repeated, with `probe` written over it from `at`, cut to `len` bytes.
+    fn placed(filler: &str, at: usize, probe: &str, len: usize) -> String {
+        let mut text = filler.repeat(len.div_ceil(filler.len()))[..at].to_string();
+        text.push_str(probe);
+        while text.len() < len {
+            text.push_str(filler);
+        }
+        text.truncate(len);
+        text
+    }
+
+    /// The 64-byte windows' edges, one case a line: escapes ending on a window's end, cut
+    /// by it, invalid next to it, `+` on either side of it, bodies of 63, 64 and 65 bytes.
+    #[test]
+    fn window_edges() {
+        let a = |n: usize| "a".repeat(n);
+        let cases: Vec<(bool, String, String)> = vec![
+            (true, a(63), a(63)),
+            (true, a(64), a(64)),
+            (true, a(65), a(65)),
+            (true, format!("{}%41b", a(60)), format!("{}Ab", a(60))),
+            (true, format!("{}%41b", a(61)), format!("{}Ab", a(61))),
+            (true, format!("{}%41b", a(62)), format!("{}Ab", a(62))),
+            (true, format!("{}%41b", a(63)), format!("{}Ab", a(63))),
+            (true, format!("{}%41b", a(64)), format!("{}Ab", a(64))),
+            (true, format!("{}%41", a(61)), format!("{}A", a(61))),
+            (true, format!("{}%4", a(62)), format!("{}%4", a(62))),
+            (true, format!("{}%", a(63)), format!("{}%", a(63))),
+            (true, format!("{}%41", a(62)), format!("{}A", a(62))),
+            (true, format!("{}%", a(64)), format!("{}%", a(64))),
+            (true, format!("{}%zz", a(60)), format!("{}%zz", a(60))),
+            (true, format!("{}%zzb", a(61)), format!("{}%zzb", a(61))),
+            (true, format!("{}%4zb", a(62)), format!("{}%4zb", a(62))),
+            (true, format!("{}%z%41", a(61)), format!("{}%zA", a(61))),
+            (true, format!("{}%%41", a(62)), format!("{}%A", a(62))),
+            (true, format!("{}%%%41", a(61)), format!("{}%%A", a(61))),
+            (true, format!("{}%4%41", a(61)), format!("{}%4A", a(61))),
+            (true, format!("{}+b", a(63)), format!("{} b", a(63))),
+            (true, format!("{}+b", a(64)), format!("{} b", a(64))),
+            (true, format!("{}%2B+", a(61)), format!("{}+ ", a(61))),
+            (true, format!("{}%2+b", a(62)), format!("{}%2 b", a(62))),
+            (true, format!("{}&%26", a(62)), format!("{}\n&", a(62))),
+            (true, "+".repeat(65), " ".repeat(65)),
+            (true, "%2B".repeat(22), "+".repeat(22)),
+            (true, "%41".repeat(43), "A".repeat(43)),
+            (true, "%".repeat(65), "%".repeat(65)),
+            (true, "%4".repeat(33), "%4".repeat(33)),
+            (true, format!("{}%E2%82%AC", a(58)), format!("{}€", a(58))),
+            (
+                false,
+                format!("/{}?%41+b", a(61)),
+                format!("/{}?A b", a(61)),
+            ),
+            (
+                false,
+                format!("/{}+?{}+%41", a(30), a(30)),
+                format!("/{}+?{} A", a(30), a(30)),
+            ),
+        ];
+        for (query, input, want) in &cases {
+            let got = decode(*query, &[input.as_bytes()]);
+            assert_eq!(String::from_utf8_lossy(&got), *want, "{input}");
+        }
+    }
+
+    /// Each probe at every offset across the ends of the first two windows, in bodies of
+    /// 63 to 200 bytes (a probe cut by the body's end too), decodes as the reference does:
+    /// whole, and split in two and in three at every byte around the probe.
+    #[test]
+    fn escapes_near_window_and_chunk_ends() {
+        let probes = [
+            "%41",
+            "%4",
+            "%",
+            "%zz",
+            "%4z",
+            "%%41",
+            "%41%42",
+            "%2B+",
+            "+",
+            "&%26",
+            "%E2%82%AC",
+        ];
+        for filler in ["a", "+", "b%41", "%zz"] {
+            for probe in probes {
+                for len in [63, 64, 65, 127, 128, 129, 200] {
+                    for at in (56..72).chain(118..136).filter(|&at| at < len) {
+                        let text = placed(filler, at, probe, len);
+                        let data = text.as_bytes();
+                        for query in [true, false] {
+                            let want = reference(query, data);
+                            assert_eq!(decode(query, &[data]), want, "{text}");
+                            let near = at.saturating_sub(3)..(at + probe.len() + 3).min(len);
+                            for cut in near {
+                                let (x, rest) = data.split_at(cut);
+                                assert_eq!(decode(query, &[x, rest]), want, "{text} at {cut}");
+                                for more in [1, 2] {
+                                    let (y, z) = rest.split_at(more.min(rest.len()));
+                                    let got = decode(query, &[x, y, z]);
+                                    assert_eq!(got, want, "{text} at {cut} +{more}");
+                                }
+                            }
+                        }
                     }
                 }
             }
