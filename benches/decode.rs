@@ -70,15 +70,26 @@ fn thread_cpu_ns() -> Option<u64> {
     text.split_whitespace().next()?.parse().ok()
 }
 
-/// Best-of-`runs` throughput of `f` over `bytes` of content, by thread CPU time, in MiB/s.
-fn cpu_throughput(bytes: usize, runs: usize, mut f: impl FnMut() -> u64) -> Option<f64> {
-    let mut best = u64::MAX;
-    for _ in 0..runs {
-        let t0 = thread_cpu_ns()?;
+/// CPU time a batch of calls must take: the clock above advances in scheduler ticks (4 ms
+/// on this machine's kernel), so one 12 ms run reads as 12 or 16 ms; a quarter second is
+/// ±2 % at worst.
+const BATCH_NS: u64 = 250_000_000;
+
+/// Throughput of `f` over `bytes` of content per call, by thread CPU time, in MiB/s: the
+/// average over a batch of calls lasting at least [`BATCH_NS`].
+fn cpu_throughput(bytes: usize, mut f: impl FnMut() -> u64) -> Option<f64> {
+    let t0 = thread_cpu_ns()?;
+    let mut calls = 0u32;
+    let spent = loop {
         black_box(f());
-        best = best.min(thread_cpu_ns()? - t0);
-    }
-    Some(bytes as f64 / (1 << 20) as f64 / (best as f64 / 1e9))
+        calls += 1;
+        let spent = thread_cpu_ns()? - t0;
+        if spent >= BATCH_NS {
+            break spent;
+        }
+    };
+    let per_call = spent as f64 / 1e9 / f64::from(calls);
+    Some(bytes as f64 / (1 << 20) as f64 / per_call)
 }
 
 fn main() {
@@ -153,8 +164,9 @@ fn main() {
     g.finish();
     c.final_summary();
 
-    // The main variants by CPU time, best of 10 each, interleaved run by run so that a
-    // busy neighbour slows them alike: the figures BENCHMARKS.md quotes on a shared box.
+    // The main variants by CPU time, best of 5 batches each, interleaved batch by batch
+    // so that a busy neighbour slows them alike: the figures BENCHMARKS.md quotes on a
+    // shared box.
     let n = text.len();
     let variants: Vec<Variant<'_>> = vec![
         ("gzip/decode_only", Box::new(|| inflate_only(&gz, &mut buf))),
@@ -212,14 +224,14 @@ fn main() {
     ];
     let mut variants = variants;
     let mut best = vec![0f64; variants.len()];
-    for _ in 0..10 {
+    for _ in 0..5 {
         for (i, (_, f)) in variants.iter_mut().enumerate() {
-            if let Some(t) = cpu_throughput(n, 1, f) {
+            if let Some(t) = cpu_throughput(n, f) {
                 best[i] = best[i].max(t);
             }
         }
     }
-    println!("\nby thread CPU time, best of 10 (MiB/s of content):");
+    println!("\nby thread CPU time, best of 5 quarter-second batches (MiB/s of content):");
     for ((name, _), t) in variants.iter().zip(&best) {
         println!("  {name:<24} {t:>8.1}");
     }
