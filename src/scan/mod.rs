@@ -10,7 +10,8 @@
 //! - **keywords** the rule lists (ASCII case-insensitive: `memchr` for one-byte keywords)
 //!   open a window of the pattern's longest match either side of each hit;
 //! - **literal prefixes** every match starts with (`memchr` on the first byte for two-byte
-//!   prefixes such as `+1`): a hit is checked against the bytes the pattern may contain,
+//!   prefixes such as `+1`, the byte after it told apart by a table): a hit is checked
+//!   against the bytes the pattern may contain,
 //!   then the pattern is tried there. Longer prefixes and longer keywords are found in one
 //!   pass (Aho-Corasick with its Teddy prefilter over the first 8 bytes of each prefix and
 //!   every case variant of the first 3 bytes of each keyword; a hit is checked against the
@@ -26,8 +27,10 @@
 //!   that rules out every digit-run rule — a lowercase letter — all at once); a run is
 //!   ruled in or out per rule by table lookups on its length, its first and last digit and
 //!   its two neighbours (what the IR proves about where matches start and end, the longest
-//!   run they hold, the bytes they start and end with), then by the full gate (the token
-//!   of bytes the pattern may contain, its length and digits, required bytes, word
+//!   run they hold, the bytes they start and end with), then by one walk over the bytes
+//!   *any* digit rule allows, which bounds every rule's token length and digit count at
+//!   once (most runs of ordinary traffic end there), then per rule by the full gate (the
+//!   token of bytes the pattern may contain, its length and digits, required bytes, word
 //!   boundaries; a value whose digits come in groups is walked once per rule, not once
 //!   per group);
 //! - **full scan** for anything else (`rules check` says which rules fall back to it).
