@@ -435,21 +435,8 @@ impl DigitPlan {
     /// Most runs that reach the gates (digits between dashes in UUIDs, numbers in prose)
     /// end here, for all rules at once.
     fn reach(&self, hay: &[u8], base: u64, run: &Run) -> (u64, u64) {
-        let lo = run.start.saturating_sub(self.max_len).max(base);
-        let hi = (run.end + self.max_len).min(base + hay.len() as u64);
-        let class = |p: u64| self.any[usize::from(hay[(p - base) as usize])];
-        let mut digits = run.end - run.start;
-        let mut t0 = run.start;
-        while t0 > lo && class(t0 - 1) != OUTSIDE {
-            t0 -= 1;
-            digits += u64::from(class(t0) == DIGIT);
-        }
-        let mut t1 = run.end;
-        while t1 < hi && class(t1) != OUTSIDE {
-            digits += u64::from(class(t1) == DIGIT);
-            t1 += 1;
-        }
-        (t1 - t0, digits)
+        let tok = token(hay, base, run, self.max_len, &self.any, None);
+        (tok.end - tok.start, tok.digits)
     }
 
     /// (rules a run of `len` digits fits, rules whose shortest token is longer than `len`)
