@@ -244,11 +244,7 @@ mod tests {
                 input.extend_from_slice(junk);
                 input.extend_from_slice(&text[at..]);
                 for split in [0, at / 2, at, input.len()] {
-                    let mut d = Decoder::new();
-                    let mut out = Vec::new();
-                    d.push(&input[..split], &mut out);
-                    d.push(&input[split..], &mut out);
-                    d.finish(&mut out);
+                    let out = pushed_in_two(&input, split);
                     assert_eq!(out, want, "{junk:?} at {at}, split at {split}");
                 }
             }
@@ -260,12 +256,17 @@ mod tests {
         let text = b"YWxpY2VAYWNtZS1jb3JwLmlvLCBib2JAYWNtZS1jb3JwLmlv";
         let whole = decode(text);
         for split in 0..text.len() {
-            let mut d = Decoder::new();
-            let mut out = Vec::new();
-            d.push(&text[..split], &mut out);
-            d.push(&text[split..], &mut out);
-            d.finish(&mut out);
-            assert_eq!(out, whole, "split at {split}");
+            assert_eq!(pushed_in_two(text, split), whole, "split at {split}");
         }
+    }
+
+    /// `input` through one streaming decoder in two pushes, cut at `split`.
+    fn pushed_in_two(input: &[u8], split: usize) -> Vec<u8> {
+        let mut d = Decoder::new();
+        let mut out = Vec::new();
+        d.push(&input[..split], &mut out);
+        d.push(&input[split..], &mut out);
+        d.finish(&mut out);
+        out
     }
 }
