@@ -330,7 +330,50 @@ fn long_inputs_with_long_runs_split_like_whole() {
     assert!(data.len() > 200_000);
     let whole = engine.scan_bytes(&data);
     assert!(whole.rules.len() >= 10, "{whole:?}");
-    for chunk in [997, 4096, 65_537] {
+    // Pieces from 16 KiB on are scanned in place (`Stream::feed`); smaller ones joined.
+    for chunk in [997, 4096, 16_384, 20_000, 65_537, 300_000] {
+        let mut stream = engine.stream();
+        for piece in data.chunks(chunk) {
+            stream.feed(piece);
+        }
+        assert_eq!(whole, stream.finish(), "chunk {chunk}");
+    }
+}
+
+/// Long matches with the widest context window hold more than a few KiB back: a piece fed
+/// right after one cannot be scanned in place (`Stream::feed` joins it whole). Both ways of
+/// feeding a large piece find what the whole input does.
+#[test]
+fn large_pieces_after_long_pending_matches_split_like_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("long.yaml"),
+        r"rules:
+  - id: long-token
+    name: Long token
+    category: token
+    pattern: '\bTOK[A-Z0-9]{10,4000}\b'
+    context: { words: [ticket], window: 4096, required: true }
+    thresholds: { log: 3, block: 10 }
+    tests: { match: ['ticket TOK0123456789'], no_match: ['TOK0123456789'] }
+",
+    )
+    .unwrap();
+    let set = egress_dlp::rules::load_dir_untested(dir.path()).expect("rule loads");
+    let engine = Engine::new(&set);
+    let mut data = Vec::new();
+    for i in 0..300u32 {
+        if i % 7 == 0 {
+            data.extend_from_slice(b"ticket ");
+        }
+        data.extend_from_slice(format!("TOK{i:010}").as_bytes());
+        // Some values are long, so pending matches reach far back.
+        data.extend(std::iter::repeat_n(b'Q', (i as usize * 37) % 3000));
+        data.extend_from_slice(b" filler text between values\n");
+    }
+    let whole = engine.scan_bytes(&data);
+    assert!(whole.rule_count(0) > 30, "{whole:?}");
+    for chunk in [16_384, 20_000, 65_537] {
         let mut stream = engine.stream();
         for piece in data.chunks(chunk) {
             stream.feed(piece);

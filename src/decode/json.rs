@@ -55,6 +55,34 @@ impl Unescaper {
         out.truncate(base + n);
     }
 
+    /// When unescaping would leave `data` as it is (no escape under way, no backslash in
+    /// it), moves the string state past it and returns true: the caller hands the bytes on
+    /// without copying them. Otherwise changes nothing and returns false.
+    ///
+    /// Most JSON bodies (telemetry, API payloads) hold no escape at all: for them this is a
+    /// backslash search and a count of quotes (whose parity is the string state).
+    pub fn pass_through(&mut self, data: &[u8]) -> bool {
+        if !matches!(self.state, State::Outside | State::InString)
+            || self.high.is_some()
+            || memchr(b'\\', data).is_some()
+        {
+            return false;
+        }
+        let windows = data.chunks_exact(WIDTH);
+        let tail = windows.remainder();
+        let quotes = windows
+            .map(|w| Window::load(w, 0).eq(b'"').count_ones() as usize)
+            .sum::<usize>()
+            + tail.iter().filter(|&&b| b == b'"').count();
+        if quotes % 2 == 1 {
+            self.state = match self.state {
+                State::Outside => State::InString,
+                _ => State::Outside,
+            };
+        }
+        true
+    }
+
     /// Unescapes the next piece of the document into `out` (at least
     /// [`max_output`]`(data.len())` bytes long); returns how many bytes it wrote.
     ///
@@ -472,6 +500,10 @@ impl JsonNode {
     }
 
     pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
+        if self.unescaper.pass_through(data) {
+            self.next.feed(data, out);
+            return;
+        }
         // The buffer keeps its length between pieces: written over, never cleared, so a
         // piece costs no zeroing.
         let need = max_output(data.len());
@@ -591,6 +623,41 @@ mod tests {
                 u.finish(&mut out);
                 assert_eq!(out, want, "{text} split at {a}");
             }
+        }
+    }
+
+    /// Pieces without a backslash are handed on as they are whenever no escape is under
+    /// way: the result and the string state after them are what unescaping gives.
+    #[test]
+    fn pieces_passed_through_unescape_as_whole() {
+        let pad = "p".repeat(70);
+        let texts = [
+            format!(r#"{{"a":"{pad}","b":["{pad}", 1, "x\u0040y"], "c": "\"{pad}\""}}"#),
+            format!(r#"{pad}"{pad}"{pad}"\ud83d{pad}\ude00" "\ud83d" x"#),
+            format!(r#""{pad}\"#),
+            format!(r#"\ "{pad}" \"#),
+        ];
+        for text in &texts {
+            let data = text.as_bytes();
+            let want = unescape(data);
+            let mut passed = 0;
+            for a in 0..=data.len() {
+                for b in a..=data.len().min(a + 90) {
+                    let mut u = Unescaper::new();
+                    let mut out = Vec::new();
+                    for piece in [&data[..a], &data[a..b], &data[b..]] {
+                        if u.pass_through(piece) {
+                            out.extend_from_slice(piece);
+                            passed += usize::from(!piece.is_empty());
+                        } else {
+                            u.push(piece, &mut out);
+                        }
+                    }
+                    u.finish(&mut out);
+                    assert_eq!(out, want, "{text} split at {a}, {b}");
+                }
+            }
+            assert!(passed > 0, "{text}: no piece was passed through");
         }
     }
 

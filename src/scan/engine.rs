@@ -26,6 +26,14 @@ const RUN_PIECE: u64 = 4096;
 /// How far [`Engine::scan_bytes`] moves its prefilters ahead of the gates and regexes.
 const SCAN_STEP: usize = 64 * 1024;
 
+/// [`Stream::feed`] scans pieces at least this long in place, without copying them.
+const IN_PLACE_MIN: usize = 16 * 1024;
+
+/// The first bytes of an in-place piece, joined to the retained tail: more than the tail
+/// any rule needs once nothing is pending (the longest match, 4 KiB, and the anchor and
+/// context reach).
+const SEAM: usize = 8 * 1024;
+
 /// Windows of one anchored rule closer than this are searched in one regex call. Only
 /// touching windows merge: each window's search is bounded by its own token, and merging
 /// across a gap would search the gap too.
@@ -804,11 +812,39 @@ pub struct Stream<'e> {
 
 impl Stream<'_> {
     /// Scans the next piece of the body.
+    ///
+    /// A piece of at least [`IN_PLACE_MIN`] bytes is scanned where it lies: its first
+    /// [`SEAM`] bytes are joined to the retained tail and scanned, after which no byte
+    /// before the piece is needed any more (the usual case: only pending matches hold bytes
+    /// back, a few KiB at most), so the rest is scanned in the caller's slice and only the
+    /// new tail is copied. The engine sees the same bytes at the same offsets either way,
+    /// and two advances find what one does (findings do not depend on the split). When
+    /// something still needs older bytes, the piece is joined whole as before.
     pub fn feed(&mut self, chunk: &[u8]) {
         if chunk.is_empty() {
             return;
         }
-        self.buf.extend_from_slice(chunk);
+        if chunk.len() >= IN_PLACE_MIN {
+            // Absolute offset of `chunk[0]`: `buf` holds `[base, end)`.
+            let start = self.state.end;
+            let (seam, rest) = chunk.split_at(SEAM);
+            self.buf.extend_from_slice(seam);
+            self.state.advance(self.engine, &self.buf, self.base, false);
+            let low = self.state.low_water(self.engine).max(self.base);
+            if low >= start {
+                let hay = &chunk[(low - start) as usize..];
+                self.state.advance(self.engine, hay, low, false);
+                let keep = self.state.low_water(self.engine).max(low);
+                self.buf.clear();
+                self.buf
+                    .extend_from_slice(&chunk[(keep - start) as usize..]);
+                self.base = keep;
+                return;
+            }
+            self.buf.extend_from_slice(rest);
+        } else {
+            self.buf.extend_from_slice(chunk);
+        }
         self.state.advance(self.engine, &self.buf, self.base, false);
         let low = self.state.low_water(self.engine).max(self.base);
         let dead = (low - self.base) as usize;
