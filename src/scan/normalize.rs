@@ -44,3 +44,39 @@ impl Normalize {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_form_keeps_what_it_says() {
+        let cases: &[(Normalize, &[u8], &[u8])] = &[
+            (Normalize::None, b"Ab-1 x", b"Ab-1 x"),
+            (
+                Normalize::Lowercase,
+                b"J.Doe@ACME-Corp.IO",
+                b"j.doe@acme-corp.io",
+            ),
+            (
+                Normalize::Digits,
+                b"4111 1111-1111 1111",
+                b"4111111111111111",
+            ),
+            (Normalize::Digits, b"+1 (555) 010-9999", b"15550109999"),
+            (Normalize::Digits, b"no digits", b""),
+            (Normalize::Digits, b"", b""),
+            (
+                Normalize::AlnumUpper,
+                b"gb82 west 1234-5698 7654 32",
+                b"GB82WEST12345698765432",
+            ),
+            (Normalize::AlnumUpper, b"\xffab\x00C", b"ABC"),
+        ];
+        let mut out = b"left over".to_vec();
+        for &(form, value, want) in cases {
+            form.apply(value, &mut out);
+            assert_eq!(out, want, "{form:?} {:?}", String::from_utf8_lossy(value));
+        }
+    }
+}
