@@ -64,6 +64,23 @@ pub fn json(data: &[u8]) {
     u.push(&data[cut..], &mut split);
     u.finish(&mut split);
     assert_eq!(whole, split, "split at {cut}");
+    // Pieces handed on as they are when nothing in them needs unescaping (`JsonNode`'s
+    // copy-free path): the same text, and the same state after them.
+    let mut u = decode::json::Unescaper::new();
+    let mut passed = Vec::new();
+    let cuts = [cut / 2, cut, cut + (data.len() - cut) / 2];
+    let mut from = 0;
+    for to in cuts.into_iter().chain([data.len()]) {
+        let piece = &data[from..to];
+        if u.pass_through(piece) {
+            passed.extend_from_slice(piece);
+        } else {
+            u.push(piece, &mut passed);
+        }
+        from = to;
+    }
+    u.finish(&mut passed);
+    assert_eq!(whole, passed, "passed through in pieces at {cuts:?}");
     inspect(b"application/json", None, data);
 }
 

@@ -3,7 +3,9 @@
 //! An [`Engine`] is compiled once from a [`RuleSet`](crate::rules::RuleSet) and shared by
 //! every request. Each body gets a [`Stream`]: feed it chunks as they arrive, then
 //! [`Stream::finish`] it for the [`Findings`]. The findings are the same however the input
-//! is split into chunks.
+//! is split into chunks. A stream keeps only a short tail of what it was fed (the bytes a
+//! pending match may still need); a chunk of 16 KiB or more is scanned where it lies, with
+//! only its first 8 KiB joined to that tail, so the bytes of a body are not copied.
 //!
 //! How a rule's regex is reached, fastest first (chosen per rule at compile time, from the
 //! pattern's own structure — see [`analyze`]):
