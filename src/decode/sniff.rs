@@ -109,6 +109,10 @@ pub(crate) struct Sniffer {
     decoded: Vec<u8>,
     /// The text node those bytes go to (one layer deeper), opened with the first.
     decoded_node: Option<Node>,
+    /// The last run's state, kept for the next one: a text full of digests and MIME blobs
+    /// opens thousands of runs, and each would otherwise allocate its box and grow its
+    /// buffer line by line again.
+    spare: Option<Box<Run>>,
 }
 
 impl Sniffer {
@@ -123,6 +127,7 @@ impl Sniffer {
             carry: Vec::new(),
             decoded: Vec::new(),
             decoded_node: None,
+            spare: None,
         }
     }
 
@@ -157,6 +162,7 @@ impl Sniffer {
         }
         if let Mode::Active(mut run) = std::mem::replace(&mut self.mode, Mode::Idle) {
             self.run_output(&mut run, true, out);
+            self.keep_spare(run);
         }
         self.flush_decoded(out);
         if let Some(node) = &mut self.decoded_node {
@@ -276,6 +282,7 @@ impl Sniffer {
                         split = Some(end);
                     }
                     self.run_output(&mut run, true, out);
+                    self.keep_spare(run);
                     pos = end;
                 }
                 Mode::Skip => {
@@ -337,15 +344,27 @@ impl Sniffer {
             self.mode = Mode::Skip;
             return;
         }
-        let mut run = Run {
-            decoder: Decoder::new(),
-            buf: Vec::new(),
-            padded: false,
-            started: false,
-            own: None,
-        };
+        let mut run = self.spare.take().unwrap_or_else(|| {
+            Box::new(Run {
+                decoder: Decoder::new(),
+                buf: Vec::new(),
+                padded: false,
+                started: false,
+                own: None,
+            })
+        });
         run.decoder.push(carry, &mut run.buf);
-        self.mode = Mode::Active(Box::new(run));
+        self.mode = Mode::Active(run);
+    }
+
+    /// Keeps an ended run's box and buffer for the next run, reset to a run's start.
+    fn keep_spare(&mut self, mut run: Box<Run>) {
+        run.decoder = Decoder::new();
+        run.buf.clear();
+        run.padded = false;
+        run.started = false;
+        run.own = None;
+        self.spare = Some(run);
     }
 }
 
