@@ -661,3 +661,41 @@ fn a_gzip_guessed_from_magic_bytes_that_does_not_decode_is_scanned_as_it_is() {
     let out = inspect(&engine, &Limits::default(), None, Some("gzip"), &body, 100);
     assert_eq!(out.not_scanned.map(|n| n.reason), Some(Reason::Corrupt));
 }
+
+/// Base64 values one after another in a text, one per line or side by side (the sniffer
+/// reuses one run's state for the next): each decodes from its own start, whatever came
+/// before it — padded, unpadded (a line ending inside a group of four must not shift the
+/// next line: before this was fixed, three of these twelve values were lost), holding JSON
+/// (which gets a node of its own), or a hex digest that is not decoded at all.
+#[test]
+fn consecutive_base64_runs_each_decode_from_their_own_start() {
+    let engine = engine();
+    let mut text = String::from("attachments:\n");
+    for i in 0..12 {
+        let value = format!("row {i}: user{i}@acme-corp.io with some text around it");
+        let run = match i % 4 {
+            0 => base64(value.as_bytes()),
+            1 => base64(value.as_bytes()).trim_end_matches('=').to_string(),
+            2 => base64(format!("{{\"e\":\"{value}\",\"n\":{i}}}").as_bytes()),
+            _ => format!(
+                "{}\n{}",
+                "0123456789abcdef".repeat(5),
+                base64(value.as_bytes())
+            ),
+        };
+        text.push_str(&run);
+        text.push_str(if i % 2 == 0 { " , " } else { "\n" });
+    }
+    for chunk in [1, 2, 3, 4, 5, 8, 37, 64, 100, 4096] {
+        let out = inspect(
+            &engine,
+            &Limits::default(),
+            Some("text/plain"),
+            None,
+            text.as_bytes(),
+            chunk,
+        );
+        assert_eq!(out.not_scanned, None, "chunk {chunk}");
+        assert_eq!(out.findings.category_distinct("email"), 12, "chunk {chunk}");
+    }
+}

@@ -144,6 +144,11 @@ impl Decoder {
         true
     }
 
+    /// Whether a group has begun and not been completed (one to three symbols pushed).
+    pub fn mid_group(&self) -> bool {
+        self.n != 0
+    }
+
     /// Ends the input (or a padded group): the bytes of a final partial group.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         match self.n {

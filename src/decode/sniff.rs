@@ -9,7 +9,9 @@
 //! - finds runs of at least [`BASE64_MIN_RUN`] base64 symbols (either alphabet) holding
 //!   both upper- and lowercase letters (so hex digests and long lowercase words are left
 //!   alone), and decodes each one layer deeper. A run may go on across line breaks (MIME
-//!   and PEM wrap lines), and ends at its padding or at any other byte.
+//!   and PEM wrap lines), and ends at its padding or at any other byte. A line that ends
+//!   inside a group of four (wrapped base64 never does) ends a value of its own: the next
+//!   line is decoded from a group's start, not shifted by the leftover symbols.
 //!
 //! Runs are found by sampling one byte in [`BASE64_MIN_RUN`]: a run that long must cover a
 //! sample, and only samples that are symbols with 32 symbols on one side are looked at
@@ -84,6 +86,14 @@ impl Run {
                     self.padded = true;
                 }
             } else if (b == b'\n' || b == b'\r') && !self.padded {
+                if self.decoder.mid_group() {
+                    // Wrapped base64 (MIME, PEM) breaks lines between groups of four.
+                    // A line ending inside a group was a value of its own, unpadded
+                    // (base64url usually is): it ends here, and the next line starts
+                    // at a group's start, not shifted by this line's leftover symbols.
+                    self.decoder.finish(&mut self.buf);
+                    self.buf.push(b'\n');
+                }
             } else {
                 return (i, true);
             }
