@@ -382,6 +382,49 @@ fn large_pieces_after_long_pending_matches_split_like_whole() {
     }
 }
 
+/// A short pattern with a wide context window: a context word up to the window before a
+/// value is found however the input is split, even when the value comes in a later piece
+/// than the word and the stream has dropped the bytes between (the retained tail covers
+/// the widest window, not only the longest match).
+#[test]
+fn context_words_a_window_back_are_kept_across_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ids.yaml"),
+        r"rules:
+  - id: short-id
+    name: Short id
+    category: id
+    pattern: '\b\d{3}-\d{2}-\d{4}\b'
+    context: { words: [ssn], window: 300, required: true }
+    thresholds: { log: 3, block: 10 }
+    tests: { match: ['ssn 123-45-6789'], no_match: ['123-45-6789'] }
+",
+    )
+    .unwrap();
+    let set = egress_dlp::rules::load_dir_untested(dir.path()).expect("rule loads");
+    let engine = Engine::new(&set);
+    let mut data = Vec::new();
+    for i in 0..400u32 {
+        // The word, then filler, then the value: 150 to 290 bytes apart.
+        data.extend_from_slice(b"ssn ");
+        data.extend(std::iter::repeat_n(b'.', 140 + (i as usize * 7) % 140));
+        data.extend_from_slice(
+            format!(" {:03}-{:02}-{:04}\n", 100 + i % 800, 10 + i % 80, 1000 + i).as_bytes(),
+        );
+        data.extend(std::iter::repeat_n(b' ', 400));
+    }
+    let whole = engine.scan_bytes(&data);
+    assert_eq!(whole.rule_count(0), 400, "{whole:?}");
+    for chunk in [997, 4096, 16_384, 20_000, 65_537] {
+        let mut stream = engine.stream();
+        for piece in data.chunks(chunk) {
+            stream.feed(piece);
+        }
+        assert_eq!(whole, stream.finish(), "chunk {chunk}");
+    }
+}
+
 /// A rule that must start at a word boundary, in a token whose first digit run has none
 /// before it: a match starting at a later run of the same token is still found (the
 /// gate's per-token shortcut must not carry "no boundary" from one run to the next).

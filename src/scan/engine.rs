@@ -30,8 +30,8 @@ const SCAN_STEP: usize = 64 * 1024;
 const IN_PLACE_MIN: usize = 16 * 1024;
 
 /// The first bytes of an in-place piece, joined to the retained tail: more than the tail
-/// any rule needs once nothing is pending (the longest match, 4 KiB, and the anchor and
-/// context reach).
+/// the shipped rules need once nothing is pending (the longest match and the widest
+/// context window, 4.4 KiB). A rule set that needs more is scanned as before (joined).
 const SEAM: usize = 8 * 1024;
 
 /// Windows of one anchored rule closer than this are searched in one regex call. Only
@@ -1699,7 +1699,10 @@ impl State {
 
     /// The lowest absolute position whose byte may still be needed.
     fn low_water(&self, e: &Engine) -> u64 {
-        let mut low = self.end.saturating_sub(e.anchor_overlap + e.max_len + 2);
+        // A match not found yet starts at most the longest match (and an anchor) back, and
+        // its context words lie up to the widest window (and a word) before it.
+        let reach = e.anchor_overlap + e.max_len + 2 + e.max_window + e.context_max_len;
+        let mut low = self.end.saturating_sub(reach);
         for (rule, state) in e.rules.iter().zip(&self.rules) {
             if let Some(&(rs, _, _)) = state.regions.front() {
                 let from = rs.max(state.next_pos).min(self.end);
