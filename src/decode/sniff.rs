@@ -8,10 +8,11 @@
 //!   (`{` or `[`) is unescaped as JSON (when the depth allows: it is optional);
 //! - finds runs of at least [`BASE64_MIN_RUN`] base64 symbols (either alphabet) holding
 //!   both upper- and lowercase letters (so hex digests and long lowercase words are left
-//!   alone), and decodes each one layer deeper. A run may go on across line breaks (MIME
-//!   and PEM wrap lines), and ends at its padding or at any other byte. A line that ends
-//!   inside a group of four (wrapped base64 never does) ends a value of its own: the next
-//!   line is decoded from a group's start, not shifted by the leftover symbols.
+//!   alone), and decodes each one layer deeper. A run may go on across line breaks, and
+//!   ends at its padding or at any other byte. Lines of one width join (wrapped base64:
+//!   MIME, PEM, SSH keys); lines of other lengths that end inside a group of four are
+//!   values of their own (unpadded base64url one per line), each decoded from a group's
+//!   start (see `Lines`).
 //!
 //! Runs are found by sampling one byte in [`BASE64_MIN_RUN`]: a run that long must cover a
 //! sample, and only samples that are symbols with 32 symbols on one side are looked at
@@ -62,9 +63,53 @@ struct Run {
     /// Its own node, when its content starts like an archive, a compressed stream or
     /// JSON; otherwise its bytes join the sniffer's shared decoded text.
     own: Option<Node>,
+    /// Symbols on the current line so far.
+    line: usize,
+    /// What the line breaks so far say about the run (see [`Lines`]).
+    lines: Lines,
+    /// While [`Lines::Undecided`]: the second line's symbols, not decoded yet.
+    held: Vec<u8>,
 }
 
+/// How a run's lines go together.
+///
+/// A run goes on across line breaks: base64 is wrapped at a fixed width (76 for MIME, 64
+/// for PEM, 70 for SSH keys, anything `base64 -w` is told), and the lines join into one
+/// stream of groups of four. But values of their own one per line (base64url is usually
+/// sent unpadded) must not join: a line that ends inside a group would shift every line
+/// after it. A first line that ends inside a group decides nothing yet; the second line is
+/// held until it ends too: the same length means wrapped, another means values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lines {
+    /// No line break yet (or a blob ended at a line of another width).
+    First,
+    /// The first line, this many symbols, ended inside a group; the decoder holds its
+    /// leftover symbols, and `held` the second line's.
+    Undecided(usize),
+    /// Wrapped at this width: lines join; a line of another length ends the blob.
+    Wrapped(usize),
+    /// One value per line: a line that ends inside a group ends its value.
+    PerLine,
+}
+
+/// A first line longer than this that ends inside a group is a value of its own: no
+/// encoder wraps that wide. It also bounds the symbols held while undecided.
+const MAX_WRAP: usize = 1024;
+
 impl Run {
+    fn new() -> Run {
+        Run {
+            decoder: Decoder::new(),
+            buf: Vec::new(),
+            padded: false,
+            started: false,
+            own: None,
+            line: 0,
+            lines: Lines::First,
+            held: Vec::new(),
+        }
+    }
+
     /// Consumes run bytes from `data[from..]`: symbols, line breaks, padding. Returns
     /// where the run stopped, and whether it ended there.
     fn accept(&mut self, data: &[u8], from: usize) -> (usize, bool) {
@@ -74,7 +119,7 @@ impl Run {
                 // The symbols up to the next other byte, decoded in bulk.
                 let n = symbol_prefix(&data[i..]);
                 if n > 0 {
-                    self.decoder.push(&data[i..i + n], &mut self.buf);
+                    self.symbols(&data[i..i + n]);
                     i += n;
                     continue;
                 }
@@ -82,24 +127,110 @@ impl Run {
             let b = data[i];
             if b == b'=' {
                 if !self.padded {
+                    self.settle();
                     self.decoder.finish(&mut self.buf);
                     self.padded = true;
                 }
             } else if (b == b'\n' || b == b'\r') && !self.padded {
-                if self.decoder.mid_group() {
-                    // Wrapped base64 (MIME, PEM) breaks lines between groups of four.
-                    // A line ending inside a group was a value of its own, unpadded
-                    // (base64url usually is): it ends here, and the next line starts
-                    // at a group's start, not shifted by this line's leftover symbols.
-                    self.decoder.finish(&mut self.buf);
-                    self.buf.push(b'\n');
-                }
+                self.line_break();
             } else {
                 return (i, true);
             }
             i += 1;
         }
         (i, false)
+    }
+
+    /// Symbols of the current line.
+    fn symbols(&mut self, syms: &[u8]) {
+        self.line += syms.len();
+        match self.lines {
+            Lines::Undecided(width) => {
+                self.held.extend_from_slice(syms);
+                if self.held.len() > width {
+                    // Longer than the first line: values, not wrapping.
+                    self.decide(false);
+                }
+            }
+            _ => self.decoder.push(syms, &mut self.buf),
+        }
+    }
+
+    /// A line break inside the run (not after its padding).
+    fn line_break(&mut self) {
+        let len = std::mem::take(&mut self.line);
+        if len == 0 {
+            // A blank line, or the `\n` of a `\r\n`.
+            return;
+        }
+        if let Lines::Undecided(width) = self.lines {
+            self.decide(len == width);
+        }
+        match self.lines {
+            Lines::First if self.decoder.mid_group() && len > MAX_WRAP => {
+                self.lines = Lines::PerLine;
+                self.end_value();
+            }
+            Lines::First if self.decoder.mid_group() => {
+                self.lines = Lines::Undecided(len);
+                self.held.clear();
+            }
+            Lines::First => self.lines = Lines::Wrapped(len),
+            Lines::Wrapped(width) if len != width => {
+                // The blob's last line: what follows starts afresh.
+                self.end_value();
+                self.lines = Lines::First;
+            }
+            Lines::PerLine => self.end_value(),
+            _ => {}
+        }
+    }
+
+    /// Ends the current value if a group is open: its last bytes, then a line break, and
+    /// the next symbols start a group.
+    fn end_value(&mut self) {
+        if self.decoder.mid_group() {
+            self.decoder.finish(&mut self.buf);
+            self.buf.push(b'\n');
+        }
+    }
+
+    /// Leaves [`Lines::Undecided`]: the first line was wrapped (the held second line
+    /// joins it) or a value of its own (it ends, the second line starts afresh).
+    fn decide(&mut self, wrapped: bool) {
+        let Lines::Undecided(width) = self.lines else {
+            return;
+        };
+        if wrapped {
+            self.lines = Lines::Wrapped(width);
+        } else {
+            self.lines = Lines::PerLine;
+            self.end_value();
+        }
+        let held = std::mem::take(&mut self.held);
+        self.decoder.push(&held, &mut self.buf);
+        self.held = held;
+        self.held.clear();
+    }
+
+    /// The run ends while undecided: a second line no longer than the first is a wrapped
+    /// blob's last line.
+    fn settle(&mut self) {
+        if let Lines::Undecided(width) = self.lines {
+            self.decide(self.line <= width);
+        }
+    }
+
+    /// Back to a run's start, keeping the allocations.
+    fn reset(&mut self) {
+        self.decoder = Decoder::new();
+        self.buf.clear();
+        self.padded = false;
+        self.started = false;
+        self.own = None;
+        self.line = 0;
+        self.lines = Lines::First;
+        self.held.clear();
     }
 }
 
@@ -184,6 +315,7 @@ impl Sniffer {
     /// or to the shared decoded text.
     fn run_output(&mut self, run: &mut Run, last: bool, out: &mut Out<'_, '_>) {
         if last {
+            run.settle();
             run.decoder.finish(&mut run.buf);
         }
         if !run.started && !run.buf.is_empty() {
@@ -354,26 +486,14 @@ impl Sniffer {
             self.mode = Mode::Skip;
             return;
         }
-        let mut run = self.spare.take().unwrap_or_else(|| {
-            Box::new(Run {
-                decoder: Decoder::new(),
-                buf: Vec::new(),
-                padded: false,
-                started: false,
-                own: None,
-            })
-        });
+        let mut run = self.spare.take().unwrap_or_else(|| Box::new(Run::new()));
         run.decoder.push(carry, &mut run.buf);
         self.mode = Mode::Active(run);
     }
 
     /// Keeps an ended run's box and buffer for the next run, reset to a run's start.
     fn keep_spare(&mut self, mut run: Box<Run>) {
-        run.decoder = Decoder::new();
-        run.buf.clear();
-        run.padded = false;
-        run.started = false;
-        run.own = None;
+        run.reset();
         self.spare = Some(run);
     }
 }
@@ -513,6 +633,88 @@ fn plausible(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+
+    /// `text` through one run, fed `chunk` bytes at a time, then ended: what it decoded.
+    fn run_decode(text: &[u8], chunk: usize) -> Vec<u8> {
+        let mut run = Run::new();
+        for piece in text.chunks(chunk) {
+            let (end, ended) = run.accept(piece, 0);
+            assert!(!ended && end == piece.len(), "the run ended early");
+        }
+        run.settle();
+        run.decoder.finish(&mut run.buf);
+        run.buf
+    }
+
+    /// Wrapped at any width, with `\n` or `\r\n`: the lines join into one stream.
+    #[test]
+    fn wrapped_lines_join_at_any_width() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        let encoded = STANDARD.encode(&data);
+        for width in [60, 64, 70, 71, 73, 75, 76, 77, 200] {
+            for eol in ["\n", "\r\n"] {
+                let lines: Vec<&str> = encoded
+                    .as_bytes()
+                    .chunks(width)
+                    .map(|l| std::str::from_utf8(l).unwrap())
+                    .collect();
+                let text = lines.join(eol);
+                for chunk in [1, 3, 64, 4096] {
+                    assert_eq!(
+                        run_decode(text.as_bytes(), chunk),
+                        data,
+                        "width {width}, {eol:?}, chunk {chunk}"
+                    );
+                }
+            }
+        }
+        // Two lines only, the second shorter: a wrapped blob's last line.
+        let text = format!("{}\n{}", &encoded[..70], &encoded[70..100]);
+        assert_eq!(
+            run_decode(text.as_bytes(), 7),
+            STANDARD.decode(&encoded[..100]).unwrap()[..]
+        );
+    }
+
+    /// Values of their own one per line, unpadded, of different lengths: each decodes from
+    /// a group's start, whatever the lines before it left over.
+    #[test]
+    fn unpadded_values_one_per_line_each_decode() {
+        let values: Vec<String> = (0..9)
+            .map(|i| format!("row {i}: user{i}@acme-corp.io {}", "x".repeat(i * 5 % 7)))
+            .collect();
+        for eol in ["\n", "\r\n"] {
+            let text = values
+                .iter()
+                .map(|v| URL_SAFE_NO_PAD.encode(v))
+                .collect::<Vec<_>>()
+                .join(eol);
+            for chunk in [1, 5, 4096] {
+                let out = run_decode(text.as_bytes(), chunk);
+                let out = String::from_utf8_lossy(&out);
+                for v in &values {
+                    assert!(
+                        out.contains(v.as_str()),
+                        "{v:?} not in {out:?} ({eol:?}, chunk {chunk})"
+                    );
+                }
+            }
+        }
+        // A first line too long to be wrapping is a value at once.
+        let long = "y".repeat(901);
+        let text = format!(
+            "{}\n{}",
+            URL_SAFE_NO_PAD.encode(&long),
+            URL_SAFE_NO_PAD.encode("a@b.io x")
+        );
+        let out = run_decode(text.as_bytes(), 64);
+        assert!(
+            String::from_utf8_lossy(&out).ends_with("\na@b.io x"),
+            "{out:?}"
+        );
+    }
 
     #[test]
     fn finds_runs_of_the_minimum_length_wherever_they_are() {
