@@ -406,17 +406,25 @@ fn context_words_a_window_back_are_kept_across_pieces() {
     let engine = Engine::new(&set);
     let mut data = Vec::new();
     for i in 0..400u32 {
-        // The word, then filler, then the value: 150 to 290 bytes apart.
+        // The word, then filler, then the value: 145 to 300 bytes apart, the window's
+        // edge included.
         data.extend_from_slice(b"ssn ");
-        data.extend(std::iter::repeat_n(b'.', 140 + (i as usize * 7) % 140));
+        let gap = if i % 2 == 0 {
+            140 + (i as usize * 7) % 140
+        } else {
+            275 + (i as usize / 2) % 24
+        };
+        data.extend(std::iter::repeat_n(b'.', gap));
         data.extend_from_slice(
             format!(" {:03}-{:02}-{:04}\n", 100 + i % 800, 10 + i % 80, 1000 + i).as_bytes(),
         );
         data.extend(std::iter::repeat_n(b' ', 400));
     }
     let whole = engine.scan_bytes(&data);
-    assert_eq!(whole.rule_count(0), 400, "{whole:?}");
-    for chunk in [997, 4096, 16_384, 20_000, 65_537] {
+    assert!(whole.rule_count(0) > 300, "{whole:?}");
+    // Cuts at every offset of a value and the bytes around it, in place and joined.
+    let sweep = (16_384..16_384 + 48).chain([997, 4096, 20_000, 65_537]);
+    for chunk in sweep {
         let mut stream = engine.stream();
         for piece in data.chunks(chunk) {
             stream.feed(piece);

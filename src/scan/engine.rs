@@ -800,8 +800,8 @@ impl Engine {
 }
 
 /// Per-body scanning state: feed chunks, then finish. Memory stays bounded whatever the
-/// input size: the retained tail is at most a few times the longest pattern match, and the
-/// distinct sets are capped.
+/// input size: the retained tail is at most a few times the longest pattern match plus the
+/// widest context window, and the distinct sets are capped.
 pub struct Stream<'e> {
     engine: &'e Engine,
     state: State,
@@ -1710,11 +1710,14 @@ impl State {
                 low = low.min(from.saturating_sub(1 + context));
             }
         }
+        // A run's region may start a longest match before it (the token walk), and its
+        // context words lie a window before that.
+        let run_reach = e.digits.max_len + 1 + e.max_window + e.context_max_len;
         if let Some(run) = self.unripe.front() {
-            low = low.min(run.start.saturating_sub(e.digits.max_len + 1));
+            low = low.min(run.start.saturating_sub(run_reach));
         }
         if let Some((_, piece)) = self.open_run {
-            low = low.min(piece.saturating_sub(e.digits.max_len + 1));
+            low = low.min(piece.saturating_sub(run_reach));
         }
         low
     }
