@@ -699,3 +699,37 @@ fn consecutive_base64_runs_each_decode_from_their_own_start() {
         assert_eq!(out.findings.category_distinct("email"), 12, "chunk {chunk}");
     }
 }
+
+/// A customer export in base64 wrapped at 70 columns (as `base64 -w 70` or an SSH key
+/// file), inside text, fed in pieces of every size: the lines join into one stream, also
+/// when a run's first symbols arrive in an earlier piece than the rest of its first line.
+#[test]
+fn base64_wrapped_at_seventy_columns_joins_in_any_pieces() {
+    let engine = engine();
+    let export = customer_export(12);
+    let encoded = base64(export.as_bytes());
+    let wrapped: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(70)
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect();
+    for eol in ["\n", "\r\n"] {
+        let text = format!("key file:{eol}{}{eol}end{eol}", wrapped.join(eol));
+        for chunk in [1, 2, 3, 7, 63, 64, 65, 100, 4096] {
+            let out = inspect(
+                &engine,
+                &Limits::default(),
+                Some("text/plain"),
+                None,
+                text.as_bytes(),
+                chunk,
+            );
+            assert_eq!(out.not_scanned, None, "chunk {chunk}");
+            assert_eq!(
+                out.findings.category_distinct("email"),
+                12,
+                "{eol:?} chunk {chunk}"
+            );
+        }
+    }
+}

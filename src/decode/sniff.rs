@@ -84,8 +84,10 @@ enum Lines {
     /// No line break yet (or a blob ended at a line of another width).
     First,
     /// The first line, this many symbols, ended inside a group; the decoder holds its
-    /// leftover symbols, and `held` the second line's.
-    Undecided(usize),
+    /// leftover symbols, and `held` the second line's. `true` once the second line ended
+    /// shorter than the first: a wrapped blob's last line if the run ends there, a value
+    /// of its own if another line follows.
+    Undecided(usize, bool),
     /// Wrapped at this width: lines join; a line of another length ends the blob.
     Wrapped(usize),
     /// One value per line: a line that ends inside a group ends its value.
@@ -145,11 +147,20 @@ impl Run {
     fn symbols(&mut self, syms: &[u8]) {
         self.line += syms.len();
         match self.lines {
-            Lines::Undecided(width) => {
-                self.held.extend_from_slice(syms);
+            Lines::Undecided(_, true) => {
+                // A third line: the first two were values.
+                self.decide(false);
+                self.end_value();
+                self.decoder.push(syms, &mut self.buf);
+            }
+            Lines::Undecided(width, false) => {
+                let room = (width + 1).saturating_sub(self.held.len());
+                self.held.extend_from_slice(&syms[..syms.len().min(room)]);
                 if self.held.len() > width {
                     // Longer than the first line: values, not wrapping.
                     self.decide(false);
+                    self.decoder
+                        .push(&syms[room.min(syms.len())..], &mut self.buf);
                 }
             }
             _ => self.decoder.push(syms, &mut self.buf),
@@ -163,8 +174,14 @@ impl Run {
             // A blank line, or the `\n` of a `\r\n`.
             return;
         }
-        if let Lines::Undecided(width) = self.lines {
-            self.decide(len == width);
+        match self.lines {
+            Lines::Undecided(width, false) if len < width => {
+                // A short second line: decided by what comes after it.
+                self.lines = Lines::Undecided(width, true);
+                return;
+            }
+            Lines::Undecided(width, false) => self.decide(len == width),
+            _ => {}
         }
         match self.lines {
             Lines::First if self.decoder.mid_group() && len > MAX_WRAP => {
@@ -172,7 +189,7 @@ impl Run {
                 self.end_value();
             }
             Lines::First if self.decoder.mid_group() => {
-                self.lines = Lines::Undecided(len);
+                self.lines = Lines::Undecided(len, false);
                 self.held.clear();
             }
             Lines::First => self.lines = Lines::Wrapped(len),
@@ -198,7 +215,7 @@ impl Run {
     /// Leaves [`Lines::Undecided`]: the first line was wrapped (the held second line
     /// joins it) or a value of its own (it ends, the second line starts afresh).
     fn decide(&mut self, wrapped: bool) {
-        let Lines::Undecided(width) = self.lines else {
+        let Lines::Undecided(width, _) = self.lines else {
             return;
         };
         if wrapped {
@@ -216,8 +233,8 @@ impl Run {
     /// The run ends while undecided: a second line no longer than the first is a wrapped
     /// blob's last line.
     fn settle(&mut self) {
-        if let Lines::Undecided(width) = self.lines {
-            self.decide(self.line <= width);
+        if let Lines::Undecided(width, ended) = self.lines {
+            self.decide(ended || self.line <= width);
         }
     }
 
@@ -487,7 +504,8 @@ impl Sniffer {
             return;
         }
         let mut run = self.spare.take().unwrap_or_else(|| Box::new(Run::new()));
-        run.decoder.push(carry, &mut run.buf);
+        // Through `symbols`: the carry is part of the first line's width.
+        run.symbols(carry);
         self.mode = Mode::Active(run);
     }
 
@@ -670,12 +688,19 @@ mod tests {
                 }
             }
         }
-        // Two lines only, the second shorter: a wrapped blob's last line.
-        let text = format!("{}\n{}", &encoded[..70], &encoded[70..100]);
-        assert_eq!(
-            run_decode(text.as_bytes(), 7),
-            STANDARD.decode(&encoded[..100]).unwrap()[..]
-        );
+        // Two lines only, the second shorter (a wrapped blob's last line), with or without
+        // a line break after it.
+        let want = STANDARD.decode(&encoded[..100]).unwrap();
+        for end in ["", "\n", "\r\n"] {
+            let text = format!("{}\n{}{end}", &encoded[..70], &encoded[70..100]);
+            for chunk in [1, 7, 4096] {
+                assert_eq!(
+                    run_decode(text.as_bytes(), chunk),
+                    want,
+                    "{end:?} chunk {chunk}"
+                );
+            }
+        }
     }
 
     /// Values of their own one per line, unpadded, of different lengths: each decodes from
@@ -700,6 +725,16 @@ mod tests {
                         "{v:?} not in {out:?} ({eol:?}, chunk {chunk})"
                     );
                 }
+            }
+        }
+        // The second value shorter than the first, then a third: three values.
+        let three = ["first value: a@b.io and more", "b@c.io x", "third: c@d.io"];
+        let text = three.map(|v| URL_SAFE_NO_PAD.encode(v)).join("\n");
+        for chunk in [1, 5, 4096] {
+            let out = run_decode(text.as_bytes(), chunk);
+            let out = String::from_utf8_lossy(&out);
+            for v in three {
+                assert!(out.contains(v), "{v:?} not in {out:?} (chunk {chunk})");
             }
         }
         // A first line too long to be wrapping is a value at once.
