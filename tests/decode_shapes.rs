@@ -686,17 +686,28 @@ fn consecutive_base64_runs_each_decode_from_their_own_start() {
         text.push_str(&run);
         text.push_str(if i % 2 == 0 { " , " } else { "\n" });
     }
-    for chunk in [1, 2, 3, 4, 5, 8, 37, 64, 100, 4096] {
+    let chunks = [1, 2, 3, 4, 5, 8, 37, 64, 100, 4096];
+    text_finds_emails(&engine, text.as_bytes(), &chunks, 12, "");
+}
+
+/// `text` as `text/plain`, fed in pieces of each of `chunks` bytes: fully scanned, and
+/// `emails` distinct emails found each time (`what` names the case in a failure).
+fn text_finds_emails(engine: &Engine, text: &[u8], chunks: &[usize], emails: u64, what: &str) {
+    for &chunk in chunks {
         let out = inspect(
-            &engine,
+            engine,
             &Limits::default(),
             Some("text/plain"),
             None,
-            text.as_bytes(),
+            text,
             chunk,
         );
-        assert_eq!(out.not_scanned, None, "chunk {chunk}");
-        assert_eq!(out.findings.category_distinct("email"), 12, "chunk {chunk}");
+        assert_eq!(out.not_scanned, None, "{what} chunk {chunk}");
+        assert_eq!(
+            out.findings.category_distinct("email"),
+            emails,
+            "{what} chunk {chunk}"
+        );
     }
 }
 
@@ -715,21 +726,7 @@ fn base64_wrapped_at_seventy_columns_joins_in_any_pieces() {
         .collect();
     for eol in ["\n", "\r\n"] {
         let text = format!("key file:{eol}{}{eol}end{eol}", wrapped.join(eol));
-        for chunk in [1, 2, 3, 7, 63, 64, 65, 100, 4096] {
-            let out = inspect(
-                &engine,
-                &Limits::default(),
-                Some("text/plain"),
-                None,
-                text.as_bytes(),
-                chunk,
-            );
-            assert_eq!(out.not_scanned, None, "chunk {chunk}");
-            assert_eq!(
-                out.findings.category_distinct("email"),
-                12,
-                "{eol:?} chunk {chunk}"
-            );
-        }
+        let chunks = [1, 2, 3, 7, 63, 64, 65, 100, 4096];
+        text_finds_emails(&engine, text.as_bytes(), &chunks, 12, &format!("{eol:?}"));
     }
 }

@@ -65,6 +65,22 @@ fn stream_split(engine: &Engine, data: &[u8], cuts: &[usize]) -> egress_dlp::sca
     stream.finish()
 }
 
+/// `data` streamed in pieces of `chunk` bytes.
+fn fed_in(engine: &Engine, data: &[u8], chunk: usize) -> egress_dlp::scan::Findings {
+    let mut stream = engine.stream();
+    for piece in data.chunks(chunk) {
+        stream.feed(piece);
+    }
+    stream.finish()
+}
+
+/// The rules of `yaml`, from a rule file of their own (embedded tests not run).
+fn rules_from(yaml: &str) -> RuleSet {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.yaml"), yaml).unwrap();
+    egress_dlp::rules::load_dir_untested(dir.path()).expect("rules load")
+}
+
 /// The stream fed one byte at a time: the harshest split of all.
 fn byte_by_byte(engine: &Engine, data: &[u8]) -> egress_dlp::scan::Findings {
     let mut stream = engine.stream();
@@ -332,11 +348,7 @@ fn long_inputs_with_long_runs_split_like_whole() {
     assert!(whole.rules.len() >= 10, "{whole:?}");
     // Pieces from 16 KiB on are scanned in place (`Stream::feed`); smaller ones joined.
     for chunk in [997, 4096, 16_384, 20_000, 65_537, 300_000] {
-        let mut stream = engine.stream();
-        for piece in data.chunks(chunk) {
-            stream.feed(piece);
-        }
-        assert_eq!(whole, stream.finish(), "chunk {chunk}");
+        assert_eq!(whole, fed_in(&engine, &data, chunk), "chunk {chunk}");
     }
 }
 
@@ -345,9 +357,7 @@ fn long_inputs_with_long_runs_split_like_whole() {
 /// feeding a large piece find what the whole input does.
 #[test]
 fn large_pieces_after_long_pending_matches_split_like_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("long.yaml"),
+    let engine = Engine::new(&rules_from(
         r"rules:
   - id: long-token
     name: Long token
@@ -357,10 +367,7 @@ fn large_pieces_after_long_pending_matches_split_like_whole() {
     thresholds: { log: 3, block: 10 }
     tests: { match: ['ticket TOK0123456789'], no_match: ['TOK0123456789'] }
 ",
-    )
-    .unwrap();
-    let set = egress_dlp::rules::load_dir_untested(dir.path()).expect("rule loads");
-    let engine = Engine::new(&set);
+    ));
     let mut data = Vec::new();
     for i in 0..300u32 {
         if i % 7 == 0 {
@@ -374,11 +381,7 @@ fn large_pieces_after_long_pending_matches_split_like_whole() {
     let whole = engine.scan_bytes(&data);
     assert!(whole.rule_count(0) > 30, "{whole:?}");
     for chunk in [16_384, 20_000, 65_537] {
-        let mut stream = engine.stream();
-        for piece in data.chunks(chunk) {
-            stream.feed(piece);
-        }
-        assert_eq!(whole, stream.finish(), "chunk {chunk}");
+        assert_eq!(whole, fed_in(&engine, &data, chunk), "chunk {chunk}");
     }
 }
 
@@ -388,9 +391,7 @@ fn large_pieces_after_long_pending_matches_split_like_whole() {
 /// the widest window, not only the longest match).
 #[test]
 fn context_words_a_window_back_are_kept_across_pieces() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("ids.yaml"),
+    let engine = Engine::new(&rules_from(
         r"rules:
   - id: short-id
     name: Short id
@@ -400,10 +401,7 @@ fn context_words_a_window_back_are_kept_across_pieces() {
     thresholds: { log: 3, block: 10 }
     tests: { match: ['ssn 123-45-6789'], no_match: ['123-45-6789'] }
 ",
-    )
-    .unwrap();
-    let set = egress_dlp::rules::load_dir_untested(dir.path()).expect("rule loads");
-    let engine = Engine::new(&set);
+    ));
     let mut data = Vec::new();
     for i in 0..400u32 {
         // The word, then filler, then the value: 145 to 300 bytes apart, the window's
@@ -425,11 +423,7 @@ fn context_words_a_window_back_are_kept_across_pieces() {
     // Cuts at every offset of a value and the bytes around it, in place and joined.
     let sweep = (16_384..16_384 + 48).chain([997, 4096, 20_000, 65_537]);
     for chunk in sweep {
-        let mut stream = engine.stream();
-        for piece in data.chunks(chunk) {
-            stream.feed(piece);
-        }
-        assert_eq!(whole, stream.finish(), "chunk {chunk}");
+        assert_eq!(whole, fed_in(&engine, &data, chunk), "chunk {chunk}");
     }
 }
 
@@ -438,9 +432,7 @@ fn context_words_a_window_back_are_kept_across_pieces() {
 /// gate's per-token shortcut must not carry "no boundary" from one run to the next).
 #[test]
 fn a_later_run_of_a_token_can_start_a_match_the_first_could_not() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("pairs.yaml"),
+    let engine = Engine::new(&rules_from(
         r"rules:
   - id: pair
     name: Digit pair
@@ -451,10 +443,7 @@ fn a_later_run_of_a_token_can_start_a_match_the_first_could_not() {
       match: ['pair 12 34 here']
       no_match: ['pair 1234 here']
 ",
-    )
-    .unwrap();
-    let set = egress_dlp::rules::load_dir_untested(dir.path()).expect("rule loads");
-    let engine = Engine::new(&set);
+    ));
     let re = regex::bytes::Regex::new(r"(?-u)\b[A-Z]?\d{2}(?: \d{2}){1,4}\b").unwrap();
     for text in [
         "xA12 34 56\n",
@@ -523,9 +512,7 @@ const LEAD_PIECES: &[&str] = &[
 fn lead_engine() -> &'static (RuleSet, Engine) {
     static LEAD: std::sync::OnceLock<(RuleSet, Engine)> = std::sync::OnceLock::new();
     LEAD.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("lead.yaml"), LEAD_RULES).unwrap();
-        let set = egress_dlp::rules::load_dir_untested(dir.path()).expect("rules load");
+        let set = rules_from(LEAD_RULES);
         let engine = Engine::new(&set);
         (set, engine)
     })

@@ -129,8 +129,7 @@ impl Run {
             let b = data[i];
             if b == b'=' {
                 if !self.padded {
-                    self.settle();
-                    self.decoder.finish(&mut self.buf);
+                    self.finish_groups();
                     self.padded = true;
                 }
             } else if (b == b'\n' || b == b'\r') && !self.padded {
@@ -224,30 +223,33 @@ impl Run {
             self.lines = Lines::PerLine;
             self.end_value();
         }
-        let held = std::mem::take(&mut self.held);
-        self.decoder.push(&held, &mut self.buf);
-        self.held = held;
+        self.decoder.push(&self.held, &mut self.buf);
         self.held.clear();
     }
 
-    /// The run ends while undecided: a second line no longer than the first is a wrapped
+    /// The symbols end (padding, or the run's end): the last group's bytes. A run still
+    /// undecided is settled first: a second line no longer than the first is a wrapped
     /// blob's last line.
-    fn settle(&mut self) {
+    fn finish_groups(&mut self) {
         if let Lines::Undecided(width, ended) = self.lines {
             self.decide(ended || self.line <= width);
         }
+        self.decoder.finish(&mut self.buf);
     }
 
     /// Back to a run's start, keeping the allocations.
     fn reset(&mut self) {
-        self.decoder = Decoder::new();
-        self.buf.clear();
-        self.padded = false;
-        self.started = false;
-        self.own = None;
-        self.line = 0;
-        self.lines = Lines::First;
-        self.held.clear();
+        let (mut buf, mut held) = (
+            std::mem::take(&mut self.buf),
+            std::mem::take(&mut self.held),
+        );
+        buf.clear();
+        held.clear();
+        *self = Run {
+            buf,
+            held,
+            ..Run::new()
+        };
     }
 }
 
@@ -332,8 +334,7 @@ impl Sniffer {
     /// or to the shared decoded text.
     fn run_output(&mut self, run: &mut Run, last: bool, out: &mut Out<'_, '_>) {
         if last {
-            run.settle();
-            run.decoder.finish(&mut run.buf);
+            run.finish_groups();
         }
         if !run.started && !run.buf.is_empty() {
             run.started = true;
@@ -661,8 +662,7 @@ mod tests {
             let (end, ended) = run.accept(piece, 0);
             assert!(!ended && end == piece.len(), "the run ended early");
         }
-        run.settle();
-        run.decoder.finish(&mut run.buf);
+        run.finish_groups();
         run.buf
     }
 

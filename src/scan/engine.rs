@@ -1701,8 +1701,10 @@ impl State {
     fn low_water(&self, e: &Engine) -> u64 {
         // A match not found yet starts at most the longest match (and an anchor) back, and
         // its context words lie up to the widest window (and a word) before it.
-        let reach = e.anchor_overlap + e.max_len + 2 + e.max_window + e.context_max_len;
-        let mut low = self.end.saturating_sub(reach);
+        let window_reach = e.max_window + e.context_max_len;
+        let mut low = self
+            .end
+            .saturating_sub(e.anchor_overlap + e.max_len + 2 + window_reach);
         for (rule, state) in e.rules.iter().zip(&self.rules) {
             if let Some(&(rs, _, _)) = state.regions.front() {
                 let from = rs.max(state.next_pos).min(self.end);
@@ -1712,7 +1714,7 @@ impl State {
         }
         // A run's region may start a longest match before it (the token walk), and its
         // context words lie a window before that.
-        let run_reach = e.digits.max_len + 1 + e.max_window + e.context_max_len;
+        let run_reach = e.digits.max_len + 1 + window_reach;
         if let Some(run) = self.unripe.front() {
             low = low.min(run.start.saturating_sub(run_reach));
         }
