@@ -14,12 +14,10 @@
 //!   values of their own (unpadded base64url one per line), each decoded from a group's
 //!   start (see `Lines`).
 //!
-//! Runs are found by sampling one byte in [`BASE64_MIN_RUN`]: a run that long must cover a
-//! sample, and only samples that are symbols with 32 symbols on one side are looked at
-//! closer. That test is one 64-byte window of masks (`crate::window`): a cheap range filter
-//! first (a space, a line break or a quote in each half rules the sample out), the exact symbol
-//! mask only when it passes; a run's ends are then found 64 bytes at a time from the masks,
-//! not by a byte walk. The decoded bytes of a run go into the stream when the run ends (or every
+//! Runs are found 64 bytes at a time from masks (`crate::window`): a cheap range mask
+//! first (bytes in `+..=z`, a superset of the symbols: a space, a line break or a quote
+//! ends a run), the exact symbol mask only where the range mask's run could reach
+//! [`BASE64_MIN_RUN`]; a run's ends are then found from the masks, not by a byte walk. The decoded bytes of a run go into the stream when the run ends (or every
 //! [`FLUSH`] bytes for a long one), as their own segment.
 
 use super::base64::{Decoder, is_symbol};
@@ -537,63 +535,70 @@ fn looks_like_json(head: &[u8]) -> bool {
 
 /// Start of the first run of at least [`BASE64_MIN_RUN`] symbols in `data[from..]` (it may
 /// go on past the end of `data`).
+///
+/// One pass, 64 bytes at a time, on a cheap superset of the symbols (bytes in `+..=z`):
+/// `rs` is never after the start of the symbols run that reaches the block being looked at,
+/// so a block where even the superset's run (from `rs`) stays short is passed over at the
+/// cost of one range compare. Only where it could be long — base64, hex digests, long
+/// URLs — are the exact masks taken, and the run's start found from them.
 fn find_run(data: &[u8], from: usize) -> Option<usize> {
-    const HALF: usize = BASE64_MIN_RUN / 2;
-    let mut p = from + BASE64_MIN_RUN - 1;
-    while p < data.len() {
-        if !is_symbol(data[p]) {
-            p += BASE64_MIN_RUN;
+    let mut rs = from;
+    let mut at = from;
+    while at + WIDTH <= data.len() {
+        let w = Window::load(data, at);
+        let maybe = w.maybe_symbols();
+        // A block all in the superset always goes on to the exact test (`rs <= at`).
+        if at + (maybe.trailing_ones() as usize) < rs + BASE64_MIN_RUN {
+            rs = at + WIDTH - maybe.leading_ones() as usize;
+            at += WIDTH;
             continue;
         }
-        // A run of 64 through `p` holds the 32 bytes ending at `p` or the 32 after it:
-        // checked branch-free first (one window of masks), so that a word of prose (most
-        // samples land on one) costs no walk to its ends. When neither holds, no run
-        // covers `p`, and the next sample 64 bytes on still meets every run after it.
-        let (left, right) = if p + 1 >= from + HALF && p + 1 + HALF <= data.len() {
-            let w = Window::load(data, p + 1 - HALF);
-            match w.halves_maybe_symbols() {
-                (false, false) => (false, false),
-                _ => {
-                    let m = w.symbols();
-                    (m as u32 == u32::MAX, (m >> HALF) as u32 == u32::MAX)
-                }
-            }
-        } else {
-            (
-                p + 1 >= from + HALF && all_symbols(&data[p + 1 - HALF..=p]),
-                p + HALF < data.len() && all_symbols(&data[p + 1..=p + HALF]),
-            )
-        };
-        if !left && !right {
-            p += BASE64_MIN_RUN;
-            continue;
+        let start = start_before(data, rs, at);
+        let exact = w.symbols();
+        if at + exact.trailing_ones() as usize >= start + BASE64_MIN_RUN {
+            return Some(start);
         }
-        let s = run_start(data, from, p);
-        let e = p + 1 + symbols_from(data, p + 1, (s + BASE64_MIN_RUN).saturating_sub(p + 1));
-        if e - s >= BASE64_MIN_RUN {
-            return Some(s);
+        // No run inside the block is that long (it would fill it): the next starts here.
+        rs = at + WIDTH - exact.leading_ones() as usize;
+        at += WIDTH;
+    }
+    let mut start = start_before(data, rs, at);
+    for (i, &b) in data.iter().enumerate().skip(at) {
+        if !is_symbol(b) {
+            start = i + 1;
+        } else if i + 1 - start >= BASE64_MIN_RUN {
+            return Some(start);
         }
-        p = e + BASE64_MIN_RUN;
     }
     None
 }
 
+/// Start of the symbols run that ends right before `end`, not before `from` (`end` when
+/// `data[end - 1]` is not a symbol).
+fn start_before(data: &[u8], from: usize, end: usize) -> usize {
+    if end > from && is_symbol(data[end - 1]) {
+        run_start(data, from, end - 1)
+    } else {
+        end
+    }
+}
+
 /// The first index `s >= from` such that `data[s..=p]` are all symbols (`data[p]` is one):
-/// 64 bytes back at a time.
+/// 64 bytes back at a time (windows may start before `from`: only the result is clamped).
 fn run_start(data: &[u8], from: usize, p: usize) -> usize {
     let mut end = p + 1;
-    while end - from >= WIDTH {
+    while end > from && end >= WIDTH {
         let others = !Window::load(data, end - WIDTH).symbols();
         if others != 0 {
             // The last byte that is not a symbol is bit 63 - leading_zeros.
-            return end - others.leading_zeros() as usize;
+            return (end - others.leading_zeros() as usize).max(from);
         }
         end -= WIDTH;
     }
     while end > from && is_symbol(data[end - 1]) {
         end -= 1;
     }
-    end
+    end.max(from)
 }
 
 /// How many bytes at `data[at..]` are symbols, 64 at a time; it stops counting at `limit`
@@ -611,22 +616,6 @@ fn symbols_from(data: &[u8], at: usize, limit: usize) -> usize {
         n += 1;
     }
     n
-}
-
-/// Whether every byte of `window` (32 bytes) is a base64 symbol: compares the compiler
-/// turns into vector code, no early exit (for samples near the ends of the input).
-#[inline(always)]
-fn all_symbols(window: &[u8]) -> bool {
-    let window: &[u8; BASE64_MIN_RUN / 2] = window.try_into().expect("half a run");
-    window.iter().fold(true, |all, &b| all & symbol_by_range(b))
-}
-
-/// [`is_symbol`] by comparisons rather than a table lookup (so that it vectorizes).
-#[inline(always)]
-fn symbol_by_range(b: u8) -> bool {
-    let letter = (b | 0x20).wrapping_sub(b'a') < 26;
-    let digit = b.wrapping_sub(b'0') < 10;
-    letter | digit | (b == b'+') | (b == b'-') | (b == b'/') | (b == b'_')
 }
 
 /// How many bytes at the start of `data` are base64 symbols.
@@ -770,10 +759,7 @@ mod tests {
     }
 
     #[test]
-    fn symbols_by_range_are_the_table() {
-        for b in 0..=255u8 {
-            assert_eq!(symbol_by_range(b), is_symbol(b), "{b}");
-        }
+    fn symbol_prefix_counts_the_symbols() {
         let text = b"aGVsbG8-_/+0123456789abcdefABCDEFxyz.rest";
         for k in 0..text.len() {
             let want = text[k..].iter().take_while(|&&b| is_symbol(b)).count();
@@ -804,6 +790,40 @@ mod tests {
                 t.extend(std::iter::repeat_n(b'Q', len));
                 t.extend_from_slice(b". tail ");
                 t.extend(std::iter::repeat_n(b'z', 70));
+                texts.push(t);
+            }
+        }
+        // Long runs of the range mask's superset (`.`, `:`, `@`, `=` are in `+..=z` but are
+        // not symbols) with symbol runs of every length around 64 inside, at every offset
+        // against the 64-byte blocks.
+        for cut in [0, 1, 20, 62, 63, 64, 65, 66, 100] {
+            for lead in [0, 1, 33, 63, 64, 65] {
+                let mut t = "x ".repeat(lead / 2).into_bytes();
+                t.extend(std::iter::repeat_n(b'Q', cut));
+                t.push(b'.');
+                t.extend(std::iter::repeat_n(b'r', 130 - cut.min(130)));
+                t.extend_from_slice(b":@=");
+                t.extend(std::iter::repeat_n(b'S', cut));
+                texts.push(t);
+            }
+        }
+        // Pseudo-random texts over symbols, superset-only bytes and breaks.
+        let alphabet = b"aZ09+/-_.:@=;  aZ09aZ09aZ09aZ09\n\"";
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for len in [10, 63, 64, 65, 127, 128, 129, 300, 1000] {
+            for _ in 0..40 {
+                let mut t = Vec::with_capacity(len);
+                while t.len() < len {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Long stretches of symbols now and then.
+                    if x % 7 == 0 {
+                        t.extend(std::iter::repeat_n(b'k', (x >> 8) as usize % 90));
+                    } else {
+                        t.push(alphabet[(x >> 16) as usize % alphabet.len()]);
+                    }
+                }
                 texts.push(t);
             }
         }
