@@ -66,8 +66,8 @@ pub fn parse(value: &[u8]) -> Result<Vec<Codec>, String> {
             "br" => Codec::Brotli,
             "zstd" => Codec::Zstd,
             _ => {
-                let shown: String = token.chars().take(32).collect();
-                return Err(format!("content-encoding {shown:?} is not decoded"));
+                let shown = super::shown_name(token);
+                return Err(format!("content-encoding {shown} is not decoded"));
             }
         };
         codings.push(codec);

@@ -403,6 +403,24 @@ impl<'e> Inspection<'e> {
     }
 }
 
+/// A client-sent name (a `Content-Encoding` token, a media type) as a "not fully scanned"
+/// detail may show it: quoted when it looks like a name — at most [`SHOWN_NAME_MAX`] bytes
+/// of letters, digits and `-._+/`, no `@`, at most two digits — else only its length.
+/// Details go to log lines and audit events, where a raw identifier must never appear, and
+/// these values are whatever the client put there (a part's headers are body bytes).
+pub(crate) fn shown_name(name: &str) -> String {
+    let safe_byte = |b: u8| b.is_ascii_alphanumeric() || b"-._+/".contains(&b);
+    let digits = name.bytes().filter(u8::is_ascii_digit).count();
+    if name.len() <= SHOWN_NAME_MAX && name.bytes().all(safe_byte) && digits <= 2 {
+        format!("{name:?}")
+    } else {
+        format!("(a {}-byte value, not shown)", name.len())
+    }
+}
+
+/// The longest client-sent name shown in a detail (see [`shown_name`]).
+const SHOWN_NAME_MAX: usize = 24;
+
 /// The media type of a `Content-Type` value, lowercased, without parameters.
 pub(crate) fn media_type(content_type: &[u8]) -> String {
     let text = String::from_utf8_lossy(content_type);
@@ -523,6 +541,24 @@ mod tests {
                 *want,
                 "{value} {name}"
             );
+        }
+    }
+
+    #[test]
+    fn only_name_like_values_are_shown() {
+        for (name, shown) in [
+            ("compress", "\"compress\""),
+            ("x-bzip2", "\"x-bzip2\""),
+            ("multipart/x-mixed-replace", "(a 25-byte value, not shown)"),
+            ("multipart/related", "\"multipart/related\""),
+            ("zq7secret@hidden-corp.io", "(a 24-byte value, not shown)"),
+            ("4111111111111111", "(a 16-byte value, not shown)"),
+            ("123-45-6789", "(a 11-byte value, not shown)"),
+            ("AB123456C", "(a 9-byte value, not shown)"),
+            ("with space", "(a 10-byte value, not shown)"),
+            ("quote\"", "(a 6-byte value, not shown)"),
+        ] {
+            assert_eq!(shown_name(name), shown, "{name}");
         }
     }
 

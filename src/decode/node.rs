@@ -149,7 +149,8 @@ impl Node {
         }
         if media.starts_with("multipart/") {
             let Some(boundary) = header_param(ct, "boundary").filter(|b| valid_boundary(b)) else {
-                acct.problem(Reason::Corrupt, format!("{media} without a valid boundary"));
+                let shown = super::shown_name(&media);
+                acct.problem(Reason::Corrupt, format!("{shown} without a valid boundary"));
                 return Node::text(depth, acct);
             };
             if !acct.may_open(depth + 1, "multipart") {

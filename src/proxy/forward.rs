@@ -316,6 +316,14 @@ fn mark_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::UPGRADE, protocol);
 }
 
+/// How the pump of an oversize body ended (see [`stream_through`]).
+enum Pumped {
+    /// The whole body was read and scanned; its last chunk is still to be sent.
+    Read(Option<Bytes>),
+    /// The upstream stopped taking the body (its request failed or was answered).
+    Abandoned,
+}
+
 /// Forwards a body larger than the hold limit as it is scanned.
 ///
 /// Nothing goes upstream if what was held already decides a block. After that, every
@@ -324,7 +332,10 @@ fn mark_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 /// hyper fails the upstream request mid-body (the upstream sees a broken, incomplete request)
 /// and the client gets the block page. The newest chunk is always held back: it goes
 /// upstream only once the whole body has been scanned and allowed, so a block decided at
-/// the very end aborts the upstream body as well.
+/// the very end aborts the upstream body as well. However the pump ends — the body read
+/// whole, the upstream answering or failing before its end, the client leaving — what was
+/// scanned is judged before any answer goes back: bytes already went upstream, so a
+/// block still gets the block page (not the upstream's answer) and its audit event.
 async fn stream_through(
     ctx: &ConnCtx,
     live: &Live,
@@ -340,63 +351,94 @@ async fn stream_through(
     let (tx, up_body) = UpstreamBody::streamed(STREAM_CHANNEL_CHUNKS);
     let sent = std::time::Instant::now();
     let send = intercept::send(&shared.client, Request::from_parts(parts, up_body));
-    let pump = async move {
-        let mut held = held.into_iter();
-        // Given back to the hold budget once the held chunks have been passed on: from
-        // then on only the channel's few chunks are in memory.
-        let mut reservation = Some(reservation);
-        let mut tail: Option<Bytes> = None;
-        let mut unjudged = 0usize;
-        loop {
-            let next = match held.next() {
-                Some(chunk) => chunk,
-                None => match body.frame().await {
-                    None => break,
-                    Some(Err(e)) => return Err(ProxyError::ClientBody(e)),
-                    Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) if !data.is_empty() => {
-                            drop(reservation.take());
-                            scan.feed(&data);
-                            insp.body_bytes += data.len() as u64;
-                            unjudged += data.len();
-                            if unjudged >= SNAPSHOT_INTERVAL {
-                                unjudged = 0;
-                                // Dropping `tx` without `Piece::End` (the `?`) aborts the
-                                // upstream body.
-                                judge_snapshot(shared, live, &mut scan, insp, &[], true)?;
+    tokio::pin!(send);
+    // Reads, scans and passes on the body up to its last chunk (held back).
+    let pumped = {
+        let pump = async {
+            let mut held = held.into_iter();
+            // Given back to the hold budget once the held chunks have been passed on: from
+            // then on only the channel's few chunks are in memory.
+            let mut reservation = Some(reservation);
+            let mut tail: Option<Bytes> = None;
+            let mut unjudged = 0usize;
+            loop {
+                let next = match held.next() {
+                    Some(chunk) => chunk,
+                    None => match body.frame().await {
+                        None => break,
+                        Some(Err(e)) => return Err(ProxyError::ClientBody(e)),
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(data) if !data.is_empty() => {
+                                drop(reservation.take());
+                                scan.feed(&data);
+                                insp.body_bytes += data.len() as u64;
+                                unjudged += data.len();
+                                if unjudged >= SNAPSHOT_INTERVAL {
+                                    unjudged = 0;
+                                    // Dropping `tx` without `Piece::End` (the `?`) aborts
+                                    // the upstream body.
+                                    judge_snapshot(shared, live, &mut scan, insp, &[], true)?;
+                                }
+                                data
                             }
-                            data
-                        }
-                        _ => continue,
+                            _ => continue,
+                        },
                     },
-                },
-            };
-            if let Some(ready) = tail.replace(next) {
-                if tx.send(Piece::Data(ready)).await.is_err() {
-                    // The upstream request already failed; its error is the answer.
-                    return Ok(());
+                };
+                if let Some(ready) = tail.replace(next)
+                    && tx.send(Piece::Data(ready)).await.is_err()
+                {
+                    // The upstream request already failed (or was answered).
+                    return Ok(Pumped::Abandoned);
                 }
             }
+            Ok(Pumped::Read(tail))
+        };
+        tokio::pin!(pump);
+        tokio::select! {
+            pumped = &mut pump => Ok(pumped),
+            // The upstream answered (or failed) before the body was done.
+            answered = &mut send => Err(answered),
         }
-        judge(shared, live, scan, insp, &[], true)?;
-        if let Some(last) = tail {
-            if tx.send(Piece::Data(last)).await.is_err() {
-                return Ok(());
+    };
+    // Whatever ends the pump, what was scanned is judged before any answer is passed on:
+    // bytes already went upstream, and a block must still be answered and recorded.
+    let early = match pumped {
+        Ok(Ok(Pumped::Read(tail))) => {
+            judge(shared, live, scan, insp, &[], true)?;
+            let finish = async {
+                if let Some(last) = tail
+                    && tx.send(Piece::Data(last)).await.is_err()
+                {
+                    return;
+                }
+                let _ = tx.send(Piece::End).await;
+            };
+            tokio::pin!(finish);
+            tokio::select! {
+                () = &mut finish => None,
+                answered = &mut send => Some(answered),
             }
         }
-        let _ = tx.send(Piece::End).await;
-        Ok(())
-    };
-    tokio::pin!(send, pump);
-    let early = tokio::select! {
-        pumped = &mut pump => {
-            pumped?;
+        Ok(Ok(Pumped::Abandoned)) => {
+            judge(shared, live, scan, insp, &[], true)?;
             None
         }
-        // The upstream answered (or failed) before the body was done: that is the answer,
-        // and the unsent rest of the body is abandoned.
-        answered = &mut send => Some(answered),
+        Ok(Err(ProxyError::ClientBody(e))) => {
+            // The client went away mid-body: the request is broken, but what reached the
+            // upstream before may still make it a block, and then it is recorded.
+            judge_snapshot(shared, live, &mut scan, insp, &[], true)?;
+            return Err(ProxyError::ClientBody(e));
+        }
+        Ok(Err(e)) => return Err(e),
+        // The upstream answered before the body was done: that answer goes to the client
+        // only if what was scanned allows it; the unsent rest is abandoned.
+        Err(answered) => {
+            judge(shared, live, scan, insp, &[], true)?;
+            Some(answered)
+        }
     };
+    drop(tx);
     let timeout = shared.config.limits.upstream_response_timeout;
     let _busy = ctx.activity.busy();
     let response = match early {

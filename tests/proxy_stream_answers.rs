@@ -1,0 +1,222 @@
+//! An oversize body streamed upstream whose upstream answers before the body ends (or
+//! stops reading it): what was scanned and sent is still judged before the answer goes
+//! back, so a customer list that already left gets the block page and an audit event,
+//! and not the upstream's answer. Also: client-sent names in "not fully scanned" details
+//! reach the log only when they look like names.
+//!
+//! (Found in review: the proxy passed an early answer straight through, so an upstream run
+//! by the attacker could answer as soon as it had the list, and nothing was recorded.)
+
+mod ops_support;
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use egress_dlp::logging::{self, Capture, EnvFilter, LogFormat};
+use ops_support::{OpsProxy, json_lines};
+use support::{Proxy, customer_export, parse_reply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What one upstream connection received, and whether it has closed.
+type Conn = Arc<Mutex<(Vec<u8>, bool)>>;
+
+/// A raw TCP upstream that records every byte and answers `200 ok` as soon as `answer_on`
+/// has arrived, without waiting for the rest of the request.
+struct EagerUpstream {
+    addr: SocketAddr,
+    conns: Arc<Mutex<Vec<Conn>>>,
+}
+
+impl EagerUpstream {
+    async fn start(answer_on: &'static [u8]) -> EagerUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns: Arc<Mutex<Vec<Conn>>> = Arc::default();
+        let all = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let conn: Conn = Arc::default();
+                all.lock().unwrap().push(conn.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    let mut answered = false;
+                    loop {
+                        let n = match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let seen = {
+                            let mut c = conn.lock().unwrap();
+                            c.0.extend_from_slice(&buf[..n]);
+                            contains(&c.0, answer_on)
+                        };
+                        if seen && !answered {
+                            answered = true;
+                            let _ = s
+                                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                                .await;
+                        }
+                    }
+                    conn.lock().unwrap().1 = true;
+                });
+            }
+        });
+        EagerUpstream { addr, conns }
+    }
+
+    /// What each connection received, once all have closed (or after 10 s).
+    async fn received(&self) -> Vec<Vec<u8>> {
+        for _ in 0..500 {
+            if self
+                .conns
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|c| c.lock().unwrap().1)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let conns = self.conns.lock().unwrap();
+        conns.iter().map(|c| c.lock().unwrap().0.clone()).collect()
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn filler(len: usize) -> Vec<u8> {
+    b"lorem ipsum dolor sit amet, consectetur adipiscing elit; "
+        .iter()
+        .copied()
+        .cycle()
+        .take(len)
+        .collect()
+}
+
+/// Reads the response head (up to 3 s).
+async fn read_head(s: &mut TcpStream) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    raw.extend_from_slice(&buf[..n]);
+                    if contains(&raw, b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    raw
+}
+
+#[tokio::test]
+async fn an_early_upstream_answer_after_a_customer_list_went_up_is_replaced_by_the_block_page() {
+    let up = EagerUpstream::start(b"customer49@acme-corp.io").await;
+    let mut proxy = OpsProxy::start("limits: { hold_bytes: 64KiB }\n").await;
+    let export = customer_export(50);
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let total = (96 << 10) + export.len() + (64 << 10) + (8 << 20);
+    let head = format!(
+        "POST http://{}/exfil HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\n\r\n",
+        up.addr
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    // Past the hold limit, then the list, then one more piece (so the list is not the
+    // held-back last chunk), each under one snapshot interval; then the client waits.
+    s.write_all(&filler(96 << 10)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(export.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(&filler(64 << 10)).await.unwrap();
+    let reply = parse_reply(&read_head(&mut s).await);
+    drop(s);
+    let received = up.received().await;
+    proxy.stop().await;
+    let events = json_lines(&proxy.audit_path());
+    assert!(
+        received
+            .iter()
+            .any(|r| contains(r, b"customer49@acme-corp.io")),
+        "precondition: the list reached the upstream before it answered"
+    );
+    assert_eq!(
+        reply.status, 403,
+        "the upstream's early 200 went to the client"
+    );
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["action"], "block");
+    assert_eq!(events[0]["partial"], true, "{}", events[0]);
+}
+
+#[tokio::test]
+async fn an_early_upstream_answer_to_a_benign_upload_still_reaches_the_client() {
+    let up = EagerUpstream::start(b"elit; lorem").await;
+    let mut proxy = OpsProxy::start("limits: { hold_bytes: 64KiB }\n").await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST http://{}/upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        up.addr,
+        8 << 20
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&filler(256 << 10)).await.unwrap();
+    let reply = parse_reply(&read_head(&mut s).await);
+    drop(s);
+    proxy.stop().await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let events = json_lines(&proxy.audit_path());
+    assert!(events.iter().all(|e| e["action"] != "block"), "{events:?}");
+}
+
+fn logs() -> &'static Capture {
+    static LOGS: OnceLock<Capture> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let capture = Capture::default();
+        logging::try_init(
+            LogFormat::Text,
+            EnvFilter::new("info"),
+            capture.clone(),
+            false,
+        )
+        .expect("the first subscriber of this binary");
+        capture
+    })
+}
+
+#[tokio::test]
+async fn client_sent_names_reach_the_log_only_when_they_look_like_names() {
+    let logs = logs();
+    let up = support::Upstream::start().await;
+    let proxy = Proxy::start("").await;
+    let url = up.url("/e");
+    for (header, value) in [
+        ("Content-Encoding", "zq7secret@hidden-corp.io"),
+        ("Content-Type", "multipart/zq8secret@hidden-corp.io"),
+        ("Content-Encoding", "x-compress"),
+    ] {
+        let reply = support::request(proxy.addr, "POST", &url, &[(header, value)], b"hi").await;
+        assert_eq!(reply.status, 403, "{header}: {value}: {}", reply.text());
+    }
+    let text = logs.text();
+    assert!(!text.contains("zq7secret"), "{text}");
+    assert!(!text.contains("zq8secret"), "{text}");
+    assert!(
+        text.contains("(a 24-byte value, not shown)"),
+        "the detail still says what was refused: {text}"
+    );
+    assert!(
+        text.contains("content-encoding \\\"x-compress\\\" is not decoded"),
+        "{text}"
+    );
+}
