@@ -218,15 +218,8 @@ impl DecompressNode {
                     self.stop(None, input, out);
                     return;
                 }
-                let max_ratio = out.acct.limits().max_ratio;
-                if self.produced > RATIO_FLOOR
-                    && self.produced > self.consumed.saturating_mul(max_ratio)
-                {
-                    let detail = format!(
-                        "{} stream expands more than {max_ratio} times",
-                        self.codec.name()
-                    );
-                    self.stop(Some((Reason::Ratio, detail)), input, out);
+                if let Some(problem) = self.over_ratio(out) {
+                    self.stop(Some(problem), input, out);
                     return;
                 }
                 self.next.feed(&self.buf[..step.produced], out);
@@ -317,6 +310,20 @@ impl DecompressNode {
         }
     }
 
+    /// The expansion-ratio problem, once the output is over the floor and more than
+    /// `max_ratio` times the input taken.
+    fn over_ratio(&self, out: &Out<'_, '_>) -> Option<(Reason, String)> {
+        let max_ratio = out.acct.limits().max_ratio;
+        (self.produced > RATIO_FLOOR && self.produced > self.consumed.saturating_mul(max_ratio))
+            .then(|| {
+                let name = self.codec.name();
+                (
+                    Reason::Ratio,
+                    format!("{name} stream expands more than {max_ratio} times"),
+                )
+            })
+    }
+
     /// Stops decoding (recording `problem`, if any); `rest` and what follows are scanned
     /// as raw bytes — as plain text: sniffing them would open the same broken stream again,
     /// one node inside the other without end (a fuzzing find).
@@ -339,6 +346,12 @@ impl DecompressNode {
                         self.guess = None;
                         self.produced += step.produced as u64;
                         if !out.acct.take_decoded(step.produced as u64) {
+                            break;
+                        }
+                        // What a decoder holds back can be most of a bomb (brotli takes a
+                        // whole small input in one step): the ratio applies here too.
+                        if let Some(problem) = self.over_ratio(out) {
+                            self.stop(Some(problem), &[], out);
                             break;
                         }
                         self.next.feed(&self.buf[..step.produced], out);

@@ -1,0 +1,90 @@
+//! Decoder edge cases found in review, each failing before its fix: a multipart body cut
+//! one byte before a part's closing delimiter, and a brotli bomb whose output came out only
+//! when the stream was finished.
+
+mod support;
+
+use std::io::Write;
+
+use egress_dlp::decode::{Inspection, Limits, Reason};
+use egress_dlp::rules;
+use egress_dlp::scan::Engine;
+use support::fixture_rules;
+
+fn engine() -> Engine {
+    Engine::new(&rules::load_dir(&fixture_rules()).unwrap())
+}
+
+/// A zstd-compressed CSV upload in a multipart body, cut in two at every offset: the `\r`
+/// of the closing `\r\n--boundary` is not part of the file, however the body is split (it
+/// was fed to the part when the cut fell one byte before the delimiter's end, and the zstd
+/// decoder read it as a broken frame: "corrupt", a 403).
+#[test]
+fn a_multipart_part_ends_at_its_delimiter_wherever_the_body_is_cut() {
+    let e = engine();
+    let limits = Limits::default();
+    let csv = b"name,email\nalice,alice@acme-corp.io\nbob,bob@acme-corp.io\n".repeat(20);
+    let mut body =
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"export.csv.zst\"\r\n\
+Content-Type: application/octet-stream\r\n\r\n"
+            .to_vec();
+    body.extend_from_slice(&zstd::stream::encode_all(&csv[..], 3).unwrap());
+    body.extend_from_slice(b"\r\n--XyZ--\r\n");
+    let ct: &[u8] = b"multipart/form-data; boundary=XyZ";
+    let whole = {
+        let mut i = Inspection::new(&e, &limits, Some(ct), None);
+        i.feed(&body);
+        i.finish()
+    };
+    assert!(whole.not_scanned.is_none(), "{:?}", whole.not_scanned);
+    assert_eq!(whole.findings.category_distinct("email"), 2);
+    let mut bad = Vec::new();
+    for cut in 0..=body.len() {
+        let mut i = Inspection::new(&e, &limits, Some(ct), None);
+        i.feed(&body[..cut]);
+        i.feed(&body[cut..]);
+        let o = i.finish();
+        if let Some(p) = &o.not_scanned {
+            bad.push((cut, p.to_string()));
+        } else if o.findings.category_distinct("email") != 2 {
+            bad.push((cut, "emails lost".to_owned()));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} bytes; cuts that differ: {bad:?}",
+        body.len()
+    );
+}
+
+/// 14 bytes of brotli that expand to 16 MiB: the decoder takes the whole input in its
+/// first step, so nearly all of the output comes out when the stream is finished, and
+/// that output counts against the expansion ratio too.
+#[test]
+fn a_brotli_bomb_drained_at_the_end_stops_at_the_ratio_limit() {
+    let e = engine();
+    let zeros = vec![0u8; 16 << 20];
+    let mut bomb = Vec::new();
+    {
+        let mut w = brotli::CompressorWriter::new(&mut bomb, 1 << 20, 11, 24);
+        w.write_all(&zeros).unwrap();
+    }
+    assert!(bomb.len() < 64, "{} bytes", bomb.len());
+    let limits = Limits::default();
+    let mut i = Inspection::new(&e, &limits, None, Some(b"br"));
+    i.feed(&bomb);
+    let o = i.finish();
+    assert_eq!(
+        o.not_scanned.map(|p| p.reason),
+        Some(Reason::Ratio),
+        "{} compressed bytes, {} bytes scanned",
+        bomb.len(),
+        o.findings.bytes
+    );
+    // Stopped near the limit, not at the end of the 16 MiB.
+    assert!(
+        o.findings.bytes < 8 << 20,
+        "{} bytes scanned",
+        o.findings.bytes
+    );
+}
