@@ -42,6 +42,7 @@ use crate::config::Oversize;
 use crate::decode::NotScanned;
 use crate::metrics::{ScanError, TimedScan};
 use crate::policy::{self, Action, OnInspectionError, Verdict};
+use crate::scan::Findings;
 
 /// The `Via` entry this proxy adds (RFC 9110 §7.6.3).
 const VIA: &str = "1.1 egress-dlp";
@@ -421,20 +422,20 @@ async fn stream_through(
             }
         }
         Ok(Ok(Pumped::Abandoned)) => {
-            judge(shared, live, scan, insp, &[], true)?;
+            judge_cut(shared, live, &mut scan, insp)?;
             None
         }
         Ok(Err(ProxyError::ClientBody(e))) => {
             // The client went away mid-body: the request is broken, but what reached the
             // upstream before may still make it a block, and then it is recorded.
-            judge_snapshot(shared, live, &mut scan, insp, &[], true)?;
+            judge_cut(shared, live, &mut scan, insp)?;
             return Err(ProxyError::ClientBody(e));
         }
         Ok(Err(e)) => return Err(e),
         // The upstream answered before the body was done: that answer goes to the client
         // only if what was scanned allows it; the unsent rest is abandoned.
         Err(answered) => {
-            judge(shared, live, scan, insp, &[], true)?;
+            judge_cut(shared, live, &mut scan, insp)?;
             Some(answered)
         }
     };
@@ -462,10 +463,59 @@ fn judge(
     held: &[Bytes],
     partial: bool,
 ) -> Result<Verdict, ProxyError> {
-    let request_id = insp.request_id;
     let (outcome, scan_time) = scan.finish();
-    let findings = outcome.findings;
-    let mut verdict = policy::evaluate(&live.config.rules, &findings, &insp.input);
+    let problem = outcome.not_scanned.as_ref();
+    decide(
+        shared,
+        live,
+        &outcome.findings,
+        problem,
+        scan_time,
+        insp,
+        held,
+        partial,
+    )
+}
+
+/// [`judge`] for a body cut short — the upstream answered or failed, or the client left,
+/// before its end: judged on what the scan has decided so far (values still waiting for
+/// the bytes after them are left out), and an encoding cut mid-stream is not a problem of
+/// its own (it would turn a benign upload's early 401 into a "not inspected" 403).
+fn judge_cut(
+    shared: &Shared,
+    live: &Live,
+    scan: &mut TimedScan<'_>,
+    insp: &Inspection<'_>,
+) -> Result<Verdict, ProxyError> {
+    let findings = scan.findings();
+    let problem = scan.not_scanned().cloned();
+    decide(
+        shared,
+        live,
+        &findings,
+        problem.as_ref(),
+        scan.spent(),
+        insp,
+        &[],
+        true,
+    )
+}
+
+/// The policy applied to a scan's findings (and the problem that kept it from being
+/// complete, if any): see [`judge`].
+#[allow(clippy::too_many_arguments)]
+fn decide(
+    shared: &Shared,
+    live: &Live,
+    findings: &Findings,
+    problem: Option<&NotScanned>,
+    scan_time: std::time::Duration,
+    insp: &Inspection<'_>,
+    held: &[Bytes],
+    partial: bool,
+) -> Result<Verdict, ProxyError> {
+    let request_id = insp.request_id;
+    let mut verdict = policy::evaluate(&live.config.rules, findings, &insp.input);
     if !findings.categories.is_empty() && shared.windows.enabled() {
         // What goes to a sanctioned destination is not a leak: it does not fill a window.
         let allowed = verdict.action != Action::Block
@@ -477,15 +527,15 @@ fn judge(
         };
         let window = shared
             .windows
-            .observe(&principal, &findings, allowed, Instant::now());
+            .observe(&principal, findings, allowed, Instant::now());
         verdict.raise(window.action, window.reasons);
     }
     if verdict.action != Action::Block
-        && let Some(not_scanned) = &outcome.not_scanned
+        && let Some(not_scanned) = problem
     {
         not_inspected(shared, live, not_scanned, request_id, partial)?;
     }
-    observe::decided(shared, insp, &findings, scan_time, &verdict, held, partial)?;
+    observe::decided(shared, insp, findings, scan_time, &verdict, held, partial)?;
     match verdict.action {
         Action::Allow => {}
         Action::Log => {
