@@ -330,11 +330,12 @@ async fn bypassed_hosts_see_the_upstreams_own_certificate() {
     // The client trusts the upstream's CA only: it would refuse a minted certificate.
     let roots = [ca.cert.clone()];
 
-    // By server name.
+    // By server name: a CONNECT to an address (not on the list), with a listed name in
+    // the ClientHello that resolves to that address.
     let stream = tls_via(
         proxy.addr,
         &upstream.addr.to_string(),
-        "www.bypass.test",
+        "localhost",
         &roots,
         &["http/1.1"],
     )
@@ -344,7 +345,7 @@ async fn bypassed_hosts_see_the_upstreams_own_certificate() {
     let reply = send(
         stream,
         "POST",
-        "www.bypass.test",
+        "localhost",
         "/tunnel",
         customer_export(40).as_bytes(),
     )
@@ -744,4 +745,112 @@ async fn a_configured_company_intermediate_signs_the_leaves_and_is_sent_with_the
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+/// A listed server name in the ClientHello does not make a blind tunnel to another host:
+/// `CONNECT` to a host that is not on `tls.bypass` (here `localhost`, standing for the
+/// attacker's server) with a bank's name as SNI is intercepted, and the customer list in
+/// it is blocked. (Found in review: it was a blind tunnel, uninspected and unrecorded.)
+#[tokio::test]
+async fn a_bypassed_server_name_does_not_open_a_blind_tunnel_to_another_connect_host() {
+    let ca = TestCa::new();
+    let upstream = TlsUpstream::start(ca.issue(&["www.bank.test"], false), &["http/1.1"]).await;
+    let port = upstream.addr.port();
+    let proxy = proxy(&ca, &[port], "  bypass: ['*.bank.test']\n").await;
+    let stream = tls_via(
+        proxy.addr,
+        &format!("localhost:{port}"),
+        "www.bank.test",
+        &[proxy.ca_cert()],
+        &["http/1.1"],
+    )
+    .await
+    .expect("intercepted: the client trusts the proxy's CA");
+    let reply = send(
+        stream,
+        "POST",
+        "www.bank.test",
+        "/upload",
+        customer_export(40).as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(
+        upstream.requests().is_empty(),
+        "{:?}",
+        upstream.requests().len()
+    );
+    let stats = proxy.tls.stats();
+    assert_eq!(stats.bypassed.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+/// A bypass by server name is recorded like one by CONNECT host: an audit event
+/// (`not_scanned: tls_bypass`) with `audit.all_requests`, and the bypass metrics.
+#[tokio::test]
+async fn a_bypass_by_server_name_is_recorded_like_one_by_connect_host() {
+    let ca = TestCa::new();
+    let cert = ca.issue(&["localhost", "upstream.test"], false);
+    let upstream = TlsUpstream::start(cert, &["http/1.1"]).await;
+    let port = upstream.addr.port();
+    let proxy = proxy(
+        &ca,
+        &[port],
+        "  bypass: [localhost]\naudit: { all_requests: true }\n",
+    )
+    .await;
+    let before = proxy.scrape().await;
+    let roots = [ca.cert.clone()];
+    // By CONNECT host.
+    let s = tls_via(
+        proxy.addr,
+        &format!("localhost:{port}"),
+        "upstream.test",
+        &roots,
+        &["http/1.1"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(send(s, "GET", "upstream.test", "/a", b"").await.status, 200);
+    // By server name.
+    let s = tls_via(
+        proxy.addr,
+        &upstream.addr.to_string(),
+        "localhost",
+        &roots,
+        &["http/1.1"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(send(s, "GET", "localhost", "/b", b"").await.status, 200);
+    assert_eq!(upstream.requests().len(), 2);
+    let audit = proxy.data_dir.path().join("audit.jsonl");
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        events = ops_support::json_lines(&audit);
+        if events.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bypasses = events
+        .iter()
+        .filter(|e| e["method"] == "CONNECT" && e["not_scanned"] == "tls_bypass")
+        .count();
+    assert_eq!(bypasses, 2, "{events:?}");
+    let after = proxy.scrape().await;
+    let series = |outcome: &str| {
+        after.delta(
+            &before,
+            &format!("egress_dlp_tls_interceptions_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(series("bypassed"), 2.0);
+    assert_eq!(series("intercepted"), 0.0);
+    assert_eq!(
+        after.delta(
+            &before,
+            "egress_dlp_not_scanned_total{reason=\"tls_bypass\"}"
+        ),
+        2.0
+    );
 }

@@ -32,6 +32,7 @@ use std::convert::Infallible;
 use std::io;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
@@ -52,6 +53,7 @@ use super::idle::{Activity, IdleIo};
 use super::origins::{OriginPool, PoolKey, Pooled};
 use super::upstream::{BodyAborted, Connector, UpstreamBody, UpstreamClient};
 use super::{ConnCtx, layers, page};
+use crate::metrics::{NotScanned, TlsOutcome};
 use crate::tls::hello::{self, ALPN_H2, Prefixed};
 use crate::tls::{ClientFailure, Interceptor, LeafName, UpstreamTlsError};
 
@@ -66,6 +68,8 @@ const H2_MAX_STREAMS: u32 = 100;
 pub(super) struct Target {
     pub(super) host: String,
     pub(super) port: u16,
+    /// The CONNECT's request id (for the audit event of a bypass by server name).
+    pub(super) request_id: String,
 }
 
 /// What a CONNECT to be intercepted starts with on the upstream side.
@@ -121,6 +125,26 @@ pub(super) fn start(
     });
 }
 
+/// Whether a server name on `tls.bypass` may bypass a CONNECT to `host`: only when `host`
+/// is an IP address the name resolves to (a client that connects by address). A CONNECT
+/// by name was matched against the list already; any other pairing is a name chosen to
+/// pass (`CONNECT paste.example` with a bank's name in the ClientHello), and is
+/// intercepted like any other — the upstream's certificate is then checked against that
+/// name, so a server that is not the bank fails there.
+async fn names_the_address(name: &str, host: &str, port: u16, timeout: Duration) -> bool {
+    let Ok(ip) = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+    else {
+        return false;
+    };
+    match tokio::time::timeout(timeout, tokio::net::lookup_host((name, port))).await {
+        Ok(Ok(mut addrs)) => addrs.any(|a| a.ip() == ip),
+        _ => false,
+    }
+}
+
 async fn intercept(
     ctx: Arc<ConnCtx>,
     tls: Arc<Interceptor>,
@@ -136,21 +160,45 @@ async fn intercept(
     let timeout = tls.handshake_timeout();
     let mut client = IdleIo::new(TokioIo::new(client), ctx.activity.clone());
 
+    let metrics = &ctx.shared.metrics;
     let hello = match tokio::time::timeout(timeout, hello::read(&mut client)).await {
         Ok(Ok(hello)) => hello,
-        Ok(Err(reason)) => return client_failed(&tls, reason, peer, host, "no TLS ClientHello"),
+        Ok(Err(reason)) => {
+            metrics.tls_interception(TlsOutcome::Intercepted);
+            return client_failed(&tls, reason, peer, host, "no TLS ClientHello");
+        }
         Err(_) => {
+            metrics.tls_interception(TlsOutcome::Intercepted);
             return client_failed(&tls, ClientFailure::Timeout, peer, host, "no ClientHello");
         }
     };
     let sni = hello.server_name.clone();
     let pool = ctx.shared.origins.clone();
     let key = PoolKey::new(peer.ip(), user.clone(), host, target.port);
-    if let Some(name) = sni.as_deref().filter(|name| tls.bypassed(name)) {
+    let bypass = match sni.as_deref().filter(|name| tls.bypassed(name)) {
+        Some(name) => names_the_address(name, host, target.port, timeout).await,
+        None => false,
+    };
+    if !bypass {
+        metrics.tls_interception(TlsOutcome::Intercepted);
+    }
+    if let Some(name) = sni.as_deref().filter(|_| bypass) {
         stats
             .bypassed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics.tls_interception(TlsOutcome::Bypassed);
         info!(%peer, host, port = target.port, sni = name, "CONNECT bypassed by server name (tls.bypass): blind tunnel");
+        let opened = super::observe::tunnel_opened(
+            &ctx.shared,
+            &target.request_id,
+            (peer.ip(), host, target.port),
+            NotScanned::TlsBypass,
+        );
+        if let Err(e) = opened {
+            // `audit.required` and no audit: nothing passes unrecorded.
+            info!(%peer, host, error = %e, "bypass tunnel not recorded: closed");
+            return;
+        }
         let tcp = match upstream {
             Upstream::Tcp(tcp) => tcp,
             Upstream::Pooled(pooled) => {

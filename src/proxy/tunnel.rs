@@ -100,10 +100,11 @@ pub(super) async fn connect(
             super::observe::tunnel_opened(&ctx.shared, request_id, target, NotScanned::TlsBypass)?;
         }
         Some(tls) => {
-            metrics.tls_interception(TlsOutcome::Intercepted);
+            // Counted as intercepted or bypassed once the ClientHello has named the server.
             let target = intercept::Target {
                 host: authority.host().to_owned(),
                 port,
+                request_id: request_id.to_owned(),
             };
             intercept::start(ctx, tls.clone(), client, upstream, target, user);
             return Ok(Response::new(page::full("")));
