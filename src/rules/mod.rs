@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::scan::analyze::{self, PatternInfo};
 use crate::scan::{Engine, MaskStyle, Normalize, Validator};
-use schema::{RULE_KEYS, RawRule};
+use schema::{NESTED_KEYS, RULE_KEYS, RawRule};
 
 /// Distinct values remembered per rule and per category in one stream. Thresholds may not
 /// exceed it, so a capped count never changes a verdict.
@@ -281,11 +281,48 @@ pub fn load_dir_untested(dir: &Path) -> Result<RuleSet, RuleErrors> {
     if rules.is_empty() && errors.is_empty() {
         return Err(dir_error("the rule files define no rules".into()));
     }
-    if errors.is_empty() {
-        Ok(RuleSet::new(rules, format!("{:016x}", hasher.finish())))
-    } else {
-        Err(RuleErrors(errors))
+    if !errors.is_empty() {
+        return Err(RuleErrors(errors));
     }
+    let set = RuleSet::new(rules, format!("{:016x}", hasher.finish()));
+    let slow = too_slow_to_search(&set);
+    if slow.is_empty() {
+        Ok(set)
+    } else {
+        Err(RuleErrors(slow))
+    }
+}
+
+/// Rules the engine would search for at every byte (no keyword, no literal prefix, no
+/// digit run, lead bytes too common) whose pattern is not one small automaton: one such
+/// rule would stall every request (found in review: `[\x00-\xff]{4096}` loaded, then
+/// scanned 1 MB in 15 s).
+fn too_slow_to_search(set: &RuleSet) -> Vec<RuleError> {
+    let may_full_scan = |r: &Rule| {
+        r.keywords.is_empty()
+            && r.info.prefixes.is_none()
+            && !(r.info.min_digit_run >= 1 && r.info.allowed.has_digit())
+    };
+    if !set.rules.iter().any(may_full_scan) {
+        return Vec::new();
+    }
+    let engine = Engine::new(set);
+    engine
+        .anchors()
+        .into_iter()
+        .filter(|&(_, anchor)| anchor == crate::scan::Anchor::FullScan)
+        .filter_map(|(id, _)| set.rules.iter().find(|r| r.id == id))
+        .filter(|r| !crate::scan::searchable_at_every_byte(&r.pattern))
+        .map(|r| RuleError {
+            file: r.file.clone(),
+            rule: Some(r.id.clone()),
+            key: Some("pattern".into()),
+            message: "too complex to search for at every byte (its automaton is over the \
+                      size limit) and it gives the engine nothing to look for first: add \
+                      `keywords`, start it with a literal, or narrow it"
+                .into(),
+        })
+        .collect()
 }
 
 fn read_file(file: &Path) -> Result<String, String> {
@@ -357,10 +394,29 @@ fn parse_file(file: &Path, text: &str, rules: &mut Vec<Rule>, errors: &mut Vec<R
             errors.push(err(Some(&label), Some(key), "unknown key".into()));
             clean.remove(key);
         }
-        let raw: RawRule = match serde_json::from_value(serde_json::Value::Object(clean)) {
+        for &(outer, known) in NESTED_KEYS {
+            let Some(serde_json::Value::Object(inner)) = clean.get_mut(outer) else {
+                continue;
+            };
+            let unknown: Vec<String> = inner
+                .keys()
+                .filter(|k| !known.contains(&k.as_str()))
+                .cloned()
+                .collect();
+            for key in unknown {
+                let path = format!("{outer}.{key}");
+                errors.push(err(Some(&label), Some(&path), "unknown key".into()));
+                inner.remove(&key);
+            }
+        }
+        let raw: RawRule = match serde_path_to_error::deserialize(serde_json::Value::Object(clean))
+        {
             Ok(r) => r,
             Err(e) => {
-                errors.push(err(Some(&label), None, e.to_string()));
+                // The key whose value has the wrong shape (`thresholds.block`), when known.
+                let path = e.path().to_string();
+                let key = (path != ".").then_some(path.as_str());
+                errors.push(err(Some(&label), key, e.into_inner().to_string()));
                 continue;
             }
         };

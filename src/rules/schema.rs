@@ -21,6 +21,15 @@ pub const RULE_KEYS: &[&str] = &[
     "tests",
 ];
 
+/// The keys each nested mapping of a rule may carry (reported as `context.colour` when
+/// not, like an unknown key of the rule itself).
+pub const NESTED_KEYS: &[(&str, &[&str])] = &[
+    ("context", &["words", "window", "required"]),
+    ("edm", &["field", "near", "window"]),
+    ("thresholds", &["log", "block"]),
+    ("tests", &["match", "no_match"]),
+];
+
 /// One rule as written in a rule file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

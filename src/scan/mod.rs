@@ -80,3 +80,45 @@ pub use exact::ExactIndex;
 pub use mask::MaskStyle;
 pub use normalize::Normalize;
 pub use validate::Validator;
+
+/// Whether `pattern`, searched for at every byte (a rule the engine has nothing to look
+/// for first: see [`Anchor::FullScan`]), is one deterministic automaton of bounded size:
+/// one table walk per byte. A pattern that is not (`[\x00-\xff]{4096}`: the regex's lazy
+/// automaton thrashes and it falls back to simulating the NFA, 15 s per MB) is refused at
+/// load.
+pub(crate) fn searchable_at_every_byte(pattern: &str) -> bool {
+    use regex_automata::dfa::dense;
+    use regex_automata::{nfa::thompson, util::syntax};
+    const TABLE: usize = 2 << 20;
+    dense::Builder::new()
+        .syntax(
+            syntax::Config::new()
+                .unicode(false)
+                .utf8(false)
+                .nest_limit(64),
+        )
+        .thompson(thompson::Config::new().utf8(false))
+        .configure(
+            dense::Config::new()
+                .dfa_size_limit(Some(TABLE))
+                .determinize_size_limit(Some(2 * TABLE)),
+        )
+        .build(pattern)
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn patterns_searched_at_every_byte_must_be_one_small_table() {
+        for (pattern, ok) in [
+            (r"\b[A-Z]{3}-[A-Z]{5}\b", true),
+            (r"(?i)\b[a-z]{2}[0-9a-z]{6}\b", true),
+            (r"[\x00-\xff]{4096}", false),
+            // Long, but one small table: 1 MB of it scans in well under a second.
+            (r"[a-z0-9@. ]{1,4096}", true),
+        ] {
+            assert_eq!(super::searchable_at_every_byte(pattern), ok, "{pattern}");
+        }
+    }
+}
