@@ -226,3 +226,20 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
         .unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 }
+
+/// A target whose port is not a number from 1 to 65535, and a CONNECT with no host, are
+/// malformed: 400 (they were sent to port 80, or tried and answered 502; found in review).
+#[tokio::test]
+async fn targets_with_a_bad_port_or_no_host_are_400() {
+    let proxy = Proxy::start("access: { connect_ports: [443] }").await;
+    for head in [
+        "GET http://127.0.0.1:abc/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET http://127.0.0.1:99999/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET http://127.0.0.1:0/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET http://u:p@127.0.0.1:8x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        "CONNECT :443 HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let reply = parse_reply(&exchange(proxy.addr, head.as_bytes()).await);
+        assert_eq!(reply.status, 400, "{head:?}: {}", reply.text());
+    }
+}

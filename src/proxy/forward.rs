@@ -269,12 +269,33 @@ fn target_host(uri: &http::Uri) -> Result<HeaderValue, ProxyError> {
     let Some(host) = uri.host().filter(|h| !h.is_empty()) else {
         return Err(ProxyError::BadRequest("the request target has no host"));
     };
+    // `port()` is `None` for a port that is not a number (`:abc`, `:99999`) as for no port
+    // at all: such a target would go to port 80 (found in review).
+    if !uri.authority().is_some_and(|a| valid_port(a.as_str())) {
+        return Err(ProxyError::BadRequest(
+            "the request target's port is not a number from 1 to 65535",
+        ));
+    }
     let host = match uri.port() {
         Some(port) => format!("{host}:{port}"),
         None => host.to_owned(),
     };
     HeaderValue::from_str(&host)
         .map_err(|_| ProxyError::BadRequest("the request target's host is not valid"))
+}
+
+/// Whether the port of `authority` (`[user@]host[:port]`) is absent, empty (the default,
+/// RFC 3986 §3.2.3) or a number from 1 to 65535.
+fn valid_port(authority: &str) -> bool {
+    let hostport = authority.rsplit('@').next().unwrap_or(authority);
+    let port = match hostport.rfind(']') {
+        Some(end) => hostport[end + 1..].strip_prefix(':'),
+        None => hostport.rfind(':').map(|i| &hostport[i + 1..]),
+    };
+    match port {
+        None | Some("") => true,
+        Some(p) => p.parse::<u16>().is_ok_and(|p| p != 0),
+    }
 }
 
 /// Protocols a client may switch to through the proxy. Anything else (`h2c` above all: a
@@ -671,6 +692,25 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_are_numbers_from_1_to_65535_or_absent() {
+        for (authority, ok) in [
+            ("example.com", true),
+            ("example.com:", true),
+            ("example.com:8080", true),
+            ("u:p@example.com:80", true),
+            ("[::1]:443", true),
+            ("[::1]", true),
+            ("example.com:abc", false),
+            ("example.com:99999", false),
+            ("example.com:0", false),
+            ("[::1]:x", false),
+            ("u:p@example.com:65536", false),
+        ] {
+            assert_eq!(valid_port(authority), ok, "{authority}");
+        }
+    }
 
     #[test]
     fn only_websocket_upgrades_are_offered_upstream() {

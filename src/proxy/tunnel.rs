@@ -37,7 +37,10 @@ pub(super) async fn connect(
     let Some(authority) = req.uri().authority().cloned() else {
         return Err(ProxyError::BadRequest("CONNECT needs a host:port target"));
     };
-    let Some(port) = authority.port_u16() else {
+    let Some(port) = authority
+        .port_u16()
+        .filter(|_| !authority.host().is_empty())
+    else {
         return Err(ProxyError::BadRequest("CONNECT needs a host:port target"));
     };
     if !ctx
