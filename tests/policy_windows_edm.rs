@@ -171,3 +171,43 @@ fn edm_misconfiguration_is_refused_at_start_with_every_problem() {
     assert!(err.contains("no rule has category \"emial\""), "{err}");
     assert!(err.contains("log (9) is above block (3)"), "{err}");
 }
+
+/// A request refused as not fully inspected records nothing in the sender's window, like
+/// one blocked by a rule (found in review: its values were counted).
+#[tokio::test]
+async fn a_request_refused_as_not_inspected_does_not_fill_the_window() {
+    let upstream = Upstream::start().await;
+    let proxy =
+        Proxy::start("policy: { windows: { span: 1h, thresholds: { email: { block: 12 } } } }\n")
+            .await;
+    let query = |from: usize, n: usize| {
+        (from..from + n)
+            .map(|i| format!("e{i}=person{i}@acme-corp.io"))
+            .collect::<Vec<_>>()
+            .join("&")
+    };
+    let refused = support::request(
+        proxy.addr,
+        "POST",
+        &upstream.url(&format!("/up?{}", query(0, 9))),
+        &[("Content-Encoding", "compress")],
+        b"\x1f\x9d\x90 data",
+    )
+    .await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert!(upstream.requests().is_empty());
+    let next = support::request(
+        proxy.addr,
+        "POST",
+        &upstream.url(&format!("/up?{}", query(100, 3))),
+        &[],
+        b"hello",
+    )
+    .await;
+    assert_eq!(
+        next.status,
+        200,
+        "the refused request's values were counted: {}",
+        next.text()
+    );
+}

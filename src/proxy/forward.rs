@@ -538,8 +538,12 @@ fn decide(
     let request_id = insp.request_id;
     let mut verdict = policy::evaluate(&live.config.rules, findings, &insp.input);
     if !findings.categories.is_empty() && shared.windows.enabled() {
-        // What goes to a sanctioned destination is not a leak: it does not fill a window.
+        // What goes to a sanctioned destination is not a leak: it does not fill a window;
+        // nor does a request refused as not fully inspected (found in review: it did).
+        let refused = problem.is_some()
+            && live.config.inspection.on_inspection_error == OnInspectionError::Block;
         let allowed = verdict.action != Action::Block
+            && !refused
             && !matches!(verdict.destination, policy::Destination::Sanctioned(_));
         // Per user when the request has one, else per client address.
         let principal = match &insp.input.user {
