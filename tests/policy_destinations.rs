@@ -328,3 +328,25 @@ async fn a_sanctioned_bulk_transfer_is_logged_with_its_user_and_reason() {
     assert!(line.contains("sanctioned=127.0.0.1"), "{line}");
     assert!(!line.contains("acme-corp.io"), "a value in the log: {line}");
 }
+
+/// A blocked IP address is blocked however the target spells it, as long as the system
+/// resolver reaches it (found in review: `2130706433` went through a block on
+/// `127.0.0.1`).
+#[tokio::test]
+async fn a_blocked_ip_is_blocked_in_every_spelling_that_reaches_it() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("policy: { destinations: { blocked: ['127.0.0.1'] } }").await;
+    let port = upstream.addr.port();
+    for host in [
+        "127.0.0.1",
+        "2130706433",
+        "127.1",
+        "0x7f.0.0.1",
+        "0177.0.0.1",
+    ] {
+        let url = format!("http://{host}:{port}/paste");
+        let reply = request(proxy.addr, "POST", &url, &[], b"just a note").await;
+        assert_eq!(reply.status, 403, "{host}: {}", reply.text());
+    }
+    assert!(upstream.requests().is_empty());
+}

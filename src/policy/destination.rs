@@ -121,7 +121,7 @@ impl HostList {
     /// The pattern that matches `host` (as it appears in a URL or CONNECT target, without
     /// port), if any: an exact entry first, then the closest `*.domain`.
     pub fn find(&self, host: &str) -> Option<HostPattern> {
-        if let Some(ip) = parse_ip(host) {
+        if let Some(ip) = parse_ip(host).or_else(|| inet_aton(host).map(IpAddr::V4)) {
             let ip = ip.to_canonical();
             return self.ips.contains(&ip).then_some(HostPattern::Ip(ip));
         }
@@ -209,6 +209,50 @@ fn parse_ip(text: &str) -> Option<IpAddr> {
     inner.parse().ok()
 }
 
+/// An IPv4 address in any spelling the system resolver (`inet_aton`) takes for one, as
+/// the connector would reach it: `2130706433`, `127.1`, `0x7f.0.0.1`, `0177.0.0.1` (found
+/// in review: a blocked `127.0.0.1` was reached as `2130706433`). One to four parts,
+/// each decimal, `0x` hex or `0` octal; the last fills the bytes left.
+fn inet_aton(host: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<&str> = host.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut values = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let (digits, radix) =
+            if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+                (hex, 16)
+            } else if part.len() > 1 && part.starts_with('0') {
+                (&part[1..], 8)
+            } else {
+                (*part, 10)
+            };
+        if digits.is_empty() && radix != 16 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let value = if digits.is_empty() {
+            0
+        } else {
+            u32::from_str_radix(digits, radix).ok()?
+        };
+        values.push(value);
+    }
+    let (last, leading) = values.split_last()?;
+    if leading.iter().any(|&v| v > 255) {
+        return None;
+    }
+    let room = 8 * (4 - leading.len() as u32);
+    if room < 32 && *last >> room != 0 {
+        return None;
+    }
+    let high = leading
+        .iter()
+        .enumerate()
+        .fold(0u32, |acc, (i, &v)| acc | v << (24 - 8 * i as u32));
+    Some(std::net::Ipv4Addr::from(high | last))
+}
+
 /// A DNS name: labels of letters, digits, `-` and `_` (seen in real hosts), 1-63 bytes
 /// each, 253 at most in all, no label starting or ending with `-`.
 fn valid_host_name(name: &str) -> bool {
@@ -252,6 +296,39 @@ mod tests {
 
     fn list(patterns: &[&str]) -> HostList {
         HostList::new(patterns.iter().map(|p| HostPattern::parse(p).unwrap()))
+    }
+
+    #[test]
+    fn ipv4_in_every_resolver_spelling() {
+        for (host, ip) in [
+            ("127.0.0.1", Some("127.0.0.1")),
+            ("2130706433", Some("127.0.0.1")),
+            ("127.1", Some("127.0.0.1")),
+            ("127.0.1", Some("127.0.0.1")),
+            ("0x7f.0.0.1", Some("127.0.0.1")),
+            ("0x7F000001", Some("127.0.0.1")),
+            ("0177.0.0.1", Some("127.0.0.1")),
+            ("10.0x10.0300.1", Some("10.16.192.1")),
+            ("0", Some("0.0.0.0")),
+            ("256.0.0.1", None),
+            ("1.2.3.4.5", None),
+            ("127.16777216", None),
+            ("08.0.0.1", None),
+            ("1e100.net", None),
+            ("deadbeef", None),
+            ("example.com", None),
+            ("", None),
+        ] {
+            assert_eq!(
+                inet_aton(host),
+                ip.map(|ip: &str| ip.parse().unwrap()),
+                "{host}"
+            );
+        }
+        let blocked = list(&["127.0.0.1"]);
+        for host in ["2130706433", "127.1", "0x7f.0.0.1", "0177.0.0.1"] {
+            assert!(blocked.find(host).is_some(), "{host}");
+        }
     }
 
     #[test]
