@@ -484,3 +484,45 @@ async fn a_browser_retries_on_the_same_connection_after_the_challenge() {
     assert_eq!(seen.len(), 1, "the challenged request went upstream");
     assert_eq!(seen[0].body, export.as_bytes());
 }
+
+/// Wrong passwords sent in parallel, queued behind the verification slots, are checked
+/// against the failure limit again when their turn comes: a few more than the limit are
+/// verified (those already running), the rest get 429 (found in review: all 40 were
+/// verified with a limit of 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_wrong_passwords_do_not_get_past_the_failure_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start().await;
+    let proxy = auth_proxy(
+        dir.path(),
+        "    max_failures_per_client: 3\n    max_failures_per_user: 1000\n    max_verifications: 2\n    failure_window: 1h\n",
+    )
+    .await;
+    let url = upstream.url("/");
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (addr, url) = (proxy.addr, url.clone());
+        tasks.push(tokio::spawn(async move {
+            let auth = basic("alice", &format!("guess{i}"));
+            request(addr, "GET", &url, &[("Proxy-Authorization", &auth)], b"")
+                .await
+                .status
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    let verified = count(&proxy.auth_counters.failure);
+    let limited = statuses.iter().filter(|&&s| s == 429).count();
+    assert!(
+        verified <= 3 + 2,
+        "{verified} passwords verified, {limited} of 40 got 429, with a limit of 3"
+    );
+    assert_eq!(statuses.len(), 40);
+    assert!(
+        statuses.iter().all(|&s| s == 407 || s == 429),
+        "{statuses:?}"
+    );
+    assert!(upstream.requests().is_empty());
+}

@@ -235,7 +235,24 @@ async fn identify(
             return Ok(Some(credentials.user.into()));
         }
     }
-    let right = verify(ctx, config, &credentials.user, credentials.password).await?;
+    // Checked again once a verification slot is free: guesses queued in parallel behind
+    // the slots were all let through by the check above (found in review: 40 parallel
+    // wrong passwords were all verified with a limit of 3).
+    let recheck = || {
+        let now = Instant::now();
+        [&client_key, &user_key]
+            .into_iter()
+            .find_map(|key| state.limiter.refused_for(key, limits, now))
+            .map_or(Ok(()), |wait| Err(rate_limited(counters, wait)))
+    };
+    let right = verify(
+        ctx,
+        config,
+        &credentials.user,
+        credentials.password,
+        recheck,
+    )
+    .await?;
     let now = Instant::now();
     if right {
         AuthCounters::inc(&counters.success);
@@ -261,12 +278,14 @@ fn rate_limited(counters: &AuthCounters, wait: Duration) -> ProxyError {
     ProxyError::AuthRateLimited(wait)
 }
 
-/// Runs argon2 on the blocking pool, at most `max_verifications` at once.
+/// Runs argon2 on the blocking pool, at most `max_verifications` at once; `still_allowed`
+/// runs once a slot is free, and its error ends the request unverified.
 async fn verify(
     ctx: &ConnCtx,
     config: &Arc<Config>,
     user: &str,
     password: String,
+    still_allowed: impl FnOnce() -> Result<(), ProxyError>,
 ) -> Result<bool, ProxyError> {
     let _permit = {
         let _busy = ctx.activity.busy();
@@ -278,6 +297,7 @@ async fn verify(
             .await
             .map_err(|_| ProxyError::Internal("the verification semaphore closed".into()))?
     };
+    still_allowed()?;
     let config = config.clone();
     let user = user.to_owned();
     let _busy = ctx.activity.busy();
