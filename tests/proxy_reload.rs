@@ -244,3 +244,84 @@ fn reload_settings_are_validated() {
     .unwrap();
     assert!(ok.reload.watch_interval.is_zero());
 }
+
+/// A request whose password check spans a reload is judged wholly by the config it
+/// started with: started while `127.0.0.1` was a blocked destination, it stays blocked
+/// although the reload lands before the destination check (found in review: each layer
+/// read the config in force at its own moment, and the request went through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_during_a_reload_is_judged_by_the_config_it_started_with() {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    use std::time::Instant;
+
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A slow argon2id hash (t = 60), so that the password check spans the reload.
+    let params = argon2::Params::new(19456, 60, 1, None).unwrap();
+    let slow = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let salt = SaltString::from_b64("c2FsdHNhbHRzYWx0").unwrap();
+    let hash = slow
+        .hash_password(b"wonderland", &salt)
+        .unwrap()
+        .to_string();
+    let users = dir.path().join("users.txt");
+    std::fs::write(&users, format!("alice:{hash}\n")).unwrap();
+    let config_path = dir.path().join("config.yaml");
+    let write = |blocked: &str| {
+        std::fs::write(
+            &config_path,
+            format!(
+                "rules: {}\ndata_dir: {}\ntls: {{ intercept: false }}\nreload: {{ watch_interval: 0s }}\n\
+                 policy:\n  auth:\n    credentials: {}\n  destinations: {{ blocked: [{blocked}] }}\n",
+                support::fixture_rules().display(),
+                dir.path().display(),
+                users.display()
+            ),
+        )
+        .unwrap()
+    };
+    write("'127.0.0.1'");
+    let config = config::load(Some(&config_path), &Overrides::default()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (reloads, handle) = Reloads::new(ReloadSource {
+        config_path: Some(config_path.clone()),
+        overrides: Overrides::default(),
+    });
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = proxy::RunOptions {
+        reloads: Some(reloads),
+        ..proxy::RunOptions::default()
+    };
+    tokio::spawn(proxy::run_with(
+        listener,
+        options,
+        Arc::new(config),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let url = upstream.url("/paste");
+    let started = Instant::now();
+    let in_flight = tokio::spawn(async move {
+        let auth = support::basic("alice", "wonderland");
+        support::request(addr, "GET", &url, &[("Proxy-Authorization", &auth)], b"").await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    write("'192.0.2.1'");
+    handle.reload().await.expect("the new config is valid");
+    let reloaded_after = started.elapsed();
+    assert!(
+        !in_flight.is_finished(),
+        "precondition: the reload landed mid-request"
+    );
+    let reply = in_flight.await.unwrap();
+    assert_eq!(
+        reply.status,
+        403,
+        "reload {reloaded_after:?} in, reply after {:?}; the upstream received {} request(s)",
+        started.elapsed(),
+        upstream.requests().len()
+    );
+    assert!(upstream.requests().is_empty());
+}

@@ -35,6 +35,7 @@ use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
 use super::layers::BoxFuture;
+use super::reload::Live;
 use super::{ConnCtx, ProxyBody, ProxyError};
 use crate::config::Config;
 use crate::policy::identity::{
@@ -54,11 +55,21 @@ impl RequestUser {
     }
 }
 
-/// The config whose `policy:` a request is judged by, taken once when the request starts
-/// (so a request finishes under the credentials, destinations and overrides it started
-/// with). The one place the auth and destination layers and the policy input read it.
-pub(super) fn policy_config(ctx: &ConnCtx) -> Arc<Config> {
-    ctx.shared.live.get().config.clone()
+/// The rules and config a request is judged by: the snapshot taken once when it started
+/// (the outermost layer puts it in the request), so a request finishes under the
+/// credentials, destinations, overrides and rules it started with, whatever a reload does
+/// meanwhile (found in review: each layer read the config in force at its own moment).
+/// The one place the layers, the policy input and forwarding read it.
+pub(super) fn live_of(ctx: &ConnCtx, extensions: &http::Extensions) -> Arc<Live> {
+    extensions
+        .get::<Arc<Live>>()
+        .cloned()
+        .unwrap_or_else(|| ctx.shared.live.get())
+}
+
+/// The config of [`live_of`].
+pub(super) fn policy_config<B>(ctx: &ConnCtx, req: &Request<B>) -> Arc<Config> {
+    live_of(ctx, req.extensions()).config.clone()
 }
 
 /// The user a request inherits from the connection it arrived on, instead of
@@ -151,7 +162,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let config = policy_config(&self.ctx);
+        let config = policy_config(&self.ctx, &req);
         if config.policy.auth.is_none() {
             return Box::pin(self.inner.call(req));
         }

@@ -56,7 +56,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let config = policy_config(&self.ctx);
+        let config = policy_config(&self.ctx, &req);
         let destinations = &config.policy.destinations;
         if !destinations.is_empty() {
             let destination = target_host(&req)
@@ -108,7 +108,7 @@ pub(super) fn policy_input<B>(ctx: &ConnCtx, req: &Request<B>) -> Input {
         .get::<Destination>()
         .cloned()
         .unwrap_or_default();
-    policy_config(ctx).policy.input(user, destination)
+    policy_config(ctx, req).policy.input(user, destination)
 }
 
 #[cfg(test)]

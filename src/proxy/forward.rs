@@ -127,7 +127,7 @@ pub(super) async fn forward(
 
     // The rules and policy in force when the request started judge all of it, whatever
     // a reload does meanwhile.
-    let live = shared.live.get();
+    let live = super::auth::live_of(ctx, &parts.extensions);
     let mut scan = TimedScan::new(crate::decode::Inspection::new(
         &live.engine,
         &live.config.decode.limits,

@@ -111,6 +111,9 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let request_id: Arc<str> = self.ctx.shared.request_ids.next().into();
         req.extensions_mut().insert(RequestId(request_id.clone()));
+        // The rules and config in force now judge the whole request, whatever a reload
+        // does meanwhile (see `auth::live_of`).
+        req.extensions_mut().insert(self.ctx.shared.live.get());
         let record = observe::Record::start();
         req.extensions_mut().insert(record.clone());
         let user = RequestUser::default();

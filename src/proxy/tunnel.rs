@@ -43,10 +43,7 @@ pub(super) async fn connect(
     else {
         return Err(ProxyError::BadRequest("CONNECT needs a host:port target"));
     };
-    if !ctx
-        .shared
-        .live
-        .get()
+    if !super::auth::live_of(ctx, req.extensions())
         .config
         .access
         .allows_connect_port(port)
