@@ -42,6 +42,7 @@ use sha2::Sha256;
 use siphasher::sip::SipHasher24;
 
 use crate::scan::Normalize;
+use crate::scan::analyze::MAX_MATCH_LEN;
 use crate::scan::exact::{ExactIndex, MAX_RECORDS_PER_VALUE};
 
 const MAGIC: &[u8; 8] = b"EGDLPEDM";
@@ -266,10 +267,24 @@ impl EdmIndex {
             .clone();
         let mut positions = Vec::new();
         let mut missing = Vec::new();
-        for spec in columns {
-            match headers.iter().position(|h| h.trim() == spec.name) {
-                Some(p) => positions.push(p),
-                None => missing.push(spec.name.clone()),
+        for (i, spec) in columns.iter().enumerate() {
+            if columns[..i].iter().any(|c| c.name == spec.name) {
+                return Err(EdmError::Csv(format!("column {} chosen twice", spec.name)));
+            }
+            // A name the header holds twice is ambiguous: which column is meant?
+            let mut at = headers
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| h.trim() == spec.name);
+            match (at.next(), at.next()) {
+                (Some((p, _)), None) => positions.push(p),
+                (Some(_), Some(_)) => {
+                    return Err(EdmError::Csv(format!(
+                        "the header names column {} more than once",
+                        spec.name
+                    )));
+                }
+                (None, _) => missing.push(spec.name.clone()),
             }
         }
         if !missing.is_empty() {
@@ -295,8 +310,26 @@ impl EdmIndex {
             let id = records as u32;
             records += 1;
             for ((spec, &p), out) in columns.iter().zip(&positions).zip(&mut entries) {
-                let cell = record.get(p).unwrap_or_default();
-                spec.normalize.apply(trim(cell), &mut norm);
+                let cell = trim(record.get(p).unwrap_or_default());
+                let line = record.position().map_or(0, |at| at.line());
+                // A value no rule can match is a broken table, not data to index (found
+                // in review: an unclosed quote made the rest of the file one cell).
+                if cell.len() > MAX_MATCH_LEN {
+                    return Err(EdmError::Csv(format!(
+                        "line {line}: the {} cell is {} bytes, longer than any value a rule \
+                         matches ({MAX_MATCH_LEN} at most)",
+                        spec.name,
+                        cell.len()
+                    )));
+                }
+                if cell.iter().any(|&b| b == b'\n' || b == b'\r') {
+                    return Err(EdmError::Csv(format!(
+                        "line {line}: the {} cell holds a line break, which no matched value \
+                         does (an unclosed quote?)",
+                        spec.name
+                    )));
+                }
+                spec.normalize.apply(cell, &mut norm);
                 if !norm.is_empty() {
                     out.push((key.hash(&spec.name, &norm), id));
                 }
