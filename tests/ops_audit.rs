@@ -521,3 +521,52 @@ async fn values_past_the_first_mebibyte_keep_their_masked_sample_without_a_finge
         assert_eq!(later.1, None, "past it: no fingerprint rather than a guess");
     }
 }
+
+/// Under `audit.required`, an audit log that could not be opened comes back by itself once
+/// the problem is fixed (found in review: with nothing queued it was never retried, and
+/// every request got 503 until a restart).
+#[tokio::test]
+async fn a_required_audit_log_that_could_not_open_comes_back_by_itself() {
+    let upstream = Upstream::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    // A file where the log's directory should be: the log cannot be opened.
+    let blocker = tmp.path().join("logs");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let mut proxy = OpsProxy::start(&format!(
+        "audit: {{ path: {}/audit.jsonl, required: true }}\n",
+        blocker.display()
+    ))
+    .await;
+    let export = customer_export(4);
+    let reply = request(
+        proxy.addr,
+        "POST",
+        &upstream.url("/crm"),
+        &[],
+        export.as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 503, "down at first: refused");
+    std::fs::remove_file(&blocker).unwrap();
+    std::fs::create_dir(&blocker).unwrap();
+    let mut up = 0.0;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        up = proxy.scrape().await.get("egress_dlp_audit_sink_up");
+        if up == 1.0 {
+            break;
+        }
+    }
+    assert_eq!(up, 1.0, "the log was tried again and came back");
+    let reply = request(
+        proxy.addr,
+        "POST",
+        &upstream.url("/crm"),
+        &[],
+        export.as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    proxy.stop().await;
+    assert_eq!(json_lines(&blocker.join("audit.jsonl")).len(), 1);
+}

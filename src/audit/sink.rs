@@ -147,6 +147,12 @@ fn writer_loop(mut sink: FileSink, rx: Receiver<Msg>) {
             }
         }
         sink.write(&mut pending);
+        if pending.is_empty() && sink.file.is_none() {
+            // Down with nothing queued (under `audit.required` nothing is accepted while
+            // down): the file is still tried again every `RETRY`, or the log would never
+            // come back (found in review).
+            sink.ensure_open();
+        }
         if close.is_some() {
             break;
         }
