@@ -570,3 +570,28 @@ async fn a_required_audit_log_that_could_not_open_comes_back_by_itself() {
     proxy.stop().await;
     assert_eq!(json_lines(&blocker.join("audit.jsonl")).len(), 1);
 }
+
+/// A request refused by `policy.destinations.blocked` is a blocked request: it gets its
+/// audit event, naming the pattern, without the path (nothing was scanned to mask it)
+/// (found in review: it got none).
+#[tokio::test]
+async fn a_request_to_a_blocked_destination_gets_its_audit_event() {
+    let upstream = Upstream::start().await;
+    let mut proxy = OpsProxy::start(
+        "policy: { destinations: { blocked: ['127.0.0.1'] } }\naudit: { path: '{data}/audit.jsonl' }\n",
+    )
+    .await;
+    let url = upstream.url("/users/alice.smith@acme-corp.io/export");
+    let reply = request(proxy.addr, "POST", &url, &[], b"a note").await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    proxy.stop().await;
+    let events = json_lines(&proxy.audit_path());
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(e["action"], "block");
+    assert_eq!(e["destination_blocked"], "127.0.0.1");
+    assert_eq!(e["host"], "127.0.0.1");
+    assert_eq!(e["method"], "POST");
+    assert!(!e.to_string().contains("alice.smith"), "{e}");
+    assert!(upstream.requests().is_empty());
+}

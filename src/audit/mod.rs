@@ -74,6 +74,10 @@ pub struct Event {
     /// Why the content was not inspected, when it was not (a tunnel with `all_requests`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_scanned: Option<&'static str>,
+    /// The `policy.destinations.blocked` pattern that refused the request, when one did
+    /// (nothing was scanned then; the path is left out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_blocked: Option<String>,
 }
 
 /// What one rule found in the request.
@@ -272,6 +276,7 @@ impl Auditor {
             rules,
             reasons: verdict.reasons.clone(),
             not_scanned: None,
+            destination_blocked: None,
         }
     }
 

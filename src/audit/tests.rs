@@ -42,6 +42,7 @@ fn event(n: usize) -> Event {
         rules: Vec::new(),
         reasons: Vec::new(),
         not_scanned: None,
+        destination_blocked: None,
     }
 }
 

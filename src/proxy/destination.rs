@@ -64,6 +64,27 @@ where
                 .unwrap_or_default();
             if let Destination::Blocked(pattern) = destination {
                 let user = req.extensions().get::<RequestUser>().and_then(|u| u.get());
+                let request_id = req
+                    .extensions()
+                    .get::<super::layers::RequestId>()
+                    .map_or("-", |id| &id.0);
+                let uri = req.uri();
+                let default_port = if req.method() == Method::CONNECT {
+                    443
+                } else {
+                    80
+                };
+                super::observe::destination_blocked(
+                    &self.ctx.shared,
+                    request_id,
+                    (self.ctx.peer.ip(), user.as_deref()),
+                    (
+                        req.method(),
+                        uri.host().unwrap_or_default(),
+                        uri.port_u16().unwrap_or(default_port),
+                    ),
+                    &pattern,
+                );
                 return Box::pin(
                     async move { Err(ProxyError::DestinationBlocked { pattern, user }) },
                 );

@@ -206,6 +206,50 @@ pub(super) fn tunnel_opened(
     Ok(())
 }
 
+/// A request refused because its destination is on `policy.destinations.blocked`: a
+/// blocked request, so it gets its audit event like any other (found in review: it got
+/// none). Nothing was scanned, so the path is left out (it could hold an identifier no
+/// scan has masked); the event names the host and the pattern that blocked it.
+pub(super) fn destination_blocked(
+    shared: &Shared,
+    request_id: &str,
+    (client, user): (IpAddr, Option<&str>),
+    (method, host, port): (&Method, &str, u16),
+    pattern: &str,
+) {
+    if !shared.audit.wants(Action::Block) {
+        return;
+    }
+    let meta = RequestMeta {
+        request_id: request_id.to_owned(),
+        client,
+        user: user.map(str::to_owned),
+        method: method.as_str().to_owned(),
+        host: host.to_owned(),
+        port,
+        path: String::new(),
+    };
+    let verdict = Verdict {
+        action: Action::Block,
+        reasons: Vec::new(),
+        user: user.map(str::to_owned),
+        destination: crate::policy::Destination::Blocked(pattern.to_owned()),
+        sanctioned_bulk: false,
+    };
+    let findings = Findings {
+        bytes: 0,
+        rules: Vec::new(),
+        categories: Vec::new(),
+        exact_capped: false,
+    };
+    let mut event = shared.audit.event(meta, &verdict, &findings, &[], false);
+    event.destination_blocked = Some(pattern.to_owned());
+    if let Err(why) = shared.audit.submit(event) {
+        // A block stays a block (403) whether or not it is recorded.
+        warn!(request_id, error = %why, "audit event not recorded");
+    }
+}
+
 /// An upgraded connection (WebSocket) now passes its messages uninspected.
 pub(super) fn upgraded(shared: &Shared) {
     shared.metrics.not_scanned(NotScanned::Upgrade);
