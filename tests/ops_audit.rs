@@ -7,29 +7,17 @@ mod ops_support;
 mod support;
 
 use std::collections::BTreeSet;
-use std::sync::OnceLock;
 
-use egress_dlp::logging::{self, Capture, EnvFilter, LogFormat};
+use egress_dlp::logging::Capture;
 use egress_dlp::scan::MaskStyle;
 use hmac::{Hmac, KeyInit, Mac};
-use ops_support::{OpsProxy, json_lines};
+use ops_support::{OpsProxy, captured_logs, json_lines};
 use sha2::Sha256;
 use support::{Upstream, customer_export, request};
 
 /// Every log line of this test binary, at debug level and above.
 fn logs() -> &'static Capture {
-    static LOGS: OnceLock<Capture> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let capture = Capture::default();
-        logging::try_init(
-            LogFormat::Text,
-            EnvFilter::new("debug"),
-            capture.clone(),
-            false,
-        )
-        .expect("the first subscriber of this binary");
-        capture
-    })
+    captured_logs("debug")
 }
 
 /// HMAC-SHA256 with the key the proxy created in its data directory, computed here

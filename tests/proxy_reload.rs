@@ -15,6 +15,7 @@ use egress_dlp::proxy::reload::{ReloadHandle, ReloadSource, Reloads};
 use support::{Upstream, customer_export, parse_reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 
 /// An email rule that blocks at `block` distinct values (logs at 2).
 fn email_rule(block: u64) -> String {
@@ -34,7 +35,34 @@ struct Running {
     handle: ReloadHandle,
     rules: PathBuf,
     _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _stop: oneshot::Sender<()>,
+}
+
+/// Runs the proxy on the config at `config_path`, reloadable: its address, the reload
+/// handle, and the sender whose drop stops it.
+async fn serve(config_path: PathBuf) -> (SocketAddr, ReloadHandle, oneshot::Sender<()>) {
+    let config = config::load(Some(&config_path), &Overrides::default())
+        .unwrap_or_else(|e| panic!("config: {e}"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (reloads, handle) = Reloads::new(ReloadSource {
+        config_path: Some(config_path),
+        overrides: Overrides::default(),
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let options = proxy::RunOptions {
+        reloads: Some(reloads),
+        ..proxy::RunOptions::default()
+    };
+    tokio::spawn(proxy::run_with(
+        listener,
+        options,
+        Arc::new(config),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, handle, stop)
 }
 
 async fn start(block: u64, extra_yaml: &str) -> Running {
@@ -52,27 +80,7 @@ async fn start(block: u64, extra_yaml: &str) -> Running {
         ),
     )
     .unwrap();
-    let config = config::load(Some(&config_path), &Overrides::default())
-        .unwrap_or_else(|e| panic!("config: {e}"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (reloads, handle) = Reloads::new(ReloadSource {
-        config_path: Some(config_path),
-        overrides: Overrides::default(),
-    });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let options = proxy::RunOptions {
-        reloads: Some(reloads),
-        ..proxy::RunOptions::default()
-    };
-    tokio::spawn(proxy::run_with(
-        listener,
-        options,
-        Arc::new(config),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (addr, handle, stop) = serve(config_path).await;
     Running {
         addr,
         handle,
@@ -281,26 +289,7 @@ async fn a_request_in_flight_during_a_reload_is_judged_by_the_config_it_started_
         .unwrap()
     };
     write("'127.0.0.1'");
-    let config = config::load(Some(&config_path), &Overrides::default()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (reloads, handle) = Reloads::new(ReloadSource {
-        config_path: Some(config_path.clone()),
-        overrides: Overrides::default(),
-    });
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let options = proxy::RunOptions {
-        reloads: Some(reloads),
-        ..proxy::RunOptions::default()
-    };
-    tokio::spawn(proxy::run_with(
-        listener,
-        options,
-        Arc::new(config),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (addr, handle, _stop) = serve(config_path.clone()).await;
     let url = upstream.url("/paste");
     let started = Instant::now();
     let in_flight = tokio::spawn(async move {

@@ -8,7 +8,9 @@ mod support;
 
 use std::net::SocketAddr;
 
-use support::{Digest, Proxy, Reply, Upstream, customer_export, parse_reply, read_to_close};
+use support::{
+    Digest, Proxy, Reply, Upstream, customer_export, filler, parse_reply, read_to_close,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -125,16 +127,6 @@ fn page_distinct(reply: &Reply, category: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {category} line in {text}"));
     let line = line.strip_prefix("at least ").unwrap_or(line);
     line.split(' ').next().unwrap().parse().unwrap()
-}
-
-/// A benign body of `len` bytes: printable filler without anything a rule matches.
-fn filler(len: usize) -> Vec<u8> {
-    b"lorem ipsum dolor sit amet, consectetur adipiscing elit; "
-        .iter()
-        .copied()
-        .cycle()
-        .take(len)
-        .collect()
 }
 
 /// POSTs `body` with a Content-Length, writing and reading at the same time.

@@ -11,12 +11,11 @@ mod ops_support;
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use egress_dlp::logging::{self, Capture, EnvFilter, LogFormat};
-use ops_support::{OpsProxy, json_lines};
-use support::{Proxy, customer_export, parse_reply};
+use ops_support::{OpsProxy, captured_logs, json_lines};
+use support::{Proxy, customer_export, filler, parse_reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -92,13 +91,34 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-fn filler(len: usize) -> Vec<u8> {
-    b"lorem ipsum dolor sit amet, consectetur adipiscing elit; "
-        .iter()
-        .copied()
-        .cycle()
-        .take(len)
-        .collect()
+/// POSTs to `upstream` through `proxy`, declaring `len` bytes: 96 KiB of filler (past a
+/// 64 KiB hold limit), then `list`, then 64 KiB more, each on its own and under one
+/// snapshot interval (so the list is not the held-back last chunk); the rest of the body
+/// never comes. Returns the connection, the client waiting.
+async fn send_list_mid_body(
+    proxy: SocketAddr,
+    upstream: SocketAddr,
+    len: usize,
+    list: &str,
+) -> TcpStream {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    let head = format!(
+        "POST http://{upstream}/exfil HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&filler(96 << 10)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(list.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(&filler(64 << 10)).await.unwrap();
+    s
+}
+
+/// The one audit event of a request blocked after part of its body went upstream.
+fn assert_one_partial_block(events: &[serde_json::Value]) {
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["action"], "block");
+    assert_eq!(events[0]["partial"], true, "{}", events[0]);
 }
 
 /// Reads the response head (up to 3 s).
@@ -127,20 +147,8 @@ async fn an_early_upstream_answer_after_a_customer_list_went_up_is_replaced_by_t
     let up = EagerUpstream::start(b"customer49@acme-corp.io").await;
     let mut proxy = OpsProxy::start("limits: { hold_bytes: 64KiB }\n").await;
     let export = customer_export(50);
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let total = (96 << 10) + export.len() + (64 << 10) + (8 << 20);
-    let head = format!(
-        "POST http://{}/exfil HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\n\r\n",
-        up.addr
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    // Past the hold limit, then the list, then one more piece (so the list is not the
-    // held-back last chunk), each under one snapshot interval; then the client waits.
-    s.write_all(&filler(96 << 10)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    s.write_all(export.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    s.write_all(&filler(64 << 10)).await.unwrap();
+    let mut s = send_list_mid_body(proxy.addr, up.addr, total, &export).await;
     let reply = parse_reply(&read_head(&mut s).await);
     drop(s);
     let received = up.received().await;
@@ -156,9 +164,7 @@ async fn an_early_upstream_answer_after_a_customer_list_went_up_is_replaced_by_t
         reply.status, 403,
         "the upstream's early 200 went to the client"
     );
-    assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0]["action"], "block");
-    assert_eq!(events[0]["partial"], true, "{}", events[0]);
+    assert_one_partial_block(&events);
 }
 
 #[tokio::test]
@@ -181,24 +187,9 @@ async fn an_early_upstream_answer_to_a_benign_upload_still_reaches_the_client() 
     assert!(events.iter().all(|e| e["action"] != "block"), "{events:?}");
 }
 
-fn logs() -> &'static Capture {
-    static LOGS: OnceLock<Capture> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let capture = Capture::default();
-        logging::try_init(
-            LogFormat::Text,
-            EnvFilter::new("info"),
-            capture.clone(),
-            false,
-        )
-        .expect("the first subscriber of this binary");
-        capture
-    })
-}
-
 #[tokio::test]
 async fn client_sent_names_reach_the_log_only_when_they_look_like_names() {
-    let logs = logs();
+    let logs = captured_logs("info");
     let up = support::Upstream::start().await;
     let proxy = Proxy::start("").await;
     let url = up.url("/e");
@@ -228,19 +219,7 @@ async fn a_client_leaving_after_a_customer_list_went_up_is_still_recorded_as_a_b
     let up = EagerUpstream::start(b"never answered").await;
     let mut proxy = OpsProxy::start("limits: { hold_bytes: 64KiB }\n").await;
     let export = customer_export(50);
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let head = format!(
-        "POST http://{}/exfil HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-        up.addr,
-        32 << 20
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    // Each piece on its own, so the list is not the held-back last chunk.
-    s.write_all(&filler(96 << 10)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    s.write_all(export.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    s.write_all(&filler(64 << 10)).await.unwrap();
+    let s = send_list_mid_body(proxy.addr, up.addr, 32 << 20, &export).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(s);
     let received = up.received().await;
@@ -253,9 +232,7 @@ async fn a_client_leaving_after_a_customer_list_went_up_is_still_recorded_as_a_b
         "precondition: the list reached the upstream before the client left"
     );
     let events = json_lines(&proxy.audit_path());
-    assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0]["action"], "block");
-    assert_eq!(events[0]["partial"], true, "{}", events[0]);
+    assert_one_partial_block(&events);
 }
 
 /// A benign gzipped upload over the hold limit that the upstream refuses at once (401,

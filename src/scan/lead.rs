@@ -50,24 +50,14 @@ impl AnchoredDfa {
     pub(crate) fn build(pattern: &str) -> Option<AnchoredDfa> {
         use regex_automata::dfa::{Automaton, StartKind, dense};
         use regex_automata::util::start;
-        use regex_automata::{nfa::thompson, util::syntax};
-        let dfa = dense::Builder::new()
-            .syntax(
-                syntax::Config::new()
-                    .unicode(false)
-                    .utf8(false)
-                    .nest_limit(64),
-            )
-            .thompson(thompson::Config::new().utf8(false))
-            .configure(
-                dense::Config::new()
-                    .start_kind(StartKind::Anchored)
-                    .minimize(false)
-                    .dfa_size_limit(Some(Self::SIZE_LIMIT))
-                    .determinize_size_limit(Some(4 * Self::SIZE_LIMIT)),
-            )
-            .build(pattern)
-            .ok()?;
+        let dfa = dense_dfa(
+            pattern,
+            dense::Config::new()
+                .start_kind(StartKind::Anchored)
+                .minimize(false)
+                .dfa_size_limit(Some(Self::SIZE_LIMIT))
+                .determinize_size_limit(Some(4 * Self::SIZE_LIMIT)),
+        )?;
         let start = |look_behind: Option<u8>| {
             let config = start::Config::new()
                 .anchored(regex_automata::Anchored::Yes)
@@ -218,6 +208,26 @@ pub(crate) fn text_share(set: &ByteSet) -> f64 {
             _ => 0.03 / 160.0,
         })
         .sum()
+}
+
+/// `pattern` as a dense DFA over bytes (no Unicode, no UTF-8: the engine's syntax), built
+/// with `config` (its size limits above all); `None` when it cannot be (over a limit).
+pub(crate) fn dense_dfa(
+    pattern: &str,
+    config: regex_automata::dfa::dense::Config,
+) -> Option<regex_automata::dfa::dense::DFA<Vec<u32>>> {
+    use regex_automata::{nfa::thompson, util::syntax};
+    regex_automata::dfa::dense::Builder::new()
+        .syntax(
+            syntax::Config::new()
+                .unicode(false)
+                .utf8(false)
+                .nest_limit(64),
+        )
+        .thompson(thompson::Config::new().utf8(false))
+        .configure(config)
+        .build(pattern)
+        .ok()
 }
 
 #[cfg(test)]

@@ -87,24 +87,14 @@ pub use validate::Validator;
 /// automaton thrashes and it falls back to simulating the NFA, 15 s per MB) is refused at
 /// load.
 pub(crate) fn searchable_at_every_byte(pattern: &str) -> bool {
-    use regex_automata::dfa::dense;
-    use regex_automata::{nfa::thompson, util::syntax};
     const TABLE: usize = 2 << 20;
-    dense::Builder::new()
-        .syntax(
-            syntax::Config::new()
-                .unicode(false)
-                .utf8(false)
-                .nest_limit(64),
-        )
-        .thompson(thompson::Config::new().utf8(false))
-        .configure(
-            dense::Config::new()
-                .dfa_size_limit(Some(TABLE))
-                .determinize_size_limit(Some(2 * TABLE)),
-        )
-        .build(pattern)
-        .is_ok()
+    lead::dense_dfa(
+        pattern,
+        regex_automata::dfa::dense::Config::new()
+            .dfa_size_limit(Some(TABLE))
+            .determinize_size_limit(Some(2 * TABLE)),
+    )
+    .is_some()
 }
 
 #[cfg(test)]

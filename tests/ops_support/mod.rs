@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use egress_dlp::config::{self, Config, Overrides};
+use egress_dlp::logging::{self, Capture, EnvFilter, LogFormat};
 use egress_dlp::proxy::{self, RunOptions};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -194,4 +195,21 @@ impl Scrape {
     pub fn delta(&self, before: &Scrape, series: &str) -> f64 {
         self.get(series) - before.samples.get(series).copied().unwrap_or(0.0)
     }
+}
+
+/// Every log line of this test binary at `filter` level and above (the first call sets
+/// the level: one subscriber per binary).
+pub fn captured_logs(filter: &str) -> &'static Capture {
+    static LOGS: OnceLock<Capture> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let capture = Capture::default();
+        logging::try_init(
+            LogFormat::Text,
+            EnvFilter::new(filter),
+            capture.clone(),
+            false,
+        )
+        .expect("the first subscriber of this binary");
+        capture
+    })
 }

@@ -506,3 +506,13 @@ pub fn curl_via(proxy: SocketAddr) -> tokio::process::Command {
     }
     cmd
 }
+
+/// A benign body of `len` bytes: printable filler without anything a rule matches.
+pub fn filler(len: usize) -> Vec<u8> {
+    b"lorem ipsum dolor sit amet, consectetur adipiscing elit; "
+        .iter()
+        .copied()
+        .cycle()
+        .take(len)
+        .collect()
+}
