@@ -259,6 +259,9 @@ label_enum! {
         Size => "size",
         /// SIGHUP: the file was reopened (after an external rotation).
         Reopen => "reopen",
+        /// The file at the path was deleted or replaced behind the writer: a new one was
+        /// opened.
+        Replaced => "replaced",
     }
 }
 

@@ -4,7 +4,9 @@
 //! keeps, `audit.queue`) and are written in batches, one `write` per batch, each line
 //! whole. Between batches the file is rotated when it would grow past
 //! `audit.rotate_bytes` (`audit.jsonl` becomes `audit.jsonl.1`, `.1` becomes `.2`, ...,
-//! `audit.keep` files kept), and reopened on request (SIGHUP, after an external rotation).
+//! `audit.keep` files kept), and reopened on request (SIGHUP, after an external rotation)
+//! or when the file at the path is no longer the open one (deleted or replaced: checked
+//! before each batch, so the batch goes to a new file rather than a deleted one).
 //!
 //! When the file cannot be opened or written, the events stay queued and the thread
 //! retries every [`RETRY`]; the failure and the recovery are each logged once and counted.
@@ -219,6 +221,16 @@ impl FileSink {
 
     /// Writes as many pending events as the file takes; those not written stay pending.
     fn write(&mut self, pending: &mut VecDeque<Box<Event>>) {
+        if !pending.is_empty() && !self.still_at_path() {
+            // Deleted or replaced behind our back: events written to the old file would be
+            // lost with it (found in review), so they go to a new file at the path.
+            warn!(path = %self.path.display(), "audit log file was deleted or replaced: reopening it");
+            self.sync();
+            self.file = None;
+            if self.ensure_open() {
+                self.shared.metrics.audit_rotated(Rotation::Replaced);
+            }
+        }
         while !pending.is_empty() {
             if !self.ensure_open() {
                 return;
@@ -266,6 +278,32 @@ impl FileSink {
                     return;
                 }
             }
+        }
+    }
+
+    /// Whether the open file is still the one at `path`: false when it was deleted, moved
+    /// away or replaced (two `stat`s, once per batch). A file truncated in place
+    /// (logrotate's `copytruncate`) is still ours; its size is taken again so that size
+    /// rotation counts from there.
+    fn still_at_path(&mut self) -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let Some(open) = self.file.as_ref().and_then(|f| f.metadata().ok()) else {
+                return true;
+            };
+            match fs::metadata(&self.path) {
+                Ok(named) if named.dev() == open.dev() && named.ino() == open.ino() => {
+                    self.size = open.len();
+                    true
+                }
+                Ok(_) => false,
+                Err(e) => e.kind() != io::ErrorKind::NotFound,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            true
         }
     }
 

@@ -169,6 +169,80 @@ async fn reopen_after_an_external_move_loses_nothing() {
     );
 }
 
+/// Waits until the writer has written `n` events in all.
+async fn written(metrics: &Metrics, n: usize) {
+    let want = format!("egress_dlp_audit_events_total{{result=\"written\"}} {n}\n");
+    for _ in 0..500 {
+        if metrics.encode().contains(&want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{n} events never written: {}", metrics.encode());
+}
+
+#[tokio::test]
+async fn a_deleted_log_file_is_replaced_before_the_next_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let (auditor, writer, metrics) = start(&config(path.clone()), dir.path());
+    for n in 0..50 {
+        auditor.submit(event(n)).unwrap();
+    }
+    written(&metrics, 50).await;
+    // Deleted, not moved, and no SIGHUP: these events must not go into the deleted file.
+    std::fs::remove_file(&path).unwrap();
+    for n in 50..100 {
+        auditor.submit(event(n)).unwrap();
+    }
+    written(&metrics, 100).await;
+    assert_eq!(sorted(ids(std::slice::from_ref(&path))), expected(50..100));
+    // The same when another file is put in its place.
+    let other = dir.path().join("other");
+    std::fs::write(&other, "").unwrap();
+    std::fs::rename(&other, &path).unwrap();
+    for n in 100..150 {
+        auditor.submit(event(n)).unwrap();
+    }
+    writer.close().await;
+    assert_eq!(sorted(ids(&[path])), expected(100..150));
+    assert!(
+        metrics
+            .encode()
+            .contains("egress_dlp_audit_rotations_total{trigger=\"replaced\"} 2")
+    );
+}
+
+#[tokio::test]
+async fn a_log_truncated_in_place_is_written_on_and_rotated_by_its_new_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut cfg = config(path.clone());
+    cfg.rotate_bytes = Some(8192);
+    let (auditor, writer, metrics) = start(&cfg, dir.path());
+    for n in 0..20 {
+        auditor.submit(event(n)).unwrap();
+    }
+    written(&metrics, 20).await;
+    let before = std::fs::metadata(&path).unwrap().len();
+    assert!(before > 4096 && before < 8192, "{before} bytes");
+    // logrotate's copytruncate: the same file, emptied.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    for n in 20..40 {
+        auditor.submit(event(n)).unwrap();
+    }
+    writer.close().await;
+    // 20 more events fit the emptied file: no rotation, and they are all there, whole.
+    assert!(!dir.path().join("audit.jsonl.1").exists());
+    assert_eq!(sorted(ids(&[path])), expected(20..40));
+    assert!(!metrics.encode().contains("trigger=\"size\"} 1"));
+}
+
 #[tokio::test]
 async fn an_unwritable_sink_is_reported_and_required_refuses() {
     let dir = tempfile::tempdir().unwrap();
