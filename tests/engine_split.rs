@@ -461,6 +461,54 @@ fn a_later_run_of_a_token_can_start_a_match_the_first_could_not() {
     }
 }
 
+/// A match next to a digit run too long to be part of one (the gate's token stops before
+/// it): the match ends where the regex's does, not one separator and one digit into the
+/// run. The search window was cut one byte into the run, and its end read as the input's
+/// end, where `\b` holds: `123455-1` failed Luhn and the valid `123455` went uncounted
+/// (found in review, by a differential test against a plain regex scan).
+#[test]
+fn a_match_before_a_long_digit_run_ends_where_the_regex_says() {
+    let engine = Engine::new(&rules_from(
+        r"rules:
+  - id: luhn6
+    name: Six digits with a check digit
+    category: acct
+    pattern: '\b\d{6}(?:-\d{1,2})?\b'
+    validator: luhn
+    thresholds: { log: 3, block: 10 }
+    tests:
+      match: ['acct 123455']
+      no_match: ['acct 123456']
+  - id: grouped
+    name: Grouped, with an optional short tail
+    category: grp
+    pattern: '\b[A-Z]{2}\d{2}(?: \d{4}){3}(?: \d{1,3})?\b'
+    thresholds: { log: 3, block: 10 }
+    tests:
+      match: ['AB12 3456 7890 1234']
+      no_match: ['AB12 3456']
+",
+    ));
+    for (text, luhn6) in [
+        (&b"id 123455-123456789 end"[..], 1),
+        (b"123455-1234567", 1),
+        (b"123455-1 x", 0),
+        (b"123455-17 x", 0),
+        (b"x 123455 y", 1),
+    ] {
+        let f = engine.scan_bytes(text);
+        assert_eq!(f.rule_count(0), luhn6, "{}", String::from_utf8_lossy(text));
+    }
+    // Two values that differ only past the regex's match are one distinct value.
+    let f = engine.scan_bytes(
+        b"AB12 3456 7890 1234 12345678901234567890
+AB12 3456 7890 1234 98765432109876543210
+",
+    );
+    assert_eq!(f.rule_count(1), 2);
+    assert_eq!(f.category_distinct("grp"), 1);
+}
+
 /// Rules the engine finds by their lead classes (letters and digits a match starts with,
 /// checked 64 bytes at a time): their counts equal a plain regex scan, whole and split.
 const LEAD_RULES: &str = r"rules:

@@ -917,9 +917,8 @@ impl Distinct {
 
 #[derive(Default)]
 struct RuleState {
-    /// Merged windows `[start, end]` where a match may start, in order, each with the
-    /// position every match starting there ends by (`u64::MAX`: unknown).
-    regions: VecDeque<(u64, u64, u64)>,
+    /// Merged windows `[start, end]` where a match may start, in order.
+    regions: VecDeque<(u64, u64)>,
     /// Matches never overlap: the next search starts here.
     next_pos: u64,
     count: u64,
@@ -947,16 +946,15 @@ impl RuleState {
     /// regex search across a short gap is cheaper than a second search. (Only for rules
     /// whose every match is anchored — prefixes and digit runs — where a merged gap cannot
     /// add a match that no anchor allows.)
-    fn push_region(&mut self, start: u64, end: u64, search_end: u64, gap: u64) {
+    fn push_region(&mut self, start: u64, end: u64, gap: u64) {
         if let Some(last) = self.regions.back_mut()
             && start <= last.1.saturating_add(gap.max(1))
         {
             last.0 = last.0.min(start);
             last.1 = last.1.max(end);
-            last.2 = last.2.max(search_end);
             return;
         }
-        self.regions.push_back((start, end, search_end));
+        self.regions.push_back((start, end));
     }
 }
 
@@ -1124,7 +1122,7 @@ impl State {
             .collect();
         for (rule, state) in engine.rules.iter().zip(&mut rules) {
             if rule.anchor == Anchor::FullScan {
-                state.regions.push_back((0, u64::MAX, u64::MAX));
+                state.regions.push_back((0, u64::MAX));
             }
         }
         State {
@@ -1190,13 +1188,13 @@ impl State {
                     {
                         t0 -= 1;
                     }
-                    rules[r].push_region(t0, s, s + max, 1);
+                    rules[r].push_region(t0, s, 1);
                 } else if is_keyword {
                     let max = info.max_len as u64;
                     let end = s + len as u64 + max;
-                    rules[r].push_region(s.saturating_sub(max), end, end + max, 1);
+                    rules[r].push_region(s.saturating_sub(max), end, 1);
                 } else if prefix_may_match(hay, base, s, info) {
-                    rules[r].push_region(s, s, s + info.max_len as u64, MERGE_GAP);
+                    rules[r].push_region(s, s, MERGE_GAP);
                 }
             });
         }
@@ -1310,7 +1308,7 @@ impl State {
         }
         let info = &e.rules[lr.rule].info;
         if prefix_may_match(hay, base, p, info) {
-            self.rules[lr.rule].push_region(p, p, p + info.max_len as u64, MERGE_GAP);
+            self.rules[lr.rule].push_region(p, p, MERGE_GAP);
         }
     }
 
@@ -1466,10 +1464,8 @@ impl State {
                     continue;
                 }
                 let cache = &mut self.tokens[r];
-                if let Some((start, token_end)) =
-                    gate(hay, base, &run, &rule.info, &rule.classes, cache)
-                {
-                    self.rules[r].push_region(start, run.end - 1, token_end, MERGE_GAP);
+                if let Some(start) = gate(hay, base, &run, &rule.info, &rule.classes, cache) {
+                    self.rules[r].push_region(start, run.end - 1, MERGE_GAP);
                 }
             }
         }
@@ -1504,7 +1500,7 @@ impl State {
             self.frontier(e, r)
         };
         let len = e.rules[r].info.max_len as u64;
-        while let Some(&(rs, re, search_end)) = self.rules[r].regions.front() {
+        while let Some(&(rs, re)) = self.rules[r].regions.front() {
             let from = rs.max(self.rules[r].next_pos);
             if from > re || from >= end {
                 if from > re || finishing {
@@ -1530,9 +1526,10 @@ impl State {
                     break;
                 }
             }
-            let limit = end
-                .min(accept_to.saturating_add(len + 1))
-                .min(search_end.saturating_add(1));
+            // One byte of look-ahead past the longest match, and no less: a window cut
+            // shorter (at a gate's token end, once) ended in a false end of input, where
+            // `\b` holds, and a match ran one digit into a long run (found in review).
+            let limit = end.min(accept_to.saturating_add(len + 1));
             let rule = &e.rules[r];
             let window = &hay[..(limit - base) as usize];
             let found = match &rule.anchored {
@@ -1706,7 +1703,7 @@ impl State {
             .end
             .saturating_sub(e.anchor_overlap + e.max_len + 2 + window_reach);
         for (rule, state) in e.rules.iter().zip(&self.rules) {
-            if let Some(&(rs, _, _)) = state.regions.front() {
+            if let Some(&(rs, _)) = state.regions.front() {
                 let from = rs.max(state.next_pos).min(self.end);
                 let context = rule.context.map_or(0, |c| c.0 + e.context_max_len);
                 low = low.min(from.saturating_sub(1 + context));
@@ -1811,8 +1808,7 @@ fn first_boundary(hay: &[u8], base: u64, from: u64, to: u64) -> Option<u64> {
 }
 
 /// Whether rule `info` can have a match that contains digits of `run`, judged only from the
-/// bytes around it; returns the first position such a match can start at and the position
-/// such a match ends by (exclusive).
+/// bytes around it; returns the first position such a match can start at.
 ///
 /// `cache` holds the last token this rule's gate walked when both its ends were ruled by the
 /// bytes themselves (a byte no match may contain, or the stream's start): a later run
@@ -1826,7 +1822,7 @@ fn gate(
     info: &PatternInfo,
     classes: &ByteClasses,
     cache: &mut Option<TokenVerdict>,
-) -> Option<(u64, u64)> {
+) -> Option<u64> {
     if run.total < info.min_digit_run as u64 {
         return None;
     }
@@ -1881,7 +1877,7 @@ fn gate(
     if info.trailing_boundary && first_boundary(hay, base, run.start + 1, known.t1).is_none() {
         return None;
     }
-    Some((start, known.t1))
+    Some(start)
 }
 
 /// What [`gate`] found about one token of allowed bytes `[t0, t1)`.
