@@ -88,3 +88,55 @@ fn a_brotli_bomb_drained_at_the_end_stops_at_the_ratio_limit() {
         o.findings.bytes
     );
 }
+
+/// A base64 token as a path segment is decoded from its first symbol whatever the path
+/// before it (`/` is a base64 symbol: the run began at the path's first `/`, and decoded
+/// misaligned three times in four; found in review). In a Referer too; while a header value
+/// that is not a URL keeps its `/`s inside the run (standard base64), as does a path token
+/// that holds `/`s after its first 64 symbols.
+#[test]
+fn a_base64_token_in_a_path_segment_is_decoded_whatever_comes_before_it() {
+    let e = engine();
+    let limits = Limits::default();
+    let emails: Vec<String> = (0..12).map(|i| format!("user{i}@acme-corp.io")).collect();
+    let list = emails.join(",");
+    let token = support::bodies::base64url(list.as_bytes());
+    let found = |feed: &dyn Fn(&mut Inspection)| {
+        let mut i = Inspection::new(&e, &limits, None, None);
+        feed(&mut i);
+        i.finish().findings.category_distinct("email")
+    };
+    for prefix in [
+        "/",
+        "/s/",
+        "/ab/",
+        "/abc/",
+        "/share/",
+        "/v1/export/",
+        "/x/yy/zzz/",
+    ] {
+        let path = format!("{prefix}{token}?a=1");
+        assert_eq!(found(&|i| i.feed_target(path.as_bytes())), 12, "{prefix}");
+        let referer = format!("https://app.example{prefix}{token}");
+        assert_eq!(
+            found(&|i| i.feed_header(referer.as_bytes())),
+            12,
+            "{prefix}"
+        );
+    }
+    // Standard base64 with `/`s in it, as a header value of its own: one run.
+    // (`?` is 0x3F: at one of any three places in a row, its low six bits are a `/`.)
+    let value = base64_std(format!("{list},???").as_bytes());
+    assert!(value.contains('/'), "{value}");
+    assert_eq!(found(&|i| i.feed_header(value.as_bytes())), 12, "{value}");
+    // And as a path segment once a run is under way.
+    if value.find('/').unwrap() >= 64 {
+        let path = format!("/upload/x/{value}");
+        assert_eq!(found(&|i| i.feed_target(path.as_bytes())), 12, "{value}");
+    }
+}
+
+fn base64_std(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}

@@ -422,7 +422,8 @@ async fn all_requests_records_clean_requests_and_tunnels() {
     assert_eq!(events[0]["path"], "/notes");
     assert_eq!(
         events[0]["bytes"],
-        "/notes".len() + 1 + "nothing here".len()
+        // What was scanned: the host, the target and the body, a line break between.
+        "127.0.0.1".len() + 1 + "/notes".len() + 1 + "nothing here".len()
     );
     assert_eq!(events[0]["rules"].as_array().unwrap().len(), 0);
     assert_eq!(events[1]["method"], "CONNECT");

@@ -13,9 +13,11 @@ use support::{Upstream, customer_export, dead_port, exchange, parse_reply, reque
 /// What the engine is fed for a request: the decoded target, a line break, the body.
 /// Bytes the engine sees for a request: the target, then a line break and the body when
 /// there is one (the decoders separate the two so a match cannot join them).
+/// Bytes scanned for a request to 127.0.0.1: the host, the target, the body, a line break
+/// between each two.
 fn scanned(target: &str, body: &[u8]) -> f64 {
     let body = if body.is_empty() { 0 } else { 1 + body.len() };
-    (target.len() + body) as f64
+    ("127.0.0.1".len() + 1 + target.len() + body) as f64
 }
 
 async fn settle(proxy: &OpsProxy, done: impl Fn(&Scrape) -> bool) -> Scrape {

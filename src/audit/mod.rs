@@ -268,7 +268,9 @@ impl Auditor {
             client: meta.client,
             user: meta.user,
             method: meta.method,
-            host: meta.host,
+            // The host's labels are scanned too: an identifier there is masked like one in
+            // the path (found in review).
+            host: self.samples.mask_path(findings, meta.host),
             port: meta.port,
             action: verdict.action,
             partial,
@@ -325,9 +327,52 @@ impl SampleValues {
             return path;
         }
         let decoded: Vec<u8> = percent_encoding::percent_decode_str(&path).collect();
-        let masked = self.mask_matches(findings, &decoded);
+        let masked = mask_base64_runs(&self.mask_matches(findings, &decoded));
         String::from_utf8_lossy(&masked).into_owned()
     }
+}
+
+/// Shortest piece of a base64 run (between `/`s) that is taken for encoded data rather
+/// than a word of the path.
+const BASE64_PIECE: usize = 16;
+
+/// `path` with the encoded part of every base64 run the scanner decodes (at least
+/// [`BASE64_MIN_RUN`](crate::decode::BASE64_MIN_RUN) symbols) replaced by `[base64]`:
+/// values found inside it would otherwise be written out, merely encoded (found in
+/// review). The short words of the path before it (`/s/`, `/v1/export/`) are kept; from
+/// the first piece of [`BASE64_PIECE`] symbols on, the run is hidden.
+fn mask_base64_runs(path: &[u8]) -> Vec<u8> {
+    use crate::decode::base64::is_symbol;
+    let mut out = Vec::with_capacity(path.len());
+    let mut at = 0;
+    while at < path.len() {
+        let len = path[at..].iter().take_while(|&&b| is_symbol(b)).count();
+        if len == 0 {
+            out.push(path[at]);
+            at += 1;
+            continue;
+        }
+        let run = &path[at..at + len];
+        at += len;
+        if len < crate::decode::BASE64_MIN_RUN {
+            out.extend_from_slice(run);
+            continue;
+        }
+        let mut kept = 0;
+        for piece in run.split(|&b| b == b'/') {
+            if piece.len() >= BASE64_PIECE {
+                break;
+            }
+            kept += piece.len() + 1;
+        }
+        if kept >= run.len() {
+            out.extend_from_slice(run);
+        } else {
+            out.extend_from_slice(&run[..kept]);
+            out.extend_from_slice(b"[base64]");
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -24,6 +24,10 @@ pub(crate) struct FormNode {
     /// The last bytes of a form chunk (after its 64-byte windows) with `+` and `&`
     /// translated, before their escapes are resolved.
     translated: Vec<u8>,
+    /// A target whose path's `/`s separate base64 runs (see [`Node::cut`]); where they
+    /// fall in the current chunk's output.
+    cut_path: bool,
+    cuts: Vec<usize>,
     next: Node,
 }
 
@@ -49,14 +53,21 @@ impl FormNode {
             pending_len: 0,
             buf: Vec::new(),
             translated: Vec::new(),
+            cut_path: false,
+            cuts: Vec::new(),
             next,
         }
     }
 
-    /// A request target: path, then query.
-    pub(crate) fn target(next: Node) -> FormNode {
+    /// A request target: path, then query. With `cut_path`, each `/` of the path ends the
+    /// base64 run that may have started before it, so a token in a segment of its own
+    /// (`/s/<base64url>`) is decoded from its first symbol (`/` is itself a base64 symbol:
+    /// otherwise the run began at the path's first `/`, and the token was decoded
+    /// misaligned unless the path before it was a multiple of four long; found in review).
+    pub(crate) fn target(next: Node, cut_path: bool) -> FormNode {
         FormNode {
             query: false,
+            cut_path,
             ..FormNode::body(next)
         }
     }
@@ -68,7 +79,14 @@ impl FormNode {
         }
         let mut buf = std::mem::take(&mut self.buf);
         let n = self.decode(data, &mut buf);
-        self.next.feed(&buf[..n], out);
+        let mut from = 0;
+        for &cut in &self.cuts {
+            self.next.feed(&buf[from..cut], out);
+            self.next.cut(out);
+            from = cut;
+        }
+        self.cuts.clear();
+        self.next.feed(&buf[from..n], out);
         self.buf = buf;
     }
 
@@ -126,6 +144,9 @@ impl FormNode {
             } else {
                 out[o] = self.special_or_plain(b);
                 i += 1;
+                if b == b'/' && self.cut_path {
+                    self.cuts.push(o + 1);
+                }
             }
             o += 1;
         }
@@ -330,7 +351,7 @@ mod tests {
         let mut node = if query {
             FormNode::body(next)
         } else {
-            FormNode::target(next)
+            FormNode::target(next, false)
         };
         let mut got = Vec::new();
         for piece in pieces {

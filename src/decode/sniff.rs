@@ -311,6 +311,18 @@ impl Sniffer {
         self.scan_runs(data, out);
     }
 
+    /// A boundary between values (a `/` of a URL's path, just fed): symbols before it do
+    /// not start a run with those after it. A run already being decoded goes on (a
+    /// standard-alphabet token holds `/`s of its own), and so does an archive or a
+    /// compressed stream; one skipped as implausible ends, so the next value is looked at.
+    pub(crate) fn cut(&mut self, _out: &mut Out<'_, '_>) {
+        match self.mode {
+            Mode::Idle => self.carry.clear(),
+            Mode::Skip => self.mode = Mode::Idle,
+            Mode::Active(_) => {}
+        }
+    }
+
     pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
         if self.head.is_some() {
             self.decide_head(out);

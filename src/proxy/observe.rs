@@ -86,7 +86,7 @@ impl Inspection<'_> {
             request_id: self.request_id.to_owned(),
             client: self.client,
             user: self.input.user.as_deref().map(str::to_owned),
-            method: self.method.as_str().to_owned(),
+            method: shown_method(&self.method).to_owned(),
             host: self.uri.host().unwrap_or_default().to_owned(),
             port: self.uri.port_u16().unwrap_or(80),
             path: self.uri.path().to_owned(),
@@ -255,6 +255,20 @@ pub(super) fn upgraded(shared: &Shared) {
     shared.metrics.not_scanned(NotScanned::Upgrade);
 }
 
+/// The method as logs and audit events show it: an extension method only when it is
+/// letters and dashes (`PROPFIND`, `VERSION-CONTROL`), else `OTHER` — a client-chosen
+/// token could carry identifiers (found in review; it is scanned as well).
+pub(super) fn shown_method(method: &Method) -> &str {
+    let name = method.as_str();
+    if super::forward::is_standard_method(method)
+        || (name.len() <= 20 && name.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-'))
+    {
+        name
+    } else {
+        "OTHER"
+    }
+}
+
 /// How a request ended, for `egress_dlp_requests_total{action}`.
 fn outcome(record: &Record, method: &Method, result: Result<StatusCode, &ProxyError>) -> Outcome {
     match result {
@@ -286,9 +300,10 @@ pub(super) fn finish(
     metrics.request(outcome, elapsed);
     let ms = (elapsed.as_secs_f64() * 1e4).round() / 10.0;
     let verdict = outcome.as_str();
+    let method = shown_method(method);
     match result {
         Ok(status) => {
-            info!(request_id, %peer, user, %method, verdict, status = status.as_u16(), ms, "request");
+            info!(request_id, %peer, user, method, verdict, status = status.as_u16(), ms, "request");
         }
         Err(err) => {
             if let Some(kind) = err.upstream_error() {
@@ -299,9 +314,9 @@ pub(super) fn finish(
             }
             let status = err.status().as_u16();
             if err.status().is_server_error() || matches!(err, ProxyError::Blocked(_)) {
-                warn!(request_id, %peer, user, %method, verdict, status, ms, kind = err.kind(), error = %err, "request failed");
+                warn!(request_id, %peer, user, method, verdict, status, ms, kind = err.kind(), error = %err, "request failed");
             } else {
-                info!(request_id, %peer, user, %method, verdict, status, ms, kind = err.kind(), error = %err, "request refused");
+                info!(request_id, %peer, user, method, verdict, status, ms, kind = err.kind(), error = %err, "request refused");
             }
         }
     }
