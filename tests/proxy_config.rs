@@ -199,10 +199,13 @@ fn single_problems_name_their_key() {
             "block_page: { contact: \"a\\nb\" }",
             "block_page.contact: must be one line",
         ),
-        ("lisen: 127.0.0.1:1", "unknown field"),
-        ("limits: { hold_byte: 1 }", "unknown field"),
-        ("tls: { intercept: yes }", "invalid config"),
-        ("listen: [1, 2]", "invalid config"),
+        ("lisen: 127.0.0.1:1", "lisen: unknown field"),
+        (
+            "limits: { hold_byte: 1 }",
+            "limits.hold_byte: unknown field",
+        ),
+        ("tls: { intercept: yes }", "tls.intercept: invalid type"),
+        ("listen: [1, 2]", "listen: invalid type"),
         ("listen: a\nlisten: b", "invalid config"),
     ];
     for (yaml, want) in cases {
@@ -289,4 +292,114 @@ fn rule_problems_are_config_problems() {
 fn the_hold_budget_is_never_below_the_hold_limit() {
     let c = load("limits: { hold_bytes: 1GiB }", Overrides::default()).unwrap();
     assert_eq!(c.limits.hold_total, 1 << 30);
+}
+
+/// One unknown key or wrong type no longer hides the file's other problems: every one is
+/// listed by its dotted key (found in review: the first stopped the parse).
+#[test]
+fn every_problem_in_a_file_is_listed() {
+    let got = errors(
+        "listen: nowhere\nlimits: { hold_byte: 1, max_connections: many, idle_timeout: 0s }\n\
+         tls: { intercep: true }\naccess: { clients: [not-a-net] }\npolicy: { colour: red }\n",
+    );
+    for want in [
+        "listen: \"nowhere\" is not an address",
+        "limits.hold_byte: unknown field `hold_byte`",
+        "limits.max_connections: invalid type",
+        "limits.idle_timeout: must be longer than zero",
+        "tls.intercep: unknown field `intercep`",
+        "access.clients[0]:",
+        "policy.colour: unknown field `colour`",
+    ] {
+        assert!(
+            got.iter().any(|e| e.contains(want)),
+            "{want:?} not reported: {got:#?}"
+        );
+    }
+    assert_eq!(got.len(), 7, "{got:#?}");
+}
+
+/// Values past any sensible range are refused at start: a huge count panicked the proxy
+/// after it had bound its listeners (a semaphore's limit) or aborted it on its first
+/// request (hyper reserves `header_count` slots per request), a huge duration overflowed
+/// every connection's clock arithmetic, a huge `hold_bytes` unbounded memory (found in
+/// review).
+#[test]
+fn values_out_of_range_are_refused() {
+    let max = u64::MAX;
+    let auth = "clients: {'10.0.0.1': bob}";
+    let cases = [
+        (
+            format!("limits: {{ max_connections: {max} }}"),
+            "limits.max_connections: 18446744073709551615 is over the maximum",
+        ),
+        (
+            "limits: { header_count: 10001 }".to_owned(),
+            "limits.header_count: 10001 is over the maximum of 10000",
+        ),
+        (
+            format!("tls: {{ max_concurrent_mints: {max} }}"),
+            "tls.max_concurrent_mints:",
+        ),
+        (
+            format!("policy: {{ windows: {{ max_principals: {max} }} }}"),
+            "policy.windows.max_principals:",
+        ),
+        (
+            format!("policy: {{ auth: {{ {auth}, max_verifications: 1025 }} }}"),
+            "policy.auth.max_verifications:",
+        ),
+        (
+            format!("limits: {{ header_read_timeout: {max} }}"),
+            "limits.header_read_timeout:",
+        ),
+        (
+            "limits: { idle_timeout: 366days }".to_owned(),
+            "limits.idle_timeout: 31622400s is over the maximum of 365 days",
+        ),
+        (
+            format!("tls: {{ leaf_cache_ttl: {max} }}"),
+            "tls.leaf_cache_ttl:",
+        ),
+        (
+            format!("policy: {{ auth: {{ {auth}, cache_ttl: {max} }} }}"),
+            "policy.auth.cache_ttl:",
+        ),
+        (
+            format!("policy: {{ auth: {{ {auth}, failure_window: {max} }} }}"),
+            "policy.auth.failure_window:",
+        ),
+        (
+            "limits: { hold_bytes: 2GiB }".to_owned(),
+            "limits.hold_bytes: 2147483648 bytes is over the maximum",
+        ),
+        (
+            "access: { clients: [] }".to_owned(),
+            "access.clients: is empty",
+        ),
+        (
+            "access: { clients: [10.0.0.0/8, 127.0.0.1, 10.0.0.1/8] }".to_owned(),
+            "access.clients[2]: 10.0.0.0/8 is listed twice (also access.clients[0])",
+        ),
+        (
+            "access: { connect_ports: [443, 443] }".to_owned(),
+            "access.connect_ports[1]: 443 is listed twice",
+        ),
+        (
+            "tls: { bypass: [a.example, A.example] }".to_owned(),
+            "tls.bypass[1]: a.example is listed twice",
+        ),
+    ];
+    for (yaml, want) in &cases {
+        let got = errors(yaml);
+        assert_eq!(got.len(), 1, "{yaml}: {got:#?}");
+        assert!(got[0].contains(want), "{yaml}: {:?} lacks {want:?}", got[0]);
+    }
+    // The largest values still accepted.
+    for yaml in [
+        "limits: { header_count: 10000, max_connections: 10000000, idle_timeout: 365days, hold_bytes: 1GiB }",
+        "policy: { auth: { clients: {'10.0.0.1': bob}, max_verifications: 1024 } }",
+    ] {
+        assert_eq!(errors(yaml), Vec::<String>::new(), "{yaml}");
+    }
 }

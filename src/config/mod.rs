@@ -224,6 +224,24 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// The largest count a table size, queue or connection cap accepts: past it a value is a
+/// typo, and tables sized up front would take the memory at start.
+pub(crate) const MAX_COUNT: usize = 10_000_000;
+
+/// The most argon2 verifications or certificate mints at once (each holds real memory).
+pub(crate) const MAX_PARALLEL: usize = 1_024;
+
+/// The most header fields a request may be configured to carry: hyper reserves a slot for
+/// each on every request it reads (a million took 48 MB per request head).
+pub(crate) const MAX_HEADER_COUNT: usize = 10_000;
+
+/// The longest duration any key accepts: longer ones overflowed the clock arithmetic of
+/// every connection (`header_read_timeout: 18446744073709551615` answered nothing).
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The most a body held whole before it is forwarded may be (`limits.hold_bytes`).
+pub(crate) const MAX_HOLD_BYTES: u64 = 1 << 30;
+
 /// Every problem found in a configuration.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{} problem(s) in the configuration:\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
@@ -250,30 +268,142 @@ pub fn from_yaml(
     file: Option<&Path>,
     overrides: &Overrides,
 ) -> Result<Config, ConfigErrors> {
-    validate(parse(text, file)?, file, overrides)
+    let (raw, mut problems) = parse_all(text, file)?;
+    match validate(raw, file, overrides) {
+        Ok(config) if problems.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigErrors(problems)),
+        Err(ConfigErrors(more)) => {
+            problems.extend(more);
+            Err(ConfigErrors(problems))
+        }
+    }
 }
 
-/// Parses YAML config text into the raw types (no validation).
+/// Parses YAML config text into the raw types (no validation); any problem is an error.
 pub fn parse(text: &str, file: Option<&Path>) -> Result<RawConfig, ConfigErrors> {
+    match parse_all(text, file)? {
+        (raw, problems) if problems.is_empty() => Ok(raw),
+        (_, problems) => Err(ConfigErrors(problems)),
+    }
+}
+
+/// Most key problems reported from one file (each costs a pass over the document).
+const MAX_KEY_PROBLEMS: usize = 100;
+
+/// Parses YAML config text into the raw types, listing every unknown key and every value
+/// of the wrong type (by dotted key) rather than stopping at the first: each offending
+/// key is reported and left out, and the rest parsed again, so the values that are there
+/// can be validated too (found in review: one unknown key hid every other problem). A file
+/// that is not YAML at all is one error.
+fn parse_all(
+    text: &str,
+    file: Option<&Path>,
+) -> Result<(RawConfig, Vec<ConfigError>), ConfigErrors> {
     // A file of only comments and blank lines is the empty config.
     let blank = text
         .lines()
         .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
     if blank {
-        return Ok(RawConfig::default());
+        return Ok((RawConfig::default(), Vec::new()));
     }
+    let error = |key: String, message: String| ConfigError {
+        file: file.map(Path::to_path_buf),
+        key,
+        message,
+    };
     // YAML 1.2 booleans only (`intercept: no` is an error, not false), repeated keys refused.
     let options = serde_saphyr::options! {
         strict_booleans: true,
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
     };
-    serde_saphyr::from_str_with_options(text, options).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: file.map(Path::to_path_buf),
-            key: String::new(),
-            message: format!("invalid config: {e}"),
-        }])
-    })
+    let mut doc: serde_json::Value = serde_saphyr::from_str_with_options(text, options)
+        .map_err(|e| ConfigErrors(vec![error(String::new(), format!("invalid config: {e}"))]))?;
+    if doc.is_null() {
+        return Ok((RawConfig::default(), Vec::new()));
+    }
+    let mut problems = Vec::new();
+    while problems.len() < MAX_KEY_PROBLEMS {
+        let e = match serde_path_to_error::deserialize::<_, RawConfig>(&doc) {
+            Ok(raw) => return Ok((raw, problems)),
+            Err(e) => e,
+        };
+        let mut path: Vec<String> = e
+            .path()
+            .iter()
+            .filter_map(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .collect();
+        let message = e.into_inner().to_string();
+        // An unknown key is reported at its map; the key itself is named in the message.
+        if let Some(name) = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            if path.last().map(String::as_str) != Some(name) {
+                path.push(name.to_owned());
+            }
+        }
+        problems.push(error(dotted(&path), message));
+        // A list with a bad entry goes whole (taking the entry out would renumber the
+        // rest, and the numbers in later messages would be wrong).
+        while path
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            path.pop();
+        }
+        if !remove_at(&mut doc, &path) {
+            // Nothing left to take out (the document as a whole is wrong): stop here.
+            break;
+        }
+    }
+    Err(ConfigErrors(problems))
+}
+
+/// `limits.hold_bytes`, `access.clients[2]`.
+fn dotted(path: &[String]) -> String {
+    let mut key = String::new();
+    for part in path {
+        if part.bytes().all(|b| b.is_ascii_digit()) && !key.is_empty() {
+            key.push_str(&format!("[{part}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(part);
+        }
+    }
+    key
+}
+
+/// Takes the map entry at `path` out of `doc`; false when there is none.
+fn remove_at(doc: &mut serde_json::Value, path: &[String]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut at = doc;
+    for part in parents {
+        at = match at {
+            serde_json::Value::Object(map) => match map.get_mut(part) {
+                Some(v) => v,
+                None => return false,
+            },
+            serde_json::Value::Array(list) => {
+                match part.parse::<usize>().ok().and_then(|i| list.get_mut(i)) {
+                    Some(v) => v,
+                    None => return false,
+                }
+            }
+            _ => return false,
+        };
+    }
+    match at {
+        serde_json::Value::Object(map) => map.remove(last).is_some(),
+        _ => false,
+    }
 }
 
 /// Turns raw values (plus overrides) into a [`Config`], collecting every problem.
@@ -331,16 +461,26 @@ pub fn validate(
 
     let tls = tls::validate(raw.tls, &data_dir, &mut errors);
 
-    let clients = match raw.access.clients {
+    let clients: Vec<IpNet> = match raw.access.clients {
         None => vec![
             "127.0.0.0/8".parse().expect("literal CIDR"),
             "::1/128".parse().expect("literal CIDR"),
         ],
-        Some(list) => list
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| errors.cidr(&format!("access.clients[{i}]"), c))
-            .collect(),
+        Some(list) => {
+            if list.is_empty() {
+                errors.push(
+                    "access.clients",
+                    "is empty: every client would be refused".into(),
+                );
+            }
+            let parsed: Vec<(usize, IpNet)> = list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| Some((i, errors.cidr(&format!("access.clients[{i}]"), c)?)))
+                .collect();
+            errors.no_repeats("access.clients", &parsed);
+            parsed.into_iter().map(|(_, net)| net).collect()
+        }
     };
     let connect_ports = raw.access.connect_ports.unwrap_or_else(|| vec![443]);
     for (i, port) in connect_ports.iter().enumerate() {
@@ -348,9 +488,18 @@ pub fn validate(
             errors.push(&format!("access.connect_ports[{i}]"), "port 0".into());
         }
     }
+    let numbered: Vec<(usize, u16)> = connect_ports.iter().copied().enumerate().collect();
+    errors.no_repeats("access.connect_ports", &numbered);
 
     let l = raw.limits;
-    let hold_bytes = errors.size("limits.hold_bytes", l.hold_bytes, defaults.hold_bytes, 1);
+    let mut hold_bytes = errors.size("limits.hold_bytes", l.hold_bytes, defaults.hold_bytes, 1);
+    if hold_bytes > MAX_HOLD_BYTES {
+        errors.push(
+            "limits.hold_bytes",
+            format!("{hold_bytes} bytes is over the maximum of 1GiB (larger bodies stream)"),
+        );
+        hold_bytes = defaults.hold_bytes;
+    }
     let oversize = match l.oversize.as_deref() {
         None | Some("stream") => Oversize::Stream,
         Some("block") => Oversize::Block,
@@ -386,7 +535,12 @@ pub fn validate(
             defaults.header_bytes as u64,
             1024,
         ) as usize,
-        header_count: errors.count("limits.header_count", l.header_count, defaults.header_count),
+        header_count: errors.count(
+            "limits.header_count",
+            l.header_count,
+            defaults.header_count,
+            MAX_HEADER_COUNT,
+        ),
         header_read_timeout: errors.duration(
             "limits.header_read_timeout",
             l.header_read_timeout,
@@ -397,6 +551,7 @@ pub fn validate(
             "limits.max_connections",
             l.max_connections,
             defaults.max_connections,
+            MAX_COUNT,
         ),
         upstream_connect_timeout: errors.duration(
             "limits.upstream_connect_timeout",
@@ -566,6 +721,24 @@ impl Errors {
         }
     }
 
+    /// A list naming one entry twice is a mistake worth reporting (a typo for another
+    /// entry, often): the second one is named.
+    /// `list`: the valid entries, each with its index in the file.
+    pub(super) fn no_repeats<T: PartialEq + fmt::Display>(
+        &mut self,
+        key: &str,
+        list: &[(usize, T)],
+    ) {
+        for (k, (i, item)) in list.iter().enumerate() {
+            if let Some((first, _)) = list[..k].iter().find(|(_, x)| x == item) {
+                self.push(
+                    &format!("{key}[{i}]"),
+                    format!("{item} is listed twice (also {key}[{first}])"),
+                );
+            }
+        }
+    }
+
     fn cidr(&mut self, key: &str, text: &str) -> Option<IpNet> {
         let text = text.trim();
         if let Ok(net) = text.parse::<IpNet>() {
@@ -618,11 +791,15 @@ impl Errors {
         }
     }
 
-    fn count(&mut self, key: &str, raw: Option<usize>, default: usize) -> usize {
+    fn count(&mut self, key: &str, raw: Option<usize>, default: usize, max: usize) -> usize {
         match raw {
             None => default,
             Some(0) => {
                 self.push(key, "must be at least 1".into());
+                default
+            }
+            Some(n) if n > max => {
+                self.push(key, format!("{n} is over the maximum of {max}"));
                 default
             }
             Some(n) => n,
@@ -637,6 +814,13 @@ impl Errors {
                 .map_err(|e| format!("{t:?} is not a duration like 500ms or 30s: {e}")),
         };
         match value {
+            Ok(d) if d > MAX_DURATION => {
+                self.push(
+                    key,
+                    format!("{}s is over the maximum of 365 days", d.as_secs()),
+                );
+                default
+            }
             Ok(d) if !d.is_zero() => d,
             Ok(_) => {
                 self.push(key, "must be longer than zero".into());

@@ -78,8 +78,8 @@ pub(super) fn audit(raw: RawAudit, data_dir: &Path, errors: &mut Errors) -> Audi
         required: raw.required.unwrap_or(false),
         all_requests: raw.all_requests.unwrap_or(false),
         rotate_bytes,
-        keep: errors.count("audit.keep", raw.keep, DEFAULT_KEEP),
-        queue: errors.count("audit.queue", raw.queue, DEFAULT_QUEUE),
+        keep: errors.count("audit.keep", raw.keep, DEFAULT_KEEP, 1_000),
+        queue: errors.count("audit.queue", raw.queue, DEFAULT_QUEUE, super::MAX_COUNT),
     }
 }
 

@@ -306,17 +306,20 @@ fn validate_auth(raw: RawAuth, errors: &mut Errors) -> Option<Auth> {
             "policy.auth.failure_table_entries",
             raw.failure_table_entries,
             defaults.failure_table_entries,
+            super::MAX_COUNT,
         ),
         cache_ttl: errors.duration("policy.auth.cache_ttl", raw.cache_ttl, defaults.cache_ttl),
         cache_entries: errors.count(
             "policy.auth.cache_entries",
             raw.cache_entries,
             defaults.cache_entries,
+            super::MAX_COUNT,
         ),
         max_verifications: errors.count(
             "policy.auth.max_verifications",
             raw.max_verifications,
             defaults.max_verifications,
+            super::MAX_PARALLEL,
         ),
     };
     let realm = raw.realm.unwrap_or_else(|| DEFAULT_REALM.to_owned());

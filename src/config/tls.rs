@@ -86,13 +86,15 @@ pub struct Tls {
 
 /// Validates `raw` (the CA defaults to files in `data_dir`), pushing problems to `errors`.
 pub(super) fn validate(raw: RawTls, data_dir: &Path, errors: &mut Errors) -> Tls {
-    let bypass = raw
+    let bypass: Vec<(usize, String)> = raw
         .bypass
         .unwrap_or_default()
         .into_iter()
         .enumerate()
-        .filter_map(|(i, p)| errors.host_pattern(&format!("tls.bypass[{i}]"), &p))
+        .filter_map(|(i, p)| Some((i, errors.host_pattern(&format!("tls.bypass[{i}]"), &p)?)))
         .collect();
+    errors.no_repeats("tls.bypass", &bypass);
+    let bypass = bypass.into_iter().map(|(_, p)| p).collect();
     let upstream_roots = raw.upstream_roots.unwrap_or_default();
     for (i, root) in upstream_roots.iter().enumerate() {
         if !root.is_file() {
@@ -145,6 +147,7 @@ pub(super) fn validate(raw: RawTls, data_dir: &Path, errors: &mut Errors) -> Tls
             "tls.leaf_cache_size",
             raw.leaf_cache_size,
             DEFAULT_LEAF_CACHE_SIZE,
+            super::MAX_COUNT,
         ),
         leaf_cache_ttl: errors.duration(
             "tls.leaf_cache_ttl",
@@ -155,6 +158,7 @@ pub(super) fn validate(raw: RawTls, data_dir: &Path, errors: &mut Errors) -> Tls
             "tls.max_concurrent_mints",
             raw.max_concurrent_mints,
             DEFAULT_MAX_CONCURRENT_MINTS,
+            super::MAX_PARALLEL,
         ),
     }
 }

@@ -74,11 +74,13 @@ pub(super) fn windows(
         "policy.windows.max_principals",
         raw.max_principals,
         DEFAULT_MAX_PRINCIPALS,
+        super::MAX_COUNT,
     );
     let max_values = errors.count(
         "policy.windows.max_values",
         raw.max_values,
         DEFAULT_MAX_VALUES,
+        usize::MAX,
     );
     if max_values as u64 > DISTINCT_CAP * 100 {
         errors.push(

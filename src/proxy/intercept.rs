@@ -416,11 +416,13 @@ where
                 Err((err, json)) => {
                     let id = ctx.shared.request_ids.next();
                     info!(request_id = id, peer = %ctx.peer, kind = err.kind(), error = %err, "request refused");
+                    // The contact line in force now, not the one at start (found in review).
+                    let live = ctx.shared.live.get();
                     return Ok::<_, Infallible>(page::error_response(
                         &err,
                         &id,
                         json,
-                        &ctx.shared.config.block_page.contact,
+                        &live.config.block_page.contact,
                     ));
                 }
             };
