@@ -237,3 +237,33 @@ async fn card_numbers_in_the_host_are_scanned_and_kept_out_of_the_audit_log() {
         );
     }
 }
+
+/// A body in a transfer coding other than chunked is refused with 501: it would have been
+/// scanned still deflated and reached the upstream without the header that says so.
+#[tokio::test]
+async fn a_transfer_coding_other_than_chunked_is_refused() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("").await;
+    let deflated = support::bodies::deflate(customer_export(50).as_bytes());
+    let mut chunked = format!("{:x}\r\n", deflated.len()).into_bytes();
+    chunked.extend_from_slice(&deflated);
+    chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: deflate, chunked\r\n\r\n",
+        upstream.url("/te")
+    );
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(&chunked);
+    let reply = parse_reply(&exchange(proxy.addr, &raw).await);
+    assert_eq!(reply.status, 501, "{}", reply.text());
+    assert!(upstream.requests().is_empty());
+    // Chunked alone is forwarded as ever.
+    let plain = b"hello";
+    let raw = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        upstream.url("/te")
+    );
+    let reply = parse_reply(&exchange(proxy.addr, raw.as_bytes()).await);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(upstream.requests()[0].body, plain);
+}

@@ -23,6 +23,12 @@ pub enum ProxyError {
     /// Client: the request is not something a forward proxy can act on.
     #[error("client: bad request: {0}")]
     BadRequest(&'static str),
+    /// Client: a transfer coding other than `chunked` (RFC 9112 §6.1: 501). Forwarded, the
+    /// body would be scanned still encoded and reach the upstream without the header that
+    /// says how (found in review).
+    /// (The coding is not named: it is the client's text.)
+    #[error("client: a transfer coding other than chunked is not supported")]
+    TransferCoding,
     /// Client: its address is not in `access.clients`.
     #[error("client: {0} is not allowed to use this proxy")]
     ClientNotAllowed(IpAddr),
@@ -203,6 +209,7 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::TransferCoding => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -210,6 +217,7 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::TransferCoding => "transfer_coding",
             ProxyError::ClientNotAllowed(_) => "client_not_allowed",
             ProxyError::PortNotAllowed(_) => "port_not_allowed",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
@@ -251,6 +259,7 @@ impl ProxyError {
         matches!(
             self,
             ProxyError::BadRequest(_)
+                | ProxyError::TransferCoding
                 | ProxyError::ClientBody(_)
                 | ProxyError::ClientNotAllowed(_)
                 | ProxyError::BodyTooLarge { .. }
@@ -263,6 +272,7 @@ impl ProxyError {
     pub fn title(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => "Bad request",
+            ProxyError::TransferCoding => "Transfer coding not supported",
             ProxyError::ClientNotAllowed(_) => "Proxy access denied",
             ProxyError::PortNotAllowed(_) => "Destination port not allowed",
             ProxyError::BodyTooLarge { .. } => "Upload too large to inspect",
@@ -298,6 +308,11 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(why) => format!("The proxy could not use this request: {why}."),
             ProxyError::ClientBody(_) => "The request body could not be read.".into(),
+            ProxyError::TransferCoding => {
+                "The request body was sent with a transfer coding this proxy does not \
+                 support (only chunked): it could not be inspected."
+                    .into()
+            }
             ProxyError::ClientNotAllowed(ip) => {
                 format!("Your address {ip} is not allowed to use this proxy.")
             }
@@ -396,6 +411,7 @@ mod tests {
         let io = || io::Error::other("x");
         let cases: Vec<(ProxyError, u16, &str)> = vec![
             (ProxyError::BadRequest("x"), 400, "bad_request"),
+            (ProxyError::TransferCoding, 501, "transfer_coding"),
             (
                 ProxyError::ClientNotAllowed(addr.ip()),
                 403,

@@ -127,6 +127,7 @@ pub(super) async fn forward(
 
     // The rules and policy in force when the request started judge all of it, whatever
     // a reload does meanwhile.
+    only_chunked(&parts.headers)?;
     let live = super::auth::live_of(ctx, &parts.extensions);
     let content_type = single_value(&parts.headers, &header::CONTENT_TYPE)?;
     let content_encoding = list_value(&parts.headers, &header::CONTENT_ENCODING);
@@ -712,6 +713,21 @@ fn single_value<'h>(
         ));
     }
     Ok(first.map(HeaderValue::as_bytes))
+}
+
+/// Refuses a transfer coding other than `chunked` (which hyper has undone): the body would
+/// be scanned encoded, and `Transfer-Encoding` is hop-by-hop, so the upstream would get it
+/// without a word of how it is encoded.
+fn only_chunked(headers: &HeaderMap) -> Result<(), ProxyError> {
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        for coding in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            if !coding.eq_ignore_ascii_case("chunked") {
+                return Err(ProxyError::TransferCoding);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A list field (`Content-Encoding`) sent as several lines, joined as one value, which
