@@ -136,6 +136,49 @@ fn a_base64_token_in_a_path_segment_is_decoded_whatever_comes_before_it() {
     }
 }
 
+/// The same in a body: a token glued to a word before it, a UTF-8 list whose base64 has a
+/// `/` early on, a gzip stream (`H4sIAAAAAAAA/`), and an unpadded form value followed by
+/// another field (it ran on into the next field's name, which reached the zstd frame as
+/// junk: "corrupt"). Each found in review.
+#[test]
+fn a_base64_token_glued_to_what_comes_before_it_is_decoded_from_its_data() {
+    let e = engine();
+    let limits = Limits::default();
+    let emails: Vec<String> = (0..12).map(|i| format!("user{i}@acme-corp.io")).collect();
+    let list = format!("Zoé,{}", emails.join(","));
+    let utf8 = base64_std(list.as_bytes());
+    assert!(utf8[..64].contains('/'), "{utf8}");
+    let gz = base64_std(&support::bodies::gzip(emails.join(",").as_bytes()));
+    assert!(gz.starts_with("H4sIAAAAAAAA/"), "{gz}");
+    let check = |ct: Option<&[u8]>, body: &[u8], what: &str| {
+        let mut i = Inspection::new(&e, &limits, ct, None);
+        i.feed(body);
+        let o = i.finish();
+        assert!(o.not_scanned.is_none(), "{what}: {:?}", o.not_scanned);
+        assert_eq!(o.findings.category_distinct("email"), 12, "{what}");
+    };
+    for token in [&utf8, &gz] {
+        for prefix in ["", "/", "/upload/", "/s/", "/v1/export/", "x/"] {
+            let path = format!("{prefix}{token}");
+            let mut i = Inspection::new(&e, &limits, None, None);
+            i.feed_target(path.as_bytes());
+            assert_eq!(i.finish().findings.category_distinct("email"), 12, "{path}");
+            check(
+                Some(b"text/plain"),
+                format!("see file/{path}\n").as_bytes(),
+                &path,
+            );
+        }
+    }
+    let zst = support::bodies::base64url(&zstd::stream::encode_all(list.as_bytes(), 3).unwrap());
+    let form = format!("file={zst}&name=report");
+    check(
+        Some(b"application/x-www-form-urlencoded"),
+        form.as_bytes(),
+        &form,
+    );
+}
+
 fn base64_std(data: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(data)

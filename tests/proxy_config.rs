@@ -403,3 +403,38 @@ fn values_out_of_range_are_refused() {
         assert_eq!(errors(yaml), Vec::<String>::new(), "{yaml}");
     }
 }
+
+/// Bare scalars are taken as the key needs them, as ever: numeric user names, a numeric
+/// contact line, a quoted count (a review found that listing every problem had started
+/// refusing these); and in a file with a real problem, they add no spurious one.
+#[test]
+fn bare_scalars_are_read_as_the_key_needs_them() {
+    let yaml = "policy:\n  auth: { clients: { '10.0.0.1': 1001, '10.0.0.2': alice, '10.0.0.3': 1002 } }\n  \
+                groups: { eng: [alice, 1001] }\n  \
+                overrides: [{ users: [1002], thresholds: { email: { block: 50 } } }]\n\
+                block_page: { contact: 5551234 }\naudit: { keep: \"5\" }\n";
+    assert_eq!(errors(yaml), Vec::<String>::new());
+    let c = load(yaml, Overrides::default()).unwrap();
+    assert_eq!(c.block_page.contact, "5551234");
+    assert_eq!(c.audit.keep, 5);
+    assert_eq!(c.policy.groups["eng"], ["alice", "1001"]);
+    let got = errors(&format!("{yaml}limits: {{ hold_byte: 1 }}\n"));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].contains("limits.hold_byte: unknown field"),
+        "{got:#?}"
+    );
+    // A numeric map key is a key, not a list number; a key with dots is quoted.
+    let got = errors("policy: { groups: { '2024': [alice, [1]] } }\n");
+    assert!(
+        got.iter()
+            .any(|e| e.contains("policy.groups.2024[1]: invalid type")),
+        "{got:#?}"
+    );
+    let got = errors("policy: { auth: { clients: { '10.0.0.5': [x] } } }\n");
+    assert!(
+        got.iter()
+            .any(|e| e.contains("policy.auth.clients[\"10.0.0.5\"]: invalid type")),
+        "{got:#?}"
+    );
+}

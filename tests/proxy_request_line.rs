@@ -257,6 +257,26 @@ async fn a_transfer_coding_other_than_chunked_is_refused() {
     let reply = parse_reply(&exchange(proxy.addr, &raw).await);
     assert_eq!(reply.status, 501, "{}", reply.text());
     assert!(upstream.requests().is_empty());
+    // Chunked twice: the inner framing would cut every value (7-byte inner chunks).
+    let export = customer_export(50);
+    let mut inner = Vec::new();
+    for piece in export.as_bytes().chunks(7) {
+        inner.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        inner.extend_from_slice(piece);
+        inner.extend_from_slice(b"\r\n");
+    }
+    inner.extend_from_slice(b"0\r\n\r\n");
+    let mut raw = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n{:x}\r\n",
+        upstream.url("/te2"),
+        inner.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&inner);
+    raw.extend_from_slice(b"\r\n0\r\n\r\n");
+    let reply = parse_reply(&exchange(proxy.addr, &raw).await);
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(upstream.requests().is_empty());
     // Chunked alone is forwarded as ever.
     let plain = b"hello";
     let raw = format!(

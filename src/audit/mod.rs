@@ -337,16 +337,19 @@ impl SampleValues {
 const BASE64_PIECE: usize = 16;
 
 /// `path` with the encoded part of every base64 run the scanner decodes (at least
-/// [`BASE64_MIN_RUN`](crate::decode::BASE64_MIN_RUN) symbols) replaced by `[base64]`:
-/// values found inside it would otherwise be written out, merely encoded (found in
-/// review). The short words of the path before it (`/s/`, `/v1/export/`) are kept; from
-/// the first piece of [`BASE64_PIECE`] symbols on, the run is hidden.
+/// [`BASE64_MIN_RUN`](crate::decode::BASE64_MIN_RUN) symbols, upper- and lowercase
+/// letters both) replaced by `[base64]`: values found inside it would otherwise be written
+/// out, merely encoded (found in review). The short words of the path before it (`/s/`,
+/// `/v1/export/`) are kept; from the first piece of [`BASE64_PIECE`] symbols on, the run
+/// is hidden, and so are the lines of symbols that follow it (the scanner joins wrapped
+/// lines, so they are decoded as part of it: found in review).
 fn mask_base64_runs(path: &[u8]) -> Vec<u8> {
     use crate::decode::base64::is_symbol;
+    let symbols = |from: usize| path[from..].iter().take_while(|&&b| is_symbol(b)).count();
     let mut out = Vec::with_capacity(path.len());
     let mut at = 0;
     while at < path.len() {
-        let len = path[at..].iter().take_while(|&&b| is_symbol(b)).count();
+        let len = symbols(at);
         if len == 0 {
             out.push(path[at]);
             at += 1;
@@ -354,10 +357,9 @@ fn mask_base64_runs(path: &[u8]) -> Vec<u8> {
         }
         let run = &path[at..at + len];
         at += len;
-        if len < crate::decode::BASE64_MIN_RUN {
-            out.extend_from_slice(run);
-            continue;
-        }
+        let decoded = len >= crate::decode::BASE64_MIN_RUN
+            && run.iter().any(u8::is_ascii_uppercase)
+            && run.iter().any(u8::is_ascii_lowercase);
         let mut kept = 0;
         for piece in run.split(|&b| b == b'/') {
             if piece.len() >= BASE64_PIECE {
@@ -365,11 +367,24 @@ fn mask_base64_runs(path: &[u8]) -> Vec<u8> {
             }
             kept += piece.len() + 1;
         }
-        if kept >= run.len() {
+        if !decoded || kept >= run.len() {
             out.extend_from_slice(run);
-        } else {
-            out.extend_from_slice(&run[..kept]);
-            out.extend_from_slice(b"[base64]");
+            continue;
+        }
+        out.extend_from_slice(&run[..kept]);
+        out.extend_from_slice(b"[base64]");
+        // Lines of symbols right after it go with it.
+        loop {
+            let brk = match path.get(at..at + 2) {
+                Some(b"\r\n") => 2,
+                _ if matches!(path.get(at), Some(b'\n' | b'\r')) => 1,
+                _ => 0,
+            };
+            let more = if brk > 0 { symbols(at + brk) } else { 0 };
+            if more == 0 {
+                break;
+            }
+            at += brk + more;
         }
     }
     out

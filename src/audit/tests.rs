@@ -346,3 +346,25 @@ async fn the_log_is_created_owner_only() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// The audit path hides what the scanner decodes as base64, and only that: a token after
+/// the path's words, the wrapped lines after it (found in review), not a long slug.
+#[test]
+fn base64_runs_are_hidden_in_the_audit_path() {
+    let token = "dXNlcjBAYWNtZS1jb3JwLmlvLHVzZXIxQGFjbWUtY29ycC5pbyx1c2VyMkBhY21lLWNvcnAuaW8s";
+    let masked = |p: &str| String::from_utf8(mask_base64_runs(p.as_bytes())).unwrap();
+    assert_eq!(masked(&format!("/s/{token}")), "/s/[base64]");
+    assert_eq!(
+        masked(&format!("/v1/export/{token}?x")),
+        "/v1/export/[base64]?x"
+    );
+    assert_eq!(
+        masked(&format!(
+            "/u/{token}\ndXgwMUBhY21lLWNvcnAuaW8s\r\ndXgwMkBhY21lLWNvcnAuaW8s\n?x"
+        )),
+        "/u/[base64]\n?x"
+    );
+    let slug = "/blog/2024/this-is-a-very-long-article-slug-about-data-loss-prevention-at-scale";
+    assert_eq!(masked(slug), slug);
+    assert_eq!(masked("/short/Path"), "/short/Path");
+}

@@ -291,10 +291,11 @@ pub fn parse(text: &str, file: Option<&Path>) -> Result<RawConfig, ConfigErrors>
 const MAX_KEY_PROBLEMS: usize = 100;
 
 /// Parses YAML config text into the raw types, listing every unknown key and every value
-/// of the wrong type (by dotted key) rather than stopping at the first: each offending
-/// key is reported and left out, and the rest parsed again, so the values that are there
-/// can be validated too (found in review: one unknown key hid every other problem). A file
-/// that is not YAML at all is one error.
+/// of the wrong type (by dotted key) rather than stopping at the first (found in review:
+/// one unknown key hid every other problem). The file is read straight into the config's
+/// types first, as ever; only when that fails is it read again as a plain document, where
+/// each offending key is reported and left out and the rest parsed again, so the values
+/// that are there are validated too. A file that is not YAML at all is one error.
 fn parse_all(
     text: &str,
     file: Option<&Path>,
@@ -312,47 +313,66 @@ fn parse_all(
         message,
     };
     // YAML 1.2 booleans only (`intercept: no` is an error, not false), repeated keys refused.
-    let options = serde_saphyr::options! {
-        strict_booleans: true,
-        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+    let options = || {
+        serde_saphyr::options! {
+            strict_booleans: true,
+            duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+        }
     };
-    let mut doc: serde_json::Value = serde_saphyr::from_str_with_options(text, options)
-        .map_err(|e| ConfigErrors(vec![error(String::new(), format!("invalid config: {e}"))]))?;
-    if doc.is_null() {
-        return Ok((RawConfig::default(), Vec::new()));
-    }
+    let first = match serde_saphyr::from_str_with_options::<RawConfig>(text, options()) {
+        Ok(raw) => return Ok((raw, Vec::new())),
+        Err(e) => e,
+    };
+    let Ok(mut doc) = serde_saphyr::from_str_with_options::<serde_json::Value>(text, options())
+    else {
+        return Err(ConfigErrors(vec![error(
+            String::new(),
+            format!("invalid config: {first}"),
+        )]));
+    };
     let mut problems = Vec::new();
-    while problems.len() < MAX_KEY_PROBLEMS {
+    let mut passes = 0;
+    while problems.len() < MAX_KEY_PROBLEMS && passes < 4 * MAX_KEY_PROBLEMS {
+        passes += 1;
         let e = match serde_path_to_error::deserialize::<_, RawConfig>(&doc) {
+            Ok(raw) if problems.is_empty() => {
+                // The plain document reads, the typed one did not: say what the typed one
+                // said rather than nothing.
+                problems.push(error(String::new(), format!("invalid config: {first}")));
+                return Ok((raw, problems));
+            }
             Ok(raw) => return Ok((raw, problems)),
             Err(e) => e,
         };
-        let mut path: Vec<String> = e
+        let mut path: Vec<Key> = e
             .path()
             .iter()
             .filter_map(|segment| match segment {
-                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
-                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                serde_path_to_error::Segment::Map { key } => Some(Key::Name(key.clone())),
+                serde_path_to_error::Segment::Seq { index } => Some(Key::Index(*index)),
                 _ => None,
             })
             .collect();
         let message = e.into_inner().to_string();
+        // The plain document typed a bare `1001` or `true` where the config wants text (a
+        // user name), or kept `"5"` as text where it wants a count: the typed read takes
+        // such scalars as what the field needs, and so does this one.
+        if coerce_at(&mut doc, &path, &message) {
+            continue;
+        }
         // An unknown key is reported at its map; the key itself is named in the message.
         if let Some(name) = message
             .strip_prefix("unknown field `")
             .and_then(|rest| rest.split('`').next())
         {
-            if path.last().map(String::as_str) != Some(name) {
-                path.push(name.to_owned());
+            if path.last() != Some(&Key::Name(name.to_owned())) {
+                path.push(Key::Name(name.to_owned()));
             }
         }
         problems.push(error(dotted(&path), message));
         // A list with a bad entry goes whole (taking the entry out would renumber the
         // rest, and the numbers in later messages would be wrong).
-        while path
-            .last()
-            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
-        {
+        while matches!(path.last(), Some(Key::Index(_))) {
             path.pop();
         }
         if !remove_at(&mut doc, &path) {
@@ -363,45 +383,81 @@ fn parse_all(
     Err(ConfigErrors(problems))
 }
 
-/// `limits.hold_bytes`, `access.clients[2]`.
-fn dotted(path: &[String]) -> String {
+/// One step of a key path: a map key or a list index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Key {
+    Name(String),
+    Index(usize),
+}
+
+/// `limits.hold_bytes`, `access.clients[2]`, `policy.auth.clients["10.0.0.5"]`.
+fn dotted(path: &[Key]) -> String {
     let mut key = String::new();
     for part in path {
-        if part.bytes().all(|b| b.is_ascii_digit()) && !key.is_empty() {
-            key.push_str(&format!("[{part}]"));
-        } else {
-            if !key.is_empty() {
-                key.push('.');
+        match part {
+            Key::Index(i) => key.push_str(&format!("[{i}]")),
+            Key::Name(name)
+                if !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+            {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(name);
             }
-            key.push_str(part);
+            Key::Name(name) => key.push_str(&format!("[{name:?}]")),
         }
     }
     key
 }
 
-/// Takes the map entry at `path` out of `doc`; false when there is none.
-fn remove_at(doc: &mut serde_json::Value, path: &[String]) -> bool {
-    let Some((last, parents)) = path.split_last() else {
-        return false;
-    };
+/// The value at `path`, if any.
+fn value_at<'v>(doc: &'v mut serde_json::Value, path: &[Key]) -> Option<&'v mut serde_json::Value> {
     let mut at = doc;
-    for part in parents {
-        at = match at {
-            serde_json::Value::Object(map) => match map.get_mut(part) {
-                Some(v) => v,
-                None => return false,
-            },
-            serde_json::Value::Array(list) => {
-                match part.parse::<usize>().ok().and_then(|i| list.get_mut(i)) {
-                    Some(v) => v,
-                    None => return false,
-                }
-            }
-            _ => return false,
+    for part in path {
+        at = match (at, part) {
+            (serde_json::Value::Object(map), Key::Name(name)) => map.get_mut(name)?,
+            (serde_json::Value::Array(list), Key::Index(i)) => list.get_mut(*i)?,
+            _ => return None,
         };
     }
-    match at {
-        serde_json::Value::Object(map) => map.remove(last).is_some(),
+    Some(at)
+}
+
+/// Turns the scalar at `path` into the type `message` says was expected, when the typed
+/// read would have: a number or boolean where text is expected, numeric text where a
+/// number is. True when it changed something.
+fn coerce_at(doc: &mut serde_json::Value, path: &[Key], message: &str) -> bool {
+    use serde_json::Value;
+    let Some(value) = value_at(doc, path) else {
+        return false;
+    };
+    let wants_text = message.ends_with("expected a string");
+    let wants_number = ["expected u", "expected i"]
+        .iter()
+        .any(|w| message.contains(w));
+    let coerced = match &*value {
+        Value::Number(n) if wants_text => Value::String(n.to_string()),
+        Value::Bool(b) if wants_text => Value::String(b.to_string()),
+        Value::String(t) if wants_number => match t.trim().parse::<u64>() {
+            Ok(n) => Value::from(n),
+            Err(_) => return false,
+        },
+        _ => return false,
+    };
+    *value = coerced;
+    true
+}
+
+/// Takes the map entry at `path` out of `doc`; false when there is none.
+fn remove_at(doc: &mut serde_json::Value, path: &[Key]) -> bool {
+    let Some((Key::Name(last), parents)) = path.split_last() else {
+        return false;
+    };
+    match value_at(doc, parents) {
+        Some(serde_json::Value::Object(map)) => map.remove(last).is_some(),
         _ => false,
     }
 }

@@ -48,12 +48,14 @@ pub(crate) fn copy_find2(src: &[u8], dst: &mut [u8], a: u8, b: u8) -> usize {
     BLOCK
 }
 
-/// A form byte outside an escape: `+` is a space, `&` a line break (fields apart).
+/// A form byte outside an escape: `+` is a space, `&` a tab: fields apart, and a base64 run
+/// ends there (a line break would let it go on into the next field as a wrapped line: found
+/// in review).
 #[inline(always)]
 pub(crate) fn form_byte(c: u8) -> u8 {
     match c {
         b'+' => b' ',
-        b'&' => b'\n',
+        b'&' => b'\t',
         c => c,
     }
 }

@@ -1,8 +1,9 @@
 //! `application/x-www-form-urlencoded` bodies and request targets, percent-decoded as a
 //! stream.
 //!
-//! Keys and values are percent-decoded and `+` becomes a space; each `&` becomes a line
-//! break, so that a match never joins two fields. A `%` not followed by two hex digits is
+//! Keys and values are percent-decoded and `+` becomes a space; each `&` becomes a tab, so
+//! that a match never joins two fields and a base64 run ends with its field. A `%` not
+//! followed by two hex digits is
 //! kept as it is (browsers send it that way too). A request target is decoded the same way
 //! except that its path (up to the first `?`) keeps `+` and `&` as they are.
 
@@ -24,10 +25,6 @@ pub(crate) struct FormNode {
     /// The last bytes of a form chunk (after its 64-byte windows) with `+` and `&`
     /// translated, before their escapes are resolved.
     translated: Vec<u8>,
-    /// A target whose path's `/`s separate base64 runs (see [`Node::cut`]); where they
-    /// fall in the current chunk's output.
-    cut_path: bool,
-    cuts: Vec<usize>,
     next: Node,
 }
 
@@ -53,21 +50,14 @@ impl FormNode {
             pending_len: 0,
             buf: Vec::new(),
             translated: Vec::new(),
-            cut_path: false,
-            cuts: Vec::new(),
             next,
         }
     }
 
-    /// A request target: path, then query. With `cut_path`, each `/` of the path ends the
-    /// base64 run that may have started before it, so a token in a segment of its own
-    /// (`/s/<base64url>`) is decoded from its first symbol (`/` is itself a base64 symbol:
-    /// otherwise the run began at the path's first `/`, and the token was decoded
-    /// misaligned unless the path before it was a multiple of four long; found in review).
-    pub(crate) fn target(next: Node, cut_path: bool) -> FormNode {
+    /// A request target: path, then query.
+    pub(crate) fn target(next: Node) -> FormNode {
         FormNode {
             query: false,
-            cut_path,
             ..FormNode::body(next)
         }
     }
@@ -79,14 +69,7 @@ impl FormNode {
         }
         let mut buf = std::mem::take(&mut self.buf);
         let n = self.decode(data, &mut buf);
-        let mut from = 0;
-        for &cut in &self.cuts {
-            self.next.feed(&buf[from..cut], out);
-            self.next.cut(out);
-            from = cut;
-        }
-        self.cuts.clear();
-        self.next.feed(&buf[from..n], out);
+        self.next.feed(&buf[..n], out);
         self.buf = buf;
     }
 
@@ -144,9 +127,6 @@ impl FormNode {
             } else {
                 out[o] = self.special_or_plain(b);
                 i += 1;
-                if b == b'/' && self.cut_path {
-                    self.cuts.push(o + 1);
-                }
             }
             o += 1;
         }
@@ -192,7 +172,7 @@ impl FormNode {
             let d: &mut [u8; 2 * WIDTH] = (&mut out[w..w + 2 * WIDTH]).try_into().expect("room");
             let window = Window::load(raw, 0);
             let percents = window.eq(b'%');
-            let plain = window.replace(b'+', b' ').replace(b'&', b'\n');
+            let plain = window.replace(b'+', b' ').replace(b'&', b'\t');
             if percents == 0 {
                 plain.store((&mut d[..WIDTH]).try_into().expect("a window"));
                 k += WIDTH;
@@ -351,7 +331,7 @@ mod tests {
         let mut node = if query {
             FormNode::body(next)
         } else {
-            FormNode::target(next, false)
+            FormNode::target(next)
         };
         let mut got = Vec::new();
         for piece in pieces {
@@ -381,7 +361,7 @@ mod tests {
             } else if query {
                 out.push(match b {
                     b'+' => b' ',
-                    b'&' => b'\n',
+                    b'&' => b'\t',
                     b => b,
                 });
             } else {
@@ -412,7 +392,7 @@ mod tests {
     #[test]
     fn decodes_escapes_plus_and_fields() {
         let cases: &[(bool, &str, &str)] = &[
-            (true, "a=1&b=2", "a=1\nb=2"),
+            (true, "a=1&b=2", "a=1\tb=2"),
             (true, "to=alice%40acme-corp.io", "to=alice@acme-corp.io"),
             (true, "x=a+b%2Bc", "x=a b+c"),
             (true, "%41%4a%4A", "AJJ"),
@@ -425,7 +405,7 @@ mod tests {
             (true, "%2+", "%2 "),
             (true, "%+41", "% 41"),
             (true, "%26%2B", "&+"),
-            (false, "/a+b&c/%41?q=a+b&r=%40", "/a+b&c/A?q=a b\nr=@"),
+            (false, "/a+b&c/%41?q=a+b&r=%40", "/a+b&c/A?q=a b\tr=@"),
             (false, "/p%3Fq=a+b", "/p?q=a+b"),
             (false, "/x?", "/x?"),
             (false, "/x%?a+b", "/x%?a b"),
@@ -518,7 +498,7 @@ mod tests {
             (true, format!("{}+b", a(64)), format!("{} b", a(64))),
             (true, format!("{}%2B+", a(61)), format!("{}+ ", a(61))),
             (true, format!("{}%2+b", a(62)), format!("{}%2 b", a(62))),
-            (true, format!("{}&%26", a(62)), format!("{}\n&", a(62))),
+            (true, format!("{}&%26", a(62)), format!("{}\t&", a(62))),
             (true, "+".repeat(65), " ".repeat(65)),
             (true, "%2B".repeat(22), "+".repeat(22)),
             (true, "%41".repeat(43), "A".repeat(43)),

@@ -333,29 +333,21 @@ impl<'e> Inspection<'e> {
     /// Scans the request target (`/path?query`): the path percent-decoded, the query as a
     /// form (`+` as space), embedded base64 decoded.
     pub fn feed_target(&mut self, path_and_query: &[u8]) {
-        self.feed_url_like(path_and_query, true);
-    }
-
-    fn feed_url_like(&mut self, text: &[u8], cut_path: bool) {
         let mut out = Out {
             stream: &mut self.stream,
             acct: &mut self.acct,
         };
-        let mut node = Node::target(out.acct, cut_path);
-        node.feed(text, &mut out);
+        let mut node = Node::target(out.acct);
+        node.feed(path_and_query, &mut out);
         node.finish(&mut out);
     }
 
     /// Scans one request header value (percent-decoded, embedded base64 decoded). The
     /// value is only scanned: it is never logged or kept.
     pub fn feed_header(&mut self, value: &[u8]) {
-        // The target decoder is the right one: percent-decoding, base64 runs; a value with
-        // no `?` is all decoded as a path would be. Only a URL's path is cut at its `/`s
-        // (a Referer); any other value may be standard base64, `/`s and all.
-        let url = [&b"http://"[..], b"https://"].iter().any(|scheme| {
-            value.len() >= scheme.len() && value[..scheme.len()].eq_ignore_ascii_case(scheme)
-        });
-        self.feed_url_like(value, url);
+        // The target decoder is the right one: percent-decoding, base64 runs; a value has
+        // no `?`, so all of it is decoded as a path would be.
+        self.feed_target(value);
     }
 
     /// Scans the next chunk of the body.

@@ -56,14 +56,6 @@ impl Node {
         }
     }
 
-    /// A boundary in text between two values: a base64 run not yet long enough to be
-    /// decoded ends here (see [`Sniffer::cut`]). Only text nodes have such runs.
-    pub(crate) fn cut(&mut self, out: &mut Out<'_, '_>) {
-        if let Node::Sniff(n) = self {
-            n.cut(out);
-        }
-    }
-
     /// Ends this layer's input.
     pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
         match self {
@@ -90,10 +82,9 @@ impl Node {
     }
 
     /// The request target: the path percent-decoded, the query as a form.
-    /// `cut_path`: see [`FormNode::target`].
-    pub(crate) fn target(acct: &mut Account, cut_path: bool) -> Node {
+    pub(crate) fn target(acct: &mut Account) -> Node {
         let next = Node::plain_text(0, acct);
-        Node::Form(Box::new(FormNode::target(next, cut_path)))
+        Node::Form(Box::new(FormNode::target(next)))
     }
 
     /// A body (or a part) with these `Content-Type` and `Content-Encoding` values.

@@ -718,14 +718,23 @@ fn single_value<'h>(
 /// Refuses a transfer coding other than `chunked` (which hyper has undone): the body would
 /// be scanned encoded, and `Transfer-Encoding` is hop-by-hop, so the upstream would get it
 /// without a word of how it is encoded.
+///
+/// `chunked` twice is refused too (RFC 9112 §6.1 forbids it): hyper undoes one, and the
+/// body would be scanned with the inner chunk framing cutting every value (found in
+/// review).
 fn only_chunked(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let mut chunked = 0;
     for value in headers.get_all(header::TRANSFER_ENCODING) {
         let text = String::from_utf8_lossy(value.as_bytes());
         for coding in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
             if !coding.eq_ignore_ascii_case("chunked") {
                 return Err(ProxyError::TransferCoding);
             }
+            chunked += 1;
         }
+    }
+    if chunked > 1 {
+        return Err(ProxyError::BadRequest("chunked is applied more than once"));
     }
     Ok(())
 }
