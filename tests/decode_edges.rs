@@ -136,12 +136,14 @@ fn a_base64_token_in_a_path_segment_is_decoded_whatever_comes_before_it() {
     }
 }
 
-/// The same in a body: a token glued to a word before it, a UTF-8 list whose base64 has a
-/// `/` early on, a gzip stream (`H4sIAAAAAAAA/`), and an unpadded form value followed by
-/// another field (it ran on into the next field's name, which reached the zstd frame as
-/// junk: "corrupt"). Each found in review.
+/// Decoding a token from its own start never costs what the run's start found: a
+/// standard-alphabet token with an early `/` (a UTF-8 list, a gzip stream
+/// `H4sIAAAAAAAA/`) after a path a multiple of four long, Latin-1 text whose first bytes
+/// are not ASCII, a token after a long hex segment (the run opened on it was skipped),
+/// and an unpadded form value followed by another field (it ran on into the next
+/// field's name, which reached the zstd frame as junk: "corrupt"). Each found in review.
 #[test]
-fn a_base64_token_glued_to_what_comes_before_it_is_decoded_from_its_data() {
+fn base64_tokens_are_decoded_where_their_data_begins() {
     let e = engine();
     let limits = Limits::default();
     let emails: Vec<String> = (0..12).map(|i| format!("user{i}@acme-corp.io")).collect();
@@ -150,32 +152,56 @@ fn a_base64_token_glued_to_what_comes_before_it_is_decoded_from_its_data() {
     assert!(utf8[..64].contains('/'), "{utf8}");
     let gz = base64_std(&support::bodies::gzip(emails.join(",").as_bytes()));
     assert!(gz.starts_with("H4sIAAAAAAAA/"), "{gz}");
-    let check = |ct: Option<&[u8]>, body: &[u8], what: &str| {
-        let mut i = Inspection::new(&e, &limits, ct, None);
+    let target = |path: &str| {
+        let mut i = Inspection::new(&e, &limits, None, None);
+        i.feed_target(path.as_bytes());
+        i.finish().findings.category_distinct("email")
+    };
+    let body = |ct: &[u8], body: &[u8]| {
+        let mut i = Inspection::new(&e, &limits, Some(ct), None);
         i.feed(body);
         let o = i.finish();
-        assert!(o.not_scanned.is_none(), "{what}: {:?}", o.not_scanned);
-        assert_eq!(o.findings.category_distinct("email"), 12, "{what}");
+        assert!(o.not_scanned.is_none(), "{:?}", o.not_scanned);
+        o.findings.category_distinct("email")
     };
     for token in [&utf8, &gz] {
-        for prefix in ["", "/", "/upload/", "/s/", "/v1/export/", "x/"] {
-            let path = format!("{prefix}{token}");
-            let mut i = Inspection::new(&e, &limits, None, None);
-            i.feed_target(path.as_bytes());
-            assert_eq!(i.finish().findings.category_distinct("email"), 12, "{path}");
-            check(
-                Some(b"text/plain"),
-                format!("see file/{path}\n").as_bytes(),
-                &path,
-            );
+        for prefix in ["", "/v1/", "/upload/", "/api/v2/"] {
+            assert_eq!(target(&format!("{prefix}{token}")), 12, "{prefix}{token}");
         }
     }
+    let url = support::bodies::base64url(emails.join(",").as_bytes());
+    let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    for prefix in [
+        format!("/v1/blobs/{hex}/"),
+        "/blog/this-is-a-rather-long-lowercase-article-slug-for-seo/".to_owned(),
+    ] {
+        assert_eq!(target(&format!("{prefix}{url}")), 12, "{prefix}");
+    }
+    let mut latin1 =
+        b"R\xe9f. \xe9l\xe8ve \xe0 Zo\xe9 M\xfcller: zoe@acme-corp.io, bob@acme-corp.io, eve@acme-corp.io"
+            .to_vec();
+    while latin1.len() % 3 != 2 {
+        latin1.push(b' ');
+    }
+    latin1.push(b'?');
+    latin1.extend_from_slice(b" All fine here, nothing else to see in this note at all, thanks.\n");
+    let text = format!("data: {}\n", base64_std(&latin1));
+    assert_eq!(body(b"text/plain", text.as_bytes()), 3);
     let zst = support::bodies::base64url(&zstd::stream::encode_all(list.as_bytes(), 3).unwrap());
     let form = format!("file={zst}&name=report");
-    check(
-        Some(b"application/x-www-form-urlencoded"),
-        form.as_bytes(),
-        &form,
+    assert_eq!(
+        body(b"application/x-www-form-urlencoded", form.as_bytes()),
+        12
+    );
+    let form = format!(
+        "file={}&name=report",
+        support::bodies::base64url(
+            &zstd::stream::encode_all(format!("{list} ").as_bytes(), 3).unwrap()
+        )
+    );
+    assert_eq!(
+        body(b"application/x-www-form-urlencoded", form.as_bytes()),
+        12
     );
 }
 

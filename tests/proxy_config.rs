@@ -438,3 +438,37 @@ fn bare_scalars_are_read_as_the_key_needs_them() {
         "{got:#?}"
     );
 }
+
+/// In a file with a real problem, quoted counts are read as the typed read reads them, and
+/// hundreds of numeric names do not use up the passes that list the problem (found in
+/// review: a spurious error, and a refusal with no error at all).
+#[test]
+fn a_failing_file_lists_its_problem_and_nothing_else() {
+    let typo = "reload: { watch_intervl: 1 }\n";
+    let yaml = "limits: { max_connections: \"0x10\" }\n";
+    assert_eq!(errors(yaml), Vec::<String>::new());
+    let got = errors(&format!("{yaml}{typo}"));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].contains("reload.watch_intervl: unknown field"),
+        "{got:#?}"
+    );
+    let ids: Vec<String> = (1000..1450).map(|i| i.to_string()).collect();
+    let clients: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(k, id)| format!("'10.0.{}.{}': {id}", k / 200, k % 200 + 1))
+        .collect();
+    let yaml = format!(
+        "policy:\n  auth: {{ clients: {{ {} }} }}\n  groups: {{ eng: [{}] }}\n",
+        clients.join(", "),
+        ids.join(", ")
+    );
+    assert_eq!(errors(&yaml), Vec::<String>::new());
+    let got = errors(&format!("{yaml}{typo}"));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].contains("reload.watch_intervl: unknown field"),
+        "{got:#?}"
+    );
+}

@@ -331,8 +331,10 @@ fn parse_all(
         )]));
     };
     let mut problems = Vec::new();
+    // Each pass reports a key or turns one scalar into the type wanted (once each): the
+    // passes are bounded by the document's size; the cap is a backstop.
     let mut passes = 0;
-    while problems.len() < MAX_KEY_PROBLEMS && passes < 4 * MAX_KEY_PROBLEMS {
+    while problems.len() < MAX_KEY_PROBLEMS && passes < 100_000 {
         passes += 1;
         let e = match serde_path_to_error::deserialize::<_, RawConfig>(&doc) {
             Ok(raw) if problems.is_empty() => {
@@ -379,6 +381,10 @@ fn parse_all(
             // Nothing left to take out (the document as a whole is wrong): stop here.
             break;
         }
+    }
+    if problems.is_empty() {
+        // Never refuse a file without saying why.
+        problems.push(error(String::new(), format!("invalid config: {first}")));
     }
     Err(ConfigErrors(problems))
 }
@@ -441,7 +447,8 @@ fn coerce_at(doc: &mut serde_json::Value, path: &[Key], message: &str) -> bool {
     let coerced = match &*value {
         Value::Number(n) if wants_text => Value::String(n.to_string()),
         Value::Bool(b) if wants_text => Value::String(b.to_string()),
-        Value::String(t) if wants_number => match t.trim().parse::<u64>() {
+        // As the typed read takes a quoted count (`"0x10"`, `"1_000"`).
+        Value::String(t) if wants_number => match serde_saphyr::from_str::<u64>(t) {
             Ok(n) => Value::from(n),
             Err(_) => return false,
         },

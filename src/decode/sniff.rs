@@ -35,10 +35,10 @@ const _: () = assert!(BASE64_MIN_RUN == WIDTH);
 const FLUSH: usize = 48 << 10;
 
 /// Magic numbers looked for at the start of content.
-const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
+pub(crate) const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
 /// `1f 8b` and the only compression method defined (8, deflate).
-const GZIP_MAGIC: &[u8] = b"\x1f\x8b\x08";
-const ZSTD_MAGIC: &[u8] = b"\x28\xb5\x2f\xfd";
+pub(crate) const GZIP_MAGIC: &[u8] = b"\x1f\x8b\x08";
+pub(crate) const ZSTD_MAGIC: &[u8] = b"\x28\xb5\x2f\xfd";
 const HEAD: usize = 4;
 
 enum Mode {
@@ -456,7 +456,7 @@ impl Sniffer {
                         let lead = symbol_prefix(&data[pos..]);
                         if self.carry.len() + lead >= BASE64_MIN_RUN {
                             let carry = std::mem::take(&mut self.carry);
-                            pos += self.open_run(&carry, &data[pos..pos + lead], out);
+                            self.open_run(&carry, &data[pos..pos + lead], out);
                             continue;
                         }
                         if pos + lead == data.len() {
@@ -468,7 +468,8 @@ impl Sniffer {
                     }
                     match find_run(data, pos) {
                         Some(start) => {
-                            pos = start + self.open_run(&[], &data[start..], out);
+                            pos = start;
+                            self.open_run(&[], &data[start..], out);
                         }
                         None => {
                             let t = data[pos..]
@@ -494,22 +495,17 @@ impl Sniffer {
     }
 
     /// A run of at least [`BASE64_MIN_RUN`] symbols starts with `carry` (bytes already
-    /// scanned) followed by `rest`: decode it when it is plausible base64 and not too deep,
-    /// from where its data begins (see [`data_start`]). Returns the symbols of `rest` that
-    /// are left out before that.
-    fn open_run(&mut self, carry: &[u8], rest: &[u8], out: &mut Out<'_, '_>) -> usize {
+    /// scanned) followed by `rest`: decode it when it is plausible base64 and not too deep.
+    fn open_run(&mut self, carry: &[u8], rest: &[u8], out: &mut Out<'_, '_>) {
         let depth = self.depth + 1;
         if !plausible(carry, rest) || !out.acct.may_open(depth, "base64") {
             self.mode = Mode::Skip;
-            return 0;
+            return;
         }
         let mut run = self.spare.take().unwrap_or_else(|| Box::new(Run::new()));
-        // Where its data begins: symbols glued before it (a URL path's words) are left out.
-        let skip = data_start(carry, rest);
         // Through `symbols`: the carry is part of the first line's width.
-        run.symbols(&carry[skip.min(carry.len())..]);
+        run.symbols(carry);
         self.mode = Mode::Active(run);
-        skip.saturating_sub(carry.len())
     }
 
     /// Keeps an ended run's box and buffer for the next run, reset to a run's start.
@@ -627,90 +623,9 @@ fn symbol_prefix(data: &[u8]) -> usize {
     symbols_from(data, 0, usize::MAX)
 }
 
-/// How far into a run's symbols [`data_start`] looks for where its data begins.
-const ALIGN_WINDOW: usize = 256;
-
-/// Symbols decoded to judge a start (48 bytes).
-const JUDGE: usize = 64;
-
-/// The share of text (see [`text_score`]) that makes a start right.
-const GOOD: f32 = 0.9;
-
-/// Where the data of a run starting with `carry` then `rest` begins, in symbols from its
-/// start.
-///
-/// `/` is a base64 symbol, and so are `-` and `_`: a token glued to the words before it
-/// (`/api/v1/export/<token>` in a URL, `file/<token>` in text) makes one run with them,
-/// and decoded from the run's start it comes out misaligned three times in four, as noise
-/// (found in review). So when the run's first bytes, decoded, are not text, the places
-/// right after a `/`, `-` or `_` in its first [`ALIGN_WINDOW`] symbols are tried too, and
-/// the first one whose bytes are text (or open an archive or compressed stream) is where
-/// the data begins. A run that decodes to text from its start, or to noise from every
-/// place (binary data), is decoded from its start as before.
-fn data_start(carry: &[u8], rest: &[u8]) -> usize {
-    let want = ALIGN_WINDOW + JUDGE;
-    let mut head = Vec::with_capacity(want);
-    head.extend_from_slice(&carry[..carry.len().min(want)]);
-    let n = symbol_prefix(rest).min(want - head.len());
-    head.extend_from_slice(&rest[..n]);
-    let natural = text_score(&head);
-    if natural >= GOOD {
-        return 0;
-    }
-    for (i, &b) in head.iter().enumerate().take(ALIGN_WINDOW) {
-        let at = i + 1;
-        if matches!(b, b'/' | b'-' | b'_') && head.len() - at >= 16 {
-            let score = text_score(&head[at..]);
-            if score >= GOOD && score > natural {
-                return at;
-            }
-        }
-    }
-    0
-}
-
-/// How much the bytes `symbols` decode to (their first [`JUDGE`]) look like data rather
-/// than noise: 2 when they open a zip archive, a gzip or a zstd stream; else the share of
-/// them that is text (printable ASCII, whitespace, whole UTF-8 sequences).
-fn text_score(symbols: &[u8]) -> f32 {
-    let take = symbols.len().min(JUDGE) / 4 * 4;
-    let mut bytes = Vec::with_capacity(take / 4 * 3);
-    Decoder::new().push(&symbols[..take], &mut bytes);
-    if bytes.is_empty() {
-        return 0.0;
-    }
-    if [ZIP_MAGIC, GZIP_MAGIC, ZSTD_MAGIC]
-        .iter()
-        .any(|m| bytes.starts_with(m))
-    {
-        return 2.0;
-    }
-    let (mut good, mut i) = (0, 0);
-    while i < bytes.len() {
-        let b = bytes[i];
-        let len = match b {
-            0x20..=0x7e | b'\t' | b'\n' | b'\r' => 1,
-            0xc2..=0xdf => 2,
-            0xe0..=0xef => 3,
-            0xf0..=0xf4 => 4,
-            _ => 0,
-        };
-        let whole = len > 0
-            && i + len <= bytes.len()
-            && bytes[i + 1..i + len].iter().all(|&c| c & 0xc0 == 0x80);
-        if whole {
-            good += len;
-            i += len;
-        } else {
-            i += 1;
-        }
-    }
-    good as f32 / bytes.len() as f32
-}
-
 /// Whether a run (its first [`BASE64_MIN_RUN`] symbols: `a` then `b`) looks like base64:
 /// both upper- and lowercase letters (hex digests and long words do not).
-fn plausible(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn plausible(a: &[u8], b: &[u8]) -> bool {
     if a.is_empty() && b.len() >= WIDTH {
         let w = Window::load(b, 0);
         return w.upper() != 0 && w.lower() != 0;
