@@ -344,8 +344,7 @@ const BASE64_PIECE: usize = 16;
 /// is hidden, and so are the lines of symbols that follow it (the scanner joins wrapped
 /// lines, so they are decoded as part of it: found in review).
 fn mask_base64_runs(path: &[u8]) -> Vec<u8> {
-    use crate::decode::base64::is_symbol;
-    let symbols = |from: usize| path[from..].iter().take_while(|&&b| is_symbol(b)).count();
+    let symbols = |from: usize| crate::decode::sniff::symbol_prefix(&path[from..]);
     let mut out = Vec::with_capacity(path.len());
     let mut at = 0;
     while at < path.len() {

@@ -59,7 +59,7 @@ pub mod json;
 
 pub mod multipart;
 mod node;
-mod sniff;
+pub(crate) mod sniff;
 pub mod zip;
 
 use node::Node;
@@ -367,10 +367,7 @@ impl<'e> Inspection<'e> {
                 if rest.len() < BASE64_MIN_RUN {
                     break;
                 }
-                let head = base64::decode(&rest[..8]);
-                let magic = [sniff::ZIP_MAGIC, sniff::GZIP_MAGIC, sniff::ZSTD_MAGIC]
-                    .iter()
-                    .any(|m| head.starts_with(m));
+                let magic = sniff::opens_archive(&base64::decode(&rest[..8]));
                 if magic && self.acct.may_open(1, "base64") {
                     self.decode_token(rest, true);
                     break;

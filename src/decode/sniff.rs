@@ -35,10 +35,10 @@ const _: () = assert!(BASE64_MIN_RUN == WIDTH);
 const FLUSH: usize = 48 << 10;
 
 /// Magic numbers looked for at the start of content.
-pub(crate) const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
+const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
 /// `1f 8b` and the only compression method defined (8, deflate).
-pub(crate) const GZIP_MAGIC: &[u8] = b"\x1f\x8b\x08";
-pub(crate) const ZSTD_MAGIC: &[u8] = b"\x28\xb5\x2f\xfd";
+const GZIP_MAGIC: &[u8] = b"\x1f\x8b\x08";
+const ZSTD_MAGIC: &[u8] = b"\x28\xb5\x2f\xfd";
 const HEAD: usize = 4;
 
 enum Mode {
@@ -518,10 +518,12 @@ impl Sniffer {
 /// Whether decoded content starting with `head` needs a node of its own: an archive, a
 /// compressed stream, or JSON.
 fn opens_container(head: &[u8]) -> bool {
-    head.starts_with(ZIP_MAGIC)
-        || head.starts_with(GZIP_MAGIC)
-        || head.starts_with(ZSTD_MAGIC)
-        || looks_like_json(&head[..head.len().min(HEAD)])
+    opens_archive(head) || looks_like_json(&head[..head.len().min(HEAD)])
+}
+
+/// Whether content starting with `head` is a zip archive, a gzip or a zstd stream.
+pub(crate) fn opens_archive(head: &[u8]) -> bool {
+    head.starts_with(ZIP_MAGIC) || head.starts_with(GZIP_MAGIC) || head.starts_with(ZSTD_MAGIC)
 }
 
 /// Whether content starting with `head` is likely JSON: an object or array opens it
@@ -619,7 +621,7 @@ fn symbols_from(data: &[u8], at: usize, limit: usize) -> usize {
 }
 
 /// How many bytes at the start of `data` are base64 symbols.
-fn symbol_prefix(data: &[u8]) -> usize {
+pub(crate) fn symbol_prefix(data: &[u8]) -> usize {
     symbols_from(data, 0, usize::MAX)
 }
 

@@ -125,11 +125,11 @@ pub(super) async fn forward(
         });
     }
 
+    only_chunked(&parts.headers)?;
+    let content_type = single_content_type(&parts.headers)?;
     // The rules and policy in force when the request started judge all of it, whatever
     // a reload does meanwhile.
-    only_chunked(&parts.headers)?;
     let live = super::auth::live_of(ctx, &parts.extensions);
-    let content_type = single_value(&parts.headers, &header::CONTENT_TYPE)?;
     let content_encoding = list_value(&parts.headers, &header::CONTENT_ENCODING);
     let mut scan = TimedScan::new(crate::decode::Inspection::new(
         &live.engine,
@@ -698,14 +698,11 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// The one value of a field that is not a list (`Content-Type`): several lines that differ
-/// are refused, since the upstream may read either one (found in review: only the first
-/// was decoded by).
-fn single_value<'h>(
-    headers: &'h HeaderMap,
-    name: &HeaderName,
-) -> Result<Option<&'h [u8]>, ProxyError> {
-    let mut values = headers.get_all(name).iter();
+/// The one `Content-Type` (a field that is not a list): several lines that differ are
+/// refused, since the upstream may read either one (found in review: only the first was
+/// decoded by).
+fn single_content_type(headers: &HeaderMap) -> Result<Option<&[u8]>, ProxyError> {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
     let first = values.next();
     if values.any(|v| Some(v) != first) {
         return Err(ProxyError::BadRequest(
