@@ -442,8 +442,24 @@ impl DigitPlan {
     /// it, so a rule needing a longer token or more digits is out without its own walk.
     /// Most runs that reach the gates (digits between dashes in UUIDs, numbers in prose)
     /// end here, for all rules at once.
-    fn reach(&self, hay: &[u8], base: u64, run: &Run) -> (u64, u64) {
+    ///
+    /// `cache` is the last stretch walked whose ends were both natural: a run inside it
+    /// gets its figures without a walk. They are the same, or larger when the run lies
+    /// further than the longest match from one end (its own walk would stop short there):
+    /// larger only lets more rules through to their own gates, as a prefilter may.
+    fn reach(&self, hay: &[u8], base: u64, run: &Run, cache: &mut Option<Reach>) -> (u64, u64) {
+        if let Some(c) = *cache
+            && c.t0 <= run.start
+            && run.end <= c.t1
+        {
+            return (c.t1 - c.t0, c.digits);
+        }
         let tok = token(hay, base, run, self.max_len, &self.any, None);
+        *cache = tok.natural.then_some(Reach {
+            t0: tok.start,
+            t1: tok.end,
+            digits: tok.digits,
+        });
         (tok.end - tok.start, tok.digits)
     }
 
@@ -976,6 +992,9 @@ struct State {
     unripe: VecDeque<Run>,
     /// Per rule: the last token its digit-run gate walked (see [`gate`]).
     tokens: Vec<Option<TokenVerdict>>,
+    /// The last stretch [`DigitPlan::reach`] walked with both ends natural: a later run
+    /// inside it (the next digit group of a value) reuses its length and digits.
+    reach: Option<Reach>,
     /// Context words are searched lazily, only near matches that need them.
     context: ContextState,
     rules: Vec<RuleState>,
@@ -1130,6 +1149,7 @@ impl State {
             open_run: None,
             unripe: VecDeque::new(),
             tokens: vec![None; engine.rules.len()],
+            reach: None,
             context: ContextState {
                 covered: VecDeque::new(),
                 hits: vec![BTreeMap::new(); engine.rules.len()],
@@ -1454,7 +1474,7 @@ impl State {
                 break;
             }
             self.unripe.pop_front();
-            let (len, digits) = plan.reach(hay, base, &run);
+            let (len, digits) = plan.reach(hay, base, &run, &mut self.reach);
             for (i, &r) in plan.rules.iter().enumerate() {
                 if run.rules & (1 << i.min(63)) == 0 {
                     continue;
@@ -1784,9 +1804,22 @@ fn prefix_may_match(hay: &[u8], base: u64, s: u64, info: &PatternInfo) -> bool {
     digits >= info.min_digits
 }
 
+/// ASCII word bytes (`\w` under `(?-u)`: letters, digits, `_`), as a table: one load
+/// where the range tests take several instructions, on every byte a boundary walk reads.
+static WORD: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'_';
+        b += 1;
+    }
+    t
+};
+
 #[inline]
 fn is_word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
+    WORD[usize::from(b)]
 }
 
 /// The first position in `[from, to]` with an ASCII word boundary (the stream's own start
@@ -1874,10 +1907,21 @@ fn gate(
         }
         at
     };
-    if info.trailing_boundary && first_boundary(hay, base, run.start + 1, known.t1).is_none() {
+    // A boundary after the run's first digit: the run's digits are all word bytes, so
+    // the first place one can be is the run's end.
+    if info.trailing_boundary && first_boundary(hay, base, run.end, known.t1).is_none() {
         return None;
     }
     Some(start)
+}
+
+/// A stretch `[t0, t1)` of bytes some digit-run rule allows, and its digits (see
+/// [`DigitPlan::reach`]).
+#[derive(Clone, Copy)]
+struct Reach {
+    t0: u64,
+    t1: u64,
+    digits: u64,
 }
 
 /// What [`gate`] found about one token of allowed bytes `[t0, t1)`.

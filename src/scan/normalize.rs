@@ -34,7 +34,17 @@ impl Normalize {
         match self {
             Normalize::None => out.extend_from_slice(value),
             Normalize::Lowercase => out.extend(value.iter().map(u8::to_ascii_lowercase)),
-            Normalize::Digits => out.extend(value.iter().copied().filter(u8::is_ascii_digit)),
+            Normalize::Digits => {
+                // Every byte is written and only digits advance the end: no branch per
+                // byte (a filtered `extend` pushes one byte at a time).
+                out.resize(value.len(), 0);
+                let mut n = 0;
+                for &b in value {
+                    out[n] = b;
+                    n += usize::from(b.is_ascii_digit());
+                }
+                out.truncate(n);
+            }
             Normalize::AlnumUpper => out.extend(
                 value
                     .iter()

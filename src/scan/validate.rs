@@ -99,21 +99,17 @@ fn is_luhn_number(value: &[u8]) -> bool {
 
 /// The Luhn sum of digit values given last digit first, and how many there were.
 fn luhn_sum(digits_from_right: impl Iterator<Item = u8>) -> (u32, usize) {
-    let mut sum = 0u32;
+    /// A digit doubled, its two digits added.
+    const DOUBLED: [u64; 10] = [0, 2, 4, 6, 8, 1, 3, 5, 7, 9];
+    // At most 9 per digit: a u64 cannot overflow on any value a scan can hold.
+    let mut sum = 0u64;
     let mut count = 0usize;
     for digit in digits_from_right {
-        let mut d = u32::from(digit);
-        if count % 2 == 1 {
-            d *= 2;
-            if d > 9 {
-                d -= 9;
-            }
-        }
-        // Reduce as we go so an absurdly long value cannot overflow.
-        sum = (sum + d) % 10;
+        let d = usize::from(digit);
+        sum += if count % 2 == 1 { DOUBLED[d] } else { d as u64 };
         count += 1;
     }
-    (sum, count)
+    ((sum % 10) as u32, count)
 }
 
 // ---------------------------------------------------------------------------
@@ -345,16 +341,18 @@ fn is_iban(value: &[u8]) -> bool {
         return false;
     }
     // Move the country code and check digits to the end, read letters as
-    // 10..=35, and reduce mod 97 one digit at a time (no big integers).
+    // 10..=35, and reduce mod 97 whenever the remainder grows past 2^50 (no big
+    // integers; one step adds at most a factor of 100 and 35, so it stays under 2^57).
     let (head, bban) = iban.split_at(4);
-    let remainder = bban.iter().chain(head).fold(0u32, |r, &c| {
-        if c.is_ascii_digit() {
-            (r * 10 + u32::from(c - b'0')) % 97
+    let remainder = bban.iter().chain(head).fold(0u64, |r, &c| {
+        let r = if c.is_ascii_digit() {
+            r * 10 + u64::from(c - b'0')
         } else {
-            (r * 100 + u32::from(c - b'A') + 10) % 97
-        }
+            r * 100 + u64::from(c - b'A') + 10
+        };
+        if r >= 1 << 50 { r % 97 } else { r }
     });
-    remainder == 1
+    remainder % 97 == 1
 }
 
 // ---------------------------------------------------------------------------
