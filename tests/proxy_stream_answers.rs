@@ -114,6 +114,25 @@ async fn send_list_mid_body(
     s
 }
 
+/// POSTs to `upstream` through `proxy`, declaring 8 MiB: 96 KiB of filler (past a 64 KiB
+/// hold limit), then `list`, then one byte, each on its own. The byte makes the list no
+/// longer the held-back last chunk, so it goes upstream, while the bytes after it are
+/// fewer than the engine waits for before it settles a value. The rest never comes.
+async fn send_list_then_one_byte(proxy: SocketAddr, upstream: SocketAddr, list: &str) -> TcpStream {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    let head = format!(
+        "POST http://{upstream}/exfil HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        8 << 20
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&filler(96 << 10)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    s.write_all(list.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    s.write_all(b"\n").await.unwrap();
+    s
+}
+
 /// The one audit event of a request blocked after part of its body went upstream.
 fn assert_one_partial_block(events: &[serde_json::Value]) {
     assert_eq!(events.len(), 1, "{events:?}");
@@ -275,4 +294,48 @@ async fn an_early_refusal_of_a_benign_gzipped_upload_reaches_the_client() {
     assert_eq!(reply.status, 401, "{}", reply.text());
     let events = json_lines(&proxy.audit_path());
     assert!(events.iter().all(|e| e["action"] != "block"), "{events:?}");
+}
+
+/// A list in the last bytes that went upstream before the upstream answered (found in
+/// review): the cut body was judged on the values the engine had settled, which left out
+/// those still waiting for the bytes after them, so 12 customers passed with the
+/// upstream's 200 and no audit event.
+#[tokio::test]
+async fn an_early_answer_right_after_a_list_in_the_last_bytes_sent_is_replaced_by_the_block_page() {
+    let up = EagerUpstream::start(b"customer11@acme-corp.io\n").await;
+    let mut proxy = OpsProxy::start("limits: { hold_bytes: 64KiB }\n").await;
+    // 12 distinct customers: past the block threshold of 10.
+    let export = customer_export(12);
+    let mut s = send_list_then_one_byte(proxy.addr, up.addr, &export).await;
+    let reply = parse_reply(&read_head(&mut s).await);
+    drop(s);
+    let received = up.received().await;
+    proxy.stop().await;
+    let events = json_lines(&proxy.audit_path());
+    assert!(
+        received.iter().any(|r| contains(r, export.as_bytes())),
+        "precondition: the whole list reached the upstream"
+    );
+    assert_eq!(reply.status, 403, "the upstream's 200 went to the client");
+    assert_one_partial_block(&events);
+}
+
+/// The same list, and then the client leaves: the request is recorded as a block.
+#[tokio::test]
+async fn a_client_leaving_right_after_a_list_in_the_last_bytes_sent_is_recorded_as_a_block() {
+    let up = EagerUpstream::start(b"never answered").await;
+    let mut proxy = OpsProxy::start("limits: { hold_bytes: 64KiB }\n").await;
+    let export = customer_export(12);
+    let s = send_list_then_one_byte(proxy.addr, up.addr, &export).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(s);
+    let received = up.received().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.stop().await;
+    assert!(
+        received.iter().any(|r| contains(r, export.as_bytes())),
+        "precondition: the whole list reached the upstream before the client left"
+    );
+    let events = json_lines(&proxy.audit_path());
+    assert_one_partial_block(&events);
 }

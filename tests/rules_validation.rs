@@ -278,6 +278,34 @@ fn missing_or_empty_directories_are_clear_errors() {
     assert!(e[0].message.contains("define no rules"), "{e:?}");
 }
 
+/// A `*.yaml` that cannot be read — a dangling link (a half-updated mount), a directory or
+/// a FIFO of that name — is an error naming it, not a file skipped with its rules missing
+/// (found in review: `rules check` said ok and the proxy ran without them).
+#[cfg(unix)]
+#[test]
+fn an_unreadable_rule_file_is_an_error_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.yaml"), format!("rules:{GOOD}")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("gone.yaml"), dir.path().join("b.yaml")).unwrap();
+    std::fs::create_dir(dir.path().join("c.yaml")).unwrap();
+    let fifo = dir.path().join("d.yml");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    let errors = load_dir(dir.path()).unwrap_err().0;
+    let named = |name: &str| {
+        errors
+            .iter()
+            .any(|e| e.file.ends_with(name) && e.message.contains("cannot read"))
+    };
+    assert!(named("b.yaml"), "{errors:#?}");
+    assert!(named("c.yaml"), "{errors:#?}");
+    if made.is_ok_and(|s| s.success()) {
+        assert!(named("d.yml"), "{errors:#?}");
+    }
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let status = egress_dlp::cli::rules_check(dir.path(), &mut out, &mut err);
+    assert_eq!(status, 2, "{}", String::from_utf8_lossy(&out));
+}
+
 #[test]
 fn the_shipped_pack_loads_and_passes_its_tests() {
     let set = load_dir(Path::new("rules")).unwrap_or_else(|e| panic!("{e}"));

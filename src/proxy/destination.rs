@@ -69,11 +69,6 @@ where
                     .get::<super::layers::RequestId>()
                     .map_or("-", |id| &id.0);
                 let uri = req.uri();
-                let default_port = if req.method() == Method::CONNECT {
-                    443
-                } else {
-                    80
-                };
                 super::observe::destination_blocked(
                     &self.ctx.shared,
                     request_id,
@@ -81,7 +76,7 @@ where
                     (
                         req.method(),
                         uri.host().unwrap_or_default(),
-                        uri.port_u16().unwrap_or(default_port),
+                        super::observe::port_of(uri, req.method()),
                     ),
                     &pattern,
                 );

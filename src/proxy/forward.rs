@@ -448,20 +448,20 @@ async fn stream_through(
             }
         }
         Ok(Ok(Pumped::Abandoned)) => {
-            judge_cut(shared, live, &mut scan, insp)?;
+            judge_cut(shared, live, scan, insp)?;
             None
         }
         Ok(Err(ProxyError::ClientBody(e))) => {
             // The client went away mid-body: the request is broken, but what reached the
             // upstream before may still make it a block, and then it is recorded.
-            judge_cut(shared, live, &mut scan, insp)?;
+            judge_cut(shared, live, scan, insp)?;
             return Err(ProxyError::ClientBody(e));
         }
         Ok(Err(e)) => return Err(e),
         // The upstream answered before the body was done: that answer goes to the client
         // only if what was scanned allows it; the unsent rest is abandoned.
         Err(answered) => {
-            judge_cut(shared, live, &mut scan, insp)?;
+            judge_cut(shared, live, scan, insp)?;
             Some(answered)
         }
     };
@@ -476,6 +476,60 @@ async fn stream_through(
     }?;
     shared.metrics.upstream_response(sent.elapsed());
     Ok(response)
+}
+
+/// Judges a host name alone, before anything goes to it: a CONNECT's host (before the
+/// proxy resolves it and connects) and a ClientHello's server name other than that host
+/// (before the upstream handshake carries it). The proxy itself sends a name out — in its
+/// DNS lookup, its connect, the upstream's ClientHello — so identifiers in one left before
+/// any request inside was inspected (found in review: ten card numbers as the labels of a
+/// server name reached the upstream, though the request inside was then blocked).
+///
+/// `Err(Blocked)`, recorded like any block, when the name alone is a block. Anything less
+/// is left to the requests that follow, whose own inspection covers the name again (an
+/// intercepted request's target carries it); a blind tunnel has no such requests.
+pub(super) fn judge_name(
+    ctx: &ConnCtx,
+    live: &Live,
+    input: policy::Input,
+    (request_id, record): (&str, Option<std::sync::Arc<Record>>),
+    uri: http::Uri,
+    name: &str,
+) -> Result<(), ProxyError> {
+    let mut scan = TimedScan::new(crate::decode::Inspection::new(
+        &live.engine,
+        &live.config.decode.limits,
+        None,
+        None,
+    ));
+    scan.feed_target(name.as_bytes());
+    let (outcome, spent) = scan.finish();
+    let verdict = policy::evaluate(&live.config.rules, &outcome.findings, &input);
+    if verdict.action != Action::Block {
+        return Ok(());
+    }
+    let insp = Inspection {
+        input,
+        request_id,
+        record,
+        client: ctx.peer.ip(),
+        method: Method::CONNECT,
+        uri,
+        body_bytes: 0,
+    };
+    observe::decided(
+        &ctx.shared,
+        &insp,
+        &outcome.findings,
+        spent,
+        &verdict,
+        &[],
+        false,
+    )?;
+    info!(request_id, "CONNECT blocked by its server name");
+    Err(ProxyError::Blocked(Box::new(Blocked::from_verdict(
+        &verdict, false,
+    ))))
 }
 
 /// Finishes the scan and applies the policy — the rules' thresholds, then the sender's
@@ -504,23 +558,26 @@ fn judge(
 }
 
 /// [`judge`] for a body cut short — the upstream answered or failed, or the client left,
-/// before its end: judged on what the scan has decided so far (values still waiting for
-/// the bytes after them are left out), and an encoding cut mid-stream is not a problem of
-/// its own (it would turn a benign upload's early 401 into a "not inspected" 403).
+/// before its end. The scan is finished on the bytes it was fed: for the upstream the body
+/// has ended there, so a value in the last bytes sent counts (found in review: values the
+/// engine still held for the bytes after them were left out, and a list sent just before
+/// the cut passed). An encoding cut mid-stream is not a problem of its own (it would turn a
+/// benign upload's early 401 into a "not inspected" 403): only problems found before the
+/// cut count.
 fn judge_cut(
     shared: &Shared,
     live: &Live,
-    scan: &mut TimedScan<'_>,
+    scan: TimedScan<'_>,
     insp: &Inspection<'_>,
 ) -> Result<Verdict, ProxyError> {
-    let findings = scan.findings();
     let problem = scan.not_scanned().cloned();
+    let (outcome, spent) = scan.finish();
     decide(
         shared,
         live,
-        &findings,
+        &outcome.findings,
         problem.as_ref(),
-        scan.spent(),
+        spent,
         insp,
         &[],
         true,

@@ -224,6 +224,40 @@ async fn intercept(
         );
     };
     let name = LeafName::new(sni.as_deref(), host);
+    // A server name other than the CONNECT's host (judged before the connect) goes out in
+    // the upstream handshake: judged first. Refused, nothing is sent to the upstream, and
+    // every request inside gets the block page.
+    let refused = match sni.as_deref().filter(|n| !n.eq_ignore_ascii_case(host)) {
+        None => None,
+        Some(server_name) => {
+            let live = ctx.shared.live.get();
+            let policy = &live.config.policy;
+            let destination = match policy.destinations.classify(server_name) {
+                crate::policy::Destination::Blocked(_) => crate::policy::Destination::Default,
+                other => other,
+            };
+            let input = policy.input(user.clone(), destination);
+            let uri = format!("{server_name}:{}", target.port)
+                .parse()
+                .unwrap_or_else(|_| Uri::from_static("invalid.invalid:443"));
+            let judged = super::forward::judge_name(
+                &ctx,
+                &live,
+                input,
+                (&target.request_id, None),
+                uri,
+                server_name,
+            );
+            match judged {
+                Ok(()) => None,
+                Err(ProxyError::Blocked(blocked)) => Some(blocked),
+                Err(e) => {
+                    warn!(%peer, host, error = %e, "server name not judged: connection closed");
+                    return;
+                }
+            }
+        }
+    };
 
     // The upstream first: its answer decides the protocol offered to the client.
     let origin_base = OriginBase {
@@ -236,6 +270,12 @@ async fn intercept(
         key: key.clone(),
     };
     let start = match upstream {
+        _ if refused.is_some() => {
+            if let Upstream::Pooled(pooled) = upstream {
+                pool.put(&key, pooled);
+            }
+            Start::Unreachable
+        }
         Upstream::Pooled(pooled) if pooled.fits(&name, &offer) => Start::Reuse(pooled),
         Upstream::Pooled(pooled) => {
             // Made for another server name or ALPN offer: back for a CONNECT it fits, and
@@ -270,9 +310,12 @@ async fn intercept(
             debug!(host = %name, ?chosen, "upstream connection reused from the pool");
             (Origin::pooled(origin_base, pooled.sender), chosen)
         }
-        // Each request connects (and verifies) anew, and gets the 502 or 504 page if the
-        // upstream is still unreachable.
-        Start::Unreachable => (Origin::new(origin_base, State::empty()), None),
+        Start::Unreachable => match refused {
+            Some(blocked) => (Origin::new(origin_base, State::Refused(blocked)), None),
+            // Each request connects (and verifies) anew, and gets the 502 or 504 page if
+            // the upstream is still unreachable.
+            None => (Origin::new(origin_base, State::empty()), None),
+        },
         Start::Handshake(tcp) => match tls.upstream().connect(tcp, &name, &offer).await {
             Ok((stream, chosen)) => {
                 let h2 = chosen.as_deref() == Some(ALPN_H2);
@@ -567,6 +610,9 @@ struct OriginInner {
 enum State {
     /// The upstream failed TLS: every request gets this as a 502.
     Failed(UpstreamTlsError),
+    /// The server name alone was a block: the upstream is never contacted, and every
+    /// request gets the block page.
+    Refused(Box<super::error::Blocked>),
     /// Connections to reuse.
     Live {
         h2: Option<client2::SendRequest<UpstreamBody>>,
@@ -729,6 +775,7 @@ impl Origin {
             let mut state = self.lock();
             match &mut *state {
                 State::Failed(e) => return Err(ProxyError::UpstreamTls(e.clone())),
+                State::Refused(blocked) => return Err(ProxyError::Blocked(blocked.clone())),
                 State::Live { h2, h1 } => {
                     if let Some(sender) = h2 {
                         if !sender.is_closed() {

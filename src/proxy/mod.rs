@@ -298,6 +298,7 @@ pub async fn run_with(
             guard: Guard {
                 _alive: alive_tx.clone(),
                 _permit: Arc::new(permit),
+                _counted: Arc::new(shared.metrics.connection()),
             },
         };
         tokio::spawn(serve_connection(Arc::new(ctx), stream));
@@ -420,11 +421,14 @@ struct ConnCtx {
 }
 
 /// Held by every connection and tunnel: `run` waits for all of them to be dropped, and the
-/// connection slot is free again when the last holder ends.
+/// connection slot is free again when the last holder ends. The connection is counted in
+/// `egress_dlp_active_connections` as long, a CONNECT tunnel's life included (found in
+/// review: it was counted only until hyper handed the socket to the tunnel).
 #[derive(Clone)]
 struct Guard {
     _alive: mpsc::Sender<()>,
     _permit: Arc<OwnedSemaphorePermit>,
+    _counted: Arc<crate::metrics::ConnectionGauge>,
 }
 
 /// Where the server is in its life.
@@ -462,7 +466,6 @@ fn http1_builder(config: &Config) -> http1::Builder {
 }
 
 async fn serve_connection(ctx: Arc<ConnCtx>, stream: TcpStream) {
-    let _counted = ctx.shared.metrics.connection();
     let _ = stream.set_nodelay(true);
     let activity = ctx.activity.clone();
     let stream = LingerIo::new(

