@@ -406,14 +406,15 @@ impl Sniffer {
 
     /// Feeds `data` to the stream, decoding the base64 runs in it.
     ///
-    /// The raw bytes go in at most two pieces: up to the end of the last run that ended
-    /// in `data` (where a cut cannot split a match of ordinary text), then the decoded
-    /// runs together, then the rest — so a text full of short base64 digests costs the
-    /// engine a few feeds per chunk, not a few per digest.
+    /// A run's decoded text goes in right where the run ends (a byte that is no symbol,
+    /// where a cut cannot split a match of ordinary text), whatever the chunks: the raw
+    /// bytes up to there, then the decoded text, then on. Found by the split property test
+    /// (`tests/decode_split.rs`): the decoded text of every run that ended in a chunk went
+    /// in together after the last of them, so where it landed depended on the chunking,
+    /// and it could part a context word from its value (`SSN: 219099999` after a run
+    /// counted whole and not when cut after the colon).
     fn scan_runs(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
         let mut emitted = 0;
-        // Where the shared decoded text goes in: after the last run that ended here.
-        let mut split = None;
         let mut pos = 0;
         loop {
             match std::mem::replace(&mut self.mode, Mode::Idle) {
@@ -431,15 +432,12 @@ impl Sniffer {
                         self.mode = Mode::Active(run);
                         break;
                     }
-                    if run.own.is_some() || opens_container(&run.buf) && !run.started {
-                        // Content of its own (an archive in base64): the raw text up to
-                        // here first, so that its segment does not cut the text.
-                        out.emit(self.segment, &data[emitted..end]);
-                        emitted = end;
-                    } else {
-                        split = Some(end);
-                    }
+                    // The raw text up to here first, so that the run's segment does not cut
+                    // the text.
+                    out.emit(self.segment, &data[emitted..end]);
+                    emitted = end;
                     self.run_output(&mut run, true, out);
+                    self.flush_decoded(out);
                     self.keep_spare(run);
                     pos = end;
                 }
@@ -484,14 +482,10 @@ impl Sniffer {
                 }
             }
         }
-        if self.decoded.is_empty() {
-            out.emit(self.segment, &data[emitted..]);
-            return;
-        }
-        let split = split.unwrap_or(data.len()).max(emitted);
-        out.emit(self.segment, &data[emitted..split]);
+        // The rest, then what a long run still open decoded so far (held up to
+        // [`FLUSH`] bytes).
+        out.emit(self.segment, &data[emitted..]);
         self.flush_decoded(out);
-        out.emit(self.segment, &data[split..]);
     }
 
     /// A run of at least [`BASE64_MIN_RUN`] symbols starts with `carry` (bytes already

@@ -1,0 +1,179 @@
+//! The decoding pipeline finds the same thing however a body is split into chunks: a
+//! property test over generated bodies in each shape the decoders read (text with base64
+//! runs, forms with escapes cut anywhere, JSON with `\uXXXX` escapes, multipart with the
+//! boundary's bytes inside parts, gzip), each fed whole and in random pieces, comparing
+//! the findings per rule and whether (and why) the request counts as not fully scanned.
+//!
+//! The pieces are built to put split points inside escapes, base64 groups, boundaries and
+//! matches; the cases are bounded (a few hundred small bodies per shape).
+
+mod support;
+
+use egress_dlp::decode::{Inspection, Limits, Outcome};
+use egress_dlp::rules;
+use egress_dlp::scan::Engine;
+use proptest::prelude::*;
+use support::bodies::{BOUNDARY, base64, gzip, multipart, multipart_type};
+use support::fixture_rules;
+
+/// Text the bodies are made of: values that match, near misses, and the bytes the decoders
+/// treat specially.
+const PIECES: &[&str] = &[
+    "alice.smith@acme-corp.io",
+    "bob@example.net",
+    "carol.jones+tag@mail.acme-corp.io",
+    "4111 1111 1111 1111",
+    "5555555555554444",
+    "SSN: 219099999",
+    "CUST-12345678",
+    "%40",
+    "%4",
+    "%%",
+    "+",
+    "&",
+    "=",
+    "\\u0040",
+    "\\u00",
+    "\\\"",
+    "\"",
+    "\r\n",
+    "\n",
+    " ",
+    "--",
+    BOUNDARY,
+    "====",
+    "some words in between ",
+    "0123456789",
+];
+
+fn engine() -> Engine {
+    Engine::new(&rules::load_dir(&fixture_rules()).unwrap())
+}
+
+/// (rule id, count, distinct) per rule, and the not-scanned reason, if any.
+type Summary = (Vec<(String, u64, u64)>, Option<String>);
+
+fn summary(out: &Outcome) -> Summary {
+    let rules = out
+        .findings
+        .rules
+        .iter()
+        .map(|f| (f.rule.clone(), f.count, f.distinct))
+        .collect();
+    let reason = out.not_scanned.as_ref().map(|n| format!("{:?}", n.reason));
+    (rules, reason)
+}
+
+fn inspect(engine: &Engine, ct: Option<&str>, ce: Option<&str>, pieces: &[&[u8]]) -> Summary {
+    let limits = Limits::default();
+    let mut i = Inspection::new(
+        engine,
+        &limits,
+        ct.map(str::as_bytes),
+        ce.map(str::as_bytes),
+    );
+    for piece in pieces {
+        i.feed(piece);
+    }
+    summary(&i.finish())
+}
+
+/// `body` cut at `cuts` (positions taken modulo its length, sorted, repeats allowed: an
+/// empty piece is fed too).
+fn split<'a>(body: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+    let mut at: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+    at.sort_unstable();
+    let mut pieces = Vec::new();
+    let mut from = 0;
+    for c in at {
+        pieces.push(&body[from..c]);
+        from = c;
+    }
+    pieces.push(&body[from..]);
+    pieces
+}
+
+/// The same body, whole and split, gives the same summary.
+fn same_whole_and_split(
+    engine: &Engine,
+    ct: Option<&str>,
+    ce: Option<&str>,
+    body: &[u8],
+    cuts: &[usize],
+) -> Result<(), TestCaseError> {
+    let whole = inspect(engine, ct, ce, &[body]);
+    let pieces = split(body, cuts);
+    let parts = inspect(engine, ct, ce, &pieces);
+    prop_assert_eq!(
+        &whole,
+        &parts,
+        "{:?} {:?}: cut at {:?}, body {:?}",
+        ct,
+        ce,
+        cuts,
+        String::from_utf8_lossy(body)
+    );
+    Ok(())
+}
+
+fn text() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(PIECES), 1..40).prop_map(|p| p.concat())
+}
+
+/// Text with, now and then, a base64 run of other text in it (at least 64 symbols when the
+/// encoded text is long enough).
+fn text_with_base64() -> impl Strategy<Value = String> {
+    (text(), text(), text()).prop_map(|(a, inner, b)| format!("{a}{}{b}", base64(inner.as_bytes())))
+}
+
+fn cuts() -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec(0usize..4096, 0..12)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(150))]
+
+    #[test]
+    fn text_and_its_base64_runs(body in text_with_base64(), cuts in cuts()) {
+        let engine = engine();
+        same_whole_and_split(&engine, Some("text/plain"), None, body.as_bytes(), &cuts)?;
+    }
+
+    #[test]
+    fn forms_with_escapes_cut_anywhere(body in text(), cuts in cuts()) {
+        let engine = engine();
+        let body = format!("a={body}&b=c");
+        same_whole_and_split(
+            &engine,
+            Some("application/x-www-form-urlencoded"),
+            None,
+            body.as_bytes(),
+            &cuts,
+        )?;
+    }
+
+    #[test]
+    fn json_strings_with_escapes(body in text_with_base64(), cuts in cuts()) {
+        let engine = engine();
+        // The pieces' quotes and backslashes make valid and broken strings alike.
+        let body = format!("{{\"k\":\"{body}\",\"n\":[1,\"x\"]}}");
+        same_whole_and_split(&engine, Some("application/json"), None, body.as_bytes(), &cuts)?;
+    }
+
+    #[test]
+    fn multipart_parts_holding_boundary_bytes(a in text(), b in text_with_base64(), cuts in cuts()) {
+        let engine = engine();
+        let body = multipart(&[
+            ("note", None, None, "", a.as_bytes()),
+            ("list", Some("list.csv"), Some("text/csv"), "", b.as_bytes()),
+        ]);
+        same_whole_and_split(&engine, Some(&multipart_type()), None, &body, &cuts)?;
+    }
+
+    #[test]
+    fn gzip_of_text(body in text_with_base64(), cuts in cuts()) {
+        let engine = engine();
+        let body = gzip(body.as_bytes());
+        same_whole_and_split(&engine, Some("text/plain"), Some("gzip"), &body, &cuts)?;
+    }
+}
