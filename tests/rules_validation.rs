@@ -306,6 +306,20 @@ fn an_unreadable_rule_file_is_an_error_not_skipped() {
     assert_eq!(status, 2, "{}", String::from_utf8_lossy(&out));
 }
 
+/// Hidden names are not rule files: an Emacs lock link (`.#a.yaml`, dangling while a file
+/// is edited) must not fail the load (found in review, after unreadable files became
+/// errors).
+#[cfg(unix)]
+#[test]
+fn hidden_names_such_as_an_editor_lock_link_are_not_rule_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.yaml"), format!("rules:{GOOD}")).unwrap();
+    std::os::unix::fs::symlink("alice@ws42.12345:1732950000", dir.path().join(".#a.yaml")).unwrap();
+    std::fs::write(dir.path().join(".hidden.yaml"), "not: [valid").unwrap();
+    let set = load_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(set.rules().len(), 1);
+}
+
 #[test]
 fn the_shipped_pack_loads_and_passes_its_tests() {
     let set = load_dir(Path::new("rules")).unwrap_or_else(|e| panic!("{e}"));

@@ -485,16 +485,17 @@ async fn stream_through(
 /// any request inside was inspected (found in review: ten card numbers as the labels of a
 /// server name reached the upstream, though the request inside was then blocked).
 ///
-/// `Err(Blocked)`, recorded like any block, when the name alone is a block. Anything less
-/// is left to the requests that follow, whose own inspection covers the name again (an
-/// intercepted request's target carries it); a blind tunnel has no such requests.
+/// `names` are judged together (a ClientHello's server name with the CONNECT's host: five
+/// values in each are ten on one connection). A block is `Err(Blocked)`, recorded like any
+/// block; a log verdict is recorded and the names pass (a blind tunnel has no requests of
+/// its own to record it).
 pub(super) fn judge_name(
     ctx: &ConnCtx,
     live: &Live,
     input: policy::Input,
     (request_id, record): (&str, Option<std::sync::Arc<Record>>),
     uri: http::Uri,
-    name: &str,
+    names: &[&str],
 ) -> Result<(), ProxyError> {
     let mut scan = TimedScan::new(crate::decode::Inspection::new(
         &live.engine,
@@ -502,10 +503,12 @@ pub(super) fn judge_name(
         None,
         None,
     ));
-    scan.feed_target(name.as_bytes());
+    for name in names {
+        scan.feed_target(name.as_bytes());
+    }
     let (outcome, spent) = scan.finish();
     let verdict = policy::evaluate(&live.config.rules, &outcome.findings, &input);
-    if verdict.action != Action::Block {
+    if verdict.action == Action::Allow {
         return Ok(());
     }
     let insp = Inspection {
@@ -526,6 +529,9 @@ pub(super) fn judge_name(
         &[],
         false,
     )?;
+    if verdict.action != Action::Block {
+        return Ok(());
+    }
     info!(request_id, "CONNECT blocked by its server name");
     Err(ProxyError::Blocked(Box::new(Blocked::from_verdict(
         &verdict, false,

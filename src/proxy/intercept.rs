@@ -173,9 +173,48 @@ async fn intercept(
         }
     };
     let sni = hello.server_name.clone();
+    // A server name other than the CONNECT's host (judged before the connect) goes out in
+    // the upstream handshake, and in the lookup a bypass by name makes: judged first,
+    // together with the host (values in each count together), and by the default policy
+    // whatever the name's destination class (the handshake goes to the CONNECT's address,
+    // not to a sanctioned name's: found in review). Refused, no byte goes to the upstream
+    // (the TCP connection made for the CONNECT is closed unused) and every request inside
+    // gets the block page.
+    let refused = match sni.as_deref().filter(|n| !n.eq_ignore_ascii_case(host)) {
+        None => None,
+        Some(server_name) => {
+            let live = ctx.shared.live.get();
+            let input = live
+                .config
+                .policy
+                .input(user.clone(), crate::policy::Destination::Default);
+            let uri = format!("{server_name}:{}", target.port)
+                .parse()
+                .unwrap_or_else(|_| Uri::from_static("invalid.invalid:443"));
+            let judged = super::forward::judge_name(
+                &ctx,
+                &live,
+                input,
+                (&target.request_id, None),
+                uri,
+                &[host, server_name],
+            );
+            match judged {
+                Ok(()) => None,
+                Err(ProxyError::Blocked(blocked)) => Some(blocked),
+                Err(e) => {
+                    warn!(%peer, host, error = %e, "server name not judged: connection closed");
+                    return;
+                }
+            }
+        }
+    };
     let pool = ctx.shared.origins.clone();
     let key = PoolKey::new(peer.ip(), user.clone(), host, target.port);
-    let bypass = match sni.as_deref().filter(|name| tls.bypassed(name)) {
+    let bypass = match sni
+        .as_deref()
+        .filter(|name| refused.is_none() && tls.bypassed(name))
+    {
         Some(name) => names_the_address(name, host, target.port, timeout).await,
         None => false,
     };
@@ -224,41 +263,11 @@ async fn intercept(
         );
     };
     let name = LeafName::new(sni.as_deref(), host);
-    // A server name other than the CONNECT's host (judged before the connect) goes out in
-    // the upstream handshake: judged first. Refused, nothing is sent to the upstream, and
-    // every request inside gets the block page.
-    let refused = match sni.as_deref().filter(|n| !n.eq_ignore_ascii_case(host)) {
-        None => None,
-        Some(server_name) => {
-            let live = ctx.shared.live.get();
-            let policy = &live.config.policy;
-            let destination = match policy.destinations.classify(server_name) {
-                crate::policy::Destination::Blocked(_) => crate::policy::Destination::Default,
-                other => other,
-            };
-            let input = policy.input(user.clone(), destination);
-            let uri = format!("{server_name}:{}", target.port)
-                .parse()
-                .unwrap_or_else(|_| Uri::from_static("invalid.invalid:443"));
-            let judged = super::forward::judge_name(
-                &ctx,
-                &live,
-                input,
-                (&target.request_id, None),
-                uri,
-                server_name,
-            );
-            match judged {
-                Ok(()) => None,
-                Err(ProxyError::Blocked(blocked)) => Some(blocked),
-                Err(e) => {
-                    warn!(%peer, host, error = %e, "server name not judged: connection closed");
-                    return;
-                }
-            }
-        }
+    // How log lines name it: never a refused name, whose labels are what was refused.
+    let shown = match refused {
+        Some(_) => "(a refused server name)".to_owned(),
+        None => name.to_string(),
     };
-
     // The upstream first: its answer decides the protocol offered to the client.
     let origin_base = OriginBase {
         tls: tls.clone(),
@@ -292,7 +301,7 @@ async fn intercept(
                     {
                         Ok(tcp) => Start::Handshake(tcp),
                         Err(e) => {
-                            debug!(%peer, host = %name, error = %e, "cannot connect: requests will try again");
+                            debug!(%peer, host = %shown, error = %e, "cannot connect: requests will try again");
                             Start::Unreachable
                         }
                     }
@@ -307,7 +316,7 @@ async fn intercept(
                 .upstream_reused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let chosen = pooled.alpn().map(<[u8]>::to_vec);
-            debug!(host = %name, ?chosen, "upstream connection reused from the pool");
+            debug!(host = %shown, ?chosen, "upstream connection reused from the pool");
             (Origin::pooled(origin_base, pooled.sender), chosen)
         }
         Start::Unreachable => match refused {
@@ -319,12 +328,12 @@ async fn intercept(
         Start::Handshake(tcp) => match tls.upstream().connect(tcp, &name, &offer).await {
             Ok((stream, chosen)) => {
                 let h2 = chosen.as_deref() == Some(ALPN_H2);
-                debug!(host = %name, handshake = ?stream.get_ref().1.handshake_kind(), h2, "upstream TLS established");
+                debug!(host = %shown, handshake = ?stream.get_ref().1.handshake_kind(), h2, "upstream TLS established");
                 (Origin::live(origin_base, stream, h2).await, chosen)
             }
             Err(e) => {
                 stats.upstream_failed(e.reason());
-                warn!(%peer, host = %name, error = %e, "upstream TLS failed: requests get a 502 page");
+                warn!(%peer, host = %shown, error = %e, "upstream TLS failed: requests get a 502 page");
                 (Origin::failed(origin_base, e), None)
             }
         },
@@ -334,7 +343,7 @@ async fn intercept(
     let leaf = match tls.leaf(&name).await {
         Ok(leaf) => leaf,
         Err(e) => {
-            warn!(%peer, host = %name, error = %e, "cannot mint a certificate: connection closed");
+            warn!(%peer, host = %shown, error = %e, "cannot mint a certificate: connection closed");
             return;
         }
     };
@@ -357,7 +366,7 @@ async fn intercept(
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             let reason = client_failure(&e);
-            debug!(%peer, host = %name, error = %e, "client TLS handshake failed");
+            debug!(%peer, host = %shown, error = %e, "client TLS handshake failed");
             return client_failed(&tls, reason, peer, host, "client TLS handshake failed");
         }
         Err(_) => {
@@ -374,7 +383,7 @@ async fn intercept(
         .intercepted
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
-    debug!(%peer, host = %name, h2, "intercepting");
+    debug!(%peer, host = %shown, h2, "intercepting");
     serve(ctx, TokioIo::new(stream), origin, h2, user).await;
 }
 

@@ -218,7 +218,7 @@ impl Watched {
         if let Ok(entries) = std::fs::read_dir(&config.rules_dir) {
             let mut files: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .filter(|p| crate::rules::is_rule_file_name(p))
                 .collect();
             files.sort();
             paths.extend(files);

@@ -73,7 +73,7 @@ pub(super) async fn connect(
                 .cloned(),
         ),
         req.uri().clone(),
-        authority.host(),
+        &[authority.host()],
     )?;
     let intercepting = ctx
         .shared

@@ -221,6 +221,16 @@ pub fn run_tests(set: &RuleSet, engine: &Engine) -> Vec<TestOutcome> {
     out
 }
 
+/// Whether a directory entry is a rule file: `*.yaml` or `*.yml`, not hidden. Hidden
+/// names are editors' and tools' (an Emacs lock link `.#rules.yaml` is a dangling link
+/// while a file is edited: found in review, it failed every load and reload).
+pub fn is_rule_file_name(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."));
+    !hidden && path.extension().is_some_and(|x| x == "yaml" || x == "yml")
+}
+
 /// Loads and validates a rules directory without running the embedded tests.
 pub fn load_dir_untested(dir: &Path) -> Result<RuleSet, RuleErrors> {
     let dir_error = |message: String| {
@@ -241,7 +251,7 @@ pub fn load_dir_untested(dir: &Path) -> Result<RuleSet, RuleErrors> {
         let path = entry
             .map_err(|e| dir_error(format!("cannot list the rules directory: {e}")))?
             .path();
-        if path.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+        if is_rule_file_name(&path) {
             files.push(path);
         }
     }
