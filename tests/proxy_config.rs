@@ -49,6 +49,9 @@ fn an_empty_file_is_every_default() {
         assert_eq!(c.limits, config::Limits::default());
         assert_eq!(c.limits.hold_bytes, 16 << 20);
         assert_eq!(c.limits.hold_total, 256 << 20);
+        // A quarter of each shared whole per client address.
+        assert_eq!(c.limits.hold_per_client, 64 << 20);
+        assert_eq!(c.limits.max_connections_per_client, 256);
         assert_eq!(c.limits.oversize, Oversize::Stream);
         assert!(!c.block_page.contact.is_empty());
     }
@@ -107,6 +110,8 @@ limits:
   drain_time: 10s
   linger_time: 2s
   hold_total: 64MiB
+  hold_per_client: 8MiB
+  max_connections_per_client: 3
   hold_wait: 3s
 block_page:
   contact: Call 4242.
@@ -125,6 +130,8 @@ block_page:
     assert_eq!(l.drain_time, Duration::from_secs(10));
     assert_eq!(l.linger_time, Duration::from_secs(2));
     assert_eq!(l.hold_total, 64 << 20);
+    assert_eq!(l.hold_per_client, 8 << 20);
+    assert_eq!(l.max_connections_per_client, 3);
     assert_eq!(l.hold_wait, Duration::from_secs(3));
     assert_eq!(c.block_page.contact, "Call 4242.");
 }
@@ -189,6 +196,22 @@ fn single_problems_name_their_key() {
         (
             "limits: { hold_bytes: 32MiB, hold_total: 16MiB }",
             "limits.hold_total: 16777216 bytes is less than limits.hold_bytes",
+        ),
+        (
+            "limits: { hold_bytes: 1MiB, hold_total: 8MiB, hold_per_client: 512KiB }",
+            "limits.hold_per_client: 524288 bytes is not between limits.hold_bytes",
+        ),
+        (
+            "limits: { hold_total: 8MiB, hold_bytes: 1MiB, hold_per_client: 9MiB }",
+            "limits.hold_per_client: 9437184 bytes is not between",
+        ),
+        (
+            "limits: { max_connections: 10, max_connections_per_client: 11 }",
+            "limits.max_connections_per_client: 11 is more than limits.max_connections (10)",
+        ),
+        (
+            "limits: { max_connections_per_client: 0 }",
+            "limits.max_connections_per_client: must be at least 1",
         ),
         ("tls: { bypass: ['bad host!'] }", "tls.bypass[0]:"),
         (

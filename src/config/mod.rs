@@ -137,6 +137,8 @@ pub struct Limits {
     pub oversize: Oversize,
     /// Body bytes held at once across all requests (at least `hold_bytes`).
     pub hold_total: u64,
+    /// Of `hold_total`, the most one client address holds at once (at least `hold_bytes`).
+    pub hold_per_client: u64,
     /// Time a request waits for its share of `hold_total`.
     pub hold_wait: Duration,
     /// Largest request head in bytes.
@@ -149,6 +151,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Most client connections at once.
     pub max_connections: usize,
+    /// Most connections at once from one client address.
+    pub max_connections_per_client: usize,
     /// Time to connect to an upstream.
     pub upstream_connect_timeout: Duration,
     /// Time for an upstream to start responding.
@@ -165,12 +169,14 @@ impl Default for Limits {
             hold_bytes: 16 << 20,
             oversize: Oversize::Stream,
             hold_total: 256 << 20,
+            hold_per_client: 64 << 20,
             hold_wait: Duration::from_secs(10),
             header_bytes: 64 << 10,
             header_count: 100,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             max_connections: 1024,
+            max_connections_per_client: 256,
             upstream_connect_timeout: Duration::from_secs(10),
             upstream_response_timeout: Duration::from_secs(60),
             drain_time: Duration::from_secs(30),
@@ -587,10 +593,57 @@ pub fn validate(
             total
         }
     };
+    // One client's share: a quarter of each whole unless set, never below one request's.
+    let hold_per_client = match l.hold_per_client {
+        None => (hold_total / 4).max(hold_bytes),
+        raw_share => {
+            let share = errors.size(
+                "limits.hold_per_client",
+                raw_share,
+                defaults.hold_per_client,
+                1,
+            );
+            if share < hold_bytes || share > hold_total {
+                errors.push(
+                    "limits.hold_per_client",
+                    format!(
+                        "{share} bytes is not between limits.hold_bytes ({hold_bytes}) and \
+                         limits.hold_total ({hold_total})"
+                    ),
+                );
+            }
+            share
+        }
+    };
+    let max_connections = errors.count(
+        "limits.max_connections",
+        l.max_connections,
+        defaults.max_connections,
+        MAX_COUNT,
+    );
+    let max_connections_per_client = match l.max_connections_per_client {
+        None => (max_connections / 4).max(1),
+        raw => {
+            let n = errors.count(
+                "limits.max_connections_per_client",
+                raw,
+                defaults.max_connections_per_client,
+                MAX_COUNT,
+            );
+            if n > max_connections {
+                errors.push(
+                    "limits.max_connections_per_client",
+                    format!("{n} is more than limits.max_connections ({max_connections})"),
+                );
+            }
+            n
+        }
+    };
     let limits = Limits {
         hold_bytes,
         oversize,
         hold_total,
+        hold_per_client,
         hold_wait: errors.duration("limits.hold_wait", l.hold_wait, defaults.hold_wait),
         header_bytes: errors.size(
             "limits.header_bytes",
@@ -610,12 +663,8 @@ pub fn validate(
             defaults.header_read_timeout,
         ),
         idle_timeout: errors.duration("limits.idle_timeout", l.idle_timeout, defaults.idle_timeout),
-        max_connections: errors.count(
-            "limits.max_connections",
-            l.max_connections,
-            defaults.max_connections,
-            MAX_COUNT,
-        ),
+        max_connections,
+        max_connections_per_client,
         upstream_connect_timeout: errors.duration(
             "limits.upstream_connect_timeout",
             l.upstream_connect_timeout,

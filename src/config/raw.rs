@@ -87,6 +87,10 @@ pub struct RawLimits {
     /// to `hold_bytes`; `hold_bytes` for a chunked body) before its body is read, and waits
     /// for the reservation when the budget is spent.
     pub hold_total: Option<RawSize>,
+    /// Of `hold_total`, the most one client address may hold at once (default a quarter of
+    /// `hold_total`, at least `hold_bytes`): one client's uploads, or the streams of one
+    /// HTTP/2 connection, cannot take the whole budget from everyone else.
+    pub hold_per_client: Option<RawSize>,
     /// How long a request waits for its reservation in `hold_total` before it is answered
     /// 503 (default `10s`).
     pub hold_wait: Option<RawDuration>,
@@ -102,6 +106,9 @@ pub struct RawLimits {
     pub idle_timeout: Option<RawDuration>,
     /// Most client connections open at once; more wait in the listen backlog (default 1024).
     pub max_connections: Option<usize>,
+    /// Most connections open at once from one client address; more get 503 (default a
+    /// quarter of `max_connections`, at least 1): one workstation cannot take every slot.
+    pub max_connections_per_client: Option<usize>,
     /// Time to establish a TCP connection to an upstream (default `10s`).
     pub upstream_connect_timeout: Option<RawDuration>,
     /// Time an upstream has to start its response once the request is sent (default `60s`).

@@ -1,13 +1,20 @@
 //! The hold budget: request-body bytes held in memory at once, across all requests
-//! (`limits.hold_total`).
+//! (`limits.hold_total`), and per client address (`limits.hold_per_client`).
 //!
 //! Without it, memory is bounded only per request: `max_connections` uploads each holding
 //! `hold_bytes` would be 16 GiB at the defaults. A request reserves what it may hold before
 //! it reads its body, all at once, so no request waits while holding part of the budget
 //! (no deadlock); it waits at most `limits.hold_wait`, then gets 503. The reservation is
 //! accounted in KiB and is released when the request's [`Reservation`] is dropped.
+//!
+//! A client's reservations together stay within its share: it takes its share first, then
+//! the shared budget. Without the share, one client's uploads (or the streams of one
+//! HTTP/2 connection, each body of unknown length reserving `hold_bytes`) took the whole
+//! budget and every other client's upload got 503 (found in review).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -21,36 +28,104 @@ const UNIT: u64 = 1024;
 #[derive(Debug)]
 pub(super) struct HoldBudget {
     units: Arc<Semaphore>,
+    /// Each client's share, in units.
+    share: usize,
+    /// The shares of the clients holding part of the budget now (an entry goes when its
+    /// client's last reservation does).
+    clients: Arc<Mutex<HashMap<IpAddr, Arc<Semaphore>>>>,
     wait: Duration,
 }
 
 /// A part of the budget, given back when dropped.
 #[derive(Debug)]
-pub(super) struct Reservation(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+pub(super) struct Reservation(#[allow(dead_code)] Option<Held>);
+
+#[derive(Debug)]
+pub(super) struct Held {
+    // Declared (so dropped) first: the shared units, then the client's.
+    _total: OwnedSemaphorePermit,
+    _client: ClientShare,
+}
+
+/// A client's part of its share; removes the client's entry when it is the last.
+#[derive(Debug)]
+struct ClientShare {
+    permit: Option<OwnedSemaphorePermit>,
+    ip: IpAddr,
+    clients: Arc<Mutex<HashMap<IpAddr, Arc<Semaphore>>>>,
+}
+
+impl Drop for ClientShare {
+    fn drop(&mut self) {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        drop(self.permit.take());
+        // Only the map holds the semaphore now (a reservation in flight holds a clone):
+        // nothing of the client's is held or waiting.
+        if clients
+            .get(&self.ip)
+            .is_some_and(|s| Arc::strong_count(s) == 1)
+        {
+            clients.remove(&self.ip);
+        }
+    }
+}
+
+fn units(bytes: u64) -> usize {
+    usize::try_from(bytes.div_ceil(UNIT))
+        .unwrap_or(usize::MAX)
+        .min(Semaphore::MAX_PERMITS)
+}
 
 impl HoldBudget {
-    /// A budget of `total` bytes; a reservation waits at most `wait`.
-    pub(super) fn new(total: u64, wait: Duration) -> HoldBudget {
-        let units = usize::try_from(total.div_ceil(UNIT))
-            .unwrap_or(usize::MAX)
-            .min(Semaphore::MAX_PERMITS);
+    /// A budget of `total` bytes, at most `per_client` of it for one client address; a
+    /// reservation waits at most `wait`.
+    pub(super) fn new(total: u64, per_client: u64, wait: Duration) -> HoldBudget {
         HoldBudget {
-            units: Arc::new(Semaphore::new(units)),
+            units: Arc::new(Semaphore::new(units(total))),
+            share: units(per_client.min(total)),
+            clients: Arc::default(),
             wait,
         }
     }
 
-    /// Reserves `bytes` (nothing for 0), waiting up to the hold wait.
-    pub(super) async fn reserve(&self, bytes: u64) -> Result<Reservation, ProxyError> {
+    /// Reserves `bytes` for `client` (nothing for 0), waiting up to the hold wait in all.
+    pub(super) async fn reserve(
+        &self,
+        client: IpAddr,
+        bytes: u64,
+    ) -> Result<Reservation, ProxyError> {
         if bytes == 0 {
             return Ok(Reservation(None));
         }
-        let units = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX);
-        match tokio::time::timeout(self.wait, self.units.clone().acquire_many_owned(units)).await {
-            Ok(Ok(permit)) => Ok(Reservation(Some(permit))),
-            // The semaphore is never closed; a reservation larger than the whole budget
-            // (impossible: validation keeps hold_total >= hold_bytes) fails the same way.
-            Ok(Err(_)) | Err(_) => Err(ProxyError::Busy(self.wait)),
+        let n = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX);
+        let semaphore = {
+            let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            clients
+                .entry(client)
+                .or_insert_with(|| Arc::new(Semaphore::new(self.share)))
+                .clone()
+        };
+        // From here on the entry is cleaned up however this ends.
+        let mut share = ClientShare {
+            permit: None,
+            ip: client,
+            clients: self.clients.clone(),
+        };
+        let acquire = async {
+            share.permit = Some(semaphore.acquire_many_owned(n).await.ok()?);
+            self.units.clone().acquire_many_owned(n).await.ok()
+        };
+        // Bound first, so the waits (and the share they hold) end here, before `share`.
+        let got = tokio::time::timeout(self.wait, acquire).await;
+        match got {
+            Ok(Some(total)) => Ok(Reservation(Some(Held {
+                _total: total,
+                _client: share,
+            }))),
+            // The semaphores are never closed; a reservation larger than a share or the
+            // whole budget (impossible: validation keeps hold_bytes within both) fails the
+            // same way.
+            Ok(None) | Err(_) => Err(ProxyError::Busy(self.wait)),
         }
     }
 }

@@ -170,7 +170,7 @@ pub(super) async fn forward(
     };
     let reservation = {
         let _busy = ctx.activity.busy();
-        shared.hold_budget.reserve(may_hold).await?
+        shared.hold_budget.reserve(ctx.peer.ip(), may_hold).await?
     };
 
     // Hold the body (scanning as it arrives) up to the hold limit.

@@ -260,7 +260,11 @@ pub async fn run_with(
         connector,
         http1: http1_builder(&config),
         request_ids: RequestIds::default(),
-        hold_budget: HoldBudget::new(config.limits.hold_total, config.limits.hold_wait),
+        hold_budget: HoldBudget::new(
+            config.limits.hold_total,
+            config.limits.hold_per_client,
+            config.limits.hold_wait,
+        ),
         config,
     });
     info!(%local, rules = shared.config.rules.rules().len(), "proxy listening");
@@ -270,6 +274,7 @@ pub async fn run_with(
 
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let permits = Arc::new(Semaphore::new(shared.config.limits.max_connections));
+    let per_client = Arc::new(ClientSlots::default());
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -288,6 +293,18 @@ pub async fn run_with(
                 }
             },
         };
+        let Some(slot) =
+            per_client.take(peer.ip(), shared.config.limits.max_connections_per_client)
+        else {
+            // Its permit goes back now: one client cannot hold every slot.
+            drop(permit);
+            debug!(%peer, "connection refused: limits.max_connections_per_client open from this address");
+            shared
+                .metrics
+                .request(crate::metrics::Outcome::Refused, Duration::ZERO);
+            tokio::spawn(too_many_connections(stream));
+            continue;
+        };
         let ctx = ConnCtx {
             shared: shared.clone(),
             peer,
@@ -299,6 +316,7 @@ pub async fn run_with(
                 _alive: alive_tx.clone(),
                 _permit: Arc::new(permit),
                 _counted: Arc::new(shared.metrics.connection()),
+                _slot: Arc::new(slot),
             },
         };
         tokio::spawn(serve_connection(Arc::new(ctx), stream));
@@ -429,6 +447,64 @@ struct Guard {
     _alive: mpsc::Sender<()>,
     _permit: Arc<OwnedSemaphorePermit>,
     _counted: Arc<crate::metrics::ConnectionGauge>,
+    _slot: Arc<ClientSlot>,
+}
+
+/// Connections open per client address, for `limits.max_connections_per_client` (found in
+/// review: one workstation holding tunnels took every `max_connections` slot, and every
+/// other client waited in the listen backlog).
+#[derive(Debug, Default)]
+struct ClientSlots(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection's place in [`ClientSlots`], given back when dropped.
+#[derive(Debug)]
+struct ClientSlot {
+    ip: std::net::IpAddr,
+    slots: Arc<ClientSlots>,
+}
+
+impl ClientSlots {
+    /// A slot for a connection from `ip`, unless `cap` are open from it already.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, cap: usize) -> Option<ClientSlot> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            ip,
+            slots: self.clone(),
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The answer to a connection over its client's cap: a short 503, then close.
+async fn too_many_connections(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = "Too many connections from this address to the proxy; try again shortly.\n";
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\nRetry-After: 5\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// Where the server is in its life.

@@ -1,0 +1,163 @@
+//! One client cannot take what every client shares: connection slots
+//! (`limits.max_connections_per_client`) and the hold budget (`limits.hold_per_client`).
+//! Found in review: one workstation holding tunnels took every `max_connections` slot, and
+//! one HTTP/2 connection whose streams each reserved `hold_bytes` took the whole hold
+//! budget; every other client's request then waited or got 503.
+//!
+//! Other clients are other loopback addresses (127.0.0.2); everything stays on loopback.
+
+mod ops_support;
+mod support;
+#[path = "support/tls.rs"]
+mod tls_support;
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use hyper::body::{Body, Frame};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::{Proxy, Upstream, parse_reply, read_to_close};
+use tls_support::{TestCa, TlsProxy, TlsUpstream, tls_via};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
+
+/// A request body that never sends a byte and never ends (no length, no end of stream).
+struct Never;
+
+impl Body for Never {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Pending
+    }
+}
+
+/// A TCP connection to `proxy` from `source` (a loopback address: another workstation).
+async fn connect_from(source: [u8; 4], proxy: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(IpAddr::from(source), 0))
+        .unwrap();
+    socket.connect(proxy).await.unwrap()
+}
+
+/// A small `Connection: close` POST through the proxy from `source`: the reply's status.
+async fn small_post_from(source: [u8; 4], proxy: SocketAddr, url: &str) -> u16 {
+    let mut s = connect_from(source, proxy).await;
+    let body = b"meeting notes";
+    let head = format!(
+        "POST {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    parse_reply(&read_to_close(&mut s).await).status
+}
+
+#[tokio::test]
+async fn one_client_gets_at_most_its_share_of_the_connection_slots() {
+    let upstream = Upstream::start().await;
+    let echo = support::echo_server().await;
+    let proxy = Proxy::start(&format!(
+        "access: {{ connect_ports: [{}] }}\n\
+         limits: {{ max_connections: 8, max_connections_per_client: 2 }}",
+        echo.port()
+    ))
+    .await;
+    let mut tunnels = Vec::new();
+    for _ in 0..2 {
+        let (status, s) = tls_support::connect(proxy.addr, &echo.to_string()).await;
+        assert_eq!(status, 200);
+        tunnels.push(s);
+    }
+    // A third from the same address: 503 at once, saying why.
+    let mut third = connect_from([127, 0, 0, 1], proxy.addr).await;
+    let raw = tokio::time::timeout(Duration::from_secs(5), read_to_close(&mut third))
+        .await
+        .expect("answered at once");
+    let reply = parse_reply(&raw);
+    assert_eq!(reply.status, 503, "{}", String::from_utf8_lossy(&raw));
+    let text = String::from_utf8_lossy(&reply.body);
+    assert!(text.contains("Too many connections"), "{text}");
+    // Another workstation is served.
+    let other = tokio::time::timeout(
+        Duration::from_secs(5),
+        small_post_from([127, 0, 0, 2], proxy.addr, &upstream.url("/other")),
+    )
+    .await;
+    assert_eq!(other.ok(), Some(200));
+    // A slot given back is a slot again.
+    drop(tunnels.pop());
+    let mut again = None;
+    for _ in 0..50 {
+        let (status, s) = tls_support::connect(proxy.addr, &echo.to_string()).await;
+        if status == 200 {
+            again = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "the freed slot was not given back");
+}
+
+#[tokio::test]
+async fn one_http2_connection_cannot_take_the_whole_hold_budget() {
+    let ca = TestCa::new();
+    let tls_up = TlsUpstream::start(ca.issue(&["upstream.test"], false), &["h2"]).await;
+    let plain_up = Upstream::start().await;
+    // A quarter of the budget per client (the default share): one held body.
+    let proxy = TlsProxy::start(&format!(
+        "tls:\n  upstream_roots: ['{}']\naccess:\n  connect_ports: [{}]\n\
+         limits: {{ hold_bytes: 64KiB, hold_total: 256KiB, hold_wait: 500ms }}\n",
+        ca.pem_path.display(),
+        tls_up.addr.port()
+    ))
+    .await;
+    let stream = tls_via(
+        proxy.addr,
+        &tls_up.addr.to_string(),
+        "upstream.test",
+        &[proxy.ca_cert()],
+        &["h2"],
+    )
+    .await
+    .unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let authority = format!("upstream.test:{}", tls_up.addr.port());
+    // Four streams with bodies of unknown length that never come: each would reserve
+    // hold_bytes, the four the whole budget.
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let mut sender = sender.clone();
+        let req = Request::post(format!("https://{authority}/upload{i}"))
+            .body(Never)
+            .unwrap();
+        held.push(tokio::spawn(async move { sender.send_request(req).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = small_post_from([127, 0, 0, 2], proxy.addr, &plain_up.url("/notes")).await;
+    assert_eq!(
+        status, 200,
+        "another client's 13-byte upload was refused while one HTTP/2 connection held bodies"
+    );
+    // The streams over the client's share waited their hold_wait and got 503.
+    let mut refused = 0;
+    for h in held.drain(1..) {
+        if let Ok(Ok(Ok(resp))) = tokio::time::timeout(Duration::from_secs(5), h).await {
+            refused += usize::from(resp.status() == 503);
+        }
+    }
+    assert_eq!(refused, 3, "streams over the client's share");
+}
