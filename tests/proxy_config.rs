@@ -52,6 +52,7 @@ fn an_empty_file_is_every_default() {
         // A quarter of each shared whole per client address.
         assert_eq!(c.limits.hold_per_client, 64 << 20);
         assert_eq!(c.limits.max_connections_per_client, 256);
+        assert_eq!(c.limits.body_min_rate, 1024);
         assert_eq!(c.limits.oversize, Oversize::Stream);
         assert!(!c.block_page.contact.is_empty());
     }
@@ -112,6 +113,7 @@ limits:
   hold_total: 64MiB
   hold_per_client: 8MiB
   max_connections_per_client: 3
+  body_min_rate: 4KiB
   hold_wait: 3s
 block_page:
   contact: Call 4242.
@@ -132,6 +134,7 @@ block_page:
     assert_eq!(l.hold_total, 64 << 20);
     assert_eq!(l.hold_per_client, 8 << 20);
     assert_eq!(l.max_connections_per_client, 3);
+    assert_eq!(l.body_min_rate, 4096);
     assert_eq!(l.hold_wait, Duration::from_secs(3));
     assert_eq!(c.block_page.contact, "Call 4242.");
 }

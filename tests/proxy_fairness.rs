@@ -161,3 +161,74 @@ async fn one_http2_connection_cannot_take_the_whole_hold_budget() {
     }
     assert_eq!(refused, 3, "streams over the client's share");
 }
+
+/// A held body that arrives slower than `limits.body_min_rate` (after the head's time)
+/// gets 408 and gives its reservation back; one that keeps the rate goes through (found in
+/// review: a body trickled at 3 bytes a second held its reservation past every timeout).
+#[tokio::test]
+async fn a_body_trickled_below_the_minimum_rate_gets_408_and_frees_the_budget() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(
+        "limits: { hold_bytes: 64KiB, hold_total: 64KiB, hold_wait: 300ms, \
+         header_read_timeout: 1s, body_min_rate: 100 }",
+    )
+    .await;
+    let head = |path: &str| {
+        format!(
+            "POST {} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            upstream.url(path)
+        )
+    };
+    // About 10 bytes a second.
+    let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
+    slow.write_all(head("/slow").as_bytes()).await.unwrap();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..10 {
+            if slow.write_all(b"1\r\nx\r\n").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        read_to_close(&mut slow).await
+    });
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The budget is free again: another client's upload goes through.
+    let status = small_post_from([127, 0, 0, 2], proxy.addr, &upstream.url("/victim")).await;
+    assert_eq!(status, 200, "the trickled body still holds the budget");
+    let reply = parse_reply(&trickle.await.unwrap());
+    assert_eq!(reply.status, 408);
+    // 50 bytes every 100 ms (500 B/s) for 2 s: slow, but above the rate.
+    let mut steady = TcpStream::connect(proxy.addr).await.unwrap();
+    steady.write_all(head("/steady").as_bytes()).await.unwrap();
+    for _ in 0..20 {
+        steady
+            .write_all(format!("32\r\n{}\r\n", "y".repeat(50)).as_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    steady.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut steady, &mut buf),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let got = upstream.requests();
+    let steady_body = got
+        .iter()
+        .find(|r| r.target == "/steady")
+        .map(|r| r.body.len());
+    assert_eq!(steady_body, Some(1000));
+    assert!(
+        got.iter().all(|r| r.target != "/slow"),
+        "the trickled body reached the upstream"
+    );
+}

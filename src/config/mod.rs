@@ -141,6 +141,9 @@ pub struct Limits {
     pub hold_per_client: u64,
     /// Time a request waits for its share of `hold_total`.
     pub hold_wait: Duration,
+    /// The slowest a held body may arrive (bytes per second, on average, after
+    /// `header_read_timeout`).
+    pub body_min_rate: u64,
     /// Largest request head in bytes.
     pub header_bytes: usize,
     /// Most header fields in one request.
@@ -171,6 +174,7 @@ impl Default for Limits {
             hold_total: 256 << 20,
             hold_per_client: 64 << 20,
             hold_wait: Duration::from_secs(10),
+            body_min_rate: 1024,
             header_bytes: 64 << 10,
             header_count: 100,
             header_read_timeout: Duration::from_secs(10),
@@ -645,6 +649,12 @@ pub fn validate(
         hold_total,
         hold_per_client,
         hold_wait: errors.duration("limits.hold_wait", l.hold_wait, defaults.hold_wait),
+        body_min_rate: errors.size(
+            "limits.body_min_rate",
+            l.body_min_rate,
+            defaults.body_min_rate,
+            1,
+        ),
         header_bytes: errors.size(
             "limits.header_bytes",
             l.header_bytes,

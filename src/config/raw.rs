@@ -91,6 +91,10 @@ pub struct RawLimits {
     /// `hold_total`, at least `hold_bytes`): one client's uploads, or the streams of one
     /// HTTP/2 connection, cannot take the whole budget from everyone else.
     pub hold_per_client: Option<RawSize>,
+    /// The slowest a held body may arrive, in bytes per second on average, counted after
+    /// `header_read_timeout` (default `1KiB`): slower gets 408, and its reservation goes
+    /// back (a body trickled a few bytes a second held its reservation forever).
+    pub body_min_rate: Option<RawSize>,
     /// How long a request waits for its reservation in `hold_total` before it is answered
     /// 503 (default `10s`).
     pub hold_wait: Option<RawDuration>,

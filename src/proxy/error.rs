@@ -41,6 +41,9 @@ pub enum ProxyError {
         /// The hold limit.
         limit: u64,
     },
+    /// Client: the body arrived slower than `limits.body_min_rate` while held (408).
+    #[error("client: the request body arrived slower than {0} bytes per second")]
+    SlowBody(u64),
     /// Client: reading the request body failed (the client went away or broke framing).
     #[error("client: reading the request body: {0}")]
     ClientBody(#[source] hyper::Error),
@@ -189,6 +192,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::SlowBody(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ClientNotAllowed(_)
             | ProxyError::PortNotAllowed(_)
             | ProxyError::Loop(_)
@@ -222,6 +226,7 @@ impl ProxyError {
             ProxyError::PortNotAllowed(_) => "port_not_allowed",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::ClientBody(_) => "client_body",
+            ProxyError::SlowBody(_) => "slow_body",
             ProxyError::Loop(_) => "loop",
             ProxyError::Blocked(_) => "blocked",
             ProxyError::AuthRequired { .. } => "auth_required",
@@ -261,6 +266,7 @@ impl ProxyError {
             ProxyError::BadRequest(_)
                 | ProxyError::TransferCoding
                 | ProxyError::ClientBody(_)
+                | ProxyError::SlowBody(_)
                 | ProxyError::ClientNotAllowed(_)
                 | ProxyError::BodyTooLarge { .. }
                 | ProxyError::Busy(_)
@@ -272,6 +278,7 @@ impl ProxyError {
     pub fn title(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => "Bad request",
+            ProxyError::SlowBody(_) => "Upload too slow",
             ProxyError::TransferCoding => "Transfer coding not supported",
             ProxyError::ClientNotAllowed(_) => "Proxy access denied",
             ProxyError::PortNotAllowed(_) => "Destination port not allowed",
@@ -308,6 +315,10 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(why) => format!("The proxy could not use this request: {why}."),
             ProxyError::ClientBody(_) => "The request body could not be read.".into(),
+            ProxyError::SlowBody(rate) => format!(
+                "The upload arrived slower than {rate} bytes per second, the least this proxy \
+                 waits for while it holds an upload for inspection. Nothing was sent."
+            ),
             ProxyError::TransferCoding => {
                 "The request body was sent with a transfer coding this proxy does not \
                  support (only chunked): it could not be inspected."

@@ -173,14 +173,26 @@ pub(super) async fn forward(
         shared.hold_budget.reserve(ctx.peer.ip(), may_hold).await?
     };
 
-    // Hold the body (scanning as it arrives) up to the hold limit.
+    // Hold the body (scanning as it arrives) up to the hold limit, at no less than
+    // `limits.body_min_rate` on average once the head's time has passed: a body trickled a
+    // few bytes a second held its reservation (and slot) forever (found in review).
     let mut held = Vec::new();
     let mut held_bytes = 0u64;
+    let started = tokio::time::Instant::now();
     let complete = loop {
         if held_bytes > limits.hold_bytes {
             break false;
         }
-        match body.frame().await {
+        // By when the next byte must come for the average to hold.
+        let due = started
+            + limits.header_read_timeout
+            + std::time::Duration::from_secs_f64(
+                (held_bytes + 1) as f64 / limits.body_min_rate as f64,
+            );
+        let Ok(next) = tokio::time::timeout_at(due, body.frame()).await else {
+            return Err(ProxyError::SlowBody(limits.body_min_rate));
+        };
+        match next {
             None => break true,
             Some(Err(e)) => return Err(ProxyError::ClientBody(e)),
             Some(Ok(frame)) => {
