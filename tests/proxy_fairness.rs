@@ -232,3 +232,104 @@ async fn a_body_trickled_below_the_minimum_rate_gets_408_and_frees_the_budget() 
         "the trickled body reached the upstream"
     );
 }
+
+/// A TLS upstream speaking HTTP/1.1 only, answering each request after 1.5 s, counting
+/// its handshakes.
+async fn slow_h1_upstream(
+    cert: tls_support::ServerCert,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut config = rustls::ServerConfig::builder_with_provider(tls_support::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(cert.chain.clone(), cert.key.clone_key())
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let counted = handshakes.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, counted) = (acceptor.clone(), counted.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                counted.fetch_add(1, Ordering::Relaxed);
+                let service =
+                    hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                        Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
+                            Bytes::from_static(b"ok"),
+                        )))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, handshakes)
+}
+
+/// An HTTP/2 client of an HTTP/1.1-only upstream gets few streams at once: each stream in
+/// flight takes an upstream connection of its own (found in review: 20 streams were 20
+/// upstream connections and verified handshakes from one client connection).
+#[tokio::test]
+async fn an_http2_client_of_an_http1_upstream_gets_few_streams_at_once() {
+    let ca = TestCa::new();
+    let (up, handshakes) = slow_h1_upstream(ca.issue(&["upstream.test"], false)).await;
+    let proxy = TlsProxy::start(&format!(
+        "tls:\n  upstream_roots: ['{}']\naccess:\n  connect_ports: [{}]\n",
+        ca.pem_path.display(),
+        up.port()
+    ))
+    .await;
+    let stream = tls_via(
+        proxy.addr,
+        &up.to_string(),
+        "upstream.test",
+        &[proxy.ca_cert()],
+        &["h2"],
+    )
+    .await
+    .unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // The proxy's SETTINGS (its stream limit) first: streams a client opens before them
+    // over the limit are refused (REFUSED_STREAM, which clients retry).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let authority = format!("upstream.test:{}", up.port());
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let mut sender = sender.clone();
+        let req = Request::get(format!("https://{authority}/r{i}"))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        tasks.push(tokio::spawn(async move {
+            sender.send_request(req).await.map(|r| r.status())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let n = handshakes.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        (1..=6).contains(&n),
+        "one client connection with 20 streams made {n} upstream connections"
+    );
+    // Every request is still answered, a few at a time.
+    for t in tasks {
+        let status = tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("answered")
+            .unwrap()
+            .unwrap();
+        assert_eq!(status, 200);
+    }
+}

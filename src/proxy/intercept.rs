@@ -64,6 +64,12 @@ const H1_IDLE_PER_CONNECTION: usize = 4;
 /// Most concurrent streams an intercepted HTTP/2 client may open.
 const H2_MAX_STREAMS: u32 = 100;
 
+/// Most concurrent streams when the upstream is not known to speak HTTP/2: each stream in
+/// flight takes an HTTP/1.1 connection of its own upstream, and 100 streams were 100 TCP
+/// connections and verified handshakes from one client connection (found in review). Six
+/// is what browsers open to one HTTP/1.1 server.
+const H2_STREAMS_OVER_H1: u32 = 6;
+
 /// Where a CONNECT goes: host (as the client wrote it) and port.
 pub(super) struct Target {
     pub(super) host: String,
@@ -384,7 +390,12 @@ async fn intercept(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
     debug!(%peer, host = %shown, h2, "intercepting");
-    serve(ctx, TokioIo::new(stream), origin, h2, user).await;
+    let streams = if chosen.as_deref() == Some(ALPN_H2) {
+        H2_MAX_STREAMS
+    } else {
+        H2_STREAMS_OVER_H1
+    };
+    serve(ctx, TokioIo::new(stream), origin, (h2, streams), user).await;
 }
 
 fn client_failed(
@@ -450,9 +461,15 @@ async fn blind(
 }
 
 /// Serves HTTP/1.1 or HTTP/2 on the client's TLS stream until it ends, the connection is
-/// idle for `limits.idle_timeout`, or the server stops (graceful on drain).
-async fn serve<I>(ctx: Arc<ConnCtx>, io: I, origin: Origin, h2: bool, user: Option<Arc<str>>)
-where
+/// idle for `limits.idle_timeout`, or the server stops (graceful on drain). HTTP/2 takes at
+/// most `streams` streams at once (fewer when the upstream speaks HTTP/1.1).
+async fn serve<I>(
+    ctx: Arc<ConnCtx>,
+    io: I,
+    origin: Origin,
+    (h2, streams): (bool, u32),
+    user: Option<Arc<str>>,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let stack = layers::stack(ctx.clone());
@@ -492,7 +509,7 @@ where
         builder
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.header_bytes).unwrap_or(u32::MAX))
-            .max_concurrent_streams(H2_MAX_STREAMS);
+            .max_concurrent_streams(streams);
         let conn = builder.serve_connection(io, service);
         tokio::pin!(conn);
         super::drive(
