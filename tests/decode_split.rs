@@ -177,3 +177,28 @@ proptest! {
         same_whole_and_split(&engine, Some("text/plain"), Some("gzip"), &body, &cuts)?;
     }
 }
+
+/// A run ends at the first byte that is no symbol, and `/` is one: in `…?t=<token>/alice@…`
+/// the run ends at the `@`. Its decoded text must not go in there, between `alice` and
+/// `@acme-corp.io` (found in review: every address after such a link was missed).
+#[test]
+fn an_address_right_after_a_base64_run_is_found_whatever_the_chunks() {
+    let engine = engine();
+    let token = base64(b"tracking token for the newsletter campaign of march, recipient id 8812..");
+    assert!(!token.contains('='));
+    let body: String = ["alice", "bob", "carol"]
+        .iter()
+        .map(|p| format!("unsubscribe: https://news.example/unsub?t={token}/{p}@acme-corp.io\n"))
+        .collect();
+    let whole = inspect(&engine, Some("text/plain"), None, &[body.as_bytes()]);
+    assert_eq!(whole.0, vec![("email".to_owned(), 3, 3)], "{body}");
+    for cut in 0..body.len() {
+        let parts = inspect(
+            &engine,
+            Some("text/plain"),
+            None,
+            &split(body.as_bytes(), &[cut]),
+        );
+        assert_eq!(parts, whole, "cut at {cut}");
+    }
+}

@@ -17,8 +17,8 @@
 //! Runs are found 64 bytes at a time from masks (`crate::window`): a cheap range mask
 //! first (bytes in `+..=z`, a superset of the symbols: a space, a line break or a quote
 //! ends a run), the exact symbol mask only where the range mask's run could reach
-//! [`BASE64_MIN_RUN`]; a run's ends are then found from the masks, not by a byte walk. The decoded bytes of a run go into the stream when the run ends (or every
-//! [`FLUSH`] bytes for a long one), as their own segment.
+//! [`BASE64_MIN_RUN`]; a run's ends are then found from the masks, not by a byte walk. The decoded bytes of the runs go into the stream as their own segment, after a line end
+//! outside any run (see [`Sniffer::scan_runs`]): the same place whatever the chunks.
 
 use super::base64::{Decoder, is_symbol};
 use super::encoding::Codec;
@@ -33,6 +33,12 @@ const _: () = assert!(BASE64_MIN_RUN == WIDTH);
 
 /// Decoded bytes of a run held before they are scanned.
 const FLUSH: usize = 48 << 10;
+
+/// Raw bytes at least between two insertions of decoded text (see [`Sniffer::scan_runs`]):
+/// the raw pieces between them stay long enough for the engine to scan them where they
+/// lie (`scan::Stream::feed` copies pieces under 16 KiB), and what waits stays under
+/// [`FLUSH`].
+const INSERT_EVERY: u64 = 32 << 10;
 
 /// Magic numbers looked for at the start of content.
 const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
@@ -262,9 +268,14 @@ pub(crate) struct Sniffer {
     inner: Option<Node>,
     mode: Mode,
     carry: Vec<u8>,
-    /// Decoded bytes of the runs that ended in the current input (each followed by a
-    /// line break), scanned together after it: one feed for all of them.
+    /// Decoded bytes of the runs that ended since the last insertion (each followed by a
+    /// line break), scanned together at the next line end: one feed for all of them.
     decoded: Vec<u8>,
+    /// Raw bytes looked at before the current input.
+    seen: u64,
+    /// The decoded text goes in at the first line end at or past this raw position (see
+    /// [`Sniffer::scan_runs`]).
+    next_insert: u64,
     /// The text node those bytes go to (one layer deeper), opened with the first.
     decoded_node: Option<Node>,
     /// The last run's state, kept for the next one: a text full of digests and MIME blobs
@@ -284,6 +295,8 @@ impl Sniffer {
             mode: Mode::Idle,
             carry: Vec::new(),
             decoded: Vec::new(),
+            seen: 0,
+            next_insert: 0,
             decoded_node: None,
             spare: None,
         }
@@ -406,14 +419,21 @@ impl Sniffer {
 
     /// Feeds `data` to the stream, decoding the base64 runs in it.
     ///
-    /// A run's decoded text goes in right where the run ends (a byte that is no symbol,
-    /// where a cut cannot split a match of ordinary text), whatever the chunks: the raw
-    /// bytes up to there, then the decoded text, then on. Found by the split property test
-    /// (`tests/decode_split.rs`): the decoded text of every run that ended in a chunk went
-    /// in together after the last of them, so where it landed depended on the chunking,
-    /// and it could part a context word from its value (`SSN: 219099999` after a run
-    /// counted whole and not when cut after the colon).
+    /// The raw bytes go in as they are; the decoded text of the runs that ended goes in
+    /// after a line end outside any run — the first one at least [`INSERT_EVERY`] raw
+    /// bytes past the last insertion — so that it never parts a value or its context word
+    /// from the raw text around a run, and so that the same body puts it in the same place
+    /// whatever its chunks (found by the split property test `tests/decode_split.rs`: it
+    /// went in after the last run that ended in a chunk, which depended on the chunking;
+    /// a run ends at the first byte that is no symbol, and `/` is one, so `…/token/alice`
+    /// ended at the `@` of an address and the address was cut). Text without line ends
+    /// (minified JSON) puts it in at the end of the run that takes it past [`FLUSH`]
+    /// bytes; a run still open with [`FLUSH`] bytes decoded puts them in at the end of
+    /// the input (both rare, and the one place left where chunks matter). Batching keeps
+    /// a text full of short base64 tokens at a few feeds per [`INSERT_EVERY`] bytes.
     fn scan_runs(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
+        let base = self.seen;
+        self.seen += data.len() as u64;
         let mut emitted = 0;
         let mut pos = 0;
         loop {
@@ -432,14 +452,21 @@ impl Sniffer {
                         self.mode = Mode::Active(run);
                         break;
                     }
-                    // The raw text up to here first, so that the run's segment does not cut
-                    // the text.
-                    out.emit(self.segment, &data[emitted..end]);
-                    emitted = end;
+                    if run.own.is_some() || opens_container(&run.buf) && !run.started {
+                        // Content of its own (an archive in base64): the raw text up to
+                        // here first, so that its segment does not cut the text.
+                        out.emit(self.segment, &data[emitted..end]);
+                        emitted = end;
+                    }
                     self.run_output(&mut run, true, out);
-                    self.flush_decoded(out);
                     self.keep_spare(run);
                     pos = end;
+                    if self.decoded.len() >= FLUSH {
+                        // Too much waiting for a line end: in at this run's end.
+                        out.emit(self.segment, &data[emitted..end]);
+                        emitted = end;
+                        self.insert_decoded(base + end as u64, out);
+                    }
                 }
                 Mode::Skip => {
                     let n = symbol_prefix(&data[pos..]);
@@ -466,10 +493,12 @@ impl Sniffer {
                     }
                     match find_run(data, pos) {
                         Some(start) => {
+                            self.at_line_end(data, base, (pos, start), &mut emitted, out);
                             pos = start;
                             self.open_run(&[], &data[start..], out);
                         }
                         None => {
+                            self.at_line_end(data, base, (pos, data.len()), &mut emitted, out);
                             let t = data[pos..]
                                 .iter()
                                 .rev()
@@ -482,10 +511,44 @@ impl Sniffer {
                 }
             }
         }
-        // The rest, then what a long run still open decoded so far (held up to
-        // [`FLUSH`] bytes).
         out.emit(self.segment, &data[emitted..]);
+        if self.decoded.len() >= FLUSH {
+            // A long run still open: what it decoded so far goes in now.
+            self.insert_decoded(base + data.len() as u64, out);
+        }
+    }
+
+    /// Puts the waiting decoded text in after the first line end in `data[from..to]` (a
+    /// stretch outside any run) at or past [`Sniffer::next_insert`], if there is one.
+    fn at_line_end(
+        &mut self,
+        data: &[u8],
+        base: u64,
+        (from, to): (usize, usize),
+        emitted: &mut usize,
+        out: &mut Out<'_, '_>,
+    ) {
+        if self.decoded.is_empty() {
+            return;
+        }
+        let lo = usize::try_from(self.next_insert.saturating_sub(base))
+            .unwrap_or(usize::MAX)
+            .max(from);
+        if lo >= to {
+            return;
+        }
+        if let Some(i) = memchr::memchr(b'\n', &data[lo..to]) {
+            let at = lo + i + 1;
+            out.emit(self.segment, &data[*emitted..at]);
+            *emitted = at;
+            self.insert_decoded(base + at as u64, out);
+        }
+    }
+
+    /// Scans the waiting decoded text now, at raw position `at`.
+    fn insert_decoded(&mut self, at: u64, out: &mut Out<'_, '_>) {
         self.flush_decoded(out);
+        self.next_insert = at + INSERT_EVERY;
     }
 
     /// A run of at least [`BASE64_MIN_RUN`] symbols starts with `carry` (bytes already
