@@ -273,9 +273,11 @@ pub(crate) struct Sniffer {
     decoded: Vec<u8>,
     /// Raw bytes looked at before the current input.
     seen: u64,
-    /// The decoded text goes in at the first line end at or past this raw position (see
-    /// [`Sniffer::scan_runs`]).
+    /// The decoded text goes in at the end of a run's line at or past this raw position
+    /// (see [`Sniffer::scan_runs`]).
     next_insert: u64,
+    /// A run ended on the current line: its line end is a place for the decoded text.
+    run_line: bool,
     /// The text node those bytes go to (one layer deeper), opened with the first.
     decoded_node: Option<Node>,
     /// The last run's state, kept for the next one: a text full of digests and MIME blobs
@@ -297,6 +299,7 @@ impl Sniffer {
             decoded: Vec::new(),
             seen: 0,
             next_insert: 0,
+            run_line: false,
             decoded_node: None,
             spare: None,
         }
@@ -420,17 +423,20 @@ impl Sniffer {
     /// Feeds `data` to the stream, decoding the base64 runs in it.
     ///
     /// The raw bytes go in as they are; the decoded text of the runs that ended goes in
-    /// after a line end outside any run — the first one at least [`INSERT_EVERY`] raw
-    /// bytes past the last insertion — so that it never parts a value or its context word
-    /// from the raw text around a run, and so that the same body puts it in the same place
-    /// whatever its chunks (found by the split property test `tests/decode_split.rs`: it
-    /// went in after the last run that ended in a chunk, which depended on the chunking;
-    /// a run ends at the first byte that is no symbol, and `/` is one, so `…/token/alice`
-    /// ended at the `@` of an address and the address was cut). Text without line ends
-    /// (minified JSON) puts it in at the end of the run that takes it past [`FLUSH`]
-    /// bytes; a run still open with [`FLUSH`] bytes decoded puts them in at the end of
-    /// the input (both rare, and the one place left where chunks matter). Batching keeps
-    /// a text full of short base64 tokens at a few feeds per [`INSERT_EVERY`] bytes.
+    /// at the end of the line of a run (outside any run), the first such line end at
+    /// least [`INSERT_EVERY`] raw bytes past the last insertion. So the same body puts it
+    /// in the same place whatever its chunks (found by the split property test
+    /// `tests/decode_split.rs`: it went in after the last run that ended in a chunk, which
+    /// depended on the chunking); it never cuts a value after a run (a run ends at the
+    /// first byte that is no symbol, and `/` is one, so `…/token/alice` ended at the `@`
+    /// of an address, which a cut at every run's end missed: found in review); and it
+    /// never goes in at a line end without a run on its line (a CSV header naming `ssn`
+    /// and the value on the next line were parted by a cut at any line end: found in
+    /// review). Text without line ends (minified JSON) puts it in at the end of the run
+    /// that takes it past [`FLUSH`] bytes; a run still open with [`FLUSH`] bytes decoded
+    /// puts them in at the end of the input (both rare, and where chunks still matter).
+    /// Batching keeps a text full of short base64 tokens at a few feeds per
+    /// [`INSERT_EVERY`] bytes: each feed costs the engine a pass over its rules.
     fn scan_runs(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
         let base = self.seen;
         self.seen += data.len() as u64;
@@ -461,6 +467,7 @@ impl Sniffer {
                     self.run_output(&mut run, true, out);
                     self.keep_spare(run);
                     pos = end;
+                    self.run_line = true;
                     if self.decoded.len() >= FLUSH {
                         // Too much waiting for a line end: in at this run's end.
                         out.emit(self.segment, &data[emitted..end]);
@@ -518,8 +525,9 @@ impl Sniffer {
         }
     }
 
-    /// Puts the waiting decoded text in after the first line end in `data[from..to]` (a
-    /// stretch outside any run) at or past [`Sniffer::next_insert`], if there is one.
+    /// In `data[from..to]` (a stretch outside any run): at the end of a run's line, puts
+    /// the waiting decoded text in after it when the line end is at or past
+    /// [`Sniffer::next_insert`].
     fn at_line_end(
         &mut self,
         data: &[u8],
@@ -528,21 +536,20 @@ impl Sniffer {
         emitted: &mut usize,
         out: &mut Out<'_, '_>,
     ) {
-        if self.decoded.is_empty() {
+        if !self.run_line || from >= to {
             return;
         }
-        let lo = usize::try_from(self.next_insert.saturating_sub(base))
-            .unwrap_or(usize::MAX)
-            .max(from);
-        if lo >= to {
+        let Some(i) = memchr::memchr(b'\n', &data[from..to]) else {
+            return;
+        };
+        self.run_line = false;
+        let at = from + i + 1;
+        if self.decoded.is_empty() || base + (at as u64) < self.next_insert {
             return;
         }
-        if let Some(i) = memchr::memchr(b'\n', &data[lo..to]) {
-            let at = lo + i + 1;
-            out.emit(self.segment, &data[*emitted..at]);
-            *emitted = at;
-            self.insert_decoded(base + at as u64, out);
-        }
+        out.emit(self.segment, &data[*emitted..at]);
+        *emitted = at;
+        self.insert_decoded(base + at as u64, out);
     }
 
     /// Scans the waiting decoded text now, at raw position `at`.
