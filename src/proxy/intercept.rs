@@ -5,10 +5,13 @@
 //!
 //! Steps, each bounded by `tls.handshake_timeout` where it waits on a peer:
 //!
-//! 1. read the ClientHello (SNI, ALPN); a server name in `tls.bypass` turns the CONNECT
-//!    into a blind tunnel (the hello is replayed to the upstream), logged by host; bytes
-//!    that are not TLS, or ALPN offering only protocols other than HTTP, end the
-//!    connection (counted: nothing uninspectable passes a tunnel meant to be inspected);
+//! 1. read the ClientHello (SNI, ALPN); a server name other than the CONNECT host is
+//!    scanned with it first (`forward::judge_name`: a block refuses the connection's
+//!    requests with the block page and nothing goes upstream); a server name in
+//!    `tls.bypass` turns the CONNECT into a blind tunnel (the hello is replayed to the
+//!    upstream), logged by host; bytes that are not TLS, or ALPN offering only protocols
+//!    other than HTTP, end the connection (counted: nothing uninspectable passes a tunnel
+//!    meant to be inspected);
 //! 2. handshake with the upstream first (`tls::UpstreamTls`, never unverified), offering
 //!    the client's HTTP protocols;
 //! 3. finish the client's handshake with the leaf for its server name (or the IP), offering

@@ -1,7 +1,9 @@
 //! CONNECT: a blind TCP tunnel to an allowed port; and [`splice`], the byte copy shared
 //! with upgraded connections (WebSocket).
 //!
-//! The port must be in `access.connect_ports`; the upstream is connected (with the connect
+//! The port must be in `access.connect_ports`, and the host is scanned before anything is
+//! sent to it or about it (`forward::judge_name`: a block is a 403 and an audit event;
+//! the name would otherwise leave in the lookup and the connect); the upstream is connected (with the connect
 //! timeout and the loop guard) before the client gets its 200, so a dead upstream is a 502
 //! or 504 rather than a tunnel that closes at once (an intercepted CONNECT for which the
 //! same client left a verified connection idle in the pool of `origins` takes that one
