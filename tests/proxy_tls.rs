@@ -200,6 +200,12 @@ async fn a_request_for_another_host_inside_the_connection_is_refused() {
     let reply = send(stream, "GET", "elsewhere.test", "/", b"").await;
     assert_eq!(reply.status, 400, "{}", reply.body);
     assert!(upstream.requests().is_empty());
+    // Counted as refused, like any request turned away before a verdict.
+    let scrape = proxy.scrape().await;
+    assert_eq!(
+        scrape.get("egress_dlp_requests_total{action=\"refused\"}"),
+        1.0
+    );
 }
 
 #[tokio::test]

@@ -488,6 +488,11 @@ async fn serve<I>(
                 Err((err, json)) => {
                     let id = ctx.shared.request_ids.next();
                     info!(request_id = id, peer = %ctx.peer, kind = err.kind(), error = %err, "request refused");
+                    // Counted like any request refused before a verdict (found in review:
+                    // these never reached `egress_dlp_requests_total`).
+                    ctx.shared
+                        .metrics
+                        .request(crate::metrics::Outcome::Refused, Duration::ZERO);
                     // The contact line in force now, not the one at start (found in review).
                     let live = ctx.shared.live.get();
                     return Ok::<_, Infallible>(page::error_response(
