@@ -17,7 +17,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use support::{Behavior, Recorded, customer_export, record};
-use tls_support::{ServerCert, TestCa, TlsProxy, provider, send, tls_via};
+use tls_support::{ServerCert, TestCa, TlsProxy, send, tls_via};
 use tokio::net::TcpListener;
 
 /// A proxy intercepting CONNECTs to `ports`, trusting `ca` for upstreams, plus `extra`
@@ -52,13 +52,7 @@ async fn tls_upstream_sni(
     Arc<Mutex<Vec<String>>>,
 ) {
     assert!(addr.ip().is_loopback());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(cert.chain.clone(), cert.key.clone_key())
-        .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = tls_support::server_config(&cert, &["http/1.1"]);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -84,6 +78,42 @@ async fn tls_upstream_sni(
         }
     });
     (addr, seen, snis)
+}
+
+/// What [`get_by_name`] leaves: the proxy, the answer, and what the upstream saw.
+struct NameRun {
+    proxy: TlsProxy,
+    reply: tls_support::HttpsReply,
+    seen: Arc<Mutex<Vec<Arc<Mutex<Recorded>>>>>,
+    snis: Arc<Mutex<Vec<String>>>,
+}
+
+/// A `GET /` through an intercepting proxy (`extra`: more of its config) to a recording
+/// upstream on 127.0.0.1 presenting `name`, with `name` as the server name and the CONNECT
+/// to the upstream's address.
+async fn get_by_name(ca: &TestCa, name: &str, extra: &str) -> NameRun {
+    let (addr, seen, snis) = tls_upstream_sni(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        ca.issue(&[name], false),
+    )
+    .await;
+    let proxy = proxy(ca, &[addr.port()], extra).await;
+    let stream = tls_via(
+        proxy.addr,
+        &addr.to_string(),
+        name,
+        &[proxy.ca_cert()],
+        &["http/1.1"],
+    )
+    .await
+    .unwrap();
+    let reply = send(stream, "GET", name, "/", b"").await;
+    NameRun {
+        proxy,
+        reply,
+        seen,
+        snis,
+    }
 }
 
 /// Waits (up to 5 s) for `n` audit events in the proxy's audit log.
@@ -231,22 +261,12 @@ async fn card_numbers_in_the_server_name_do_not_reach_the_upstream_before_the_ve
     let cards = card_numbers(10);
     let name = format!("{}.exfil.test", cards.join("."));
     assert!(name.len() < 250, "{}", name.len());
-    let (addr, seen, snis) = tls_upstream_sni(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        ca.issue(&[name.as_str()], false),
-    )
-    .await;
-    let proxy = proxy(&ca, &[addr.port()], "").await;
-    let stream = tls_via(
-        proxy.addr,
-        &addr.to_string(),
-        &name,
-        &[proxy.ca_cert()],
-        &["http/1.1"],
-    )
-    .await
-    .unwrap();
-    let reply = send(stream, "GET", &name, "/", b"").await;
+    let NameRun {
+        proxy,
+        reply,
+        seen,
+        snis,
+    } = get_by_name(&ca, &name, "").await;
     // The proxy itself judges the name a block...
     assert_eq!(reply.status, 403, "{}", reply.body);
     assert!(reply.body.contains("10 distinct"), "{}", reply.body);
@@ -304,27 +324,17 @@ async fn a_sanctioned_server_name_does_not_carry_card_numbers_to_another_address
     let ca = TestCa::new();
     let cards = card_numbers(10);
     let name = format!("{}.partner.test", cards.join("."));
-    let (addr, _seen, snis) = tls_upstream_sni(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        ca.issue(&[name.as_str()], false),
-    )
-    .await;
-    let proxy = proxy(
+    let NameRun {
+        proxy: _proxy,
+        reply,
+        snis,
+        ..
+    } = get_by_name(
         &ca,
-        &[addr.port()],
+        &name,
         "policy:\n  destinations:\n    sanctioned: ['*.partner.test']\n",
     )
     .await;
-    let stream = tls_via(
-        proxy.addr,
-        &addr.to_string(),
-        &name,
-        &[proxy.ca_cert()],
-        &["http/1.1"],
-    )
-    .await
-    .unwrap();
-    let reply = send(stream, "GET", &name, "/", b"").await;
     assert_eq!(reply.status, 403, "{}", reply.body);
     let leaked = snis.lock().unwrap().clone();
     assert!(
@@ -340,22 +350,9 @@ async fn a_server_name_at_the_log_threshold_is_recorded_and_passes() {
     let ca = TestCa::new();
     let cards = card_numbers(3);
     let name = format!("{}.exfil.test", cards.join("."));
-    let (addr, _seen, snis) = tls_upstream_sni(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        ca.issue(&[name.as_str()], false),
-    )
-    .await;
-    let proxy = proxy(&ca, &[addr.port()], "").await;
-    let stream = tls_via(
-        proxy.addr,
-        &addr.to_string(),
-        &name,
-        &[proxy.ca_cert()],
-        &["http/1.1"],
-    )
-    .await
-    .unwrap();
-    let reply = send(stream, "GET", &name, "/", b"").await;
+    let NameRun {
+        proxy, reply, snis, ..
+    } = get_by_name(&ca, &name, "").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(snis.lock().unwrap().len(), 1);
     let events = audit_events(&proxy, 1).await;
@@ -384,22 +381,11 @@ async fn a_refused_server_name_is_not_written_to_the_log() {
         })
         .collect();
     let name = format!("{}.exfil.test", cards.join("."));
-    let (addr, _seen, _snis) = tls_upstream_sni(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        ca.issue(&[name.as_str()], false),
-    )
-    .await;
-    let proxy = proxy(&ca, &[addr.port()], "").await;
-    let stream = tls_via(
-        proxy.addr,
-        &addr.to_string(),
-        &name,
-        &[proxy.ca_cert()],
-        &["http/1.1"],
-    )
-    .await
-    .unwrap();
-    let reply = send(stream, "GET", &name, "/", b"").await;
+    let NameRun {
+        proxy: _proxy,
+        reply,
+        ..
+    } = get_by_name(&ca, &name, "").await;
     assert_eq!(reply.status, 403, "{}", reply.body);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let text = logs.text();

@@ -120,6 +120,18 @@ pub fn self_signed(names: &[&str]) -> ServerCert {
     }
 }
 
+/// A TLS server config presenting `cert`, offering `alpn` (e.g. `["h2", "http/1.1"]`).
+pub fn server_config(cert: &ServerCert, alpn: &[&str]) -> rustls::ServerConfig {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(cert.chain.clone(), cert.key.clone_key())
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    config
+}
+
 /// A recording HTTPS upstream on `127.0.0.1:0`: HTTP/2 or HTTP/1.1 by ALPN.
 pub struct TlsUpstream {
     /// Where it listens.
@@ -135,14 +147,7 @@ pub struct TlsUpstream {
 impl TlsUpstream {
     /// Serves with `cert`, offering `alpn` (e.g. `["h2", "http/1.1"]`).
     pub async fn start(cert: ServerCert, alpn: &[&str]) -> TlsUpstream {
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(cert.chain.clone(), cert.key.clone_key())
-            .unwrap();
-        config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(&cert, alpn)));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Arc<Mutex<Recorded>>>>> = Arc::default();
