@@ -98,6 +98,8 @@ enum Start {
     Handshake(TcpStream),
     /// Without a connection: the pooled one did not fit and a new one failed.
     Unreachable,
+    /// No upstream at all: the server name was refused (see [`State::Refused`]).
+    Refused(Box<super::error::Blocked>),
 }
 
 /// Takes over a CONNECT whose upstream is reachable (a new TCP connection, or a pooled
@@ -287,15 +289,14 @@ async fn intercept(
         pool: pool.clone(),
         key: key.clone(),
     };
-    let start = match upstream {
-        _ if refused.is_some() => {
-            if let Upstream::Pooled(pooled) = upstream {
-                pool.put(&key, pooled);
-            }
-            Start::Unreachable
+    let start = match (upstream, refused) {
+        (Upstream::Pooled(pooled), Some(blocked)) => {
+            pool.put(&key, pooled);
+            Start::Refused(blocked)
         }
-        Upstream::Pooled(pooled) if pooled.fits(&name, &offer) => Start::Reuse(pooled),
-        Upstream::Pooled(pooled) => {
+        (Upstream::Tcp(_), Some(blocked)) => Start::Refused(blocked),
+        (Upstream::Pooled(pooled), None) if pooled.fits(&name, &offer) => Start::Reuse(pooled),
+        (Upstream::Pooled(pooled), None) => {
             // Made for another server name or ALPN offer: back for a CONNECT it fits, and
             // one that fits this one, or a new one.
             pool.put(&key, pooled);
@@ -317,7 +318,7 @@ async fn intercept(
                 }
             }
         }
-        Upstream::Tcp(tcp) => Start::Handshake(tcp),
+        (Upstream::Tcp(tcp), None) => Start::Handshake(tcp),
     };
     let (origin, chosen) = match start {
         Start::Reuse(pooled) => {
@@ -328,12 +329,10 @@ async fn intercept(
             debug!(host = %shown, ?chosen, "upstream connection reused from the pool");
             (Origin::pooled(origin_base, pooled.sender), chosen)
         }
-        Start::Unreachable => match refused {
-            Some(blocked) => (Origin::new(origin_base, State::Refused(blocked)), None),
-            // Each request connects (and verifies) anew, and gets the 502 or 504 page if
-            // the upstream is still unreachable.
-            None => (Origin::new(origin_base, State::empty()), None),
-        },
+        // Each request connects (and verifies) anew, and gets the 502 or 504 page if the
+        // upstream is still unreachable.
+        Start::Unreachable => (Origin::new(origin_base, State::empty()), None),
+        Start::Refused(blocked) => (Origin::new(origin_base, State::Refused(blocked)), None),
         Start::Handshake(tcp) => match tls.upstream().connect(tcp, &name, &offer).await {
             Ok((stream, chosen)) => {
                 let h2 = chosen.as_deref() == Some(ALPN_H2);

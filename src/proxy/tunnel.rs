@@ -45,11 +45,8 @@ pub(super) async fn connect(
     else {
         return Err(ProxyError::BadRequest("CONNECT needs a host:port target"));
     };
-    if !super::auth::live_of(ctx, req.extensions())
-        .config
-        .access
-        .allows_connect_port(port)
-    {
+    let live = super::auth::live_of(ctx, req.extensions());
+    if !live.config.access.allows_connect_port(port) {
         return Err(ProxyError::PortNotAllowed(port));
     }
     // Requests inside an intercepted tunnel carry the CONNECT's user: browsers
@@ -66,7 +63,7 @@ pub(super) async fn connect(
     // The host goes out in the lookup and the connect below: judged first.
     super::forward::judge_name(
         ctx,
-        &super::auth::live_of(ctx, req.extensions()),
+        &live,
         super::destination::policy_input(ctx, &req),
         (
             request_id,
