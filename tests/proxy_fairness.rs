@@ -20,9 +20,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use hyper::body::{Body, Frame};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use support::{Proxy, Upstream, parse_reply, read_to_close};
-use tls_support::{TestCa, TlsProxy, TlsUpstream, tls_via};
+use tls_support::{TestCa, TlsProxy, TlsUpstream};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -121,20 +121,7 @@ async fn one_http2_connection_cannot_take_the_whole_hold_budget() {
         tls_up.addr.port()
     ))
     .await;
-    let stream = tls_via(
-        proxy.addr,
-        &tls_up.addr.to_string(),
-        "upstream.test",
-        &[proxy.ca_cert()],
-        &["h2"],
-    )
-    .await
-    .unwrap();
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let sender = tls_support::h2_via(&proxy, tls_up.addr, "upstream.test").await;
     let authority = format!("upstream.test:{}", tls_up.addr.port());
     // Four streams with bodies of unknown length that never come: each would reserve
     // hold_bytes, the four the whole budget.
@@ -283,20 +270,7 @@ async fn an_http2_client_of_an_http1_upstream_gets_few_streams_at_once() {
         up.port()
     ))
     .await;
-    let stream = tls_via(
-        proxy.addr,
-        &up.to_string(),
-        "upstream.test",
-        &[proxy.ca_cert()],
-        &["h2"],
-    )
-    .await
-    .unwrap();
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let sender = tls_support::h2_via(&proxy, up, "upstream.test").await;
     // The proxy's SETTINGS (its stream limit) first: streams a client opens before them
     // over the limit are refused (REFUSED_STREAM, which clients retry).
     tokio::time::sleep(Duration::from_millis(200)).await;

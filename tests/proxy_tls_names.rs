@@ -186,21 +186,7 @@ async fn an_open_intercepted_connection_is_counted_as_an_active_connection() {
     let proxy = proxy(&ca, &[upstream.addr.port()], "").await;
     let authority = format!("upstream.test:{}", upstream.addr.port());
     // An HTTP/2 connection: the request below leaves it open (the client holds it).
-    let stream = tls_via(
-        proxy.addr,
-        &upstream.addr.to_string(),
-        "upstream.test",
-        &[proxy.ca_cert()],
-        &["h2"],
-    )
-    .await
-    .unwrap();
-    let io = TokioIo::new(stream);
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = tls_support::h2_via(&proxy, upstream.addr, "upstream.test").await;
     let req = http::Request::builder()
         .uri(format!("https://{authority}/alive"))
         .body(http_body_util::Empty::<bytes::Bytes>::new())

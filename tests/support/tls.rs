@@ -354,6 +354,35 @@ pub fn client_config(
     Arc::new(config)
 }
 
+/// An HTTP/2 client connection through `proxy`, intercepting a CONNECT to `upstream` with
+/// `server_name` (its connection task runs in the background).
+pub async fn h2_via<B>(
+    proxy: &TlsProxy,
+    upstream: SocketAddr,
+    server_name: &str,
+) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tls_via(
+        proxy.addr,
+        &upstream.to_string(),
+        server_name,
+        &[proxy.ca_cert()],
+        &["h2"],
+    )
+    .await
+    .unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 /// CONNECTs to `target` through the proxy, then handshakes TLS for `server_name` (an IP
 /// address sends no SNI) trusting `roots`.
 pub async fn tls_via(
