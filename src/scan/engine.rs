@@ -250,6 +250,29 @@ fn block_masks(hay: &[u8], at: usize) -> BlockMasks {
     [w.digits(), w.upper(), w.lower()]
 }
 
+/// Bits where a run of at least `min_run` (1 to 64) set bits of `m` starts, the run lying
+/// inside `m` (bits past the top count as clear).
+#[inline(always)]
+fn run_starts(m: u64, min_run: u32) -> u64 {
+    // `long` bit `i`: bits `i .. i + have` all set. The shipped rules' 4 in two steps.
+    let long = match min_run {
+        4 => {
+            let two = m & m >> 1;
+            two & two >> 2
+        }
+        _ => {
+            let (mut long, mut have) = (m, 1);
+            while have < min_run {
+                let step = have.min(min_run - have);
+                long &= long >> step;
+                have += step;
+            }
+            long
+        }
+    };
+    long & !(m << 1)
+}
+
 impl LeadPlan {
     fn new() -> LeadPlan {
         LeadPlan {
@@ -1343,7 +1366,7 @@ impl State {
         masks: &BlockMasks,
     ) {
         let plan = &e.leads;
-        let min_run = e.digits.min_run.min(64) as u32;
+        let min_run = e.digits.min_run.clamp(1, 64) as u32;
         let mut m = masks[DIGITS];
         if let Some((total, piece)) = self.open_run {
             let lead = (!m).trailing_zeros().min(n);
@@ -1359,23 +1382,28 @@ impl State {
             return;
         }
         // Bits where a run of at least `min_run` digits starts inside this block.
-        let mut long = m;
-        for shift in 1..min_run {
-            long &= m >> shift;
-        }
-        let mut starts = long & !(m << 1);
+        let mut starts = run_starts(m, min_run);
         // A run touching the block's end may continue into the next block.
-        let trailing = (m >> (n - 1) & 1 == 1).then(|| n - (!(m << (64 - n))).leading_zeros());
-        if let Some(t) = trailing {
+        if m >> (n - 1) & 1 == 1 {
+            let t = n - (!(m << (64 - n))).leading_zeros();
             starts &= !(1u64 << t);
             let start = at + u64::from(t);
             self.open_run = Some((start, start));
             self.extend_open_run(start, start, at + u64::from(n));
         }
-        // Runs right after a byte that rules every digit-run rule out, all at once.
+        if starts == 0 {
+            return;
+        }
+        // Runs right after a byte that rules every digit-run rule out, all at once (the
+        // byte before the block by the exact table).
         let kill = plan.kill_left.iter().fold(0u64, |acc, &i| acc | masks[i]);
-        let before = at > base && plan.kill_table[usize::from(hay[(at - 1 - base) as usize])];
-        starts &= !(kill << 1 | u64::from(before));
+        starts &= !(kill << 1);
+        if starts & 1 == 1
+            && at > base
+            && plan.kill_table[usize::from(hay[(at - 1 - base) as usize])]
+        {
+            starts &= !1;
+        }
         while starts != 0 {
             let s = starts.trailing_zeros();
             starts &= starts - 1;
