@@ -194,15 +194,20 @@ label_enum! {
 label_enum! {
     /// The TLS fate of one CONNECT: `egress_dlp_tls_interceptions_total{outcome}`.
     TlsOutcome {
-        /// Both handshakes succeeded: the traffic inside is inspected.
+        /// The client's handshake with the proxy succeeded and the upstream's did not fail
+        /// (done, or left to each request when the upstream could not be reached): the
+        /// traffic inside is inspected.
         Intercepted => "intercepted",
         /// The host is on `tls.bypass`: blind tunnel.
         Bypassed => "bypassed",
         /// Interception is off (`tls.intercept: false`): blind tunnel.
         Disabled => "disabled",
-        /// The upstream's TLS failed (handshake, certificate): the client got an error.
+        /// The upstream's TLS failed (handshake, certificate) and the client's handshake
+        /// with the proxy succeeded: every request inside gets a 502 page that says why.
         UpstreamFailed => "upstream_failed",
-        /// The client's TLS handshake with the proxy failed.
+        /// The client's TLS handshake with the proxy did not complete (no ClientHello, a
+        /// failed or timed-out handshake, no HTTP protocol offered, no certificate could be
+        /// minted): nothing inside was read.
         ClientFailed => "client_failed",
     }
 }

@@ -439,6 +439,7 @@ async fn untrusted_upstream_certificates_get_a_502_page_that_says_why() {
     for (what, cert, says, reason) in cases {
         let upstream = TlsUpstream::start(cert, &["h2", "http/1.1"]).await;
         let proxy = proxy(&ca, &[upstream.addr.port()], "").await;
+        let before = proxy.scrape().await;
         let authority = format!("upstream.test:{}", upstream.addr.port());
         for alpn in [&["http/1.1"][..], &["h2"][..]] {
             let stream = tls_via(
@@ -460,6 +461,17 @@ async fn untrusted_upstream_certificates_get_a_502_page_that_says_why() {
             2,
             "{what}"
         );
+        // Each CONNECT has one outcome, and it is not "intercepted".
+        let after = proxy.scrape().await;
+        let outcome = |o: &str| {
+            after.delta(
+                &before,
+                &format!("egress_dlp_tls_interceptions_total{{outcome=\"{o}\"}}"),
+            )
+        };
+        assert_eq!(outcome("upstream_failed"), 2.0, "{what}");
+        assert_eq!(outcome("intercepted"), 0.0, "{what}");
+        assert_eq!(outcome("client_failed"), 0.0, "{what}");
     }
 }
 
@@ -550,6 +562,7 @@ async fn client_handshake_failures_are_counted_per_reason() {
     let proxy = proxy(&ca, &[upstream.addr.port()], "  handshake_timeout: 300ms\n").await;
     let target = upstream.addr.to_string();
     let stats = proxy.tls.stats().clone();
+    let before = proxy.scrape().await;
 
     // A client that does not trust the proxy's CA (a pinned app).
     let refused = tls_via(
@@ -604,6 +617,29 @@ async fn client_handshake_failures_are_counted_per_reason() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(upstream.requests().is_empty());
+    // Then one that completes. Each CONNECT has one outcome: the four failures were
+    // counted as "intercepted" before (found in review), and "client_failed" stayed 0.
+    let ok = tls_via(
+        proxy.addr,
+        &target,
+        "upstream.test",
+        &[proxy.ca_cert()],
+        &["http/1.1"],
+    )
+    .await
+    .unwrap();
+    let authority = format!("upstream.test:{}", upstream.addr.port());
+    assert_eq!(send(ok, "GET", &authority, "/", b"").await.status, 200);
+    let after = proxy.scrape().await;
+    let outcome = |o: &str| {
+        after.delta(
+            &before,
+            &format!("egress_dlp_tls_interceptions_total{{outcome=\"{o}\"}}"),
+        )
+    };
+    assert_eq!(outcome("client_failed"), 4.0);
+    assert_eq!(outcome("intercepted"), 1.0);
+    assert_eq!(outcome("upstream_failed"), 0.0);
 }
 
 #[cfg(unix)]

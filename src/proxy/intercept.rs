@@ -175,12 +175,11 @@ async fn intercept(
     let hello = match tokio::time::timeout(timeout, hello::read(&mut client)).await {
         Ok(Ok(hello)) => hello,
         Ok(Err(reason)) => {
-            metrics.tls_interception(TlsOutcome::Intercepted);
-            return client_failed(&tls, reason, peer, host, "no TLS ClientHello");
+            return client_failed(&ctx, &tls, reason, peer, host, "no TLS ClientHello");
         }
         Err(_) => {
-            metrics.tls_interception(TlsOutcome::Intercepted);
-            return client_failed(&tls, ClientFailure::Timeout, peer, host, "no ClientHello");
+            let reason = ClientFailure::Timeout;
+            return client_failed(&ctx, &tls, reason, peer, host, "no ClientHello");
         }
     };
     let sni = hello.server_name.clone();
@@ -229,9 +228,6 @@ async fn intercept(
         Some(name) => names_the_address(name, host, target.port, timeout).await,
         None => false,
     };
-    if !bypass {
-        metrics.tls_interception(TlsOutcome::Intercepted);
-    }
     if let Some(name) = sni.as_deref().filter(|_| bypass) {
         stats
             .bypassed
@@ -266,6 +262,7 @@ async fn intercept(
     }
     let Some(offer) = hello::upstream_offer(&hello.alpn) else {
         return client_failed(
+            &ctx,
             &tls,
             ClientFailure::UnsupportedAlpn,
             peer,
@@ -320,6 +317,7 @@ async fn intercept(
         }
         (Upstream::Tcp(tcp), None) => Start::Handshake(tcp),
     };
+    let mut upstream_failed = false;
     let (origin, chosen) = match start {
         Start::Reuse(pooled) => {
             stats
@@ -341,6 +339,7 @@ async fn intercept(
             }
             Err(e) => {
                 stats.upstream_failed(e.reason());
+                upstream_failed = true;
                 warn!(%peer, host = %shown, error = %e, "upstream TLS failed: requests get a 502 page");
                 (Origin::failed(origin_base, e), None)
             }
@@ -351,6 +350,7 @@ async fn intercept(
     let leaf = match tls.leaf(&name).await {
         Ok(leaf) => leaf,
         Err(e) => {
+            metrics.tls_interception(TlsOutcome::ClientFailed);
             warn!(%peer, host = %shown, error = %e, "cannot mint a certificate: connection closed");
             return;
         }
@@ -358,6 +358,7 @@ async fn intercept(
     let config = match tls.server_config(leaf, client_alpn.as_deref()) {
         Ok(config) => config,
         Err(e) => {
+            metrics.tls_interception(TlsOutcome::ClientFailed);
             warn!(error = %e, "TLS server configuration refused: connection closed");
             return;
         }
@@ -375,10 +376,18 @@ async fn intercept(
         Ok(Err(e)) => {
             let reason = client_failure(&e);
             debug!(%peer, host = %shown, error = %e, "client TLS handshake failed");
-            return client_failed(&tls, reason, peer, host, "client TLS handshake failed");
+            return client_failed(
+                &ctx,
+                &tls,
+                reason,
+                peer,
+                host,
+                "client TLS handshake failed",
+            );
         }
         Err(_) => {
             return client_failed(
+                &ctx,
                 &tls,
                 ClientFailure::Timeout,
                 peer,
@@ -390,6 +399,13 @@ async fn intercept(
     stats
         .intercepted
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // One outcome per CONNECT, once both handshakes are settled: inspected inside (the
+    // upstream's handshake done, or left to each request), or every request answered 502.
+    metrics.tls_interception(if upstream_failed {
+        TlsOutcome::UpstreamFailed
+    } else {
+        TlsOutcome::Intercepted
+    });
     let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
     debug!(%peer, host = %shown, h2, "intercepting");
     let streams = if chosen.as_deref() == Some(ALPN_H2) {
@@ -400,7 +416,10 @@ async fn intercept(
     serve(ctx, TokioIo::new(stream), origin, (h2, streams), user).await;
 }
 
+/// The client's handshake with the proxy did not complete: counted (the CONNECT's outcome,
+/// and the reason) and logged.
 fn client_failed(
+    ctx: &ConnCtx,
     tls: &Interceptor,
     reason: ClientFailure,
     peer: std::net::SocketAddr,
@@ -408,6 +427,9 @@ fn client_failed(
     what: &str,
 ) {
     tls.stats().client_failed(reason);
+    ctx.shared
+        .metrics
+        .tls_interception(TlsOutcome::ClientFailed);
     info!(%peer, host, reason = reason.label(), "{what}: intercepted connection closed");
 }
 
