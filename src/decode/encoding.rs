@@ -52,6 +52,25 @@ impl Codec {
     }
 }
 
+/// Largest brotli window accepted (16 MiB: standard windows; large ones are refused).
+pub const BROTLI_WINDOW_MAX: u64 = 16 << 20;
+
+/// The most memory the decompressors of a `Content-Encoding` value's codings may pin
+/// beyond their fixed buffers: a brotli or zstd window each (gzip and deflate keep 32 KiB
+/// inside the fixed buffers). 0 for a value that is not decoded (no decompressor opens).
+pub fn window_bytes(value: &[u8]) -> u64 {
+    parse(value).map_or(0, |codecs| {
+        codecs
+            .iter()
+            .map(|codec| match codec {
+                Codec::Brotli => BROTLI_WINDOW_MAX,
+                Codec::Zstd => 1 << ZSTD_WINDOW_LOG_MAX,
+                Codec::Gzip | Codec::Deflate | Codec::RawDeflate => 0,
+            })
+            .sum()
+    })
+}
+
 /// Parses a `Content-Encoding` value into the codings in the order they were applied
 /// (`identity` dropped). An unknown coding, or more than [`MAX_CODINGS`], is an error
 /// saying which.

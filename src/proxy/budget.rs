@@ -7,6 +7,13 @@
 //! (no deadlock); it waits at most `limits.hold_wait`, then gets 503. The reservation is
 //! accounted in KiB and is released when the request's [`Reservation`] is dropped.
 //!
+//! What a request reserves is the body it may hold plus the windows of the decompressors
+//! its `Content-Encoding` opens (brotli 16 MiB, zstd 8 MiB each): a small brotli body
+//! pins a whole window, so without them many such bodies at once used far more memory
+//! than the budget said (found in review). The sum is capped at a client's share. A
+//! streamed body gives back the held part once it has been passed on and keeps the
+//! windows until its scan ends.
+//!
 //! A client's reservations together stay within its share: it takes its share first, then
 //! the shared budget. Without the share, one client's uploads (or the streams of one
 //! HTTP/2 connection, each body of unknown length reserving `hold_bytes`) took the whole
@@ -43,8 +50,40 @@ pub(super) struct Reservation(#[allow(dead_code)] Option<Held>);
 #[derive(Debug)]
 pub(super) struct Held {
     // Declared (so dropped) first: the shared units, then the client's.
-    _total: OwnedSemaphorePermit,
-    _client: ClientShare,
+    total: OwnedSemaphorePermit,
+    client: ClientShare,
+}
+
+impl Reservation {
+    /// Gives back all of the reservation but `bytes` (rounded up to the budget's unit);
+    /// nothing when it holds no more than that.
+    pub(super) fn shrink_to(&mut self, bytes: u64) {
+        let Some(held) = &mut self.0 else {
+            return;
+        };
+        let keep = units(bytes);
+        let n = held.total.num_permits();
+        if keep >= n {
+            return;
+        }
+        if keep == 0 {
+            self.0 = None;
+            return;
+        }
+        // The shared units first, then the client's, as when dropped whole.
+        drop(held.total.split(n - keep));
+        if let Some(permit) = &mut held.client.permit {
+            drop(permit.split(n - keep));
+        }
+    }
+
+    /// Bytes reserved (a multiple of the budget's unit).
+    #[cfg(test)]
+    fn bytes(&self) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(0, |held| held.total.num_permits() as u64 * UNIT)
+    }
 }
 
 /// A client's part of its share; removes the client's entry when it is the last.
@@ -88,6 +127,11 @@ impl HoldBudget {
         }
     }
 
+    /// The most one reservation can hold: a client's share.
+    pub(super) fn most(&self) -> u64 {
+        self.share as u64 * UNIT
+    }
+
     /// Reserves `bytes` for `client` (nothing for 0), waiting up to the hold wait in all.
     pub(super) async fn reserve(
         &self,
@@ -119,13 +163,41 @@ impl HoldBudget {
         let got = tokio::time::timeout(self.wait, acquire).await;
         match got {
             Ok(Some(total)) => Ok(Reservation(Some(Held {
-                _total: total,
-                _client: share,
+                total,
+                client: share,
             }))),
             // The semaphores are never closed; a reservation larger than a share or the
             // whole budget (impossible: validation keeps hold_bytes within both) fails the
             // same way.
             Ok(None) | Err(_) => Err(ProxyError::Busy(self.wait)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    /// A streamed body keeps only its decompressor windows: what it gives back is free
+    /// again, in the shared budget and in the client's share alike.
+    #[tokio::test]
+    async fn shrinking_a_reservation_gives_the_rest_back_to_both_budgets() {
+        let budget = HoldBudget::new(20 << 10, 20 << 10, Duration::from_millis(50));
+        let mut first = budget.reserve(A, 18 << 10).await.unwrap();
+        assert!(budget.reserve(A, 4 << 10).await.is_err(), "only 2 KiB left");
+        first.shrink_to(4 << 10);
+        assert_eq!(first.bytes(), 4 << 10);
+        let second = budget.reserve(A, 16 << 10).await.unwrap();
+        assert_eq!(second.bytes(), 16 << 10);
+        // Keeping more than it holds, or as much, changes nothing; keeping 0 frees it all.
+        first.shrink_to(8 << 10);
+        assert_eq!(first.bytes(), 4 << 10);
+        first.shrink_to(0);
+        assert_eq!(first.bytes(), 0);
+        drop(second);
+        assert_eq!(budget.reserve(A, 20 << 10).await.unwrap().bytes(), 20 << 10);
+        assert_eq!(budget.most(), 20 << 10);
     }
 }

@@ -162,15 +162,23 @@ pub(super) async fn forward(
         mark_upgrade(&mut parts.headers, protocol.clone());
     }
 
-    // Reserve room for what may be held, all at once and before reading any of it.
-    let may_hold = if body.is_end_stream() {
-        0
+    // Reserve room for what may be held, and for the decompressor windows the
+    // content-encoding opens, all at once and before reading any of it.
+    let (may_hold, windows) = if body.is_end_stream() {
+        (0, 0)
     } else {
-        content_length(&parts.headers).map_or(limits.hold_bytes, |n| n.min(limits.hold_bytes))
+        (
+            content_length(&parts.headers).map_or(limits.hold_bytes, |n| n.min(limits.hold_bytes)),
+            content_encoding
+                .as_deref()
+                .map_or(0, crate::decode::encoding::window_bytes),
+        )
     };
     let reservation = {
         let _busy = ctx.activity.busy();
-        shared.hold_budget.reserve(ctx.peer.ip(), may_hold).await?
+        let budget = &shared.hold_budget;
+        let bytes = (may_hold + windows).min(budget.most().max(may_hold));
+        budget.reserve(ctx.peer.ip(), bytes).await?
     };
 
     // Hold the body (scanning as it arrives) up to the hold limit, at no less than
@@ -235,7 +243,7 @@ pub(super) async fn forward(
             parts,
             body,
             scan,
-            (held, reservation),
+            (held, reservation, windows),
             &mut insp,
         )
         .await?
@@ -381,7 +389,7 @@ async fn stream_through(
     parts: http::request::Parts,
     mut body: ClientBody,
     mut scan: TimedScan<'_>,
-    (held, reservation): (Vec<Bytes>, Reservation),
+    (held, mut reservation, windows): (Vec<Bytes>, Reservation, u64),
     insp: &mut Inspection<'_>,
 ) -> Result<Response<Incoming>, ProxyError> {
     let shared = &*ctx.shared;
@@ -395,9 +403,10 @@ async fn stream_through(
     let pumped = {
         let pump = async {
             let mut held = held.into_iter();
-            // Given back to the hold budget once the held chunks have been passed on: from
-            // then on only the channel's few chunks are in memory.
-            let mut reservation = Some(reservation);
+            // Given back to the hold budget once the held chunks have been passed on (from
+            // then on only the channel's few chunks are in memory), all but the
+            // decompressor windows, in use until the scan ends.
+            let mut shrunk = false;
             let mut tail: Option<Bytes> = None;
             let mut unjudged = 0usize;
             loop {
@@ -408,7 +417,10 @@ async fn stream_through(
                         Some(Err(e)) => return Err(ProxyError::ClientBody(e)),
                         Some(Ok(frame)) => match frame.into_data() {
                             Ok(data) if !data.is_empty() => {
-                                drop(reservation.take());
+                                if !shrunk {
+                                    reservation.shrink_to(windows);
+                                    shrunk = true;
+                                }
                                 scan.feed(&data);
                                 insp.body_bytes += data.len() as u64;
                                 unjudged += data.len();
