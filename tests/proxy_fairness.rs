@@ -380,3 +380,97 @@ async fn a_brotli_body_reserves_its_decompressor_window_in_the_hold_budget() {
             .all(|r| r.body == notes)
     );
 }
+
+/// Review of 068115a: a streamed body (over `hold_bytes`) gives its reservation back once
+/// its held part is passed on. A body whose last byte arrived with the held part (here
+/// hold_bytes + 1 bytes) reads no further frame, so `shrink_to` never runs, and the
+/// reservation now lives in `stream_through` until the upstream answers: a slow upstream
+/// keeps the whole budget taken, and another client's 13-byte upload gets 503. Before
+/// the commit the reservation went with the pump, as soon as the body was read.
+#[tokio::test]
+async fn a_streamed_body_read_whole_gives_its_reservation_back_before_the_answer() {
+    let slow = Upstream::start().await;
+    slow.set(support::Behavior::Delay(Duration::from_secs(3)));
+    let other = Upstream::start().await;
+    let proxy = Proxy::start(
+        "limits: { hold_bytes: 64KiB, hold_total: 64KiB, hold_per_client: 64KiB, \
+         hold_wait: 300ms }",
+    )
+    .await;
+    let body = support::filler((64 << 10) + 1);
+    let url = slow.url("/big");
+    let addr = proxy.addr;
+    let big = tokio::spawn(async move {
+        post_from(
+            [127, 0, 0, 1],
+            addr,
+            &url,
+            "Content-Type: text/plain\r\n",
+            &body,
+        )
+        .await
+    });
+    // The whole body reached the upstream, which now takes 3 s to answer.
+    slow.wait_for(|seen| seen.iter().any(|r| r.complete)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let status = small_post_from([127, 0, 0, 2], proxy.addr, &other.url("/notes")).await;
+    assert_eq!(
+        status, 200,
+        "the streamed body, read and passed on whole, still holds the hold budget"
+    );
+    assert_eq!(big.await.unwrap().status, 200);
+}
+
+/// Review of 068115a: a streamed brotli body "keeps the windows until its scan ends". Its
+/// scan ends when the whole body has been read and judged; the windows (16 MiB) stay
+/// reserved until the upstream answers, so while a slow upstream thinks, another client's
+/// small brotli body gets 503.
+#[tokio::test]
+async fn a_streamed_brotli_body_gives_its_window_back_when_its_scan_ends() {
+    let slow = Upstream::start().await;
+    slow.set(support::Behavior::Delay(Duration::from_secs(3)));
+    let other = Upstream::start().await;
+    let proxy = Proxy::start(
+        "limits: { hold_bytes: 64KiB, hold_total: 20MiB, hold_per_client: 20MiB, \
+         hold_wait: 300ms }",
+    )
+    .await;
+    let headers = "Content-Type: text/plain\r\nContent-Encoding: br\r\n";
+    // Words of random letters: brotli leaves well over 64 KiB of 400 KB.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut text = Vec::new();
+    while text.len() < 400_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        text.push(if x % 7 == 0 {
+            b' '
+        } else {
+            b'a' + (x >> 8) as u8 % 26
+        });
+    }
+    let big = support::bodies::brotli(&text);
+    assert!(big.len() > 128 << 10, "{}", big.len());
+    let url = slow.url("/big");
+    let addr = proxy.addr;
+    let first =
+        tokio::spawn(async move { post_from([127, 0, 0, 1], addr, &url, headers, &big).await });
+    slow.wait_for(|seen| seen.iter().any(|r| r.complete)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let notes = support::bodies::brotli(b"quarterly planning notes, nothing else\n");
+    let second = post_from(
+        [127, 0, 0, 2],
+        proxy.addr,
+        &other.url("/notes"),
+        headers,
+        &notes,
+    )
+    .await;
+    assert_eq!(
+        second.status,
+        200,
+        "the first body's scan ended, its window is still reserved: {}",
+        second.text()
+    );
+    assert_eq!(first.await.unwrap().status, 200);
+}

@@ -164,17 +164,20 @@ pub(super) async fn forward(
 
     // Reserve room for what may be held, and for the decompressor windows the
     // content-encoding opens, all at once and before reading any of it.
+    let decodes = live.config.decode.limits.max_depth > 0;
     let (may_hold, windows) = if body.is_end_stream() {
         (0, 0)
     } else {
         (
             content_length(&parts.headers).map_or(limits.hold_bytes, |n| n.min(limits.hold_bytes)),
+            // None opens when no layer may (`max_depth: 0`).
             content_encoding
                 .as_deref()
+                .filter(|_| decodes)
                 .map_or(0, crate::decode::encoding::window_bytes),
         )
     };
-    let reservation = {
+    let mut reservation = {
         let _busy = ctx.activity.busy();
         let budget = &shared.hold_budget;
         let bytes = (may_hold + windows).min(budget.most().max(may_hold));
@@ -218,10 +221,12 @@ pub(super) async fn forward(
     insp.body_bytes = held_bytes;
     let response = if complete {
         judge(shared, &live, scan, &insp, &held, false)?;
+        // The scan has ended: its decompressors' windows are free.
+        reservation.shrink_to(may_hold);
         let request = Request::from_parts(parts, UpstreamBody::held(held));
         let _busy = ctx.activity.busy();
-        // The reservation lasts until the upstream has answered: by then the held body
-        // has been written and freed.
+        // The rest lasts until the upstream has answered: by then the held body has been
+        // written and freed.
         let _reservation = reservation;
         let sent = std::time::Instant::now();
         let response = tokio::time::timeout(
@@ -452,6 +457,10 @@ async fn stream_through(
             answered = &mut send => Err(answered),
         }
     };
+    // The body is read: what is left of the reservation (the decompressors' windows, or
+    // all of it when the body ended with its held part) goes back as the scan ends, in
+    // the judgement just below (found in review: it was kept until the upstream answered).
+    drop(reservation);
     // Whatever ends the pump, what was scanned is judged before any answer is passed on:
     // bytes already went upstream, and a block must still be answered and recorded.
     let early = match pumped {
