@@ -6,7 +6,7 @@
 //! in seconds and sizes histograms in bytes.
 //!
 //! Labels are bounded by construction: every label value comes from a closed enum here
-//! ([`Outcome`], [`NotScanned`], [`UpstreamError`], [`TlsOutcome`], [`HandshakeFailure`],
+//! ([`Outcome`], [`NotScanned`], [`UpstreamError`], [`TlsOutcome`],
 //! [`AuditResult`], [`AuditOp`], [`Rotation`]) or from the loaded rule set (rule ids). A
 //! host, user, path or matched value is never a label: there is no function here that takes
 //! one. Every label combination is created at start with the value 0, so a scrape shows
@@ -196,7 +196,8 @@ label_enum! {
     TlsOutcome {
         /// The client's handshake with the proxy succeeded and the upstream's did not fail
         /// (done, or left to each request when the upstream could not be reached): the
-        /// traffic inside is inspected.
+        /// traffic inside is inspected. A refused server name counts here too: every
+        /// request inside gets the block page.
         Intercepted => "intercepted",
         /// The host is on `tls.bypass`: blind tunnel.
         Bypassed => "bypassed",
@@ -205,29 +206,12 @@ label_enum! {
         /// The upstream's TLS failed (handshake, certificate) and the client's handshake
         /// with the proxy succeeded: every request inside gets a 502 page that says why.
         UpstreamFailed => "upstream_failed",
-        /// The client's TLS handshake with the proxy did not complete (no ClientHello, a
-        /// failed or timed-out handshake, no HTTP protocol offered, no certificate could be
-        /// minted): nothing inside was read.
+        /// The client's TLS handshake with the proxy did not complete (the client left
+        /// before the hand-over, no ClientHello, a failed or timed-out handshake, no HTTP
+        /// protocol offered, no certificate could be minted, a server name whose verdict
+        /// could not be recorded): nothing inside was read. The handshake failures proper
+        /// also count a reason in `egress_dlp_tls_client_handshake_failures_total`.
         ClientFailed => "client_failed",
-    }
-}
-
-label_enum! {
-    /// Why a client's TLS handshake with the proxy failed:
-    /// `egress_dlp_tls_client_handshake_failures_total{reason}`.
-    HandshakeFailure {
-        /// The client does not trust the corporate CA (alert unknown_ca / bad_certificate).
-        UnknownCa => "unknown_ca",
-        /// The client rejected the certificate for another reason (name, expiry).
-        CertificateRejected => "certificate_rejected",
-        /// No common version or cipher suite, or a malformed handshake.
-        Protocol => "protocol",
-        /// The client sent nothing (or not enough) in time.
-        Timeout => "timeout",
-        /// The client closed the connection during the handshake (often a pinned app).
-        Closed => "closed",
-        /// Anything else.
-        Other => "other",
     }
 }
 
@@ -334,7 +318,7 @@ pub struct Metrics {
     audit_queue: IntGauge,
     audit_rotations: Counters<Rotation>,
     tls_interceptions: Counters<TlsOutcome>,
-    tls_handshake_failures: Counters<HandshakeFailure>,
+    tls_handshake_failures: IntCounterVec,
     tls_leaf_cache: IntGauge,
     tls_leaf_mints: IntCounter,
     tls_leaf_mint_failures: IntCounter,
@@ -624,12 +608,22 @@ impl Metrics {
                 "CONNECT requests by TLS outcome.",
                 "outcome",
             ),
-            tls_handshake_failures: Counters::new(
-                r,
-                "egress_dlp_tls_client_handshake_failures_total",
-                "Client TLS handshakes with the proxy that failed, by reason.",
-                "reason",
-            ),
+            tls_handshake_failures: {
+                let v = IntCounterVec::new(
+                    Opts::new(
+                        "egress_dlp_tls_client_handshake_failures_total",
+                        "Client TLS handshakes with the proxy that failed, by reason.",
+                    ),
+                    &["reason"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(v.clone()))
+                    .expect("each metric registered once");
+                for reason in crate::tls::ClientFailure::ALL {
+                    v.with_label_values(&[reason.label()]);
+                }
+                v
+            },
             tls_leaf_cache: gauge(
                 r,
                 "egress_dlp_tls_leaf_cache_certificates",
@@ -849,9 +843,13 @@ impl Metrics {
     }
 
     /// A client's TLS handshake with the proxy failed (call as well as
-    /// `tls_interception(TlsOutcome::ClientFailed)`).
-    pub fn tls_client_handshake_failed(&self, reason: HandshakeFailure) {
-        self.tls_handshake_failures.inc(reason);
+    /// `tls_interception(TlsOutcome::ClientFailed)`):
+    /// `egress_dlp_tls_client_handshake_failures_total{reason}`, the reasons of
+    /// [`crate::tls::ClientFailure`] (the same as the interception stats').
+    pub fn tls_client_handshake_failed(&self, reason: crate::tls::ClientFailure) {
+        self.tls_handshake_failures
+            .with_label_values(&[reason.label()])
+            .inc();
     }
 }
 
@@ -958,8 +956,12 @@ mod tests {
             let series = format!("egress_dlp_findings_total{{rule=\"{}\"}} 0", rule.id);
             assert!(text.contains(&series), "{series} missing");
         }
-        for r in HandshakeFailure::ALL {
-            assert!(text.contains(&format!("reason=\"{}\"", r.as_str())));
+        for r in crate::tls::ClientFailure::ALL {
+            let series = format!(
+                "egress_dlp_tls_client_handshake_failures_total{{reason=\"{}\"}} 0",
+                r.label()
+            );
+            assert!(text.contains(&series), "{series} missing");
         }
         assert!(text.contains(&format!("egress_dlp_rules_loaded {}", set.rules().len())));
         assert!(text.contains("egress_dlp_build_info{version="));
@@ -1055,7 +1057,6 @@ mod tests {
         unique::<ScanError>();
         unique::<UpstreamError>();
         unique::<TlsOutcome>();
-        unique::<HandshakeFailure>();
         unique::<AuditResult>();
         unique::<AuditOp>();
         unique::<Rotation>();

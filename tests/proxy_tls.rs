@@ -896,3 +896,56 @@ async fn a_bypass_by_server_name_is_recorded_like_one_by_connect_host() {
         2.0
     );
 }
+
+/// Review of 11ad319 (the metric docs): a failed client handshake counts
+/// `egress_dlp_tls_interceptions_total{outcome="client_failed"}`, and per
+/// `Metrics::tls_client_handshake_failed` "as well as" one
+/// `egress_dlp_tls_client_handshake_failures_total{reason}`. Nothing calls the latter:
+/// the family stays 0 whatever fails.
+#[tokio::test]
+async fn a_failed_client_handshake_counts_a_handshake_failure_reason() {
+    let ca = TestCa::new();
+    let upstream = TlsUpstream::start(ca.issue(&["upstream.test"], false), &["http/1.1"]).await;
+    let proxy = proxy(&ca, &[upstream.addr.port()], "").await;
+    let before = proxy.scrape().await;
+    // A client that does not trust the proxy's CA (a pinned app).
+    let refused = tls_via(
+        proxy.addr,
+        &upstream.addr.to_string(),
+        "upstream.test",
+        std::slice::from_ref(&ca.cert),
+        &[],
+    )
+    .await;
+    assert!(refused.is_err());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = proxy.scrape().await;
+    let failed = after.delta(
+        &before,
+        "egress_dlp_tls_interceptions_total{outcome=\"client_failed\"}",
+    );
+    assert_eq!(failed, 1.0);
+    // The reasons are those of the interception stats (as the README lists them).
+    let reason = |r: &str| {
+        after.delta(
+            &before,
+            &format!("egress_dlp_tls_client_handshake_failures_total{{reason=\"{r}\"}}"),
+        )
+    };
+    let reasons: f64 = [
+        "timeout",
+        "closed",
+        "untrusted",
+        "not_tls",
+        "unsupported_alpn",
+        "protocol",
+    ]
+    .iter()
+    .map(|r| reason(r))
+    .sum();
+    assert_eq!(
+        reasons, 1.0,
+        "client_failed counted {failed}, reasons {reasons}"
+    );
+    assert_eq!(reason("untrusted"), 1.0);
+}

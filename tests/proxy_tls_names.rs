@@ -386,3 +386,60 @@ async fn a_refused_server_name_is_not_written_to_the_log() {
         lines.join("\n")
     );
 }
+
+/// Review of 11ad319: every intercepted CONNECT counts one outcome in
+/// `egress_dlp_tls_interceptions_total`. One whose server name gets a log verdict that
+/// `audit.required` cannot record is closed in `intercept()` ("server name not judged")
+/// before any outcome is counted: it is none of intercepted, client_failed,
+/// upstream_failed, bypassed, disabled.
+#[tokio::test]
+async fn a_connect_closed_because_its_server_name_cannot_be_recorded_counts_one_outcome() {
+    let logs = ops_support::captured_logs("debug");
+    let ca = TestCa::new();
+    let name = format!("{}.exfil.test", card_numbers(3).join("."));
+    let (addr, seen, snis) = tls_upstream_sni(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        ca.issue(&[&name], false),
+    )
+    .await;
+    let proxy = proxy(
+        &ca,
+        &[addr.port()],
+        "audit: { path: /dev/null/audit.jsonl, required: true }\n",
+    )
+    .await;
+    let before = proxy.scrape().await;
+    let handshake = tls_via(
+        proxy.addr,
+        &addr.to_string(),
+        &name,
+        &[proxy.ca_cert()],
+        &["http/1.1"],
+    )
+    .await;
+    assert!(handshake.is_err(), "the connection was not closed");
+    assert!(seen.lock().unwrap().is_empty() && snis.lock().unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Closed where the review says: the name's log verdict could not be recorded.
+    assert!(
+        logs.text().contains("server name not judged"),
+        "{}",
+        logs.text()
+    );
+    let after = proxy.scrape().await;
+    let outcomes: Vec<(&str, f64)> = [
+        "intercepted",
+        "client_failed",
+        "upstream_failed",
+        "bypassed",
+        "disabled",
+    ]
+    .into_iter()
+    .map(|o| {
+        let series = format!("egress_dlp_tls_interceptions_total{{outcome=\"{o}\"}}");
+        (o, after.delta(&before, &series))
+    })
+    .collect();
+    let total: f64 = outcomes.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 1.0, "outcomes counted for one CONNECT: {outcomes:?}");
+}

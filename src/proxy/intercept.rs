@@ -128,6 +128,10 @@ pub(super) fn start(
         let client = match client.await {
             Ok(client) => client,
             Err(e) => {
+                inner
+                    .shared
+                    .metrics
+                    .tls_interception(TlsOutcome::ClientFailed);
                 debug!(error = %e, "CONNECT: the client connection was not handed over");
                 return;
             }
@@ -213,6 +217,7 @@ async fn intercept(
                 Ok(()) => None,
                 Err(ProxyError::Blocked(blocked)) => Some(blocked),
                 Err(e) => {
+                    metrics.tls_interception(TlsOutcome::ClientFailed);
                     warn!(%peer, host, error = %e, "server name not judged: connection closed");
                     return;
                 }
@@ -427,9 +432,9 @@ fn client_failed(
     what: &str,
 ) {
     tls.stats().client_failed(reason);
-    ctx.shared
-        .metrics
-        .tls_interception(TlsOutcome::ClientFailed);
+    let metrics = &ctx.shared.metrics;
+    metrics.tls_interception(TlsOutcome::ClientFailed);
+    metrics.tls_client_handshake_failed(reason);
     info!(%peer, host, reason = reason.label(), "{what}: intercepted connection closed");
 }
 
