@@ -209,3 +209,57 @@ fn base64_std(data: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(data)
 }
+
+/// Decompressors opened inside the content take their windows from the pool the
+/// inspections share (found in review: a multipart part's own `Content-Encoding: br` pinned
+/// 16 MiB counted nowhere, up to four per part). While one upload's brotli part is open,
+/// another's finds the pool short: not fully scanned (`decoder_memory`), its bytes still
+/// scanned as they are; once the first is done the window is back. The request's own
+/// `Content-Encoding` takes nothing from the pool (the proxy reserves it with the body).
+#[test]
+fn decompressors_inside_content_share_a_bounded_pool_of_window_memory() {
+    use egress_dlp::decode::WindowPool;
+    let e = engine();
+    let limits = Limits::default();
+    let pool = WindowPool::new(16 << 20);
+    let ct: &[u8] = b"multipart/form-data; boundary=XyZ";
+    let csv = b"name,email\nalice,alice@acme-corp.io\nbob,bob@acme-corp.io\n".repeat(20);
+    let head = b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"export.csv\"\r\n\
+Content-Type: text/csv\r\nContent-Encoding: br\r\n\r\n";
+    let mut part = head.to_vec();
+    part.extend_from_slice(&support::bodies::brotli(&csv));
+    let end = b"\r\n--XyZ--\r\n";
+
+    let mut first = Inspection::new(&e, &limits, Some(ct), None).with_windows(pool.clone());
+    first.feed(&part);
+    assert_eq!(pool.left(), 0, "the open part holds a brotli window");
+
+    let mut second = Inspection::new(&e, &limits, Some(ct), None).with_windows(pool.clone());
+    second.feed(&part);
+    second.feed(end);
+    let refused = second.finish();
+    let problem = refused.not_scanned.expect("not fully scanned");
+    assert_eq!(problem.reason, Reason::DecoderMemory);
+    assert_eq!(problem.reason.as_str(), "decoder_memory");
+
+    first.feed(end);
+    let done = first.finish();
+    assert!(done.not_scanned.is_none(), "{:?}", done.not_scanned);
+    assert_eq!(done.findings.category_distinct("email"), 2);
+    assert_eq!(pool.left(), 16 << 20, "the window is given back");
+
+    let mut third = Inspection::new(&e, &limits, Some(ct), None).with_windows(pool.clone());
+    third.feed(&part);
+    third.feed(end);
+    let o = third.finish();
+    assert!(o.not_scanned.is_none(), "{:?}", o.not_scanned);
+    assert_eq!(o.findings.category_distinct("email"), 2);
+
+    // The request's own coding takes nothing from the pool.
+    let mut own = Inspection::new(&e, &limits, Some(b"text/csv"), Some(b"br"))
+        .with_windows(WindowPool::new(0));
+    own.feed(&support::bodies::brotli(&csv));
+    let o = own.finish();
+    assert!(o.not_scanned.is_none(), "{:?}", o.not_scanned);
+    assert_eq!(o.findings.category_distinct("email"), 2);
+}

@@ -319,3 +319,58 @@ async fn a_gzipped_export_past_the_hold_limit_is_aborted_mid_stream() {
         "the upstream got a complete request"
     );
 }
+
+/// A multipart part's own `Content-Encoding: br` takes its 16 MiB window from the memory
+/// the proxy keeps for decompressors inside content (a quarter of `hold_total`: 16 MiB
+/// here). While one such upload is open, another gets the "could not be inspected"
+/// answer (`decoder_memory`) and its upstream nothing; once the first is done, the same
+/// upload goes through whole.
+#[tokio::test]
+async fn a_compressed_part_waits_for_no_memory_the_proxy_does_not_have() {
+    use tokio::io::AsyncWriteExt;
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("limits: { hold_total: 64MiB, hold_bytes: 1MiB }").await;
+    let notes = b"quarterly planning notes, nothing sensitive\n".repeat(10);
+    let mut part =
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"notes.txt\"\r\n\
+Content-Type: text/plain\r\nContent-Encoding: br\r\n\r\n"
+            .to_vec();
+    part.extend_from_slice(&brotli(&notes));
+    let end = b"\r\n--XyZ--\r\n";
+    let headers = [
+        (
+            "Content-Type",
+            "multipart/form-data; boundary=XyZ".to_owned(),
+        ),
+        ("Accept", "application/json".to_owned()),
+    ];
+
+    // The first upload stops after its part's data: its decompressor stays open.
+    let mut first = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {}\r\n\r\n",
+        upstream.url("/first"),
+        part.len() + end.len()
+    );
+    first.write_all(head.as_bytes()).await.unwrap();
+    first.write_all(&part).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let body = [&part[..], &end[..]].concat();
+    let reply = post(&proxy, &upstream, &headers, &body).await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    let page: serde_json::Value = serde_json::from_str(&reply.text()).unwrap();
+    assert_eq!(page["error"], "not_inspected");
+    assert_eq!(page["reason"], "decoder_memory");
+    assert!(upstream.requests().is_empty());
+
+    first.write_all(end).await.unwrap();
+    let done = support::parse_reply(&support::read_to_close(&mut first).await);
+    assert_eq!(done.status, 200);
+    let reply = post(&proxy, &upstream, &headers, &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|r| r.body == body));
+}

@@ -41,6 +41,15 @@ pub enum Codec {
 }
 
 impl Codec {
+    /// The window its decompressor may pin beyond the fixed buffers (0: none of note).
+    fn window(self) -> u64 {
+        match self {
+            Codec::Brotli => BROTLI_WINDOW_MAX,
+            Codec::Zstd => 1 << ZSTD_WINDOW_LOG_MAX,
+            Codec::Gzip | Codec::Deflate | Codec::RawDeflate => 0,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Codec::Gzip => "gzip",
@@ -59,16 +68,7 @@ pub const BROTLI_WINDOW_MAX: u64 = 16 << 20;
 /// beyond their fixed buffers: a brotli or zstd window each (gzip and deflate keep 32 KiB
 /// inside the fixed buffers). 0 for a value that is not decoded (no decompressor opens).
 pub fn window_bytes(value: &[u8]) -> u64 {
-    parse(value).map_or(0, |codecs| {
-        codecs
-            .iter()
-            .map(|codec| match codec {
-                Codec::Brotli => BROTLI_WINDOW_MAX,
-                Codec::Zstd => 1 << ZSTD_WINDOW_LOG_MAX,
-                Codec::Gzip | Codec::Deflate | Codec::RawDeflate => 0,
-            })
-            .sum()
-    })
+    parse(value).map_or(0, |codecs| codecs.iter().map(|c| c.window()).sum())
 }
 
 /// Parses a `Content-Encoding` value into the codings in the order they were applied
@@ -130,6 +130,9 @@ pub(crate) struct DecompressNode {
     /// After a failure or a limit: the rest of the input, scanned as raw bytes.
     raw: Option<Node>,
     depth: u32,
+    /// The window memory taken for it from the inspection's pool (see
+    /// [`super::WindowPool`]), given back when the node is dropped.
+    _window: Option<super::WindowTicket>,
     /// A layer guessed from magic bytes (not declared by a header), until it produces its
     /// first output: the input taken so far. If it fails before then, it was not this
     /// format after all: its input is scanned as raw bytes from the start, and no problem
@@ -141,9 +144,30 @@ pub(crate) struct DecompressNode {
 const GUESS_MAX: usize = 64 << 10;
 
 impl DecompressNode {
-    /// A decompressor at `depth` (its output is at `depth + 1`) feeding `next`.
-    pub(crate) fn new(codec: Codec, next: Node, depth: u32, acct: &mut Account) -> DecompressNode {
-        let engine = match codec {
+    /// A decompressor at `depth` (its output is at `depth + 1`) feeding `next`; `inner`:
+    /// opened inside the content (not for the request's own `Content-Encoding`), its
+    /// window taken from the inspection's pool.
+    pub(crate) fn new(
+        codec: Codec,
+        next: Node,
+        depth: u32,
+        inner: bool,
+        acct: &mut Account,
+    ) -> DecompressNode {
+        let window = match codec.window() {
+            bytes if inner && bytes > 0 => acct.take_window(bytes, codec.name()),
+            _ => Ok(None),
+        };
+        let engine = match (codec, &window) {
+            // No window: the bytes are scanned as they are (the problem is recorded).
+            (_, Err(())) => None,
+            (codec, Ok(_)) => Self::engine(codec, acct),
+        };
+        DecompressNode::with_engine(codec, engine, next, depth, window.unwrap_or(None), acct)
+    }
+
+    fn engine(codec: Codec, acct: &mut Account) -> Option<Engine> {
+        match codec {
             Codec::Gzip => Some(Engine::Flate(Decompress::new_gzip(15))),
             Codec::Deflate => Some(Engine::DeflateHead(Vec::new())),
             Codec::RawDeflate => Some(Engine::Flate(Decompress::new(false))),
@@ -167,7 +191,17 @@ impl DecompressNode {
                     None
                 }
             },
-        };
+        }
+    }
+
+    fn with_engine(
+        codec: Codec,
+        engine: Option<Engine>,
+        next: Node,
+        depth: u32,
+        window: Option<super::WindowTicket>,
+        acct: &mut Account,
+    ) -> DecompressNode {
         let raw = engine.is_none().then(|| Node::plain_text(depth, acct));
         DecompressNode {
             codec,
@@ -180,6 +214,7 @@ impl DecompressNode {
             next,
             raw,
             depth,
+            _window: window,
             guess: None,
         }
     }

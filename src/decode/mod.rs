@@ -48,6 +48,8 @@
 //! This module does no I/O and knows nothing of tokio or hyper.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::scan::{Engine, Findings, Stream};
 
@@ -113,6 +115,10 @@ pub enum Reason {
     /// An encoding or archive feature this proxy does not decode (`compress`, an
     /// encrypted or bzip2 zip entry).
     Unsupported,
+    /// A brotli or zstd stream inside the content (a multipart part's own
+    /// `Content-Encoding`, a zstd frame found in it) found the memory for decompressor
+    /// windows (the [`WindowPool`] the proxy gives its inspections) taken.
+    DecoderMemory,
 }
 
 impl Reason {
@@ -125,6 +131,7 @@ impl Reason {
             Reason::Depth => "nesting_depth",
             Reason::Corrupt => "corrupt",
             Reason::Unsupported => "unsupported",
+            Reason::DecoderMemory => "decoder_memory",
         }
     }
 
@@ -137,6 +144,9 @@ impl Reason {
             Reason::Depth => "it is encoded inside more layers than the proxy follows",
             Reason::Corrupt => "its encoding is broken",
             Reason::Unsupported => "it uses an encoding or archive feature the proxy cannot read",
+            Reason::DecoderMemory => {
+                "the proxy is decompressing too much at once to decompress it too; try again"
+            }
         }
     }
 }
@@ -173,6 +183,9 @@ pub struct Outcome {
 #[derive(Debug)]
 pub(crate) struct Account {
     limits: Limits,
+    /// Memory for the windows of decompressors opened inside the content (`None`: no
+    /// bound, as for `egress-dlp scan`).
+    windows: Option<WindowPool>,
     decoded: u64,
     entries: u32,
     problem: Option<NotScanned>,
@@ -186,11 +199,34 @@ impl Account {
     fn new(limits: Limits) -> Account {
         Account {
             limits,
+            windows: None,
             decoded: 0,
             entries: 0,
             problem: None,
             last_segment: 0,
             next_segment: 1,
+        }
+    }
+
+    /// The window memory for a brotli or zstd decompressor opened inside the content:
+    /// `Err` (the problem recorded) when the pool has not that much left.
+    pub(crate) fn take_window(
+        &mut self,
+        bytes: u64,
+        what: &str,
+    ) -> Result<Option<WindowTicket>, ()> {
+        let Some(pool) = &self.windows else {
+            return Ok(None);
+        };
+        match pool.take(bytes) {
+            Some(ticket) => Ok(Some(ticket)),
+            None => {
+                self.problem(
+                    Reason::DecoderMemory,
+                    format!("{what}: no decompressor memory left"),
+                );
+                Err(())
+            }
         }
     }
 
@@ -304,6 +340,59 @@ impl fmt::Debug for Inspection<'_> {
     }
 }
 
+/// Memory for the windows of brotli and zstd decompressors opened *inside* content (a
+/// multipart part's own `Content-Encoding`, a zstd frame found in a body), shared by every
+/// inspection given a clone. A request's own `Content-Encoding` windows are not taken from
+/// it: the proxy reserves those in its hold budget before reading the body. A decompressor
+/// holds its window until it is dropped (its part or stream ended); when a new one finds
+/// the pool short, that content is scanned as it is and the request is not fully
+/// inspected ([`Reason::DecoderMemory`]): a burst of such bodies gets "not inspected"
+/// answers instead of taking the proxy's memory (found in review: each could pin up to
+/// 64 MiB of windows per part, counted nowhere).
+#[derive(Debug, Clone)]
+pub struct WindowPool {
+    left: Arc<AtomicU64>,
+}
+
+/// Window memory taken from a [`WindowPool`], given back when dropped.
+#[derive(Debug)]
+pub(crate) struct WindowTicket {
+    left: Arc<AtomicU64>,
+    bytes: u64,
+}
+
+impl Drop for WindowTicket {
+    fn drop(&mut self) {
+        self.left.fetch_add(self.bytes, Ordering::Relaxed);
+    }
+}
+
+impl WindowPool {
+    /// A pool of `bytes`.
+    pub fn new(bytes: u64) -> WindowPool {
+        WindowPool {
+            left: Arc::new(AtomicU64::new(bytes)),
+        }
+    }
+
+    /// Bytes not taken now.
+    pub fn left(&self) -> u64 {
+        self.left.load(Ordering::Relaxed)
+    }
+
+    fn take(&self, bytes: u64) -> Option<WindowTicket> {
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(bytes)
+            })
+            .ok()?;
+        Some(WindowTicket {
+            left: self.left.clone(),
+            bytes,
+        })
+    }
+}
+
 impl<'e> Inspection<'e> {
     /// Starts inspecting a request whose body has these `Content-Type` and
     /// `Content-Encoding` header values (absent: `None`).
@@ -328,6 +417,13 @@ impl<'e> Inspection<'e> {
             body_bytes: 0,
             unsupported,
         }
+    }
+
+    /// Takes the windows of decompressors opened inside the content from `pool` (see
+    /// [`WindowPool`]); without it, they are not bounded beyond each request's limits.
+    pub fn with_windows(mut self, pool: WindowPool) -> Inspection<'e> {
+        self.acct.windows = Some(pool);
+        self
     }
 
     /// Scans the request target (`/path?query`): the path percent-decoded, the query as a

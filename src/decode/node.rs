@@ -107,18 +107,16 @@ impl Node {
         if !acct.may_open(depth + 1, "content-encoding") {
             return Node::text(depth, acct);
         }
-        // `Content-Encoding: gzip, br` was gzipped first: undo br first.
+        // `Content-Encoding: gzip, br` was gzipped first: undo br first. A part's own
+        // (not the request's) takes its windows from the inspection's pool.
+        let inner = depth > 0;
         let mut node = Node::for_content(content_type, depth + 1, acct);
         for codec in codings {
-            node = Node::decompress(codec, node, depth, acct);
+            node = Node::Decompress(Box::new(DecompressNode::new(
+                codec, node, depth, inner, acct,
+            )));
         }
         node
-    }
-
-    /// A decompressor feeding `next`; its raw input is scanned as text at `depth` if it
-    /// turns out not to decode.
-    pub(crate) fn decompress(codec: Codec, next: Node, depth: u32, acct: &mut Account) -> Node {
-        Node::Decompress(Box::new(DecompressNode::new(codec, next, depth, acct)))
     }
 
     /// A decompressor for a stream guessed from its magic bytes: if it does not decode
@@ -130,7 +128,7 @@ impl Node {
         acct: &mut Account,
     ) -> Node {
         Node::Decompress(Box::new(
-            DecompressNode::new(codec, next, depth, acct).guessed(),
+            DecompressNode::new(codec, next, depth, true, acct).guessed(),
         ))
     }
 

@@ -131,12 +131,15 @@ pub(super) async fn forward(
     // a reload does meanwhile.
     let live = super::auth::live_of(ctx, &parts.extensions);
     let content_encoding = list_value(&parts.headers, &header::CONTENT_ENCODING);
-    let mut scan = TimedScan::new(crate::decode::Inspection::new(
-        &live.engine,
-        &live.config.decode.limits,
-        content_type,
-        content_encoding.as_deref(),
-    ));
+    let mut scan = TimedScan::new(
+        crate::decode::Inspection::new(
+            &live.engine,
+            &live.config.decode.limits,
+            content_type,
+            content_encoding.as_deref(),
+        )
+        .with_windows(shared.decoder_windows.clone()),
+    );
     // Every part of the request line a client chooses is inspected: an extension method
     // and the host's labels can carry identifiers as well as the path (found in review).
     if !is_standard_method(&parts.method) {

@@ -260,6 +260,7 @@ pub async fn run_with(
         connector,
         http1: http1_builder(&config),
         request_ids: RequestIds::default(),
+        decoder_windows: crate::decode::WindowPool::new(config.limits.hold_total / 4),
         hold_budget: HoldBudget::new(
             config.limits.hold_total,
             config.limits.hold_per_client,
@@ -413,6 +414,9 @@ struct Shared {
     request_ids: RequestIds,
     /// Body bytes held across all requests (`limits.hold_total`).
     hold_budget: HoldBudget,
+    /// Memory for decompressor windows opened inside request content (a quarter of
+    /// `limits.hold_total`, beside it): see [`crate::decode::WindowPool`].
+    decoder_windows: crate::decode::WindowPool,
     /// Every metric (scraped on the admin listener).
     metrics: Arc<Metrics>,
     /// Failed-login tables, verification cache, counters (`policy.auth`).
