@@ -381,6 +381,20 @@ async fn a_brotli_body_reserves_its_decompressor_window_in_the_hold_budget() {
     );
 }
 
+/// An upstream that answers 3 s after a request's end, another that answers at once, and
+/// a proxy holding 64 KiB per body with `budget` in all and per client (a 300 ms wait).
+async fn slow_upstream_behind(budget: &str) -> (Upstream, Upstream, Proxy) {
+    let slow = Upstream::start().await;
+    slow.set(support::Behavior::Delay(Duration::from_secs(3)));
+    let other = Upstream::start().await;
+    let proxy = Proxy::start(&format!(
+        "limits: {{ hold_bytes: 64KiB, hold_total: {budget}, hold_per_client: {budget}, \
+         hold_wait: 300ms }}"
+    ))
+    .await;
+    (slow, other, proxy)
+}
+
 /// Review of 068115a: a streamed body (over `hold_bytes`) gives its reservation back once
 /// its held part is passed on. A body whose last byte arrived with the held part (here
 /// hold_bytes + 1 bytes) reads no further frame, so `shrink_to` never runs, and the
@@ -389,14 +403,7 @@ async fn a_brotli_body_reserves_its_decompressor_window_in_the_hold_budget() {
 /// the commit the reservation went with the pump, as soon as the body was read.
 #[tokio::test]
 async fn a_streamed_body_read_whole_gives_its_reservation_back_before_the_answer() {
-    let slow = Upstream::start().await;
-    slow.set(support::Behavior::Delay(Duration::from_secs(3)));
-    let other = Upstream::start().await;
-    let proxy = Proxy::start(
-        "limits: { hold_bytes: 64KiB, hold_total: 64KiB, hold_per_client: 64KiB, \
-         hold_wait: 300ms }",
-    )
-    .await;
+    let (slow, other, proxy) = slow_upstream_behind("64KiB").await;
     let body = support::filler((64 << 10) + 1);
     let url = slow.url("/big");
     let addr = proxy.addr;
@@ -427,14 +434,7 @@ async fn a_streamed_body_read_whole_gives_its_reservation_back_before_the_answer
 /// small brotli body gets 503.
 #[tokio::test]
 async fn a_streamed_brotli_body_gives_its_window_back_when_its_scan_ends() {
-    let slow = Upstream::start().await;
-    slow.set(support::Behavior::Delay(Duration::from_secs(3)));
-    let other = Upstream::start().await;
-    let proxy = Proxy::start(
-        "limits: { hold_bytes: 64KiB, hold_total: 20MiB, hold_per_client: 20MiB, \
-         hold_wait: 300ms }",
-    )
-    .await;
+    let (slow, other, proxy) = slow_upstream_behind("20MiB").await;
     let headers = "Content-Type: text/plain\r\nContent-Encoding: br\r\n";
     // Words of random letters: brotli leaves well over 64 KiB of 400 KB.
     let mut x = 0x2545_f491_4f6c_dd1du64;

@@ -33,6 +33,14 @@ async fn proxy(ca: &TestCa, ports: &[u16], extra: &str) -> TlsProxy {
     .await
 }
 
+/// How much `egress_dlp_tls_interceptions_total{outcome}` grew between two scrapes.
+fn outcome_delta(after: &ops_support::Scrape, before: &ops_support::Scrape, outcome: &str) -> f64 {
+    after.delta(
+        before,
+        &format!("egress_dlp_tls_interceptions_total{{outcome=\"{outcome}\"}}"),
+    )
+}
+
 fn x509(der: &[u8]) -> x509_parser::certificate::X509Certificate<'_> {
     x509_parser::parse_x509_certificate(der).unwrap().1
 }
@@ -463,12 +471,7 @@ async fn untrusted_upstream_certificates_get_a_502_page_that_says_why() {
         );
         // Each CONNECT has one outcome, and it is not "intercepted".
         let after = proxy.scrape().await;
-        let outcome = |o: &str| {
-            after.delta(
-                &before,
-                &format!("egress_dlp_tls_interceptions_total{{outcome=\"{o}\"}}"),
-            )
-        };
+        let outcome = |o: &str| outcome_delta(&after, &before, o);
         assert_eq!(outcome("upstream_failed"), 2.0, "{what}");
         assert_eq!(outcome("intercepted"), 0.0, "{what}");
         assert_eq!(outcome("client_failed"), 0.0, "{what}");
@@ -631,12 +634,7 @@ async fn client_handshake_failures_are_counted_per_reason() {
     let authority = format!("upstream.test:{}", upstream.addr.port());
     assert_eq!(send(ok, "GET", &authority, "/", b"").await.status, 200);
     let after = proxy.scrape().await;
-    let outcome = |o: &str| {
-        after.delta(
-            &before,
-            &format!("egress_dlp_tls_interceptions_total{{outcome=\"{o}\"}}"),
-        )
-    };
+    let outcome = |o: &str| outcome_delta(&after, &before, o);
     assert_eq!(outcome("client_failed"), 4.0);
     assert_eq!(outcome("intercepted"), 1.0);
     assert_eq!(outcome("upstream_failed"), 0.0);
@@ -880,12 +878,7 @@ async fn a_bypass_by_server_name_is_recorded_like_one_by_connect_host() {
         .count();
     assert_eq!(bypasses, 2, "{events:?}");
     let after = proxy.scrape().await;
-    let series = |outcome: &str| {
-        after.delta(
-            &before,
-            &format!("egress_dlp_tls_interceptions_total{{outcome=\"{outcome}\"}}"),
-        )
-    };
+    let series = |o: &str| outcome_delta(&after, &before, o);
     assert_eq!(series("bypassed"), 2.0);
     assert_eq!(series("intercepted"), 0.0);
     assert_eq!(
@@ -920,10 +913,7 @@ async fn a_failed_client_handshake_counts_a_handshake_failure_reason() {
     assert!(refused.is_err());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = proxy.scrape().await;
-    let failed = after.delta(
-        &before,
-        "egress_dlp_tls_interceptions_total{outcome=\"client_failed\"}",
-    );
+    let failed = outcome_delta(&after, &before, "client_failed");
     assert_eq!(failed, 1.0);
     // The reasons are those of the interception stats (as the README lists them).
     let reason = |r: &str| {
