@@ -263,3 +263,64 @@ Content-Type: text/csv\r\nContent-Encoding: br\r\n\r\n";
     assert!(o.not_scanned.is_none(), "{:?}", o.not_scanned);
     assert_eq!(o.findings.category_distinct("email"), 2);
 }
+
+/// Review of f616bec: a binary upload that merely starts with the zstd magic
+/// (`28 b5 2f fd`) but is not zstd is scanned as it is, with no problem recorded (the
+/// guess "was not this format after all"). When the window pool is short at that moment
+/// (other uploads hold it), `DecompressNode::new` records `decoder_memory` before the
+/// guess is ever tested: the same ordinary upload becomes "not fully inspected" (a 403
+/// under the default policy) only because others were decompressing.
+#[test]
+fn a_guessed_zstd_that_is_not_zstd_is_never_a_decoder_memory_problem() {
+    use egress_dlp::decode::WindowPool;
+    let e = engine();
+    let limits = Limits::default();
+    // The magic, then a frame header descriptor with its reserved bit set: not zstd.
+    let mut body = vec![0x28, 0xb5, 0x2f, 0xfd, 0xff];
+    body.extend_from_slice(&[0x5a; 4096]);
+    let ct: &[u8] = b"application/octet-stream";
+    let free = {
+        let mut i = Inspection::new(&e, &limits, Some(ct), None);
+        i.feed(&body);
+        i.finish()
+    };
+    assert!(free.not_scanned.is_none(), "{:?}", free.not_scanned);
+    let mut i = Inspection::new(&e, &limits, Some(ct), None).with_windows(WindowPool::new(0));
+    i.feed(&body);
+    let o = i.finish();
+    assert!(
+        o.not_scanned.is_none(),
+        "not zstd, scanned whole, yet: {:?}",
+        o.not_scanned
+    );
+}
+
+/// Review of f616bec: a guessed zstd layer that turns out not to be zstd drops its decoder
+/// (its bytes are scanned as they are) but keeps its 8 MiB ticket until the whole
+/// inspection is dropped. A long streamed binary upload that starts with the magic thus
+/// pins window memory it does not use for as long as it streams, and meanwhile another
+/// client's real `.zst` upload finds the pool short: 403 `decoder_memory`.
+#[test]
+fn a_guessed_zstd_that_is_not_zstd_gives_its_window_back_at_once() {
+    use egress_dlp::decode::WindowPool;
+    let e = engine();
+    let limits = Limits::default();
+    let pool = WindowPool::new(8 << 20);
+    let ct: &[u8] = b"application/octet-stream";
+    let mut binary = vec![0x28, 0xb5, 0x2f, 0xfd, 0xff];
+    binary.extend_from_slice(&[0x5a; 4096]);
+    let mut first = Inspection::new(&e, &limits, Some(ct), None).with_windows(pool.clone());
+    first.feed(&binary);
+    // The guess failed: no decoder is open any more (more of the upload still to come).
+    first.feed(&[0x5a; 4096]);
+    let left = pool.left();
+
+    let csv = b"name,email\nalice,alice@acme-corp.io\nbob,bob@acme-corp.io\n".repeat(20);
+    let mut second = Inspection::new(&e, &limits, Some(ct), None).with_windows(pool.clone());
+    second.feed(&support::bodies::zstd(&csv));
+    let o = second.finish();
+    drop(first);
+    assert_eq!(left, 8 << 20, "a failed guess still holds its window");
+    assert!(o.not_scanned.is_none(), "{:?}", o.not_scanned);
+    assert_eq!(o.findings.category_distinct("email"), 2);
+}

@@ -374,3 +374,81 @@ Content-Type: text/plain\r\nContent-Encoding: br\r\n\r\n"
     assert_eq!(seen.len(), 2);
     assert!(seen.iter().all(|r| r.body == body));
 }
+
+/// Review of f616bec: an ordinary binary upload whose first four bytes happen to be the
+/// zstd magic (`28 b5 2f fd`) but which is not zstd passes whole when the proxy is idle
+/// (the guess fails, its bytes are scanned as they are, no problem). While another
+/// client's compressed part holds the decompressor memory, the very same upload gets 403
+/// `decoder_memory`: the window is asked for (and its lack recorded) before the guess is
+/// tested.
+#[tokio::test]
+async fn a_binary_upload_that_only_looks_like_zstd_is_not_refused_for_decoder_memory() {
+    use tokio::io::AsyncWriteExt;
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("limits: { hold_total: 64MiB, hold_bytes: 1MiB }").await;
+    let mut binary = vec![0x28, 0xb5, 0x2f, 0xfd, 0xff];
+    binary.extend_from_slice(&[0x5a; 4096]);
+    let headers = [
+        ("Content-Type", "application/octet-stream".to_owned()),
+        ("Accept", "application/json".to_owned()),
+    ];
+    let idle = post(&proxy, &upstream, &headers, &binary).await;
+    assert_eq!(idle.status, 200, "{}", idle.text());
+
+    // Another upload keeps a brotli part open (its 16 MiB window: the whole pool).
+    let notes = b"quarterly planning notes, nothing sensitive\n".repeat(10);
+    let mut part =
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"notes.txt\"\r\n\
+Content-Type: text/plain\r\nContent-Encoding: br\r\n\r\n"
+            .to_vec();
+    part.extend_from_slice(&brotli(&notes));
+    let end = b"\r\n--XyZ--\r\n";
+    let mut first = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {}\r\n\r\n",
+        upstream.url("/first"),
+        part.len() + end.len()
+    );
+    first.write_all(head.as_bytes()).await.unwrap();
+    first.write_all(&part).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let busy = post(&proxy, &upstream, &headers, &binary).await;
+    first.write_all(end).await.unwrap();
+    let done = support::parse_reply(&support::read_to_close(&mut first).await);
+    assert_eq!(done.status, 200);
+    assert_eq!(
+        busy.status,
+        200,
+        "not zstd, yet refused while others decompress: {}",
+        busy.text()
+    );
+}
+
+/// Review of f616bec: the pool for decompressors inside content is a quarter of
+/// `hold_total`, and nothing checks that it holds even one brotli window (16 MiB). With
+/// `hold_total: 32MiB` (valid: at least `hold_bytes`) the pool is 8 MiB, so every
+/// upload with a brotli-encoded part is refused `decoder_memory` ("try again") on an idle
+/// proxy, for good.
+#[tokio::test]
+async fn a_brotli_part_on_an_idle_proxy_is_inspected_whatever_hold_total() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("limits: { hold_total: 32MiB, hold_bytes: 1MiB }").await;
+    let notes = b"quarterly planning notes, nothing sensitive\n".repeat(10);
+    let mut body =
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"notes.txt\"\r\n\
+Content-Type: text/plain\r\nContent-Encoding: br\r\n\r\n"
+            .to_vec();
+    body.extend_from_slice(&brotli(&notes));
+    body.extend_from_slice(b"\r\n--XyZ--\r\n");
+    let headers = [
+        (
+            "Content-Type",
+            "multipart/form-data; boundary=XyZ".to_owned(),
+        ),
+        ("Accept", "application/json".to_owned()),
+    ];
+    let reply = post(&proxy, &upstream, &headers, &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}

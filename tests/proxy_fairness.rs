@@ -474,3 +474,103 @@ async fn a_streamed_brotli_body_gives_its_window_back_when_its_scan_ends() {
     );
     assert_eq!(first.await.unwrap().status, 200);
 }
+
+/// Review of e78271b: "a held body keeps only its own bytes once judged". A body of
+/// unknown length (chunked, or an HTTP/2 stream without Content-Length) reserves
+/// `hold_bytes`, and after `judge` the reservation is shrunk to `may_hold` (still
+/// `hold_bytes`), not to the 13 bytes held: while a slow upstream thinks, the whole
+/// `hold_bytes` stays taken and another client's chunked upload waits and gets 503.
+#[tokio::test]
+async fn a_held_chunked_body_keeps_only_its_own_bytes_once_judged() {
+    let slow = Upstream::start().await;
+    slow.set(support::Behavior::Delay(Duration::from_secs(3)));
+    let other = Upstream::start().await;
+    let proxy = Proxy::start(
+        "limits: { hold_bytes: 64KiB, hold_total: 100KiB, hold_per_client: 64KiB, \
+         hold_wait: 300ms }",
+    )
+    .await;
+    async fn chunked_from(source: [u8; 4], proxy: SocketAddr, url: &str) -> u16 {
+        let mut s = connect_from(source, proxy).await;
+        let head = format!(
+            "POST {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Transfer-Encoding: chunked\r\n\r\nd\r\nmeeting notes\r\n0\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        parse_reply(&read_to_close(&mut s).await).status
+    }
+    let url = slow.url("/notes");
+    let addr = proxy.addr;
+    let first = tokio::spawn(async move { chunked_from([127, 0, 0, 1], addr, &url).await });
+    // Judged and passed on whole: the upstream now takes 3 s to answer.
+    slow.wait_for(|seen| seen.iter().any(|r| r.complete)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let status = chunked_from([127, 0, 0, 2], proxy.addr, &other.url("/notes")).await;
+    assert_eq!(
+        status, 200,
+        "a 13-byte held body still holds hold_bytes of the budget"
+    );
+    assert_eq!(first.await.unwrap(), 200);
+}
+
+/// Review of f616bec: the decompressor-window pool (a quarter of `hold_total`: 64 MiB at
+/// the defaults) has no per-client share, unlike the hold budget it sits beside. One
+/// client's single small upload, a part with `Content-Encoding: br, br, br, br` left open
+/// (trickled at the minimum rate), takes all of it; meanwhile every other workstation's
+/// upload with a compressed part gets 403 `decoder_memory`.
+#[tokio::test]
+async fn one_client_cannot_take_every_decompressor_window() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("").await;
+    let notes = b"quarterly planning notes, nothing sensitive\n".repeat(10);
+    let br = support::bodies::brotli;
+    let part = |coding: &str, data: &[u8]| {
+        let mut p = format!(
+            "--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"notes.txt\"\r\n\
+             Content-Type: text/plain\r\nContent-Encoding: {coding}\r\n\r\n"
+        )
+        .into_bytes();
+        p.extend_from_slice(data);
+        p
+    };
+    let end = b"\r\n--XyZ--\r\n";
+    let greedy = part("br, br, br, br", &br(&br(&br(&br(&notes)))));
+    let mut first = connect_from([127, 0, 0, 1], proxy.addr).await;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {}\r\n\r\n",
+        upstream.url("/first"),
+        greedy.len() + end.len()
+    );
+    first.write_all(head.as_bytes()).await.unwrap();
+    first.write_all(&greedy).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let body = [&part("br", &br(&notes))[..], &end[..]].concat();
+    let other = post_from(
+        [127, 0, 0, 2],
+        proxy.addr,
+        &upstream.url("/other"),
+        "Content-Type: multipart/form-data; boundary=XyZ\r\nAccept: application/json\r\n",
+        &body,
+    )
+    .await;
+    first.write_all(end).await.unwrap();
+    assert_eq!(
+        other.status,
+        200,
+        "another client's one upload holds every window: {}",
+        other.text()
+    );
+    // The stack itself holds more than one request may (one brotli window): it is not
+    // fully inspected, and refused under the default policy.
+    let greedy = parse_reply(&read_to_close(&mut first).await);
+    assert_eq!(greedy.status, 403);
+    assert!(greedy.text().contains("decoder_memory") || greedy.text().contains("inspected"));
+    let seen: Vec<String> = upstream
+        .requests()
+        .iter()
+        .map(|r| r.target.clone())
+        .collect();
+    assert_eq!(seen, ["/other"]);
+}

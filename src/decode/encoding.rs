@@ -42,7 +42,7 @@ pub enum Codec {
 
 impl Codec {
     /// The window its decompressor may pin beyond the fixed buffers (0: none of note).
-    fn window(self) -> u64 {
+    pub(crate) fn window(self) -> u64 {
         match self {
             Codec::Brotli => BROTLI_WINDOW_MAX,
             Codec::Zstd => 1 << ZSTD_WINDOW_LOG_MAX,
@@ -131,8 +131,12 @@ pub(crate) struct DecompressNode {
     raw: Option<Node>,
     depth: u32,
     /// The window memory taken for it from the inspection's pool (see
-    /// [`super::WindowPool`]), given back when the node is dropped.
-    _window: Option<super::WindowTicket>,
+    /// [`super::WindowPool`]), given back when the node is dropped or stops decoding.
+    window: Option<super::WindowTicket>,
+    /// A guessed inner layer's window, not taken yet: taken once its first bytes show a
+    /// frame header (see [`zstd_header_ok`]); until then its input waits in `head`.
+    wanted: u64,
+    head: Vec<u8>,
     /// A layer guessed from magic bytes (not declared by a header), until it produces its
     /// first output: the input taken so far. If it fails before then, it was not this
     /// format after all: its input is scanned as raw bytes from the start, and no problem
@@ -164,6 +168,23 @@ impl DecompressNode {
             (codec, Ok(_)) => Self::engine(codec, acct),
         };
         DecompressNode::with_engine(codec, engine, next, depth, window.unwrap_or(None), acct)
+    }
+
+    /// A decompressor for a stream guessed from its magic bytes inside the content: its
+    /// window is taken only once the bytes after the magic read as a frame header, so
+    /// bytes that merely start like one are scanned as they are, never refused for want
+    /// of memory (found in review).
+    pub(crate) fn guessed_inner(
+        codec: Codec,
+        next: Node,
+        depth: u32,
+        acct: &mut Account,
+    ) -> DecompressNode {
+        let mut node =
+            DecompressNode::with_engine(codec, Self::engine(codec, acct), next, depth, None, acct);
+        node.wanted = codec.window();
+        node.guess = Some(Vec::new());
+        node
     }
 
     fn engine(codec: Codec, acct: &mut Account) -> Option<Engine> {
@@ -214,7 +235,9 @@ impl DecompressNode {
             next,
             raw,
             depth,
-            _window: window,
+            window,
+            wanted: 0,
+            head: Vec::new(),
             guess: None,
         }
     }
@@ -226,6 +249,29 @@ impl DecompressNode {
     }
 
     pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
+        if self.wanted == 0 {
+            return self.decode(data, out);
+        }
+        self.fed = true;
+        self.head.extend_from_slice(data);
+        let Some(looks_right) = zstd_header_ok(&self.head) else {
+            return;
+        };
+        let head = std::mem::take(&mut self.head);
+        let wanted = std::mem::take(&mut self.wanted);
+        if looks_right {
+            // Without room the problem is recorded: a frame, not decoded.
+            if let Ok(ticket) = out.acct.take_window(wanted, self.codec.name()) {
+                self.window = ticket;
+                return self.decode(&head, out);
+            }
+        }
+        // Not a frame after all (or no memory for it): every byte as it is.
+        self.guess = None;
+        self.stop(None, &head, out);
+    }
+
+    fn decode(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
         self.fed = true;
         let mut input = data;
         while self.raw.is_none() && !input.is_empty() {
@@ -386,12 +432,22 @@ impl DecompressNode {
             out.acct.problem(reason, detail);
         }
         self.engine = None;
+        // No decoder, no window: given back at once (found in review: a stopped or
+        // failed layer kept it as long as its part or body went on).
+        self.window = None;
         let mut raw = Node::plain_text(self.depth, out.acct);
         raw.feed(rest, out);
         self.raw = Some(raw);
     }
 
     pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
+        if self.wanted > 0 && self.raw.is_none() {
+            // Ended before a frame header: not a frame.
+            let head = std::mem::take(&mut self.head);
+            self.wanted = 0;
+            self.guess = None;
+            self.stop(None, &head, out);
+        }
         if self.raw.is_none() && self.fed && !self.ended {
             // Output still held by the decoder comes out with empty input.
             loop {
@@ -438,9 +494,42 @@ impl DecompressNode {
     }
 }
 
+/// Whether the bytes after a zstd magic read as a frame header this decoder would take
+/// (RFC 8878 3.1.1.1.1: the reserved bit clear, no dictionary, a window no larger than
+/// [`ZSTD_WINDOW_LOG_MAX`] allows); `None` until those bytes are there.
+fn zstd_header_ok(head: &[u8]) -> Option<bool> {
+    let &descriptor = head.get(4)?;
+    if descriptor & 0x08 != 0 || descriptor & 0x03 != 0 {
+        return Some(false);
+    }
+    // Single segment: the content size is the window; else a window descriptor follows.
+    if descriptor & 0x20 != 0 {
+        return Some(true);
+    }
+    let &window = head.get(5)?;
+    Some(10 + u32::from(window >> 3) <= ZSTD_WINDOW_LOG_MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zstd_frame_header_is_told_from_bytes_that_only_start_like_one() {
+        let real = zstd::stream::encode_all(&b"alice@acme-corp.io\n".repeat(50)[..], 3).unwrap();
+        assert_eq!(zstd_header_ok(&real), Some(true));
+        assert_eq!(zstd_header_ok(&real[..4]), None);
+        let magic = [0x28, 0xb5, 0x2f, 0xfd];
+        let with = |rest: &[u8]| [&magic[..], rest].concat();
+        // Reserved bit, a dictionary id, a window over 8 MiB: not a frame this takes.
+        assert_eq!(zstd_header_ok(&with(&[0x08, 0x00])), Some(false));
+        assert_eq!(zstd_header_ok(&with(&[0x01, 0x00])), Some(false));
+        assert_eq!(zstd_header_ok(&with(&[0x00, 14 << 3])), Some(false));
+        assert_eq!(zstd_header_ok(&with(&[0x00, 13 << 3])), Some(true));
+        // Single segment: no window descriptor to wait for.
+        assert_eq!(zstd_header_ok(&with(&[0x20])), Some(true));
+        assert_eq!(zstd_header_ok(&with(&[0x00])), None);
+    }
 
     #[test]
     fn parses_content_encoding_stacks() {

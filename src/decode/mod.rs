@@ -186,6 +186,8 @@ pub(crate) struct Account {
     /// Memory for the windows of decompressors opened inside the content (`None`: no
     /// bound, as for `egress-dlp scan`).
     windows: Option<WindowPool>,
+    /// What this request's own tickets hold now (at most [`REQUEST_WINDOWS`]).
+    mine: Arc<AtomicU64>,
     decoded: u64,
     entries: u32,
     problem: Option<NotScanned>,
@@ -200,6 +202,7 @@ impl Account {
         Account {
             limits,
             windows: None,
+            mine: Arc::default(),
             decoded: 0,
             entries: 0,
             problem: None,
@@ -218,7 +221,13 @@ impl Account {
         let Some(pool) = &self.windows else {
             return Ok(None);
         };
-        match pool.take(bytes) {
+        // One request holds at most one brotli window's worth at once: a part declaring
+        // `br, br, br, br` took a whole default pool (found in review).
+        let held = self.mine.load(Ordering::Relaxed);
+        let ticket = (held + bytes <= REQUEST_WINDOWS)
+            .then(|| pool.take(bytes, &self.mine))
+            .flatten();
+        match ticket {
             Some(ticket) => Ok(Some(ticket)),
             None => {
                 self.problem(
@@ -354,15 +363,22 @@ pub struct WindowPool {
     left: Arc<AtomicU64>,
 }
 
-/// Window memory taken from a [`WindowPool`], given back when dropped.
+/// The most window memory one request's decompressors inside its content hold at once
+/// (one brotli window, or two zstd).
+pub const REQUEST_WINDOWS: u64 = encoding::BROTLI_WINDOW_MAX;
+
+/// Window memory taken from a [`WindowPool`] (and counted as its request's), given back
+/// when dropped.
 #[derive(Debug)]
 pub(crate) struct WindowTicket {
     left: Arc<AtomicU64>,
+    mine: Arc<AtomicU64>,
     bytes: u64,
 }
 
 impl Drop for WindowTicket {
     fn drop(&mut self) {
+        self.mine.fetch_sub(self.bytes, Ordering::Relaxed);
         self.left.fetch_add(self.bytes, Ordering::Relaxed);
     }
 }
@@ -380,14 +396,16 @@ impl WindowPool {
         self.left.load(Ordering::Relaxed)
     }
 
-    fn take(&self, bytes: u64) -> Option<WindowTicket> {
+    fn take(&self, bytes: u64, mine: &Arc<AtomicU64>) -> Option<WindowTicket> {
         self.left
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
                 left.checked_sub(bytes)
             })
             .ok()?;
+        mine.fetch_add(bytes, Ordering::Relaxed);
         Some(WindowTicket {
             left: self.left.clone(),
+            mine: mine.clone(),
             bytes,
         })
     }

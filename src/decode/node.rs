@@ -127,9 +127,12 @@ impl Node {
         depth: u32,
         acct: &mut Account,
     ) -> Node {
-        Node::Decompress(Box::new(
-            DecompressNode::new(codec, next, depth, true, acct).guessed(),
-        ))
+        let node = if codec.window() > 0 {
+            DecompressNode::guessed_inner(codec, next, depth, acct)
+        } else {
+            DecompressNode::new(codec, next, depth, true, acct).guessed()
+        };
+        Node::Decompress(Box::new(node))
     }
 
     /// Content of this media type (already free of content-encodings) at `depth`.

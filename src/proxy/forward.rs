@@ -224,8 +224,10 @@ pub(super) async fn forward(
     insp.body_bytes = held_bytes;
     let response = if complete {
         judge(shared, &live, scan, &insp, &held, false)?;
-        // The scan has ended: its decompressors' windows are free.
-        reservation.shrink_to(may_hold);
+        // The scan has ended: its decompressors' windows are free, and of the body only
+        // what arrived is held (found in review: a body of unknown length kept all of
+        // `hold_bytes`).
+        reservation.shrink_to(held_bytes);
         let request = Request::from_parts(parts, UpstreamBody::held(held));
         let _busy = ctx.activity.busy();
         // The rest lasts until the upstream has answered: by then the held body has been

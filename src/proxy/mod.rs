@@ -260,7 +260,11 @@ pub async fn run_with(
         connector,
         http1: http1_builder(&config),
         request_ids: RequestIds::default(),
-        decoder_windows: crate::decode::WindowPool::new(config.limits.hold_total / 4),
+        // Room for one brotli window whatever `hold_total` (found in review: a small one
+        // refused every compressed part on an idle proxy).
+        decoder_windows: crate::decode::WindowPool::new(
+            (config.limits.hold_total / 4).max(crate::decode::REQUEST_WINDOWS),
+        ),
         hold_budget: HoldBudget::new(
             config.limits.hold_total,
             config.limits.hold_per_client,
@@ -415,7 +419,8 @@ struct Shared {
     /// Body bytes held across all requests (`limits.hold_total`).
     hold_budget: HoldBudget,
     /// Memory for decompressor windows opened inside request content (a quarter of
-    /// `limits.hold_total`, beside it): see [`crate::decode::WindowPool`].
+    /// `limits.hold_total`, at least one brotli window, beside it): see
+    /// [`crate::decode::WindowPool`].
     decoder_windows: crate::decode::WindowPool,
     /// Every metric (scraped on the admin listener).
     metrics: Arc<Metrics>,
