@@ -331,12 +331,8 @@ async fn a_compressed_part_waits_for_no_memory_the_proxy_does_not_have() {
     let upstream = Upstream::start().await;
     let proxy = Proxy::start("limits: { hold_total: 64MiB, hold_bytes: 1MiB }").await;
     let notes = b"quarterly planning notes, nothing sensitive\n".repeat(10);
-    let mut part =
-        b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"notes.txt\"\r\n\
-Content-Type: text/plain\r\nContent-Encoding: br\r\n\r\n"
-            .to_vec();
-    part.extend_from_slice(&brotli(&notes));
-    let end = b"\r\n--XyZ--\r\n";
+    let part = compressed_part("br", &brotli(&notes));
+    let end = PART_END;
     let headers = [
         (
             "Content-Type",
@@ -346,18 +342,10 @@ Content-Type: text/plain\r\nContent-Encoding: br\r\n\r\n"
     ];
 
     // The first upload stops after its part's data: its decompressor stays open.
-    let mut first = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {}\r\n\r\n",
-        upstream.url("/first"),
-        part.len() + end.len()
-    );
-    first.write_all(head.as_bytes()).await.unwrap();
-    first.write_all(&part).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut first = support::open_multipart_upload(tcp, &upstream.url("/first"), &part).await;
 
-    let body = [&part[..], &end[..]].concat();
+    let body = [&part[..], end].concat();
     let reply = post(&proxy, &upstream, &headers, &body).await;
     assert_eq!(reply.status, 403, "{}", reply.text());
     let page: serde_json::Value = serde_json::from_str(&reply.text()).unwrap();
@@ -397,22 +385,10 @@ async fn a_binary_upload_that_only_looks_like_zstd_is_not_refused_for_decoder_me
 
     // Another upload keeps a brotli part open (its 16 MiB window: the whole pool).
     let notes = b"quarterly planning notes, nothing sensitive\n".repeat(10);
-    let mut part =
-        b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"notes.txt\"\r\n\
-Content-Type: text/plain\r\nContent-Encoding: br\r\n\r\n"
-            .to_vec();
-    part.extend_from_slice(&brotli(&notes));
-    let end = b"\r\n--XyZ--\r\n";
-    let mut first = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {}\r\n\r\n",
-        upstream.url("/first"),
-        part.len() + end.len()
-    );
-    first.write_all(head.as_bytes()).await.unwrap();
-    first.write_all(&part).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let part = compressed_part("br", &brotli(&notes));
+    let end = PART_END;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut first = support::open_multipart_upload(tcp, &upstream.url("/first"), &part).await;
 
     let busy = post(&proxy, &upstream, &headers, &binary).await;
     first.write_all(end).await.unwrap();

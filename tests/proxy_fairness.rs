@@ -524,29 +524,13 @@ async fn one_client_cannot_take_every_decompressor_window() {
     let proxy = Proxy::start("").await;
     let notes = b"quarterly planning notes, nothing sensitive\n".repeat(10);
     let br = support::bodies::brotli;
-    let part = |coding: &str, data: &[u8]| {
-        let mut p = format!(
-            "--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"notes.txt\"\r\n\
-             Content-Type: text/plain\r\nContent-Encoding: {coding}\r\n\r\n"
-        )
-        .into_bytes();
-        p.extend_from_slice(data);
-        p
-    };
-    let end = b"\r\n--XyZ--\r\n";
+    let part = support::bodies::compressed_part;
+    let end = support::bodies::PART_END;
     let greedy = part("br, br, br, br", &br(&br(&br(&br(&notes)))));
-    let mut first = connect_from([127, 0, 0, 1], proxy.addr).await;
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {}\r\n\r\n",
-        upstream.url("/first"),
-        greedy.len() + end.len()
-    );
-    first.write_all(head.as_bytes()).await.unwrap();
-    first.write_all(&greedy).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tcp = connect_from([127, 0, 0, 1], proxy.addr).await;
+    let mut first = support::open_multipart_upload(tcp, &upstream.url("/first"), &greedy).await;
 
-    let body = [&part("br", &br(&notes))[..], &end[..]].concat();
+    let body = [&part("br", &br(&notes))[..], end].concat();
     let other = post_from(
         [127, 0, 0, 2],
         proxy.addr,

@@ -306,3 +306,19 @@ pub fn zip_bomb(n: u64) -> Vec<u8> {
     out.extend_from_slice(&[0; 18]);
     out
 }
+
+/// The end of a multipart body whose boundary is `XyZ`, after a part's data.
+pub const PART_END: &[u8] = b"\r\n--XyZ--\r\n";
+
+/// A `multipart/form-data; boundary=XyZ` file part (text/plain) with its own
+/// `Content-Encoding: coding`, holding `data` (already so encoded); end it with
+/// [`PART_END`].
+pub fn compressed_part(coding: &str, data: &[u8]) -> Vec<u8> {
+    let mut part = format!(
+        "--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"notes.txt\"\r\n\
+         Content-Type: text/plain\r\nContent-Encoding: {coding}\r\n\r\n"
+    )
+    .into_bytes();
+    part.extend_from_slice(data);
+    part
+}

@@ -516,3 +516,18 @@ pub fn filler(len: usize) -> Vec<u8> {
         .take(len)
         .collect()
 }
+
+/// Starts a multipart upload (`boundary=XyZ`) of `part` and [`bodies::PART_END`] to `url`
+/// through `proxy` from `stream`, and stops after `part`, 300 ms later: the part's
+/// decoders are open. Write `PART_END` to finish it.
+pub async fn open_multipart_upload(mut stream: TcpStream, url: &str, part: &[u8]) -> TcpStream {
+    let head = format!(
+        "POST {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {}\r\n\r\n",
+        part.len() + bodies::PART_END.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(part).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream
+}
