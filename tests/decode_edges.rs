@@ -324,3 +324,86 @@ fn a_guessed_zstd_that_is_not_zstd_gives_its_window_back_at_once() {
     assert!(o.not_scanned.is_none(), "{:?}", o.not_scanned);
     assert_eq!(o.findings.category_distinct("email"), 2);
 }
+
+/// Review of 3d31ebd: the window check read only the descriptor's exponent. Exponent 13
+/// with mantissa 7 is a 15 MiB window, which the decoder (at most 8 MiB) refuses: a frame
+/// this proxy cannot decode. It is never a `decoder_memory` problem (no window is taken
+/// for it), and never passed as fully inspected either (the next test): `unsupported`,
+/// with or without room in the pool, and its bytes are still scanned as they are.
+#[test]
+fn a_zstd_window_over_8_mib_by_its_mantissa_is_never_a_decoder_memory_problem() {
+    use egress_dlp::decode::WindowPool;
+    let e = engine();
+    let limits = Limits::default();
+    let mut body = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, (13 << 3) | 7];
+    body.extend_from_slice(b"alice@acme-corp.io x bob@acme-corp.io\n");
+    let ct: &[u8] = b"application/octet-stream";
+    for pool in [
+        None,
+        Some(WindowPool::new(0)),
+        Some(WindowPool::new(64 << 20)),
+    ] {
+        let mut i = Inspection::new(&e, &limits, Some(ct), None);
+        if let Some(pool) = pool {
+            i = i.with_windows(pool);
+        }
+        i.feed(&body);
+        let o = i.finish();
+        assert_eq!(o.findings.category_distinct("email"), 2);
+        let reason = o.not_scanned.map(|p| p.reason);
+        assert_eq!(reason, Some(Reason::Unsupported));
+    }
+}
+
+/// Review of 3d31ebd: a real zstd frame whose window is over 8 MiB (`zstd --long=24`, or
+/// a dictionary id) is ruled "not a frame" by `zstd_header_ok` and its compressed bytes are
+/// scanned as they are with no problem recorded: the upload passes as fully inspected,
+/// its content never seen (declared as `Content-Encoding: zstd` the same frame is
+/// `corrupt`).
+#[test]
+fn a_zstd_frame_the_decoder_refuses_is_not_passed_as_fully_inspected() {
+    let e = engine();
+    let limits = Limits::default();
+    let csv = b"name,email\nalice,alice@acme-corp.io\nbob,bob@acme-corp.io\n".repeat(20);
+    let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+    enc.window_log(24).unwrap();
+    enc.write_all(&csv).unwrap();
+    let frame = enc.finish().unwrap();
+    let ct: &[u8] = b"application/octet-stream";
+    let mut i = Inspection::new(&e, &limits, Some(ct), None);
+    i.feed(&frame);
+    let o = i.finish();
+    assert!(
+        o.not_scanned.is_some() || o.findings.category_distinct("email") == 2,
+        "a zstd frame neither decoded nor reported: {:?}, {} emails",
+        o.not_scanned,
+        o.findings.category_distinct("email")
+    );
+}
+
+/// Review of 3d31ebd: `REQUEST_WINDOWS` is one brotli window, so a `.zst` file sent in a
+/// part with `Content-Encoding: br` (16 MiB + 8 MiB) is refused for want of memory on an
+/// idle proxy whose pool is nearly all free: `decoder_memory`, a 403. The same file in a
+/// body whose own coding is `br` is decoded.
+#[test]
+fn a_zstd_file_in_a_brotli_part_is_decoded_when_the_pool_is_free() {
+    use egress_dlp::decode::WindowPool;
+    let e = engine();
+    let limits = Limits::default();
+    let csv = b"name,email\nalice,alice@acme-corp.io\nbob,bob@acme-corp.io\n".repeat(20);
+    let file = support::bodies::brotli(&support::bodies::zstd(&csv));
+    let mut body =
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"export.csv.zst\"\r\n\
+Content-Type: application/octet-stream\r\nContent-Encoding: br\r\n\r\n"
+            .to_vec();
+    body.extend_from_slice(&file);
+    body.extend_from_slice(b"\r\n--XyZ--\r\n");
+    let ct: &[u8] = b"multipart/form-data; boundary=XyZ";
+    let pool = WindowPool::new(64 << 20);
+    let mut i = Inspection::new(&e, &limits, Some(ct), None).with_windows(pool.clone());
+    i.feed(&body);
+    let o = i.finish();
+    assert_eq!(pool.left(), 64 << 20);
+    assert!(o.not_scanned.is_none(), "{:?}", o.not_scanned);
+    assert_eq!(o.findings.category_distinct("email"), 2);
+}

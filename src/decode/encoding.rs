@@ -180,9 +180,12 @@ impl DecompressNode {
         depth: u32,
         acct: &mut Account,
     ) -> DecompressNode {
-        let mut node =
-            DecompressNode::with_engine(codec, Self::engine(codec, acct), next, depth, None, acct);
-        node.wanted = codec.window();
+        let engine = Self::engine(codec, acct);
+        let decodes = engine.is_some();
+        let mut node = DecompressNode::with_engine(codec, engine, next, depth, None, acct);
+        if decodes {
+            node.wanted = codec.window();
+        }
         node.guess = Some(Vec::new());
         node
     }
@@ -254,21 +257,29 @@ impl DecompressNode {
         }
         self.fed = true;
         self.head.extend_from_slice(data);
-        let Some(looks_right) = zstd_header_ok(&self.head) else {
+        let Some(header) = zstd_header(&self.head) else {
             return;
         };
         let head = std::mem::take(&mut self.head);
         let wanted = std::mem::take(&mut self.wanted);
-        if looks_right {
+        let problem = match header {
             // Without room the problem is recorded: a frame, not decoded.
-            if let Ok(ticket) = out.acct.take_window(wanted, self.codec.name()) {
-                self.window = ticket;
-                return self.decode(&head, out);
-            }
-        }
-        // Not a frame after all (or no memory for it): every byte as it is.
+            ZstdHeader::Frame => match out.acct.take_window(wanted, self.codec.name()) {
+                Ok(ticket) => {
+                    self.window = ticket;
+                    return self.decode(&head, out);
+                }
+                Err(()) => None,
+            },
+            ZstdHeader::NotFrame => None,
+            // A frame this decoder refuses is content not seen: said so (found in review:
+            // a frame with a 16 MiB window passed as fully inspected, its bytes scanned
+            // compressed).
+            ZstdHeader::Refused(why) => Some((Reason::Unsupported, why.to_owned())),
+        };
+        // Every byte as it is.
         self.guess = None;
-        self.stop(None, &head, out);
+        self.stop(problem, &head, out);
     }
 
     fn decode(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
@@ -494,20 +505,46 @@ impl DecompressNode {
     }
 }
 
-/// Whether the bytes after a zstd magic read as a frame header this decoder would take
-/// (RFC 8878 3.1.1.1.1: the reserved bit clear, no dictionary, a window no larger than
-/// [`ZSTD_WINDOW_LOG_MAX`] allows); `None` until those bytes are there.
-fn zstd_header_ok(head: &[u8]) -> Option<bool> {
+/// What the bytes after a zstd magic say (RFC 8878 3.1.1.1).
+#[derive(Debug, PartialEq, Eq)]
+enum ZstdHeader {
+    /// A frame header this decoder takes.
+    Frame,
+    /// The reserved bit is set: no frame, bytes that only start like one.
+    NotFrame,
+    /// A frame this decoder refuses (a dictionary, a window over 8 MiB).
+    Refused(&'static str),
+}
+
+/// Reads the frame header after a zstd magic: `None` until its bytes are there (at most
+/// 13).
+fn zstd_header(head: &[u8]) -> Option<ZstdHeader> {
     let &descriptor = head.get(4)?;
-    if descriptor & 0x08 != 0 || descriptor & 0x03 != 0 {
-        return Some(false);
+    if descriptor & 0x08 != 0 {
+        return Some(ZstdHeader::NotFrame);
     }
-    // Single segment: the content size is the window; else a window descriptor follows.
-    if descriptor & 0x20 != 0 {
-        return Some(true);
+    if descriptor & 0x03 != 0 {
+        return Some(ZstdHeader::Refused("a zstd frame that needs a dictionary"));
     }
-    let &window = head.get(5)?;
-    Some(10 + u32::from(window >> 3) <= ZSTD_WINDOW_LOG_MAX)
+    let window = if descriptor & 0x20 != 0 {
+        // Single segment: the content size, right after the descriptor, is the window.
+        let size = [1usize, 2, 4, 8][usize::from(descriptor >> 6)];
+        let field = head.get(5..5 + size)?;
+        let value = field
+            .iter()
+            .rev()
+            .fold(0u64, |acc, &b| acc << 8 | u64::from(b));
+        if size == 2 { value + 256 } else { value }
+    } else {
+        let &w = head.get(5)?;
+        let base = 1u64 << (10 + u32::from(w >> 3));
+        base + base / 8 * u64::from(w & 7)
+    };
+    Some(if window <= 1 << ZSTD_WINDOW_LOG_MAX {
+        ZstdHeader::Frame
+    } else {
+        ZstdHeader::Refused("a zstd frame whose window is over 8 MiB")
+    })
 }
 
 #[cfg(test)]
@@ -516,19 +553,29 @@ mod tests {
 
     #[test]
     fn a_zstd_frame_header_is_told_from_bytes_that_only_start_like_one() {
+        use ZstdHeader::{Frame, NotFrame, Refused};
         let real = zstd::stream::encode_all(&b"alice@acme-corp.io\n".repeat(50)[..], 3).unwrap();
-        assert_eq!(zstd_header_ok(&real), Some(true));
-        assert_eq!(zstd_header_ok(&real[..4]), None);
+        assert_eq!(zstd_header(&real), Some(Frame));
+        assert_eq!(zstd_header(&real[..4]), None);
         let magic = [0x28, 0xb5, 0x2f, 0xfd];
         let with = |rest: &[u8]| [&magic[..], rest].concat();
-        // Reserved bit, a dictionary id, a window over 8 MiB: not a frame this takes.
-        assert_eq!(zstd_header_ok(&with(&[0x08, 0x00])), Some(false));
-        assert_eq!(zstd_header_ok(&with(&[0x01, 0x00])), Some(false));
-        assert_eq!(zstd_header_ok(&with(&[0x00, 14 << 3])), Some(false));
-        assert_eq!(zstd_header_ok(&with(&[0x00, 13 << 3])), Some(true));
-        // Single segment: no window descriptor to wait for.
-        assert_eq!(zstd_header_ok(&with(&[0x20])), Some(true));
-        assert_eq!(zstd_header_ok(&with(&[0x00])), None);
+        let refused = |h: Option<ZstdHeader>| matches!(h, Some(Refused(_)));
+        assert_eq!(zstd_header(&with(&[0x08, 0x00])), Some(NotFrame));
+        assert!(refused(zstd_header(&with(&[0x01, 0x00]))), "a dictionary");
+        // Windows: 2^(10 + exponent) plus mantissa eighths; 8 MiB is the most.
+        assert!(refused(zstd_header(&with(&[0x00, 14 << 3]))));
+        assert!(refused(zstd_header(&with(&[0x00, 13 << 3 | 1]))), "9 MiB");
+        assert_eq!(zstd_header(&with(&[0x00, 13 << 3])), Some(Frame));
+        assert_eq!(zstd_header(&with(&[0x00])), None);
+        // Single segment: the content size is the window (2-byte fields start at 256).
+        assert_eq!(zstd_header(&with(&[0x20, 200])), Some(Frame));
+        assert_eq!(zstd_header(&with(&[0x60, 0xff])), None);
+        assert_eq!(zstd_header(&with(&[0x60, 0xff, 0xff])), Some(Frame));
+        assert!(
+            refused(zstd_header(&with(&[0xa0, 0, 0, 0x81, 0]))),
+            "8.1 MiB"
+        );
+        assert_eq!(zstd_header(&with(&[0xa0, 0, 0, 0x80, 0])), Some(Frame));
     }
 
     #[test]

@@ -221,7 +221,7 @@ impl Account {
         let Some(pool) = &self.windows else {
             return Ok(None);
         };
-        // One request holds at most one brotli window's worth at once: a part declaring
+        // One request holds at most `REQUEST_WINDOWS` at once: a part declaring
         // `br, br, br, br` took a whole default pool (found in review).
         let held = self.mine.load(Ordering::Relaxed);
         let ticket = (held + bytes <= REQUEST_WINDOWS)
@@ -363,9 +363,9 @@ pub struct WindowPool {
     left: Arc<AtomicU64>,
 }
 
-/// The most window memory one request's decompressors inside its content hold at once
-/// (one brotli window, or two zstd).
-pub const REQUEST_WINDOWS: u64 = encoding::BROTLI_WINDOW_MAX;
+/// The most window memory one request's decompressors inside its content hold at once:
+/// one brotli window and one zstd (a `.zst` file in a brotli part), or three zstd.
+pub const REQUEST_WINDOWS: u64 = encoding::BROTLI_WINDOW_MAX + (1 << encoding::ZSTD_WINDOW_LOG_MAX);
 
 /// Window memory taken from a [`WindowPool`] (and counted as its request's), given back
 /// when dropped.

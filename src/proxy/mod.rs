@@ -260,7 +260,7 @@ pub async fn run_with(
         connector,
         http1: http1_builder(&config),
         request_ids: RequestIds::default(),
-        // Room for one brotli window whatever `hold_total` (found in review: a small one
+        // Room for one request's windows whatever `hold_total` (found in review: a small one
         // refused every compressed part on an idle proxy).
         decoder_windows: crate::decode::WindowPool::new(
             (config.limits.hold_total / 4).max(crate::decode::REQUEST_WINDOWS),
