@@ -67,7 +67,7 @@ pub const BROTLI_WINDOW_MAX: u64 = 16 << 20;
 /// The most memory the decompressors of a `Content-Encoding` value's codings may pin
 /// beyond their fixed buffers: a brotli or zstd window each (gzip and deflate keep 32 KiB
 /// inside the fixed buffers). 0 for a value that is not decoded (no decompressor opens).
-pub fn window_bytes(value: &[u8]) -> u64 {
+pub(crate) fn window_bytes(value: &[u8]) -> u64 {
     parse(value).map_or(0, |codecs| codecs.iter().map(|c| c.window()).sum())
 }
 
@@ -134,7 +134,7 @@ pub(crate) struct DecompressNode {
     /// [`super::WindowPool`]), given back when the node is dropped or stops decoding.
     window: Option<super::WindowTicket>,
     /// A guessed inner layer's window, not taken yet: taken once its first bytes show a
-    /// frame header (see [`zstd_header_ok`]); until then its input waits in `head`.
+    /// frame header (see [`zstd_header`]); until then its input waits in `head`.
     wanted: u64,
     head: Vec<u8>,
     /// A layer guessed from magic bytes (not declared by a header), until it produces its
@@ -162,19 +162,16 @@ impl DecompressNode {
             bytes if inner && bytes > 0 => acct.take_window(bytes, codec.name()),
             _ => Ok(None),
         };
-        let engine = match (codec, &window) {
-            // No window: the bytes are scanned as they are (the problem is recorded).
-            (_, Err(())) => None,
-            (codec, Ok(_)) => Self::engine(codec, acct),
-        };
+        // No window: the bytes are scanned as they are (the problem is recorded).
+        let engine = window.is_ok().then(|| Self::engine(codec, acct)).flatten();
         DecompressNode::with_engine(codec, engine, next, depth, window.unwrap_or(None), acct)
     }
 
-    /// A decompressor for a stream guessed from its magic bytes inside the content: its
-    /// window is taken only once the bytes after the magic read as a frame header, so
-    /// bytes that merely start like one are scanned as they are, never refused for want
-    /// of memory (found in review).
-    pub(crate) fn guessed_inner(
+    /// A decompressor for a stream guessed from its magic bytes inside the content (see
+    /// `guess`). A window, if its codec needs one, is taken only once the bytes after the
+    /// magic read as a frame header, so bytes that merely start like one are scanned as
+    /// they are, never refused for want of memory (found in review).
+    pub(crate) fn guessed(
         codec: Codec,
         next: Node,
         depth: u32,
@@ -243,12 +240,6 @@ impl DecompressNode {
             head: Vec::new(),
             guess: None,
         }
-    }
-
-    /// Marks this decompressor as guessed from magic bytes (see `guess`).
-    pub(crate) fn guessed(mut self) -> DecompressNode {
-        self.guess = Some(Vec::new());
-        self
     }
 
     pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {

@@ -88,6 +88,18 @@ pub struct Limits {
 /// repetitive payloads (a JSON array of zeros) are not bombs.
 pub const RATIO_FLOOR: u64 = 1 << 20;
 
+impl Limits {
+    /// The decompressor windows a request's own `Content-Encoding` value opens under
+    /// these limits (see [`encoding::window_bytes`]): none when no layer may open
+    /// (`max_depth: 0`), as [`Account::may_open`] decides for the body's first layer.
+    pub fn encoding_windows(&self, content_encoding: &[u8]) -> u64 {
+        if self.max_depth == 0 {
+            return 0;
+        }
+        encoding::window_bytes(content_encoding)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Limits {
         Limits {

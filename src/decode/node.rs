@@ -127,12 +127,7 @@ impl Node {
         depth: u32,
         acct: &mut Account,
     ) -> Node {
-        let node = if codec.window() > 0 {
-            DecompressNode::guessed_inner(codec, next, depth, acct)
-        } else {
-            DecompressNode::new(codec, next, depth, true, acct).guessed()
-        };
-        Node::Decompress(Box::new(node))
+        Node::Decompress(Box::new(DecompressNode::guessed(codec, next, depth, acct)))
     }
 
     /// Content of this media type (already free of content-encodings) at `depth`.

@@ -167,17 +167,14 @@ pub(super) async fn forward(
 
     // Reserve room for what may be held, and for the decompressor windows the
     // content-encoding opens, all at once and before reading any of it.
-    let decodes = live.config.decode.limits.max_depth > 0;
     let (may_hold, windows) = if body.is_end_stream() {
         (0, 0)
     } else {
         (
             content_length(&parts.headers).map_or(limits.hold_bytes, |n| n.min(limits.hold_bytes)),
-            // None opens when no layer may (`max_depth: 0`).
             content_encoding
                 .as_deref()
-                .filter(|_| decodes)
-                .map_or(0, crate::decode::encoding::window_bytes),
+                .map_or(0, |v| live.config.decode.limits.encoding_windows(v)),
         )
     };
     let mut reservation = {
