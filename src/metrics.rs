@@ -272,10 +272,7 @@ struct Counters<L: Label> {
 
 impl<L: Label> Counters<L> {
     fn new(registry: &Registry, name: &str, help: &str, label: &str) -> Counters<L> {
-        let vec = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
-        registry
-            .register(Box::new(vec.clone()))
-            .expect("each metric registered once");
+        let vec = counter_vec(registry, (name, help), label, []);
         Counters {
             children: L::ALL
                 .iter()
@@ -411,6 +408,23 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     c
 }
 
+/// A counter family with one label, registered, with a zero series for each of `values`.
+fn counter_vec<'a>(
+    registry: &Registry,
+    (name, help): (&str, &str),
+    label: &str,
+    values: impl IntoIterator<Item = &'a str>,
+) -> IntCounterVec {
+    let v = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+    registry
+        .register(Box::new(v.clone()))
+        .expect("each metric registered once");
+    for value in values {
+        v.with_label_values(&[value]);
+    }
+    v
+}
+
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("valid metric");
     registry
@@ -481,22 +495,15 @@ impl Metrics {
                     .collect(),
             ),
             findings_vec: findings_vec.clone(),
-            auth_attempts: {
-                let v = IntCounterVec::new(
-                    Opts::new(
-                        "egress_dlp_auth_attempts_total",
-                        "Proxy authentication attempts by result (policy.auth).",
-                    ),
-                    &["result"],
-                )
-                .expect("valid metric");
-                r.register(Box::new(v.clone()))
-                    .expect("each metric registered once");
-                for (result, _) in &AUTH_RESULTS[..7] {
-                    v.with_label_values(&[result]);
-                }
-                v
-            },
+            auth_attempts: counter_vec(
+                r,
+                (
+                    "egress_dlp_auth_attempts_total",
+                    "Proxy authentication attempts by result (policy.auth).",
+                ),
+                "result",
+                AUTH_RESULTS[..7].iter().map(|&(result, _)| result),
+            ),
             auth_failure_evictions: {
                 let c = IntCounter::new(
                     "egress_dlp_auth_failure_evictions_total",
@@ -608,22 +615,15 @@ impl Metrics {
                 "CONNECT requests by TLS outcome.",
                 "outcome",
             ),
-            tls_handshake_failures: {
-                let v = IntCounterVec::new(
-                    Opts::new(
-                        "egress_dlp_tls_client_handshake_failures_total",
-                        "Client TLS handshakes with the proxy that failed, by reason.",
-                    ),
-                    &["reason"],
-                )
-                .expect("valid metric");
-                r.register(Box::new(v.clone()))
-                    .expect("each metric registered once");
-                for reason in crate::tls::ClientFailure::ALL {
-                    v.with_label_values(&[reason.label()]);
-                }
-                v
-            },
+            tls_handshake_failures: counter_vec(
+                r,
+                (
+                    "egress_dlp_tls_client_handshake_failures_total",
+                    "Client TLS handshakes with the proxy that failed, by reason.",
+                ),
+                "reason",
+                crate::tls::ClientFailure::ALL.map(|reason| reason.label()),
+            ),
             tls_leaf_cache: gauge(
                 r,
                 "egress_dlp_tls_leaf_cache_certificates",
@@ -644,19 +644,16 @@ impl Metrics {
                 "egress_dlp_tls_upstream_reused_total",
                 "Intercepted CONNECTs served by a pooled, already verified upstream connection.",
             ),
-            tls_upstream_failures: {
-                let v = IntCounterVec::new(
-                    Opts::new(
-                        "egress_dlp_tls_upstream_handshake_failures_total",
-                        "Upstream TLS handshakes that failed, by reason.",
-                    ),
-                    &["reason"],
-                )
-                .expect("valid metric");
-                r.register(Box::new(v.clone()))
-                    .expect("each metric registered once");
-                v
-            },
+            // Its series appear with `watch_tls` (interception on).
+            tls_upstream_failures: counter_vec(
+                r,
+                (
+                    "egress_dlp_tls_upstream_handshake_failures_total",
+                    "Upstream TLS handshakes that failed, by reason.",
+                ),
+                "reason",
+                [],
+            ),
             tls: std::sync::Mutex::new(None),
             registry,
         };
