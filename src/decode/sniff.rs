@@ -17,8 +17,9 @@
 //! Runs are found 64 bytes at a time from masks (`crate::window`): a cheap range mask
 //! first (bytes in `+..=z`, a superset of the symbols: a space, a line break or a quote
 //! ends a run), the exact symbol mask only where the range mask's run could reach
-//! [`BASE64_MIN_RUN`]; a run's ends are then found from the masks, not by a byte walk. The decoded bytes of the runs go into the stream as their own segment, after a line end
-//! outside any run (see [`Sniffer::scan_runs`]): the same place whatever the chunks.
+//! [`BASE64_MIN_RUN`]; a run's ends are then found from the masks, not by a byte walk.
+//! The decoded bytes of the runs go into the stream as their own segment, after a line
+//! end outside any run (see [`Sniffer::scan_runs`]): the same place whatever the chunks.
 
 use super::base64::{Decoder, is_symbol};
 use super::encoding::Codec;

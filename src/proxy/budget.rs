@@ -45,10 +45,10 @@ pub(super) struct HoldBudget {
 
 /// A part of the budget, given back when dropped.
 #[derive(Debug)]
-pub(super) struct Reservation(#[allow(dead_code)] Option<Held>);
+pub(super) struct Reservation(Option<Held>);
 
 #[derive(Debug)]
-pub(super) struct Held {
+struct Held {
     // Declared (so dropped) first: the shared units, then the client's.
     total: OwnedSemaphorePermit,
     client: ClientShare,
