@@ -210,6 +210,50 @@ fn base64_std(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
 }
 
+/// A pool with a share per client: one client's inspections hold at most its share (here
+/// one brotli window), another client's still find room, and the share comes back with
+/// the window.
+#[test]
+fn one_client_holds_at_most_its_share_of_the_window_pool() {
+    use egress_dlp::decode::WindowPool;
+    let e = engine();
+    let limits = Limits::default();
+    let pool = WindowPool::shared(64 << 20, 0);
+    let (a, b): (std::net::IpAddr, std::net::IpAddr) =
+        ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+    let ct: &[u8] = b"multipart/form-data; boundary=XyZ";
+    let head = b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.txt\"\r\n\
+Content-Type: text/plain\r\nContent-Encoding: br\r\n\r\n";
+    let mut part = head.to_vec();
+    part.extend_from_slice(&support::bodies::brotli(b"nothing sensitive here\n"));
+    let end = b"\r\n--XyZ--\r\n";
+    let open = |who| {
+        let mut i = Inspection::new(&e, &limits, Some(ct), None).with_windows(pool.for_client(who));
+        i.feed(&part);
+        i
+    };
+    // A share below one request's windows is raised to them (24 MiB): one brotli window.
+    let mut first = open(a);
+    assert_eq!(pool.held_by(a), 16 << 20);
+    let mut second = open(a);
+    second.feed(end);
+    let refused = second.finish();
+    assert_eq!(
+        refused.not_scanned.expect("over the client's share").reason,
+        Reason::DecoderMemory
+    );
+    let mut other = open(b);
+    other.feed(end);
+    assert!(other.finish().not_scanned.is_none());
+    assert_eq!(pool.held_by(b), 0);
+    first.feed(end);
+    assert!(first.finish().not_scanned.is_none());
+    assert_eq!((pool.held_by(a), pool.left()), (0, 64 << 20));
+    let mut again = open(a);
+    again.feed(end);
+    assert!(again.finish().not_scanned.is_none(), "the share came back");
+}
+
 /// Decompressors opened inside the content take their windows from the pool the
 /// inspections share (found in review: a multipart part's own `Content-Encoding: br` pinned
 /// 16 MiB counted nowhere, up to four per part). While one upload's brotli part is open,

@@ -558,3 +558,57 @@ async fn one_client_cannot_take_every_decompressor_window() {
         .collect();
     assert_eq!(seen, ["/other"]);
 }
+
+/// The decompressor-window pool has a share per client, as the hold budget does: one
+/// workstation's four open uploads, each a brotli part (16 MiB of window), held the whole
+/// default pool (64 MiB), and every other client's compressed part got 403
+/// `decoder_memory` meanwhile. Now the client holds at most its share (a quarter of the
+/// pool, raised to one request's 24 MiB): its first upload goes through, the others are
+/// not fully inspected, and the other client's upload passes.
+#[tokio::test]
+async fn one_client_holds_at_most_its_share_of_the_decompressor_windows() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("").await;
+    let notes = b"quarterly planning notes, nothing sensitive\n".repeat(10);
+    let br = support::bodies::brotli;
+    let part = support::bodies::compressed_part("br", &br(&notes));
+    let end = support::bodies::PART_END;
+    let mut open = Vec::new();
+    for n in 0..4 {
+        let tcp = connect_from([127, 0, 0, 1], proxy.addr).await;
+        let url = upstream.url(&format!("/greedy{n}"));
+        open.push(support::open_multipart_upload(tcp, &url, &part).await);
+    }
+    let body = [&part[..], end].concat();
+    let other = post_from(
+        [127, 0, 0, 2],
+        proxy.addr,
+        &upstream.url("/other"),
+        "Content-Type: multipart/form-data; boundary=XyZ\r\nAccept: application/json\r\n",
+        &body,
+    )
+    .await;
+    assert_eq!(
+        other.status,
+        200,
+        "one client's uploads hold every decompressor window: {}",
+        other.text()
+    );
+    let mut statuses = Vec::new();
+    for mut s in open {
+        s.write_all(end).await.unwrap();
+        let reply = parse_reply(&read_to_close(&mut s).await);
+        if reply.status == 403 {
+            assert!(reply.text().contains("inspected"), "{}", reply.text());
+        }
+        statuses.push(reply.status);
+    }
+    assert_eq!(statuses, [200, 403, 403, 403]);
+    let mut seen: Vec<String> = upstream
+        .requests()
+        .iter()
+        .map(|r| r.target.clone())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, ["/greedy0", "/other"]);
+}

@@ -370,20 +370,35 @@ impl fmt::Debug for Inspection<'_> {
 /// inspected ([`Reason::DecoderMemory`]): a burst of such bodies gets "not inspected"
 /// answers instead of taking the proxy's memory (found in review: each could pin up to
 /// 64 MiB of windows per part, counted nowhere).
+///
+/// Like the hold budget beside it, the pool has a share per client address
+/// ([`WindowPool::for_client`]): one workstation's uploads hold at most that much of it
+/// at once, so they cannot leave every other client's compressed parts uninspected.
 #[derive(Debug, Clone)]
 pub struct WindowPool {
-    left: Arc<AtomicU64>,
+    state: Arc<std::sync::Mutex<PoolState>>,
+    /// The client the windows are taken for (`None`: no share applies).
+    client: Option<std::net::IpAddr>,
+}
+
+#[derive(Debug)]
+struct PoolState {
+    left: u64,
+    /// The most one client holds at once.
+    share: u64,
+    /// What each client holding windows holds now (an entry goes with its last window).
+    clients: std::collections::HashMap<std::net::IpAddr, u64>,
 }
 
 /// The most window memory one request's decompressors inside its content hold at once:
 /// one brotli window and one zstd (a `.zst` file in a brotli part), or three zstd.
 pub const REQUEST_WINDOWS: u64 = encoding::BROTLI_WINDOW_MAX + (1 << encoding::ZSTD_WINDOW_LOG_MAX);
 
-/// Window memory taken from a [`WindowPool`] (and counted as its request's), given back
-/// when dropped.
+/// Window memory taken from a [`WindowPool`] (and counted as its request's and its
+/// client's), given back when dropped.
 #[derive(Debug)]
 pub(crate) struct WindowTicket {
-    left: Arc<AtomicU64>,
+    pool: WindowPool,
     mine: Arc<AtomicU64>,
     bytes: u64,
 }
@@ -391,32 +406,85 @@ pub(crate) struct WindowTicket {
 impl Drop for WindowTicket {
     fn drop(&mut self) {
         self.mine.fetch_sub(self.bytes, Ordering::Relaxed);
-        self.left.fetch_add(self.bytes, Ordering::Relaxed);
+        let mut state = self.pool.lock();
+        state.left += self.bytes;
+        if let Some(client) = self.pool.client
+            && let Some(held) = state.clients.get_mut(&client)
+        {
+            *held -= self.bytes;
+            if *held == 0 {
+                state.clients.remove(&client);
+            }
+        }
     }
 }
 
 impl WindowPool {
-    /// A pool of `bytes`.
+    /// A pool of `bytes` with no share per client.
     pub fn new(bytes: u64) -> WindowPool {
+        WindowPool::shared(bytes, bytes)
+    }
+
+    /// A pool of `bytes` of which one client holds at most `share` at once (no less than
+    /// [`REQUEST_WINDOWS`]: one request's windows always fit an idle pool's share).
+    pub fn shared(bytes: u64, share: u64) -> WindowPool {
         WindowPool {
-            left: Arc::new(AtomicU64::new(bytes)),
+            state: Arc::new(std::sync::Mutex::new(PoolState {
+                left: bytes,
+                share: share.max(REQUEST_WINDOWS),
+                clients: std::collections::HashMap::new(),
+            })),
+            client: None,
+        }
+    }
+
+    /// The same pool, its windows taken within `client`'s share.
+    pub fn for_client(&self, client: std::net::IpAddr) -> WindowPool {
+        WindowPool {
+            state: self.state.clone(),
+            client: Some(client),
         }
     }
 
     /// Bytes not taken now.
     pub fn left(&self) -> u64 {
-        self.left.load(Ordering::Relaxed)
+        self.lock().left
+    }
+
+    /// Bytes `client` holds now.
+    pub fn held_by(&self, client: std::net::IpAddr) -> u64 {
+        self.lock().clients.get(&client).copied().unwrap_or(0)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        // The state is plain numbers updated in one step: a panic elsewhere cannot leave
+        // it half-written, so a poisoned lock is still good.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn take(&self, bytes: u64, mine: &Arc<AtomicU64>) -> Option<WindowTicket> {
-        self.left
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-                left.checked_sub(bytes)
-            })
-            .ok()?;
+        let mut state = self.lock();
+        if state.left < bytes {
+            return None;
+        }
+        if let Some(client) = self.client {
+            let share = state.share;
+            let held = state.clients.entry(client).or_insert(0);
+            if *held + bytes > share {
+                if *held == 0 {
+                    state.clients.remove(&client);
+                }
+                return None;
+            }
+            *held += bytes;
+        }
+        state.left -= bytes;
+        drop(state);
         mine.fetch_add(bytes, Ordering::Relaxed);
         Some(WindowTicket {
-            left: self.left.clone(),
+            pool: self.clone(),
             mine: mine.clone(),
             bytes,
         })

@@ -138,7 +138,7 @@ pub(super) async fn forward(
             content_type,
             content_encoding.as_deref(),
         )
-        .with_windows(shared.decoder_windows.clone()),
+        .with_windows(shared.decoder_windows.for_client(ctx.peer.ip())),
     );
     // Every part of the request line a client chooses is inspected: an extension method
     // and the host's labels can carry identifiers as well as the path (found in review).

@@ -262,9 +262,7 @@ pub async fn run_with(
         request_ids: RequestIds::default(),
         // Room for one request's windows whatever `hold_total` (found in review: a small one
         // refused every compressed part on an idle proxy).
-        decoder_windows: crate::decode::WindowPool::new(
-            (config.limits.hold_total / 4).max(crate::decode::REQUEST_WINDOWS),
-        ),
+        decoder_windows: decoder_windows(&config.limits),
         hold_budget: HoldBudget::new(
             config.limits.hold_total,
             config.limits.hold_per_client,
@@ -533,6 +531,19 @@ async fn stopped(phase: &mut watch::Receiver<Phase>) {
     let _ = phase
         .wait_for(|p| matches!(p, Phase::Stop | Phase::Stopped))
         .await;
+}
+
+/// The pool for the windows of decompressors opened inside content: a quarter of
+/// `hold_total` beside it, at least one request's windows whatever `hold_total` (found in
+/// review: a small one refused every compressed part on an idle proxy). A client's share
+/// of it is its share of the hold budget (`hold_per_client` of `hold_total`: a quarter at
+/// the defaults, raised to one request's windows), so one workstation cannot hold all of
+/// it.
+fn decoder_windows(limits: &crate::config::Limits) -> crate::decode::WindowPool {
+    let total = (limits.hold_total / 4).max(crate::decode::REQUEST_WINDOWS);
+    let per_client = limits.hold_per_client.min(limits.hold_total);
+    let share = u128::from(total) * u128::from(per_client) / u128::from(limits.hold_total.max(1));
+    crate::decode::WindowPool::shared(total, u64::try_from(share).unwrap_or(total))
 }
 
 fn http1_builder(config: &Config) -> http1::Builder {
