@@ -890,6 +890,70 @@ async fn a_bypass_by_server_name_is_recorded_like_one_by_connect_host() {
     );
 }
 
+/// A bypass whose audit event `audit.required` cannot record passes nothing, and is not
+/// counted as a bypass: `bypassed` was counted before the event was written, so the
+/// dashboard showed blind tunnels that never opened. By CONNECT host the CONNECT is
+/// refused (no outcome: it was no tunnel, like a CONNECT to a port not allowed); by server
+/// name, after the ClientHello, the connection is closed and counts `client_failed`, as a
+/// server-name verdict that cannot be recorded does.
+#[tokio::test]
+async fn a_bypass_that_cannot_be_recorded_is_not_counted_as_bypassed() {
+    let ca = TestCa::new();
+    let cert = ca.issue(&["localhost", "upstream.test"], false);
+    let upstream = TlsUpstream::start(cert, &["http/1.1"]).await;
+    let port = upstream.addr.port();
+    let proxy = proxy(
+        &ca,
+        &[port],
+        "  bypass: [localhost]\naudit: { path: /dev/null/audit.jsonl, required: true, all_requests: true }\n",
+    )
+    .await;
+    let before = proxy.scrape().await;
+    let roots = [ca.cert.clone()];
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let connect = format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, connect.as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut head)
+        .await
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 503", "a bypass by host opened unrecorded");
+    let by_name = tls_via(
+        proxy.addr,
+        &upstream.addr.to_string(),
+        "localhost",
+        &roots,
+        &["http/1.1"],
+    )
+    .await;
+    assert!(
+        by_name.is_err(),
+        "a bypass by server name opened unrecorded"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(upstream.requests().is_empty());
+    let after = proxy.scrape().await;
+    let series = |o: &str| outcome_delta(&after, &before, o);
+    assert_eq!(
+        (
+            series("bypassed"),
+            series("client_failed"),
+            series("disabled")
+        ),
+        (0.0, 1.0, 0.0)
+    );
+    assert_eq!(
+        proxy
+            .tls
+            .stats()
+            .bypassed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
+
 /// Review of 11ad319 (the metric docs): a failed client handshake counts
 /// `egress_dlp_tls_interceptions_total{outcome="client_failed"}`, and per
 /// `Metrics::tls_client_handshake_failed` "as well as" one

@@ -234,11 +234,6 @@ async fn intercept(
         None => false,
     };
     if let Some(name) = sni.as_deref().filter(|_| bypass) {
-        stats
-            .bypassed
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        metrics.tls_interception(TlsOutcome::Bypassed);
-        info!(%peer, host, port = target.port, sni = name, "CONNECT bypassed by server name (tls.bypass): blind tunnel");
         let opened = super::observe::tunnel_opened(
             &ctx.shared,
             &target.request_id,
@@ -246,10 +241,17 @@ async fn intercept(
             NotScanned::TlsBypass,
         );
         if let Err(e) = opened {
-            // `audit.required` and no audit: nothing passes unrecorded.
+            // `audit.required` and no audit: nothing passes unrecorded, and the CONNECT
+            // counts as the server-name verdict that could not be recorded does.
+            metrics.tls_interception(TlsOutcome::ClientFailed);
             info!(%peer, host, error = %e, "bypass tunnel not recorded: closed");
             return;
         }
+        stats
+            .bypassed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics.tls_interception(TlsOutcome::Bypassed);
+        info!(%peer, host, port = target.port, sni = name, "CONNECT bypassed by server name (tls.bypass): blind tunnel");
         let tcp = match upstream {
             Upstream::Tcp(tcp) => tcp,
             Upstream::Pooled(pooled) => {

@@ -107,10 +107,12 @@ pub(super) async fn connect(
     match &ctx.shared.tls {
         Some(tls) if tls.bypassed(authority.host()) => {
             let host = authority.host();
+            // Counted once its audit event is recorded: a CONNECT refused because it could
+            // not be (`audit.required`) was no tunnel.
+            super::observe::tunnel_opened(&ctx.shared, request_id, target, NotScanned::TlsBypass)?;
             tls.stats().bypassed.fetch_add(1, Ordering::Relaxed);
             metrics.tls_interception(TlsOutcome::Bypassed);
             info!(peer = %ctx.peer, host, port, "CONNECT bypassed (tls.bypass): blind tunnel");
-            super::observe::tunnel_opened(&ctx.shared, request_id, target, NotScanned::TlsBypass)?;
         }
         Some(tls) => {
             // Counted as intercepted or bypassed once the ClientHello has named the server.
@@ -123,8 +125,8 @@ pub(super) async fn connect(
             return Ok(Response::new(page::full("")));
         }
         None => {
-            metrics.tls_interception(TlsOutcome::Disabled);
             super::observe::tunnel_opened(&ctx.shared, request_id, target, NotScanned::Tunnel)?;
+            metrics.tls_interception(TlsOutcome::Disabled);
         }
     }
     let Upstream::Tcp(upstream) = upstream else {
