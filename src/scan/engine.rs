@@ -570,7 +570,8 @@ pub struct Engine {
     categories: Vec<String>,
     rules: Vec<CompiledRule>,
     /// Literal prefixes of two bytes (memchr on the first), exact, and rule keywords of
-    /// one byte (memchr), ASCII case-insensitive: use = (rule index, is a keyword).
+    /// one byte (memchr), ASCII case-insensitive, in one set when one memchr pass finds
+    /// both: use = (rule index, is a keyword).
     short_anchors: Vec<LiteralSet<(usize, bool)>>,
     /// Longer literal prefixes (exact) and rule keywords (ASCII case-insensitive), found in
     /// one pass: use = (rule index, is a keyword).
@@ -728,10 +729,18 @@ impl Engine {
                 .map(move |(l, r)| (l, (r, keyword), keyword))
                 .collect::<Vec<_>>()
         };
-        let short_anchors: Vec<_> = [tag(short_prefixes, false), tag(keyword_bytes, true)]
-            .into_iter()
-            .filter_map(LiteralSet::mixed)
-            .collect();
+        // One memchr pass for both when it can take them (a `+` prefix and `@`: memchr2),
+        // else a pass each.
+        let (short_prefixes, keyword_bytes) =
+            (tag(short_prefixes, false), tag(keyword_bytes, true));
+        let both = [short_prefixes.clone(), keyword_bytes.clone()].concat();
+        let short_anchors: Vec<_> = match LiteralSet::mixed(both) {
+            Some(set) if set.is_bytes() => vec![set],
+            _ => [short_prefixes, keyword_bytes]
+                .into_iter()
+                .filter_map(LiteralSet::mixed)
+                .collect(),
+        };
         let mut long_anchors = tag(prefixes, false);
         long_anchors.extend(tag(keywords, true));
         let anchors = LiteralSet::mixed(long_anchors);

@@ -148,6 +148,12 @@ impl<U: Copy> LiteralSet<U> {
         })
     }
 
+    /// Whether `memchr` finds the set's keys (at most three first bytes, keys of at most
+    /// two bytes).
+    pub fn is_bytes(&self) -> bool {
+        matches!(self.finder, Finder::Bytes(..))
+    }
+
     /// Calls `f(start, use, literal length)` for every position in `hay[from..]` where a
     /// literal of the set starts and fits in `hay`, in order of position.
     pub fn each(&self, hay: &[u8], from: usize, mut f: impl FnMut(usize, U, usize)) {
