@@ -16,8 +16,8 @@
 //!   against the bytes the pattern may contain,
 //!   then the pattern is tried there. Longer prefixes and longer keywords are found in one
 //!   pass (Aho-Corasick with its Teddy prefilter over the first 8 bytes of each prefix and
-//!   every case variant of the first 3 bytes of each keyword; a hit is checked against the
-//!   whole literal);
+//!   every case variant of the first 3 bytes of each keyword, prefixes sharing 4 bytes
+//!   merged; a hit is checked against the whole literal);
 //! - **lead bytes** for literal-free patterns whose first bytes come from rare classes
 //!   (the IBAN's `\b[A-Z]{2}\d{2}`, the NINO's `\b[A-Z]{2}\d`): the classes of each of a
 //!   match's first bytes are read off the anchored DFA (module `lead`); a block pass computes,
