@@ -680,25 +680,60 @@ pub(crate) fn shown_name(name: &str) -> String {
 const SHOWN_NAME_MAX: usize = 24;
 
 /// The media type of a `Content-Type` value, lowercased, without parameters.
+///
+/// The type ends at the first `;`, `,` or white space: PHP reads
+/// `application/x-www-form-urlencoded, text/plain` (or with a space for the `;`) as a form,
+/// and a type cut only at `;` left such a body scanned raw, its `%40`s undecoded (found in
+/// review).
 pub(crate) fn media_type(content_type: &[u8]) -> String {
     let text = String::from_utf8_lossy(content_type);
-    text.split(';')
+    text.trim_start()
+        .split([';', ',', ' ', '\t'])
         .next()
         .unwrap_or("")
-        .trim()
         .to_ascii_lowercase()
 }
 
+/// Whether a `Content-Type` value names more than one type (a `,` outside quotes): one
+/// server reads the first, another may read the second, so the body cannot be inspected
+/// as each would see it.
+pub(crate) fn names_several_types(content_type: &[u8]) -> bool {
+    let mut quoted = false;
+    let mut i = 0;
+    while i < content_type.len() {
+        match content_type[i] {
+            b'\\' if quoted => i += 1,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => return true,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 /// A parameter of a header value (`boundary`, `name`, `filename`), unquoted, its name
-/// compared case-insensitively; quoted-pair escapes resolved.
+/// compared case-insensitively; quoted-pair escapes resolved. The first, when it is given
+/// more than once (see [`header_params`]).
 pub(crate) fn header_param(value: &[u8], name: &str) -> Option<Vec<u8>> {
+    header_params(value, name).into_iter().next()
+}
+
+/// Every value of a parameter given more than once (`boundary=A; boundary=B`: servers
+/// differ on which they take, so a caller must not pick one), in order.
+pub(crate) fn header_params(value: &[u8], name: &str) -> Vec<Vec<u8>> {
+    let mut found = Vec::new();
     let mut rest = value;
     // Skip the value itself, up to the first `;` outside quotes.
     loop {
-        let semi = param_end(rest)?;
+        let Some(semi) = param_end(rest) else {
+            return found;
+        };
         rest = &rest[semi + 1..];
         let trimmed = trim_start(rest);
-        let eq = trimmed.iter().position(|&b| b == b'=' || b == b';')?;
+        let Some(eq) = trimmed.iter().position(|&b| b == b'=' || b == b';') else {
+            return found;
+        };
         if trimmed[eq] == b';' {
             rest = &trimmed[eq..];
             continue;
@@ -721,14 +756,13 @@ pub(crate) fn header_param(value: &[u8], name: &str) -> Option<Vec<u8>> {
             (trim_end(&after[..end]).to_vec(), end)
         };
         if key.eq_ignore_ascii_case(name.as_bytes()) {
-            return Some(val);
+            found.push(val);
         }
         rest = &after[used..];
-        if rest.is_empty() {
-            return None;
-        }
         // `rest` starts at (or before) the next `;`: find it from here.
-        let next = rest.iter().position(|&b| b == b';')?;
+        let Some(next) = rest.iter().position(|&b| b == b';') else {
+            return found;
+        };
         rest = &rest[next..];
     }
 }
@@ -827,5 +861,47 @@ mod tests {
             "application/json"
         );
         assert_eq!(media_type(b""), "");
+        // Cut where PHP cuts: a comma or white space ends the type too.
+        for ct in [
+            "application/x-www-form-urlencoded, text/plain",
+            "application/x-www-form-urlencoded charset=UTF-8",
+            " Application/X-WWW-Form-URLEncoded\t; charset=UTF-8",
+        ] {
+            assert_eq!(
+                media_type(ct.as_bytes()),
+                "application/x-www-form-urlencoded"
+            );
+        }
+        assert!(names_several_types(b"text/plain, application/json"));
+        assert!(!names_several_types(
+            b"multipart/form-data; boundary=\"a,b\""
+        ));
+        assert!(!names_several_types(b"text/plain; charset=utf-8"));
+    }
+
+    #[test]
+    fn every_value_of_a_repeated_parameter() {
+        let values = |v: &str, n: &str| -> Vec<String> {
+            super::header_params(v.as_bytes(), n)
+                .into_iter()
+                .map(|v| String::from_utf8(v).unwrap())
+                .collect()
+        };
+        assert_eq!(
+            values(
+                "multipart/form-data; boundary=AAA; boundary=\"BBB\"",
+                "boundary"
+            ),
+            ["AAA", "BBB"]
+        );
+        assert_eq!(
+            values("multipart/form-data; boundary=AAA", "boundary"),
+            ["AAA"]
+        );
+        assert!(values("text/plain", "boundary").is_empty());
+        assert_eq!(
+            header_param(b"x; boundary=AAA; boundary=BBB", "boundary").as_deref(),
+            Some(&b"AAA"[..])
+        );
     }
 }

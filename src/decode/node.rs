@@ -13,7 +13,7 @@ use super::json::JsonNode;
 use super::multipart::{MultipartNode, QuotedPrintableNode};
 use super::sniff::Sniffer;
 use super::zip::{XmlNode, ZipNode};
-use super::{Account, Out, Reason, header_param, media_type};
+use super::{Account, Out, Reason, header_params, media_type, names_several_types};
 
 /// One decoder in a request's tree of layers.
 pub(crate) enum Node {
@@ -136,6 +136,14 @@ impl Node {
             return Node::text(depth, acct);
         };
         let media = media_type(ct);
+        if names_several_types(ct) {
+            // Decoded as the first type (as PHP reads it), but not fully inspected: another
+            // server may read another.
+            acct.problem(
+                Reason::Unsupported,
+                "a Content-Type naming more than one type".to_owned(),
+            );
+        }
         if media == "application/x-www-form-urlencoded" {
             if !acct.may_open(depth + 1, "form") {
                 return Node::text(depth, acct);
@@ -144,7 +152,16 @@ impl Node {
             return Node::Form(Box::new(FormNode::body(next)));
         }
         if media.starts_with("multipart/") {
-            let Some(boundary) = header_param(ct, "boundary").filter(|b| valid_boundary(b)) else {
+            let mut boundaries = header_params(ct, "boundary");
+            boundaries.dedup();
+            if boundaries.len() > 1 {
+                // Servers differ on which one they split by (found in review: Werkzeug takes
+                // the last, this proxy took the first, and a part under the other passed).
+                let shown = super::shown_name(&media);
+                acct.problem(Reason::Corrupt, format!("{shown} with two boundaries"));
+                return Node::text(depth, acct);
+            }
+            let Some(boundary) = boundaries.pop().filter(|b| valid_boundary(b)) else {
                 let shown = super::shown_name(&media);
                 acct.problem(Reason::Corrupt, format!("{shown} without a valid boundary"));
                 return Node::text(depth, acct);

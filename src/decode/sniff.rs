@@ -594,6 +594,8 @@ pub(crate) fn opens_archive(head: &[u8]) -> bool {
 /// Whether content starting with `head` is likely JSON: an object or array opens it
 /// (after whitespace).
 fn looks_like_json(head: &[u8]) -> bool {
+    // A UTF-8 byte order mark first (as some editors save) hid the JSON (found in review).
+    let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
     matches!(
         head.iter().find(|b| !b.is_ascii_whitespace()),
         Some(b'{' | b'[')

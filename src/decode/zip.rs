@@ -8,7 +8,17 @@
 //! is scanned raw and as its text (tags dropped, entities decoded, a line break where a
 //! paragraph, row or cell ends, so that `<w:t>alice@</w:t><w:t>acme.io</w:t>` reads as one
 //! address), JSON as JSON, anything else as text with embedded content looked for (a zip
-//! in a zip is one layer deeper). The central directory ends the reading.
+//! in a zip is one layer deeper).
+//!
+//! The central directory, which is what most readers go by (Python's `zipfile`, Java's
+//! `ZipFile`, .NET, Office), is then checked against the entries read (found in review:
+//! a local header saying "stored" where the directory said "deflated" had the deflated
+//! bytes scanned as they were, and an entry hidden inside another's stored data was
+//! reached only through the directory): every directory record must point at the start
+//! of a local header read here, with the same method and compressed size; the end record
+//! must be the archive's last bytes (its comment holding no other end record) and give
+//! the directory's own place, size and count, as on one disk. Anything else is `corrupt`.
+//! The directory's bytes (names, comments) are scanned as text.
 //!
 //! Bounds: `max_archive_entries` entries per request, every inflated byte counted against
 //! `max_decoded_bytes`, each entry's expansion ratio against `max_ratio`. An encrypted
@@ -44,8 +54,28 @@ enum State {
     Descriptor { zip64: bool },
     /// Skipping the data of an entry that cannot be read.
     Skip(u64),
-    /// Past the entries (central directory reached, or the reading stopped).
+    /// In the central directory (and the end records): gathered, checked at the end.
+    Central,
+    /// Past the entries (the reading stopped).
     Done,
+}
+
+/// Central directory bytes kept for the check at the end: far more than
+/// `max_archive_entries` records with ordinary names need (a record is 46 bytes and its
+/// name, extra field and comment).
+const MAX_CENTRAL: usize = 8 << 20;
+
+/// Signature of the zip64 end-of-central-directory locator.
+const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
+
+/// A local entry as read: where its header starts (from the archive's first byte), its
+/// method, and how many bytes its data took (the header's compressed size, or what the
+/// deflate stream used when a data descriptor gives the size).
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    offset: u64,
+    method: u16,
+    len: u64,
 }
 
 /// What [`ZipNode::data`] did with its input.
@@ -77,6 +107,8 @@ struct Entry {
     zip64: bool,
     consumed: u64,
     produced: u64,
+    /// Bytes of the entry's data taken so far.
+    taken: u64,
     node: Node,
 }
 
@@ -90,6 +122,13 @@ pub(crate) struct ZipNode {
     entries: u64,
     /// After a problem: the rest of the input, scanned as raw bytes.
     raw: Option<Node>,
+    /// Where the first byte not yet consumed sits in the archive.
+    at: u64,
+    /// The local entries read, in order.
+    seen: Vec<Seen>,
+    /// The central directory and end records, from their first byte (at `central_at`).
+    central: Vec<u8>,
+    central_at: u64,
 }
 
 impl ZipNode {
@@ -103,6 +142,10 @@ impl ZipNode {
             segment: acct.segment(),
             entries: 0,
             raw: None,
+            at: 0,
+            seen: Vec::new(),
+            central: Vec::new(),
+            central_at: 0,
         }
     }
 
@@ -111,12 +154,15 @@ impl ZipNode {
             raw.feed(data, out);
             return;
         }
-        if matches!(self.state, State::Done) {
-            return;
+        match self.state {
+            State::Done => return,
+            State::Central => return self.gather_central(data, out),
+            _ => {}
         }
         // Entry data flows through without being copied when nothing is pending.
         if self.pending.is_empty() {
             let used = self.process(data, out);
+            self.at += used as u64;
             if used < data.len() && !matches!(self.state, State::Done) {
                 self.pending.extend_from_slice(&data[used..]);
             }
@@ -125,10 +171,29 @@ impl ZipNode {
         let mut buf = std::mem::take(&mut self.pending);
         buf.extend_from_slice(data);
         let used = self.process(&buf, out);
+        self.at += used as u64;
         if !matches!(self.state, State::Done) {
             buf.drain(..used);
             self.pending = buf;
         }
+    }
+
+    /// Keeps central directory bytes for the check at the end (at most [`MAX_CENTRAL`]:
+    /// past that the archive is not checked, so not fully inspected).
+    fn gather_central(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
+        if self.central.len() + data.len() > MAX_CENTRAL {
+            let mut text = Node::plain_text(self.depth, out.acct);
+            text.feed(&std::mem::take(&mut self.central), out);
+            text.feed(data, out);
+            self.stop(
+                out,
+                Reason::Corrupt,
+                "zip: a central directory too large to check",
+            );
+            self.raw = Some(text);
+            return;
+        }
+        self.central.extend_from_slice(data);
     }
 
     /// Where the reading stopped on a problem: the rest of `b` from `at`, and everything
@@ -147,6 +212,10 @@ impl ZipNode {
             let rest = &b[pos..];
             match &mut self.state {
                 State::Done => return b.len(),
+                State::Central => {
+                    self.gather_central(rest, out);
+                    return b.len();
+                }
                 State::Header => {
                     if rest.len() < 4 {
                         return pos;
@@ -157,7 +226,9 @@ impl ZipNode {
                         | END_OF_CENTRAL_DIR_SIG
                         | ZIP64_END_SIG
                         | DIGITAL_SIGNATURE_SIG => {
-                            self.state = State::Done;
+                            self.state = State::Central;
+                            self.central_at = self.at + pos as u64;
+                            self.gather_central(rest, out);
                             return b.len();
                         }
                         _ => {
@@ -174,7 +245,7 @@ impl ZipNode {
                     if rest.len() < len {
                         return pos;
                     }
-                    self.open_entry(&rest[..len], out);
+                    self.open_entry(&rest[..len], self.at + pos as u64, out);
                     pos += len;
                     if matches!(self.state, State::Done) {
                         // An entry that cannot be read and cannot be skipped, or one too
@@ -245,6 +316,7 @@ impl ZipNode {
         if let Some(r) = &mut entry.remaining {
             *r -= used as u64;
         }
+        entry.taken += used as u64;
         let ended = flow == Flow::End || entry.remaining == Some(0);
         if !ended {
             // More of this entry's data is to come.
@@ -256,6 +328,9 @@ impl ZipNode {
         }
         entry.node.finish(out);
         let left = entry.remaining.unwrap_or(0);
+        if let Some(last) = self.seen.last_mut() {
+            last.len = entry.taken + left;
+        }
         self.state = if entry.descriptor {
             State::Descriptor { zip64: entry.zip64 }
         } else if left > 0 {
@@ -268,7 +343,7 @@ impl ZipNode {
 
     /// A local file header (with its name and extra field): the entry's name is scanned
     /// and its data node opened, or the entry is skipped.
-    fn open_entry(&mut self, header: &[u8], out: &mut Out<'_, '_>) {
+    fn open_entry(&mut self, header: &[u8], offset: u64, out: &mut Out<'_, '_>) {
         self.entries += 1;
         if !out.acct.take_entry() {
             self.state = State::Done;
@@ -291,6 +366,11 @@ impl ZipNode {
         out.emit(self.segment, name);
         out.emit(self.segment, b"\n");
         let known = (!descriptor || csize > 0).then_some(csize);
+        self.seen.push(Seen {
+            offset,
+            method,
+            len: known.unwrap_or(0),
+        });
         let unreadable = if flags & 0x0001 != 0 {
             Some("an encrypted entry".to_owned())
         } else if method != 0 && method != 8 {
@@ -319,6 +399,7 @@ impl ZipNode {
             zip64,
             consumed: 0,
             produced: 0,
+            taken: 0,
             node,
         }));
     }
@@ -339,6 +420,16 @@ impl ZipNode {
         }
         match &self.state {
             State::Done => {}
+            State::Central => {
+                let central = std::mem::take(&mut self.central);
+                let mut text = Node::plain_text(self.depth, out.acct);
+                text.feed(&central, out);
+                text.finish(out);
+                if let Err(why) = self.check_central(&central) {
+                    out.acct.problem(Reason::Corrupt, format!("zip: {why}"));
+                }
+                self.state = State::Done;
+            }
             State::Header if self.entries > 0 || !self.pending.is_empty() => self.stop(
                 out,
                 Reason::Corrupt,
@@ -357,6 +448,162 @@ impl ZipNode {
         }
         self.pending = Vec::new();
     }
+}
+
+impl ZipNode {
+    /// Checks the central directory and end records (`central`, from their first byte)
+    /// against the local entries read: what a reader going by the directory extracts must
+    /// be what was scanned.
+    fn check_central(&self, central: &[u8]) -> Result<(), String> {
+        let short = || "the central directory is cut short".to_owned();
+        let mut pos = 0;
+        let mut records = 0u64;
+        let mut records_end = None;
+        loop {
+            let rest = central
+                .get(pos..)
+                .filter(|r| r.len() >= 4)
+                .ok_or_else(short)?;
+            match u32le(rest, 0) {
+                CENTRAL_HEADER_SIG if records_end.is_none() => {
+                    let fixed = rest.get(..46).ok_or_else(short)?;
+                    let (name, extra, comment) = (
+                        usize::from(u16le(fixed, 28)),
+                        usize::from(u16le(fixed, 30)),
+                        usize::from(u16le(fixed, 32)),
+                    );
+                    let len = 46 + name + extra + comment;
+                    let extra = rest.get(46 + name..46 + name + extra).ok_or_else(short)?;
+                    self.check_record(fixed, extra, records)?;
+                    records += 1;
+                    pos += len;
+                }
+                DIGITAL_SIGNATURE_SIG if records_end.is_none() => {
+                    let size = usize::from(u16le(rest.get(..6).ok_or_else(short)?, 4));
+                    pos += 6 + size;
+                    records_end = Some(pos);
+                }
+                ZIP64_END_SIG | ZIP64_LOCATOR_SIG | END_OF_CENTRAL_DIR_SIG => break,
+                _ => return Err("an unknown record in the central directory".to_owned()),
+            }
+        }
+        let records_len = records_end.unwrap_or(pos) as u64;
+        // Zip64 end record and locator, if any; then the end record, last.
+        let mut zip64 = None;
+        if u32le(&central[pos..], 0) == ZIP64_END_SIG {
+            let rest = &central[pos..];
+            let fixed = rest.get(..56).ok_or_else(short)?;
+            let size = u64le(fixed, 4);
+            if u32le(fixed, 16) != 0 || u32le(fixed, 20) != 0 {
+                return Err("an archive on several disks".to_owned());
+            }
+            zip64 = Some((u64le(fixed, 32), u64le(fixed, 40), u64le(fixed, 48)));
+            let len = usize::try_from(size.saturating_add(12)).unwrap_or(usize::MAX);
+            pos = pos.saturating_add(len);
+        }
+        if central.get(pos..pos + 4).map(|s| u32le(s, 0)) == Some(ZIP64_LOCATOR_SIG) {
+            pos += 20;
+        }
+        let end = central
+            .get(pos..pos + 22)
+            .filter(|e| u32le(e, 0) == END_OF_CENTRAL_DIR_SIG)
+            .ok_or_else(|| "no end record after the central directory".to_owned())?;
+        let comment = usize::from(u16le(end, 20));
+        if central.len() != pos + 22 + comment {
+            return Err("bytes after the end record".to_owned());
+        }
+        let tail = &central[pos + 4..];
+        if memchr::memmem::find(tail, b"PK\x05\x06").is_some() {
+            // A reader looking for the end record from the back finds this one.
+            return Err("another end record in the archive comment".to_owned());
+        }
+        if u16le(end, 4) != 0 || u16le(end, 6) != 0 {
+            return Err("an archive on several disks".to_owned());
+        }
+        let pick = |small: u64, max: u64, big: Option<u64>| match big {
+            Some(big) if small == max => big,
+            _ => small,
+        };
+        let count = pick(u64::from(u16le(end, 10)), 0xFFFF, zip64.map(|z| z.0));
+        let count_disk = pick(u64::from(u16le(end, 8)), 0xFFFF, zip64.map(|z| z.0));
+        let size = pick(u64::from(u32le(end, 12)), 0xFFFF_FFFF, zip64.map(|z| z.1));
+        let offset = pick(u64::from(u32le(end, 16)), 0xFFFF_FFFF, zip64.map(|z| z.2));
+        if count != records || count_disk != records {
+            return Err(format!(
+                "the end record counts {count} entries, the directory holds {records}"
+            ));
+        }
+        if offset != self.central_at || size != records_len {
+            return Err("the end record places the central directory elsewhere".to_owned());
+        }
+        Ok(())
+    }
+
+    /// One central directory record (`fixed`: its first 46 bytes) against the local
+    /// entries read.
+    fn check_record(&self, fixed: &[u8], extra: &[u8], n: u64) -> Result<(), String> {
+        let method = u16le(fixed, 10);
+        let csize = u64::from(u32le(fixed, 20));
+        let usize_ = u64::from(u32le(fixed, 24));
+        let offset = u64::from(u32le(fixed, 42));
+        let (csize, offset) = zip64_central(extra, usize_, csize, offset);
+        if u16le(fixed, 34) != 0 {
+            return Err("an archive on several disks".to_owned());
+        }
+        let Ok(i) = self.seen.binary_search_by_key(&offset, |s| s.offset) else {
+            return Err(format!(
+                "directory entry {} points at no local header read",
+                n + 1
+            ));
+        };
+        let local = self.seen[i];
+        if local.method != method {
+            return Err(format!(
+                "directory entry {} says method {method}, its local header {}",
+                n + 1,
+                local.method
+            ));
+        }
+        if local.len != csize {
+            return Err(format!(
+                "directory entry {} says {csize} bytes, its local entry took {}",
+                n + 1,
+                local.len
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The compressed size and local header offset of a central directory record, from its
+/// zip64 field where the record's own values are `0xFFFFFFFF` (the field holds, in order,
+/// the uncompressed size, the compressed size and the offset, each only when saturated).
+fn zip64_central(mut extra: &[u8], usize_: u64, csize: u64, offset: u64) -> (u64, u64) {
+    const MAX: u64 = 0xFFFF_FFFF;
+    while extra.len() >= 4 {
+        let id = u16le(extra, 0);
+        let len = usize::from(u16le(extra, 2));
+        let Some(body) = extra.get(4..4 + len) else {
+            break;
+        };
+        if id == 0x0001 {
+            let mut at = 0;
+            let mut next = |value: u64| {
+                if value != MAX {
+                    return value;
+                }
+                let v = body.get(at..at + 8).map_or(value, |b| u64le(b, 0));
+                at += 8;
+                v
+            };
+            let _ = next(usize_);
+            let c = next(csize);
+            let o = next(offset);
+            return (c, o);
+        }
+        extra = &extra[4 + len..];
+    }
+    (csize, offset)
 }
 
 /// Inflates `input` into the entry's node; returns the bytes used and how it went (a
