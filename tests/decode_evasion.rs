@@ -708,3 +708,31 @@ async fn control_http_framing() {
         String::from_utf8_lossy(&out)
     );
 }
+
+/// Header names are scanned too (all but the common ones every client sends): a name
+/// may hold digits, and twelve empty headers named `X-<card number>` carried a card list
+/// past the proxy, which scanned only the values of `decode.headers`.
+#[tokio::test]
+async fn cards_in_header_names() {
+    let upstream = Upstream::start().await;
+    let (proxy, _d) = default_proxy().await;
+    let names: Vec<String> = (0..12).map(|i| format!("X-{}", card(i))).collect();
+    let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    let (s, seen) = send(&upstream, &proxy, "GET", "/h", &headers, b"").await;
+    assert_blocked(s, &seen, "cards in header names");
+    // A benign request with its ordinary and custom headers still passes.
+    let (s, seen) = send(
+        &upstream,
+        &proxy,
+        "GET",
+        "/ok",
+        &[
+            ("X-Request-Id", "42"),
+            ("User-Agent", "curl/8"),
+            ("Accept", "*/*"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!((s, seen.len()), (200, 1));
+}

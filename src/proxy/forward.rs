@@ -151,10 +151,21 @@ pub(super) async fn forward(
     if let Some(target) = parts.uri.path_and_query() {
         scan.feed_target(target.as_str().as_bytes());
     }
+    let mut names = Vec::new();
     for (name, value) in &parts.headers {
         if live.config.decode.headers.matches(name.as_str()) {
             scan.feed_header(value.as_bytes());
         }
+        if !is_common_request_header(name.as_str()) {
+            names.extend_from_slice(name.as_str().as_bytes());
+            names.push(b'\n');
+        }
+    }
+    // The names of the other headers too, one per line: a name may hold digits, so a
+    // client could send a list of card numbers as the names of empty headers (found in
+    // review).
+    if !names.is_empty() {
+        scan.feed_header(&names);
     }
     prepare_headers(&mut parts.headers);
     // hyper answered any 100-continue when the body was first read; the upstream gets the
@@ -860,6 +871,52 @@ pub(super) fn is_standard_method(method: &Method) -> bool {
             | Method::PATCH
             | Method::CONNECT
     )
+}
+
+/// Request headers every client sends whose names carry nothing of the user's: the names of
+/// all others are scanned.
+fn is_common_request_header(name: &str) -> bool {
+    const COMMON: &[&str] = &[
+        "accept",
+        "accept-charset",
+        "accept-encoding",
+        "accept-language",
+        "authorization",
+        "cache-control",
+        "connection",
+        "content-disposition",
+        "content-encoding",
+        "content-language",
+        "content-length",
+        "content-type",
+        "cookie",
+        "dnt",
+        "expect",
+        "forwarded",
+        "host",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-range",
+        "if-unmodified-since",
+        "keep-alive",
+        "origin",
+        "pragma",
+        "priority",
+        "proxy-authorization",
+        "proxy-connection",
+        "range",
+        "referer",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "upgrade-insecure-requests",
+        "user-agent",
+        "via",
+    ];
+    // Names come lowercase from the `http` crate.
+    COMMON.contains(&name)
 }
 
 #[cfg(test)]
