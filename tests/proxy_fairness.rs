@@ -612,3 +612,41 @@ async fn one_client_holds_at_most_its_share_of_the_decompressor_windows() {
     seen.sort();
     assert_eq!(seen, ["/greedy0", "/other"]);
 }
+
+/// Review of d127cd5: with a smaller `hold_total` (here 64 MiB, a quarter of the
+/// default, with `hold_per_client` 16 MiB) the window pool is raised to one request's
+/// windows (24 MiB) and so is a client's share of it: the share is the whole pool. One
+/// workstation's single open upload with a brotli part (16 MiB of window) then leaves
+/// every other client's compressed part 403 `decoder_memory`, as before the share.
+#[tokio::test]
+async fn a_small_hold_total_still_keeps_windows_for_other_clients() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("limits: { hold_total: 64MiB, hold_per_client: 16MiB }\n").await;
+    let notes = b"quarterly planning notes, nothing sensitive\n".repeat(10);
+    let br = support::bodies::brotli;
+    let part = support::bodies::compressed_part("br", &br(&notes));
+    let end = support::bodies::PART_END;
+    let tcp = connect_from([127, 0, 0, 1], proxy.addr).await;
+    let mut first = support::open_multipart_upload(tcp, &upstream.url("/first"), &part).await;
+    let body = [&part[..], end].concat();
+    let other = post_from(
+        [127, 0, 0, 2],
+        proxy.addr,
+        &upstream.url("/other"),
+        "Content-Type: multipart/form-data; boundary=XyZ\r\nAccept: application/json\r\n",
+        &body,
+    )
+    .await;
+    first.write_all(end).await.unwrap();
+    assert_eq!(
+        parse_reply(&read_to_close(&mut first).await).status,
+        200,
+        "the first upload"
+    );
+    assert_eq!(
+        other.status,
+        200,
+        "one client's one upload holds every decompressor window: {}",
+        other.text()
+    );
+}

@@ -538,12 +538,17 @@ async fn stopped(phase: &mut watch::Receiver<Phase>) {
 /// review: a small one refused every compressed part on an idle proxy). A client's share
 /// of it is its share of the hold budget (`hold_per_client` of `hold_total`: a quarter at
 /// the defaults, raised to one request's windows), so one workstation cannot hold all of
-/// it.
+/// it: the pool is at least a share and one request's windows more.
 fn decoder_windows(limits: &crate::config::Limits) -> crate::decode::WindowPool {
-    let total = (limits.hold_total / 4).max(crate::decode::REQUEST_WINDOWS);
+    use crate::decode::REQUEST_WINDOWS;
+    let total = (limits.hold_total / 4).max(REQUEST_WINDOWS);
     let per_client = limits.hold_per_client.min(limits.hold_total);
     let share = u128::from(total) * u128::from(per_client) / u128::from(limits.hold_total.max(1));
-    crate::decode::WindowPool::shared(total, u64::try_from(share).unwrap_or(total))
+    let share = u64::try_from(share).unwrap_or(total).max(REQUEST_WINDOWS);
+    // A client's whole share taken, another's request still finds its windows (found in
+    // review: with a small `hold_total` the share was the whole pool).
+    let total = total.max(share.saturating_add(REQUEST_WINDOWS));
+    crate::decode::WindowPool::shared(total, share)
 }
 
 fn http1_builder(config: &Config) -> http1::Builder {
