@@ -451,3 +451,103 @@ Content-Type: application/octet-stream\r\nContent-Encoding: br\r\n\r\n"
     assert!(o.not_scanned.is_none(), "{:?}", o.not_scanned);
     assert_eq!(o.findings.category_distinct("email"), 2);
 }
+
+/// A zip after other bytes (a self-extractor's stub, `cat stub.bin export.zip`), which
+/// central-directory readers open: its deflated entries are read wherever the body is cut
+/// (the signature split across chunks too), alone or after a decoy signature; a benign
+/// one is fully inspected, and the content around it is still scanned. Found in a
+/// red-team review: only content starting with `PK\x03\x04` was opened.
+#[test]
+fn a_zip_after_other_bytes_is_opened_wherever_the_body_is_cut() {
+    use support::bodies::{ZipMethod, zip};
+    let e = engine();
+    let limits = Limits::default();
+    let csv =
+        b"name,email\nalice,alice@acme-corp.io\nbob,bob@acme-corp.io\ncarol,carol@acme-corp.io\n";
+    let archive = zip(&[("export.csv", &csv[..])], ZipMethod::Deflated);
+    let with = |prefix: &[u8], archive: &[u8], suffix: &[u8]| [prefix, archive, suffix].concat();
+    let run = |body: &[u8], piece: usize| {
+        let mut i = Inspection::new(&e, &limits, Some(b"application/octet-stream"), None);
+        for c in body.chunks(piece) {
+            i.feed(c);
+        }
+        i.finish()
+    };
+    let stub = b"MZ\x90\x00 stub that extracts the archive below\n".repeat(3);
+    let decoy = b"PK\x03\x04 not a header at all\n";
+    for body in [
+        with(&stub, &archive, b""),
+        with(
+            &[&stub[..], decoy].concat(),
+            &archive,
+            b"\ntrailing bytes\n",
+        ),
+    ] {
+        for piece in [1, 3, 7, 64, body.len()] {
+            let o = run(&body, piece);
+            assert!(o.not_scanned.is_none(), "{piece}: {:?}", o.not_scanned);
+            assert_eq!(o.findings.category_distinct("email"), 3, "piece {piece}");
+        }
+    }
+    // Two archives, one after the other with bytes between (files in a tar): both read.
+    let other = zip(
+        &[("more.csv", &b"dave,dave@acme-corp.io\n"[..])],
+        ZipMethod::DeflatedWithDescriptor,
+    );
+    let body = [&stub[..], &archive, b"\0\0padding\0\0", &other, b"\0\0"].concat();
+    let o = run(&body, 5);
+    assert!(o.not_scanned.is_none(), "{:?}", o.not_scanned);
+    assert_eq!(o.findings.category_distinct("email"), 4);
+    // A benign one passes as fully inspected.
+    let benign = zip(&[("notes.txt", &b"nothing here\n"[..])], ZipMethod::Stored);
+    let o = run(&with(&stub, &benign, b""), 2);
+    assert!(o.not_scanned.is_none(), "{:?}", o.not_scanned);
+    assert_eq!(o.findings.category_distinct("email"), 0);
+}
+
+/// A zip after other bytes whose local header says "stored" over deflated data (its
+/// directory says "deflated", as Python's zipfile reads it) is not passed as inspected;
+/// nor is one cut short. Offsets counted from the content's first byte (as `zip -A`
+/// writes a self-extractor) are accepted as a reader accepts them.
+#[test]
+fn a_zip_after_other_bytes_is_checked_against_its_directory() {
+    use support::bodies::{ZipMethod, zip};
+    let e = engine();
+    let limits = Limits::default();
+    let csv = b"alice,alice@acme-corp.io\nbob,bob@acme-corp.io\n";
+    let run = |body: &[u8]| {
+        let mut i = Inspection::new(&e, &limits, Some(b"application/octet-stream"), None);
+        for c in body.chunks(9) {
+            i.feed(c);
+        }
+        i.finish()
+    };
+    let stub = b"MZ stub\n".to_vec();
+    let honest = zip(&[("a.csv", &csv[..])], ZipMethod::Deflated);
+    // The local header's method (offset 8) made "stored", sizes made equal.
+    let mut lying = honest.clone();
+    lying[8] = 0;
+    let csize = lying[18..22].to_vec();
+    lying[22..26].copy_from_slice(&csize);
+    let o = run(&[&stub[..], &lying].concat());
+    assert_eq!(
+        o.not_scanned.map(|p| p.reason),
+        Some(Reason::Corrupt),
+        "a lying local header passed"
+    );
+    let cut = &honest[..honest.len() - 10];
+    let o = run(&[&stub[..], cut].concat());
+    assert_eq!(o.not_scanned.map(|p| p.reason), Some(Reason::Corrupt));
+    // `zip -A`: every offset counts the stub too.
+    let mut adjusted = honest.clone();
+    let shift = stub.len() as u32;
+    let eocd = adjusted.len() - 22;
+    let cd = u32::from_le_bytes(adjusted[eocd + 16..eocd + 20].try_into().unwrap()) as usize;
+    for (at, base) in [(eocd + 16, 0usize), (cd + 42, 0)] {
+        let v = u32::from_le_bytes(adjusted[at + base..at + base + 4].try_into().unwrap());
+        adjusted[at..at + 4].copy_from_slice(&(v + shift).to_le_bytes());
+    }
+    let o = run(&[&stub[..], &adjusted].concat());
+    assert!(o.not_scanned.is_none(), "{:?}", o.not_scanned);
+    assert_eq!(o.findings.category_distinct("email"), 2);
+}

@@ -736,3 +736,32 @@ async fn cards_in_header_names() {
     .await;
     assert_eq!((s, seen.len()), (200, 1));
 }
+
+/// A zip after other bytes (a self-extractor's stub): central-directory readers (Python's
+/// zipfile, unzip) open it; the proxy opened only content starting with `PK\x03\x04`.
+#[tokio::test]
+async fn zip_with_a_prefix() {
+    let upstream = Upstream::start().await;
+    let (proxy, _d) = default_proxy().await;
+    let data = emails(12);
+    let zip = zip_of(
+        &[ZipEntry {
+            name: "customers.csv",
+            data: data.as_bytes(),
+            local_method: 8,
+            central_method: 8,
+            stored: deflated(data.as_bytes()),
+        }],
+        b"MZ\n",
+    );
+    let (s, seen) = send(
+        &upstream,
+        &proxy,
+        "POST",
+        "/up",
+        &[("Content-Type", "application/zip")],
+        &zip,
+    )
+    .await;
+    assert_blocked(s, &seen, "prefixed zip");
+}

@@ -6,6 +6,13 @@
 //!   zstd frame (`28 b5 2f fd`) is decoded instead, one layer deeper (the decoder scans the
 //!   raw bytes itself from wherever it cannot decode them); content that opens like JSON
 //!   (`{` or `[`) is unescaped as JSON (when the depth allows: it is optional);
+//! - in content that is not itself an archive, looks for a zip's local header signature
+//!   anywhere (`memmem`): an archive after other bytes (a self-extractor's stub, `cat
+//!   stub.bin export.zip`) is opened where a header that reads as a real one starts
+//!   ([`super::zip::plausible_header`]: bytes that merely contain the signature are left
+//!   alone) and read up to its end record, one layer deeper, while its bytes are scanned
+//!   raw as well (found in review: central-directory readers open such a file, and its
+//!   deflated entries passed unread); the search goes on after it;
 //! - finds runs of at least [`BASE64_MIN_RUN`] base64 symbols (either alphabet) holding
 //!   both upper- and lowercase letters (so hex digests and long lowercase words are left
 //!   alone), and decodes each one layer deeper. A run may go on across line breaks, and
@@ -25,7 +32,7 @@ use super::base64::{Decoder, is_symbol};
 use super::encoding::Codec;
 use super::json::JsonNode;
 use super::node::Node;
-use super::zip::ZipNode;
+use super::zip::{PLAUSIBLE_NEEDS, ZipNode, plausible_header};
 use super::{Account, BASE64_MIN_RUN, Out};
 use crate::window::{WIDTH, Window};
 
@@ -285,6 +292,22 @@ pub(crate) struct Sniffer {
     /// opens thousands of runs, and each would otherwise allocate its box and grow its
     /// buffer line by line again.
     spare: Option<Box<Run>>,
+    /// The search for a zip archive after other bytes (`None`: not looked for).
+    embedded: Option<Embedded>,
+    /// Raw bytes the embedded search has been given.
+    embedded_seen: u64,
+}
+
+/// Where the search for an embedded zip archive stands.
+enum Embedded {
+    /// Looking for the signature; the last bytes of the input, for a signature cut by the
+    /// end of a chunk.
+    Search(Vec<u8>),
+    /// A signature found at this offset: its header's bytes, until they tell whether it
+    /// is a real one.
+    Candidate(u64, Vec<u8>),
+    /// An archive being read.
+    Open(Box<ZipNode>),
 }
 
 impl Sniffer {
@@ -303,6 +326,8 @@ impl Sniffer {
             run_line: false,
             decoded_node: None,
             spare: None,
+            embedded: magic.then(|| Embedded::Search(Vec::new())),
+            embedded_seen: 0,
         }
     }
 
@@ -325,13 +350,138 @@ impl Sniffer {
                 return;
             }
         }
-        self.scan_runs(data, out);
+        if self.embedded.is_some() {
+            self.feed_searching(data, out);
+        } else {
+            self.scan_runs(data, out);
+        }
+    }
+
+    /// The next raw bytes, with the search for a zip archive in them: bytes outside an
+    /// archive are scanned as they are, an archive's own bytes go to its reader only (its
+    /// decoded entries would be cut by raw bytes interleaved with them), and a possible
+    /// header's bytes wait until they tell. The last bytes of the input wait for the next
+    /// input (a signature may be cut there): every byte is scanned once, in order,
+    /// whatever the chunks.
+    fn feed_searching(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
+        const KEEP: usize = ZIP_MAGIC.len() - 1;
+        let mut owned: Vec<u8>;
+        let mut rest: &[u8] = data;
+        let mut at = self.embedded_seen;
+        self.embedded_seen += data.len() as u64;
+        loop {
+            let Some(state) = self.embedded.take() else {
+                // Not looked for any more (the depth limit): scanned as it is.
+                return self.scan_runs(rest, out);
+            };
+            match state {
+                Embedded::Search(tail) => {
+                    // `tail`: bytes not scanned yet, before `rest`.
+                    let tail_at = at - tail.len() as u64;
+                    let mut edge = tail.clone();
+                    edge.extend_from_slice(&rest[..rest.len().min(KEEP)]);
+                    let found = match memchr::memmem::find(&edge, ZIP_MAGIC) {
+                        Some(p) if p < tail.len() => Some((p, true)),
+                        _ => memchr::memmem::find(rest, ZIP_MAGIC).map(|p| (p, false)),
+                    };
+                    let Some((p, in_tail)) = found else {
+                        // Everything but the last bytes is scanned now.
+                        let mut left = tail;
+                        left.extend_from_slice(rest);
+                        let cut = left.len().saturating_sub(KEEP);
+                        self.scan_runs(&left[..cut], out);
+                        self.embedded = Some(Embedded::Search(left[cut..].to_vec()));
+                        return;
+                    };
+                    let (offset, mut head) = if in_tail {
+                        self.scan_runs(&tail[..p], out);
+                        (tail_at + p as u64, tail[p..].to_vec())
+                    } else {
+                        self.scan_runs(&tail, out);
+                        self.scan_runs(&rest[..p], out);
+                        (at + p as u64, Vec::new())
+                    };
+                    head.extend_from_slice(if in_tail { rest } else { &rest[p..] });
+                    self.embedded = Some(Embedded::Candidate(offset, Vec::new()));
+                    owned = head;
+                    rest = &owned;
+                    at = offset;
+                }
+                Embedded::Candidate(offset, mut head) => {
+                    head.extend_from_slice(rest);
+                    match plausible_header(&head) {
+                        None if head.len() < PLAUSIBLE_NEEDS => {
+                            self.embedded = Some(Embedded::Candidate(offset, head));
+                            return;
+                        }
+                        Some(true) if out.acct.may_open(self.depth + 1, "zip archive") => {
+                            let zip = ZipNode::embedded(self.depth + 1, offset, out.acct);
+                            self.embedded = Some(Embedded::Open(Box::new(zip)));
+                            owned = head;
+                            rest = &owned;
+                            at = offset;
+                        }
+                        Some(true) => {
+                            // Past the depth limit (recorded): scanned as it is.
+                            self.scan_runs(&head, out);
+                            return;
+                        }
+                        // Not a header: its first byte is text, the search goes on from
+                        // the next.
+                        _ => {
+                            self.scan_runs(&head[..1], out);
+                            self.embedded = Some(Embedded::Search(Vec::new()));
+                            owned = head.split_off(1);
+                            rest = &owned;
+                            at = offset + 1;
+                        }
+                    }
+                }
+                Embedded::Open(mut zip) => match zip.feed_embedded(rest, out) {
+                    None => {
+                        self.embedded = Some(Embedded::Open(zip));
+                        return;
+                    }
+                    Some(after) => {
+                        zip.finish(out);
+                        self.embedded = Some(Embedded::Search(Vec::new()));
+                        let used = rest.len() - after;
+                        owned = rest[used..].to_vec();
+                        rest = &owned;
+                        at += used as u64;
+                    }
+                },
+            }
+        }
+    }
+
+    /// The end of the content for the search: what waits is scanned, an archive still open
+    /// ends here (cut short: `corrupt`).
+    fn finish_searching(&mut self, out: &mut Out<'_, '_>) {
+        match self.embedded.take() {
+            Some(Embedded::Open(mut zip)) => zip.finish(out),
+            Some(Embedded::Candidate(offset, head)) => {
+                if plausible_header(&head) == Some(true)
+                    && out.acct.may_open(self.depth + 1, "zip archive")
+                {
+                    // A header cut by the end of the content: an archive that ends there.
+                    let mut zip = ZipNode::embedded(self.depth + 1, offset, out.acct);
+                    zip.feed_embedded(&head, out);
+                    zip.finish(out);
+                } else {
+                    self.scan_runs(&head, out);
+                }
+            }
+            Some(Embedded::Search(tail)) => self.scan_runs(&tail, out),
+            None => {}
+        }
     }
 
     pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
         if self.head.is_some() {
             self.decide_head(out);
         }
+        self.finish_searching(out);
         if let Some(inner) = &mut self.inner {
             inner.finish(out);
         }
@@ -418,6 +568,8 @@ impl Sniffer {
         if let Some(mut inner) = inner {
             inner.feed(&head, out);
             self.inner = Some(inner);
+            // The content is the archive or stream itself: nothing is embedded in it here.
+            self.embedded = None;
         }
     }
 

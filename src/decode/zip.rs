@@ -129,6 +129,11 @@ pub(crate) struct ZipNode {
     /// The central directory and end records, from their first byte (at `central_at`).
     central: Vec<u8>,
     central_at: u64,
+    /// Found inside other content (see [`ZipNode::embedded`]): where its first byte sits
+    /// in that content; `None` for content that is the archive.
+    embedded: Option<u64>,
+    /// An embedded archive that ended: how many bytes of the last input came after it.
+    after: Option<usize>,
 }
 
 impl ZipNode {
@@ -146,7 +151,32 @@ impl ZipNode {
             seen: Vec::new(),
             central: Vec::new(),
             central_at: 0,
+            embedded: None,
+            after: None,
         }
+    }
+
+    /// An archive found inside other content at `offset` (a self-extractor's stub, or any
+    /// bytes, before it): read as one, up to the end of its end record; whatever follows
+    /// is the content's again. Its directory may give offsets from the archive's first
+    /// byte or from the content's (as `zip -A` writes); both are what readers accept.
+    /// The content around it is scanned as it is by the caller, so nothing is scanned raw
+    /// here when the reading stops.
+    pub(crate) fn embedded(depth: u32, offset: u64, acct: &mut Account) -> ZipNode {
+        ZipNode {
+            embedded: Some(offset),
+            ..ZipNode::new(depth, acct)
+        }
+    }
+
+    /// Feeds an embedded archive; once it has ended (or stopped), how many bytes at the
+    /// end of `data` are not its own.
+    pub(crate) fn feed_embedded(&mut self, data: &[u8], out: &mut Out<'_, '_>) -> Option<usize> {
+        self.feed(data, out);
+        if matches!(self.state, State::Done) {
+            return Some(self.after.take().unwrap_or(0).min(data.len()));
+        }
+        None
     }
 
     pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
@@ -181,6 +211,22 @@ impl ZipNode {
     /// Keeps central directory bytes for the check at the end (at most [`MAX_CENTRAL`]:
     /// past that the archive is not checked, so not fully inspected).
     fn gather_central(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
+        if self.embedded.is_some() {
+            self.central.extend_from_slice(data);
+            if let Some(end) = central_end(&self.central) {
+                self.after = Some(self.central.len() - end);
+                self.central.truncate(end);
+                self.end_central(out);
+            } else if self.central.len() > MAX_CENTRAL {
+                self.central = Vec::new();
+                self.stop(
+                    out,
+                    Reason::Corrupt,
+                    "zip: a central directory too large to check",
+                );
+            }
+            return;
+        }
         if self.central.len() + data.len() > MAX_CENTRAL {
             let mut text = Node::plain_text(self.depth, out.acct);
             text.feed(&std::mem::take(&mut self.central), out);
@@ -199,6 +245,11 @@ impl ZipNode {
     /// Where the reading stopped on a problem: the rest of `b` from `at`, and everything
     /// after it, is scanned as raw bytes.
     fn rest_raw(&mut self, b: &[u8], at: usize, out: &mut Out<'_, '_>) -> usize {
+        if self.embedded.is_some() {
+            // The caller scans the content as it is already: the rest is its own again.
+            self.after = Some(b.len() - at.min(b.len()));
+            return b.len();
+        }
         let mut raw = Node::plain_text(self.depth, out.acct);
         raw.feed(&b[at.min(b.len())..], out);
         self.raw = Some(raw);
@@ -420,16 +471,7 @@ impl ZipNode {
         }
         match &self.state {
             State::Done => {}
-            State::Central => {
-                let central = std::mem::take(&mut self.central);
-                let mut text = Node::plain_text(self.depth, out.acct);
-                text.feed(&central, out);
-                text.finish(out);
-                if let Err(why) = self.check_central(&central) {
-                    out.acct.problem(Reason::Corrupt, format!("zip: {why}"));
-                }
-                self.state = State::Done;
-            }
+            State::Central => self.end_central(out),
             State::Header if self.entries > 0 || !self.pending.is_empty() => self.stop(
                 out,
                 Reason::Corrupt,
@@ -451,6 +493,21 @@ impl ZipNode {
 }
 
 impl ZipNode {
+    /// The central directory is all here: its text scanned, the archive checked.
+    fn end_central(&mut self, out: &mut Out<'_, '_>) {
+        let central = std::mem::take(&mut self.central);
+        if self.embedded.is_none() {
+            // Embedded, the caller scans these bytes with the content around them.
+            let mut text = Node::plain_text(self.depth, out.acct);
+            text.feed(&central, out);
+            text.finish(out);
+        }
+        if let Err(why) = self.check_central(&central) {
+            out.acct.problem(Reason::Corrupt, format!("zip: {why}"));
+        }
+        self.state = State::Done;
+    }
+
     /// Checks the central directory and end records (`central`, from their first byte)
     /// against the local entries read: what a reader going by the directory extracts must
     /// be what was scanned.
@@ -473,8 +530,7 @@ impl ZipNode {
                         usize::from(u16le(fixed, 32)),
                     );
                     let len = 46 + name + extra + comment;
-                    let extra = rest.get(46 + name..46 + name + extra).ok_or_else(short)?;
-                    self.check_record(fixed, extra, records)?;
+                    rest.get(..len).ok_or_else(short)?;
                     records += 1;
                     pos += len;
                 }
@@ -533,20 +589,43 @@ impl ZipNode {
                 "the end record counts {count} entries, the directory holds {records}"
             ));
         }
-        if offset != self.central_at || size != records_len {
+        // Offsets from the archive's first byte, or (embedded) from the content's.
+        let shift = offset.wrapping_sub(self.central_at);
+        if (shift != 0 && Some(shift) != self.embedded) || size != records_len {
             return Err("the end record places the central directory elsewhere".to_owned());
+        }
+        self.check_records(central, records_len as usize, shift)
+    }
+
+    /// Each directory record against the local entries read; `shift`: what the offsets
+    /// count before the archive's first byte.
+    fn check_records(&self, central: &[u8], len: usize, shift: u64) -> Result<(), String> {
+        let mut pos = 0;
+        let mut n = 0;
+        while pos < len && u32le(&central[pos..], 0) == CENTRAL_HEADER_SIG {
+            let fixed = &central[pos..pos + 46];
+            let (name, extra, comment) = (
+                usize::from(u16le(fixed, 28)),
+                usize::from(u16le(fixed, 30)),
+                usize::from(u16le(fixed, 32)),
+            );
+            let extra = &central[pos + 46 + name..pos + 46 + name + extra];
+            self.check_record(fixed, extra, n, shift)?;
+            n += 1;
+            pos += 46 + name + extra.len() + comment;
         }
         Ok(())
     }
 
     /// One central directory record (`fixed`: its first 46 bytes) against the local
     /// entries read.
-    fn check_record(&self, fixed: &[u8], extra: &[u8], n: u64) -> Result<(), String> {
+    fn check_record(&self, fixed: &[u8], extra: &[u8], n: u64, shift: u64) -> Result<(), String> {
         let method = u16le(fixed, 10);
         let csize = u64::from(u32le(fixed, 20));
         let usize_ = u64::from(u32le(fixed, 24));
         let offset = u64::from(u32le(fixed, 42));
         let (csize, offset) = zip64_central(extra, usize_, csize, offset);
+        let offset = offset.wrapping_sub(shift);
         if u16le(fixed, 34) != 0 {
             return Err("an archive on several disks".to_owned());
         }
@@ -573,6 +652,72 @@ impl ZipNode {
         }
         Ok(())
     }
+}
+
+/// Where the end record (and its comment) of a central directory that starts at
+/// `central[0]` ends, once all of it is there: the records are walked by their lengths,
+/// so a signature inside a name is not taken for one. At a record that is none of a
+/// directory's, that place (the check then finds no end record).
+fn central_end(central: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    loop {
+        let rest = central.get(pos..)?;
+        if rest.len() < 4 {
+            return None;
+        }
+        let len = match u32le(rest, 0) {
+            CENTRAL_HEADER_SIG => {
+                let fixed = rest.get(..46)?;
+                46 + usize::from(u16le(fixed, 28))
+                    + usize::from(u16le(fixed, 30))
+                    + usize::from(u16le(fixed, 32))
+            }
+            DIGITAL_SIGNATURE_SIG => 6 + usize::from(u16le(rest.get(..6)?, 4)),
+            ZIP64_END_SIG => usize::try_from(u64le(rest.get(..12)?, 4).saturating_add(12)).ok()?,
+            ZIP64_LOCATOR_SIG => 20,
+            END_OF_CENTRAL_DIR_SIG => {
+                let end = 22 + usize::from(u16le(rest.get(..22)?, 20));
+                return (rest.len() >= end).then_some(pos + end);
+            }
+            _ => return Some(pos),
+        };
+        if rest.len() < len {
+            return None;
+        }
+        pos += len;
+    }
+}
+
+/// The bytes a local file header needs before [`plausible_header`] can tell.
+pub(crate) const PLAUSIBLE_NEEDS: usize = LOCAL_HEADER_LEN + MAX_GUESSED_NAME;
+
+/// The longest entry name a header found inside other content may have.
+const MAX_GUESSED_NAME: usize = 512;
+
+/// Whether `b` (starting with a local header's signature) reads as a real local file
+/// header, strictly enough that bytes which merely contain the signature (4 bytes in any
+/// binary) are not taken for an archive: `None` while more bytes are needed.
+pub(crate) fn plausible_header(b: &[u8]) -> Option<bool> {
+    if b.len() < LOCAL_HEADER_LEN {
+        return None;
+    }
+    let version = u16le(b, 4);
+    let flags = u16le(b, 6);
+    let method = u16le(b, 8);
+    let (csize, usize_) = (u32le(b, 18), u32le(b, 22));
+    let name_len = usize::from(u16le(b, 26));
+    let sane = (10..=63).contains(&(version & 0xFF))
+        && version >> 8 <= 19
+        && flags & !0x080F == 0
+        && (method == 0 || method == 8)
+        && (1..=MAX_GUESSED_NAME).contains(&name_len)
+        && usize::from(u16le(b, 28)) <= 1024
+        && (method != 0 || flags & 0x0008 != 0 || csize == usize_);
+    if !sane {
+        return Some(false);
+    }
+    let name = b.get(LOCAL_HEADER_LEN..LOCAL_HEADER_LEN + name_len)?;
+    Some(name.iter().all(|&c| c >= 0x20 && c != 0x7F))
 }
 
 /// The compressed size and local header offset of a central directory record, from its
