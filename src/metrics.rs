@@ -904,6 +904,11 @@ impl<'e> TimedScan<'e> {
         self.scan.scanned_bytes()
     }
 
+    /// [`Inspection::matches`](crate::decode::Inspection::matches).
+    pub fn matches(&self) -> u64 {
+        self.scan.matches()
+    }
+
     /// [`Inspection::findings`](crate::decode::Inspection::findings), timed.
     pub fn findings(&mut self) -> crate::scan::Findings {
         self.timed(|s| s.findings())

@@ -495,3 +495,45 @@ async fn curl_uploading_a_customer_list_gets_the_block_page_and_the_upstream_an_
     assert!(!seen[0].complete);
     assert!(seen[0].received < body.len as u64 / 2);
 }
+
+/// A streamed body is judged after every chunk in which a value was counted, before the
+/// chunk ahead of it goes upstream: judged only every 256 KiB, a list sent after the held
+/// part and followed by a little more and a pause sat at the upstream (40 addresses, in a
+/// request not yet aborted) until more bytes came (found in a red-team review).
+#[tokio::test]
+async fn a_list_in_a_streamed_body_is_judged_before_it_goes_upstream() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("limits:\n  hold_bytes: 1MiB\n").await;
+    let list: String = (0..40)
+        .map(|i| format!("customer{i}@acme-corp.io\n"))
+        .collect();
+    let first = filler((1 << 20) + (256 << 10));
+    let after = filler(64 << 10);
+    let total = first.len() + list.len() + after.len() + (4 << 20);
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n",
+        upstream.url("/pause")
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&first).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    s.write_all(list.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    s.write_all(&after).await.unwrap();
+    // The block comes without more bytes, and the list never reached the upstream.
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(10), read_to_close(&mut s))
+        .await
+        .expect("judged without more bytes");
+    assert_eq!(parse_reply(&reply).status, 403);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for r in upstream.requests() {
+        assert!(!r.complete);
+        let text = String::from_utf8_lossy(&r.body);
+        assert_eq!(
+            text.matches("@acme-corp.io").count(),
+            0,
+            "the list went upstream"
+        );
+    }
+}

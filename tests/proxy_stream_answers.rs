@@ -92,9 +92,9 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// POSTs to `upstream` through `proxy`, declaring `len` bytes: 96 KiB of filler (past a
-/// 64 KiB hold limit), then `list`, then 64 KiB more, each on its own and under one
-/// snapshot interval (so the list is not the held-back last chunk); the rest of the body
-/// never comes. Returns the connection, the client waiting.
+/// 64 KiB hold limit), then `list`, then 64 KiB more (enough for the engine to settle the
+/// list's values), each on its own; the rest of the body never comes. Returns the
+/// connection, the client waiting.
 async fn send_list_mid_body(
     proxy: SocketAddr,
     upstream: SocketAddr,
@@ -161,8 +161,13 @@ async fn read_head(s: &mut TcpStream) -> Vec<u8> {
     raw
 }
 
+/// A list in the middle of a streamed body, settled by the bytes after it: judged before
+/// the list's chunk goes on, so the upstream never sees it (an upstream that answers as
+/// soon as it does never answers) and the client gets the block page. Judged only every
+/// 256 KiB, the list went upstream first (the twins below, with a list the engine has not
+/// settled yet, still show an early answer replaced by the block page).
 #[tokio::test]
-async fn an_early_upstream_answer_after_a_customer_list_went_up_is_replaced_by_the_block_page() {
+async fn a_list_settled_mid_body_is_blocked_before_it_goes_upstream() {
     let up = EagerUpstream::start(b"customer49@acme-corp.io").await;
     let mut proxy = OpsProxy::start("limits: { hold_bytes: 64KiB }\n").await;
     let export = customer_export(50);
@@ -174,15 +179,10 @@ async fn an_early_upstream_answer_after_a_customer_list_went_up_is_replaced_by_t
     proxy.stop().await;
     let events = json_lines(&proxy.audit_path());
     assert!(
-        received
-            .iter()
-            .any(|r| contains(r, b"customer49@acme-corp.io")),
-        "precondition: the list reached the upstream before it answered"
+        !received.iter().any(|r| contains(r, b"@acme-corp.io")),
+        "the list reached the upstream"
     );
-    assert_eq!(
-        reply.status, 403,
-        "the upstream's early 200 went to the client"
-    );
+    assert_eq!(reply.status, 403);
     assert_one_partial_block(&events);
 }
 
@@ -233,8 +233,10 @@ async fn client_sent_names_reach_the_log_only_when_they_look_like_names() {
     );
 }
 
+/// The same list, the client leaving soon after: blocked (and recorded) before it left,
+/// nothing of the list upstream.
 #[tokio::test]
-async fn a_client_leaving_after_a_customer_list_went_up_is_still_recorded_as_a_block() {
+async fn a_client_leaving_after_a_list_mid_body_is_recorded_as_a_block() {
     let up = EagerUpstream::start(b"never answered").await;
     let mut proxy = OpsProxy::start("limits: { hold_bytes: 64KiB }\n").await;
     let export = customer_export(50);
@@ -245,10 +247,8 @@ async fn a_client_leaving_after_a_customer_list_went_up_is_still_recorded_as_a_b
     tokio::time::sleep(Duration::from_millis(200)).await;
     proxy.stop().await;
     assert!(
-        received
-            .iter()
-            .any(|r| contains(r, b"customer49@acme-corp.io")),
-        "precondition: the list reached the upstream before the client left"
+        !received.iter().any(|r| contains(r, b"@acme-corp.io")),
+        "the list reached the upstream"
     );
     let events = json_lines(&proxy.audit_path());
     assert_one_partial_block(&events);

@@ -640,6 +640,11 @@ impl<'e> Inspection<'e> {
         self.stream.findings()
     }
 
+    /// Values counted so far ([`Stream::matches`]): the findings change only when it grows.
+    pub fn matches(&self) -> u64 {
+        self.stream.matches()
+    }
+
     /// Whether part of the request has already been found not to be fully scannable.
     pub fn not_scanned(&self) -> Option<&NotScanned> {
         self.acct.problem.as_ref()

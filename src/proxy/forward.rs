@@ -8,10 +8,12 @@
 //! before the upstream request starts: a blocked request sends nothing. A larger body is
 //! refused (`oversize: block`) or forwarded as it is scanned (`oversize: stream`). While it
 //! streams, the policy is applied to the engine's snapshot (a lower bound that only grows;
-//! and a request already known not to be fully inspectable) every [`SNAPSHOT_INTERVAL`] bytes,
-//! so an upload whose customer list comes early is aborted early; and its newest chunk is
-//! always held back, so that a block verdict at the very end still aborts the upstream
-//! request before the upstream has seen all of it.
+//! and a request already known not to be fully inspectable) after every chunk in which a
+//! value was counted, and at least every [`SNAPSHOT_INTERVAL`] bytes; and its newest chunk
+//! is always held back until the chunk after it has been scanned and judged. So a chunk
+//! goes upstream only once a verdict has covered it (a value cut by a chunk's end, or one
+//! the engine can only decide on bytes still to come, aside), and a block verdict at the
+//! very end still aborts the upstream request before the upstream has seen all of it.
 //!
 //! An upgrade request (WebSocket) is inspected like any other request; if the upstream
 //! answers 101, both connections are handed to [`tunnel::splice`] and the messages that
@@ -391,8 +393,9 @@ enum Pumped {
 
 /// Forwards a body larger than the hold limit as it is scanned.
 ///
-/// Nothing goes upstream if what was held already decides a block. After that, every
-/// [`SNAPSHOT_INTERVAL`] bytes the policy is applied to the scan snapshot, and a block ends
+/// Nothing goes upstream if what was held already decides a block. After that, after each
+/// chunk in which a value was counted (and at least every [`SNAPSHOT_INTERVAL`] bytes) the
+/// policy is applied to the scan snapshot, and a block ends
 /// the pump with an error: the upstream body's sender is dropped without [`Piece::End`], so
 /// hyper fails the upstream request mid-body (the upstream sees a broken, incomplete request)
 /// and the client gets the block page. The newest chunk is always held back: it goes
@@ -427,6 +430,7 @@ async fn stream_through(
             let mut shrunk = false;
             let mut tail: Option<Bytes> = None;
             let mut unjudged = 0usize;
+            let mut judged = scan.matches();
             loop {
                 let next = match held.next() {
                     Some(chunk) => chunk,
@@ -442,8 +446,13 @@ async fn stream_through(
                                 scan.feed(&data);
                                 insp.body_bytes += data.len() as u64;
                                 unjudged += data.len();
-                                if unjudged >= SNAPSHOT_INTERVAL {
+                                // Judged before the chunk before it goes on whenever a
+                                // value was counted: judged only every interval, a list
+                                // reached the upstream (not a complete request) before
+                                // its block (found in a red-team review).
+                                if unjudged >= SNAPSHOT_INTERVAL || scan.matches() != judged {
                                     unjudged = 0;
+                                    judged = scan.matches();
                                     // Dropping `tx` without `Piece::End` (the `?`) aborts
                                     // the upstream body.
                                     judge_snapshot(shared, live, &mut scan, insp, &[], true)?;

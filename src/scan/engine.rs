@@ -907,6 +907,12 @@ impl Stream<'_> {
         self.state.end
     }
 
+    /// Values counted so far (every match, repeats too): when it has not grown, a snapshot
+    /// of the findings would be the same as the last one.
+    pub fn matches(&self) -> u64 {
+        self.state.matches
+    }
+
     /// Bytes currently held (the retained tail); bounded, for tests and metrics.
     pub fn held_bytes(&self) -> usize {
         self.buf.capacity()
@@ -1019,6 +1025,8 @@ struct Run {
 
 struct State {
     end: u64,
+    /// Values counted so far (every match, repeats too).
+    matches: u64,
     /// A digit run reaching the end of the bytes seen so far: (run start, current piece start).
     open_run: Option<(u64, u64)>,
     unripe: VecDeque<Run>,
@@ -1177,6 +1185,7 @@ impl State {
             }
         }
         State {
+            matches: 0,
             end: 0,
             open_run: None,
             unripe: VecDeque::new(),
@@ -1656,6 +1665,7 @@ impl State {
         sample: impl FnOnce() -> String,
         corroborated: bool,
     ) {
+        self.matches += 1;
         let state = &mut self.rules[r];
         state.count += 1;
         state.corroborated += u64::from(corroborated);
