@@ -551,3 +551,528 @@ fn a_zip_after_other_bytes_is_checked_against_its_directory() {
     assert!(o.not_scanned.is_none(), "{:?}", o.not_scanned);
     assert_eq!(o.findings.category_distinct("email"), 2);
 }
+
+// ---------------------------------------------------------------- zip central directory (review)
+
+fn le16(v: &mut Vec<u8>, x: u16) {
+    v.extend_from_slice(&x.to_le_bytes());
+}
+fn le32(v: &mut Vec<u8>, x: u32) {
+    v.extend_from_slice(&x.to_le_bytes());
+}
+fn le64(v: &mut Vec<u8>, x: u64) {
+    v.extend_from_slice(&x.to_le_bytes());
+}
+
+fn zip_crc(data: &[u8]) -> u32 {
+    let mut c = flate2::Crc::new();
+    c.update(data);
+    c.sum()
+}
+
+/// A local file header (30 bytes, name, extra).
+fn local_header(
+    method: u16,
+    crc: u32,
+    csize: u32,
+    usize_: u32,
+    name: &[u8],
+    extra: &[u8],
+) -> Vec<u8> {
+    let mut v = Vec::new();
+    le32(&mut v, 0x0403_4b50);
+    le16(&mut v, 20);
+    le16(&mut v, 0);
+    le16(&mut v, method);
+    le32(&mut v, 0x0021_0000);
+    le32(&mut v, crc);
+    le32(&mut v, csize);
+    le32(&mut v, usize_);
+    le16(&mut v, name.len() as u16);
+    le16(&mut v, extra.len() as u16);
+    v.extend_from_slice(name);
+    v.extend_from_slice(extra);
+    v
+}
+
+/// Python's `zipfile` (and other readers that take the zip64 end record's values as they
+/// are) reads the central directory's place from the zip64 end record whenever one is
+/// present, even when the classic end record's values are not saturated; the proxy
+/// checked only the classic values. Here the zip64 record's directory offset is off by
+/// `D`: every local header offset is then read `D` bytes further, which lands on a second
+/// local header hidden in the first one's extra field (never scanned). `zipfile` extracts
+/// the twelve addresses from it; the proxy reads a benign entry and says "fully
+/// inspected".
+#[test]
+fn a_zip64_end_record_disagreeing_with_the_classic_one_is_not_fully_inspected() {
+    let e = engine();
+    let limits = Limits::default();
+    let secret: String = (0..12)
+        .map(|i| format!("Customer {i}, email customer{i}@acme-corp.io\n"))
+        .collect();
+    let name = b"a.txt";
+    let hidden_data = support::bodies::deflate(secret.as_bytes());
+    let crc = zip_crc(secret.as_bytes());
+    let mut hidden = local_header(
+        8,
+        crc,
+        hidden_data.len() as u32,
+        secret.len() as u32,
+        name,
+        b"",
+    );
+    hidden.extend_from_slice(&hidden_data);
+    let mut extra = Vec::new();
+    le16(&mut extra, 0xCAFE);
+    le16(&mut extra, hidden.len() as u16);
+    extra.extend_from_slice(&hidden);
+    let benign = b"nothing here\n";
+    let mut benign_data = support::bodies::deflate(benign);
+    let csize = benign_data.len().max(hidden_data.len());
+    benign_data.resize(csize, 0);
+    let mut zip = local_header(
+        8,
+        zip_crc(benign),
+        csize as u32,
+        benign.len() as u32,
+        name,
+        &extra,
+    );
+    zip.extend_from_slice(&benign_data);
+    let d = (30 + name.len() + 4) as u64;
+    let cd_off = zip.len() as u64;
+    let mut cd = Vec::new();
+    le32(&mut cd, 0x0201_4b50);
+    le16(&mut cd, 20);
+    le16(&mut cd, 20);
+    le16(&mut cd, 0);
+    le16(&mut cd, 8);
+    le32(&mut cd, 0x0021_0000);
+    le32(&mut cd, crc);
+    le32(&mut cd, csize as u32);
+    le32(&mut cd, secret.len() as u32);
+    le16(&mut cd, name.len() as u16);
+    cd.extend_from_slice(&[0; 12]);
+    le32(&mut cd, 0);
+    cd.extend_from_slice(name);
+    zip.extend_from_slice(&cd);
+    // Zip64 end record: same count and size, the directory "at" cd_off - d.
+    le32(&mut zip, 0x0606_4b50);
+    le64(&mut zip, 44);
+    le16(&mut zip, 45);
+    le16(&mut zip, 45);
+    le32(&mut zip, 0);
+    le32(&mut zip, 0);
+    le64(&mut zip, 1);
+    le64(&mut zip, 1);
+    le64(&mut zip, cd.len() as u64);
+    le64(&mut zip, cd_off - d);
+    // Locator.
+    le32(&mut zip, 0x0706_4b50);
+    le32(&mut zip, 0);
+    le64(&mut zip, cd_off + cd.len() as u64);
+    le32(&mut zip, 1);
+    // Classic end record, all true.
+    le32(&mut zip, 0x0605_4b50);
+    le32(&mut zip, 0);
+    le16(&mut zip, 1);
+    le16(&mut zip, 1);
+    le32(&mut zip, cd.len() as u32);
+    le32(&mut zip, cd_off as u32);
+    le16(&mut zip, 0);
+    let mut i = Inspection::new(&e, &limits, Some(b"application/zip"), None);
+    i.feed(&zip);
+    let o = i.finish();
+    assert!(
+        o.not_scanned.is_some() || o.findings.category_distinct("email") > 0,
+        "python's zipfile extracts 12 addresses; the proxy found {} and says fully inspected",
+        o.findings.category_distinct("email")
+    );
+}
+
+/// A zip64 end record whose size field is near `u64::MAX`: the check of the central
+/// directory must say corrupt, not overflow (`pos + 4` after a saturating add).
+#[test]
+fn a_zip64_end_record_with_a_huge_size_is_corrupt_not_a_panic() {
+    let e = engine();
+    let limits = Limits::default();
+    let mut zip =
+        support::bodies::zip(&[("a.txt", b"hello\n")], support::bodies::ZipMethod::Stored);
+    // Insert a zip64 end record before the classic end record (the last 22 bytes).
+    let eocd = zip.split_off(zip.len() - 22);
+    le32(&mut zip, 0x0606_4b50);
+    le64(&mut zip, u64::MAX - 4);
+    zip.extend_from_slice(&[0; 44]);
+    zip.extend_from_slice(&eocd);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut i = Inspection::new(&e, &limits, Some(b"application/zip"), None);
+        i.feed(&zip);
+        i.finish().not_scanned.map(|p| p.reason)
+    }));
+    assert_eq!(r.ok(), Some(Some(Reason::Corrupt)));
+}
+
+/// A central directory record (46 bytes, name, comment).
+#[allow(clippy::too_many_arguments)]
+fn central_record(
+    method: u16,
+    crc: u32,
+    csize: u32,
+    usize_: u32,
+    name: &[u8],
+    comment_len: u16,
+    comment: &[u8],
+    offset: u32,
+) -> Vec<u8> {
+    let mut v = Vec::new();
+    le32(&mut v, 0x0201_4b50);
+    le16(&mut v, 20);
+    le16(&mut v, 20);
+    le16(&mut v, 0);
+    le16(&mut v, method);
+    le32(&mut v, 0x0021_0000);
+    le32(&mut v, crc);
+    le32(&mut v, csize);
+    le32(&mut v, usize_);
+    le16(&mut v, name.len() as u16);
+    le16(&mut v, 0);
+    le16(&mut v, comment_len);
+    v.extend_from_slice(&[0; 8]);
+    le32(&mut v, offset);
+    v.extend_from_slice(name);
+    v.extend_from_slice(comment);
+    v
+}
+
+/// A zip64 end record with no locator after it (or one a reader cannot find): the proxy
+/// took the record as part of the end, Python's `zipfile` (no locator 20 bytes before
+/// the end record) goes by the classic end record alone and puts the directory
+/// `size` bytes before it, that is 56 bytes later than the proxy: it reads a directory
+/// record hidden in the first record's comment, whose offset (plus the 56 bytes it then
+/// adds to every offset) points at a local header hidden in an extra field.
+#[test]
+fn a_zip64_end_record_without_its_locator_is_not_fully_inspected() {
+    let e = engine();
+    let limits = Limits::default();
+    let secret: String = (0..12)
+        .map(|i| format!("Customer {i}, email customer{i}@acme-corp.io\n"))
+        .collect();
+    let name = b"a.txt";
+    let hidden_data = support::bodies::deflate(secret.as_bytes());
+    let crc = zip_crc(secret.as_bytes());
+    let mut hidden = local_header(
+        8,
+        crc,
+        hidden_data.len() as u32,
+        secret.len() as u32,
+        name,
+        b"",
+    );
+    hidden.extend_from_slice(&hidden_data);
+    let mut extra = Vec::new();
+    le16(&mut extra, 0xCAFE);
+    le16(&mut extra, (30 + hidden.len()) as u16);
+    extra.extend_from_slice(&[b'F'; 30]);
+    extra.extend_from_slice(&hidden);
+    let hidden_at = (30 + name.len() + 4 + 30) as u32;
+    let benign = b"nothing here\n";
+    let benign_data = support::bodies::deflate(benign);
+    let crc_b = zip_crc(benign);
+    let mut zip = local_header(
+        8,
+        crc_b,
+        benign_data.len() as u32,
+        benign.len() as u32,
+        name,
+        &extra,
+    );
+    zip.extend_from_slice(&benign_data);
+    let cd_off = zip.len() as u32;
+    // Python starts the directory at the end record less its size: 56 bytes (the zip64
+    // record) into the first record, where the hidden record begins; its comment runs on
+    // to the end record.
+    let (shift, comment_len) = (56u32, 300u16);
+    let hidden_record = central_record(
+        8,
+        crc,
+        hidden_data.len() as u32,
+        secret.len() as u32,
+        name,
+        comment_len,
+        b"",
+        hidden_at - shift,
+    );
+    let mut comment = vec![b'x'; shift as usize - 46 - name.len()];
+    comment.extend_from_slice(&hidden_record);
+    comment.resize(usize::from(comment_len), b' ');
+    let cd = central_record(
+        8,
+        crc_b,
+        benign_data.len() as u32,
+        benign.len() as u32,
+        name,
+        comment_len,
+        &comment,
+        0,
+    );
+    zip.extend_from_slice(&cd);
+    le32(&mut zip, 0x0606_4b50);
+    le64(&mut zip, 44);
+    le16(&mut zip, 45);
+    le16(&mut zip, 45);
+    le32(&mut zip, 0);
+    le32(&mut zip, 0);
+    le64(&mut zip, 1);
+    le64(&mut zip, 1);
+    le64(&mut zip, cd.len() as u64);
+    le64(&mut zip, u64::from(cd_off));
+    le32(&mut zip, 0x0605_4b50);
+    le32(&mut zip, 0);
+    le16(&mut zip, 1);
+    le16(&mut zip, 1);
+    le32(&mut zip, cd.len() as u32);
+    le32(&mut zip, cd_off);
+    le16(&mut zip, 0);
+    let mut i = Inspection::new(&e, &limits, Some(b"application/zip"), None);
+    i.feed(&zip);
+    let o = i.finish();
+    assert!(
+        o.not_scanned.is_some() || o.findings.category_distinct("email") > 0,
+        "python's zipfile extracts 12 addresses; the proxy found {} and says fully inspected",
+        o.findings.category_distinct("email")
+    );
+}
+
+/// `boundary*=` (RFC 2231) is the boundary too for Werkzeug (Flask), which takes the last
+/// of `boundary=AAA; boundary*=utf-8''BBB` (and `boundary*0=`/`boundary*1=` continue it):
+/// the proxy saw one boundary, AAA, and read the BBB body as the text of one AAA part, its
+/// gzip file never opened; Flask reads the file under BBB. Like `boundary` given twice,
+/// this must not pass as fully inspected.
+#[test]
+fn an_extended_boundary_parameter_counts_as_a_second_boundary() {
+    let e = engine();
+    let limits = Limits::default();
+    let emails: String = (0..12)
+        .map(|i| format!("Customer {i}, email customer{i}@acme-corp.io\n"))
+        .collect();
+    let mut inner =
+        b"--BBB\r\nContent-Disposition: form-data; name=\"file\"; filename=\"export.csv.gz\"\r\n\
+Content-Type: application/gzip\r\n\r\n"
+            .to_vec();
+    inner.extend_from_slice(&support::bodies::gzip(emails.as_bytes()));
+    inner.extend_from_slice(b"\r\n--BBB--\r\n");
+    let mut body = b"--AAA\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n".to_vec();
+    body.extend_from_slice(&inner);
+    body.extend_from_slice(b"\r\n--AAA--\r\n");
+    for ct in [
+        "multipart/form-data; boundary=AAA; boundary*=utf-8''BBB",
+        "multipart/form-data; boundary=AAA; boundary*0=B; boundary*1=BB",
+    ] {
+        let mut i = Inspection::new(&e, &limits, Some(ct.as_bytes()), None);
+        i.feed(&body);
+        let o = i.finish();
+        assert!(
+            o.not_scanned.is_some() || o.findings.category_distinct("email") >= 10,
+            "{ct}: Werkzeug reads 12 addresses under BBB; the proxy found {} and says fully inspected",
+            o.findings.category_distinct("email")
+        );
+    }
+}
+
+/// A body that is one part (`note`) under the boundary `outer`, whose content is a whole
+/// multipart body under `inner` with a gzip file of twelve addresses.
+fn multipart_in_a_part(outer: &[u8], inner: &[u8]) -> Vec<u8> {
+    let emails: String = (0..12)
+        .map(|i| format!("Customer {i}, email customer{i}@acme-corp.io\n"))
+        .collect();
+    let mut body = [
+        b"--",
+        outer,
+        b"\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n--",
+        inner,
+    ]
+    .concat();
+    body.extend_from_slice(
+        b"\r\nContent-Disposition: form-data; name=\"file\"; filename=\"export.csv.gz\"\r\n\
+Content-Type: application/gzip\r\n\r\n",
+    );
+    body.extend_from_slice(&support::bodies::gzip(emails.as_bytes()));
+    body.extend_from_slice(&[b"\r\n--", inner, b"--\r\n\r\n--", outer, b"--\r\n"].concat());
+    body
+}
+
+/// Werkzeug (Flask) reads an unquoted parameter value as a token, up to the first byte
+/// that is not a token character (`boundary=AAA x`, `AAA/x`, `AAA:x`, `AAA=x` ... are
+/// `AAA` to it), and turns `%22` in a quoted one into `"`: the proxy took the whole value
+/// up to `;` (and `%22` as it is), split the body by a boundary Flask does not, and passed
+/// as fully inspected a gzip file Flask reads as a part of its own.
+#[test]
+fn a_boundary_werkzeug_reads_otherwise_is_not_fully_inspected() {
+    let e = engine();
+    let limits = Limits::default();
+    let mut passed = Vec::new();
+    for (ct, proxy_reads, werkzeug_reads) in [
+        ("multipart/form-data; boundary=AAA x", "AAA x", "AAA"),
+        ("multipart/form-data; boundary=AAA\tx", "AAA\tx", "AAA"),
+        ("multipart/form-data; boundary=AAA/x", "AAA/x", "AAA"),
+        ("multipart/form-data; boundary=AAA:x", "AAA:x", "AAA"),
+        ("multipart/form-data; boundary=AAA=x", "AAA=x", "AAA"),
+        ("multipart/form-data; boundary=AAA?x", "AAA?x", "AAA"),
+        ("multipart/form-data; boundary=\"A%22B\"", "A%22B", "A\"B"),
+    ] {
+        let body = multipart_in_a_part(proxy_reads.as_bytes(), werkzeug_reads.as_bytes());
+        let mut i = Inspection::new(&e, &limits, Some(ct.as_bytes()), None);
+        i.feed(&body);
+        let o = i.finish();
+        if o.not_scanned.is_none() && o.findings.category_distinct("email") < 10 {
+            passed.push(ct);
+        }
+    }
+    assert!(
+        passed.is_empty(),
+        "Werkzeug reads 12 addresses in a part of its own; passed as fully inspected: {passed:?}"
+    );
+}
+
+/// The decoder of an entry is chosen by its local header's name (`.xml`: its text, with
+/// entities decoded), while Java's `ZipFile`, .NET and `unzip` name the entry as the
+/// central directory does. A local `notes.txt` listed as `sharedStrings.xml` had its XML
+/// scanned as plain text (`customer0&#64;acme-corp.io` is no address as it is); Java reads
+/// `sharedStrings.xml` and an XML parser gives the twelve addresses. The directory's name
+/// must match the local header's.
+#[test]
+fn a_central_directory_name_other_than_the_local_one_is_not_fully_inspected() {
+    let e = engine();
+    let limits = Limits::default();
+    let xml: String = std::iter::once("<?xml version=\"1.0\"?><sst>".to_owned())
+        .chain((0..12).map(|i| format!("<si><t>customer{i}&#64;acme-corp.io</t></si>")))
+        .chain(std::iter::once("</sst>".to_owned()))
+        .collect();
+    let data = support::bodies::deflate(xml.as_bytes());
+    let crc = zip_crc(xml.as_bytes());
+    let (csize, usize_) = (data.len() as u32, xml.len() as u32);
+    let mut zip = local_header(8, crc, csize, usize_, b"notes.txt", b"");
+    zip.extend_from_slice(&data);
+    let cd = central_record(8, crc, csize, usize_, b"sharedStrings.xml", 0, b"", 0);
+    let cd_off = zip.len() as u32;
+    zip.extend_from_slice(&cd);
+    le32(&mut zip, 0x0605_4b50);
+    le32(&mut zip, 0);
+    le16(&mut zip, 1);
+    le16(&mut zip, 1);
+    le32(&mut zip, cd.len() as u32);
+    le32(&mut zip, cd_off);
+    le16(&mut zip, 0);
+    let mut i = Inspection::new(&e, &limits, Some(b"application/zip"), None);
+    i.feed(&zip);
+    let o = i.finish();
+    assert!(
+        o.not_scanned.is_some() || o.findings.category_distinct("email") >= 10,
+        "Java's ZipFile reads sharedStrings.xml; the proxy found {} addresses and says fully inspected",
+        o.findings.category_distinct("email")
+    );
+}
+
+/// Pre-existing (not from the reviewed commits): Info-ZIP writing to a pipe
+/// (`zip -r - dir | curl --data-binary @- ...`) stores an empty file with its sizes in a
+/// data descriptor (flag 8, sizes 0): the descriptor follows the header at once. That
+/// ordinary archive was refused as "a stored entry of unknown size".
+#[test]
+fn an_empty_stored_entry_with_a_data_descriptor_is_read() {
+    let e = engine();
+    let limits = Limits::default();
+    let mut zip = local_header(0, 0, 0, 0, b"e.txt", b"");
+    zip[6] = 8; // flags: sizes in a data descriptor
+    le32(&mut zip, 0x0807_4b50);
+    le32(&mut zip, 0);
+    le32(&mut zip, 0);
+    le32(&mut zip, 0);
+    let text = b"hello\n";
+    let second = zip.len() as u32;
+    zip.extend_from_slice(&local_header(0, zip_crc(text), 6, 6, b"a.txt", b""));
+    zip.extend_from_slice(text);
+    let mut cd = central_record(0, 0, 0, 0, b"e.txt", 0, b"", 0);
+    cd[8] = 8;
+    cd.extend_from_slice(&central_record(
+        0,
+        zip_crc(text),
+        6,
+        6,
+        b"a.txt",
+        0,
+        b"",
+        second,
+    ));
+    let cd_off = zip.len() as u32;
+    zip.extend_from_slice(&cd);
+    le32(&mut zip, 0x0605_4b50);
+    le32(&mut zip, 0);
+    le16(&mut zip, 2);
+    le16(&mut zip, 2);
+    le32(&mut zip, cd.len() as u32);
+    le32(&mut zip, cd_off);
+    le16(&mut zip, 0);
+    let mut i = Inspection::new(&e, &limits, Some(b"application/zip"), None);
+    i.feed(&zip);
+    let o = i.finish();
+    assert!(o.not_scanned.is_none(), "{:?}", o.not_scanned);
+}
+
+/// Pre-existing (not from the reviewed commits): a zip is opened only when the content
+/// starts with its magic. With anything before it (a self-extractor's stub, a shell
+/// script, four zero bytes) the archive is scanned as raw text, its deflated entries never
+/// inflated, and passed as fully inspected; Python's `zipfile`, Java's `ZipFile` and
+/// `unzip` all find the central directory from the end and read the entries (the offsets
+/// are taken relative to where the directory is found).
+#[test]
+fn a_zip_after_a_prefix_is_not_passed_as_fully_inspected() {
+    let e = engine();
+    let limits = Limits::default();
+    let emails: String = (0..12)
+        .map(|i| format!("Customer {i}, email customer{i}@acme-corp.io\n"))
+        .collect();
+    let zip = support::bodies::zip(
+        &[("customers.csv", emails.as_bytes())],
+        support::bodies::ZipMethod::Deflated,
+    );
+    for prefix in [&b"#!/bin/sh\nexit 0\n"[..], &[0u8; 4][..]] {
+        let body = [prefix, &zip[..]].concat();
+        let mut i = Inspection::new(&e, &limits, Some(b"application/zip"), None);
+        i.feed(&body);
+        let o = i.finish();
+        assert!(
+            o.not_scanned.is_some() || o.findings.category_distinct("email") >= 10,
+            "prefix {prefix:?}: the proxy found {} addresses and says fully inspected",
+            o.findings.category_distinct("email")
+        );
+    }
+}
+
+/// PHP (main/rfc1867.c, to this day) takes as the boundary what follows the first `=`
+/// after the first `boundary` anywhere in the Content-Type (`strstr`), up to `,` or `;`:
+/// in `PHPboundaryPHP=BBB; boundary=AAA` (a known WAF bypass) that is BBB, while the proxy
+/// splits by AAA, reads the BBB body as the text of one part and passes its gzip file as
+/// fully inspected.
+#[test]
+fn a_boundary_php_reads_otherwise_is_not_fully_inspected() {
+    let e = engine();
+    let limits = Limits::default();
+    let mut passed = Vec::new();
+    for ct in [
+        "multipart/form-data; PHPboundaryPHP=BBB; boundary=AAA",
+        "multipart/form-data; xboundary=BBB; boundary=AAA",
+        "multipart/form-data; x-boundary-x=BBB; boundary=AAA",
+    ] {
+        let body = multipart_in_a_part(b"AAA", b"BBB");
+        let mut i = Inspection::new(&e, &limits, Some(ct.as_bytes()), None);
+        i.feed(&body);
+        let o = i.finish();
+        if o.not_scanned.is_none() && o.findings.category_distinct("email") < 10 {
+            passed.push(ct);
+        }
+    }
+    assert!(
+        passed.is_empty(),
+        "PHP reads 12 addresses in a part of its own; passed as fully inspected: {passed:?}"
+    );
+}

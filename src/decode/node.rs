@@ -154,7 +154,7 @@ impl Node {
         if media.starts_with("multipart/") {
             let mut boundaries = header_params(ct, "boundary");
             boundaries.dedup();
-            if boundaries.len() > 1 {
+            if boundaries.len() > 1 || ambiguous_boundary(ct) {
                 // Servers differ on which one they split by (found in review: Werkzeug takes
                 // the last, this proxy took the first, and a part under the other passed).
                 let shown = super::shown_name(&media);
@@ -166,6 +166,14 @@ impl Node {
                 acct.problem(Reason::Corrupt, format!("{shown} without a valid boundary"));
                 return Node::text(depth, acct);
             };
+            if php_boundary(ct).as_deref() != Some(&boundary[..]) {
+                let shown = super::shown_name(&media);
+                acct.problem(
+                    Reason::Corrupt,
+                    format!("{shown} with a boundary PHP reads otherwise"),
+                );
+                return Node::text(depth, acct);
+            }
             if !acct.may_open(depth + 1, "multipart") {
                 return Node::text(depth, acct);
             }
@@ -194,6 +202,68 @@ fn is_json(media: &str) -> bool {
             | "application/x-jsonlines"
             | "application/json-seq"
     ) || media.ends_with("+json")
+}
+
+/// Whether servers may read a boundary other than [`header_params`] gives: an extended
+/// `boundary*=` or `boundary*0=` parameter (Werkzeug takes it as the boundary), an
+/// unquoted value with a byte that is no token character (Werkzeug ends the value there),
+/// a quoted one with an escape or `%22` (Werkzeug turns it into `"`).
+fn ambiguous_boundary(ct: &[u8]) -> bool {
+    let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+    let mut params = Vec::new();
+    let (mut quoted, mut start, mut i) = (false, 0, 0);
+    while i < ct.len() {
+        match ct[i] {
+            b'\\' if quoted => i += 1,
+            b'"' => quoted = !quoted,
+            b';' if !quoted => {
+                params.push(&ct[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    params.push(&ct[start.min(ct.len())..]);
+    params.iter().skip(1).any(|p| {
+        let p = p.trim_ascii();
+        let Some(eq) = p.iter().position(|&c| c == b'=') else {
+            return false;
+        };
+        let key = p[..eq].trim_ascii().to_ascii_lowercase();
+        let value = p[eq + 1..].trim_ascii();
+        if key.starts_with(b"boundary*") {
+            return true;
+        }
+        if key != b"boundary" {
+            return false;
+        }
+        match value.strip_prefix(b"\"") {
+            Some(inner) => {
+                inner.contains(&b'\\') || inner.windows(3).any(|w| w.eq_ignore_ascii_case(b"%22"))
+            }
+            None => !value.iter().all(|&c| token(c)),
+        }
+    })
+}
+
+/// The boundary as PHP reads it (main/rfc1867.c): after the first `=` that follows the
+/// first `boundary` anywhere in the value (case-sensitive first, then not), up to the
+/// closing quote, or else to `,` or `;`.
+fn php_boundary(ct: &[u8]) -> Option<Vec<u8>> {
+    let at = memchr::memmem::find(ct, b"boundary")
+        .or_else(|| memchr::memmem::find(&ct.to_ascii_lowercase(), b"boundary"))?;
+    let eq = at + ct[at..].iter().position(|&c| c == b'=')? + 1;
+    let rest = &ct[eq..];
+    if let Some(quoted) = rest.strip_prefix(b"\"") {
+        let end = quoted.iter().position(|&c| c == b'"')?;
+        return Some(quoted[..end].to_vec());
+    }
+    let end = rest
+        .iter()
+        .position(|&c| c == b',' || c == b';')
+        .unwrap_or(rest.len());
+    Some(rest[..end].to_vec())
 }
 
 /// RFC 2046 §5.1.1: 1 to 70 characters.

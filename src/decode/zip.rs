@@ -54,6 +54,9 @@ enum State {
     Descriptor { zip64: bool },
     /// Skipping the data of an entry that cannot be read.
     Skip(u64),
+    /// After a stored entry whose sizes come in a data descriptor: empty when the
+    /// descriptor follows at once with zero sizes (Info-ZIP writing to a pipe).
+    EmptyStored { zip64: bool },
     /// In the central directory (and the end records): gathered, checked at the end.
     Central,
     /// Past the entries (the reading stopped).
@@ -71,11 +74,13 @@ const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
 /// A local entry as read: where its header starts (from the archive's first byte), its
 /// method, and how many bytes its data took (the header's compressed size, or what the
 /// deflate stream used when a data descriptor gives the size).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Seen {
     offset: u64,
     method: u16,
     len: u64,
+    /// The local header's name (the entry's decoder was chosen by it).
+    name: Box<[u8]>,
 }
 
 /// What [`ZipNode::data`] did with its input.
@@ -325,6 +330,23 @@ impl ZipNode {
                     pos += len;
                     self.state = State::Header;
                 }
+                State::EmptyStored { zip64 } => {
+                    let len = if *zip64 { 24 } else { 16 };
+                    if rest.len() < len {
+                        return pos;
+                    }
+                    if u32le(rest, 0) != DATA_DESCRIPTOR_SIG || rest[4..len].iter().any(|&b| b != 0)
+                    {
+                        out.acct.problem(
+                            Reason::Unsupported,
+                            format!("zip entry {}: a stored entry of unknown size", self.entries),
+                        );
+                        self.state = State::Done;
+                        return self.rest_raw(b, pos, out);
+                    }
+                    pos += len;
+                    self.state = State::Header;
+                }
                 State::Skip(n) => {
                     let take = (*n).min(rest.len() as u64);
                     *n -= take;
@@ -421,7 +443,12 @@ impl ZipNode {
             offset,
             method,
             len: known.unwrap_or(0),
+            name: name.into(),
         });
+        if method == 0 && descriptor && csize == 0 && flags & 0x0001 == 0 {
+            self.state = State::EmptyStored { zip64 };
+            return;
+        }
         let unreadable = if flags & 0x0001 != 0 {
             Some("an encrypted entry".to_owned())
         } else if method != 0 && method != 8 {
@@ -544,21 +571,38 @@ impl ZipNode {
             }
         }
         let records_len = records_end.unwrap_or(pos) as u64;
-        // Zip64 end record and locator, if any; then the end record, last.
+        // Zip64 end record (no extensible data: Python's `zipfile` looks for it 56 bytes
+        // before its locator) and its locator, pointing at it; then the end record, last.
         let mut zip64 = None;
         if u32le(&central[pos..], 0) == ZIP64_END_SIG {
-            let rest = &central[pos..];
-            let fixed = rest.get(..56).ok_or_else(short)?;
-            let size = u64le(fixed, 4);
+            let fixed = central.get(pos..pos + 56).ok_or_else(short)?;
+            if u64le(fixed, 4) != 44 {
+                return Err("a zip64 end record with extensible data".to_owned());
+            }
             if u32le(fixed, 16) != 0 || u32le(fixed, 20) != 0 {
                 return Err("an archive on several disks".to_owned());
             }
-            zip64 = Some((u64le(fixed, 32), u64le(fixed, 40), u64le(fixed, 48)));
-            let len = usize::try_from(size.saturating_add(12)).unwrap_or(usize::MAX);
-            pos = pos.saturating_add(len);
-        }
-        if central.get(pos..pos + 4).map(|s| u32le(s, 0)) == Some(ZIP64_LOCATOR_SIG) {
+            zip64 = Some((
+                u64le(fixed, 24),
+                u64le(fixed, 32),
+                u64le(fixed, 40),
+                u64le(fixed, 48),
+            ));
+            let record_at = self.central_at + pos as u64;
+            pos += 56;
+            let locator = central
+                .get(pos..pos + 20)
+                .filter(|l| u32le(l, 0) == ZIP64_LOCATOR_SIG)
+                .ok_or_else(|| "a zip64 end record without its locator".to_owned())?;
+            let points_at = u64le(locator, 8);
+            let shifted =
+                points_at != record_at && Some(points_at.wrapping_sub(record_at)) != self.embedded;
+            if u32le(locator, 4) != 0 || shifted || u32le(locator, 16) > 1 {
+                return Err("a zip64 locator pointing elsewhere".to_owned());
+            }
             pos += 20;
+        } else if central.get(pos..pos + 4).map(|s| u32le(s, 0)) == Some(ZIP64_LOCATOR_SIG) {
+            return Err("a zip64 locator without its record".to_owned());
         }
         let end = central
             .get(pos..pos + 22)
@@ -576,22 +620,35 @@ impl ZipNode {
         if u16le(end, 4) != 0 || u16le(end, 6) != 0 {
             return Err("an archive on several disks".to_owned());
         }
-        let pick = |small: u64, max: u64, big: Option<u64>| match big {
-            Some(big) if small == max => big,
-            _ => small,
+        // Readers differ on which of the two end records they go by (Python's `zipfile`
+        // takes the zip64 one whenever it is there, Java only when the classic one is
+        // saturated): both must give the directory as it is.
+        let agree = |small: u64, max: u64, big: Option<u64>, actual: u64| {
+            (small == actual || small == max && big.is_some()) && big.is_none_or(|b| b == actual)
         };
-        let count = pick(u64::from(u16le(end, 10)), 0xFFFF, zip64.map(|z| z.0));
-        let count_disk = pick(u64::from(u16le(end, 8)), 0xFFFF, zip64.map(|z| z.0));
-        let size = pick(u64::from(u32le(end, 12)), 0xFFFF_FFFF, zip64.map(|z| z.1));
-        let offset = pick(u64::from(u32le(end, 16)), 0xFFFF_FFFF, zip64.map(|z| z.2));
-        if count != records || count_disk != records {
+        let z = |i: usize| zip64.map(|z: (u64, u64, u64, u64)| [z.0, z.1, z.2, z.3][i]);
+        if !agree(u64::from(u16le(end, 8)), 0xFFFF, z(0), records)
+            || !agree(u64::from(u16le(end, 10)), 0xFFFF, z(1), records)
+        {
             return Err(format!(
-                "the end record counts {count} entries, the directory holds {records}"
+                "the end records do not count the {records} entries of the directory"
             ));
         }
-        // Offsets from the archive's first byte, or (embedded) from the content's.
-        let shift = offset.wrapping_sub(self.central_at);
-        if (shift != 0 && Some(shift) != self.embedded) || size != records_len {
+        if !agree(u64::from(u32le(end, 12)), 0xFFFF_FFFF, z(2), records_len) {
+            return Err("the end records give the directory another size".to_owned());
+        }
+        // Offsets from the archive's first byte, or (embedded) from the content's; the
+        // two end records must give the same.
+        let classic = u64::from(u32le(end, 16));
+        let declared = match z(3) {
+            Some(big) if classic != 0xFFFF_FFFF && classic != big => {
+                return Err("the end records place the central directory apart".to_owned());
+            }
+            Some(big) => big,
+            None => classic,
+        };
+        let shift = declared.wrapping_sub(self.central_at);
+        if shift != 0 && Some(shift) != self.embedded {
             return Err("the end record places the central directory elsewhere".to_owned());
         }
         self.check_records(central, records_len as usize, shift)
@@ -609,8 +666,9 @@ impl ZipNode {
                 usize::from(u16le(fixed, 30)),
                 usize::from(u16le(fixed, 32)),
             );
+            let name_bytes = &central[pos + 46..pos + 46 + name];
             let extra = &central[pos + 46 + name..pos + 46 + name + extra];
-            self.check_record(fixed, extra, n, shift)?;
+            self.check_record(fixed, name_bytes, extra, n, shift)?;
             n += 1;
             pos += 46 + name + extra.len() + comment;
         }
@@ -619,7 +677,14 @@ impl ZipNode {
 
     /// One central directory record (`fixed`: its first 46 bytes) against the local
     /// entries read.
-    fn check_record(&self, fixed: &[u8], extra: &[u8], n: u64, shift: u64) -> Result<(), String> {
+    fn check_record(
+        &self,
+        fixed: &[u8],
+        name: &[u8],
+        extra: &[u8],
+        n: u64,
+        shift: u64,
+    ) -> Result<(), String> {
         let method = u16le(fixed, 10);
         let csize = u64::from(u32le(fixed, 20));
         let usize_ = u64::from(u32le(fixed, 24));
@@ -635,7 +700,13 @@ impl ZipNode {
                 n + 1
             ));
         };
-        let local = self.seen[i];
+        let local = &self.seen[i];
+        if *local.name != *name {
+            return Err(format!(
+                "directory entry {} names another file than its local header",
+                n + 1
+            ));
+        }
         if local.method != method {
             return Err(format!(
                 "directory entry {} says method {method}, its local header {}",
