@@ -171,6 +171,21 @@ fn zip_of(entries: &[ZipEntry<'_>], prefix: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A one-entry zip (`customers.csv`, deflated) whose headers and directory agree, after
+/// `prefix`.
+fn honest_zip(data: &[u8], prefix: &[u8]) -> Vec<u8> {
+    zip_of(
+        &[ZipEntry {
+            name: "customers.csv",
+            data,
+            local_method: 8,
+            central_method: 8,
+            stored: deflated(data),
+        }],
+        prefix,
+    )
+}
+
 fn deflated(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(data).unwrap();
@@ -201,16 +216,7 @@ async fn control_honest_zip_is_blocked() {
     let upstream = Upstream::start().await;
     let (proxy, _d) = default_proxy().await;
     let data = emails(12);
-    let zip = zip_of(
-        &[ZipEntry {
-            name: "customers.csv",
-            data: data.as_bytes(),
-            local_method: 8,
-            central_method: 8,
-            stored: deflated(data.as_bytes()),
-        }],
-        b"",
-    );
+    let zip = honest_zip(data.as_bytes(), b"");
     let (s, seen) = send(
         &upstream,
         &proxy,
@@ -367,16 +373,7 @@ async fn multipart_duplicate_boundary_parameter() {
     let upstream = Upstream::start().await;
     let (proxy, _d) = default_proxy().await;
     let data = emails(12);
-    let zip = zip_of(
-        &[ZipEntry {
-            name: "customers.csv",
-            data: data.as_bytes(),
-            local_method: 8,
-            central_method: 8,
-            stored: deflated(data.as_bytes()),
-        }],
-        b"",
-    );
+    let zip = honest_zip(data.as_bytes(), b"");
     let mut body = Vec::new();
     body.extend_from_slice(b"--AAA\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n");
     body.extend_from_slice(b"--BBB\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.zip\"\r\nContent-Type: application/zip\r\n\r\n");
@@ -404,16 +401,7 @@ async fn multipart_delimiter_prefix_line() {
     let upstream = Upstream::start().await;
     let (proxy, _d) = default_proxy().await;
     let data = emails(12);
-    let zip = zip_of(
-        &[ZipEntry {
-            name: "customers.csv",
-            data: data.as_bytes(),
-            local_method: 8,
-            central_method: 8,
-            stored: deflated(data.as_bytes()),
-        }],
-        b"",
-    );
+    let zip = honest_zip(data.as_bytes(), b"");
     let mut body = Vec::new();
     body.extend_from_slice(b"--AAA\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.zip\"\r\nContent-Type: application/zip\r\n\r\n");
     // The proxy reads a delimiter here; the zip that follows is then the start of
@@ -744,16 +732,7 @@ async fn zip_with_a_prefix() {
     let upstream = Upstream::start().await;
     let (proxy, _d) = default_proxy().await;
     let data = emails(12);
-    let zip = zip_of(
-        &[ZipEntry {
-            name: "customers.csv",
-            data: data.as_bytes(),
-            local_method: 8,
-            central_method: 8,
-            stored: deflated(data.as_bytes()),
-        }],
-        b"MZ\n",
-    );
+    let zip = honest_zip(data.as_bytes(), b"MZ\n");
     let (s, seen) = send(
         &upstream,
         &proxy,

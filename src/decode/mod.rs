@@ -703,18 +703,7 @@ pub(crate) fn media_type(content_type: &[u8]) -> String {
 /// server reads the first, another may read the second, so the body cannot be inspected
 /// as each would see it.
 pub(crate) fn names_several_types(content_type: &[u8]) -> bool {
-    let mut quoted = false;
-    let mut i = 0;
-    while i < content_type.len() {
-        match content_type[i] {
-            b'\\' if quoted => i += 1,
-            b'"' => quoted = !quoted,
-            b',' if !quoted => return true,
-            _ => {}
-        }
-        i += 1;
-    }
-    false
+    unquoted(content_type, b',').is_some()
 }
 
 /// A parameter of a header value (`boundary`, `name`, `filename`), unquoted, its name
@@ -774,13 +763,18 @@ pub(crate) fn header_params(value: &[u8], name: &str) -> Vec<Vec<u8>> {
 
 /// Index of the first `;` not inside a quoted string.
 fn param_end(value: &[u8]) -> Option<usize> {
+    unquoted(value, b';')
+}
+
+/// Index of the first `byte` not inside a quoted string (quoted-pair escapes skipped).
+fn unquoted(value: &[u8], byte: u8) -> Option<usize> {
     let mut quoted = false;
     let mut i = 0;
     while i < value.len() {
         match value[i] {
             b'\\' if quoted => i += 1,
             b'"' => quoted = !quoted,
-            b';' if !quoted => return Some(i),
+            b if b == byte && !quoted => return Some(i),
             _ => {}
         }
         i += 1;
