@@ -1076,3 +1076,139 @@ fn a_boundary_php_reads_otherwise_is_not_fully_inspected() {
         "PHP reads 12 addresses in a part of its own; passed as fully inspected: {passed:?}"
     );
 }
+
+/// An embedded zip's end record comment (and its directory records' comments) never
+/// reach the scan: the caller gives the archive's bytes to the zip reader only, and
+/// `end_central` leaves them to the caller. A list in the comment of a zip after a stub
+/// passes as fully inspected; the same zip alone is caught.
+#[test]
+fn an_embedded_zips_comment_is_scanned() {
+    use support::bodies::{ZipMethod, zip};
+    let e = engine();
+    let limits = Limits::default();
+    let comment = b"alice,alice@acme-corp.io\nbob,bob@acme-corp.io\n";
+    let mut archive = zip(
+        &[("notes.txt", &b"nothing here\n"[..])],
+        ZipMethod::Deflated,
+    );
+    let eocd = archive.len() - 22;
+    archive[eocd + 20..eocd + 22].copy_from_slice(&(comment.len() as u16).to_le_bytes());
+    archive.extend_from_slice(comment);
+    for body in [archive.clone(), [&b"MZ stub\n"[..], &archive].concat()] {
+        let mut i = Inspection::new(&e, &limits, Some(b"application/octet-stream"), None);
+        i.feed(&body);
+        let o = i.finish();
+        assert!(
+            o.not_scanned.is_some() || o.findings.category_distinct("email") == 2,
+            "a list in the comment passed (body of {} bytes): {:?}",
+            body.len(),
+            o.not_scanned
+        );
+    }
+}
+
+/// An embedded zip that stops on a problem hands the bytes after the stop back to the
+/// content's scan, but only those of the last input: what the reader held from earlier
+/// inputs (16 bytes waiting for an empty stored entry's descriptor) is never scanned, so
+/// the findings depend on the chunks.
+#[test]
+fn an_embedded_zip_that_stops_hands_back_every_byte_wherever_the_body_is_cut() {
+    let e = engine();
+    let limits = Limits::default();
+    // A stored entry with its sizes in a descriptor, not empty: the descriptor check
+    // fails and the reading stops (unsupported); the data is the content's again.
+    let mut archive = local_header(0, 0, 0, 0, b"a.txt", b"");
+    archive[6] = 8;
+    archive.extend_from_slice(b"alice@acme-corp.io,bob@acme-corp.io\n");
+    let body = [&b"MZ stub\n"[..], &archive].concat();
+    let run = |piece: usize| {
+        let mut i = Inspection::new(&e, &limits, Some(b"application/octet-stream"), None);
+        for c in body.chunks(piece) {
+            i.feed(c);
+        }
+        let o = i.finish();
+        (
+            o.findings.category_distinct("email"),
+            o.not_scanned.map(|p| p.reason),
+        )
+    };
+    let whole = run(body.len());
+    for piece in 1..8 {
+        assert_eq!(run(piece), whole, "piece {piece}");
+    }
+}
+
+/// A zip after other bytes is read up to the first end record after its header, but
+/// readers (Python's `zipfile`, `unzip`) go by the last one in the file. A decoy archive
+/// whose second entry hides the real archive's local entry in its extra field (never
+/// scanned nor searched) ends with a consistent directory; the real directory and end
+/// record follow it, raw bytes to the proxy, and point at the hidden entry. `zipfile`
+/// extracts the deflated list; the proxy passed the body as fully inspected.
+#[test]
+fn a_zip_after_other_bytes_is_not_ended_by_a_decoy_end_record() {
+    use support::bodies::{ZipMethod, zip};
+    let e = engine();
+    let limits = Limits::default();
+    let csv = b"name,email\nalice,alice@acme-corp.io\nbob,bob@acme-corp.io\n";
+    let real = zip(&[("export.csv", &csv[..])], ZipMethod::Deflated);
+    let eocd = real.len() - 22;
+    let u32at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let (cd_size, cd_off) = (
+        u32at(&real, eocd + 12) as usize,
+        u32at(&real, eocd + 16) as usize,
+    );
+    let hidden = &real[..cd_off];
+    let mut real_cd = real[cd_off..cd_off + cd_size].to_vec();
+    let stub = b"MZ stub\n".to_vec();
+    // The decoy: a.txt, then b.txt carrying the real entry in its extra field.
+    let mut body = stub.clone();
+    let (one, two) = (b"hi\n", b"ok\n");
+    let a_at = 0u32;
+    body.extend_from_slice(&local_header(0, zip_crc(one), 3, 3, b"a.txt", b""));
+    body.extend_from_slice(one);
+    let b_at = (body.len() - stub.len()) as u32;
+    let hidden_at = body.len() + 30 + 5;
+    body.extend_from_slice(&local_header(0, zip_crc(two), 3, 3, b"b.txt", hidden));
+    body.extend_from_slice(two);
+    let mut cd = central_record(0, zip_crc(one), 3, 3, b"a.txt", 0, b"", a_at);
+    cd.extend_from_slice(&central_record(
+        0,
+        zip_crc(two),
+        3,
+        3,
+        b"b.txt",
+        0,
+        b"",
+        b_at,
+    ));
+    let cd_at = (body.len() - stub.len()) as u32;
+    body.extend_from_slice(&cd);
+    le32(&mut body, 0x0605_4b50);
+    le32(&mut body, 0);
+    le16(&mut body, 2);
+    le16(&mut body, 2);
+    le32(&mut body, cd.len() as u32);
+    le32(&mut body, cd_at);
+    le16(&mut body, 0);
+    // The real directory, its offsets from the content's first byte.
+    real_cd[42..46].copy_from_slice(&(hidden_at as u32).to_le_bytes());
+    let real_cd_at = body.len() as u32;
+    body.extend_from_slice(&real_cd);
+    le32(&mut body, 0x0605_4b50);
+    le32(&mut body, 0);
+    le16(&mut body, 1);
+    le16(&mut body, 1);
+    le32(&mut body, real_cd.len() as u32);
+    le32(&mut body, real_cd_at);
+    le16(&mut body, 0);
+    if let Ok(path) = std::env::var("DECOY_ZIP_OUT") {
+        std::fs::write(path, &body).unwrap();
+    }
+    let mut i = Inspection::new(&e, &limits, Some(b"application/octet-stream"), None);
+    i.feed(&body);
+    let o = i.finish();
+    assert!(
+        o.not_scanned.is_some() || o.findings.category_distinct("email") == 2,
+        "the list behind a decoy end record passed as fully inspected"
+    );
+}

@@ -537,3 +537,43 @@ async fn a_list_in_a_streamed_body_is_judged_before_it_goes_upstream() {
         );
     }
 }
+
+/// The same list, base64-encoded in a body without line ends (a minified JSON field, a
+/// data URL): its values are counted only when the decoded text is put in (at a line end,
+/// past 48 KiB decoded, or at the end of the body), so no chunk in which a value was
+/// counted comes before the chunk carrying it goes upstream: it sat at the upstream, in a
+/// request not yet aborted, until the body's end.
+#[tokio::test]
+#[ignore = "known gap (README): values in base64 decoded text are counted only when the text is put in; run with --ignored"]
+async fn a_base64_list_in_a_streamed_body_is_judged_before_it_goes_upstream() {
+    use base64::Engine as _;
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("limits:\n  hold_bytes: 1MiB\n").await;
+    let list: String = (0..40)
+        .map(|i| format!("customer{i}@acme-corp.io\n"))
+        .collect();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&list);
+    let first = filler((1 << 20) + (256 << 10));
+    let chunk = format!("\"{encoded}\", ");
+    let after = filler(64 << 10);
+    let total = first.len() + chunk.len() + after.len() + (4 << 20);
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n",
+        upstream.url("/pause")
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&first).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    s.write_all(chunk.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    s.write_all(&after).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for r in upstream.requests() {
+        let text = String::from_utf8_lossy(&r.body);
+        assert!(
+            !text.contains(&encoded[..64]),
+            "the encoded list went upstream"
+        );
+    }
+}

@@ -33,7 +33,7 @@ use super::encoding::Codec;
 use super::json::JsonNode;
 use super::node::Node;
 use super::zip::{PLAUSIBLE_NEEDS, ZipNode, plausible_header};
-use super::{Account, BASE64_MIN_RUN, Out};
+use super::{Account, BASE64_MIN_RUN, Out, Reason};
 use crate::window::{WIDTH, Window};
 
 // The window masks look at exactly one run's minimum length at a time.
@@ -50,6 +50,8 @@ const INSERT_EVERY: u64 = 32 << 10;
 
 /// Magic numbers looked for at the start of content.
 const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
+/// Signature of a zip's end-of-central-directory record.
+const END_MAGIC: &[u8] = b"PK\x05\x06";
 /// `1f 8b` and the only compression method defined (8, deflate).
 const GZIP_MAGIC: &[u8] = b"\x1f\x8b\x08";
 const ZSTD_MAGIC: &[u8] = b"\x28\xb5\x2f\xfd";
@@ -296,6 +298,8 @@ pub(crate) struct Sniffer {
     embedded: Option<Embedded>,
     /// Raw bytes the embedded search has been given.
     embedded_seen: u64,
+    /// The last bytes [`Sniffer::raw`] scanned, for an end record cut by a chunk's end.
+    raw_edge: Vec<u8>,
 }
 
 /// Where the search for an embedded zip archive stands.
@@ -328,6 +332,7 @@ impl Sniffer {
             spare: None,
             embedded: magic.then(|| Embedded::Search(Vec::new())),
             embedded_seen: 0,
+            raw_edge: Vec::new(),
         }
     }
 
@@ -372,7 +377,7 @@ impl Sniffer {
         loop {
             let Some(state) = self.embedded.take() else {
                 // Not looked for any more (the depth limit): scanned as it is.
-                return self.scan_runs(rest, out);
+                return self.raw(rest, out);
             };
             match state {
                 Embedded::Search(tail) => {
@@ -389,16 +394,16 @@ impl Sniffer {
                         let mut left = tail;
                         left.extend_from_slice(rest);
                         let cut = left.len().saturating_sub(KEEP);
-                        self.scan_runs(&left[..cut], out);
+                        self.raw(&left[..cut], out);
                         self.embedded = Some(Embedded::Search(left[cut..].to_vec()));
                         return;
                     };
                     let (offset, mut head) = if in_tail {
-                        self.scan_runs(&tail[..p], out);
+                        self.raw(&tail[..p], out);
                         (tail_at + p as u64, tail[p..].to_vec())
                     } else {
-                        self.scan_runs(&tail, out);
-                        self.scan_runs(&rest[..p], out);
+                        self.raw(&tail, out);
+                        self.raw(&rest[..p], out);
                         (at + p as u64, Vec::new())
                     };
                     head.extend_from_slice(if in_tail { rest } else { &rest[p..] });
@@ -423,13 +428,13 @@ impl Sniffer {
                         }
                         Some(true) => {
                             // Past the depth limit (recorded): scanned as it is.
-                            self.scan_runs(&head, out);
+                            self.raw(&head, out);
                             return;
                         }
                         // Not a header: its first byte is text, the search goes on from
                         // the next.
                         _ => {
-                            self.scan_runs(&head[..1], out);
+                            self.raw(&head[..1], out);
                             self.embedded = Some(Embedded::Search(Vec::new()));
                             owned = head.split_off(1);
                             rest = &owned;
@@ -445,14 +450,38 @@ impl Sniffer {
                     Some(after) => {
                         zip.finish(out);
                         self.embedded = Some(Embedded::Search(Vec::new()));
-                        let used = rest.len() - after;
-                        owned = rest[used..].to_vec();
+                        // `after` may start before `rest` (bytes the reader held).
+                        at = at + rest.len() as u64 - after.len() as u64;
+                        owned = after;
                         rest = &owned;
-                        at += used as u64;
                     }
                 },
             }
         }
+    }
+
+    /// Raw bytes outside any archive read, scanned as they are. A zip end record among them
+    /// (`PK\x05\x06`) makes the content not fully inspected: readers find an archive by
+    /// its last end record, so one here means an archive this search did not read (a decoy
+    /// archive read up to its own end record, with the real directory after it, or local
+    /// headers too odd to be taken for one: found in review).
+    fn raw(&mut self, bytes: &[u8], out: &mut Out<'_, '_>) {
+        let mut edge = std::mem::take(&mut self.raw_edge);
+        let keep = edge.len();
+        edge.extend_from_slice(&bytes[..bytes.len().min(END_MAGIC.len() - 1)]);
+        let cut = memchr::memmem::find(&edge, END_MAGIC).is_some_and(|p| p < keep);
+        if cut || memchr::memmem::find(bytes, END_MAGIC).is_some() {
+            out.acct.problem(
+                Reason::Corrupt,
+                "a zip end record in content not read as a zip".to_owned(),
+            );
+        }
+        edge.truncate(keep);
+        edge.extend_from_slice(bytes);
+        let over = edge.len().saturating_sub(END_MAGIC.len() - 1);
+        edge.drain(..over);
+        self.raw_edge = edge;
+        self.scan_runs(bytes, out);
     }
 
     /// The end of the content for the search: what waits is scanned, an archive still open
@@ -469,10 +498,10 @@ impl Sniffer {
                     zip.feed_embedded(&head, out);
                     zip.finish(out);
                 } else {
-                    self.scan_runs(&head, out);
+                    self.raw(&head, out);
                 }
             }
-            Some(Embedded::Search(tail)) => self.scan_runs(&tail, out),
+            Some(Embedded::Search(tail)) => self.raw(&tail, out),
             None => {}
         }
     }

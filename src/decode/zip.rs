@@ -137,8 +137,9 @@ pub(crate) struct ZipNode {
     /// Found inside other content (see [`ZipNode::embedded`]): where its first byte sits
     /// in that content; `None` for content that is the archive.
     embedded: Option<u64>,
-    /// An embedded archive that ended: how many bytes of the last input came after it.
-    after: Option<usize>,
+    /// An embedded archive that ended: the bytes it was given (this input's and any it
+    /// held from earlier ones) that came after it.
+    after: Option<Vec<u8>>,
 }
 
 impl ZipNode {
@@ -176,10 +177,10 @@ impl ZipNode {
 
     /// Feeds an embedded archive; once it has ended (or stopped), how many bytes at the
     /// end of `data` are not its own.
-    pub(crate) fn feed_embedded(&mut self, data: &[u8], out: &mut Out<'_, '_>) -> Option<usize> {
+    pub(crate) fn feed_embedded(&mut self, data: &[u8], out: &mut Out<'_, '_>) -> Option<Vec<u8>> {
         self.feed(data, out);
         if matches!(self.state, State::Done) {
-            return Some(self.after.take().unwrap_or(0).min(data.len()));
+            return Some(self.after.take().unwrap_or_default());
         }
         None
     }
@@ -219,8 +220,7 @@ impl ZipNode {
         if self.embedded.is_some() {
             self.central.extend_from_slice(data);
             if let Some(end) = central_end(&self.central) {
-                self.after = Some(self.central.len() - end);
-                self.central.truncate(end);
+                self.after = Some(self.central.split_off(end));
                 self.end_central(out);
             } else if self.central.len() > MAX_CENTRAL {
                 self.central = Vec::new();
@@ -252,7 +252,7 @@ impl ZipNode {
     fn rest_raw(&mut self, b: &[u8], at: usize, out: &mut Out<'_, '_>) -> usize {
         if self.embedded.is_some() {
             // The caller scans the content as it is already: the rest is its own again.
-            self.after = Some(b.len() - at.min(b.len()));
+            self.after = Some(b[at.min(b.len())..].to_vec());
             return b.len();
         }
         let mut raw = Node::plain_text(self.depth, out.acct);
@@ -523,8 +523,8 @@ impl ZipNode {
     /// The central directory is all here: its text scanned, the archive checked.
     fn end_central(&mut self, out: &mut Out<'_, '_>) {
         let central = std::mem::take(&mut self.central);
-        if self.embedded.is_none() {
-            // Embedded, the caller scans these bytes with the content around them.
+        {
+            // Embedded too: the caller gives the archive's bytes to this reader only.
             let mut text = Node::plain_text(self.depth, out.acct);
             text.feed(&central, out);
             text.finish(out);
@@ -777,7 +777,7 @@ pub(crate) fn plausible_header(b: &[u8]) -> Option<bool> {
     let method = u16le(b, 8);
     let (csize, usize_) = (u32le(b, 18), u32le(b, 22));
     let name_len = usize::from(u16le(b, 26));
-    let sane = (10..=63).contains(&(version & 0xFF))
+    let sane = version & 0xFF <= 63
         && version >> 8 <= 19
         && flags & !0x080F == 0
         && (method == 0 || method == 8)

@@ -431,6 +431,7 @@ async fn stream_through(
             let mut tail: Option<Bytes> = None;
             let mut unjudged = 0usize;
             let mut judged = scan.matches();
+            let mut judged_problem = scan.not_scanned().is_some();
             loop {
                 let next = match held.next() {
                     Some(chunk) => chunk,
@@ -450,9 +451,16 @@ async fn stream_through(
                                 // value was counted: judged only every interval, a list
                                 // reached the upstream (not a complete request) before
                                 // its block (found in a red-team review).
-                                if unjudged >= SNAPSHOT_INTERVAL || scan.matches() != judged {
+                                // So is a chunk in which the request became known not to
+                                // be fully inspectable.
+                                let problem = scan.not_scanned().is_some();
+                                if unjudged >= SNAPSHOT_INTERVAL
+                                    || scan.matches() != judged
+                                    || problem != judged_problem
+                                {
                                     unjudged = 0;
                                     judged = scan.matches();
+                                    judged_problem = problem;
                                     // Dropping `tx` without `Piece::End` (the `?`) aborts
                                     // the upstream body.
                                     judge_snapshot(shared, live, &mut scan, insp, &[], true)?;
