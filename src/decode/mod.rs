@@ -767,7 +767,7 @@ fn param_end(value: &[u8]) -> Option<usize> {
 }
 
 /// Index of the first `byte` not inside a quoted string (quoted-pair escapes skipped).
-fn unquoted(value: &[u8], byte: u8) -> Option<usize> {
+pub(crate) fn unquoted(value: &[u8], byte: u8) -> Option<usize> {
     let mut quoted = false;
     let mut i = 0;
     while i < value.len() {

@@ -13,7 +13,7 @@ use super::json::JsonNode;
 use super::multipart::{MultipartNode, QuotedPrintableNode};
 use super::sniff::Sniffer;
 use super::zip::{XmlNode, ZipNode};
-use super::{Account, Out, Reason, header_params, media_type, names_several_types};
+use super::{Account, Out, Reason, header_params, media_type, names_several_types, unquoted};
 
 /// One decoder in a request's tree of layers.
 pub(crate) enum Node {
@@ -211,20 +211,12 @@ fn is_json(media: &str) -> bool {
 fn ambiguous_boundary(ct: &[u8]) -> bool {
     let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
     let mut params = Vec::new();
-    let (mut quoted, mut start, mut i) = (false, 0, 0);
-    while i < ct.len() {
-        match ct[i] {
-            b'\\' if quoted => i += 1,
-            b'"' => quoted = !quoted,
-            b';' if !quoted => {
-                params.push(&ct[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-        i += 1;
+    let mut rest = ct;
+    while let Some(semi) = unquoted(rest, b';') {
+        params.push(&rest[..semi]);
+        rest = &rest[semi + 1..];
     }
-    params.push(&ct[start.min(ct.len())..]);
+    params.push(rest);
     params.iter().skip(1).any(|p| {
         let p = p.trim_ascii();
         let Some(eq) = p.iter().position(|&c| c == b'=') else {

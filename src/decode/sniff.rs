@@ -10,9 +10,11 @@
 //!   anywhere (`memmem`): an archive after other bytes (a self-extractor's stub, `cat
 //!   stub.bin export.zip`) is opened where a header that reads as a real one starts
 //!   ([`super::zip::plausible_header`]: bytes that merely contain the signature are left
-//!   alone) and read up to its end record, one layer deeper, while its bytes are scanned
-//!   raw as well (found in review: central-directory readers open such a file, and its
-//!   deflated entries passed unread); the search goes on after it;
+//!   alone) and read up to its end record, one layer deeper (its bytes go to the zip
+//!   reader only, so raw bytes do not cut its decoded entries; found in review:
+//!   central-directory readers open such a file, and its deflated entries passed unread);
+//!   the search goes on after it, and a stray end record outside any archive read makes
+//!   the content not fully inspected;
 //! - finds runs of at least [`BASE64_MIN_RUN`] base64 symbols (either alphabet) holding
 //!   both upper- and lowercase letters (so hex digests and long lowercase words are left
 //!   alone), and decodes each one layer deeper. A run may go on across line breaks, and
@@ -383,12 +385,7 @@ impl Sniffer {
                 Embedded::Search(tail) => {
                     // `tail`: bytes not scanned yet, before `rest`.
                     let tail_at = at - tail.len() as u64;
-                    let mut edge = tail.clone();
-                    edge.extend_from_slice(&rest[..rest.len().min(KEEP)]);
-                    let found = match memchr::memmem::find(&edge, ZIP_MAGIC) {
-                        Some(p) if p < tail.len() => Some((p, true)),
-                        _ => memchr::memmem::find(rest, ZIP_MAGIC).map(|p| (p, false)),
-                    };
+                    let found = find_across(&tail, rest, ZIP_MAGIC);
                     let Some((p, in_tail)) = found else {
                         // Everything but the last bytes is scanned now.
                         let mut left = tail;
@@ -466,21 +463,15 @@ impl Sniffer {
     /// archive read up to its own end record, with the real directory after it, or local
     /// headers too odd to be taken for one: found in review).
     fn raw(&mut self, bytes: &[u8], out: &mut Out<'_, '_>) {
-        let mut edge = std::mem::take(&mut self.raw_edge);
-        let keep = edge.len();
-        edge.extend_from_slice(&bytes[..bytes.len().min(END_MAGIC.len() - 1)]);
-        let cut = memchr::memmem::find(&edge, END_MAGIC).is_some_and(|p| p < keep);
-        if cut || memchr::memmem::find(bytes, END_MAGIC).is_some() {
+        if find_across(&self.raw_edge, bytes, END_MAGIC).is_some() {
             out.acct.problem(
                 Reason::Corrupt,
                 "a zip end record in content not read as a zip".to_owned(),
             );
         }
-        edge.truncate(keep);
-        edge.extend_from_slice(bytes);
-        let over = edge.len().saturating_sub(END_MAGIC.len() - 1);
-        edge.drain(..over);
-        self.raw_edge = edge;
+        self.raw_edge.extend_from_slice(bytes);
+        let over = self.raw_edge.len().saturating_sub(END_MAGIC.len() - 1);
+        self.raw_edge.drain(..over);
         self.scan_runs(bytes, out);
     }
 
@@ -765,6 +756,18 @@ impl Sniffer {
 /// compressed stream, or JSON.
 fn opens_container(head: &[u8]) -> bool {
     opens_archive(head) || looks_like_json(&head[..head.len().min(HEAD)])
+}
+
+/// Where `magic` first starts in `edge` followed by `bytes` (`edge`: fewer bytes than
+/// `magic`, the end of the input before): `(p, true)` at `edge[p]`, cut by the inputs'
+/// seam; else `(p, false)` at `bytes[p]`.
+fn find_across(edge: &[u8], bytes: &[u8], magic: &[u8]) -> Option<(usize, bool)> {
+    let mut seam = edge.to_vec();
+    seam.extend_from_slice(&bytes[..bytes.len().min(magic.len() - 1)]);
+    match memchr::memmem::find(&seam, magic) {
+        Some(p) if p < edge.len() => Some((p, true)),
+        _ => memchr::memmem::find(bytes, magic).map(|p| (p, false)),
+    }
 }
 
 /// Whether content starting with `head` is a zip archive, a gzip or a zstd stream.

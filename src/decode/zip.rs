@@ -523,12 +523,10 @@ impl ZipNode {
     /// The central directory is all here: its text scanned, the archive checked.
     fn end_central(&mut self, out: &mut Out<'_, '_>) {
         let central = std::mem::take(&mut self.central);
-        {
-            // Embedded too: the caller gives the archive's bytes to this reader only.
-            let mut text = Node::plain_text(self.depth, out.acct);
-            text.feed(&central, out);
-            text.finish(out);
-        }
+        // Embedded too: the caller gives the archive's bytes to this reader only.
+        let mut text = Node::plain_text(self.depth, out.acct);
+        text.feed(&central, out);
+        text.finish(out);
         if let Err(why) = self.check_central(&central) {
             out.acct.problem(Reason::Corrupt, format!("zip: {why}"));
         }
@@ -550,13 +548,7 @@ impl ZipNode {
                 .ok_or_else(short)?;
             match u32le(rest, 0) {
                 CENTRAL_HEADER_SIG if records_end.is_none() => {
-                    let fixed = rest.get(..46).ok_or_else(short)?;
-                    let (name, extra, comment) = (
-                        usize::from(u16le(fixed, 28)),
-                        usize::from(u16le(fixed, 30)),
-                        usize::from(u16le(fixed, 32)),
-                    );
-                    let len = 46 + name + extra + comment;
+                    let len = record_len(rest).ok_or_else(short)?;
                     rest.get(..len).ok_or_else(short)?;
                     records += 1;
                     pos += len;
@@ -659,18 +651,15 @@ impl ZipNode {
     fn check_records(&self, central: &[u8], len: usize, shift: u64) -> Result<(), String> {
         let mut pos = 0;
         let mut n = 0;
+        // The records' lengths were checked by the walk in `check_central`.
         while pos < len && u32le(&central[pos..], 0) == CENTRAL_HEADER_SIG {
             let fixed = &central[pos..pos + 46];
-            let (name, extra, comment) = (
-                usize::from(u16le(fixed, 28)),
-                usize::from(u16le(fixed, 30)),
-                usize::from(u16le(fixed, 32)),
-            );
+            let (name, extra) = (usize::from(u16le(fixed, 28)), usize::from(u16le(fixed, 30)));
             let name_bytes = &central[pos + 46..pos + 46 + name];
             let extra = &central[pos + 46 + name..pos + 46 + name + extra];
             self.check_record(fixed, name_bytes, extra, n, shift)?;
             n += 1;
-            pos += 46 + name + extra.len() + comment;
+            pos += record_len(&central[pos..]).expect("a whole record");
         }
         Ok(())
     }
@@ -725,6 +714,17 @@ impl ZipNode {
     }
 }
 
+/// The length of the central directory record at the start of `rest` (46 bytes, then its
+/// name, extra field and comment); `None` while its fixed part is not all there.
+fn record_len(rest: &[u8]) -> Option<usize> {
+    let fixed = rest.get(..46)?;
+    Some(
+        46 + usize::from(u16le(fixed, 28))
+            + usize::from(u16le(fixed, 30))
+            + usize::from(u16le(fixed, 32)),
+    )
+}
+
 /// Where the end record (and its comment) of a central directory that starts at
 /// `central[0]` ends, once all of it is there: the records are walked by their lengths,
 /// so a signature inside a name is not taken for one. At a record that is none of a
@@ -737,12 +737,7 @@ fn central_end(central: &[u8]) -> Option<usize> {
             return None;
         }
         let len = match u32le(rest, 0) {
-            CENTRAL_HEADER_SIG => {
-                let fixed = rest.get(..46)?;
-                46 + usize::from(u16le(fixed, 28))
-                    + usize::from(u16le(fixed, 30))
-                    + usize::from(u16le(fixed, 32))
-            }
+            CENTRAL_HEADER_SIG => record_len(rest)?,
             DIGITAL_SIGNATURE_SIG => 6 + usize::from(u16le(rest.get(..6)?, 4)),
             ZIP64_END_SIG => usize::try_from(u64le(rest.get(..12)?, 4).saturating_add(12)).ok()?,
             ZIP64_LOCATOR_SIG => 20,
@@ -794,32 +789,24 @@ pub(crate) fn plausible_header(b: &[u8]) -> Option<bool> {
 /// The compressed size and local header offset of a central directory record, from its
 /// zip64 field where the record's own values are `0xFFFFFFFF` (the field holds, in order,
 /// the uncompressed size, the compressed size and the offset, each only when saturated).
-fn zip64_central(mut extra: &[u8], usize_: u64, csize: u64, offset: u64) -> (u64, u64) {
+fn zip64_central(extra: &[u8], usize_: u64, csize: u64, offset: u64) -> (u64, u64) {
     const MAX: u64 = 0xFFFF_FFFF;
-    while extra.len() >= 4 {
-        let id = u16le(extra, 0);
-        let len = usize::from(u16le(extra, 2));
-        let Some(body) = extra.get(4..4 + len) else {
-            break;
-        };
-        if id == 0x0001 {
-            let mut at = 0;
-            let mut next = |value: u64| {
-                if value != MAX {
-                    return value;
-                }
-                let v = body.get(at..at + 8).map_or(value, |b| u64le(b, 0));
-                at += 8;
-                v
-            };
-            let _ = next(usize_);
-            let c = next(csize);
-            let o = next(offset);
-            return (c, o);
+    let Some((_, body)) = extra_fields(extra).find(|&(id, _)| id == 0x0001) else {
+        return (csize, offset);
+    };
+    let mut at = 0;
+    let mut next = |value: u64| {
+        if value != MAX {
+            return value;
         }
-        extra = &extra[4 + len..];
-    }
-    (csize, offset)
+        let v = body.get(at..at + 8).map_or(value, |b| u64le(b, 0));
+        at += 8;
+        v
+    };
+    let _ = next(usize_);
+    let c = next(csize);
+    let o = next(offset);
+    (c, o)
 }
 
 /// Inflates `input` into the entry's node; returns the bytes used and how it went (a
@@ -874,17 +861,24 @@ fn inflate(
 
 /// The zip64 extended-information field (0x0001) of a local header's extra field:
 /// (uncompressed, compressed) sizes.
-fn zip64_sizes(mut extra: &[u8]) -> Option<(u64, u64)> {
-    while extra.len() >= 4 {
+fn zip64_sizes(extra: &[u8]) -> Option<(u64, u64)> {
+    extra_fields(extra)
+        .find(|&(id, body)| id == 0x0001 && body.len() >= 16)
+        .map(|(_, body)| (u64le(body, 0), u64le(body, 8)))
+}
+
+/// The `(id, body)` fields of an extra field, up to the end or a field cut short.
+fn extra_fields(mut extra: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if extra.len() < 4 {
+            return None;
+        }
         let id = u16le(extra, 0);
         let len = usize::from(u16le(extra, 2));
         let body = extra.get(4..4 + len)?;
-        if id == 0x0001 && body.len() >= 16 {
-            return Some((u64le(body, 0), u64le(body, 8)));
-        }
-        extra = &extra[(4 + len).min(extra.len())..];
-    }
-    None
+        extra = &extra[4 + len..];
+        Some((id, body))
+    })
 }
 
 fn u16le(b: &[u8], at: usize) -> u16 {
