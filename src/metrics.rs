@@ -914,6 +914,11 @@ impl<'e> TimedScan<'e> {
         self.timed(|s| s.findings())
     }
 
+    /// [`Inspection::undecided`](crate::decode::Inspection::undecided).
+    pub fn undecided(&self) -> bool {
+        self.scan.undecided()
+    }
+
     /// Why the request is already known not to be fully inspectable, if it is.
     pub fn not_scanned(&self) -> Option<&crate::decode::NotScanned> {
         self.scan.not_scanned()

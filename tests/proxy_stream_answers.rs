@@ -19,11 +19,13 @@ use support::{Proxy, customer_export, filler, parse_reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
 /// What one upstream connection received, and whether it has closed.
 type Conn = Arc<Mutex<(Vec<u8>, bool)>>;
 
 /// A raw TCP upstream that records every byte and answers `reply` as soon as `answer_on`
-/// has arrived, without waiting for the rest of the request.
+/// has arrived (or `delay` after), without waiting for the rest of the request.
 struct EagerUpstream {
     addr: SocketAddr,
     conns: Arc<Mutex<Vec<Conn>>>,
@@ -31,10 +33,14 @@ struct EagerUpstream {
 
 impl EagerUpstream {
     async fn start(answer_on: &'static [u8]) -> EagerUpstream {
-        Self::answering(answer_on, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await
+        Self::answering(answer_on, OK, Duration::ZERO).await
     }
 
-    async fn answering(answer_on: &'static [u8], reply: &'static [u8]) -> EagerUpstream {
+    async fn answering(
+        answer_on: &'static [u8],
+        reply: &'static [u8],
+        delay: Duration,
+    ) -> EagerUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let conns: Arc<Mutex<Vec<Conn>>> = Arc::default();
@@ -58,6 +64,7 @@ impl EagerUpstream {
                         };
                         if seen && !answered {
                             answered = true;
+                            tokio::time::sleep(delay).await;
                             let _ = s.write_all(reply).await;
                         }
                     }
@@ -165,7 +172,7 @@ async fn read_head(s: &mut TcpStream) -> Vec<u8> {
 /// the list's chunk goes on, so the upstream never sees it (an upstream that answers as
 /// soon as it does never answers) and the client gets the block page. Judged only every
 /// 256 KiB, the list went upstream first (the twins below, with a list the engine has not
-/// settled yet, still show an early answer replaced by the block page).
+/// decided yet, show an early answer replaced by the block page).
 #[tokio::test]
 async fn a_list_settled_mid_body_is_blocked_before_it_goes_upstream() {
     let up = EagerUpstream::start(b"customer49@acme-corp.io").await;
@@ -264,6 +271,7 @@ async fn an_early_refusal_of_a_benign_gzipped_upload_reaches_the_client() {
     let up = EagerUpstream::answering(
         b"POST /upload",
         b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nauth",
+        Duration::ZERO,
     )
     .await;
     let mut proxy = OpsProxy::start("limits: { hold_bytes: 64KiB }\n").await;
@@ -296,13 +304,18 @@ async fn an_early_refusal_of_a_benign_gzipped_upload_reaches_the_client() {
     assert!(events.iter().all(|e| e["action"] != "block"), "{events:?}");
 }
 
-/// A list in the last bytes that went upstream before the upstream answered (found in
-/// review): the cut body was judged on the values the engine had settled, which left out
-/// those still waiting for the bytes after them, so 12 customers passed with the
-/// upstream's 200 and no audit event.
+/// A list in the last bytes sent, not decided yet by the engine (it waits for the longest
+/// match to go past), when the upstream answers early. It went upstream before it was
+/// counted, and the cut body was judged on the values the engine had settled, which left
+/// it out: 12 customers passed with the upstream's 200 and no audit event (found in
+/// review). Now the chunks wait while the engine has places to decide, so the list never
+/// reaches the upstream, and the early answer (to the bytes before it) is judged with the
+/// list counted: the block page replaces it.
 #[tokio::test]
-async fn an_early_answer_right_after_a_list_in_the_last_bytes_sent_is_replaced_by_the_block_page() {
-    let up = EagerUpstream::start(b"customer11@acme-corp.io\n").await;
+async fn an_early_answer_while_a_list_is_undecided_is_replaced_by_the_block_page() {
+    // It answers 450 ms after the filler's first bytes: after the list and the byte after it
+    // reached the proxy (150 and 300 ms).
+    let up = EagerUpstream::answering(b"elit; lorem", OK, Duration::from_millis(450)).await;
     let mut proxy = OpsProxy::start("limits: { hold_bytes: 64KiB }\n").await;
     // 12 distinct customers: past the block threshold of 10.
     let export = customer_export(12);
@@ -313,14 +326,19 @@ async fn an_early_answer_right_after_a_list_in_the_last_bytes_sent_is_replaced_b
     proxy.stop().await;
     let events = json_lines(&proxy.audit_path());
     assert!(
-        received.iter().any(|r| contains(r, export.as_bytes())),
-        "precondition: the whole list reached the upstream"
+        received.iter().any(|r| r.len() > 32 << 10),
+        "precondition: the bytes before the list reached the upstream"
+    );
+    assert!(
+        !received.iter().any(|r| contains(r, b"@acme-corp.io")),
+        "the list reached the upstream"
     );
     assert_eq!(reply.status, 403, "the upstream's 200 went to the client");
     assert_one_partial_block(&events);
 }
 
-/// The same list, and then the client leaves: the request is recorded as a block.
+/// The same list, and then the client leaves: the list never reached the upstream, and the
+/// request is recorded as a block.
 #[tokio::test]
 async fn a_client_leaving_right_after_a_list_in_the_last_bytes_sent_is_recorded_as_a_block() {
     let up = EagerUpstream::start(b"never answered").await;
@@ -333,8 +351,12 @@ async fn a_client_leaving_right_after_a_list_in_the_last_bytes_sent_is_recorded_
     tokio::time::sleep(Duration::from_millis(200)).await;
     proxy.stop().await;
     assert!(
-        received.iter().any(|r| contains(r, export.as_bytes())),
-        "precondition: the whole list reached the upstream before the client left"
+        received.iter().any(|r| r.len() > 32 << 10),
+        "precondition: the bytes before the list reached the upstream"
+    );
+    assert!(
+        !received.iter().any(|r| contains(r, b"@acme-corp.io")),
+        "the list reached the upstream"
     );
     let events = json_lines(&proxy.audit_path());
     assert_one_partial_block(&events);

@@ -207,6 +207,44 @@ pub(crate) struct Account {
     /// the first.
     last_segment: u64,
     next_segment: u64,
+    /// Input bytes the layers hold that are not scanned yet, every layer's [`Waiting`]
+    /// together (see [`Inspection::waiting`]).
+    waiting: Arc<AtomicU64>,
+}
+
+/// What one layer holds of its input, not scanned yet (decoded base64 text waiting for its
+/// place in the stream, an unfinished multipart header block, a zip's central directory):
+/// a share of its request's [`Inspection::waiting`], given back when the layer goes.
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    total: Arc<AtomicU64>,
+    mine: u64,
+}
+
+impl Waiting {
+    pub(crate) fn new(acct: &Account) -> Waiting {
+        Waiting {
+            total: acct.waiting.clone(),
+            mine: 0,
+        }
+    }
+
+    /// The layer now holds `bytes` not scanned yet.
+    pub(crate) fn set(&mut self, bytes: usize) {
+        let bytes = bytes as u64;
+        if bytes > self.mine {
+            self.total.fetch_add(bytes - self.mine, Ordering::Relaxed);
+        } else if bytes < self.mine {
+            self.total.fetch_sub(self.mine - bytes, Ordering::Relaxed);
+        }
+        self.mine = bytes;
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.set(0);
+    }
 }
 
 impl Account {
@@ -215,6 +253,7 @@ impl Account {
             limits,
             windows: None,
             mine: Arc::default(),
+            waiting: Arc::default(),
             decoded: 0,
             entries: 0,
             problem: None,
@@ -648,6 +687,25 @@ impl<'e> Inspection<'e> {
     /// Whether part of the request has already been found not to be fully scannable.
     pub fn not_scanned(&self) -> Option<&NotScanned> {
         self.acct.problem.as_ref()
+    }
+
+    /// Bytes the decoders hold that are not scanned yet: decoded base64 text waiting for
+    /// its place in the stream (see `sniff`), a multipart part's unfinished header block,
+    /// a zip's central directory until its end. The findings do not cover the input that
+    /// gave them until this is 0 again, so a proxy streaming the body holds its chunks
+    /// back meanwhile (found by a red-team probe: a base64 list in a minified JSON body
+    /// went upstream before its decoded text was counted).
+    pub fn waiting(&self) -> u64 {
+        self.acct.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Whether the findings may not cover every byte fed so far: the decoders hold bytes
+    /// not scanned yet ([`Inspection::waiting`]), or the engine has places where a value
+    /// may lie that more bytes will decide ([`Stream::undecided`]: a list of a dozen
+    /// addresses, a few hundred bytes, is counted only once the longest match and its
+    /// context window have gone past it).
+    pub fn undecided(&self) -> bool {
+        self.waiting() > 0 || self.stream.undecided()
     }
 
     /// Ends the body (an encoding or archive that stops early is corrupt) and returns what

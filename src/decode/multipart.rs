@@ -14,7 +14,7 @@
 use memchr::memmem::Finder;
 
 use super::node::{Node, for_part};
-use super::{Account, Out, Reason};
+use super::{Account, Out, Reason, Waiting};
 
 /// Largest header block of one part.
 pub const MAX_PART_HEADERS: usize = 16 << 10;
@@ -46,6 +46,8 @@ pub(crate) struct MultipartNode {
     depth: u32,
     segment: u64,
     parts: u64,
+    /// An unfinished header block held in `pending` (its names and filename not scanned).
+    waiting: Waiting,
 }
 
 impl MultipartNode {
@@ -64,6 +66,7 @@ impl MultipartNode {
             depth,
             segment: acct.segment(),
             parts: 0,
+            waiting: Waiting::new(acct),
         }
     }
 
@@ -73,6 +76,12 @@ impl MultipartNode {
         let used = self.process(&buf, false, out);
         buf.drain(..used);
         self.pending = buf;
+        // Outside a header block it holds at most a delimiter cut by the chunk's end.
+        let held = match self.state {
+            State::Headers | State::AfterDelimiter => self.pending.len(),
+            _ => 0,
+        };
+        self.waiting.set(held);
     }
 
     /// Consumes what it can of `b`; returns how much. `last`: no more input follows.
@@ -199,6 +208,7 @@ impl MultipartNode {
     pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
         let buf = std::mem::take(&mut self.pending);
         self.process(&buf, true, out);
+        self.waiting.set(0);
         let why = match self.state {
             State::Epilogue => None,
             State::Body if self.parts == 0 => Some("no delimiter found"),

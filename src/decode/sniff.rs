@@ -35,7 +35,7 @@ use super::encoding::Codec;
 use super::json::JsonNode;
 use super::node::Node;
 use super::zip::{PLAUSIBLE_NEEDS, ZipNode, plausible_header};
-use super::{Account, BASE64_MIN_RUN, Out, Reason};
+use super::{Account, BASE64_MIN_RUN, Out, Reason, Waiting};
 use crate::window::{WIDTH, Window};
 
 // The window masks look at exactly one run's minimum length at a time.
@@ -49,6 +49,17 @@ const FLUSH: usize = 48 << 10;
 /// lie (`scan::Stream::feed` copies pieces under 16 KiB), and what waits stays under
 /// [`FLUSH`].
 const INSERT_EVERY: u64 = 32 << 10;
+
+/// Decoded text still waiting this many raw bytes past [`Sniffer::next_insert`] (no run
+/// ended a line there: text without line ends, as minified JSON is, or no run since) goes
+/// in after the next separator instead (see [`force_place`]). A proxy streaming the body
+/// holds its chunks back while decoded text waits ([`super::Inspection::waiting`]), so
+/// this bounds what it holds.
+const FORCE_AFTER: u64 = 32 << 10;
+
+/// Past [`FORCE_AFTER`] and this many bytes more (longer than any match the engine takes)
+/// with no separator, any byte outside the base64 alphabets is a place.
+const FORCE_ANYWHERE: u64 = 4 << 10;
 
 /// Magic numbers looked for at the start of content.
 const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
@@ -302,6 +313,8 @@ pub(crate) struct Sniffer {
     embedded_seen: u64,
     /// The last bytes [`Sniffer::raw`] scanned, for an end record cut by a chunk's end.
     raw_edge: Vec<u8>,
+    /// Decoded bytes held here, not scanned yet.
+    waiting: Waiting,
 }
 
 /// Where the search for an embedded zip archive stands.
@@ -335,10 +348,21 @@ impl Sniffer {
             embedded: magic.then(|| Embedded::Search(Vec::new())),
             embedded_seen: 0,
             raw_edge: Vec::new(),
+            waiting: Waiting::new(acct),
         }
     }
 
     pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
+        self.feed_content(data, out);
+        // Decoded text gathered for the stream, and a run's bytes not handed on yet.
+        let run = match &self.mode {
+            Mode::Active(run) => run.buf.len() + run.held.len(),
+            _ => 0,
+        };
+        self.waiting.set(self.decoded.len() + run);
+    }
+
+    fn feed_content(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
         let mut rest = data;
         if let Some(head) = &mut self.head {
             let take = (HEAD - head.len()).min(rest.len());
@@ -510,6 +534,7 @@ impl Sniffer {
             self.keep_spare(run);
         }
         self.flush_decoded(out);
+        self.waiting.set(0);
         if let Some(node) = &mut self.decoded_node {
             node.finish(out);
         }
@@ -700,7 +725,8 @@ impl Sniffer {
 
     /// In `data[from..to]` (a stretch outside any run): at the end of a run's line, puts
     /// the waiting decoded text in after it when the line end is at or past
-    /// [`Sniffer::next_insert`].
+    /// [`Sniffer::next_insert`]; failing that, after the first separator at or past
+    /// [`FORCE_AFTER`] bytes beyond it (see [`force_place`]).
     fn at_line_end(
         &mut self,
         data: &[u8],
@@ -709,17 +735,32 @@ impl Sniffer {
         emitted: &mut usize,
         out: &mut Out<'_, '_>,
     ) {
-        if !self.run_line || from >= to {
+        if from >= to {
             return;
         }
-        let Some(i) = memchr::memchr(b'\n', &data[from..to]) else {
+        let mut place = None;
+        if self.run_line
+            && let Some(i) = memchr::memchr(b'\n', &data[from..to])
+        {
+            self.run_line = false;
+            let at = from + i + 1;
+            if base + at as u64 >= self.next_insert {
+                place = Some(at);
+            }
+        }
+        if self.decoded.is_empty() {
+            return;
+        }
+        let place = place.or_else(|| {
+            let due = self.next_insert + FORCE_AFTER;
+            let lo = due.max(base + from as u64);
+            let lo = usize::try_from(lo - base).ok().filter(|&lo| lo < to)?;
+            let anywhere = (due + FORCE_ANYWHERE).saturating_sub(base + lo as u64);
+            force_place(&data[lo..to], anywhere).map(|i| lo + i + 1)
+        });
+        let Some(at) = place else {
             return;
         };
-        self.run_line = false;
-        let at = from + i + 1;
-        if self.decoded.is_empty() || base + (at as u64) < self.next_insert {
-            return;
-        }
         out.emit(self.segment, &data[*emitted..at]);
         *emitted = at;
         self.insert_decoded(base + at as u64, out);
@@ -750,6 +791,22 @@ impl Sniffer {
         run.reset();
         self.spare = Some(run);
     }
+}
+
+/// Where in `bytes` (a stretch outside any run, at or past where waiting decoded text is
+/// due) it goes in: after the first byte that separates values in the shapes text takes
+/// (a line end, a tab, a JSON or CSV delimiter, a tag's bracket), so the insertion cuts no
+/// value; failing one up to `anywhere` bytes in, after the first byte from there that
+/// is no base64 symbol. A place depends only on the content, never on the chunks: every
+/// byte of a stretch is outside any run whatever the chunks, and a symbol at a chunk's
+/// end, which may yet start a run, is never a place.
+fn force_place(bytes: &[u8], anywhere: u64) -> Option<usize> {
+    bytes.iter().enumerate().position(|(i, &b)| {
+        matches!(
+            b,
+            b'\n' | b'\r' | b'\t' | b'"' | b',' | b';' | b'<' | b'>' | b'{' | b'}' | b'[' | b']'
+        ) || (i as u64 >= anywhere && !is_symbol(b))
+    })
 }
 
 /// Whether decoded content starting with `head` needs a node of its own: an archive, a

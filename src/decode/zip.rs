@@ -31,7 +31,7 @@
 use flate2::{Decompress, FlushDecompress, Status};
 
 use super::node::{Node, for_entry};
-use super::{Account, Out, RATIO_FLOOR, Reason};
+use super::{Account, Out, RATIO_FLOOR, Reason, Waiting};
 
 /// Signature of a local file header.
 pub const LOCAL_HEADER_SIG: u32 = 0x0403_4b50;
@@ -140,6 +140,9 @@ pub(crate) struct ZipNode {
     /// An embedded archive that ended: the bytes it was given (this input's and any it
     /// held from earlier ones) that came after it.
     after: Option<Vec<u8>>,
+    /// What `pending` and `central` hold (a header not read whole yet, the directory until
+    /// the end record): not scanned yet.
+    waiting: Waiting,
 }
 
 impl ZipNode {
@@ -159,6 +162,7 @@ impl ZipNode {
             central_at: 0,
             embedded: None,
             after: None,
+            waiting: Waiting::new(acct),
         }
     }
 
@@ -186,6 +190,16 @@ impl ZipNode {
     }
 
     pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
+        self.feed_archive(data, out);
+        let held = match self.state {
+            _ if self.raw.is_some() => 0,
+            State::Done => 0,
+            _ => self.pending.len() + self.central.len(),
+        };
+        self.waiting.set(held);
+    }
+
+    fn feed_archive(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
         if let Some(raw) = &mut self.raw {
             raw.feed(data, out);
             return;
@@ -492,6 +506,7 @@ impl ZipNode {
     }
 
     pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
+        self.waiting.set(0);
         if let Some(raw) = &mut self.raw {
             raw.finish(out);
             return;

@@ -9,11 +9,13 @@
 //! refused (`oversize: block`) or forwarded as it is scanned (`oversize: stream`). While it
 //! streams, the policy is applied to the engine's snapshot (a lower bound that only grows;
 //! and a request already known not to be fully inspectable) after every chunk in which a
-//! value was counted, and at least every [`SNAPSHOT_INTERVAL`] bytes; and its newest chunk
-//! is always held back until the chunk after it has been scanned and judged. So a chunk
-//! goes upstream only once a verdict has covered it (a value cut by a chunk's end, or one
-//! the engine can only decide on bytes still to come, aside), and a block verdict at the
-//! very end still aborts the upstream request before the upstream has seen all of it.
+//! value was counted, and at least every [`SNAPSHOT_INTERVAL`] bytes; its newest chunk is
+//! always held back until the chunk after it has been scanned and judged, and older ones
+//! too (up to [`WAIT_CAP`]) while the findings may not cover them yet (decoders holding
+//! bytes not scanned yet, values the engine decides only on bytes still to come: see
+//! [`crate::decode::Inspection::undecided`]). So a chunk goes upstream only once a verdict
+//! has covered it (a value cut by a chunk's end aside), and a block verdict at the very
+//! end still aborts the upstream request before the upstream has seen all of it.
 //!
 //! An upgrade request (WebSocket) is inspected like any other request; if the upstream
 //! answers 101, both connections are handed to [`tunnel::splice`] and the messages that
@@ -23,6 +25,7 @@
 //! Not here: TLS (CONNECT is in [`tunnel`]), the decoders themselves ([`crate::decode`]),
 //! request trailers (dropped: never forwarded unscanned).
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -57,6 +60,14 @@ const STREAM_CHANNEL_CHUNKS: usize = 8;
 /// fraction of a megabyte of the deciding value, rarely enough that building the snapshot
 /// (a few small allocations) is noise next to scanning the bytes.
 const SNAPSHOT_INTERVAL: usize = 256 << 10;
+
+/// Most bytes of a streamed body held back while the findings may not cover all of it
+/// ([`crate::decode::Inspection::undecided`]; at most `limits.hold_bytes`). Past it the
+/// oldest go on before they are covered by a verdict: text that keeps decoded base64
+/// waiting that long is contrived (it goes in at least every 36 KiB of raw text), and the
+/// engine decides a place within a few KiB, so only text with a place to decide in every
+/// few KiB (dense with values, which then count) keeps it undecided that long.
+const WAIT_CAP: u64 = 1 << 20;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus
 /// `Proxy-Connection` (legacy clients).
@@ -385,8 +396,8 @@ fn mark_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 
 /// How the pump of an oversize body ended (see [`stream_through`]).
 enum Pumped {
-    /// The whole body was read and scanned; its last chunk is still to be sent.
-    Read(Option<Bytes>),
+    /// The whole body was read and scanned; its last chunks are still to be sent.
+    Read(VecDeque<Bytes>),
     /// The upstream stopped taking the body (its request failed or was answered).
     Abandoned,
 }
@@ -425,10 +436,14 @@ async fn stream_through(
         let pump = async {
             let mut held = held.into_iter();
             // Given back to the hold budget once the held chunks have been passed on (from
-            // then on only the channel's few chunks are in memory), all but the
-            // decompressor windows, in use until the scan ends.
+            // then on only the channel's few chunks, and those waiting below, are in
+            // memory), all but the decompressor windows, in use until the scan ends.
             let mut shrunk = false;
-            let mut tail: Option<Bytes> = None;
+            // Chunks scanned but not sent: the newest always, and every one since the
+            // decoders last held nothing unscanned (at most `wait_cap` bytes).
+            let mut queue: VecDeque<Bytes> = VecDeque::new();
+            let mut queued = 0usize;
+            let wait_cap = WAIT_CAP.min(shared.config.limits.hold_bytes) as usize;
             let mut unjudged = 0usize;
             let mut judged = scan.matches();
             let mut judged_problem = scan.not_scanned().is_some();
@@ -441,7 +456,7 @@ async fn stream_through(
                         Some(Ok(frame)) => match frame.into_data() {
                             Ok(data) if !data.is_empty() => {
                                 if !shrunk {
-                                    reservation.shrink_to(windows);
+                                    reservation.shrink_to(windows + wait_cap as u64);
                                     shrunk = true;
                                 }
                                 scan.feed(&data);
@@ -471,14 +486,27 @@ async fn stream_through(
                         },
                     },
                 };
-                if let Some(ready) = tail.replace(next)
-                    && tx.send(Piece::Data(ready)).await.is_err()
-                {
-                    // The upstream request already failed (or was answered).
-                    return Ok(Pumped::Abandoned);
+                queued += next.len();
+                queue.push_back(next);
+                // While the decoders hold bytes not scanned yet (decoded base64 text
+                // waiting for its place in the stream: found by a red-team probe, a list
+                // in a minified JSON body went upstream before it was counted) or the
+                // engine has values still to decide (a short list followed by a byte or
+                // two and a pause), the chunks that gave them wait too, up to the cap;
+                // then the oldest go.
+                let waiting = scan.undecided();
+                while queue.len() > 1 && (!waiting || queued > wait_cap) {
+                    let Some(ready) = queue.pop_front() else {
+                        break;
+                    };
+                    queued -= ready.len();
+                    if tx.send(Piece::Data(ready)).await.is_err() {
+                        // The upstream request already failed (or was answered).
+                        return Ok(Pumped::Abandoned);
+                    }
                 }
             }
-            Ok(Pumped::Read(tail))
+            Ok(Pumped::Read(queue))
         };
         tokio::pin!(pump);
         tokio::select! {
@@ -494,13 +522,13 @@ async fn stream_through(
     // Whatever ends the pump, what was scanned is judged before any answer is passed on:
     // bytes already went upstream, and a block must still be answered and recorded.
     let early = match pumped {
-        Ok(Ok(Pumped::Read(tail))) => {
+        Ok(Ok(Pumped::Read(rest))) => {
             judge(shared, live, scan, insp, &[], true)?;
             let finish = async {
-                if let Some(last) = tail
-                    && tx.send(Piece::Data(last)).await.is_err()
-                {
-                    return;
+                for last in rest {
+                    if tx.send(Piece::Data(last)).await.is_err() {
+                        return;
+                    }
                 }
                 let _ = tx.send(Piece::End).await;
             };

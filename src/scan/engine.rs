@@ -913,6 +913,16 @@ impl Stream<'_> {
         self.state.matches
     }
 
+    /// Whether places where a value may lie wait for more bytes to be decided (an anchor
+    /// hit or a digit run less than the longest match and its context window from the
+    /// end): the findings do not cover the bytes fed so far until it is false again. It
+    /// becomes false within a few KiB more input when no new place comes.
+    pub fn undecided(&self) -> bool {
+        self.state.open_run.is_some()
+            || !self.state.unripe.is_empty()
+            || self.state.rules.iter().any(|r| !r.regions.is_empty())
+    }
+
     /// Bytes currently held (the retained tail); bounded, for tests and metrics.
     pub fn held_bytes(&self) -> usize {
         self.buf.capacity()
