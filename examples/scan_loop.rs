@@ -5,7 +5,11 @@
 //! ```text
 //! cargo run --release --example scan_loop -- benign|dense [ROUNDS] [MIB]
 //! valgrind --tool=callgrind target/release/examples/scan_loop dense 1 4
+//! SCAN_LOOP_RULES=/tmp/only-phone target/release/examples/scan_loop dense 1 4
 //! ```
+//!
+//! `SCAN_LOOP_RULES` names another rules directory (default: the shipped `rules/`): a copy
+//! of one rule file alone says what that file's rules cost.
 //!
 //! The criterion bench (`benches/scan.rs`) is the measurement of record; this is for
 //! finding where the time goes.
@@ -33,7 +37,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let dir = std::env::var_os("SCAN_LOOP_RULES").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"),
+        std::path::PathBuf::from,
+    );
     let set = match rules::load_dir_untested(&dir) {
         Ok(set) => set,
         Err(e) => {
