@@ -914,6 +914,11 @@ impl<'e> TimedScan<'e> {
         self.timed(|s| s.findings())
     }
 
+    /// [`Inspection::counts`](crate::decode::Inspection::counts), timed.
+    pub fn counts(&mut self) -> crate::scan::Findings {
+        self.timed(|s| s.counts())
+    }
+
     /// [`Inspection::undecided`](crate::decode::Inspection::undecided).
     pub fn undecided(&self) -> bool {
         self.scan.undecided()

@@ -1331,3 +1331,26 @@ fn unfinished_part_headers_and_a_zip_directory_are_waiting() {
     let out = i.finish();
     assert_eq!(out.not_scanned, None);
 }
+
+/// The counts a streamed body is judged on are the findings' counts, without the values'
+/// hashes (copied and sorted at every judgement, up to 10 000 per category).
+#[test]
+fn counts_are_the_findings_without_the_hashes() {
+    let e = engine();
+    let limits = Limits::default();
+    let list: String = (0..40)
+        .map(|i| format!("user{i}@acme-corp.io, 4111 1111 1111 1111\n"))
+        .collect();
+    let mut i = Inspection::new(&e, &limits, Some(b"text/plain"), None);
+    i.feed(list.as_bytes());
+    i.feed(&[b' '; 8 << 10]);
+    let (full, counts) = (i.findings(), i.counts());
+    assert_eq!(full.category_distinct("email"), 40);
+    assert_eq!(full.categories[0].values.len(), 40);
+    assert_eq!(full.rules, counts.rules);
+    for (f, c) in full.categories.iter().zip(&counts.categories) {
+        assert_eq!((&f.category, f.distinct), (&c.category, c.distinct));
+        assert!(c.values.is_empty());
+    }
+    assert_eq!(full.categories.len(), counts.categories.len());
+}

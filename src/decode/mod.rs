@@ -679,6 +679,11 @@ impl<'e> Inspection<'e> {
         self.stream.findings()
     }
 
+    /// The findings so far without the distinct values' hashes ([`Stream::counts`]).
+    pub fn counts(&self) -> Findings {
+        self.stream.counts()
+    }
+
     /// Values counted so far ([`Stream::matches`]): the findings change only when it grows.
     pub fn matches(&self) -> u64 {
         self.stream.matches()

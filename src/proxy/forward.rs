@@ -751,8 +751,8 @@ fn judge_snapshot(
     held: &[Bytes],
     partial: bool,
 ) -> Result<(), ProxyError> {
-    let findings = scan.findings();
-    let verdict = policy::evaluate(&live.config.rules, &findings, &insp.input);
+    // The counts decide; the values' hashes are taken only for a block's record.
+    let verdict = policy::evaluate(&live.config.rules, &scan.counts(), &insp.input);
     if verdict.action != Action::Block
         && let Some(not_scanned) = scan.not_scanned()
         && live.config.inspection.on_inspection_error == OnInspectionError::Block
@@ -760,6 +760,7 @@ fn judge_snapshot(
         return not_inspected(shared, live, not_scanned, insp.request_id, partial);
     }
     if verdict.action == Action::Block {
+        let findings = scan.findings();
         observe::decided(
             shared,
             insp,

@@ -843,7 +843,7 @@ impl Engine {
                 break;
             }
         }
-        state.findings(self)
+        state.findings(self, true)
     }
 }
 
@@ -932,13 +932,23 @@ impl Stream<'_> {
     /// end of what was fed may still be pending). Counts only grow, so a verdict of block
     /// on a snapshot stays block — the proxy uses this to abort an oversize upload early.
     pub fn findings(&self) -> Findings {
-        self.state.findings(self.engine)
+        self.state.findings(self.engine, true)
+    }
+
+    /// [`Stream::findings`] without the distinct values' hashes
+    /// ([`CategoryCount::values`] left empty): what a verdict on thresholds needs, at the
+    /// cost of the counts. A proxy judging a streamed body after every chunk that counted
+    /// a value takes this (copying and sorting up to the cap of hashes per category each
+    /// time, up to 10 000 per category, is work that grows with the values seen, in a
+    /// log full of log-only values on every chunk).
+    pub fn counts(&self) -> Findings {
+        self.state.findings(self.engine, false)
     }
 
     /// Ends the body and returns what was found.
     pub fn finish(mut self) -> Findings {
         self.state.advance(self.engine, &self.buf, self.base, true);
-        self.state.findings(self.engine)
+        self.state.findings(self.engine, true)
     }
 }
 
@@ -1798,7 +1808,8 @@ impl State {
         low
     }
 
-    fn findings(&self, e: &Engine) -> Findings {
+    /// The findings so far; `values`: with the distinct values' hashes, sorted.
+    fn findings(&self, e: &Engine, values: bool) -> Findings {
         let rules = e
             .rules
             .iter()
@@ -1827,10 +1838,12 @@ impl State {
                 category: c.clone(),
                 distinct: d.set.len() as u64,
                 distinct_capped: d.capped,
-                values: {
+                values: if values {
                     let mut values: Vec<u64> = d.set.iter().copied().collect();
                     values.sort_unstable();
                     values
+                } else {
+                    Vec::new()
                 },
             })
             .collect();
