@@ -1354,3 +1354,168 @@ fn counts_are_the_findings_without_the_hashes() {
     }
     assert_eq!(full.categories.len(), counts.categories.len());
 }
+
+/// Review of 444975b: decoded base64 text waiting for its place goes in at the line end
+/// of its run's line, or, failing one, at a separator 32 KiB past its due place
+/// (`force_place`). When the run's line end comes after that separator, which of the two
+/// is taken depends on whether the line end is in the same chunk: whole, the text goes in
+/// after the line end; cut between the separator and the line end, after the separator.
+/// Here the decoded text starts with a nine-digit number and the separator follows the
+/// context word `ssn`: the `ssn-plain` finding depends on how the body is chunked.
+#[test]
+fn a_forced_insertion_place_does_not_depend_on_the_chunks() {
+    let e = engine();
+    let limits = Limits::default();
+    // Both runs end at their padding.
+    let first = base64_std(b"A harmless note: Hello World, nothing to see in this one at all!!");
+    let second = base64_std(b"219099999 is the number we talked about on the phone, ok");
+    assert!(first.ends_with('=') && second.ends_with('='));
+    // The first run's decoded text goes in at its line end: the next is due 32 KiB on,
+    // forced 32 KiB after that.
+    let mut body = format!("{first}\nnote: {second} ");
+    let forced = first.len() + 1 + (64 << 10);
+    // Words and spaces only (no separator) up to the forced place, then a separator after
+    // a context word, and the run's line end a little later.
+    while body.len() < forced + 8 {
+        body.push_str("lorem ipsum ");
+    }
+    body.push_str("ssn, ");
+    while body.len() < forced + 300 {
+        body.push_str("dolor sit ");
+    }
+    body.push('\n');
+    for _ in 0..100 {
+        body.push_str("lorem ipsum dolor sit amet\n");
+    }
+    let ssn = |cut: Option<usize>| {
+        let mut i = Inspection::new(&e, &limits, Some(b"text/plain"), None);
+        match cut {
+            Some(c) => {
+                i.feed(&body.as_bytes()[..c]);
+                i.feed(&body.as_bytes()[c..]);
+            }
+            None => i.feed(body.as_bytes()),
+        }
+        i.finish().findings.category_distinct("ssn")
+    };
+    let whole = ssn(None);
+    let differ: Vec<(usize, u64)> = (forced - 200..forced + 600)
+        .step_by(25)
+        .map(|c| (c, ssn(Some(c))))
+        .filter(|&(_, n)| n != whole)
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "whole: {whole} ssn; cuts (offset, ssn) that differ: {differ:?}"
+    );
+}
+
+/// Decoded text waiting while a long run that is not decoded (hex) goes on past where it
+/// is due goes in at a place inside that run, counted from the run's start: the same
+/// place whatever the chunks, cuts inside the run's first symbols (carried over to the
+/// next input) included.
+#[test]
+fn decoded_text_goes_in_inside_a_long_undecoded_run_at_one_place() {
+    let e = engine();
+    let limits = Limits::default();
+    let emails: Vec<String> = (0..12).map(|i| format!("user{i}@acme-corp.io")).collect();
+    let hex: String = (0..40_000u32).map(|i| format!("{:x}", i % 16)).collect();
+    let body = format!(
+        "{{\"file\":\"{}\",\"sig\":\"{hex}\"}}",
+        base64_std(emails.join("\n").as_bytes())
+    );
+    let findings = |cuts: &[usize]| {
+        let mut i = Inspection::new(&e, &limits, Some(b"text/plain"), None);
+        let mut from = 0;
+        for &cut in cuts.iter().chain([&body.len()]) {
+            i.feed(&body.as_bytes()[from..cut]);
+            from = cut;
+        }
+        (i.waiting(), i.finish().findings)
+    };
+    // Counted before the body's end: nothing waits once the place has passed.
+    let mut i = Inspection::new(&e, &limits, Some(b"text/plain"), None);
+    i.feed(&body.as_bytes()[..body.len() - 2]);
+    assert_eq!(i.waiting(), 0);
+    let whole = findings(&[]).1;
+    assert_eq!(whole.category_distinct("email"), 12);
+    let start = body.find("\"sig\"").unwrap() + 7;
+    let due = (32 << 10) + (4 << 10);
+    for cut in [
+        start + 1,
+        start + 30,
+        start + 63,
+        start + 64,
+        due - 1,
+        due,
+        due + 1,
+    ] {
+        for step in [1, 7, 4096] {
+            let cuts: Vec<usize> = (cut..body.len()).step_by(step).take(40).collect();
+            let (_, f) = findings(&cuts);
+            assert_eq!(f, whole, "cuts from {cut} every {step}");
+        }
+    }
+}
+
+/// A gzip member's header is read here, its fields scanned: every field, in any split,
+/// with a header CRC; a header too long, or with reserved flags set, is corrupt.
+#[test]
+fn gzip_headers_are_read_in_any_split_and_bounded() {
+    use flate2::{Compression, write::DeflateEncoder};
+    let e = engine();
+    let limits = Limits::default();
+    let emails: Vec<String> = (0..12).map(|i| format!("user{i}@acme-corp.io")).collect();
+    let member = |flags: u8, extra: &[u8], name: &[u8], comment: &[u8]| {
+        let mut m = vec![0x1f, 0x8b, 8, flags, 0, 0, 0, 0, 0, 3];
+        if flags & 4 != 0 {
+            m.extend_from_slice(&(extra.len() as u16).to_le_bytes());
+            m.extend_from_slice(extra);
+        }
+        for (bit, field) in [(8, name), (16, comment)] {
+            if flags & bit != 0 {
+                m.extend_from_slice(field);
+                m.push(0);
+            }
+        }
+        if flags & 2 != 0 {
+            m.extend_from_slice(&[0xab, 0xcd]);
+        }
+        let mut d = DeflateEncoder::new(Vec::new(), Compression::default());
+        d.write_all(b"the text, then the fields\n").unwrap();
+        m.extend(d.finish().unwrap());
+        m.extend_from_slice(&[0; 8]);
+        m
+    };
+    let run = |body: &[u8], step: usize| {
+        let mut i = Inspection::new(&e, &limits, Some(b"text/plain"), Some(b"gzip"));
+        for piece in body.chunks(step) {
+            i.feed(piece);
+        }
+        i.finish()
+    };
+    let (a, b, c) = (
+        emails[..4].join(" "),
+        emails[4..8].join(" "),
+        emails[8..].join(" "),
+    );
+    let body = member(2 | 4 | 8 | 16, a.as_bytes(), b.as_bytes(), c.as_bytes());
+    for step in [1, 3, 10, 64, body.len()] {
+        let o = run(&body, step);
+        assert_eq!(o.not_scanned, None, "step {step}");
+        assert_eq!(o.findings.category_distinct("email"), 12, "step {step}");
+    }
+    // Two members, the fields in the second.
+    let mut two = member(0, b"", b"", b"");
+    two.extend(member(8 | 16, b"", b.as_bytes(), c.as_bytes()));
+    assert_eq!(run(&two, 5).findings.category_distinct("email"), 8);
+
+    let long = vec![b'n'; (256 << 10) + 10];
+    let o = run(&member(8, b"", &long, b""), 4096);
+    assert_eq!(o.not_scanned.map(|n| n.reason), Some(Reason::Corrupt));
+    let o = run(&member(0x20, b"", b"", b""), 4096);
+    assert_eq!(o.not_scanned.map(|n| n.reason), Some(Reason::Corrupt));
+    // Cut inside the header: the stream ends before its end.
+    let o = run(&body[..12], 4096);
+    assert_eq!(o.not_scanned.map(|n| n.reason), Some(Reason::Corrupt));
+}

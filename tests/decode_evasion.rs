@@ -744,3 +744,83 @@ async fn zip_with_a_prefix() {
     .await;
     assert_blocked(s, &seen, "prefixed zip");
 }
+
+/// A list in a gzip member header's fields (file name, comment, extra field), sent
+/// `Content-Encoding: gzip` or as a `.gz` file in a multipart upload: the bytes go to the
+/// upstream with the body, but zlib skipped the fields unseen and only the tiny
+/// compressed text was scanned (found in session 12's review of gzip framing).
+#[tokio::test]
+async fn a_list_in_gzip_header_fields() {
+    use flate2::{Compression, GzBuilder};
+    let upstream = Upstream::start().await;
+    let (proxy, _d) = default_proxy().await;
+    let list = emails(12).replace('\n', " ");
+    let gz = |field: &str, second: bool| {
+        let mut builder = GzBuilder::new();
+        builder = match field {
+            "name" => builder.filename(list.as_bytes()),
+            "comment" => builder.comment(list.as_bytes()),
+            _ => builder.extra(list.as_bytes()),
+        };
+        let mut body = Vec::new();
+        if second {
+            // The fields in a second member, after a plain one.
+            let mut w = GzBuilder::new().write(Vec::new(), Compression::default());
+            w.write_all(b"hello\n").unwrap();
+            body = w.finish().unwrap();
+        }
+        let mut w = builder.write(Vec::new(), Compression::default());
+        w.write_all(b"hello world\n").unwrap();
+        body.extend(w.finish().unwrap());
+        body
+    };
+    for field in ["name", "comment", "extra"] {
+        for second in [false, true] {
+            let body = gz(field, second);
+            let (s, seen) = send(
+                &upstream,
+                &proxy,
+                "POST",
+                "/up",
+                &[("Content-Type", "text/plain"), ("Content-Encoding", "gzip")],
+                &body,
+            )
+            .await;
+            assert_blocked(s, &seen, &format!("gzip {field}, second member {second}"));
+        }
+        let part = gz(field, false);
+        let mut body =
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.gz\"\r\n\
+            Content-Type: application/gzip\r\n\r\n"
+                .to_vec();
+        body.extend_from_slice(&part);
+        body.extend_from_slice(b"\r\n--XyZ--\r\n");
+        let (s, seen) = send(
+            &upstream,
+            &proxy,
+            "POST",
+            "/up",
+            &[("Content-Type", "multipart/form-data; boundary=XyZ")],
+            &body,
+        )
+        .await;
+        assert_blocked(s, &seen, &format!("a .gz part, {field}"));
+    }
+    // The control: the same gzip bodies without the list pass.
+    let mut w = GzBuilder::new()
+        .filename("export.csv")
+        .comment("nightly")
+        .write(Vec::new(), Compression::default());
+    w.write_all(b"hello world\n").unwrap();
+    let (s, seen) = send(
+        &upstream,
+        &proxy,
+        "POST",
+        "/ok",
+        &[("Content-Type", "text/plain"), ("Content-Encoding", "gzip")],
+        &w.finish().unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(seen.last().map(|r| r.body.len() > 20), Some(true));
+}

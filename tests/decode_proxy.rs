@@ -428,3 +428,33 @@ Content-Type: text/plain\r\nContent-Encoding: br\r\n\r\n"
     let reply = post(&proxy, &upstream, &headers, &body).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
+
+/// Review of 444975b (a gap older than it): a gzip stream's header may carry a file name
+/// (FNAME) and a comment (FCOMMENT), zero-terminated text in the clear that `gunzip -l`,
+/// `file` and any gzip library hand back. The decompressor consumes them without output
+/// and nothing else scans them: a customer list as the comment of a gzipped body passed
+/// as fully inspected and reached the upstream.
+#[tokio::test]
+async fn a_customer_list_in_a_gzip_header_comment_is_blocked() {
+    use std::io::Write;
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("").await;
+    let export = customer_export(50).replace('\n', " ");
+    let mut g = flate2::GzBuilder::new()
+        .filename(b"report.txt".to_vec())
+        .comment(export.into_bytes())
+        .write(Vec::new(), flate2::Compression::default());
+    g.write_all(b"hello world, nothing to see here\n").unwrap();
+    let body = g.finish().unwrap();
+    let headers = [
+        ("Content-Type", "application/octet-stream".to_owned()),
+        ("Content-Encoding", "gzip".to_owned()),
+    ];
+    let reply = post(&proxy, &upstream, &headers, &body).await;
+    let leaked = upstream
+        .requests()
+        .iter()
+        .any(|r| String::from_utf8_lossy(&r.body).contains("@acme-corp.io"));
+    assert!(!leaked, "the list in the gzip comment reached the upstream");
+    assert_eq!(reply.status, 403, "{}", reply.text());
+}

@@ -650,3 +650,197 @@ async fn a_base64_list_in_a_streamed_body_is_judged_before_it_goes_upstream() {
         );
     }
 }
+
+/// Sends `head` and then `pieces`, each its own write followed by a pause, on one
+/// connection to `proxy`; returns the connection (the body is declared 4 MiB longer, so
+/// the request never ends on its own).
+async fn send_paced(proxy: SocketAddr, head: &str, pieces: &[&[u8]], pause_ms: u64) -> TcpStream {
+    let sent: usize = pieces.iter().map(|p| p.len()).sum();
+    let total = sent + (4 << 20);
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    let head = head.replace("{total}", &total.to_string());
+    s.write_all(head.as_bytes()).await.unwrap();
+    for piece in pieces {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+    }
+    s
+}
+
+/// Review of 444975b: decoded base64 text waits for a place outside any run, and the
+/// raw text after a base64 list can stay inside a run for ever: a long hex field (all
+/// symbols, no uppercase: an undecoded run) in the same minified JSON. `waiting` never
+/// falls back to 0, the pump holds the chunks up to `WAIT_CAP` (1 MiB) and then lets the
+/// oldest go: the chunk carrying the encoded list reached the upstream, in a request not
+/// yet aborted, before a single value of it was counted (the README says the decoded
+/// text goes in at least every 36 KiB of raw text).
+#[tokio::test]
+async fn a_base64_list_followed_by_a_long_hex_field_is_not_sent_before_it_is_counted() {
+    use base64::Engine as _;
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("limits:\n  hold_bytes: 1MiB\n").await;
+    let list: String = (0..40)
+        .map(|i| format!("customer{i}@acme-corp.io\n"))
+        .collect();
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    let encoded = b64(list.as_bytes());
+    let benign = b64(b"A harmless attachment: Hello World, nothing to see in this one.");
+    let field = format!("{{\"note\":\"{benign}\",\"file\":\"{encoded}\",\"sig\":\"");
+    let first = filler((1 << 20) + (256 << 10));
+    let hex: Vec<u8> = b"0123456789abcdef"
+        .iter()
+        .copied()
+        .cycle()
+        .take(64 << 10)
+        .collect();
+    let mut pieces: Vec<&[u8]> = vec![&first, field.as_bytes()];
+    pieces.extend(std::iter::repeat_n(&hex[..], 24));
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
+Content-Length: {{total}}\r\nConnection: close\r\n\r\n",
+        upstream.url("/pause")
+    );
+    let _s = send_paced(proxy.addr, &head, &pieces, 30).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let seen = upstream.requests();
+    assert!(
+        seen.iter().any(|r| r.body.len() >= 512 << 10),
+        "the filler before the list never reached the upstream"
+    );
+    for r in &seen {
+        let text = String::from_utf8_lossy(&r.body);
+        assert!(
+            !text.contains(&encoded[..64]),
+            "the encoded list went upstream before it was counted ({} bytes upstream)",
+            r.body.len()
+        );
+    }
+}
+
+/// Review of 444975b: a zip local header's signature in text makes the sniffer hold the
+/// bytes after it (up to 542: the header and a name of up to 512 bytes) until they tell
+/// whether it is a real header, unscanned, and not counted in `waiting`. A list in such a
+/// "name", then single bytes: the chunk carrying it goes upstream as soon as the next
+/// byte comes, 25 addresses the proxy has not counted (the request is blocked only once
+/// the name is complete).
+#[tokio::test]
+async fn a_list_held_as_a_possible_zip_header_is_not_sent_before_it_is_counted() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("limits: { hold_bytes: 64KiB }\n").await;
+    let list: String = (0..25).map(|i| format!("c{i}@acme-corp.io ")).collect();
+    assert!(list.len() + 4 < 512);
+    // A plausible local header: version 20, no flags, stored, sizes 0, a 512-byte name.
+    let mut header = b"PK\x03\x04".to_vec();
+    header.extend_from_slice(&20u16.to_le_bytes());
+    header.extend_from_slice(&[0u8; 2 + 2 + 4 + 4 + 4 + 4]);
+    header.extend_from_slice(&512u16.to_le_bytes());
+    header.extend_from_slice(&0u16.to_le_bytes());
+    header.extend_from_slice(list.as_bytes());
+    let first = filler(128 << 10);
+    let after = filler(8 << 10);
+    let mut pieces: Vec<&[u8]> = vec![&first, &after, &header];
+    pieces.extend(std::iter::repeat_n(&b"x"[..], 4));
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: {{total}}\r\nConnection: close\r\n\r\n",
+        upstream.url("/pause")
+    );
+    let _s = send_paced(proxy.addr, &head, &pieces, 150).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let seen = upstream.requests();
+    assert!(
+        seen.iter().any(|r| r.body.len() >= 64 << 10),
+        "the filler before the list never reached the upstream"
+    );
+    for r in &seen {
+        let n = String::from_utf8_lossy(&r.body)
+            .matches("@acme-corp.io")
+            .count();
+        assert_eq!(n, 0, "{n} addresses went upstream before they were counted");
+    }
+}
+
+/// Review of 444975b: a multipart part keeps its last bytes back (a delimiter may be cut
+/// there: `\n--` and a boundary of up to 70 bytes), unscanned and not counted in
+/// `waiting`. Ten short addresses in a chunk's last 73 bytes, then single bytes: the
+/// chunk goes upstream as soon as the next byte comes, the list not counted yet.
+#[tokio::test]
+async fn a_list_in_a_parts_held_back_tail_is_not_sent_before_it_is_counted() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("limits: { hold_bytes: 64KiB }\n").await;
+    let boundary = "B".repeat(70);
+    let list: String = ('a'..='j').map(|c| format!("{c}@x.io ")).collect();
+    assert!(list.len() <= 73);
+    let mut first = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.txt\"\r\n\
+Content-Type: text/plain\r\n\r\n"
+    )
+    .into_bytes();
+    first.extend_from_slice(&filler(128 << 10));
+    let after = filler(8 << 10);
+    let mut pieces: Vec<&[u8]> = vec![&first, &after, list.as_bytes()];
+    pieces.extend(std::iter::repeat_n(&b" "[..], 4));
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\
+Content-Length: {{total}}\r\nConnection: close\r\n\r\n",
+        upstream.url("/pause")
+    );
+    let _s = send_paced(proxy.addr, &head, &pieces, 150).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let seen = upstream.requests();
+    assert!(
+        seen.iter().any(|r| r.body.len() >= 64 << 10),
+        "the filler before the list never reached the upstream"
+    );
+    for r in &seen {
+        let n = String::from_utf8_lossy(&r.body).matches("@x.io").count();
+        assert_eq!(n, 0, "{n} addresses went upstream before they were counted");
+    }
+}
+
+/// Review of 444975b: `Stream::undecided` is true while any rule has a region, and a rule
+/// searched at every byte (no keyword, literal prefix or digit run: `Anchor::FullScan`,
+/// which the rule loader accepts when its automaton is small) holds the region
+/// `(0, u64::MAX)` until the stream ends. With such a rule loaded every streamed body is
+/// "undecided" from its first byte to its last: the pump keeps the last `WAIT_CAP` (or
+/// `hold_bytes`) of every upload back, however benign, where it used to keep one chunk.
+#[tokio::test]
+async fn a_rule_searched_at_every_byte_does_not_hold_back_every_streamed_body() {
+    let rules = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(support::fixture_rules()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, rules.path().join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        rules.path().join("codes.yaml"),
+        "rules:\n  - id: code\n    name: Project code\n    category: code\n    \
+pattern: '\\b[a-z]{3}-[a-z]{4}-[a-z]{3}\\b'\n    thresholds: { log: 3, block: 10 }\n    \
+tests:\n      match: ['x abc-defg-hij y']\n      no_match: ['abc-def']\n",
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let text = format!(
+        "rules: {}\ndata_dir: {}\ntls: {{ intercept: false }}\nlimits: {{ hold_bytes: 512KiB }}\n",
+        rules.path().display(),
+        data.path().display()
+    );
+    let config = egress_dlp::config::from_yaml(&text, None, &Default::default()).unwrap();
+    let proxy = Proxy::start_with(config).await;
+    let upstream = Upstream::start().await;
+    let body = filler(2 << 20);
+    let pieces: Vec<&[u8]> = body.chunks(16 << 10).collect();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: {{total}}\r\nConnection: close\r\n\r\n",
+        upstream.url("/pause")
+    );
+    let _s = send_paced(proxy.addr, &head, &pieces, 2).await;
+    upstream
+        .wait_for(|r| r.iter().any(|r| r.received > 0))
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let received = upstream.requests()[0].received;
+    assert!(
+        received as usize >= body.len() - (64 << 10),
+        "sent {} benign bytes and paused; the upstream has {received}",
+        body.len()
+    );
+}

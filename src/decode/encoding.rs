@@ -103,6 +103,11 @@ pub fn parse(value: &[u8]) -> Result<Vec<Codec>, String> {
 enum Engine {
     /// `deflate` before its first two bytes say zlib or raw.
     DeflateHead(Vec<u8>),
+    /// A gzip member's header, read here (not by zlib, which skips its fields unseen):
+    /// its bytes so far.
+    GzipHead(Vec<u8>),
+    /// A gzip member's trailer (CRC-32 and size): bytes left.
+    GzipTrailer(u8),
     Flate(Decompress),
     Brotli(Box<BrotliState<StandardAlloc, StandardAlloc, StandardAlloc>>),
     Zstd(Box<ZstdDecoder<'static>>),
@@ -137,6 +142,11 @@ pub(crate) struct DecompressNode {
     /// frame header (see [`zstd_header`]); until then its input waits in `head`.
     wanted: u64,
     head: Vec<u8>,
+    /// Text of the gzip header fields read and not yet scanned (name, comment, extra
+    /// field), and the node they are scanned in: a file name or comment travels with the
+    /// body, and was the place to hide a list (zlib skips them unseen; found in review).
+    fields: Vec<u8>,
+    fields_node: Option<Node>,
     /// A layer guessed from magic bytes (not declared by a header), until it produces its
     /// first output: the input taken so far. If it fails before then, it was not this
     /// format after all: its input is scanned as raw bytes from the start, and no problem
@@ -146,6 +156,63 @@ pub(crate) struct DecompressNode {
 
 /// Input a guessed layer may take before producing output; past it, the guess stands.
 const GUESS_MAX: usize = 64 << 10;
+
+/// Longest gzip member header read (its name, comment and extra field together); a longer
+/// one is `corrupt`. Real ones are a few dozen bytes.
+const GZIP_HEAD_MAX: usize = 256 << 10;
+
+/// A gzip member header (RFC 1952 §2.3) at the start of `head`, when all of it is there:
+/// its length, with its name, comment and extra field (each followed by a line break)
+/// appended to `fields`.
+fn gzip_header(head: &[u8], fields: &mut Vec<u8>) -> Result<Option<usize>, String> {
+    const FHCRC: u8 = 2;
+    const FEXTRA: u8 = 4;
+    const FNAME: u8 = 8;
+    const FCOMMENT: u8 = 16;
+    if head.len() < 10 {
+        return Ok(None);
+    }
+    if head[..3] != [0x1f, 0x8b, 8] {
+        return Err("not a gzip member header".into());
+    }
+    let flags = head[3];
+    if flags & 0xe0 != 0 {
+        return Err("reserved gzip header flags set".into());
+    }
+    let mut at = 10;
+    let mut found: Vec<&[u8]> = Vec::new();
+    if flags & FEXTRA != 0 {
+        let Some(len) = head.get(at..at + 2) else {
+            return Ok(None);
+        };
+        let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+        let Some(extra) = head.get(at + 2..at + 2 + len) else {
+            return Ok(None);
+        };
+        found.push(extra);
+        at += 2 + len;
+    }
+    for flag in [FNAME, FCOMMENT] {
+        if flags & flag != 0 {
+            let Some(nul) = memchr::memchr(0, &head[at..]) else {
+                return Ok(None);
+            };
+            found.push(&head[at..at + nul]);
+            at += nul + 1;
+        }
+    }
+    if flags & FHCRC != 0 {
+        at += 2;
+        if head.len() < at {
+            return Ok(None);
+        }
+    }
+    for field in found.into_iter().filter(|f| !f.is_empty()) {
+        fields.extend_from_slice(field);
+        fields.push(b'\n');
+    }
+    Ok(Some(at))
+}
 
 impl DecompressNode {
     /// A decompressor at `depth` (its output is at `depth + 1`) feeding `next`; `inner`:
@@ -189,7 +256,7 @@ impl DecompressNode {
 
     fn engine(codec: Codec, acct: &mut Account) -> Option<Engine> {
         match codec {
-            Codec::Gzip => Some(Engine::Flate(Decompress::new_gzip(15))),
+            Codec::Gzip => Some(Engine::GzipHead(Vec::new())),
             Codec::Deflate => Some(Engine::DeflateHead(Vec::new())),
             Codec::RawDeflate => Some(Engine::Flate(Decompress::new(false))),
             Codec::Brotli => {
@@ -238,6 +305,8 @@ impl DecompressNode {
             window,
             wanted: 0,
             head: Vec::new(),
+            fields: Vec::new(),
+            fields_node: None,
             guess: None,
         }
     }
@@ -280,7 +349,7 @@ impl DecompressNode {
             if self.ended {
                 // Something after the end: another gzip member, or trailing bytes.
                 if self.codec == Codec::Gzip && input[0] == 0x1f {
-                    self.engine = Some(Engine::Flate(Decompress::new_gzip(15)));
+                    self.engine = Some(Engine::GzipHead(Vec::new()));
                     self.ended = false;
                 } else if self.codec != Codec::Zstd {
                     self.stop(None, input, out);
@@ -301,6 +370,7 @@ impl DecompressNode {
                     return;
                 }
             };
+            self.scan_fields(out);
             if let Some(taken) = &mut self.guess {
                 if step.produced > 0 || taken.len() + step.used > GUESS_MAX {
                     self.guess = None;
@@ -335,6 +405,19 @@ impl DecompressNode {
         }
     }
 
+    /// Scans the gzip header fields read so far, in a text node of their own.
+    fn scan_fields(&mut self, out: &mut Out<'_, '_>) {
+        if self.fields.is_empty() {
+            return;
+        }
+        let depth = self.depth + 1;
+        let node = self
+            .fields_node
+            .get_or_insert_with(|| Node::plain_text(depth, out.acct));
+        node.feed(&self.fields, out);
+        self.fields.clear();
+    }
+
     /// One decompression step over `input` into `self.buf`.
     fn step(&mut self, input: &[u8]) -> Result<Step, String> {
         let Some(engine) = &mut self.engine else {
@@ -366,16 +449,55 @@ impl DecompressNode {
                     end: false,
                 })
             }
+            Engine::GzipHead(head) => {
+                let before = head.len();
+                let take = input.len().min(GZIP_HEAD_MAX + 1 - before);
+                head.extend_from_slice(&input[..take]);
+                match gzip_header(head, &mut self.fields)? {
+                    Some(len) => {
+                        // The deflate data after it, raw.
+                        *engine = Engine::Flate(Decompress::new(false));
+                        Ok(Step {
+                            used: len - before,
+                            produced: 0,
+                            end: false,
+                        })
+                    }
+                    None if head.len() > GZIP_HEAD_MAX => {
+                        Err(format!("a header over {GZIP_HEAD_MAX} bytes"))
+                    }
+                    None => Ok(Step {
+                        used: take,
+                        produced: 0,
+                        end: false,
+                    }),
+                }
+            }
+            Engine::GzipTrailer(left) => {
+                let take = usize::from(*left).min(input.len());
+                *left -= take as u8;
+                Ok(Step {
+                    used: take,
+                    produced: 0,
+                    end: *left == 0,
+                })
+            }
             Engine::Flate(d) => {
                 let (in0, out0) = (d.total_in(), d.total_out());
                 let status = d
                     .decompress(input, &mut self.buf, FlushDecompress::None)
                     .map_err(|e| e.to_string())?;
-                Ok(Step {
+                let end = status == Status::StreamEnd;
+                let step = Step {
                     used: (d.total_in() - in0) as usize,
                     produced: (d.total_out() - out0) as usize,
-                    end: status == Status::StreamEnd,
-                })
+                    end: end && self.codec != Codec::Gzip,
+                };
+                if end && self.codec == Codec::Gzip {
+                    // A member's deflate data ends with its 8-byte trailer.
+                    *engine = Engine::GzipTrailer(8);
+                }
+                Ok(step)
             }
             Engine::Brotli(state) => {
                 let (mut avail_in, mut in_off) = (input.len(), 0);
@@ -490,6 +612,9 @@ impl DecompressNode {
             }
         }
         self.next.finish(out);
+        if let Some(node) = &mut self.fields_node {
+            node.finish(out);
+        }
         if let Some(raw) = &mut self.raw {
             raw.finish(out);
         }

@@ -114,8 +114,13 @@ impl MultipartNode {
                             let keep = match self.state {
                                 // A delimiter cut by the end, and the `\r` before it
                                 // (not part of the body; found in review: it broke a zstd
-                                // part whose delimiter was cut one byte short).
-                                State::Body if !last => self.delimiter_len.min(b.len() - pos),
+                                // part whose delimiter was cut one byte short). Only what
+                                // may start one: the last bytes whatever they were held
+                                // up to 73 bytes of the part unscanned, room for a list
+                                // of short addresses (found in review).
+                                State::Body if !last => {
+                                    cut_delimiter(&b[pos..], self.finder.needle())
+                                }
                                 _ => 0,
                             };
                             let end = b.len() - keep;
@@ -222,6 +227,21 @@ impl MultipartNode {
             node.finish(out);
         }
         self.node = None;
+    }
+}
+
+/// How many bytes at the end of `b` may be the start of a delimiter cut by the end of the
+/// input (a proper prefix of `needle`, `\n--boundary`), with the `\r` before it.
+fn cut_delimiter(b: &[u8], needle: &[u8]) -> usize {
+    let longest = needle.len().saturating_sub(1).min(b.len());
+    let k = (1..=longest)
+        .rev()
+        .find(|&k| b.ends_with(&needle[..k]))
+        .unwrap_or(0);
+    if b.len() > k && b[b.len() - k - 1] == b'\r' {
+        k + 1
+    } else {
+        k
     }
 }
 

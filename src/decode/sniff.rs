@@ -301,6 +301,11 @@ pub(crate) struct Sniffer {
     next_insert: u64,
     /// A run ended on the current line: its line end is a place for the decoded text.
     run_line: bool,
+    /// Where the last run opened started (its symbols carried over from the input before
+    /// included): in a run not decoded, waiting decoded text goes in at a place counted
+    /// from it (see [`Sniffer::scan_runs`]), never among the carried symbols, which were
+    /// scanned before the run was known.
+    skip_start: u64,
     /// The text node those bytes go to (one layer deeper), opened with the first.
     decoded_node: Option<Node>,
     /// The last run's state, kept for the next one: a text full of digests and MIME blobs
@@ -343,6 +348,7 @@ impl Sniffer {
             seen: 0,
             next_insert: 0,
             run_line: false,
+            skip_start: 0,
             decoded_node: None,
             spare: None,
             embedded: magic.then(|| Embedded::Search(Vec::new())),
@@ -354,12 +360,18 @@ impl Sniffer {
 
     pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
         self.feed_content(data, out);
-        // Decoded text gathered for the stream, and a run's bytes not handed on yet.
+        // Decoded text gathered for the stream, a run's bytes not handed on yet, and the
+        // bytes of what may be a zip's local header, held until they tell (its name
+        // alone may be a list: found in review).
         let run = match &self.mode {
             Mode::Active(run) => run.buf.len() + run.held.len(),
             _ => 0,
         };
-        self.waiting.set(self.decoded.len() + run);
+        let candidate = match &self.embedded {
+            Some(Embedded::Candidate(_, head)) => head.len(),
+            _ => 0,
+        };
+        self.waiting.set(self.decoded.len() + run + candidate);
     }
 
     fn feed_content(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
@@ -675,6 +687,21 @@ impl Sniffer {
                 }
                 Mode::Skip => {
                     let n = symbol_prefix(&data[pos..]);
+                    // Decoded text waiting, and a run not decoded (a hex digest, a long
+                    // lowercase token) going on past where it is due: in at a place
+                    // inside the run, or it waited for the run's end, unbounded (found
+                    // in review).
+                    if !self.decoded.is_empty() {
+                        let at = (self.next_insert + FORCE_AFTER + FORCE_ANYWHERE)
+                            .max(self.skip_start + BASE64_MIN_RUN as u64);
+                        let stretch = base + pos as u64..base + (pos + n) as u64;
+                        if stretch.contains(&at) {
+                            let i = (at - base) as usize;
+                            out.emit(self.segment, &data[emitted..i]);
+                            emitted = i;
+                            self.insert_decoded(at, out);
+                        }
+                    }
                     pos += n;
                     if pos == data.len() {
                         self.mode = Mode::Skip;
@@ -686,6 +713,7 @@ impl Sniffer {
                         let lead = symbol_prefix(&data[pos..]);
                         if self.carry.len() + lead >= BASE64_MIN_RUN {
                             let carry = std::mem::take(&mut self.carry);
+                            self.skip_start = base + pos as u64 - carry.len() as u64;
                             self.open_run(&carry, &data[pos..pos + lead], out);
                             continue;
                         }
@@ -700,6 +728,7 @@ impl Sniffer {
                         Some(start) => {
                             self.at_line_end(data, base, (pos, start), &mut emitted, out);
                             pos = start;
+                            self.skip_start = base + start as u64;
                             self.open_run(&[], &data[start..], out);
                         }
                         None => {
@@ -751,13 +780,21 @@ impl Sniffer {
         if self.decoded.is_empty() {
             return;
         }
-        let place = place.or_else(|| {
-            let due = self.next_insert + FORCE_AFTER;
-            let lo = due.max(base + from as u64);
-            let lo = usize::try_from(lo - base).ok().filter(|&lo| lo < to)?;
-            let anywhere = (due + FORCE_ANYWHERE).saturating_sub(base + lo as u64);
-            force_place(&data[lo..to], anywhere).map(|i| lo + i + 1)
-        });
+        // Whichever place comes first in the content: a chunk's end between a forced place
+        // and the line end must not change which is taken (found in review).
+        let due = self.next_insert + FORCE_AFTER;
+        let lo = due.max(base + from as u64);
+        let forced = usize::try_from(lo - base)
+            .ok()
+            .filter(|&lo| lo < to)
+            .and_then(|lo| {
+                let anywhere = (due + FORCE_ANYWHERE).saturating_sub(base + lo as u64);
+                force_place(&data[lo..to], anywhere).map(|i| lo + i + 1)
+            });
+        let place = match (place, forced) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let Some(at) = place else {
             return;
         };

@@ -916,11 +916,16 @@ impl Stream<'_> {
     /// Whether places where a value may lie wait for more bytes to be decided (an anchor
     /// hit or a digit run less than the longest match and its context window from the
     /// end): the findings do not cover the bytes fed so far until it is false again. It
-    /// becomes false within a few KiB more input when no new place comes.
+    /// becomes false within a few KiB more input when no new place comes. A rule searched
+    /// everywhere (`full-scan`, which `rules check` warns of) has a place at every byte:
+    /// it is left out, or this would never be false (found in review); its values near
+    /// the end are as undecided as a value cut by a chunk's end.
     pub fn undecided(&self) -> bool {
         self.state.open_run.is_some()
             || !self.state.unripe.is_empty()
-            || self.state.rules.iter().any(|r| !r.regions.is_empty())
+            || (self.state.rules.iter())
+                .zip(&self.engine.rules)
+                .any(|(r, c)| c.anchor != Anchor::FullScan && !r.regions.is_empty())
     }
 
     /// Bytes currently held (the retained tail); bounded, for tests and metrics.
