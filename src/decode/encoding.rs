@@ -142,9 +142,12 @@ pub(crate) struct DecompressNode {
     /// frame header (see [`zstd_header`]); until then its input waits in `head`.
     wanted: u64,
     head: Vec<u8>,
+    /// Where a zstd stream stands between frames (see [`ZstdFrame`]).
+    zstd_frame: ZstdFrame,
     /// Text of the gzip header fields read and not yet scanned (name, comment, extra
-    /// field), and the node they are scanned in: a file name or comment travels with the
-    /// body, and was the place to hide a list (zlib skips them unseen; found in review).
+    /// field) or of zstd skippable frames, and the node they are scanned in: they travel
+    /// with the body, and were the places to hide a list (the decoders skip them unseen;
+    /// found in review).
     fields: Vec<u8>,
     fields_node: Option<Node>,
     /// A layer guessed from magic bytes (not declared by a header), until it produces its
@@ -156,6 +159,25 @@ pub(crate) struct DecompressNode {
 
 /// Input a guessed layer may take before producing output; past it, the guess stands.
 const GUESS_MAX: usize = 64 << 10;
+
+/// Where a zstd stream stands: libzstd skips a skippable frame (RFC 8878 §3.1.2: a magic
+/// `0x184D2A5?`, a 32-bit size, that many bytes of anything) unseen, so a list sent as one
+/// passed as inspected (found in review). Frames are told apart here, and a skippable
+/// frame's content is scanned as text.
+enum ZstdFrame {
+    /// At a frame's start: its first bytes so far (up to 8: a skippable frame's magic and
+    /// size).
+    Start(Vec<u8>),
+    /// Inside a skippable frame: bytes left.
+    Skip(u64),
+    /// Inside a frame the decoder reads.
+    Frame,
+}
+
+/// Whether a frame starting with `magic` is a skippable one.
+fn skippable(magic: &[u8]) -> bool {
+    magic.len() >= 4 && magic[0] & 0xf0 == 0x50 && magic[1..4] == [0x2a, 0x4d, 0x18]
+}
 
 /// Longest gzip member header read (its name, comment and extra field together); a longer
 /// one is `corrupt`. Real ones are a few dozen bytes.
@@ -305,6 +327,7 @@ impl DecompressNode {
             window,
             wanted: 0,
             head: Vec::new(),
+            zstd_frame: ZstdFrame::Start(Vec::new()),
             fields: Vec::new(),
             fields_node: None,
             guess: None,
@@ -521,16 +544,71 @@ impl DecompressNode {
                     }),
                 }
             }
-            Engine::Zstd(d) => {
-                let mut inb = InBuffer::around(input);
-                let mut outb = OutBuffer::around(&mut self.buf[..]);
-                let hint = d.run(&mut inb, &mut outb).map_err(|e| e.to_string())?;
-                Ok(Step {
-                    used: inb.pos(),
-                    produced: outb.pos(),
-                    end: hint == 0,
-                })
-            }
+            Engine::Zstd(d) => match &mut self.zstd_frame {
+                ZstdFrame::Start(head) => {
+                    let take = (8 - head.len()).min(input.len());
+                    head.extend_from_slice(&input[..take]);
+                    if head.len() >= 4 && !skippable(head) {
+                        // A frame for the decoder: the bytes held here first, all taken.
+                        // (Not ended until it ends: a second frame cut short is corrupt.)
+                        let held = std::mem::take(head);
+                        self.zstd_frame = ZstdFrame::Frame;
+                        self.ended = false;
+                        let mut inb = InBuffer::around(&held[..]);
+                        let mut outb = OutBuffer::around(&mut self.buf[..]);
+                        let hint = d.run(&mut inb, &mut outb).map_err(|e| e.to_string())?;
+                        if inb.pos() < held.len() {
+                            return Err("a frame's first bytes not taken".into());
+                        }
+                        if hint == 0 {
+                            self.zstd_frame = ZstdFrame::Start(Vec::new());
+                        }
+                        return Ok(Step {
+                            used: take,
+                            produced: outb.pos(),
+                            end: hint == 0,
+                        });
+                    }
+                    if head.len() == 8 {
+                        let size = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+                        self.zstd_frame = ZstdFrame::Skip(u64::from(size));
+                        self.ended = size == 0;
+                    }
+                    Ok(Step {
+                        used: take,
+                        produced: 0,
+                        end: false,
+                    })
+                }
+                ZstdFrame::Skip(left) => {
+                    let take = (*left).min(input.len() as u64) as usize;
+                    self.fields.extend_from_slice(&input[..take]);
+                    *left -= take as u64;
+                    let end = *left == 0;
+                    if end {
+                        self.fields.push(b'\n');
+                        self.zstd_frame = ZstdFrame::Start(Vec::new());
+                    }
+                    Ok(Step {
+                        used: take,
+                        produced: 0,
+                        end,
+                    })
+                }
+                ZstdFrame::Frame => {
+                    let mut inb = InBuffer::around(input);
+                    let mut outb = OutBuffer::around(&mut self.buf[..]);
+                    let hint = d.run(&mut inb, &mut outb).map_err(|e| e.to_string())?;
+                    if hint == 0 {
+                        self.zstd_frame = ZstdFrame::Start(Vec::new());
+                    }
+                    Ok(Step {
+                        used: inb.pos(),
+                        produced: outb.pos(),
+                        end: hint == 0,
+                    })
+                }
+            },
         }
     }
 
@@ -612,6 +690,7 @@ impl DecompressNode {
             }
         }
         self.next.finish(out);
+        self.scan_fields(out);
         if let Some(node) = &mut self.fields_node {
             node.finish(out);
         }
