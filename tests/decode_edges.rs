@@ -1587,3 +1587,155 @@ fn brotli_metadata_is_scanned() {
         assert_eq!(o.findings.category_distinct("email"), 12, "step {step}");
     }
 }
+
+/// Review of 85a0e78: the text node of a gzip member's header fields is fed as soon as
+/// the header is read, into the same engine stream as the decoded text, while the decoded
+/// text's node still holds the end of the member before (its last value): the fields cut
+/// it. `cat a.gz b.gz` of files gzipped the ordinary way (`gzip` stores the file name)
+/// loses the last address of every member but the last; a list sent one address per
+/// member loses all but one, and passes as fully inspected (before b0c7dcf zlib read the
+/// members and all 12 were found).
+#[test]
+fn gzip_member_names_do_not_cut_the_text_of_the_member_before() {
+    use flate2::{Compression, GzBuilder};
+    let e = engine();
+    let limits = Limits::default();
+    let named = |data: &[u8], name: &str| {
+        let mut g = GzBuilder::new()
+            .filename(name.as_bytes().to_vec())
+            .write(Vec::new(), Compression::default());
+        g.write_all(data).unwrap();
+        g.finish().unwrap()
+    };
+    let run = |body: &[u8], step: usize| {
+        let mut i = Inspection::new(&e, &limits, Some(b"text/plain"), Some(b"gzip"));
+        for piece in body.chunks(step) {
+            i.feed(piece);
+        }
+        i.finish()
+    };
+    // One address per member, each member named.
+    let body: Vec<u8> = (0..12)
+        .flat_map(|i| named(format!("customer{i}@acme-corp.io\n").as_bytes(), "part.txt"))
+        .collect();
+    for step in [7, body.len()] {
+        let o = run(&body, step);
+        assert_eq!(o.not_scanned, None, "step {step}");
+        assert_eq!(
+            o.findings.category_distinct("email"),
+            12,
+            "one address per named gzip member, step {step}"
+        );
+    }
+    // A list of 10 (the blocking count) in a.gz, then b.gz.
+    let list: String = (0..10)
+        .map(|i| format!("{i},customer{i}@acme-corp.io\n"))
+        .collect();
+    let body = [named(list.as_bytes(), "a.csv"), named(b"done\n", "b.csv")].concat();
+    assert_eq!(
+        run(&body, body.len()).findings.category_distinct("email"),
+        10,
+        "a list of 10 in the first of two named members"
+    );
+}
+
+/// Review of 85a0e78: a zstd skippable frame's content is fed to its text node while the
+/// decoded text's node still holds the end of the frame before: the skippable content
+/// cuts the frame's last value. A seekable-format or pzstd file (a skippable frame after
+/// or between the frames) with a list of 10 passes with 9 counted; a list sent one
+/// address per frame, each followed by a skippable frame, passes with none (before
+/// 85a0e78 libzstd skipped the skippable frames and all were found).
+#[test]
+fn zstd_skippable_frames_do_not_cut_the_text_of_the_frame_before() {
+    let e = engine();
+    let limits = Limits::default();
+    let skippable = |content: &[u8]| {
+        let mut s = vec![0x50, 0x2a, 0x4d, 0x18];
+        s.extend_from_slice(&(content.len() as u32).to_le_bytes());
+        s.extend_from_slice(content);
+        s
+    };
+    let frame = |data: &[u8]| zstd::encode_all(data, 3).unwrap();
+    let run = |body: &[u8], step: usize| {
+        let mut i = Inspection::new(&e, &limits, Some(b"text/plain"), Some(b"zstd"));
+        for piece in body.chunks(step) {
+            i.feed(piece);
+        }
+        i.finish()
+    };
+    let body: Vec<u8> = (0..12)
+        .flat_map(|i| {
+            [
+                frame(format!("customer{i}@acme-corp.io\n").as_bytes()),
+                skippable(&[0, 0, 0, 0]),
+            ]
+            .concat()
+        })
+        .collect();
+    for step in [5, body.len()] {
+        let o = run(&body, step);
+        assert_eq!(o.not_scanned, None, "step {step}");
+        assert_eq!(
+            o.findings.category_distinct("email"),
+            12,
+            "one address per frame, each followed by a skippable frame, step {step}"
+        );
+    }
+    let list: String = (0..10)
+        .map(|i| format!("{i},customer{i}@acme-corp.io\n"))
+        .collect();
+    let body = [frame(list.as_bytes()), skippable(b"seek table")].concat();
+    assert_eq!(
+        run(&body, body.len()).findings.category_distinct("email"),
+        10,
+        "a list of 10 in a frame followed by a skippable frame"
+    );
+}
+
+/// Review of 85a0e78 (a gap the fix leaves, not a regression): a skippable frame's content
+/// and a gzip header's fields are scanned as plain text, where no archive is looked for:
+/// a gzipped list as a skippable frame's content, or as a gzip member's extra field,
+/// passes as fully inspected — the same bytes as a `text/plain` body are opened and all
+/// 12 found.
+#[test]
+fn a_compressed_list_in_a_skippable_frame_or_a_gzip_field_is_not_passed_as_inspected() {
+    use flate2::{Compression, GzBuilder};
+    let e = engine();
+    let limits = Limits::default();
+    let list: String = (0..12)
+        .map(|i| format!("{i},customer{i}@acme-corp.io\n"))
+        .collect();
+    let gzipped = support::bodies::gzip(list.as_bytes());
+    let run = |ce: Option<&[u8]>, body: &[u8]| {
+        let mut i = Inspection::new(&e, &limits, Some(b"text/plain"), ce);
+        i.feed(body);
+        let o = i.finish();
+        (
+            o.findings.category_distinct("email"),
+            o.not_scanned.map(|n| n.reason),
+        )
+    };
+    assert_eq!(
+        run(None, &gzipped),
+        (12, None),
+        "the gzipped list as a body"
+    );
+    let mut skip = vec![0x50, 0x2a, 0x4d, 0x18];
+    skip.extend_from_slice(&(gzipped.len() as u32).to_le_bytes());
+    skip.extend_from_slice(&gzipped);
+    let body = [skip, zstd::encode_all(&b"hello\n"[..], 3).unwrap()].concat();
+    let (found, reason) = run(Some(b"zstd"), &body);
+    assert!(
+        found >= 10 || reason.is_some(),
+        "a gzipped list in a zstd skippable frame: {found} addresses, not_scanned {reason:?}"
+    );
+    let mut g = GzBuilder::new()
+        .extra(gzipped.clone())
+        .write(Vec::new(), Compression::default());
+    g.write_all(b"hello\n").unwrap();
+    let (found, reason) = run(Some(b"gzip"), &g.finish().unwrap());
+    assert!(
+        found >= 10 || reason.is_some(),
+        "a gzipped list in a gzip extra field: {found} addresses, not_scanned {reason:?}"
+    );
+}

@@ -458,3 +458,32 @@ async fn a_customer_list_in_a_gzip_header_comment_is_blocked() {
     assert!(!leaked, "the list in the gzip comment reached the upstream");
     assert_eq!(reply.status, 403, "{}", reply.text());
 }
+
+/// Review of 85a0e78: a customer list gzipped one address per member, each member with a
+/// file name (as `gzip` writes it), is blocked: the header fields scanned between the
+/// members cut every address but the last, and the body reached the upstream.
+#[tokio::test]
+async fn a_customer_list_in_named_gzip_members_is_blocked() {
+    use std::io::Write;
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("").await;
+    let mut body = Vec::new();
+    for line in customer_export(50).lines() {
+        let mut g = flate2::GzBuilder::new()
+            .filename(b"row.csv".to_vec())
+            .write(Vec::new(), flate2::Compression::default());
+        g.write_all(format!("{line}\n").as_bytes()).unwrap();
+        body.extend(g.finish().unwrap());
+    }
+    let headers = [
+        ("Content-Type", "text/csv".to_owned()),
+        ("Content-Encoding", "gzip".to_owned()),
+    ];
+    let reply = post(&proxy, &upstream, &headers, &body).await;
+    assert_eq!(
+        upstream.requests().len(),
+        0,
+        "the list reached the upstream"
+    );
+    assert_eq!(reply.status, 403, "{}", reply.text());
+}

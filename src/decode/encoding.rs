@@ -14,7 +14,7 @@ use flate2::{Decompress, FlushDecompress, Status};
 use zstd::stream::raw::{DParameter, Decoder as ZstdDecoder, InBuffer, Operation, OutBuffer};
 
 use super::node::Node;
-use super::{Account, Out, RATIO_FLOOR, Reason};
+use super::{Account, Out, RATIO_FLOOR, Reason, Waiting};
 
 /// Most codings one `Content-Encoding` header may stack.
 pub const MAX_CODINGS: usize = 4;
@@ -144,12 +144,18 @@ pub(crate) struct DecompressNode {
     head: Vec<u8>,
     /// Where a zstd stream stands between frames (see [`ZstdFrame`]).
     zstd_frame: ZstdFrame,
-    /// Text of the gzip header fields read and not yet scanned (name, comment, extra
-    /// field) or of zstd skippable frames, and the node they are scanned in: they travel
-    /// with the body, and were the places to hide a list (the decoders skip them unseen;
-    /// found in review).
-    fields: Vec<u8>,
-    fields_node: Option<Node>,
+    /// The gzip header fields read (name, comment, extra field) and the pieces of zstd
+    /// skippable frames, not yet scanned: they travel with the body, and were places to
+    /// hide a list (the decoders skip them unseen; found in review). Each is scanned as
+    /// content of its own (an archive in one is opened), after the decoded content has
+    /// ended: scanned between two members' output, one cut the last value of the first
+    /// (found in review). Only those met before any output, and any past
+    /// [`FIELDS_HELD_MAX`], go in at once.
+    fields: Vec<Vec<u8>>,
+    /// The skippable frame being read (at most [`FIELD_PIECE`] bytes of it).
+    piece: Vec<u8>,
+    /// What `fields` and `piece` hold, as part of the inspection's waiting bytes.
+    waiting: Waiting,
     /// A layer guessed from magic bytes (not declared by a header), until it produces its
     /// first output: the input taken so far. If it fails before then, it was not this
     /// format after all: its input is scanned as raw bytes from the start, and no problem
@@ -183,10 +189,17 @@ fn skippable(magic: &[u8]) -> bool {
 /// one is `corrupt`. Real ones are a few dozen bytes.
 const GZIP_HEAD_MAX: usize = 256 << 10;
 
+/// Skippable frame content is scanned in pieces of this size (a place that depends on the
+/// content only).
+const FIELD_PIECE: usize = 64 << 10;
+
+/// Header fields and skippable frame pieces held for the end of the content at most;
+/// past this they are scanned at once.
+const FIELDS_HELD_MAX: usize = 1 << 20;
+
 /// A gzip member header (RFC 1952 §2.3) at the start of `head`, when all of it is there:
-/// its length, with its name, comment and extra field (each followed by a line break)
-/// appended to `fields`.
-fn gzip_header(head: &[u8], fields: &mut Vec<u8>) -> Result<Option<usize>, String> {
+/// its length, with its name, comment and extra field appended to `fields`.
+fn gzip_header(head: &[u8], fields: &mut Vec<Vec<u8>>) -> Result<Option<usize>, String> {
     const FHCRC: u8 = 2;
     const FEXTRA: u8 = 4;
     const FNAME: u8 = 8;
@@ -229,10 +242,12 @@ fn gzip_header(head: &[u8], fields: &mut Vec<u8>) -> Result<Option<usize>, Strin
             return Ok(None);
         }
     }
-    for field in found.into_iter().filter(|f| !f.is_empty()) {
-        fields.extend_from_slice(field);
-        fields.push(b'\n');
-    }
+    fields.extend(
+        found
+            .into_iter()
+            .filter(|f| !f.is_empty())
+            .map(<[u8]>::to_vec),
+    );
     Ok(Some(at))
 }
 
@@ -329,12 +344,19 @@ impl DecompressNode {
             head: Vec::new(),
             zstd_frame: ZstdFrame::Start(Vec::new()),
             fields: Vec::new(),
-            fields_node: None,
+            piece: Vec::new(),
+            waiting: Waiting::new(acct),
             guess: None,
         }
     }
 
     pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
+        self.feed_input(data, out);
+        let held = self.fields_held();
+        self.waiting.set(held);
+    }
+
+    fn feed_input(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
         if self.wanted == 0 {
             return self.decode(data, out);
         }
@@ -393,7 +415,13 @@ impl DecompressNode {
                     return;
                 }
             };
-            self.scan_fields(out);
+            if !self.fields.is_empty()
+                && (self.produced == 0 || self.fields_held() > FIELDS_HELD_MAX)
+            {
+                // Nothing decoded yet (a first member's header: the usual case), so
+                // nothing to cut; or too much held.
+                self.scan_fields(out);
+            }
             if let Some(taken) = &mut self.guess {
                 if step.produced > 0 || taken.len() + step.used > GUESS_MAX {
                     self.guess = None;
@@ -428,17 +456,18 @@ impl DecompressNode {
         }
     }
 
-    /// Scans the gzip header fields read so far, in a text node of their own.
+    /// Bytes held in `fields` and `piece`.
+    fn fields_held(&self) -> usize {
+        self.fields.iter().map(Vec::len).sum::<usize>() + self.piece.len()
+    }
+
+    /// Scans the fields held, each as content of its own.
     fn scan_fields(&mut self, out: &mut Out<'_, '_>) {
-        if self.fields.is_empty() {
-            return;
+        for field in std::mem::take(&mut self.fields) {
+            let mut node = Node::text(self.depth + 1, out.acct);
+            node.feed(&field, out);
+            node.finish(out);
         }
-        let depth = self.depth + 1;
-        let node = self
-            .fields_node
-            .get_or_insert_with(|| Node::plain_text(depth, out.acct));
-        node.feed(&self.fields, out);
-        self.fields.clear();
     }
 
     /// One decompression step over `input` into `self.buf`.
@@ -474,7 +503,7 @@ impl DecompressNode {
             }
             Engine::GzipHead(head) => {
                 let before = head.len();
-                let take = input.len().min(GZIP_HEAD_MAX + 1 - before);
+                let take = input.len().min(GZIP_HEAD_MAX - before);
                 head.extend_from_slice(&input[..take]);
                 match gzip_header(head, &mut self.fields)? {
                     Some(len) => {
@@ -486,7 +515,7 @@ impl DecompressNode {
                             end: false,
                         })
                     }
-                    None if head.len() > GZIP_HEAD_MAX => {
+                    None if head.len() >= GZIP_HEAD_MAX => {
                         Err(format!("a header over {GZIP_HEAD_MAX} bytes"))
                     }
                     None => Ok(Step {
@@ -581,12 +610,15 @@ impl DecompressNode {
                     })
                 }
                 ZstdFrame::Skip(left) => {
-                    let take = (*left).min(input.len() as u64) as usize;
-                    self.fields.extend_from_slice(&input[..take]);
+                    let room = (FIELD_PIECE - self.piece.len()) as u64;
+                    let take = (*left).min(room).min(input.len() as u64) as usize;
+                    self.piece.extend_from_slice(&input[..take]);
                     *left -= take as u64;
                     let end = *left == 0;
+                    if end || self.piece.len() == FIELD_PIECE {
+                        self.fields.push(std::mem::take(&mut self.piece));
+                    }
                     if end {
-                        self.fields.push(b'\n');
                         self.zstd_frame = ZstdFrame::Start(Vec::new());
                     }
                     Ok(Step {
@@ -690,10 +722,13 @@ impl DecompressNode {
             }
         }
         self.next.finish(out);
-        self.scan_fields(out);
-        if let Some(node) = &mut self.fields_node {
-            node.finish(out);
+        // The fields after the decoded content has ended (a piece of a skippable frame
+        // cut short too).
+        if !self.piece.is_empty() {
+            self.fields.push(std::mem::take(&mut self.piece));
         }
+        self.scan_fields(out);
+        self.waiting.set(0);
         if let Some(raw) = &mut self.raw {
             raw.finish(out);
         }
