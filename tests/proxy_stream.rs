@@ -563,19 +563,7 @@ async fn a_short_list_followed_by_single_bytes_waits_until_it_is_decided() {
         tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let seen = upstream.requests();
-    for r in &seen {
-        let text = String::from_utf8_lossy(&r.body);
-        assert_eq!(
-            text.matches("@acme-corp.io").count(),
-            0,
-            "the list went upstream"
-        );
-    }
-    assert!(
-        seen.iter().any(|r| r.body.len() >= 512 << 10),
-        "the filler before the list never reached the upstream"
-    );
+    assert_held_back(&upstream.requests(), 512 << 10, "@acme-corp.io");
     // More bytes decide it: a block, and still nothing of the list upstream.
     s.write_all(&filler(8 << 10)).await.unwrap();
     let reply = tokio::time::timeout(std::time::Duration::from_secs(10), read_to_close(&mut s))
@@ -651,6 +639,24 @@ async fn a_base64_list_in_a_streamed_body_is_judged_before_it_goes_upstream() {
     }
 }
 
+/// What the upstream saw of a request paused after a list: the bytes before the list (at
+/// least `before` of them: a proxy that sent nothing would pass the rest), and not one
+/// occurrence of `list` (a piece of the list as sent).
+fn assert_held_back(seen: &[support::Recorded], before: usize, list: &str) {
+    assert!(
+        seen.iter().any(|r| r.body.len() >= before),
+        "the bytes before the list never reached the upstream: {:?}",
+        seen.iter().map(|r| r.body.len()).collect::<Vec<_>>()
+    );
+    for r in seen {
+        let n = String::from_utf8_lossy(&r.body).matches(list).count();
+        assert_eq!(
+            n, 0,
+            "{n} pieces of the list went upstream before it was counted"
+        );
+    }
+}
+
 /// Sends `head` and then `pieces`, each its own write followed by a pause, on one
 /// connection to `proxy`; returns the connection (the body is declared 4 MiB longer, so
 /// the request never ends on its own).
@@ -702,19 +708,7 @@ Content-Length: {{total}}\r\nConnection: close\r\n\r\n",
     );
     let _s = send_paced(proxy.addr, &head, &pieces, 30).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let seen = upstream.requests();
-    assert!(
-        seen.iter().any(|r| r.body.len() >= 512 << 10),
-        "the filler before the list never reached the upstream"
-    );
-    for r in &seen {
-        let text = String::from_utf8_lossy(&r.body);
-        assert!(
-            !text.contains(&encoded[..64]),
-            "the encoded list went upstream before it was counted ({} bytes upstream)",
-            r.body.len()
-        );
-    }
+    assert_held_back(&upstream.requests(), 512 << 10, &encoded[..64]);
 }
 
 /// Review of 444975b: a zip local header's signature in text makes the sniffer hold the
@@ -746,17 +740,7 @@ async fn a_list_held_as_a_possible_zip_header_is_not_sent_before_it_is_counted()
     );
     let _s = send_paced(proxy.addr, &head, &pieces, 150).await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let seen = upstream.requests();
-    assert!(
-        seen.iter().any(|r| r.body.len() >= 64 << 10),
-        "the filler before the list never reached the upstream"
-    );
-    for r in &seen {
-        let n = String::from_utf8_lossy(&r.body)
-            .matches("@acme-corp.io")
-            .count();
-        assert_eq!(n, 0, "{n} addresses went upstream before they were counted");
-    }
+    assert_held_back(&upstream.requests(), 64 << 10, "@acme-corp.io");
 }
 
 /// Review of 444975b: a multipart part keeps its last bytes back (a delimiter may be cut
@@ -786,15 +770,7 @@ Content-Length: {{total}}\r\nConnection: close\r\n\r\n",
     );
     let _s = send_paced(proxy.addr, &head, &pieces, 150).await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let seen = upstream.requests();
-    assert!(
-        seen.iter().any(|r| r.body.len() >= 64 << 10),
-        "the filler before the list never reached the upstream"
-    );
-    for r in &seen {
-        let n = String::from_utf8_lossy(&r.body).matches("@x.io").count();
-        assert_eq!(n, 0, "{n} addresses went upstream before they were counted");
-    }
+    assert_held_back(&upstream.requests(), 64 << 10, "@x.io");
 }
 
 /// Review of 444975b: `Stream::undecided` is true while any rule has a region, and a rule
