@@ -7,7 +7,10 @@
 //! `max_decoded_bytes` and this stream's `max_ratio` as it goes — a bomb stops at the limit,
 //! not at the end of its output. A stream that fails to decode, stops at a limit or ends
 //! early marks the request not fully scanned; what is left of its input is then scanned
-//! as raw bytes, so nothing passes unseen.
+//! as raw bytes, so nothing passes unseen. What the backends skip unseen is read here and
+//! scanned: a gzip member's header (name, comment, extra field: the deflate data after it
+//! is inflated raw, CRCs unchecked) and zstd skippable frames. A brotli metadata block is
+//! not (a known gap: finding one means parsing brotli's bit stream).
 
 use brotli_decompressor::{BrotliDecompressStream, BrotliResult, BrotliState, StandardAlloc};
 use flate2::{Decompress, FlushDecompress, Status};
@@ -169,7 +172,7 @@ const GUESS_MAX: usize = 64 << 10;
 /// Where a zstd stream stands: libzstd skips a skippable frame (RFC 8878 §3.1.2: a magic
 /// `0x184D2A5?`, a 32-bit size, that many bytes of anything) unseen, so a list sent as one
 /// passed as inspected (found in review). Frames are told apart here, and a skippable
-/// frame's content is scanned as text.
+/// frame's content is scanned (see `DecompressNode::fields`).
 enum ZstdFrame {
     /// At a frame's start: its first bytes so far (up to 8: a skippable frame's magic and
     /// size).
