@@ -1479,12 +1479,14 @@ fn gzip_headers_are_read_in_any_split_and_bounded() {
             }
         }
         if flags & 2 != 0 {
-            m.extend_from_slice(&[0xab, 0xcd]);
+            m.extend_from_slice(&(crc32fast::hash(&m) as u16).to_le_bytes());
         }
+        let text = b"the text, then the fields\n";
         let mut d = DeflateEncoder::new(Vec::new(), Compression::default());
-        d.write_all(b"the text, then the fields\n").unwrap();
+        d.write_all(text).unwrap();
         m.extend(d.finish().unwrap());
-        m.extend_from_slice(&[0; 8]);
+        m.extend_from_slice(&crc32fast::hash(text).to_le_bytes());
+        m.extend_from_slice(&(text.len() as u32).to_le_bytes());
         m
     };
     let run = |body: &[u8], step: usize| {
@@ -1515,6 +1517,30 @@ fn gzip_headers_are_read_in_any_split_and_bounded() {
     assert_eq!(o.not_scanned.map(|n| n.reason), Some(Reason::Corrupt));
     let o = run(&member(0x20, b"", b"", b""), 4096);
     assert_eq!(o.not_scanned.map(|n| n.reason), Some(Reason::Corrupt));
+    // A CRC that does not match (the header's, the data's) or a wrong size: corrupt, as
+    // zlib said when it read the framing.
+    let mut bad = body.clone();
+    bad[10 + 2 + a.len() + b.len() + 1 + c.len() + 1] ^= 1;
+    let mut bad_trailer = body.clone();
+    let n = bad_trailer.len();
+    bad_trailer[n - 8] ^= 1;
+    let mut bad_size = body.clone();
+    bad_size[n - 1] ^= 1;
+    for (what, body) in [
+        ("header", bad),
+        ("trailer", bad_trailer),
+        ("size", bad_size),
+    ] {
+        let o = run(&body, 7);
+        assert_eq!(
+            o.not_scanned.map(|n| n.reason),
+            Some(Reason::Corrupt),
+            "{what}"
+        );
+        // The fields were scanned all the same (a bad header's bytes raw too: its
+        // fields run together there, and may read as one more address).
+        assert!(o.findings.category_distinct("email") >= 12, "{what}");
+    }
     // Cut inside the header: the stream ends before its end.
     let o = run(&body[..12], 4096);
     assert_eq!(o.not_scanned.map(|n| n.reason), Some(Reason::Corrupt));

@@ -9,7 +9,7 @@
 //! early marks the request not fully scanned; what is left of its input is then scanned
 //! as raw bytes, so nothing passes unseen. What the backends skip unseen is read here and
 //! scanned: a gzip member's header (name, comment, extra field: the deflate data after it
-//! is inflated raw, CRCs unchecked) and zstd skippable frames. A brotli metadata block is
+//! is inflated raw, the CRCs checked here) and zstd skippable frames. A brotli metadata block is
 //! not (a known gap: finding one means parsing brotli's bit stream).
 
 use brotli_decompressor::{BrotliDecompressStream, BrotliResult, BrotliState, StandardAlloc};
@@ -109,8 +109,8 @@ enum Engine {
     /// A gzip member's header, read here (not by zlib, which skips its fields unseen):
     /// its bytes so far.
     GzipHead(Vec<u8>),
-    /// A gzip member's trailer (CRC-32 and size): bytes left.
-    GzipTrailer(u8),
+    /// A gzip member's trailer (CRC-32 and size): its bytes so far.
+    GzipTrailer(Vec<u8>),
     Flate(Decompress),
     Brotli(Box<BrotliState<StandardAlloc, StandardAlloc, StandardAlloc>>),
     Zstd(Box<ZstdDecoder<'static>>),
@@ -147,6 +147,9 @@ pub(crate) struct DecompressNode {
     head: Vec<u8>,
     /// Where a zstd stream stands between frames (see [`ZstdFrame`]).
     zstd_frame: ZstdFrame,
+    /// The CRC-32 and length of the current gzip member's output, checked against its
+    /// trailer (zlib checked them when it read the framing).
+    member: (crc32fast::Hasher, u64),
     /// The gzip header fields read (name, comment, extra field) and the pieces of zstd
     /// skippable frames, not yet scanned: they travel with the body, and were places to
     /// hide a list (the decoders skip them unseen; found in review). Each is scanned as
@@ -157,6 +160,9 @@ pub(crate) struct DecompressNode {
     fields: Vec<Vec<u8>>,
     /// The skippable frame being read (at most [`FIELD_PIECE`] bytes of it).
     piece: Vec<u8>,
+    /// A gzip header that did not read as one: its bytes, scanned as they are (as plain
+    /// text: sniffed, they would open the same broken stream again).
+    unread: Vec<u8>,
     /// What `fields` and `piece` hold, as part of the inspection's waiting bytes.
     waiting: Waiting,
     /// A layer guessed from magic bytes (not declared by a header), until it produces its
@@ -240,10 +246,16 @@ fn gzip_header(head: &[u8], fields: &mut Vec<Vec<u8>>) -> Result<Option<usize>, 
         }
     }
     if flags & FHCRC != 0 {
-        at += 2;
-        if head.len() < at {
+        let Some(crc) = head.get(at..at + 2) else {
             return Ok(None);
+        };
+        // The low 16 bits of the CRC-32 of the header before it (the fields are scanned
+        // all the same).
+        if u16::from_le_bytes([crc[0], crc[1]]) != crc32fast::hash(&head[..at]) as u16 {
+            fields.extend(found.into_iter().map(<[u8]>::to_vec));
+            return Err("the header's CRC does not match".into());
         }
+        at += 2;
     }
     fields.extend(
         found
@@ -346,8 +358,10 @@ impl DecompressNode {
             wanted: 0,
             head: Vec::new(),
             zstd_frame: ZstdFrame::Start(Vec::new()),
+            member: (crc32fast::Hasher::new(), 0),
             fields: Vec::new(),
             piece: Vec::new(),
+            unread: Vec::new(),
             waiting: Waiting::new(acct),
             guess: None,
         }
@@ -461,11 +475,16 @@ impl DecompressNode {
 
     /// Bytes held in `fields` and `piece`.
     fn fields_held(&self) -> usize {
-        self.fields.iter().map(Vec::len).sum::<usize>() + self.piece.len()
+        self.fields.iter().map(Vec::len).sum::<usize>() + self.piece.len() + self.unread.len()
     }
 
     /// Scans the fields held, each as content of its own.
     fn scan_fields(&mut self, out: &mut Out<'_, '_>) {
+        if !self.unread.is_empty() {
+            let mut node = Node::plain_text(self.depth + 1, out.acct);
+            node.feed(&std::mem::take(&mut self.unread), out);
+            node.finish(out);
+        }
         for field in std::mem::take(&mut self.fields) {
             let mut node = Node::text(self.depth + 1, out.acct);
             node.feed(&field, out);
@@ -508,10 +527,18 @@ impl DecompressNode {
                 let before = head.len();
                 let take = input.len().min(GZIP_HEAD_MAX - before);
                 head.extend_from_slice(&input[..take]);
-                match gzip_header(head, &mut self.fields)? {
+                let header = gzip_header(head, &mut self.fields).inspect_err(|_| {
+                    // Not read: its bytes are scanned as they are (those of this input
+                    // are again, with the rest of it; a guess scans all it took).
+                    if self.guess.is_none() {
+                        self.unread = std::mem::take(head);
+                    }
+                })?;
+                match header {
                     Some(len) => {
                         // The deflate data after it, raw.
                         *engine = Engine::Flate(Decompress::new(false));
+                        self.member = (crc32fast::Hasher::new(), 0);
                         Ok(Step {
                             used: len - before,
                             produced: 0,
@@ -528,13 +555,28 @@ impl DecompressNode {
                     }),
                 }
             }
-            Engine::GzipTrailer(left) => {
-                let take = usize::from(*left).min(input.len());
-                *left -= take as u8;
+            Engine::GzipTrailer(trailer) => {
+                let take = (8 - trailer.len()).min(input.len());
+                trailer.extend_from_slice(&input[..take]);
+                let end = trailer.len() == 8;
+                if end {
+                    let field = |i: usize| {
+                        u32::from_le_bytes([
+                            trailer[i],
+                            trailer[i + 1],
+                            trailer[i + 2],
+                            trailer[i + 3],
+                        ])
+                    };
+                    let (crc, len) = std::mem::take(&mut self.member);
+                    if (field(0), field(4)) != (crc.finalize(), len as u32) {
+                        return Err("a member's CRC-32 or size does not match its data".into());
+                    }
+                }
                 Ok(Step {
                     used: take,
                     produced: 0,
-                    end: *left == 0,
+                    end,
                 })
             }
             Engine::Flate(d) => {
@@ -548,9 +590,13 @@ impl DecompressNode {
                     produced: (d.total_out() - out0) as usize,
                     end: end && self.codec != Codec::Gzip,
                 };
-                if end && self.codec == Codec::Gzip {
-                    // A member's deflate data ends with its 8-byte trailer.
-                    *engine = Engine::GzipTrailer(8);
+                if self.codec == Codec::Gzip {
+                    self.member.0.update(&self.buf[..step.produced]);
+                    self.member.1 += step.produced as u64;
+                    if end {
+                        // A member's deflate data ends with its 8-byte trailer.
+                        *engine = Engine::GzipTrailer(Vec::with_capacity(8));
+                    }
                 }
                 Ok(step)
             }
