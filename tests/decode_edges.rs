@@ -1765,3 +1765,22 @@ fn a_compressed_list_in_a_skippable_frame_or_a_gzip_field_is_not_passed_as_inspe
         "a gzipped list in a gzip extra field: {found} addresses, not_scanned {reason:?}"
     );
 }
+
+/// libzstd decodes a block only once all of it is in, holding up to 128 KiB of input
+/// unscanned meanwhile (found in review: the chunks of a list's block went upstream before
+/// it was decoded): a zstd frame counts as waiting while it lasts.
+#[test]
+fn a_zstd_frame_is_waiting_until_it_ends() {
+    let e = engine();
+    let limits = Limits::default();
+    let text: String = (0..4000)
+        .map(|i| format!("line {i} of the text\n"))
+        .collect();
+    let z = zstd::encode_all(text.as_bytes(), 3).unwrap();
+    let mut i = Inspection::new(&e, &limits, Some(b"text/plain"), Some(b"zstd"));
+    i.feed(&z[..z.len() / 2]);
+    assert!(i.waiting() > 0);
+    i.feed(&z[z.len() / 2..]);
+    assert_eq!(i.waiting(), 0);
+    assert_eq!(i.finish().not_scanned, None);
+}
