@@ -189,6 +189,27 @@ enum ZstdFrame {
     Frame,
 }
 
+/// One step of libzstd inside a frame over `input` into `buf`; at the frame's end the
+/// stream is back at a frame's start.
+fn zstd_run(
+    d: &mut ZstdDecoder<'static>,
+    input: &[u8],
+    buf: &mut [u8],
+    frame: &mut ZstdFrame,
+) -> Result<Step, String> {
+    let mut inb = InBuffer::around(input);
+    let mut outb = OutBuffer::around(buf);
+    let hint = d.run(&mut inb, &mut outb).map_err(|e| e.to_string())?;
+    if hint == 0 {
+        *frame = ZstdFrame::Start(Vec::new());
+    }
+    Ok(Step {
+        used: inb.pos(),
+        produced: outb.pos(),
+        end: hint == 0,
+    })
+}
+
 /// Whether a frame starting with `magic` is a skippable one.
 fn skippable(magic: &[u8]) -> bool {
     magic.len() >= 4 && magic[0] & 0xf0 == 0x50 && magic[1..4] == [0x2a, 0x4d, 0x18]
@@ -637,20 +658,11 @@ impl DecompressNode {
                         let held = std::mem::take(head);
                         self.zstd_frame = ZstdFrame::Frame;
                         self.ended = false;
-                        let mut inb = InBuffer::around(&held[..]);
-                        let mut outb = OutBuffer::around(&mut self.buf[..]);
-                        let hint = d.run(&mut inb, &mut outb).map_err(|e| e.to_string())?;
-                        if inb.pos() < held.len() {
+                        let step = zstd_run(d, &held, &mut self.buf, &mut self.zstd_frame)?;
+                        if step.used < held.len() {
                             return Err("a frame's first bytes not taken".into());
                         }
-                        if hint == 0 {
-                            self.zstd_frame = ZstdFrame::Start(Vec::new());
-                        }
-                        return Ok(Step {
-                            used: take,
-                            produced: outb.pos(),
-                            end: hint == 0,
-                        });
+                        return Ok(Step { used: take, ..step });
                     }
                     if head.len() == 8 {
                         let size = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
@@ -681,19 +693,7 @@ impl DecompressNode {
                         end,
                     })
                 }
-                ZstdFrame::Frame => {
-                    let mut inb = InBuffer::around(input);
-                    let mut outb = OutBuffer::around(&mut self.buf[..]);
-                    let hint = d.run(&mut inb, &mut outb).map_err(|e| e.to_string())?;
-                    if hint == 0 {
-                        self.zstd_frame = ZstdFrame::Start(Vec::new());
-                    }
-                    Ok(Step {
-                        used: inb.pos(),
-                        produced: outb.pos(),
-                        end: hint == 0,
-                    })
-                }
+                ZstdFrame::Frame => zstd_run(d, input, &mut self.buf, &mut self.zstd_frame),
             },
         }
     }

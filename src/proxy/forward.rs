@@ -496,9 +496,7 @@ async fn stream_through(
                 // then the oldest go.
                 let waiting = scan.undecided();
                 while queue.len() > 1 && (!waiting || queued > wait_cap) {
-                    let Some(ready) = queue.pop_front() else {
-                        break;
-                    };
+                    let ready = queue.pop_front().expect("more than one chunk queued");
                     queued -= ready.len();
                     if tx.send(Piece::Data(ready)).await.is_err() {
                         // The upstream request already failed (or was answered).
