@@ -531,3 +531,72 @@ pub async fn open_multipart_upload(mut stream: TcpStream, url: &str, part: &[u8]
     tokio::time::sleep(Duration::from_millis(300)).await;
     stream
 }
+
+/// One meta-block of a hand-made brotli stream (see [`brotli_stream`]).
+#[allow(dead_code)]
+pub enum BrotliBlock<'a> {
+    /// An uncompressed meta-block (its bytes are the decoded output), at most 64 KiB.
+    Stored(&'a [u8]),
+    /// A metadata meta-block (RFC 7932 §9.2): bytes every decoder skips, at most 16 MiB.
+    Metadata(&'a [u8]),
+}
+
+/// A brotli stream (window 16 bits) of these meta-blocks and a last empty one, written bit
+/// by bit as RFC 7932 §9.2 has it: the only way to put a metadata block in a stream (no
+/// encoder writes one).
+#[allow(dead_code)]
+pub fn brotli_stream(blocks: &[BrotliBlock<'_>]) -> Vec<u8> {
+    struct Bits {
+        out: Vec<u8>,
+        used: u32,
+    }
+    impl Bits {
+        fn put(&mut self, value: u64, n: u32) {
+            for i in 0..n {
+                if self.used == 0 {
+                    self.out.push(0);
+                }
+                let bit = (value >> i) as u8 & 1;
+                *self.out.last_mut().unwrap() |= bit << self.used;
+                self.used = (self.used + 1) % 8;
+            }
+        }
+        fn align(&mut self) {
+            self.used = 0;
+        }
+        fn bytes(&mut self, data: &[u8]) {
+            self.align();
+            self.out.extend_from_slice(data);
+        }
+    }
+    let mut w = Bits {
+        out: Vec::new(),
+        used: 0,
+    };
+    w.put(0, 1); // WBITS 16
+    for block in blocks {
+        w.put(0, 1); // ISLAST
+        match block {
+            BrotliBlock::Stored(data) => {
+                assert!(!data.is_empty() && data.len() <= 1 << 16);
+                w.put(0, 2); // MNIBBLES 4
+                w.put(data.len() as u64 - 1, 16);
+                w.put(1, 1); // ISUNCOMPRESSED
+                w.bytes(data);
+            }
+            BrotliBlock::Metadata(data) => {
+                assert!(!data.is_empty() && data.len() <= 1 << 24);
+                w.put(3, 2); // MNIBBLES 0: metadata
+                w.put(0, 1); // reserved
+                let skip = data.len() as u64 - 1;
+                let nbytes = (64 - skip.leading_zeros()).div_ceil(8).max(1);
+                w.put(u64::from(nbytes), 2); // MSKIPBYTES
+                w.put(skip, nbytes * 8);
+                w.bytes(data);
+            }
+        }
+    }
+    w.put(1, 1); // ISLAST
+    w.put(1, 1); // ISLASTEMPTY
+    w.out
+}
