@@ -116,6 +116,21 @@ impl Seen {
         (self.last.len() + fresh) as u64
     }
 
+    /// Distinct values seen at or after `cutoff` (without forgetting the older ones: a
+    /// check holds the lock only to read).
+    fn live(&self, cutoff: Instant) -> u64 {
+        self.last.values().filter(|&&t| t >= cutoff).count() as u64
+    }
+
+    /// [`Seen::live`] with `new` added.
+    fn live_with(&self, new: &[u64], cutoff: Instant) -> u64 {
+        let fresh = new
+            .iter()
+            .filter(|h| self.last.get(h).is_none_or(|&t| t < cutoff))
+            .count();
+        self.live(cutoff) + fresh as u64
+    }
+
     /// Records `new` at `now`; returns how many old values were pushed out by the cap.
     fn record(&mut self, new: &[u64], now: Instant, max: usize) -> u64 {
         for &h in new {
@@ -306,6 +321,73 @@ impl Windows {
         verdict
     }
 
+    /// Whether `principal`'s windows may block a request not ended yet whose distinct
+    /// counts so far are `counts` (no hashes needed, as [`crate::scan::Stream::counts`]
+    /// gives them): some category's block threshold is within reach of the values its
+    /// window holds plus the request's own. Cheap; when true, [`Windows::check`] on the
+    /// values' hashes says whether it does.
+    pub fn may_block(&self, principal: &str, counts: &Findings, now: Instant) -> bool {
+        let config = self.config.read().unwrap_or_else(|p| p.into_inner());
+        let cutoff = now.checked_sub(config.span).unwrap_or(now);
+        let shard = &self.shards[self.pick.hash_one(principal) as usize % SHARDS];
+        let table = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let windows = table.peek(principal);
+        counts.categories.iter().any(|c| {
+            let Some(block) = config.thresholds.get(&c.category).and_then(|t| t.block) else {
+                return false;
+            };
+            let held = windows
+                .and_then(|w| w.get(&c.category))
+                .map_or(0, |seen| seen.live(cutoff));
+            held + c.distinct >= block
+        })
+    }
+
+    /// What `principal`'s windows make of a request not ended yet (a streamed body's
+    /// values so far, with their hashes), recording nothing: a streamed body is judged
+    /// after every chunk that counted a value, and a window block must stop it before the
+    /// values go upstream, not only at its end (a known gap until session 13). Only a
+    /// block matters there; its reasons are those [`Windows::observe`] gives at the end.
+    pub fn check(&self, principal: &str, findings: &Findings, now: Instant) -> WindowVerdict {
+        let mut verdict = WindowVerdict {
+            action: Action::Allow,
+            reasons: Vec::new(),
+        };
+        let config = self.config.read().unwrap_or_else(|p| p.into_inner());
+        let cutoff = now.checked_sub(config.span).unwrap_or(now);
+        let shard = &self.shards[self.pick.hash_one(principal) as usize % SHARDS];
+        let table = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let windows = table.peek(principal);
+        for category in &findings.categories {
+            let Some(block) = config
+                .thresholds
+                .get(&category.category)
+                .and_then(|t| t.block)
+            else {
+                continue;
+            };
+            let seen = windows.and_then(|w| w.get(&category.category));
+            let distinct = seen.map_or(category.values.len() as u64, |seen| {
+                seen.live_with(&category.values, cutoff)
+            });
+            if distinct >= block {
+                verdict.action = Action::Block;
+                verdict.reasons.push(Reason {
+                    rule: WINDOW_RULE.to_owned(),
+                    category: category.category.clone(),
+                    distinct,
+                    threshold: block,
+                    action: Action::Block,
+                    overridden: false,
+                });
+            }
+        }
+        if verdict.action != Action::Allow {
+            self.stats.raised.fetch_add(1, Ordering::Relaxed);
+        }
+        verdict
+    }
+
     /// Distinct values `principal` sent in `category` within the span, as of `now`.
     pub fn distinct(&self, principal: &str, category: &str, now: Instant) -> u64 {
         let span = self.config.read().unwrap_or_else(|p| p.into_inner()).span;
@@ -315,9 +397,7 @@ impl Windows {
         table
             .peek(principal)
             .and_then(|w| w.get(category))
-            .map_or(0, |seen| {
-                seen.last.values().filter(|&&t| t >= cutoff).count() as u64
-            })
+            .map_or(0, |seen| seen.live(cutoff))
     }
 }
 
@@ -377,6 +457,41 @@ mod tests {
         // Bob sending the same amount once is below the window threshold.
         let v = w.observe("bob", &findings(0..9), true, t0);
         assert_eq!(v.action, Action::Allow);
+    }
+
+    /// A streamed body's snapshot: `may_block` from the counts alone, `check` on the
+    /// hashes (values already in the window count once), and neither records anything.
+    #[test]
+    fn a_check_of_values_so_far_blocks_without_recording() {
+        let w = Windows::new(config(6, 12));
+        let t0 = Instant::now();
+        assert_eq!(
+            w.observe("a", &findings(0..9), true, t0).action,
+            Action::Log
+        );
+        let counts = |n: u64| {
+            let mut f = findings(0..n);
+            f.categories[0].values.clear();
+            f
+        };
+        assert!(!w.may_block("a", &counts(2), t0));
+        assert!(w.may_block("a", &counts(3), t0));
+        // A new principal: only the request's own count.
+        assert!(!w.may_block("b", &counts(11), t0));
+        assert!(w.may_block("b", &counts(12), t0));
+        // Three new values make 12; three already seen (and one new) make 10.
+        let v = w.check("a", &findings(100..103), t0);
+        assert_eq!(v.action, Action::Block);
+        assert_eq!((v.reasons[0].distinct, v.reasons[0].threshold), (12, 12));
+        assert_eq!(w.check("a", &findings(6..10), t0).action, Action::Allow);
+        // Nothing was recorded, and values past the span no longer count.
+        assert_eq!(w.distinct("a", "email", t0), 9);
+        let later = t0 + Duration::from_secs(3601);
+        assert!(!w.may_block("a", &counts(3), later));
+        assert_eq!(
+            w.check("a", &findings(100..103), later).action,
+            Action::Allow
+        );
     }
 
     #[test]

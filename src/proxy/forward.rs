@@ -425,8 +425,19 @@ async fn stream_through(
     insp: &mut Inspection<'_>,
 ) -> Result<Response<Incoming>, ProxyError> {
     let shared = &*ctx.shared;
+    // The distinct counts' sum when a window last checked the values (see
+    // [`judge_snapshot`]).
+    let mut window_checked = 0u64;
     // The held bytes were scanned already: a block there costs the upstream nothing.
-    judge_snapshot(shared, live, &mut scan, insp, &held, false)?;
+    judge_snapshot(
+        shared,
+        live,
+        &mut scan,
+        insp,
+        &held,
+        false,
+        &mut window_checked,
+    )?;
     let (tx, up_body) = UpstreamBody::streamed(STREAM_CHANNEL_CHUNKS);
     let sent = std::time::Instant::now();
     let send = intercept::send(&shared.client, Request::from_parts(parts, up_body));
@@ -478,7 +489,15 @@ async fn stream_through(
                                     judged_problem = problem;
                                     // Dropping `tx` without `Piece::End` (the `?`) aborts
                                     // the upstream body.
-                                    judge_snapshot(shared, live, &mut scan, insp, &[], true)?;
+                                    judge_snapshot(
+                                        shared,
+                                        live,
+                                        &mut scan,
+                                        insp,
+                                        &[],
+                                        true,
+                                        &mut window_checked,
+                                    )?;
                                 }
                                 data
                             }
@@ -702,14 +721,9 @@ fn decide(
         let allowed = verdict.action != Action::Block
             && !refused
             && !matches!(verdict.destination, policy::Destination::Sanctioned(_));
-        // Per user when the request has one, else per client address.
-        let principal = match &insp.input.user {
-            Some(user) => format!("user:{user}"),
-            None => insp.client.to_string(),
-        };
         let window = shared
             .windows
-            .observe(&principal, findings, allowed, Instant::now());
+            .observe(&principal(insp), findings, allowed, Instant::now());
         verdict.raise(window.action, window.reasons);
     }
     if verdict.action != Action::Block
@@ -739,8 +753,24 @@ fn decide(
     Ok(verdict)
 }
 
+/// Whose cumulative windows a request counts in: its user's when it has one, else its
+/// client address's.
+fn principal(insp: &Inspection<'_>) -> String {
+    match &insp.input.user {
+        Some(user) => format!("user:{user}"),
+        None => insp.client.to_string(),
+    }
+}
+
 /// Applies the policy to what the scan has decided so far (a lower bound that only grows):
 /// `Err(Blocked)` once that is already a block. Log verdicts wait for [`judge`] at the end.
+///
+/// Cumulative windows apply too (a known gap until session 13: values only a window
+/// blocks went upstream before the final judgement blocked them), recording nothing: once
+/// a window's block threshold is within reach of the request's distinct counts
+/// ([`Windows::may_block`](crate::policy::window::Windows::may_block), no hashes needed),
+/// the values' hashes are taken and checked, again whenever a count has grown past
+/// `window_checked` (the sum of the counts at the last check).
 fn judge_snapshot(
     shared: &Shared,
     live: &Live,
@@ -748,9 +778,25 @@ fn judge_snapshot(
     insp: &Inspection<'_>,
     held: &[Bytes],
     partial: bool,
+    window_checked: &mut u64,
 ) -> Result<(), ProxyError> {
-    // The counts decide; the values' hashes are taken only for a block's record.
-    let verdict = policy::evaluate(&live.config.rules, &scan.counts(), &insp.input);
+    // The counts decide; the values' hashes are taken only for a block's record, or when
+    // a window may block.
+    let counts = scan.counts();
+    let mut verdict = policy::evaluate(&live.config.rules, &counts, &insp.input);
+    if verdict.action != Action::Block
+        && !matches!(verdict.destination, policy::Destination::Sanctioned(_))
+        && shared.windows.enabled()
+    {
+        let total: u64 = counts.categories.iter().map(|c| c.distinct).sum();
+        let principal = principal(insp);
+        let now = Instant::now();
+        if total > *window_checked && shared.windows.may_block(&principal, &counts, now) {
+            *window_checked = total;
+            let window = shared.windows.check(&principal, &scan.findings(), now);
+            verdict.raise(window.action, window.reasons);
+        }
+    }
     if verdict.action != Action::Block
         && let Some(not_scanned) = scan.not_scanned()
         && live.config.inspection.on_inspection_error == OnInspectionError::Block
