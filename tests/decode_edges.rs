@@ -1584,11 +1584,13 @@ fn zstd_skippable_frames_are_scanned() {
 }
 
 /// A brotli metadata block (RFC 7932 §9.2: `MNIBBLES` 0) holds up to 16 MiB of any bytes,
-/// and decoders skip it unseen (a known gap until session 13: the body passed as fully
-/// inspected). A brotli stream's compressed bytes are scanned too now: a list in a
-/// metadata block between two stored blocks of text with addresses of their own is found,
-/// and the text's own addresses too, however the body is cut into chunks.
+/// and decoders skip it unseen: a list in one, alone or between two stored blocks of text
+/// with addresses of their own, should be found, and the text's own addresses too, however
+/// the body is cut into chunks. Known gap (README): `brotli-decompressor` reports metadata
+/// only through its C interface; scanning the compressed bytes as well was tried in
+/// session 13 and reverted (see `tests/brotli_review.rs`).
 #[test]
+#[ignore = "known gap (README): brotli metadata blocks are not scanned; run with --ignored"]
 fn brotli_metadata_is_scanned() {
     use support::{BrotliBlock, brotli_stream};
     let e = engine();
@@ -1626,57 +1628,6 @@ fn brotli_metadata_is_scanned() {
             );
         }
     }
-}
-
-/// A list in a large brotli metadata block, across the places where the compressed bytes
-/// are cut into pieces for scanning (every 256 KiB): all but the value across the place
-/// are found, the same for any chunking; and a large benign brotli body (stored blocks of
-/// text with numbers, a metadata block of random bytes) has no findings.
-#[test]
-fn brotli_metadata_across_pieces_and_benign_compressed_bytes() {
-    use support::{BrotliBlock, brotli_stream};
-    let e = engine();
-    let limits = Limits::default();
-    let text = support::filler(60 << 10);
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let noise: Vec<u8> = (0..(600 << 10))
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect();
-    let benign = brotli_stream(&[
-        BrotliBlock::Stored(&text),
-        BrotliBlock::Metadata(&noise),
-        BrotliBlock::Stored(&text),
-    ]);
-    let mut i = Inspection::new(&e, &limits, Some(b"application/octet-stream"), Some(b"br"));
-    i.feed(&benign);
-    let o = i.finish();
-    assert_eq!(o.not_scanned, None);
-    assert!(o.findings.rules.is_empty(), "{:?}", o.findings.rules);
-    // 300 distinct addresses from 200 KiB into a metadata block: the piece boundary at
-    // 256 KiB of compressed bytes falls inside the list.
-    let list: String = (0..3000)
-        .map(|i| format!("user{i}@acme-corp.io "))
-        .collect();
-    let mut hidden = vec![b' '; 200 << 10];
-    hidden.extend_from_slice(list.as_bytes());
-    let body = brotli_stream(&[BrotliBlock::Stored(&text), BrotliBlock::Metadata(&hidden)]);
-    let mut counts = Vec::new();
-    for step in [4096, 65_536, body.len()] {
-        let mut i = Inspection::new(&e, &limits, Some(b"text/plain"), Some(b"br"));
-        for piece in body.chunks(step) {
-            i.feed(piece);
-        }
-        let o = i.finish();
-        assert_eq!(o.not_scanned, None);
-        counts.push(o.findings.category_distinct("email"));
-    }
-    assert!(counts[0] >= 2999, "{counts:?}");
-    assert!(counts.iter().all(|&c| c == counts[0]), "{counts:?}");
 }
 
 /// Review of 85a0e78: the text node of a gzip member's header fields is fed as soon as

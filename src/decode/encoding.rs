@@ -9,9 +9,8 @@
 //! early marks the request not fully scanned; what is left of its input is then scanned
 //! as raw bytes, so nothing passes unseen. What the backends skip unseen is read here and
 //! scanned: a gzip member's header (name, comment, extra field: the deflate data after it
-//! is inflated raw, the CRCs checked here), zstd skippable frames, and brotli metadata
-//! blocks (the compressed bytes of a brotli stream are scanned too, see
-//! [`BROTLI_PIECE`]).
+//! is inflated raw, the CRCs checked here) and zstd skippable frames. A brotli metadata
+//! block is not (a known gap: finding one means parsing brotli's bit stream).
 
 use brotli_decompressor::{BrotliDecompressStream, BrotliResult, BrotliState, StandardAlloc};
 use flate2::{Decompress, FlushDecompress, Status};
@@ -159,16 +158,12 @@ pub(crate) struct DecompressNode {
     /// (found in review). Only those met before any output, and any past
     /// [`FIELDS_HELD_MAX`], go in at once.
     fields: Vec<Vec<u8>>,
-    /// The skippable frame being read (at most [`FIELD_PIECE`] bytes of it), or a brotli
-    /// stream's compressed bytes since its last whole piece.
+    /// The skippable frame being read (at most [`FIELD_PIECE`] bytes of it).
     piece: Vec<u8>,
     /// A gzip header that did not read as one: its bytes, scanned as they are (as plain
     /// text: sniffed, they would open the same broken stream again).
     unread: Vec<u8>,
-    /// A brotli stream's compressed bytes in whole pieces (see [`BROTLI_PIECE`]; the piece
-    /// being filled is `piece`), scanned as plain text at once.
-    verbatim: Vec<Vec<u8>>,
-    /// What `fields`, `piece`, `unread` and `verbatim` hold, as part of the inspection's waiting bytes.
+    /// What `fields` and `piece` hold, as part of the inspection's waiting bytes.
     waiting: Waiting,
     /// A layer guessed from magic bytes (not declared by a header), until it produces its
     /// first output: the input taken so far. If it fails before then, it was not this
@@ -227,19 +222,6 @@ const GZIP_HEAD_MAX: usize = 256 << 10;
 /// Skippable frame content is scanned in pieces of this size (a place that depends on the
 /// content only).
 const FIELD_PIECE: usize = 64 << 10;
-
-/// A brotli stream's compressed bytes are scanned as plain text too, each piece of this
-/// many bytes as content of its own once it is in (so at places that depend on the
-/// content only). A metadata meta-block (RFC 7932 §9.2: up to 16 MiB of anything, which
-/// every brotli decoder skips) travels in them as it is; `brotli-decompressor` tells its
-/// bytes only through its C interface (unsafe code), and finding one here would mean
-/// decoding the whole bit stream again. Each piece cuts the decoded text once (a value
-/// across the place is lost: one in 256 KiB of compressed input), and a value across two
-/// pieces is not found; compressed bytes hold no false values in practice (a card number
-/// needs 13 digits in a row, an address `x@y.zz`: about once in 100 MB of random bytes).
-/// Small enough that the pump's held-back chunks (1 MiB) cover a piece until it is
-/// scanned.
-const BROTLI_PIECE: usize = 256 << 10;
 
 /// Header fields and skippable frame pieces held for the end of the content at most;
 /// past this they are scanned at once.
@@ -401,7 +383,6 @@ impl DecompressNode {
             fields: Vec::new(),
             piece: Vec::new(),
             unread: Vec::new(),
-            verbatim: Vec::new(),
             waiting: Waiting::new(acct),
             guess: None,
         }
@@ -477,9 +458,8 @@ impl DecompressNode {
                     return;
                 }
             };
-            if !self.verbatim.is_empty()
-                || (!self.fields.is_empty()
-                    && (self.produced == 0 || self.fields_held() > FIELDS_HELD_MAX))
+            if !self.fields.is_empty()
+                && (self.produced == 0 || self.fields_held() > FIELDS_HELD_MAX)
             {
                 // Nothing decoded yet (a first member's header: the usual case), so
                 // nothing to cut; or too much held.
@@ -519,19 +499,16 @@ impl DecompressNode {
         }
     }
 
-    /// Bytes held in `fields`, `piece`, `unread` and `verbatim`.
+    /// Bytes held in `fields` and `piece`.
     fn fields_held(&self) -> usize {
-        let held = |pieces: &[Vec<u8>]| pieces.iter().map(Vec::len).sum::<usize>();
-        held(&self.fields) + held(&self.verbatim) + self.piece.len() + self.unread.len()
+        self.fields.iter().map(Vec::len).sum::<usize>() + self.piece.len() + self.unread.len()
     }
 
     /// Scans the fields held, each as content of its own.
     fn scan_fields(&mut self, out: &mut Out<'_, '_>) {
-        let verbatim = std::mem::take(&mut self.verbatim);
-        let unread = Some(std::mem::take(&mut self.unread)).filter(|u| !u.is_empty());
-        for bytes in unread.into_iter().chain(verbatim) {
+        if !self.unread.is_empty() {
             let mut node = Node::plain_text(self.depth + 1, out.acct);
-            node.feed(&bytes, out);
+            node.feed(&std::mem::take(&mut self.unread), out);
             node.finish(out);
         }
         for field in std::mem::take(&mut self.fields) {
@@ -662,17 +639,6 @@ impl DecompressNode {
                     &mut total,
                     state,
                 );
-                // The compressed bytes taken, for their metadata blocks (see
-                // `BROTLI_PIECE`), cut at whole pieces.
-                let mut taken = &input[..in_off];
-                while !taken.is_empty() {
-                    let take = (BROTLI_PIECE - self.piece.len()).min(taken.len());
-                    self.piece.extend_from_slice(&taken[..take]);
-                    taken = &taken[take..];
-                    if self.piece.len() == BROTLI_PIECE {
-                        self.verbatim.push(std::mem::take(&mut self.piece));
-                    }
-                }
                 match result {
                     BrotliResult::ResultFailure => Err("invalid brotli data".into()),
                     r => Ok(Step {
@@ -811,14 +777,9 @@ impl DecompressNode {
         }
         self.next.finish(out);
         // The fields after the decoded content has ended (a piece of a skippable frame
-        // cut short too, or a brotli stream's last compressed bytes).
+        // cut short too).
         if !self.piece.is_empty() {
-            let piece = std::mem::take(&mut self.piece);
-            if self.codec == Codec::Brotli {
-                self.verbatim.push(piece);
-            } else {
-                self.fields.push(piece);
-            }
+            self.fields.push(std::mem::take(&mut self.piece));
         }
         self.scan_fields(out);
         self.waiting.set(0);
