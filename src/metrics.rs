@@ -919,6 +919,12 @@ impl<'e> TimedScan<'e> {
         self.timed(|s| s.counts())
     }
 
+    /// [`Inspection::counts_with_values`](crate::decode::Inspection::counts_with_values),
+    /// timed.
+    pub fn counts_with_values(&mut self, wanted: &dyn Fn(&str) -> bool) -> crate::scan::Findings {
+        self.timed(|s| s.counts_with_values(wanted))
+    }
+
     /// [`Inspection::undecided`](crate::decode::Inspection::undecided).
     pub fn undecided(&self) -> bool {
         self.scan.undecided()

@@ -290,3 +290,62 @@ async fn a_zstd_block_holding_a_list_is_not_sent_before_it_is_decoded() {
     let reply = parse_reply(&read_to_close(&mut s).await);
     assert_eq!(reply.status, 403, "{}", reply.text());
 }
+
+/// Review of 702cd80: the snapshot checked a streamed body against what the window had
+/// *recorded*, and a streamed body recorded only at its end: values another request of
+/// the same sender had in flight were invisible to it. A streamed body passed 9 addresses
+/// upstream (window: 0 + 9 < 12), then a held request of 9 others was checked against an
+/// empty window and went through whole; the streamed one was blocked at its end, its 9
+/// already upstream: 18 distinct addresses from one sender reached the upstream under a
+/// window that promises a block at 12. Now a streamed body records its values as they go.
+#[tokio::test]
+async fn values_in_flight_in_a_streamed_body_count_for_the_window() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(
+        "limits: { hold_bytes: 64KiB }\n\
+         policy: { windows: { span: 1h, thresholds: { email: { block: 12 } } } }\n",
+    )
+    .await;
+    let url = upstream.url("/drip");
+    let list = emails(100, 9);
+    let first = filler(128 << 10);
+    let after = filler(64 << 10);
+    let total = first.len() + list.len() + after.len() + (64 << 10);
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST {url} HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(list.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(&after).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A second request of the same sender (the same client address), held whole.
+    let other = emails(200, 9);
+    let mut h = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        other.len()
+    );
+    h.write_all(head.as_bytes()).await.unwrap();
+    h.write_all(other.as_bytes()).await.unwrap();
+    let held = parse_reply(&read_to_close(&mut h).await).status;
+
+    let _ = s.write_all(&filler(64 << 10)).await;
+    let streamed = parse_reply(&read_to_close(&mut s).await).status;
+    let mut distinct = std::collections::HashSet::new();
+    for r in upstream.requests() {
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        for line in text.lines().filter(|l| l.contains("@acme-corp.io")) {
+            distinct.insert(line.to_owned());
+        }
+    }
+    assert!(
+        distinct.len() < 12,
+        "{} distinct addresses reached the upstream (window blocks at 12); held request {held}, streamed {streamed}",
+        distinct.len()
+    );
+}

@@ -684,6 +684,12 @@ impl<'e> Inspection<'e> {
         self.stream.counts()
     }
 
+    /// The findings so far with the hashes of the categories `wanted` says only
+    /// ([`Stream::counts_with_values`]).
+    pub fn counts_with_values(&self, wanted: &dyn Fn(&str) -> bool) -> Findings {
+        self.stream.counts_with_values(wanted)
+    }
+
     /// Values counted so far ([`Stream::matches`]): the findings change only when it grows.
     pub fn matches(&self) -> u64 {
         self.stream.matches()

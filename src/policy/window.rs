@@ -15,7 +15,9 @@
 //!
 //! A request's values are recorded only when the request is let through: what a block
 //! stopped never left. A request that would take a count to the block threshold is itself
-//! blocked, and so is the next one that adds anything new.
+//! blocked, and so is the next one that adds anything new. A body streamed past the hold
+//! limit records its values as it goes ([`Windows::observe_streamed`]): they leave before
+//! it ends.
 //!
 //! No I/O; time comes from the caller.
 
@@ -116,19 +118,9 @@ impl Seen {
         (self.last.len() + fresh) as u64
     }
 
-    /// Distinct values seen at or after `cutoff` (without forgetting the older ones: a
-    /// check holds the lock only to read).
+    /// Distinct values seen at or after `cutoff` (without forgetting the older ones).
     fn live(&self, cutoff: Instant) -> u64 {
         self.last.values().filter(|&&t| t >= cutoff).count() as u64
-    }
-
-    /// [`Seen::live`] with `new` added.
-    fn live_with(&self, new: &[u64], cutoff: Instant) -> u64 {
-        let fresh = new
-            .iter()
-            .filter(|h| self.last.get(h).is_none_or(|&t| t < cutoff))
-            .count();
-        self.live(cutoff) + fresh as u64
     }
 
     /// Records `new` at `now`; returns how many old values were pushed out by the cap.
@@ -247,6 +239,21 @@ impl Windows {
         allowed: bool,
         now: Instant,
     ) -> WindowVerdict {
+        let verdict = self.apply(principal, findings, allowed, now);
+        if verdict.action != Action::Allow {
+            self.stats.raised.fetch_add(1, Ordering::Relaxed);
+        }
+        verdict
+    }
+
+    /// [`Windows::observe`] without counting in [`WindowStats::raised`].
+    fn apply(
+        &self,
+        principal: &str,
+        findings: &Findings,
+        allowed: bool,
+        now: Instant,
+    ) -> WindowVerdict {
         let mut verdict = WindowVerdict {
             action: Action::Allow,
             reasons: Vec::new(),
@@ -315,74 +322,31 @@ impl Windows {
                 .evicted_values
                 .fetch_add(evicted, Ordering::Relaxed);
         }
-        if verdict.action != Action::Allow {
-            self.stats.raised.fetch_add(1, Ordering::Relaxed);
-        }
         verdict
     }
 
-    /// Whether `principal`'s windows may block a request not ended yet whose distinct
-    /// counts so far are `counts` (no hashes needed, as [`crate::scan::Stream::counts`]
-    /// gives them): some category's block threshold is within reach of the values its
-    /// window holds plus the request's own. Cheap; when true, [`Windows::check`] on the
-    /// values' hashes says whether it does.
-    pub fn may_block(&self, principal: &str, counts: &Findings, now: Instant) -> bool {
-        let config = self.config.read().unwrap_or_else(|p| p.into_inner());
-        let cutoff = now.checked_sub(config.span).unwrap_or(now);
-        let shard = &self.shards[self.pick.hash_one(principal) as usize % SHARDS];
-        let table = shard.lock().unwrap_or_else(|p| p.into_inner());
-        let windows = table.peek(principal);
-        counts.categories.iter().any(|c| {
-            let Some(block) = config.thresholds.get(&c.category).and_then(|t| t.block) else {
-                return false;
-            };
-            let held = windows
-                .and_then(|w| w.get(&c.category))
-                .map_or(0, |seen| seen.live(cutoff));
-            held + c.distinct >= block
-        })
-    }
-
-    /// What `principal`'s windows make of a request not ended yet (a streamed body's
-    /// values so far, with their hashes), recording nothing: a streamed body is judged
-    /// after every chunk that counted a value, and a window block must stop it before the
-    /// values go upstream, not only at its end (a known gap until session 13). Only a
-    /// block matters there; its reasons are those [`Windows::observe`] gives at the end.
-    pub fn check(&self, principal: &str, findings: &Findings, now: Instant) -> WindowVerdict {
-        let mut verdict = WindowVerdict {
-            action: Action::Allow,
-            reasons: Vec::new(),
-        };
-        let config = self.config.read().unwrap_or_else(|p| p.into_inner());
-        let cutoff = now.checked_sub(config.span).unwrap_or(now);
-        let shard = &self.shards[self.pick.hash_one(principal) as usize % SHARDS];
-        let table = shard.lock().unwrap_or_else(|p| p.into_inner());
-        let windows = table.peek(principal);
-        for category in &findings.categories {
-            let Some(block) = config
-                .thresholds
-                .get(&category.category)
-                .and_then(|t| t.block)
-            else {
-                continue;
-            };
-            let seen = windows.and_then(|w| w.get(&category.category));
-            let distinct = seen.map_or(category.values.len() as u64, |seen| {
-                seen.live_with(&category.values, cutoff)
-            });
-            if distinct >= block {
-                verdict.action = Action::Block;
-                verdict.reasons.push(Reason {
-                    rule: WINDOW_RULE.to_owned(),
-                    category: category.category.clone(),
-                    distinct,
-                    threshold: block,
-                    action: Action::Block,
-                    overridden: false,
-                });
-            }
-        }
-        if verdict.action != Action::Allow {
+    /// [`Windows::observe`] for a body streamed past the hold limit, judged after every
+    /// chunk that counted a value (its values so far, `findings`, with the hashes of the
+    /// categories that have window thresholds; the rules let it through so far). Until
+    /// session 13 windows applied to such a body only at its end, so values only a window
+    /// blocks went upstream first (found in review); and then counting only what the
+    /// window had recorded, another request of the same sender did not see the values a
+    /// streamed body had in flight (found in review: 9 streamed and 9 held passed a block
+    /// at 12). So the values are recorded as the body goes, unless the window blocks it:
+    /// the chunks that carry them go upstream next. If the body is blocked later, what it
+    /// had sent stays recorded (it left), and so do the values in the chunks it still held
+    /// back (at most 1 MiB: counted early rather than missed). The final
+    /// [`Windows::observe`] records them again (no change). Counted in
+    /// [`WindowStats::raised`] only for a block, which ends the request (the final
+    /// judgement counts the rest).
+    pub fn observe_streamed(
+        &self,
+        principal: &str,
+        findings: &Findings,
+        now: Instant,
+    ) -> WindowVerdict {
+        let verdict = self.apply(principal, findings, true, now);
+        if verdict.action == Action::Block {
             self.stats.raised.fetch_add(1, Ordering::Relaxed);
         }
         verdict
@@ -459,39 +423,29 @@ mod tests {
         assert_eq!(v.action, Action::Allow);
     }
 
-    /// A streamed body's snapshot: `may_block` from the counts alone, `check` on the
-    /// hashes (values already in the window count once), and neither records anything.
+    /// A streamed body's snapshots: each records the values so far unless the window
+    /// blocks, so another request of the same sender counts them (values in flight), and
+    /// only a block counts as raised.
     #[test]
-    fn a_check_of_values_so_far_blocks_without_recording() {
+    fn a_streamed_body_records_its_values_as_it_goes() {
         let w = Windows::new(config(6, 12));
         let t0 = Instant::now();
-        assert_eq!(
-            w.observe("a", &findings(0..9), true, t0).action,
-            Action::Log
-        );
-        let counts = |n: u64| {
-            let mut f = findings(0..n);
-            f.categories[0].values.clear();
-            f
-        };
-        assert!(!w.may_block("a", &counts(2), t0));
-        assert!(w.may_block("a", &counts(3), t0));
-        // A new principal: only the request's own count.
-        assert!(!w.may_block("b", &counts(11), t0));
-        assert!(w.may_block("b", &counts(12), t0));
-        // Three new values make 12; three already seen (and one new) make 10.
-        let v = w.check("a", &findings(100..103), t0);
+        // Snapshots of one body: 4 values, then 9 (the first 4 again): recorded once each.
+        for n in [4, 9] {
+            let v = w.observe_streamed("a", &findings(0..n), t0);
+            assert_ne!(v.action, Action::Block);
+        }
+        assert_eq!(w.distinct("a", "email", t0), 9);
+        assert_eq!(w.stats.raised.load(Ordering::Relaxed), 0);
+        // Another request of the sender, with 3 new values: 12, a block.
+        let v = w.observe("a", &findings(100..103), true, t0);
+        assert_eq!(v.action, Action::Block);
+        // The body's next snapshot with 3 more new values blocks it too, recording none.
+        let v = w.observe_streamed("a", &findings(0..12), t0);
         assert_eq!(v.action, Action::Block);
         assert_eq!((v.reasons[0].distinct, v.reasons[0].threshold), (12, 12));
-        assert_eq!(w.check("a", &findings(6..10), t0).action, Action::Allow);
-        // Nothing was recorded, and values past the span no longer count.
         assert_eq!(w.distinct("a", "email", t0), 9);
-        let later = t0 + Duration::from_secs(3601);
-        assert!(!w.may_block("a", &counts(3), later));
-        assert_eq!(
-            w.check("a", &findings(100..103), later).action,
-            Action::Allow
-        );
+        assert_eq!(w.stats.raised.load(Ordering::Relaxed), 2);
     }
 
     #[test]

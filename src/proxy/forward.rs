@@ -765,12 +765,12 @@ fn principal(insp: &Inspection<'_>) -> String {
 /// Applies the policy to what the scan has decided so far (a lower bound that only grows):
 /// `Err(Blocked)` once that is already a block. Log verdicts wait for [`judge`] at the end.
 ///
-/// Cumulative windows apply too (a known gap until session 13: values only a window
-/// blocks went upstream before the final judgement blocked them), recording nothing: once
-/// a window's block threshold is within reach of the request's distinct counts
-/// ([`Windows::may_block`](crate::policy::window::Windows::may_block), no hashes needed),
-/// the values' hashes are taken and checked, again whenever a count has grown past
-/// `window_checked` (the sum of the counts at the last check).
+/// Cumulative windows apply too, as the body goes (see
+/// [`Windows::observe_streamed`](crate::policy::window::Windows::observe_streamed): its
+/// values are recorded as they go upstream, so a window block stops it before they do,
+/// and another request of the same sender counts them): whenever a distinct count has
+/// grown past `window_checked` (their sum at the last look), with the hashes of the
+/// categories that have window thresholds only.
 fn judge_snapshot(
     shared: &Shared,
     live: &Live,
@@ -780,22 +780,28 @@ fn judge_snapshot(
     partial: bool,
     window_checked: &mut u64,
 ) -> Result<(), ProxyError> {
-    // The counts decide; the values' hashes are taken only for a block's record, or when
-    // a window may block.
+    // The counts decide; the values' hashes are taken only for a block's record, or for
+    // the windows.
     let counts = scan.counts();
     let mut verdict = policy::evaluate(&live.config.rules, &counts, &insp.input);
+    // As in `decide`: a request refused as not fully inspected, and what goes to a
+    // sanctioned destination, fill no window.
+    let refused = scan.not_scanned().is_some()
+        && live.config.inspection.on_inspection_error == OnInspectionError::Block;
+    let total: u64 = counts.categories.iter().map(|c| c.distinct).sum();
     if verdict.action != Action::Block
+        && !refused
         && !matches!(verdict.destination, policy::Destination::Sanctioned(_))
+        && total > *window_checked
         && shared.windows.enabled()
     {
-        let total: u64 = counts.categories.iter().map(|c| c.distinct).sum();
-        let principal = principal(insp);
-        let now = Instant::now();
-        if total > *window_checked && shared.windows.may_block(&principal, &counts, now) {
-            *window_checked = total;
-            let window = shared.windows.check(&principal, &scan.findings(), now);
-            verdict.raise(window.action, window.reasons);
-        }
+        *window_checked = total;
+        let thresholds = shared.windows.config().thresholds;
+        let counted = scan.counts_with_values(&|c: &str| thresholds.contains_key(c));
+        let window = shared
+            .windows
+            .observe_streamed(&principal(insp), &counted, Instant::now());
+        verdict.raise(window.action, window.reasons);
     }
     if verdict.action != Action::Block
         && let Some(not_scanned) = scan.not_scanned()

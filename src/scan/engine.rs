@@ -839,7 +839,7 @@ impl Engine {
                 break;
             }
         }
-        state.findings(self, true)
+        state.findings(self, &|_| true)
     }
 }
 
@@ -933,7 +933,7 @@ impl Stream<'_> {
     /// end of what was fed may still be pending). Counts only grow, so a verdict of block
     /// on a snapshot stays block — the proxy uses this to abort an oversize upload early.
     pub fn findings(&self) -> Findings {
-        self.state.findings(self.engine, true)
+        self.state.findings(self.engine, &|_| true)
     }
 
     /// [`Stream::findings`] without the distinct values' hashes
@@ -943,13 +943,19 @@ impl Stream<'_> {
     /// time, up to 10 000 per category, is work that grows with the values seen, in a
     /// log full of log-only values on every chunk).
     pub fn counts(&self) -> Findings {
-        self.state.findings(self.engine, false)
+        self.state.findings(self.engine, &|_| false)
+    }
+
+    /// [`Stream::counts`] with the hashes of the categories `wanted` says (those a
+    /// cumulative window counts), not of the others.
+    pub fn counts_with_values(&self, wanted: &dyn Fn(&str) -> bool) -> Findings {
+        self.state.findings(self.engine, wanted)
     }
 
     /// Ends the body and returns what was found.
     pub fn finish(mut self) -> Findings {
         self.state.advance(self.engine, &self.buf, self.base, true);
-        self.state.findings(self.engine, true)
+        self.state.findings(self.engine, &|_| true)
     }
 }
 
@@ -1810,7 +1816,7 @@ impl State {
     }
 
     /// The findings so far; `values`: with the distinct values' hashes, sorted.
-    fn findings(&self, e: &Engine, values: bool) -> Findings {
+    fn findings(&self, e: &Engine, values: &dyn Fn(&str) -> bool) -> Findings {
         let rules = e
             .rules
             .iter()
@@ -1839,7 +1845,7 @@ impl State {
                 category: c.clone(),
                 distinct: d.set.len() as u64,
                 distinct_capped: d.capped,
-                values: if values {
+                values: if values(c) {
                     let mut values: Vec<u64> = d.set.iter().copied().collect();
                     values.sort_unstable();
                     values
