@@ -1815,7 +1815,8 @@ impl State {
         low
     }
 
-    /// The findings so far; `values`: with the distinct values' hashes, sorted.
+    /// The findings so far; `values`: the categories whose distinct values' hashes come
+    /// with them (sorted).
     fn findings(&self, e: &Engine, values: &dyn Fn(&str) -> bool) -> Findings {
         let rules = e
             .rules
@@ -1865,8 +1866,8 @@ impl State {
 
 /// A rule's exclude patterns as searched: one regex of them all (`(?:a)|(?:b)`, each
 /// keeping its own flags), so a value costs one search, not one per pattern (the email
-/// rule's four suffix patterns took a tenth of the dense corpus's time, searched one by
-/// one); each on its own if together they exceed the compile limits.
+/// rule's four suffix patterns, one search each, cost 2.3 % more instructions on the dense
+/// corpus); each on its own if together they exceed the compile limits.
 fn excludes(patterns: &[String]) -> Vec<Regex> {
     let each = || {
         patterns
