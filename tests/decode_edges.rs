@@ -1800,3 +1800,39 @@ fn a_zstd_frame_is_waiting_until_it_ends() {
     assert_eq!(i.waiting(), 0);
     assert_eq!(i.finish().not_scanned, None);
 }
+
+/// Header fields and skippable frames held past 1 MiB are scanned before the decoded
+/// content ends; put into the stream between two steps of the decoder, they cut the
+/// decoded value across them. Twelve addresses, each split between two zstd frames around
+/// a skippable frame of 1.1 MiB (so the fields are due right between the halves): all
+/// twelve must be found, however the body is cut.
+#[test]
+fn fields_past_the_held_limit_do_not_cut_the_decoded_text() {
+    let e = engine();
+    let limits = Limits::default();
+    let pad = vec![b' '; (1 << 20) + (100 << 10)];
+    let mut skippable = vec![0x50, 0x2a, 0x4d, 0x18];
+    skippable.extend_from_slice(&(pad.len() as u32).to_le_bytes());
+    skippable.extend_from_slice(&pad);
+    let mut body = Vec::new();
+    for i in 0..12 {
+        let head = if i == 0 {
+            String::new()
+        } else {
+            "corp.io\n".to_owned()
+        };
+        let text = format!("{head}row {i}: user{i}@acme-");
+        body.extend(zstd::encode_all(text.as_bytes(), 3).unwrap());
+        body.extend_from_slice(&skippable);
+    }
+    body.extend(zstd::encode_all(&b"corp.io\n"[..], 3).unwrap());
+    for step in [body.len(), 65_536, 7_001] {
+        let mut i = Inspection::new(&e, &limits, Some(b"text/plain"), Some(b"zstd"));
+        for piece in body.chunks(step) {
+            i.feed(piece);
+        }
+        let o = i.finish();
+        assert_eq!(o.not_scanned, None);
+        assert_eq!(o.findings.category_distinct("email"), 12, "step {step}");
+    }
+}

@@ -224,8 +224,18 @@ const GZIP_HEAD_MAX: usize = 256 << 10;
 const FIELD_PIECE: usize = 64 << 10;
 
 /// Header fields and skippable frame pieces held for the end of the content at most;
-/// past this they are scanned at once.
+/// past this they are due, and go into the stream right after the next byte that
+/// separates values ([`Out::put_pending`]): put in between two steps of the decoder, they
+/// cut the value across them (found in session 13: twelve addresses, each split by a
+/// skippable frame of 1.1 MiB, were all lost).
 const FIELDS_HELD_MAX: usize = 1 << 20;
+
+/// Pending content past this goes in at once, separator or not (decoded text with no
+/// separator while this much comes: one value may be cut). Fields due wait for the next
+/// output of the decoder, and a stream of tiny frames between large skippable ones holds
+/// about 2 MiB of them before its text shows a separator (the test
+/// `decode_edges::fields_past_the_held_limit_do_not_cut_the_decoded_text`).
+const FIELDS_HELD_HARD: usize = 4 << 20;
 
 /// A gzip member header (RFC 1952 §2.3) at the start of `head`, when all of it is there:
 /// its length, with its name, comment and extra field appended to `fields`.
@@ -458,12 +468,19 @@ impl DecompressNode {
                     return;
                 }
             };
-            if !self.fields.is_empty()
-                && (self.produced == 0 || self.fields_held() > FIELDS_HELD_MAX)
-            {
-                // Nothing decoded yet (a first member's header: the usual case), so
-                // nothing to cut; or too much held.
-                self.scan_fields(out);
+            if !self.fields.is_empty() {
+                if self.produced == 0 {
+                    // Nothing decoded yet (a first member's header: the usual case), so
+                    // nothing to cut.
+                    self.scan_fields(out);
+                } else if self.fields_held() > FIELDS_HELD_MAX {
+                    for field in std::mem::take(&mut self.fields) {
+                        out.put_pending(self.depth + 1, field);
+                    }
+                    if out.pending_bytes() > FIELDS_HELD_HARD {
+                        out.flush_pending();
+                    }
+                }
             }
             if let Some(taken) = &mut self.guess {
                 if step.produced > 0 || taken.len() + step.used > GUESS_MAX {
@@ -776,6 +793,8 @@ impl DecompressNode {
             }
         }
         self.next.finish(out);
+        // The decoded content has ended: what was due goes in now.
+        out.flush_pending();
         // The fields after the decoded content has ended (a piece of a skippable frame
         // cut short too).
         if !self.piece.is_empty() {

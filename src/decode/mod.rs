@@ -210,6 +210,11 @@ pub(crate) struct Account {
     /// Input bytes the layers hold that are not scanned yet, every layer's [`Waiting`]
     /// together (see [`Inspection::waiting`]).
     waiting: Arc<AtomicU64>,
+    /// Content due before its layer's decoded text ends (a decompressor's header fields
+    /// and skippable frames past 1 MiB held: see [`Out::put_pending`]), each with the
+    /// depth it is scanned at: it goes into the stream right after the next byte that
+    /// separates values, so it cuts none. Counted in `waiting` meanwhile.
+    pending: Vec<(u32, Vec<u8>)>,
 }
 
 /// What one layer holds of its input, not scanned yet (decoded base64 text waiting for its
@@ -259,6 +264,7 @@ impl Account {
             problem: None,
             last_segment: 0,
             next_segment: 1,
+            pending: Vec::new(),
         }
     }
 
@@ -365,8 +371,50 @@ pub(crate) struct Out<'a, 'e> {
 
 impl Out<'_, '_> {
     /// Feeds `bytes` of segment `segment`; a line break first when the previous bytes
-    /// came from another segment, so that no match joins two layers.
+    /// came from another segment, so that no match joins two layers. Pending content
+    /// ([`Out::put_pending`]) goes in right after the first byte of them that separates
+    /// values.
     pub(crate) fn emit(&mut self, segment: u64, bytes: &[u8]) {
+        if !self.acct.pending.is_empty()
+            && let Some(p) = bytes.iter().position(|&b| sniff::separates_values(b))
+        {
+            self.emit_here(segment, &bytes[..=p]);
+            self.flush_pending();
+            return self.emit(segment, &bytes[p + 1..]);
+        }
+        self.emit_here(segment, bytes);
+    }
+
+    /// Content of its own (scanned at `depth`, as text) due now but not to be put between
+    /// two bytes of the text being decoded, where it would cut the value across them
+    /// (found in session 13: twelve addresses, each split by a zstd skippable frame of
+    /// 1.1 MiB, were all lost): it goes in at the next byte that separates values, or at
+    /// the end of the content ([`Out::flush_pending`]). Counted as waiting meanwhile.
+    pub(crate) fn put_pending(&mut self, depth: u32, content: Vec<u8>) {
+        self.acct
+            .waiting
+            .fetch_add(content.len() as u64, Ordering::Relaxed);
+        self.acct.pending.push((depth, content));
+    }
+
+    /// Bytes of pending content.
+    pub(crate) fn pending_bytes(&self) -> usize {
+        self.acct.pending.iter().map(|(_, c)| c.len()).sum()
+    }
+
+    /// Scans the pending content now, each as content of its own.
+    pub(crate) fn flush_pending(&mut self) {
+        for (depth, content) in std::mem::take(&mut self.acct.pending) {
+            self.acct
+                .waiting
+                .fetch_sub(content.len() as u64, Ordering::Relaxed);
+            let mut node = Node::text(depth, self.acct);
+            node.feed(&content, self);
+            node.finish(self);
+        }
+    }
+
+    fn emit_here(&mut self, segment: u64, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
@@ -727,6 +775,7 @@ impl<'e> Inspection<'e> {
             acct: &mut self.acct,
         };
         self.body.finish(&mut out);
+        out.flush_pending();
         Outcome {
             findings: self.stream.finish(),
             not_scanned: self.acct.problem,

@@ -838,12 +838,20 @@ impl Sniffer {
 /// byte of a stretch is outside any run whatever the chunks, and a symbol at a chunk's
 /// end, which may yet start a run, is never a place.
 fn force_place(bytes: &[u8], anywhere: u64) -> Option<usize> {
-    bytes.iter().enumerate().position(|(i, &b)| {
-        matches!(
-            b,
-            b'\n' | b'\r' | b'\t' | b'"' | b',' | b';' | b'<' | b'>' | b'{' | b'}' | b'[' | b']'
-        ) || (i as u64 >= anywhere && !is_symbol(b))
-    })
+    bytes
+        .iter()
+        .enumerate()
+        .position(|(i, &b)| separates_values(b) || (i as u64 >= anywhere && !is_symbol(b)))
+}
+
+/// A byte that separates values in the shapes text takes (a line end, a tab, a JSON or
+/// CSV delimiter, a tag's bracket): content put into the stream right after it cuts no
+/// value.
+pub(crate) fn separates_values(b: u8) -> bool {
+    matches!(
+        b,
+        b'\n' | b'\r' | b'\t' | b'"' | b',' | b';' | b'<' | b'>' | b'{' | b'}' | b'[' | b']'
+    )
 }
 
 /// Whether decoded content starting with `head` needs a node of its own: an archive, a
