@@ -21,7 +21,7 @@
 //!
 //! No I/O; time comes from the caller.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -182,6 +182,14 @@ pub struct WindowVerdict {
     pub reasons: Vec<Reason>,
 }
 
+/// The values one request has recorded in the windows so far, per category: a body
+/// streamed past the hold limit records its values as it goes, each snapshot carrying all
+/// of them so far; those recorded already are not recorded again (recorded again, values
+/// a full window had pushed out came back and were pushed out again, counted as evicted
+/// at every snapshot: found in review).
+#[derive(Debug, Default)]
+pub struct Recorded(HashMap<String, HashSet<u64>>);
+
 impl Windows {
     /// An empty table.
     pub fn new(config: WindowConfig) -> Windows {
@@ -239,20 +247,35 @@ impl Windows {
         allowed: bool,
         now: Instant,
     ) -> WindowVerdict {
-        let verdict = self.apply(principal, findings, allowed, now);
+        self.observe_recorded(principal, findings, allowed, now, &mut Recorded::default())
+    }
+
+    /// [`Windows::observe`] for a request that may have recorded values already
+    /// ([`Windows::observe_streamed`]): those in `recorded` are not recorded again, and
+    /// those recorded now are added to it.
+    pub fn observe_recorded(
+        &self,
+        principal: &str,
+        findings: &Findings,
+        allowed: bool,
+        now: Instant,
+        recorded: &mut Recorded,
+    ) -> WindowVerdict {
+        let verdict = self.apply(principal, findings, allowed, now, recorded);
         if verdict.action != Action::Allow {
             self.stats.raised.fetch_add(1, Ordering::Relaxed);
         }
         verdict
     }
 
-    /// [`Windows::observe`] without counting in [`WindowStats::raised`].
+    /// [`Windows::observe_recorded`] without counting in [`WindowStats::raised`].
     fn apply(
         &self,
         principal: &str,
         findings: &Findings,
         allowed: bool,
         now: Instant,
+        recorded: &mut Recorded,
     ) -> WindowVerdict {
         let mut verdict = WindowVerdict {
             action: Action::Allow,
@@ -283,7 +306,20 @@ impl Windows {
             counter.fetch_add(1, Ordering::Relaxed);
         }
         let windows = table.get_mut(principal).expect("just inserted");
-        for (category, thresholds) in &counted {
+        // Per category: the values this request has not recorded yet (those it has are
+        // in the window, unless pushed out by its cap).
+        let fresh: Vec<Vec<u64>> = counted
+            .iter()
+            .map(|(c, _)| {
+                let done = recorded.0.get(&c.category);
+                c.values
+                    .iter()
+                    .copied()
+                    .filter(|h| done.is_none_or(|d| !d.contains(h)))
+                    .collect()
+            })
+            .collect();
+        for ((category, thresholds), fresh) in counted.iter().zip(&fresh) {
             if !windows.contains_key(&category.category) {
                 windows.insert(category.category.clone(), Seen::default());
             }
@@ -291,7 +327,7 @@ impl Windows {
                 .get_mut(&category.category)
                 .expect("inserted just above");
             seen.expire(cutoff);
-            let distinct = seen.count_with(&category.values);
+            let distinct = seen.count_with(fresh);
             let crossed = [
                 (thresholds.block, Action::Block),
                 (thresholds.log, Action::Log),
@@ -312,11 +348,16 @@ impl Windows {
         }
         if allowed && verdict.action != Action::Block {
             let mut evicted = 0;
-            for (category, _) in &counted {
+            for ((category, _), fresh) in counted.iter().zip(fresh) {
                 let seen = windows
                     .get_mut(&category.category)
                     .expect("every counted category has an entry by now");
-                evicted += seen.record(&category.values, now, config.max_values);
+                evicted += seen.record(&fresh, now, config.max_values);
+                recorded
+                    .0
+                    .entry(category.category.clone())
+                    .or_default()
+                    .extend(fresh);
             }
             self.stats
                 .evicted_values
@@ -335,8 +376,9 @@ impl Windows {
     /// at 12). So the values are recorded as the body goes, unless the window blocks it:
     /// the chunks that carry them go upstream next. If the body is blocked later, what it
     /// had sent stays recorded (it left), and so do the values in the chunks it still held
-    /// back (at most 1 MiB: counted early rather than missed). The final
-    /// [`Windows::observe`] records them again (no change). Counted in
+    /// back (at most 1 MiB: counted early rather than missed). `recorded` keeps what the
+    /// body recorded, so each value is recorded once, at the snapshots and at the end
+    /// ([`Windows::observe_recorded`] with the same `recorded`). Counted in
     /// [`WindowStats::raised`] only for a block, which ends the request (the final
     /// judgement counts the rest).
     pub fn observe_streamed(
@@ -344,8 +386,9 @@ impl Windows {
         principal: &str,
         findings: &Findings,
         now: Instant,
+        recorded: &mut Recorded,
     ) -> WindowVerdict {
-        let verdict = self.apply(principal, findings, true, now);
+        let verdict = self.apply(principal, findings, true, now, recorded);
         if verdict.action == Action::Block {
             self.stats.raised.fetch_add(1, Ordering::Relaxed);
         }
@@ -431,8 +474,9 @@ mod tests {
         let w = Windows::new(config(6, 12));
         let t0 = Instant::now();
         // Snapshots of one body: 4 values, then 9 (the first 4 again): recorded once each.
+        let mut recorded = Recorded::default();
         for n in [4, 9] {
-            let v = w.observe_streamed("a", &findings(0..n), t0);
+            let v = w.observe_streamed("a", &findings(0..n), t0, &mut recorded);
             assert_ne!(v.action, Action::Block);
         }
         assert_eq!(w.distinct("a", "email", t0), 9);
@@ -441,7 +485,7 @@ mod tests {
         let v = w.observe("a", &findings(100..103), true, t0);
         assert_eq!(v.action, Action::Block);
         // The body's next snapshot with 3 more new values blocks it too, recording none.
-        let v = w.observe_streamed("a", &findings(0..12), t0);
+        let v = w.observe_streamed("a", &findings(0..12), t0, &mut recorded);
         assert_eq!(v.action, Action::Block);
         assert_eq!((v.reasons[0].distinct, v.reasons[0].threshold), (12, 12));
         assert_eq!(w.distinct("a", "email", t0), 9);

@@ -111,6 +111,7 @@ pub(super) async fn forward(
         method: req.method().clone(),
         uri: req.uri().clone(),
         body_bytes: 0,
+        window_recorded: Default::default(),
     };
     let (mut parts, mut body) = req.into_parts();
     match parts.uri.scheme_str() {
@@ -627,6 +628,7 @@ pub(super) fn judge_name(
         method: Method::CONNECT,
         uri,
         body_bytes: 0,
+        window_recorded: Default::default(),
     };
     observe::decided(
         &ctx.shared,
@@ -721,9 +723,17 @@ fn decide(
         let allowed = verdict.action != Action::Block
             && !refused
             && !matches!(verdict.destination, policy::Destination::Sanctioned(_));
-        let window = shared
-            .windows
-            .observe(&principal(insp), findings, allowed, Instant::now());
+        let mut recorded = insp
+            .window_recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let window = shared.windows.observe_recorded(
+            &principal(insp),
+            findings,
+            allowed,
+            Instant::now(),
+            &mut recorded,
+        );
         verdict.raise(window.action, window.reasons);
     }
     if verdict.action != Action::Block
@@ -798,9 +808,16 @@ fn judge_snapshot(
         *window_checked = total;
         let thresholds = shared.windows.config().thresholds;
         let counted = scan.counts_with_values(&|c: &str| thresholds.contains_key(c));
-        let window = shared
-            .windows
-            .observe_streamed(&principal(insp), &counted, Instant::now());
+        let mut recorded = insp
+            .window_recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let window = shared.windows.observe_streamed(
+            &principal(insp),
+            &counted,
+            Instant::now(),
+            &mut recorded,
+        );
         verdict.raise(window.action, window.reasons);
     }
     if verdict.action != Action::Block

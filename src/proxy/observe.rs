@@ -78,6 +78,10 @@ pub(super) struct Inspection<'a> {
     pub(super) uri: http::Uri,
     /// Body bytes read so far.
     pub(super) body_bytes: u64,
+    /// What the request has recorded in the cumulative windows so far (a body streamed
+    /// past the hold limit records as it goes: see
+    /// [`Windows::observe_streamed`](crate::policy::window::Windows::observe_streamed)).
+    pub(super) window_recorded: std::sync::Mutex<crate::policy::window::Recorded>,
 }
 
 /// The port a request goes to: its target's, else the default of its scheme (443 for

@@ -634,6 +634,18 @@ pub fn compile(pattern: &str) -> Result<regex::bytes::Regex, String> {
         .map_err(|e| e.to_string())
 }
 
+/// [`compile`] for several patterns searched together (a rule's excludes): the same
+/// limits, each pattern with its own flags.
+pub fn compile_set(patterns: &[String]) -> Result<regex::bytes::RegexSet, String> {
+    regex::bytes::RegexSetBuilder::new(patterns)
+        .unicode(false)
+        .size_limit(1 << 20)
+        .dfa_size_limit(2 << 20)
+        .nest_limit(64)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 /// FNV-1a, for the rule set's version string (not security relevant).
 #[derive(Default)]
 struct Fnv64(Option<u64>);
