@@ -132,19 +132,7 @@ fn raw_escapes_in_stored_blocks_do_not_add_values() {
     // What an encoder does with an upload it cannot compress: a multipart form with the
     // note as a JSON field and a photo (random bytes), brotli-encoded by the `brotli`
     // crate (quality 5) — it stores the meta-block, the raw JSON among the photo's bytes.
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let photo: Vec<u8> = (0..(100 << 10))
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect();
-    let form = support::bodies::multipart(&[
-        ("meta", None, Some("application/json"), "", json.as_bytes()),
-        ("photo", Some("p.jpg"), Some("image/jpeg"), "", &photo),
-    ]);
+    let form = form_with_photo(&json);
     let ct = support::bodies::multipart_type();
     let count_form = |body: &[u8], coding: Option<&[u8]>| {
         let mut i = Inspection::new(&e, &limits, Some(ct.as_bytes()), coding);
@@ -265,19 +253,7 @@ async fn a_benign_form_brotli_encoded_is_not_blocked() {
     let proxy = Proxy::start("").await;
     let note: String = (0..6).map(|i| format!("user{i}@acme-corp.io\\n")).collect();
     let json = format!("{{\"to\":\"{note}\"}}");
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let photo: Vec<u8> = (0..(100 << 10))
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect();
-    let form = support::bodies::multipart(&[
-        ("meta", None, Some("application/json"), "", json.as_bytes()),
-        ("photo", Some("p.jpg"), Some("image/jpeg"), "", &photo),
-    ]);
+    let form = form_with_photo(&json);
     let mut statuses = Vec::new();
     for (coding, body) in [
         (None, form.clone()),
@@ -299,4 +275,22 @@ async fn a_benign_form_brotli_encoded_is_not_blocked() {
         statuses.push(parse_reply(&read_to_close(&mut s).await).status);
     }
     assert_eq!(statuses, [200, 200], "(plain, brotli-encoded)");
+}
+
+/// A multipart form of `json` as a field and a photo (100 KiB of random bytes, which a
+/// brotli encoder cannot compress, so it stores the meta-block: the raw JSON among them).
+fn form_with_photo(json: &str) -> Vec<u8> {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let photo: Vec<u8> = (0..(100 << 10))
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    support::bodies::multipart(&[
+        ("meta", None, Some("application/json"), "", json.as_bytes()),
+        ("photo", Some("p.jpg"), Some("image/jpeg"), "", &photo),
+    ])
 }

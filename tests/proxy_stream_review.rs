@@ -29,6 +29,26 @@ fn emails(from: usize, n: usize) -> String {
         .collect()
 }
 
+/// Starts a POST to `url` through `proxy` whose body streams past the 64 KiB hold limit:
+/// 128 KiB of filler, a pause, `list`, a pause, 64 KiB of filler (each its own write);
+/// the body is declared `more` bytes longer, not sent yet.
+async fn stream_list(proxy: std::net::SocketAddr, url: &str, list: &str, more: usize) -> TcpStream {
+    let first = filler(128 << 10);
+    let after = filler(64 << 10);
+    let total = first.len() + list.len() + after.len() + more;
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    let head = format!(
+        "POST {url} HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(list.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(&after).await.unwrap();
+    s
+}
+
 /// `policy.windows` was applied only in the final judgement ([`decide`]), never to a
 /// streamed body's snapshot (`judge_snapshot` evaluated the rules alone; a known gap
 /// until session 13). A sender who already sent 9 addresses this hour (allowed) streams 9
@@ -50,20 +70,7 @@ async fn a_window_block_stops_a_streamed_body_before_its_values_go_upstream() {
 
     // The same sender streams nine more, after the held part, then a little filler and a
     // pause (the body declared 4 MiB longer).
-    let list = emails(100, 9);
-    let first = filler(128 << 10);
-    let after = filler(64 << 10);
-    let total = first.len() + list.len() + after.len() + (4 << 20);
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let head = format!(
-        "POST {url} HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(&first).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    s.write_all(list.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    s.write_all(&after).await.unwrap();
+    let mut s = stream_list(proxy.addr, &url, &emails(100, 9), 4 << 20).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     s.write_all(&filler(64 << 10)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -307,20 +314,7 @@ async fn values_in_flight_in_a_streamed_body_count_for_the_window() {
     )
     .await;
     let url = upstream.url("/drip");
-    let list = emails(100, 9);
-    let first = filler(128 << 10);
-    let after = filler(64 << 10);
-    let total = first.len() + list.len() + after.len() + (64 << 10);
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let head = format!(
-        "POST {url} HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(&first).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    s.write_all(list.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    s.write_all(&after).await.unwrap();
+    let mut s = stream_list(proxy.addr, &url, &emails(100, 9), 64 << 10).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // A second request of the same sender (the same client address), held whole.

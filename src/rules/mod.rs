@@ -622,28 +622,31 @@ fn validate_rule(file: &Path, raw: RawRule, errors: &mut Vec<RuleError>) -> Opti
     })
 }
 
+/// Builds a regex (or set) from `builder` with the engine's settings: bytes, ASCII
+/// classes, size limits so a hostile pattern cannot exhaust memory. One place, so that a
+/// rule's pattern and its excludes get the same limits.
+macro_rules! with_limits {
+    ($builder:expr) => {
+        $builder
+            .unicode(false)
+            .size_limit(1 << 20)
+            .dfa_size_limit(2 << 20)
+            .nest_limit(64)
+            .build()
+            .map_err(|e| e.to_string())
+    };
+}
+
 /// Compiles a rule or exclude pattern the way the engine does: bytes, ASCII classes,
 /// with size limits so a hostile pattern cannot exhaust memory.
 pub fn compile(pattern: &str) -> Result<regex::bytes::Regex, String> {
-    regex::bytes::RegexBuilder::new(pattern)
-        .unicode(false)
-        .size_limit(1 << 20)
-        .dfa_size_limit(2 << 20)
-        .nest_limit(64)
-        .build()
-        .map_err(|e| e.to_string())
+    with_limits!(regex::bytes::RegexBuilder::new(pattern))
 }
 
 /// [`compile`] for several patterns searched together (a rule's excludes): the same
 /// limits, each pattern with its own flags.
 pub fn compile_set(patterns: &[String]) -> Result<regex::bytes::RegexSet, String> {
-    regex::bytes::RegexSetBuilder::new(patterns)
-        .unicode(false)
-        .size_limit(1 << 20)
-        .dfa_size_limit(2 << 20)
-        .nest_limit(64)
-        .build()
-        .map_err(|e| e.to_string())
+    with_limits!(regex::bytes::RegexSetBuilder::new(patterns))
 }
 
 /// FNV-1a, for the rule set's version string (not security relevant).
