@@ -925,6 +925,11 @@ impl<'e> TimedScan<'e> {
         self.timed(|s| s.counts_with_values(wanted))
     }
 
+    /// [`Inspection::flush_pending`](crate::decode::Inspection::flush_pending), timed.
+    pub fn flush_pending(&mut self) {
+        self.timed(|s| s.flush_pending());
+    }
+
     /// [`Inspection::undecided`](crate::decode::Inspection::undecided).
     pub fn undecided(&self) -> bool {
         self.scan.undecided()

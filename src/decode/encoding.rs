@@ -227,8 +227,10 @@ const FIELD_PIECE: usize = 64 << 10;
 /// past this they are due, and go into the stream right after the next byte that
 /// separates values ([`Out::put_pending`]): put in between two steps of the decoder, they
 /// cut the value across them (found in session 13: twelve addresses, each split by a
-/// skippable frame of 1.1 MiB, were all lost).
-const FIELDS_HELD_MAX: usize = 1 << 20;
+/// skippable frame of 1.1 MiB, were all lost). Half the held-back chunks of a streamed
+/// body (1 MiB), so what a node still holds lies in the chunks held back, and what is
+/// pending is put in before they go ([`super::Inspection::flush_pending`]).
+const FIELDS_HELD_MAX: usize = 512 << 10;
 
 /// Pending content past this goes in at once, separator or not (decoded text with no
 /// separator while this much comes: one value may be cut). Fields due wait for the next
@@ -473,7 +475,10 @@ impl DecompressNode {
                     // Nothing decoded yet (a first member's header: the usual case), so
                     // nothing to cut.
                     self.scan_fields(out);
-                } else if self.fields_held() > FIELDS_HELD_MAX {
+                } else if self.fields.iter().map(Vec::len).sum::<usize>() > FIELDS_HELD_MAX {
+                    // Whole fields and pieces only (a piece ends at a place in the content,
+                    // a chunk anywhere: found in review, counting the piece being filled
+                    // moved the fields at a place that depended on the chunks).
                     for field in std::mem::take(&mut self.fields) {
                         out.put_pending(self.depth + 1, field);
                     }

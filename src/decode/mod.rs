@@ -215,6 +215,9 @@ pub(crate) struct Account {
     /// depth it is scanned at: it goes into the stream right after the next byte that
     /// separates values, so it cuts none. Counted in `waiting` meanwhile.
     pending: Vec<(u32, Vec<u8>)>,
+    /// The last byte fed to the stream separates values (or none was fed): pending
+    /// content put in here cuts no value.
+    after_separator: bool,
 }
 
 /// What one layer holds of its input, not scanned yet (decoded base64 text waiting for its
@@ -265,6 +268,7 @@ impl Account {
             last_segment: 0,
             next_segment: 1,
             pending: Vec::new(),
+            after_separator: true,
         }
     }
 
@@ -425,6 +429,7 @@ impl Out<'_, '_> {
             self.acct.last_segment = segment;
         }
         self.stream.feed(bytes);
+        self.acct.after_separator = bytes.last().is_some_and(|&b| sniff::separates_values(b));
     }
 }
 
@@ -756,6 +761,32 @@ impl<'e> Inspection<'e> {
     /// went upstream before its decoded text was counted).
     pub fn waiting(&self) -> u64 {
         self.acct.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Scans the pending content now ([`Out::put_pending`]: a decompressor's header
+    /// fields or skippable frames past 1 MiB, waiting for a byte of the decoded text that
+    /// separates values), wherever the stream is. A proxy streaming a body calls this
+    /// before it lets go of chunks the findings may not cover (past its held-back cap):
+    /// inside a large skippable frame no decoded text comes, and a list in it went upstream
+    /// before it was counted (found in review). If the stream's last byte does not
+    /// separate values, the content may cut a value of the decoded text: the request is
+    /// then not fully inspected (no benign sender holds a value open across a megabyte of
+    /// skipped frames).
+    pub fn flush_pending(&mut self) {
+        if self.acct.pending.is_empty() {
+            return;
+        }
+        if !self.acct.after_separator {
+            self.acct.problem(
+                Reason::Unsupported,
+                "header fields or skippable frames over 1 MiB inside a value of a streamed body",
+            );
+        }
+        let mut out = Out {
+            stream: &mut self.stream,
+            acct: &mut self.acct,
+        };
+        out.flush_pending();
     }
 
     /// Whether the findings may not cover every byte fed so far: the decoders hold bytes

@@ -514,7 +514,30 @@ async fn stream_through(
                 // engine has values still to decide (a short list followed by a byte or
                 // two and a pause), the chunks that gave them wait too, up to the cap;
                 // then the oldest go.
-                let waiting = scan.undecided();
+                let mut waiting = scan.undecided();
+                if waiting && queued > wait_cap {
+                    // Chunks are about to go that the findings may not cover: content
+                    // waiting for its place in the stream (a decompressor's fields past
+                    // its limit, below the cap: see `Inspection::flush_pending`) goes in
+                    // now, and is judged before they go (found in review: a list at the
+                    // start of a 3 MiB skippable frame went upstream uncounted).
+                    scan.flush_pending();
+                    let problem = scan.not_scanned().is_some();
+                    if scan.matches() != judged || problem != judged_problem {
+                        judged = scan.matches();
+                        judged_problem = problem;
+                        judge_snapshot(
+                            shared,
+                            live,
+                            &mut scan,
+                            insp,
+                            &[],
+                            true,
+                            &mut window_checked,
+                        )?;
+                    }
+                    waiting = scan.undecided();
+                }
                 while queue.len() > 1 && (!waiting || queued > wait_cap) {
                     let ready = queue.pop_front().expect("more than one chunk queued");
                     queued -= ready.len();
