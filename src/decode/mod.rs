@@ -211,7 +211,7 @@ pub(crate) struct Account {
     /// together (see [`Inspection::waiting`]).
     waiting: Arc<AtomicU64>,
     /// Content due before its layer's decoded text ends (a decompressor's header fields
-    /// and skippable frames past 1 MiB held: see [`Out::put_pending`]), each with the
+    /// and skippable frames past 512 KiB held: see [`Out::put_pending`]), each with the
     /// depth it is scanned at: it goes into the stream right after the next byte that
     /// separates values, so it cuts none. Counted in `waiting` meanwhile.
     pending: Vec<(u32, Vec<u8>)>,
@@ -392,8 +392,9 @@ impl Out<'_, '_> {
     /// Content of its own (scanned at `depth`, as text) due now but not to be put between
     /// two bytes of the text being decoded, where it would cut the value across them
     /// (found in session 13: twelve addresses, each split by a zstd skippable frame of
-    /// 1.1 MiB, were all lost): it goes in at the next byte that separates values, or at
-    /// the end of the content ([`Out::flush_pending`]). Counted as waiting meanwhile.
+    /// 1.1 MiB, were all lost): it goes in at the next byte that separates values, at the
+    /// end of the content ([`Out::flush_pending`]), or before a streamed body's chunks go
+    /// ([`Inspection::flush_pending`]). Counted as waiting meanwhile.
     pub(crate) fn put_pending(&mut self, depth: u32, content: Vec<u8>) {
         self.acct
             .waiting
@@ -764,14 +765,14 @@ impl<'e> Inspection<'e> {
     }
 
     /// Scans the pending content now ([`Out::put_pending`]: a decompressor's header
-    /// fields or skippable frames past 1 MiB, waiting for a byte of the decoded text that
+    /// fields or skippable frames past 512 KiB, waiting for a byte of the decoded text that
     /// separates values), wherever the stream is. A proxy streaming a body calls this
     /// before it lets go of chunks the findings may not cover (past its held-back cap):
     /// inside a large skippable frame no decoded text comes, and a list in it went upstream
     /// before it was counted (found in review). If the stream's last byte does not
     /// separate values, the content may cut a value of the decoded text: the request is
-    /// then not fully inspected (no benign sender holds a value open across a megabyte of
-    /// skipped frames).
+    /// then not fully inspected (no benign sender holds a value open across half a megabyte
+    /// of skipped frames).
     pub fn flush_pending(&mut self) {
         if self.acct.pending.is_empty() {
             return;
@@ -779,7 +780,7 @@ impl<'e> Inspection<'e> {
         if !self.acct.after_separator {
             self.acct.problem(
                 Reason::Unsupported,
-                "header fields or skippable frames over 1 MiB inside a value of a streamed body",
+                "header fields or skippable frames over 512 KiB inside a value of a streamed body",
             );
         }
         let mut out = Out {
