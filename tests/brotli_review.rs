@@ -50,19 +50,7 @@ fn emails(e: &Engine, body: &[u8], cuts: &[usize]) -> (u64, Option<String>) {
 fn a_list_with_each_address_across_a_piece_boundary_is_found() {
     let e = engine();
     let n = 12;
-    let build = |data: &[u8]| brotli_stream(&[BrotliBlock::Metadata(data)]);
-    let len = (n + 1) * PIECE;
-    // Where the metadata block's bytes start in the stream (its header's length depends
-    // only on the block's length).
-    let start = build(&vec![b' '; len]).len() - 1 - len;
-    let mut data = vec![b' '; len];
-    for i in 0..n {
-        let email = format!("user{i}@acme-corp.io");
-        // The boundary `(i + 1) * PIECE` of the stream falls on the `@`.
-        let at = (i + 1) * PIECE - start - email.find('@').unwrap();
-        data[at..at + email.len()].copy_from_slice(email.as_bytes());
-    }
-    let body = build(&data);
+    let body = list_across_pieces(n);
     for step in [body.len(), 65_536] {
         let cuts: Vec<usize> = (step..body.len()).step_by(step).collect();
         let (found, problem) = emails(&e, &body, &cuts);
@@ -190,17 +178,7 @@ fn leaked(upstream: &Upstream) -> usize {
 async fn a_metadata_list_across_piece_boundaries_is_blocked() {
     let upstream = Upstream::start().await;
     let proxy = Proxy::start("").await;
-    let n = 12;
-    let len = (n + 1) * PIECE;
-    let build = |data: &[u8]| brotli_stream(&[BrotliBlock::Metadata(data)]);
-    let start = build(&vec![b' '; len]).len() - 1 - len;
-    let mut data = vec![b' '; len];
-    for i in 0..n {
-        let email = format!("user{i}@acme-corp.io");
-        let at = (i + 1) * PIECE - start - email.find('@').unwrap();
-        data[at..at + email.len()].copy_from_slice(email.as_bytes());
-    }
-    let body = build(&data);
+    let body = list_across_pieces(12);
     let status = send_br(&proxy, &upstream.url("/meta"), &[&body], 0).await;
     assert_eq!(
         (status, leaked(&upstream)),
@@ -293,4 +271,22 @@ fn form_with_photo(json: &str) -> Vec<u8> {
         ("meta", None, Some("application/json"), "", json.as_bytes()),
         ("photo", Some("p.jpg"), Some("image/jpeg"), "", &photo),
     ])
+}
+
+/// A brotli stream of one metadata block holding `n` addresses, the `@` of the `i`-th on
+/// the stream's offset `(i + 1) * PIECE` (where the scanned pieces of session 13's attempt
+/// were cut).
+fn list_across_pieces(n: usize) -> Vec<u8> {
+    let build = |data: &[u8]| brotli_stream(&[BrotliBlock::Metadata(data)]);
+    let len = (n + 1) * PIECE;
+    // Where the metadata block's bytes start in the stream (its header's length depends
+    // only on the block's length).
+    let start = build(&vec![b' '; len]).len() - 1 - len;
+    let mut data = vec![b' '; len];
+    for i in 0..n {
+        let email = format!("user{i}@acme-corp.io");
+        let at = (i + 1) * PIECE - start - email.find('@').unwrap();
+        data[at..at + email.len()].copy_from_slice(email.as_bytes());
+    }
+    build(&data)
 }

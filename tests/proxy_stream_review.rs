@@ -116,29 +116,16 @@ async fn a_window_threshold_below_the_rules_blocks_a_streamed_body_before_its_va
     assert_eq!(reply.status, 403, "held: {}", reply.text());
     assert!(upstream.requests().is_empty());
 
-    let list = emails(0, 8);
-    let first = filler(128 << 10);
-    let after = filler(64 << 10);
     let tail = filler(64 << 10);
-    let total = first.len() + list.len() + after.len() + tail.len();
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let head = format!(
-        "POST {url} HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(&first).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    s.write_all(list.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    s.write_all(&after).await.unwrap();
+    let mut s = stream_list(proxy.addr, &url, &emails(0, 8), tail.len()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mid = upstream.requests();
     // Blocked before it: the proxy may have stopped reading.
     let _ = s.write_all(&tail).await;
     let reply = parse_reply(&read_to_close(&mut s).await);
-    // The end is blocked (by the window)...
+    // Blocked by the window...
     assert_eq!(reply.status, 403, "{}", reply.text());
-    // ... but the addresses had left already.
+    // ... before any of the addresses went upstream.
     for r in &mid {
         let n = String::from_utf8_lossy(&r.body)
             .matches("@acme-corp.io")

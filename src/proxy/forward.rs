@@ -426,9 +426,7 @@ async fn stream_through(
     insp: &mut Inspection<'_>,
 ) -> Result<Response<Incoming>, ProxyError> {
     let shared = &*ctx.shared;
-    // The distinct counts' sum when a window last checked the values (see
-    // [`judge_snapshot`]).
-    let mut window_checked = 0u64;
+    let mut judged = Judged::default();
     // The held bytes were scanned already: a block there costs the upstream nothing.
     judge_snapshot(
         shared,
@@ -437,8 +435,10 @@ async fn stream_through(
         insp,
         &held,
         false,
-        &mut window_checked,
+        &mut judged.window_total,
     )?;
+    judged.matches = scan.matches();
+    judged.problem = scan.not_scanned().is_some();
     let (tx, up_body) = UpstreamBody::streamed(STREAM_CHANNEL_CHUNKS);
     let sent = std::time::Instant::now();
     let send = intercept::send(&shared.client, Request::from_parts(parts, up_body));
@@ -457,8 +457,6 @@ async fn stream_through(
             let mut queued = 0usize;
             let wait_cap = WAIT_CAP.min(shared.config.limits.hold_bytes) as usize;
             let mut unjudged = 0usize;
-            let mut judged = scan.matches();
-            let mut judged_problem = scan.not_scanned().is_some();
             loop {
                 let next = match held.next() {
                     Some(chunk) => chunk,
@@ -479,26 +477,11 @@ async fn stream_through(
                                 // reached the upstream (not a complete request) before
                                 // its block (found in a red-team review).
                                 // So is a chunk in which the request became known not to
-                                // be fully inspectable.
-                                let problem = scan.not_scanned().is_some();
-                                if unjudged >= SNAPSHOT_INTERVAL
-                                    || scan.matches() != judged
-                                    || problem != judged_problem
-                                {
+                                // be fully inspectable. Dropping `tx` without
+                                // `Piece::End` (the `?`) aborts the upstream body.
+                                let every = unjudged >= SNAPSHOT_INTERVAL;
+                                if judged.judge(shared, live, &mut scan, insp, every)? {
                                     unjudged = 0;
-                                    judged = scan.matches();
-                                    judged_problem = problem;
-                                    // Dropping `tx` without `Piece::End` (the `?`) aborts
-                                    // the upstream body.
-                                    judge_snapshot(
-                                        shared,
-                                        live,
-                                        &mut scan,
-                                        insp,
-                                        &[],
-                                        true,
-                                        &mut window_checked,
-                                    )?;
                                 }
                                 data
                             }
@@ -522,20 +505,7 @@ async fn stream_through(
                     // now, and is judged before they go (found in review: a list at the
                     // start of a 3 MiB skippable frame went upstream uncounted).
                     scan.flush_pending();
-                    let problem = scan.not_scanned().is_some();
-                    if scan.matches() != judged || problem != judged_problem {
-                        judged = scan.matches();
-                        judged_problem = problem;
-                        judge_snapshot(
-                            shared,
-                            live,
-                            &mut scan,
-                            insp,
-                            &[],
-                            true,
-                            &mut window_checked,
-                        )?;
-                    }
+                    judged.judge(shared, live, &mut scan, insp, false)?;
                     waiting = scan.undecided();
                 }
                 while queue.len() > 1 && (!waiting || queued > wait_cap) {
@@ -786,6 +756,39 @@ fn decide(
     Ok(verdict)
 }
 
+/// What a streamed body's snapshots last judged (see [`judge_snapshot`]).
+#[derive(Default)]
+struct Judged {
+    /// Values counted then ([`TimedScan::matches`]).
+    matches: u64,
+    /// Whether the request was known then not to be fully inspectable.
+    problem: bool,
+    /// The sum of the distinct counts when a window last looked at the values.
+    window_total: u64,
+}
+
+impl Judged {
+    /// Judges a streamed body's snapshot mid-stream when a value was counted or a problem
+    /// found since the last one, or when `anyway`; `Ok(true)` when it judged.
+    fn judge(
+        &mut self,
+        shared: &Shared,
+        live: &Live,
+        scan: &mut TimedScan<'_>,
+        insp: &Inspection<'_>,
+        anyway: bool,
+    ) -> Result<bool, ProxyError> {
+        let problem = scan.not_scanned().is_some();
+        if !anyway && scan.matches() == self.matches && problem == self.problem {
+            return Ok(false);
+        }
+        self.matches = scan.matches();
+        self.problem = problem;
+        judge_snapshot(shared, live, scan, insp, &[], true, &mut self.window_total)?;
+        Ok(true)
+    }
+}
+
 /// Whose cumulative windows a request counts in: its user's when it has one, else its
 /// client address's.
 fn principal(insp: &Inspection<'_>) -> String {
@@ -802,7 +805,7 @@ fn principal(insp: &Inspection<'_>) -> String {
 /// [`Windows::observe_streamed`](crate::policy::window::Windows::observe_streamed): its
 /// values are recorded as they go upstream, so a window block stops it before they do,
 /// and another request of the same sender counts them): whenever a distinct count has
-/// grown past `window_checked` (their sum at the last look), with the hashes of the
+/// grown past `window_total` (their sum at the last look), with the hashes of the
 /// categories that have window thresholds only.
 fn judge_snapshot(
     shared: &Shared,
@@ -811,7 +814,7 @@ fn judge_snapshot(
     insp: &Inspection<'_>,
     held: &[Bytes],
     partial: bool,
-    window_checked: &mut u64,
+    window_total: &mut u64,
 ) -> Result<(), ProxyError> {
     // The counts decide; the values' hashes are taken only for a block's record, or for
     // the windows.
@@ -825,10 +828,10 @@ fn judge_snapshot(
     if verdict.action != Action::Block
         && !refused
         && !matches!(verdict.destination, policy::Destination::Sanctioned(_))
-        && total > *window_checked
+        && total > *window_total
         && shared.windows.enabled()
     {
-        *window_checked = total;
+        *window_total = total;
         let thresholds = shared.windows.config().thresholds;
         let counted = scan.counts_with_values(&|c: &str| thresholds.contains_key(c));
         let mut recorded = insp
