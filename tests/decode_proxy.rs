@@ -3,6 +3,7 @@
 //! shape reaches the upstream byte for byte (the original encoded bytes, not the decoded
 //! ones); corrupt and unsupported encodings get the documented "could not be inspected"
 //! answer, or pass untouched under `policy.on_inspection_error: allow`; scanned headers.
+//! UTF-16 text (with its byte-order mark) is among the shapes.
 
 mod support;
 
@@ -67,6 +68,34 @@ fn shapes(payload: &str) -> Vec<Shape> {
                 "",
                 &xlsx(payload),
             )]),
+        ),
+        (
+            "utf-16le text (Excel's Unicode Text)",
+            vec![("Content-Type", "text/plain".into())],
+            utf16(payload, true),
+        ),
+        ("utf-16be text", vec![], utf16(payload, false)),
+        (
+            "utf-16le csv in multipart, gzipped",
+            vec![
+                ("Content-Type", multipart_type()),
+                ("Content-Encoding", "gzip".into()),
+            ],
+            gzip(&multipart(&[(
+                "file",
+                Some("export.csv"),
+                Some("text/csv"),
+                "",
+                &utf16(payload, true),
+            )])),
+        ),
+        (
+            "utf-16le file in a zip",
+            vec![("Content-Type", "application/zip".into())],
+            zip(
+                &[("export.txt", &utf16(payload, true))],
+                ZipMethod::Deflated,
+            ),
         ),
     ]
 }
@@ -486,4 +515,29 @@ async fn a_customer_list_in_named_gzip_members_is_blocked() {
         "the list reached the upstream"
     );
     assert_eq!(reply.status, 403, "{}", reply.text());
+}
+
+/// A byte-order mark put in front of a plain (UTF-8) export, to have it read as UTF-16 and
+/// so hidden: its bytes are still read as they are.
+#[tokio::test]
+async fn a_utf16_mark_in_front_of_plain_text_hides_nothing() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start("").await;
+    let export = customer_export(50);
+    for mark in [&b"\xff\xfe"[..], b"\xfe\xff", b"\xff\xfe\x00"] {
+        let mut body = mark.to_vec();
+        body.extend_from_slice(export.as_bytes());
+        let headers = [("Content-Type", "text/csv".to_owned())];
+        let reply = post(&proxy, &upstream, &headers, &body).await;
+        assert_eq!(reply.status, 403, "{mark:?}: {}", reply.text());
+        assert!(
+            reply.text().contains("email: 50 distinct"),
+            "{mark:?}: {}",
+            reply.text()
+        );
+    }
+    assert!(
+        upstream.requests().is_empty(),
+        "something reached the upstream"
+    );
 }

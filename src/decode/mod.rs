@@ -26,7 +26,9 @@
 //!   least [`BASE64_MIN_RUN`] characters (standard or URL-safe alphabet) are decoded and
 //!   scanned ([`base64`]); content that starts like a zip archive (.zip, .xlsx, .docx,
 //!   .odt: [`zip`]) is read entry by entry, XML entries also as their text; content that
-//!   starts like a gzip or zstd stream is decompressed.
+//!   starts like a gzip or zstd stream is decompressed; text that starts with a UTF-16
+//!   byte-order mark (Excel's "Unicode Text", Windows PowerShell's `Out-File`) is
+//!   transcoded to UTF-8 ([`utf16`]).
 //!
 //! Each decoded layer is fed as its own segment: a line break goes into the stream
 //! whenever the output switches between layers, so no match joins bytes of two layers.
@@ -62,6 +64,7 @@ pub mod json;
 pub mod multipart;
 mod node;
 pub(crate) mod sniff;
+mod utf16;
 pub mod zip;
 
 use node::Node;

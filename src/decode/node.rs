@@ -12,6 +12,7 @@ use super::form::FormNode;
 use super::json::JsonNode;
 use super::multipart::{MultipartNode, QuotedPrintableNode};
 use super::sniff::Sniffer;
+use super::utf16::Utf16Node;
 use super::zip::{XmlNode, ZipNode};
 use super::{Account, Out, Reason, header_params, media_type, names_several_types, unquoted};
 
@@ -35,6 +36,8 @@ pub(crate) enum Node {
     Base64(Box<Base64Node>),
     /// A MIME part in quoted-printable.
     QuotedPrintable(Box<QuotedPrintableNode>),
+    /// Text in UTF-16 (it starts with a byte-order mark).
+    Utf16(Box<Utf16Node>),
 }
 
 impl Node {
@@ -53,6 +56,7 @@ impl Node {
             Node::Xml(n) => n.feed(data, out),
             Node::Base64(n) => n.feed(data, out),
             Node::QuotedPrintable(n) => n.feed(data, out),
+            Node::Utf16(n) => n.feed(data, out),
         }
     }
 
@@ -68,6 +72,7 @@ impl Node {
             Node::Xml(n) => n.finish(out),
             Node::Base64(n) => n.finish(out),
             Node::QuotedPrintable(n) => n.finish(out),
+            Node::Utf16(n) => n.finish(out),
         }
     }
 

@@ -4,7 +4,9 @@
 //! A [`Sniffer`] feeds its input to the stream unchanged (the raw scan: no copy), and
 //! - looks at the first bytes: a zip archive (`PK\x03\x04`), a gzip stream (`1f 8b 08`) or a
 //!   zstd frame (`28 b5 2f fd`) is decoded instead, one layer deeper (the decoder scans the
-//!   raw bytes itself from wherever it cannot decode them); content that opens like JSON
+//!   raw bytes itself from wherever it cannot decode them); content that opens with a
+//!   UTF-16 byte-order mark (`ff fe`, `fe ff`) is transcoded, one layer deeper (see
+//!   [`super::utf16`]: it stands in for the raw bytes); content that opens like JSON
 //!   (`{` or `[`) is unescaped as JSON (when the depth allows: it is optional);
 //! - in content that is not itself an archive, looks for a zip's local header signature
 //!   anywhere (`memmem`): an archive after other bytes (a self-extractor's stub, `cat
@@ -34,6 +36,7 @@ use super::base64::{Decoder, is_symbol};
 use super::encoding::Codec;
 use super::json::JsonNode;
 use super::node::Node;
+use super::utf16::{BE_MARK, LE_MARK, Utf16Node};
 use super::zip::{PLAUSIBLE_NEEDS, ZipNode, plausible_header};
 use super::{Account, BASE64_MIN_RUN, Out, Reason, Waiting};
 use crate::window::{WIDTH, Window};
@@ -614,6 +617,11 @@ impl Sniffer {
                 let next = Node::text(depth, acct);
                 Node::guessed_decompress(Codec::Zstd, next, self.depth, acct)
             })
+        } else if let Some(little_endian) = utf16_mark(&head) {
+            acct.may_open(depth, "UTF-16 text").then(|| {
+                let next = Node::text(depth, acct);
+                Node::Utf16(Box::new(Utf16Node::new(little_endian, next)))
+            })
         } else if looks_like_json(&head) && depth <= acct.limits().max_depth {
             // JSON sent as text: unescaped all the same. The unescaped view holds every
             // byte outside string escapes as it is, so it stands in for the raw one.
@@ -856,6 +864,18 @@ pub(crate) fn separates_values(b: u8) -> bool {
 
 /// Whether decoded content starting with `head` needs a node of its own: an archive, a
 /// compressed stream, or JSON.
+/// Whether content starting with `head` is UTF-16 by its byte-order mark: `Some(true)`
+/// little endian, `Some(false)` big endian.
+fn utf16_mark(head: &[u8]) -> Option<bool> {
+    if head.starts_with(LE_MARK) {
+        Some(true)
+    } else if head.starts_with(BE_MARK) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 fn opens_container(head: &[u8]) -> bool {
     opens_archive(head) || looks_like_json(&head[..head.len().min(HEAD)])
 }

@@ -7,6 +7,26 @@ use flate2::Compression;
 use flate2::write::{DeflateEncoder, GzEncoder, ZlibEncoder};
 
 /// gzip of `data`.
+/// `text` as Windows saves "Unicode" text: a byte-order mark, then UTF-16 little endian
+/// (Excel's "Unicode Text", Windows PowerShell's `Out-File`), or big endian.
+pub fn utf16(text: &str, little_endian: bool) -> Vec<u8> {
+    let mark: &[u8] = if little_endian {
+        b"\xff\xfe"
+    } else {
+        b"\xfe\xff"
+    };
+    let mut out = mark.to_vec();
+    for unit in text.encode_utf16() {
+        let bytes = if little_endian {
+            unit.to_le_bytes()
+        } else {
+            unit.to_be_bytes()
+        };
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = GzEncoder::new(Vec::new(), Compression::default());
     e.write_all(data).unwrap();

@@ -1,0 +1,224 @@
+//! Text in UTF-16, as Windows writes it: Excel's "Unicode Text" export, Windows
+//! PowerShell's `Out-File` and `>` redirection, Notepad's "UTF-16 LE". A customer list
+//! saved that way has a zero byte after every ASCII character, so no rule matches its raw
+//! bytes; it is found here by its byte-order mark at the start of content (`FF FE`: little
+//! endian, `FE FF`: big endian) and transcoded to UTF-8 for the text node after it.
+//!
+//! Every byte pair (one UTF-16 code unit) becomes:
+//! - an ASCII character (a unit under `0x80`, one zero byte): that byte;
+//! - two printable ASCII bytes (`0x20..=0x7E`, tab, CR, LF) that make no ASCII unit: the
+//!   two bytes as they are. Content that only looks like UTF-16 behind a mark (an ASCII
+//!   list with `FF FE` put in front, to hide it from a proxy that would transcode it)
+//!   is then its own bytes again, so a mark cannot hide plain text. The cost: a genuine
+//!   character made of two such bytes (many CJK ideographs, `U+4E2D` is `2D 4E`) reads as
+//!   two ASCII bytes, not as itself — no rule looks for those characters;
+//! - anything else: the character in UTF-8 (a surrogate pair as one character, a lone
+//!   surrogate as `U+FFFD`).
+//!
+//! The transcoder keeps an odd byte and a high surrogate across chunks, so the text is
+//! the same however the body is cut. It expands at most 3 bytes per 2: no budget needed.
+//! Content without a mark (`iconv -t UTF-16LE`) and UTF-32 are not transcoded.
+
+use super::Out;
+use super::node::Node;
+
+/// The byte-order marks: little endian, big endian.
+pub(crate) const LE_MARK: &[u8] = b"\xff\xfe";
+pub(crate) const BE_MARK: &[u8] = b"\xfe\xff";
+
+/// A UTF-16 layer: transcodes its input for `next`.
+pub(crate) struct Utf16Node {
+    transcoder: Transcoder,
+    buf: Vec<u8>,
+    next: Node,
+}
+
+impl Utf16Node {
+    pub(crate) fn new(little_endian: bool, next: Node) -> Utf16Node {
+        Utf16Node {
+            transcoder: Transcoder::new(little_endian),
+            buf: Vec::new(),
+            next,
+        }
+    }
+
+    pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
+        self.buf.clear();
+        self.transcoder.push(data, &mut self.buf);
+        if !self.buf.is_empty() {
+            self.next.feed(&self.buf, out);
+        }
+    }
+
+    pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
+        self.buf.clear();
+        self.transcoder.end(&mut self.buf);
+        if !self.buf.is_empty() {
+            self.next.feed(&self.buf, out);
+        }
+        self.next.finish(out);
+    }
+}
+
+/// UTF-16 to UTF-8, a chunk at a time (see the module docs for what each unit becomes).
+struct Transcoder {
+    little_endian: bool,
+    /// The first byte of a unit cut by the end of the last input.
+    odd: Option<u8>,
+    /// A high surrogate waiting for its low half.
+    high: Option<u16>,
+}
+
+impl Transcoder {
+    fn new(little_endian: bool) -> Transcoder {
+        Transcoder {
+            little_endian,
+            odd: None,
+            high: None,
+        }
+    }
+
+    /// Appends the text of the next input to `buf`.
+    fn push(&mut self, data: &[u8], buf: &mut Vec<u8>) {
+        let mut rest = data;
+        if let Some(first) = self.odd.take() {
+            let Some((&second, tail)) = rest.split_first() else {
+                self.odd = Some(first);
+                return;
+            };
+            self.unit(first, second, buf);
+            rest = tail;
+        }
+        let mut pairs = rest.chunks_exact(2);
+        for pair in &mut pairs {
+            self.unit(pair[0], pair[1], buf);
+        }
+        if let [last] = pairs.remainder() {
+            self.odd = Some(*last);
+        }
+    }
+
+    /// Appends what the end of the input leaves: a replacement for a high surrogate
+    /// without its low half, a last byte that makes no unit as it is.
+    fn end(&mut self, buf: &mut Vec<u8>) {
+        if self.high.take().is_some() {
+            push_char(buf, char::REPLACEMENT_CHARACTER);
+        }
+        if let Some(b) = self.odd.take() {
+            buf.push(b);
+        }
+    }
+
+    /// One code unit, from its two bytes in the order they came.
+    #[inline]
+    fn unit(&mut self, first: u8, second: u8, buf: &mut Vec<u8>) {
+        let unit = if self.little_endian {
+            u16::from_le_bytes([first, second])
+        } else {
+            u16::from_be_bytes([first, second])
+        };
+        if let Some(high) = self.high.take() {
+            if (0xDC00..0xE000).contains(&unit) {
+                let c = 0x10000 + ((u32::from(high) - 0xD800) << 10) + (u32::from(unit) - 0xDC00);
+                push_char(
+                    buf,
+                    char::from_u32(c).unwrap_or(char::REPLACEMENT_CHARACTER),
+                );
+                return;
+            }
+            push_char(buf, char::REPLACEMENT_CHARACTER);
+        }
+        if unit < 0x80 {
+            buf.push(unit as u8);
+        } else if printable(first) && printable(second) {
+            buf.extend_from_slice(&[first, second]);
+        } else if (0xD800..0xDC00).contains(&unit) {
+            self.high = Some(unit);
+        } else {
+            push_char(
+                buf,
+                char::from_u32(u32::from(unit)).unwrap_or(char::REPLACEMENT_CHARACTER),
+            );
+        }
+    }
+}
+
+/// Printable ASCII and the whitespace of text lines.
+fn printable(b: u8) -> bool {
+    matches!(b, 0x20..=0x7E | b'\t' | b'\n' | b'\r')
+}
+
+fn push_char(buf: &mut Vec<u8>, c: char) {
+    let mut utf8 = [0u8; 4];
+    buf.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the transcoder makes of `data` fed in the given pieces.
+    fn transcode(little_endian: bool, pieces: &[&[u8]]) -> Vec<u8> {
+        let mut t = Transcoder::new(little_endian);
+        let mut all = Vec::new();
+        for piece in pieces {
+            t.push(piece, &mut all);
+        }
+        t.end(&mut all);
+        all
+    }
+
+    fn le(s: &str) -> Vec<u8> {
+        s.encode_utf16().flat_map(u16::to_le_bytes).collect()
+    }
+
+    fn be(s: &str) -> Vec<u8> {
+        s.encode_utf16().flat_map(u16::to_be_bytes).collect()
+    }
+
+    #[test]
+    fn text_comes_out_as_utf8() {
+        let text = "name,email\r\nJosé,jose@acme-corp.io\n中文 😀 Ωmega";
+        assert_eq!(
+            transcode(true, &[&le(text)]),
+            "name,email\r\nJosé,jose@acme-corp.io\n-N文 😀 Ωmega".as_bytes(),
+            "中 (U+4E2D) is two printable bytes and stays them; the rest is itself"
+        );
+        assert_eq!(
+            transcode(false, &[&be("jose@acme-corp.io 😀")]),
+            "jose@acme-corp.io 😀".as_bytes()
+        );
+    }
+
+    #[test]
+    fn plain_text_behind_a_mark_is_itself() {
+        let text = b"alice@acme-corp.io,4111 1111 1111 1111\r\nbob@acme-corp.io\n";
+        for little_endian in [true, false] {
+            assert_eq!(transcode(little_endian, &[text]), text);
+        }
+        // An odd length: the last byte as it is.
+        assert_eq!(transcode(true, &[b"abc"]), b"abc");
+    }
+
+    #[test]
+    fn lone_surrogates_become_replacement_characters() {
+        let lone_high = [0x3D, 0xD8, b'a', 0];
+        assert_eq!(transcode(true, &[&lone_high]), "\u{FFFD}a".as_bytes());
+        let lone_low = [0x00, 0xDE, b'a', 0];
+        assert_eq!(transcode(true, &[&lone_low]), "\u{FFFD}a".as_bytes());
+        let high_at_end = [b'a', 0, 0x3D, 0xD8];
+        assert_eq!(transcode(true, &[&high_at_end]), "a\u{FFFD}".as_bytes());
+    }
+
+    #[test]
+    fn every_cut_gives_the_same_text() {
+        let data = le("a😀b,carol@acme-corp.io\r\nΩ\n");
+        let whole = transcode(true, &[&data]);
+        for i in 0..=data.len() {
+            for j in i..=data.len() {
+                let pieces = [&data[..i], &data[i..j], &data[j..]];
+                assert_eq!(transcode(true, &pieces), whole, "cut at {i} and {j}");
+            }
+        }
+    }
+}
