@@ -140,6 +140,17 @@ impl Node {
         let Some(ct) = content_type else {
             return Node::text(depth, acct);
         };
+        if let Some(little_endian) = utf16_charset(ct)
+            && acct.may_open(depth + 1, "UTF-16 text")
+        {
+            let next = Node::for_media(ct, depth + 1, acct);
+            return Node::Utf16(Box::new(Utf16Node::new(little_endian, next)));
+        }
+        Node::for_media(ct, depth, acct)
+    }
+
+    /// Content of the media type `ct` names, its bytes in the charset it is read in.
+    fn for_media(ct: &[u8], depth: u32, acct: &mut Account) -> Node {
         let media = media_type(ct);
         if names_several_types(ct) {
             // Decoded as the first type (as PHP reads it), but not fully inspected: another
@@ -192,6 +203,19 @@ impl Node {
             return Node::Json(Box::new(JsonNode::new(next)));
         }
         Node::text(depth, acct)
+    }
+}
+
+/// Whether the `charset` of a `Content-Type` is UTF-16: `Some(Some(true))` little endian,
+/// `Some(Some(false))` big endian, `Some(None)` by its mark (or its first unit).
+fn utf16_charset(ct: &[u8]) -> Option<Option<bool>> {
+    let charsets = header_params(ct, "charset");
+    let charset = charsets.first()?;
+    match charset.to_ascii_lowercase().as_slice() {
+        b"utf-16" | b"utf16" | b"ucs-2" | b"unicode" => Some(None),
+        b"utf-16le" | b"utf16le" => Some(Some(true)),
+        b"utf-16be" | b"utf16be" | b"unicodefffe" => Some(Some(false)),
+        _ => None,
     }
 }
 

@@ -617,10 +617,10 @@ impl Sniffer {
                 let next = Node::text(depth, acct);
                 Node::guessed_decompress(Codec::Zstd, next, self.depth, acct)
             })
-        } else if let Some(little_endian) = utf16_mark(&head) {
+        } else if head.starts_with(LE_MARK) || head.starts_with(BE_MARK) {
             acct.may_open(depth, "UTF-16 text").then(|| {
                 let next = Node::text(depth, acct);
-                Node::Utf16(Box::new(Utf16Node::new(little_endian, next)))
+                Node::Utf16(Box::new(Utf16Node::new(None, next)))
             })
         } else if looks_like_json(&head) && depth <= acct.limits().max_depth {
             // JSON sent as text: unescaped all the same. The unescaped view holds every
@@ -864,18 +864,6 @@ pub(crate) fn separates_values(b: u8) -> bool {
 
 /// Whether decoded content starting with `head` needs a node of its own: an archive, a
 /// compressed stream, or JSON.
-/// Whether content starting with `head` is UTF-16 by its byte-order mark: `Some(true)`
-/// little endian, `Some(false)` big endian.
-fn utf16_mark(head: &[u8]) -> Option<bool> {
-    if head.starts_with(LE_MARK) {
-        Some(true)
-    } else if head.starts_with(BE_MARK) {
-        Some(false)
-    } else {
-        None
-    }
-}
-
 fn opens_container(head: &[u8]) -> bool {
     opens_archive(head) || looks_like_json(&head[..head.len().min(HEAD)])
 }

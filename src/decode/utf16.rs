@@ -15,9 +15,15 @@
 //! - anything else: the character in UTF-8 (a surrogate pair as one character, a lone
 //!   surrogate as `U+FFFD`).
 //!
+//! A `charset=utf-16` (`utf-16le`, `utf-16be`) parameter of the `Content-Type` opens the
+//! same layer under the media type's own decoder (JSON, a form, text), with or without a
+//! mark: `utf-16` goes by its mark, or without one by where the zero byte of the first
+//! unit is (ASCII content, which identifiers are). A leading mark is dropped.
+//!
 //! The transcoder keeps an odd byte and a high surrogate across chunks, so the text is
 //! the same however the body is cut. It expands at most 3 bytes per 2: no budget needed.
-//! Content without a mark (`iconv -t UTF-16LE`) and UTF-32 are not transcoded.
+//! Content with neither a mark nor a charset (`iconv -t UTF-16LE` sent as
+//! `application/octet-stream`) and UTF-32 are not transcoded.
 
 use super::Out;
 use super::node::Node;
@@ -34,7 +40,8 @@ pub(crate) struct Utf16Node {
 }
 
 impl Utf16Node {
-    pub(crate) fn new(little_endian: bool, next: Node) -> Utf16Node {
+    /// `little_endian`: `None` to go by the mark, or without one by the first unit.
+    pub(crate) fn new(little_endian: Option<bool>, next: Node) -> Utf16Node {
         Utf16Node {
             transcoder: Transcoder::new(little_endian),
             buf: Vec::new(),
@@ -62,7 +69,10 @@ impl Utf16Node {
 
 /// UTF-16 to UTF-8, a chunk at a time (see the module docs for what each unit becomes).
 struct Transcoder {
-    little_endian: bool,
+    /// Decided at the first unit when not given.
+    little_endian: Option<bool>,
+    /// Whether the first unit has been read (a mark there is dropped).
+    started: bool,
     /// The first byte of a unit cut by the end of the last input.
     odd: Option<u8>,
     /// A high surrogate waiting for its low half.
@@ -70,9 +80,10 @@ struct Transcoder {
 }
 
 impl Transcoder {
-    fn new(little_endian: bool) -> Transcoder {
+    fn new(little_endian: Option<bool>) -> Transcoder {
         Transcoder {
             little_endian,
+            started: false,
             odd: None,
             high: None,
         }
@@ -112,11 +123,21 @@ impl Transcoder {
     /// One code unit, from its two bytes in the order they came.
     #[inline]
     fn unit(&mut self, first: u8, second: u8, buf: &mut Vec<u8>) {
-        let unit = if self.little_endian {
+        let little_endian = *self.little_endian.get_or_insert(match [first, second] {
+            [0xFF, 0xFE] => true,
+            [0xFE, 0xFF] => false,
+            // No mark: ASCII has its zero byte second in little endian.
+            [0, b] => b == 0,
+            _ => true,
+        });
+        let unit = if little_endian {
             u16::from_le_bytes([first, second])
         } else {
             u16::from_be_bytes([first, second])
         };
+        if !std::mem::replace(&mut self.started, true) && unit == 0xFEFF {
+            return;
+        }
         if let Some(high) = self.high.take() {
             if (0xDC00..0xE000).contains(&unit) {
                 let c = 0x10000 + ((u32::from(high) - 0xD800) << 10) + (u32::from(unit) - 0xDC00);
@@ -159,7 +180,7 @@ mod tests {
 
     /// What the transcoder makes of `data` fed in the given pieces.
     fn transcode(little_endian: bool, pieces: &[&[u8]]) -> Vec<u8> {
-        let mut t = Transcoder::new(little_endian);
+        let mut t = Transcoder::new(Some(little_endian));
         let mut all = Vec::new();
         for piece in pieces {
             t.push(piece, &mut all);
@@ -198,6 +219,40 @@ mod tests {
         }
         // An odd length: the last byte as it is.
         assert_eq!(transcode(true, &[b"abc"]), b"abc");
+    }
+
+    #[test]
+    fn the_mark_decides_and_is_dropped() {
+        let text = "id,email\njose@acme-corp.io";
+        for little_endian in [true, false] {
+            let (body, marked) = if little_endian {
+                (le(text), le("\u{FEFF}"))
+            } else {
+                (be(text), be("\u{FEFF}"))
+            };
+            let mut t = Transcoder::new(None);
+            let mut got = Vec::new();
+            t.push(&marked, &mut got);
+            t.push(&body, &mut got);
+            t.end(&mut got);
+            assert_eq!(
+                got,
+                text.as_bytes(),
+                "marked, little endian {little_endian}"
+            );
+            // No mark: the first unit's zero byte.
+            let mut t = Transcoder::new(None);
+            let mut got = Vec::new();
+            t.push(&body, &mut got);
+            assert_eq!(
+                got,
+                text.as_bytes(),
+                "unmarked, little endian {little_endian}"
+            );
+        }
+        // A mark given with the charset's own order is dropped too, once.
+        let twice = [le("\u{FEFF}"), le("\u{FEFF}a")].concat();
+        assert_eq!(transcode(true, &[&twice]), "\u{FEFF}a".as_bytes());
     }
 
     #[test]
