@@ -444,8 +444,12 @@ pub struct Inspection<'e> {
     acct: Account,
     body: Node,
     body_bytes: u64,
-    /// Why the body's `Content-Encoding` cannot be undone, recorded when a body comes.
-    unsupported: Option<String>,
+    /// What setting the body's decoders up found wrong with its headers (an encoding that
+    /// cannot be undone, a media type servers read differently): it matters only once
+    /// there is a body, so it is recorded when the first body byte comes (a bodyless
+    /// `GET` with a client's default `Content-Type: multipart/form-data` is not refused:
+    /// found in review).
+    deferred: Option<NotScanned>,
 }
 
 impl fmt::Debug for Inspection<'_> {
@@ -597,19 +601,23 @@ impl<'e> Inspection<'e> {
         content_encoding: Option<&[u8]>,
     ) -> Inspection<'e> {
         let mut acct = Account::new(limits.clone());
-        // An encoding that cannot be undone matters only once there is a body: the body is
-        // then scanned as it is, and the request is not fully scanned.
+        // An encoding that cannot be undone: the body is scanned as it is, and the request
+        // is not fully scanned — once there is a body.
         let (content_encoding, unsupported) = match content_encoding.map(encoding::parse) {
             Some(Err(why)) => (None, Some(why)),
             _ => (content_encoding, None),
         };
+        if let Some(why) = unsupported {
+            acct.problem(Reason::Unsupported, why);
+        }
         let body = Node::for_body(content_type, content_encoding, 0, &mut acct);
+        let deferred = acct.problem.take();
         Inspection {
             stream: engine.stream(),
             acct,
             body,
             body_bytes: 0,
-            unsupported,
+            deferred,
         }
     }
 
@@ -710,8 +718,8 @@ impl<'e> Inspection<'e> {
             return;
         }
         self.body_bytes += chunk.len() as u64;
-        if let Some(why) = self.unsupported.take() {
-            self.acct.problem(Reason::Unsupported, why);
+        if let Some(NotScanned { reason, detail }) = self.deferred.take() {
+            self.acct.problem(reason, detail);
         }
         let mut out = Out {
             stream: &mut self.stream,
