@@ -70,6 +70,30 @@ fn shapes(payload: &str) -> Vec<Shape> {
             )]),
         ),
         (
+            "SOAP body, @ as a character reference",
+            vec![("Content-Type", "application/soap+xml; charset=utf-8".into())],
+            format!(
+                "<?xml version=\"1.0\"?><Envelope><Body>{}</Body></Envelope>",
+                payload
+                    .lines()
+                    .map(|l| format!("<row>{}</row>", l.replace('@', "&#64;")))
+                    .collect::<String>()
+            )
+            .into_bytes(),
+        ),
+        (
+            "HTML mail, @ as &commat; and split by a span",
+            vec![("Content-Type", "text/html".into())],
+            format!(
+                "<html><body><ul>{}</ul></body></html>",
+                payload
+                    .lines()
+                    .map(|l| format!("<li>{}</li>", l.replace('@', "<span>&commat;</span>")))
+                    .collect::<String>()
+            )
+            .into_bytes(),
+        ),
+        (
             "utf-16le text (Excel's Unicode Text)",
             vec![("Content-Type", "text/plain".into())],
             utf16(payload, true),

@@ -195,6 +195,12 @@ impl Node {
             }
             return Node::Multipart(Box::new(MultipartNode::new(&boundary, depth + 1, acct)));
         }
+        if is_markup(&media) && acct.may_open(depth + 1, "XML") {
+            // Raw, and as the text a parser or a browser makes of it (`&#64;` is `@`).
+            let raw = Node::text(depth, acct);
+            let text = Node::plain_text(depth + 1, acct);
+            return Node::Xml(Box::new(XmlNode::markup(raw, text, acct)));
+        }
         if is_json(&media) {
             if !acct.may_open(depth + 1, "JSON") {
                 return Node::text(depth, acct);
@@ -217,6 +223,12 @@ fn utf16_charset(ct: &[u8]) -> Option<Option<bool>> {
         b"utf-16be" | b"utf16be" | b"unicodefffe" => Some(Some(false)),
         _ => None,
     }
+}
+
+/// XML and HTML media types: `text/xml`, `application/xml`, `*/*+xml` (SOAP, Atom),
+/// `text/html`.
+fn is_markup(media: &str) -> bool {
+    matches!(media, "text/xml" | "application/xml" | "text/html") || media.ends_with("+xml")
 }
 
 /// JSON media types: `application/json`, `text/json`, `*/*+json`, JSON lines.
@@ -334,7 +346,7 @@ pub(crate) fn for_entry(name: &[u8], depth: u32, acct: &mut Account) -> Node {
     if lower.ends_with(".xml") || lower.ends_with(".rels") || lower.ends_with(".xhtml") {
         let raw = Node::text(depth, acct);
         let text = Node::plain_text(depth, acct);
-        return Node::Xml(Box::new(XmlNode::new(raw, text)));
+        return Node::Xml(Box::new(XmlNode::new(raw, text, acct)));
     }
     if lower.ends_with(".json") && acct.may_open(depth + 1, "JSON") {
         let next = Node::plain_text(depth + 1, acct);

@@ -936,13 +936,28 @@ const BLOCK_ELEMENTS: &[&[u8]] = &[
 /// Local names of XML elements that stand for a space or a tab.
 const SPACE_ELEMENTS: &[&[u8]] = &[b"tab", b"s", b"space"];
 
+/// HTML's inline elements: in a body's markup every other tag ends a line of the text
+/// view (`<email>a@b.io</email><email>c@d.io</email>` is two values), these join what they
+/// hold to the text around them (`<span>alice</span>@acme.io` is one).
+const INLINE_ELEMENTS: &[&[u8]] = &[
+    b"a", b"abbr", b"b", b"bdi", b"bdo", b"big", b"cite", b"code", b"data", b"del", b"dfn", b"em",
+    b"font", b"i", b"ins", b"kbd", b"mark", b"q", b"s", b"samp", b"small", b"span", b"strike",
+    b"strong", b"sub", b"sup", b"time", b"tt", b"u", b"var", b"wbr",
+];
+
 /// Longest tag name or entity looked at.
 const MAX_NAME: usize = 32;
 
-/// An XML entry: scanned raw, and as its text.
+/// XML or HTML (a zip entry, a body): scanned raw, and as its text (tags out, character
+/// references in).
 pub(crate) struct XmlNode {
     raw: Node,
     text: Node,
+    /// A body's markup (any tag but HTML's inline ones ends a line), not an Office or
+    /// OpenDocument part (whose text runs join across tags).
+    markup: bool,
+    /// The text held (a streamed body holds its chunks back while it is).
+    waiting: Waiting,
     in_tag: bool,
     name: Vec<u8>,
     naming: bool,
@@ -955,10 +970,22 @@ pub(crate) struct XmlNode {
 const XML_TEXT_FLUSH: usize = 256 << 10;
 
 impl XmlNode {
-    pub(crate) fn new(raw: Node, text: Node) -> XmlNode {
+    /// An XML entry of a zip (Office, OpenDocument).
+    pub(crate) fn new(raw: Node, text: Node, acct: &Account) -> XmlNode {
+        XmlNode::with(raw, text, false, acct)
+    }
+
+    /// An XML or HTML body.
+    pub(crate) fn markup(raw: Node, text: Node, acct: &Account) -> XmlNode {
+        XmlNode::with(raw, text, true, acct)
+    }
+
+    fn with(raw: Node, text: Node, markup: bool, acct: &Account) -> XmlNode {
         XmlNode {
             raw,
             text,
+            markup,
+            waiting: Waiting::new(acct),
             in_tag: false,
             name: Vec::new(),
             naming: false,
@@ -974,6 +1001,7 @@ impl XmlNode {
             self.text.feed(&self.buf, out);
             self.buf.clear();
         }
+        self.waiting.set(self.buf.len());
     }
 
     pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
@@ -984,6 +1012,7 @@ impl XmlNode {
         }
         self.text.feed(&self.buf, out);
         self.buf.clear();
+        self.waiting.set(0);
         self.text.finish(out);
     }
 }
@@ -1000,7 +1029,15 @@ fn xml_text(x: &mut XmlNode, data: &[u8]) {
                     Some(colon) => &name[colon + 1..],
                     None => name,
                 };
-                if BLOCK_ELEMENTS.contains(&local)
+                if x.markup {
+                    let inline = local.len() <= 8 && {
+                        let lower = local.to_ascii_lowercase();
+                        INLINE_ELEMENTS.contains(&lower.as_slice())
+                    };
+                    if !inline && x.buf.last() != Some(&b'\n') {
+                        x.buf.push(b'\n');
+                    }
+                } else if BLOCK_ELEMENTS.contains(&local)
                     && (x.name.starts_with(b"/") || x.name.ends_with(b"/"))
                 {
                     x.buf.push(b'\n');
@@ -1068,6 +1105,13 @@ fn decode_entity(e: &[u8]) -> Option<char> {
         b"gt" => Some('>'),
         b"quot" => Some('"'),
         b"apos" => Some('\''),
+        // HTML's names for the bytes of identifiers (an address written `a&commat;b.io` to
+        // keep it from harvesters), and its non-breaking space as a space.
+        b"commat" => Some('@'),
+        b"period" => Some('.'),
+        b"lowbar" => Some('_'),
+        b"plus" => Some('+'),
+        b"nbsp" => Some(' '),
         [b'#', b'x' | b'X', hex @ ..] => {
             char::from_u32(u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?)
         }
@@ -1081,12 +1125,34 @@ mod tests {
     use super::*;
 
     fn text_of(xml: &str) -> String {
+        text_as(xml, false)
+    }
+
+    fn text_as(xml: &str, markup: bool) -> String {
         let mut acct = Account::new(super::super::Limits::default());
         let raw = Node::text(0, &mut acct);
         let text = Node::plain_text(0, &mut acct);
-        let mut x = XmlNode::new(raw, text);
+        let mut x = XmlNode::with(raw, text, markup, &acct);
         xml_text(&mut x, xml.as_bytes());
         String::from_utf8_lossy(&x.buf).into_owned()
+    }
+
+    #[test]
+    fn markup_text_ends_lines_at_tags_but_inline_ones() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "<email>a&#64;b.io</email><email>c&#x40;d.io</email>",
+                "\na@b.io\nc@d.io\n",
+            ),
+            (
+                "<li><SPAN>alice</SPAN>&commat;<b>acme</b>.io</li><li>x</li>",
+                "\nalice@acme.io\nx\n",
+            ),
+            ("<p>one<br/>two</p>", "\none\ntwo\n"),
+        ];
+        for (markup, want) in cases {
+            assert_eq!(text_as(markup, true), *want, "{markup}");
+        }
     }
 
     #[test]
@@ -1109,6 +1175,7 @@ mod tests {
                 "alice@acme.io & bob@acme.io",
             ),
             ("a&bogus;b &nbsp c", "a&bogus;b &nbsp c"),
+            ("bob&commat;acme&period;io&nbsp;x", "bob@acme.io x"),
             (
                 "<text:p>one<text:s/>two<text:line-break/>three</text:p>",
                 "one two\nthree\n",
