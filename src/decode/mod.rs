@@ -64,6 +64,7 @@ pub mod json;
 pub mod multipart;
 mod node;
 pub(crate) mod sniff;
+mod unescape;
 mod utf16;
 pub mod zip;
 

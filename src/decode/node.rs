@@ -12,6 +12,7 @@ use super::form::FormNode;
 use super::json::JsonNode;
 use super::multipart::{MultipartNode, QuotedPrintableNode};
 use super::sniff::Sniffer;
+use super::unescape::UnescapeNode;
 use super::utf16::Utf16Node;
 use super::zip::{XmlNode, ZipNode};
 use super::{Account, Out, Reason, header_params, media_type, names_several_types, unquoted};
@@ -38,6 +39,8 @@ pub(crate) enum Node {
     QuotedPrintable(Box<QuotedPrintableNode>),
     /// Text in UTF-16 (it starts with a byte-order mark).
     Utf16(Box<Utf16Node>),
+    /// Text a form or JSON layer decoded, its JSON escapes undone once more.
+    Unescape(Box<UnescapeNode>),
 }
 
 impl Node {
@@ -57,6 +60,7 @@ impl Node {
             Node::Base64(n) => n.feed(data, out),
             Node::QuotedPrintable(n) => n.feed(data, out),
             Node::Utf16(n) => n.feed(data, out),
+            Node::Unescape(n) => n.feed(data, out),
         }
     }
 
@@ -73,6 +77,7 @@ impl Node {
             Node::Base64(n) => n.finish(out),
             Node::QuotedPrintable(n) => n.finish(out),
             Node::Utf16(n) => n.finish(out),
+            Node::Unescape(n) => n.finish(out),
         }
     }
 
@@ -86,9 +91,15 @@ impl Node {
         Node::Sniff(Box::new(Sniffer::new(depth, false, acct)))
     }
 
+    /// What a form or JSON layer decoded: text whose JSON escapes are undone (a JSON
+    /// document in a form field, or in a JSON string: see [`super::unescape`]).
+    pub(crate) fn decoded_text(depth: u32, acct: &mut Account) -> Node {
+        Node::Unescape(Box::new(UnescapeNode::new(Node::plain_text(depth, acct))))
+    }
+
     /// The request target: the path percent-decoded, the query as a form.
     pub(crate) fn target(acct: &mut Account) -> Node {
-        let next = Node::plain_text(0, acct);
+        let next = Node::decoded_text(0, acct);
         Node::Form(Box::new(FormNode::target(next)))
     }
 
@@ -164,7 +175,7 @@ impl Node {
             if !acct.may_open(depth + 1, "form") {
                 return Node::text(depth, acct);
             }
-            let next = Node::plain_text(depth + 1, acct);
+            let next = Node::decoded_text(depth + 1, acct);
             return Node::Form(Box::new(FormNode::body(next)));
         }
         if media.starts_with("multipart/") {
@@ -205,7 +216,7 @@ impl Node {
             if !acct.may_open(depth + 1, "JSON") {
                 return Node::text(depth, acct);
             }
-            let next = Node::plain_text(depth + 1, acct);
+            let next = Node::decoded_text(depth + 1, acct);
             return Node::Json(Box::new(JsonNode::new(next)));
         }
         Node::text(depth, acct)
@@ -349,7 +360,7 @@ pub(crate) fn for_entry(name: &[u8], depth: u32, acct: &mut Account) -> Node {
         return Node::Xml(Box::new(XmlNode::new(raw, text, acct)));
     }
     if lower.ends_with(".json") && acct.may_open(depth + 1, "JSON") {
-        let next = Node::plain_text(depth + 1, acct);
+        let next = Node::decoded_text(depth + 1, acct);
         return Node::Json(Box::new(JsonNode::new(next)));
     }
     Node::text(depth, acct)

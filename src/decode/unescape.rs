@@ -1,0 +1,251 @@
+//! JSON string escapes in text that a layer has already decoded once: a JSON document
+//! carried in a form field (`payload=<json>`, as Slack's webhooks take it), or as a string
+//! inside another JSON document (an SNS or SQS message, GraphQL `variables` sent as a
+//! string). The outer layer's decoder leaves the inner document's escapes as written, so
+//! `customer0\u0040acme-corp.io` would not read as an address; the server's second parse
+//! makes it one.
+//!
+//! So the text after a form or a JSON layer goes through here: `\uXXXX` (a surrogate pair
+//! as one character, a lone surrogate as `U+FFFD`), `\"`, `\\`, `\/`, `\n`, `\t`, `\r`,
+//! `\b`, `\f` become what they stand for, left to right (`\\u0040` is a backslash and
+//! `u0040`); any other backslash stays as it is. So do `%uXXXX` escapes, which the
+//! percent-decoding of a form leaves as written: IIS and classic ASP.NET
+//! (`HttpUtility.UrlDecode`, `Request.Form`) read `%u0040` as `@`, as JavaScript's
+//! `unescape` does. Text without a backslash or a `%` passes through untouched, without a
+//! copy. An escape cut by a chunk's end waits for the next chunk, so the text is the same
+//! however the body is cut.
+
+use super::Out;
+use super::node::Node;
+
+/// The longest escape: a surrogate pair, `\uD83D\uDE00`.
+const LONGEST: usize = 12;
+
+/// Unescapes its input for `next`.
+pub(crate) struct UnescapeNode {
+    /// The start of an escape cut by the end of the last input.
+    held: Vec<u8>,
+    buf: Vec<u8>,
+    next: Node,
+}
+
+impl UnescapeNode {
+    pub(crate) fn new(next: Node) -> UnescapeNode {
+        UnescapeNode {
+            held: Vec::new(),
+            buf: Vec::new(),
+            next,
+        }
+    }
+
+    pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
+        if self.held.is_empty() && memchr::memchr2(b'\\', b'%', data).is_none() {
+            self.next.feed(data, out);
+            return;
+        }
+        let joined;
+        let input = if self.held.is_empty() {
+            data
+        } else {
+            let mut j = std::mem::take(&mut self.held);
+            j.extend_from_slice(data);
+            joined = j;
+            &joined[..]
+        };
+        self.buf.clear();
+        let rest = unescape(input, &mut self.buf, false);
+        self.held.extend_from_slice(rest);
+        if !self.buf.is_empty() {
+            self.next.feed(&self.buf, out);
+        }
+    }
+
+    pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
+        self.buf.clear();
+        let held = std::mem::take(&mut self.held);
+        unescape(&held, &mut self.buf, true);
+        if !self.buf.is_empty() {
+            self.next.feed(&self.buf, out);
+        }
+        self.next.finish(out);
+    }
+}
+
+/// Appends `input` unescaped to `out`; returns the escape cut by its end (empty at the
+/// input's `end`, where a cut escape is written as it is).
+fn unescape<'a>(input: &'a [u8], out: &mut Vec<u8>, end: bool) -> &'a [u8] {
+    let mut i = 0;
+    while let Some(off) = memchr::memchr2(b'\\', b'%', &input[i..]) {
+        let at = i + off;
+        out.extend_from_slice(&input[i..at]);
+        match escape(&input[at..]) {
+            Escape::Done(len) => {
+                write_escape(&input[at..at + len], out);
+                i = at + len;
+            }
+            Escape::Cut if !end => return &input[at..],
+            Escape::Cut | Escape::None => {
+                out.push(input[at]);
+                i = at + 1;
+            }
+        }
+    }
+    out.extend_from_slice(&input[i..]);
+    &[]
+}
+
+enum Escape {
+    /// An escape of this many bytes.
+    Done(usize),
+    /// The input ends before it can tell.
+    Cut,
+    /// Not an escape: the backslash stays.
+    None,
+}
+
+/// What the backslash or `%` at `s[0]` opens.
+fn escape(s: &[u8]) -> Escape {
+    let Some(&c) = s.get(1) else {
+        return Escape::Cut;
+    };
+    let intro = s[0];
+    let u = |c: u8| c == b'u' || (intro == b'%' && c == b'U');
+    match c {
+        b'"' | b'\\' | b'/' | b'n' | b't' | b'r' | b'b' | b'f' if intro == b'\\' => Escape::Done(2),
+        c if u(c) => match unit(&s[1..]) {
+            Err(()) => Escape::None,
+            Ok(None) => Escape::Cut,
+            Ok(Some(high)) if (0xD800..0xDC00).contains(&high) => {
+                // A high surrogate: a pair if a low one follows.
+                match s.get(6..8) {
+                    None if s.len() < LONGEST => {
+                        if s.get(6).is_some_and(|&b| b != intro) {
+                            Escape::Done(6)
+                        } else {
+                            Escape::Cut
+                        }
+                    }
+                    Some(&[i, c]) if i == intro && u(c) => match unit(&s[7..]) {
+                        Ok(None) => Escape::Cut,
+                        Ok(Some(low)) if (0xDC00..0xE000).contains(&low) => Escape::Done(12),
+                        _ => Escape::Done(6),
+                    },
+                    _ => Escape::Done(6),
+                }
+            }
+            Ok(Some(_)) => Escape::Done(6),
+        },
+        _ => Escape::None,
+    }
+}
+
+/// The unit of `uXXXX` at `s[0]`: `Ok(None)` when `s` ends before its four digits,
+/// `Err` when they are not hex.
+fn unit(s: &[u8]) -> Result<Option<u16>, ()> {
+    let mut u = 0u16;
+    for k in 1..5 {
+        let Some(&b) = s.get(k) else {
+            return if s[1..].iter().all(u8::is_ascii_hexdigit) {
+                Ok(None)
+            } else {
+                Err(())
+            };
+        };
+        let d = (b as char).to_digit(16).ok_or(())?;
+        u = u << 4 | d as u16;
+    }
+    Ok(Some(u))
+}
+
+/// Writes what the whole escape `e` (as [`escape`] measured it) stands for.
+fn write_escape(e: &[u8], out: &mut Vec<u8>) {
+    let c = match e[1] {
+        b'u' | b'U' => {
+            let high = hex4(&e[2..6]);
+            let code = if e.len() == 12 {
+                0x10000 + ((u32::from(high) - 0xD800) << 10) + (u32::from(hex4(&e[8..12])) - 0xDC00)
+            } else {
+                u32::from(high)
+            };
+            char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER)
+        }
+        b'n' => '\n',
+        b't' => '\t',
+        b'r' => '\r',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        other => char::from(other),
+    };
+    let mut utf8 = [0u8; 4];
+    out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+}
+
+/// Four hex digits (already checked).
+fn hex4(s: &[u8]) -> u16 {
+    s.iter().fold(0, |u, &b| {
+        u << 4 | (b as char).to_digit(16).unwrap_or(0) as u16
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text of `pieces` fed one after the other.
+    fn text(pieces: &[&[u8]]) -> Vec<u8> {
+        let mut held: Vec<u8> = Vec::new();
+        let mut out = Vec::new();
+        for piece in pieces {
+            let mut input = std::mem::take(&mut held);
+            input.extend_from_slice(piece);
+            let rest = unescape(&input, &mut out, false).to_vec();
+            held = rest;
+        }
+        unescape(&held, &mut out, true);
+        out
+    }
+
+    #[test]
+    fn escapes_become_what_they_stand_for() {
+        let cases: &[(&str, &str)] = &[
+            (r#"customer0\u0040acme-corp.io"#, "customer0@acme-corp.io"),
+            (r#"{\"email\":\"a\u0040b.io\"}"#, r#"{"email":"a@b.io"}"#),
+            (r"a\\u0040b", r"a\u0040b"),
+            (r"\ud83d\ude00 \u00e9", "😀 é"),
+            (r"lone \ud83d x \ude00 y", "lone \u{FFFD} x \u{FFFD} y"),
+            (r"C:\users\x \q \u12 \uXYZW", r"C:\users\x \q \u12 \uXYZW"),
+            (r"a\/b\tc\nd", "a/b\tc\nd"),
+            ("trailing \\", "trailing \\"),
+            (r"cut \u00", r"cut \u00"),
+            (
+                "a%u0040b.io %U0040 50% %u00 %uD83D%uDE00",
+                "a@b.io @ 50% %u00 😀",
+            ),
+            ("%uD83D\\uDE00 %40 %", "\u{FFFD}\u{FFFD} %40 %"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                String::from_utf8_lossy(&text(&[input.as_bytes()])),
+                *want,
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_cut_gives_the_same_text() {
+        let data =
+            r#"[{\"e\":\"x\u0040y.io\"},\ud83d\ude00,\\u0040,\ud83dz,\u00e9\"]%u0040%uD83D%uDE00%"#
+                .as_bytes();
+        let whole = text(&[data]);
+        for i in 0..=data.len() {
+            for j in i..=data.len() {
+                assert_eq!(
+                    text(&[&data[..i], &data[i..j], &data[j..]]),
+                    whole,
+                    "cut at {i} and {j}"
+                );
+            }
+        }
+    }
+}
