@@ -93,13 +93,15 @@ impl Node {
 
     /// What a form or JSON layer decoded: text whose JSON escapes are undone (a JSON
     /// document in a form field, or in a JSON string: see [`super::unescape`]).
-    pub(crate) fn decoded_text(depth: u32, acct: &mut Account) -> Node {
-        Node::Unescape(Box::new(UnescapeNode::new(Node::plain_text(depth, acct))))
+    /// `form`: after a form (or the target), whose `%uXXXX` escapes are undone too.
+    pub(crate) fn decoded_text(form: bool, depth: u32, acct: &mut Account) -> Node {
+        let next = Node::plain_text(depth, acct);
+        Node::Unescape(Box::new(UnescapeNode::new(form, next)))
     }
 
     /// The request target: the path percent-decoded, the query as a form.
     pub(crate) fn target(acct: &mut Account) -> Node {
-        let next = Node::decoded_text(0, acct);
+        let next = Node::decoded_text(true, 0, acct);
         Node::Form(Box::new(FormNode::target(next)))
     }
 
@@ -175,7 +177,7 @@ impl Node {
             if !acct.may_open(depth + 1, "form") {
                 return Node::text(depth, acct);
             }
-            let next = Node::decoded_text(depth + 1, acct);
+            let next = Node::decoded_text(true, depth + 1, acct);
             return Node::Form(Box::new(FormNode::body(next)));
         }
         if media.starts_with("multipart/") {
@@ -216,7 +218,7 @@ impl Node {
             if !acct.may_open(depth + 1, "JSON") {
                 return Node::text(depth, acct);
             }
-            let next = Node::decoded_text(depth + 1, acct);
+            let next = Node::decoded_text(false, depth + 1, acct);
             return Node::Json(Box::new(JsonNode::new(next)));
         }
         Node::text(depth, acct)
@@ -360,7 +362,7 @@ pub(crate) fn for_entry(name: &[u8], depth: u32, acct: &mut Account) -> Node {
         return Node::Xml(Box::new(XmlNode::new(raw, text, acct)));
     }
     if lower.ends_with(".json") && acct.may_open(depth + 1, "JSON") {
-        let next = Node::decoded_text(depth + 1, acct);
+        let next = Node::decoded_text(false, depth + 1, acct);
         return Node::Json(Box::new(JsonNode::new(next)));
     }
     Node::text(depth, acct)

@@ -625,7 +625,7 @@ impl Sniffer {
         } else if looks_like_json(&head) && depth <= acct.limits().max_depth {
             // JSON sent as text: unescaped all the same. The unescaped view holds every
             // byte outside string escapes as it is, so it stands in for the raw one.
-            let next = Node::decoded_text(depth, acct);
+            let next = Node::decoded_text(false, depth, acct);
             Some(Node::Json(Box::new(JsonNode::new(next))))
         } else {
             None

@@ -23,6 +23,8 @@ const LONGEST: usize = 12;
 
 /// Unescapes its input for `next`.
 pub(crate) struct UnescapeNode {
+    /// Whether `%uXXXX` is undone too (after a form; JSON has no such escape).
+    percent: bool,
     /// The start of an escape cut by the end of the last input.
     held: Vec<u8>,
     buf: Vec<u8>,
@@ -30,8 +32,10 @@ pub(crate) struct UnescapeNode {
 }
 
 impl UnescapeNode {
-    pub(crate) fn new(next: Node) -> UnescapeNode {
+    /// `percent`: `%uXXXX` escapes are undone too.
+    pub(crate) fn new(percent: bool, next: Node) -> UnescapeNode {
         UnescapeNode {
+            percent,
             held: Vec::new(),
             buf: Vec::new(),
             next,
@@ -39,7 +43,9 @@ impl UnescapeNode {
     }
 
     pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
-        if self.held.is_empty() && memchr::memchr2(b'\\', b'%', data).is_none() {
+        // Most text holds no escape (a `%` in prose, a backslash in a path): it passes
+        // without a copy.
+        if self.held.is_empty() && first_escape(data, self.percent).is_none() {
             self.next.feed(data, out);
             return;
         }
@@ -53,7 +59,7 @@ impl UnescapeNode {
             &joined[..]
         };
         self.buf.clear();
-        let rest = unescape(input, &mut self.buf, false);
+        let rest = unescape(input, &mut self.buf, self.percent, false);
         self.held.extend_from_slice(rest);
         if !self.buf.is_empty() {
             self.next.feed(&self.buf, out);
@@ -63,7 +69,7 @@ impl UnescapeNode {
     pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
         self.buf.clear();
         let held = std::mem::take(&mut self.held);
-        unescape(&held, &mut self.buf, true);
+        unescape(&held, &mut self.buf, self.percent, true);
         if !self.buf.is_empty() {
             self.next.feed(&self.buf, out);
         }
@@ -71,12 +77,34 @@ impl UnescapeNode {
     }
 }
 
+/// The next backslash (or `%`, with `percent`) at or after `from`.
+fn next_intro(input: &[u8], from: usize, percent: bool) -> Option<usize> {
+    let rest = &input[from..];
+    let off = if percent {
+        memchr::memchr2(b'\\', b'%', rest)
+    } else {
+        memchr::memchr(b'\\', rest)
+    };
+    off.map(|o| from + o)
+}
+
+/// Where the first escape (or escape cut by the end) of `data` starts.
+fn first_escape(data: &[u8], percent: bool) -> Option<usize> {
+    let mut i = 0;
+    while let Some(at) = next_intro(data, i, percent) {
+        if !matches!(escape(&data[at..]), Escape::None) {
+            return Some(at);
+        }
+        i = at + 1;
+    }
+    None
+}
+
 /// Appends `input` unescaped to `out`; returns the escape cut by its end (empty at the
 /// input's `end`, where a cut escape is written as it is).
-fn unescape<'a>(input: &'a [u8], out: &mut Vec<u8>, end: bool) -> &'a [u8] {
+fn unescape<'a>(input: &'a [u8], out: &mut Vec<u8>, percent: bool, end: bool) -> &'a [u8] {
     let mut i = 0;
-    while let Some(off) = memchr::memchr2(b'\\', b'%', &input[i..]) {
-        let at = i + off;
+    while let Some(at) = next_intro(input, i, percent) {
         out.extend_from_slice(&input[i..at]);
         match escape(&input[at..]) {
             Escape::Done(len) => {
@@ -198,10 +226,10 @@ mod tests {
         for piece in pieces {
             let mut input = std::mem::take(&mut held);
             input.extend_from_slice(piece);
-            let rest = unescape(&input, &mut out, false).to_vec();
+            let rest = unescape(&input, &mut out, true, false).to_vec();
             held = rest;
         }
-        unescape(&held, &mut out, true);
+        unescape(&held, &mut out, true, true);
         out
     }
 
@@ -230,6 +258,16 @@ mod tests {
                 "{input}"
             );
         }
+    }
+
+    #[test]
+    fn percent_escapes_only_when_asked() {
+        let mut out = Vec::new();
+        unescape(b"a%u0040b \\u0040", &mut out, false, true);
+        assert_eq!(out, b"a%u0040b @");
+        assert_eq!(first_escape(b"50% of C:\\x", true), None);
+        assert_eq!(first_escape(b"50% %u00", true), Some(4));
+        assert_eq!(first_escape(b"50% %u0040", false), None);
     }
 
     #[test]
