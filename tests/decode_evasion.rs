@@ -9,24 +9,10 @@
 mod support;
 
 use std::io::Write as _;
-use std::path::PathBuf;
 
-use egress_dlp::config::{self, Overrides};
-use support::{Proxy, Upstream, bodies, exchange, parse_reply};
-
-/// The proxy with every default but `data_dir` (and CONNECT a blind tunnel: no CA needed
-/// for plain HTTP), and the shipped rules.
-async fn default_proxy() -> (Proxy, tempfile::TempDir) {
-    let data = tempfile::tempdir().unwrap();
-    let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules");
-    let text = format!(
-        "rules: {}\ndata_dir: {}\ntls: {{ intercept: false }}\n",
-        rules.display(),
-        data.path().display()
-    );
-    let config = config::from_yaml(&text, None, &Overrides::default()).unwrap();
-    (Proxy::start_with(config).await, data)
-}
+use support::{
+    Upstream, assert_blocked, bodies, exchange, parse_reply, send, shipped_proxy as default_proxy,
+};
 
 /// `n` distinct customer emails, one per line.
 fn emails(n: usize) -> String {
@@ -52,49 +38,6 @@ fn card(i: usize) -> String {
         sum += d;
     }
     format!("{body}{}", (10 - sum % 10) % 10)
-}
-
-/// Sends one raw request (head lines without the request line, Host or Content-Length)
-/// and returns the status and what the upstream saw.
-async fn send(
-    upstream: &Upstream,
-    proxy: &Proxy,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, Vec<support::Recorded>) {
-    let mut raw = format!(
-        "{method} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-        upstream.url(path),
-        upstream.addr
-    );
-    for (n, v) in headers {
-        raw.push_str(&format!("{n}: {v}\r\n"));
-    }
-    raw.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    let mut bytes = raw.into_bytes();
-    bytes.extend_from_slice(body);
-    let reply = parse_reply(&exchange(proxy.addr, &bytes).await);
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    (reply.status, upstream.requests())
-}
-
-fn assert_blocked(status: u16, seen: &[support::Recorded], what: &str) {
-    assert!(
-        status == 403 && seen.is_empty(),
-        "{what}: status {status}, upstream received {} request(s): {:?}",
-        seen.len(),
-        seen.iter()
-            .map(|r| (
-                &r.method,
-                &r.target,
-                r.received,
-                r.complete,
-                String::from_utf8_lossy(&r.body[..r.body.len().min(120)]).into_owned()
-            ))
-            .collect::<Vec<_>>()
-    );
 }
 
 // ---------------------------------------------------------------- zip helpers

@@ -6,24 +6,7 @@
 
 mod support;
 
-use std::path::PathBuf;
-
-use egress_dlp::config::{self, Overrides};
-use support::{Proxy, Upstream, exchange, parse_reply};
-
-/// The proxy with every default but `data_dir` (CONNECT a blind tunnel) and the shipped
-/// rules.
-async fn default_proxy() -> (Proxy, tempfile::TempDir) {
-    let data = tempfile::tempdir().unwrap();
-    let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules");
-    let text = format!(
-        "rules: {}\ndata_dir: {}\ntls: {{ intercept: false }}\n",
-        rules.display(),
-        data.path().display()
-    );
-    let config = config::from_yaml(&text, None, &Overrides::default()).unwrap();
-    (Proxy::start_with(config).await, data)
-}
+use support::{Upstream, assert_blocked, send, shipped_proxy as default_proxy};
 
 /// `n` distinct customer emails, one CSV row each, with a header row.
 fn emails(n: usize) -> String {
@@ -48,43 +31,6 @@ fn utf16le_bom(text: &str) -> Vec<u8> {
 /// RFC 4627 §3 detect it from the zero bytes).
 fn utf16le(text: &str) -> Vec<u8> {
     text.encode_utf16().flat_map(u16::to_le_bytes).collect()
-}
-
-/// Sends one raw request (head lines without the request line, Host or Content-Length)
-/// and returns the status and what the upstream saw.
-async fn send(
-    upstream: &Upstream,
-    proxy: &Proxy,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, Vec<support::Recorded>) {
-    let mut raw = format!(
-        "{method} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-        upstream.url(path),
-        upstream.addr
-    );
-    for (n, v) in headers {
-        raw.push_str(&format!("{n}: {v}\r\n"));
-    }
-    raw.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    let mut bytes = raw.into_bytes();
-    bytes.extend_from_slice(body);
-    let reply = parse_reply(&exchange(proxy.addr, &bytes).await);
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    (reply.status, upstream.requests())
-}
-
-fn assert_blocked(status: u16, seen: &[support::Recorded], what: &str) {
-    assert!(
-        status == 403 && seen.is_empty(),
-        "{what}: status {status}, upstream received {} request(s): {:?}",
-        seen.len(),
-        seen.iter()
-            .map(|r| (&r.method, &r.target, r.received, r.complete))
-            .collect::<Vec<_>>()
-    );
 }
 
 /// A customer list saved by Excel as "Unicode Text" (UTF-16LE with a BOM) and PUT as

@@ -600,3 +600,60 @@ pub fn brotli_stream(blocks: &[BrotliBlock<'_>]) -> Vec<u8> {
     w.put(1, 1); // ISLASTEMPTY
     w.out
 }
+
+/// The proxy with every default but `data_dir` (and CONNECT a blind tunnel: no CA needed
+/// for plain HTTP), and the shipped rules.
+pub async fn shipped_proxy() -> (Proxy, tempfile::TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let text = format!(
+        "rules: {}\ndata_dir: {}\ntls: {{ intercept: false }}\n",
+        rules.display(),
+        data.path().display()
+    );
+    let config = config::from_yaml(&text, None, &Overrides::default()).unwrap();
+    (Proxy::start_with(config).await, data)
+}
+
+/// Sends one raw request (head lines without the request line, Host or Content-Length)
+/// and returns the status and what the upstream saw.
+pub async fn send(
+    upstream: &Upstream,
+    proxy: &Proxy,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<Recorded>) {
+    let mut raw = format!(
+        "{method} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+        upstream.url(path),
+        upstream.addr
+    );
+    for (n, v) in headers {
+        raw.push_str(&format!("{n}: {v}\r\n"));
+    }
+    raw.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut bytes = raw.into_bytes();
+    bytes.extend_from_slice(body);
+    let reply = parse_reply(&exchange(proxy.addr, &bytes).await);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    (reply.status, upstream.requests())
+}
+
+pub fn assert_blocked(status: u16, seen: &[Recorded], what: &str) {
+    assert!(
+        status == 403 && seen.is_empty(),
+        "{what}: status {status}, upstream received {} request(s): {:?}",
+        seen.len(),
+        seen.iter()
+            .map(|r| (
+                &r.method,
+                &r.target,
+                r.received,
+                r.complete,
+                String::from_utf8_lossy(&r.body[..r.body.len().min(120)]).into_owned()
+            ))
+            .collect::<Vec<_>>()
+    );
+}
