@@ -8,7 +8,11 @@
 //! So the text after a form or a JSON layer goes through here: `\uXXXX` (a surrogate pair
 //! as one character, a lone surrogate as `U+FFFD`), `\"`, `\\`, `\/`, `\n`, `\t`, `\r`,
 //! `\b`, `\f` become what they stand for, left to right (`\\u0040` is a backslash and
-//! `u0040`); any other backslash stays as it is. So do `%uXXXX` escapes, which the
+//! `u0040`); any other backslash stays as it is, and so does an escape of an ASCII letter,
+//! digit or `_`: this view replaces the text it comes from, and a server that does not
+//! parse the inner document reads the escape as written, so decoding one after a value
+//! (`a@b.io\u0030`) would hide the value from the proxy (found in review). What hides a
+//! value from the proxy is an escaped `@`, `.` or `-`, which are decoded. So do `%uXXXX` escapes, which the
 //! percent-decoding of a form leaves as written: IIS and classic ASP.NET
 //! (`HttpUtility.UrlDecode`, `Request.Form`) read `%u0040` as `@`, as JavaScript's
 //! `unescape` does. Text without a backslash or a `%` passes through untouched, without a
@@ -161,6 +165,13 @@ fn escape(s: &[u8]) -> Escape {
                     _ => Escape::Done(6),
                 }
             }
+            // A letter, digit or `_` stays as written: decoded, it would glue onto the value
+            // before it (`a@b.io%u0030` is an address to a server that does not decode
+            // this layer, and `…io0` none to one that does: found in review); what hides a
+            // value is its `@`, `.` or `-` written as an escape.
+            Ok(Some(u)) if u < 0x80 && (u as u8 == b'_' || (u as u8).is_ascii_alphanumeric()) => {
+                Escape::None
+            }
             Ok(Some(_)) => Escape::Done(6),
         },
         _ => Escape::None,
@@ -250,6 +261,10 @@ mod tests {
                 "a@b.io @ 50% %u00 😀",
             ),
             ("%uD83D\\uDE00 %40 %", "\u{FFFD}\u{FFFD} %40 %"),
+            (
+                r"a@b.io\u0030 c@d.io%u005f \u0041",
+                r"a@b.io\u0030 c@d.io%u005f \u0041",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(
