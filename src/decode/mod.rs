@@ -66,6 +66,7 @@ mod node;
 pub(crate) mod sniff;
 mod unescape;
 mod utf16;
+mod views;
 pub mod zip;
 
 use node::Node;

@@ -156,8 +156,12 @@ impl Node {
         if let Some(little_endian) = utf16_charset(ct)
             && acct.may_open(depth + 1, "UTF-16 text")
         {
-            let next = Node::for_media(ct, depth + 1, acct);
-            return Node::Utf16(Box::new(Utf16Node::new(little_endian, next)));
+            // The bytes as they are too, read by the same type (a server may ignore the
+            // charset).
+            let raw = Node::for_media(ct, depth + 1, acct);
+            let text = Node::for_media(ct, depth + 1, acct);
+            let node = Utf16Node::new(little_endian, raw, text, acct);
+            return Node::Utf16(Box::new(node));
         }
         Node::for_media(ct, depth, acct)
     }
@@ -229,11 +233,18 @@ impl Node {
 /// `Some(Some(false))` big endian, `Some(None)` by its mark (or its first unit).
 fn utf16_charset(ct: &[u8]) -> Option<Option<bool>> {
     let charsets = header_params(ct, "charset");
-    let charset = charsets.first()?;
-    match charset.to_ascii_lowercase().as_slice() {
-        b"utf-16" | b"utf16" | b"ucs-2" | b"unicode" => Some(None),
-        b"utf-16le" | b"utf16le" => Some(Some(true)),
-        b"utf-16be" | b"utf16be" | b"unicodefffe" => Some(Some(false)),
+    // Spelled as decoders take it: case, dashes and underscores aside (`UTF-16-LE`,
+    // `utf_16le`, `ucs2`: found in review).
+    let name: Vec<u8> = charsets
+        .first()?
+        .iter()
+        .filter(|b| b.is_ascii_alphanumeric())
+        .map(u8::to_ascii_lowercase)
+        .collect();
+    match name.as_slice() {
+        b"utf16" | b"ucs2" | b"unicode" | b"csunicode" | b"iso10646ucs2" => Some(None),
+        b"utf16le" | b"ucs2le" => Some(Some(true)),
+        b"utf16be" | b"ucs2be" | b"unicodefffe" => Some(Some(false)),
         _ => None,
     }
 }

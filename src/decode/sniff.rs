@@ -5,8 +5,8 @@
 //! - looks at the first bytes: a zip archive (`PK\x03\x04`), a gzip stream (`1f 8b 08`) or a
 //!   zstd frame (`28 b5 2f fd`) is decoded instead, one layer deeper (the decoder scans the
 //!   raw bytes itself from wherever it cannot decode them); content that opens with a
-//!   UTF-16 byte-order mark (`ff fe`, `fe ff`) is transcoded, one layer deeper (see
-//!   [`super::utf16`]: it stands in for the raw bytes); content that opens like JSON
+//!   UTF-16 byte-order mark (`ff fe`, `fe ff`) is transcoded, one layer deeper, and its
+//!   raw bytes scanned too (see [`super::utf16`]); content that opens like JSON
 //!   (`{` or `[`) is unescaped as JSON (when the depth allows: it is optional);
 //! - in content that is not itself an archive, looks for a zip's local header signature
 //!   anywhere (`memmem`): an archive after other bytes (a self-extractor's stub, `cat
@@ -619,8 +619,10 @@ impl Sniffer {
             })
         } else if head.starts_with(LE_MARK) || head.starts_with(BE_MARK) {
             acct.may_open(depth, "UTF-16 text").then(|| {
-                let next = Node::text(depth, acct);
-                Node::Utf16(Box::new(Utf16Node::new(None, next)))
+                // The raw bytes as plain text: their own head would open UTF-16 again.
+                let raw = Node::plain_text(depth, acct);
+                let text = Node::text(depth, acct);
+                Node::Utf16(Box::new(Utf16Node::new(None, raw, text, acct)))
             })
         } else if looks_like_json(&head) && depth <= acct.limits().max_depth {
             // JSON sent as text: unescaped all the same. The unescaped view holds every

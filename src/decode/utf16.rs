@@ -4,12 +4,15 @@
 //! bytes; it is found here by its byte-order mark at the start of content (`FF FE`: little
 //! endian, `FE FF`: big endian) and transcoded to UTF-8 for the text node after it.
 //!
-//! Every byte pair (one UTF-16 code unit) becomes:
+//! The raw bytes are scanned too ([`TwoViews`]): a mark or a charset in front of plain
+//! text must not hide it, and no rule for which byte pairs stay as they are can tell
+//! every such text from UTF-16 (found in review: a control byte after each address's
+//! last letter made one UTF-16 character of the two). Every byte pair (one UTF-16 code
+//! unit) becomes:
 //! - an ASCII character (a unit under `0x80`, one zero byte): that byte;
 //! - two printable ASCII bytes (`0x20..=0x7E`, tab, CR, LF) that make no ASCII unit: the
-//!   two bytes as they are. Content that only looks like UTF-16 behind a mark (an ASCII
-//!   list with `FF FE` put in front, to hide it from a proxy that would transcode it)
-//!   is then its own bytes again, so a mark cannot hide plain text. The cost: a genuine
+//!   two bytes as they are (content that only looks like UTF-16 behind a mark reads as
+//!   itself in the text view as well, mostly). The cost: a genuine
 //!   character made of two such bytes (many CJK ideographs, `U+4E2D` is `2D 4E`) reads as
 //!   two ASCII bytes, not as itself — no rule looks for those characters;
 //! - anything else: the character in UTF-8 (a surrogate pair as one character, a lone
@@ -17,53 +20,84 @@
 //!
 //! A `charset=utf-16` (`utf-16le`, `utf-16be`) parameter of the `Content-Type` opens the
 //! same layer under the media type's own decoder (JSON, a form, text), with or without a
-//! mark: `utf-16` goes by its mark, or without one by where the zero byte of the first
-//! unit is (ASCII content, which identifiers are). A leading mark is dropped.
+//! mark: a mark decides the order (over the charset's), or without one the charset, or
+//! for `utf-16` where the zero byte of the first unit is (ASCII content, which
+//! identifiers are). A leading mark is dropped.
 //!
 //! The transcoder keeps an odd byte and a high surrogate across chunks, so the text is
 //! the same however the body is cut. It expands at most 3 bytes per 2: no budget needed.
 //! Content with neither a mark nor a charset (`iconv -t UTF-16LE` sent as
 //! `application/octet-stream`) and UTF-32 are not transcoded.
 
-use super::Out;
 use super::node::Node;
+use super::views::TwoViews;
+use super::{Account, Out};
 
 /// The byte-order marks: little endian, big endian.
 pub(crate) const LE_MARK: &[u8] = b"\xff\xfe";
 pub(crate) const BE_MARK: &[u8] = b"\xfe\xff";
 
-/// A UTF-16 layer: transcodes its input for `next`.
+/// A UTF-16 layer: its raw bytes for `raw`, its transcoded text for `text`, put
+/// together as [`TwoViews`] says (a server may read either: one that ignores the mark or
+/// the charset reads the bytes as they are).
 pub(crate) struct Utf16Node {
     transcoder: Transcoder,
-    buf: Vec<u8>,
-    next: Node,
+    views: TwoViews,
 }
 
 impl Utf16Node {
     /// `little_endian`: `None` to go by the mark, or without one by the first unit.
-    pub(crate) fn new(little_endian: Option<bool>, next: Node) -> Utf16Node {
+    pub(crate) fn new(
+        little_endian: Option<bool>,
+        raw: Node,
+        text: Node,
+        acct: &Account,
+    ) -> Utf16Node {
         Utf16Node {
             transcoder: Transcoder::new(little_endian),
-            buf: Vec::new(),
-            next,
+            views: TwoViews::new(raw, text, acct),
         }
     }
 
     pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
-        self.buf.clear();
-        self.transcoder.push(data, &mut self.buf);
-        if !self.buf.is_empty() {
-            self.next.feed(&self.buf, out);
+        let (mut start, mut i) = (0, 0);
+        if let Some(first) = self.transcoder.odd.take() {
+            let Some(&second) = data.first() else {
+                self.transcoder.odd = Some(first);
+                return;
+            };
+            i = 1;
+            if self.unit(first, second) {
+                self.views.put_in(&data[..1], out);
+                start = 1;
+            }
         }
+        while i + 1 < data.len() {
+            let place = self.unit(data[i], data[i + 1]);
+            i += 2;
+            if place {
+                self.views.put_in(&data[start..i], out);
+                start = i;
+            }
+        }
+        if i < data.len() {
+            self.transcoder.odd = Some(data[i]);
+        }
+        self.views.raw_only(&data[start..], out);
+    }
+
+    /// One unit into the text; true when the text goes in after it.
+    #[inline]
+    fn unit(&mut self, first: u8, second: u8) -> bool {
+        let before = self.views.buf.len();
+        self.transcoder.unit(first, second, &mut self.views.buf);
+        let grew = self.views.buf.len() > before;
+        self.views.step(2, grew)
     }
 
     pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
-        self.buf.clear();
-        self.transcoder.end(&mut self.buf);
-        if !self.buf.is_empty() {
-            self.next.feed(&self.buf, out);
-        }
-        self.next.finish(out);
+        self.transcoder.end(&mut self.views.buf);
+        self.views.finish(out);
     }
 }
 
@@ -90,6 +124,7 @@ impl Transcoder {
     }
 
     /// Appends the text of the next input to `buf`.
+    #[cfg(test)]
     fn push(&mut self, data: &[u8], buf: &mut Vec<u8>) {
         let mut rest = data;
         if let Some(first) = self.odd.take() {
@@ -123,9 +158,17 @@ impl Transcoder {
     /// One code unit, from its two bytes in the order they came.
     #[inline]
     fn unit(&mut self, first: u8, second: u8, buf: &mut Vec<u8>) {
+        // A mark first says the order, over a charset's (as the WHATWG decoders and .NET
+        // read it: found in review, a mark against the charset hid the text).
+        let mark = match (self.started, [first, second]) {
+            (false, [0xFF, 0xFE]) => Some(true),
+            (false, [0xFE, 0xFF]) => Some(false),
+            _ => None,
+        };
+        if mark.is_some() {
+            self.little_endian = mark;
+        }
         let little_endian = *self.little_endian.get_or_insert(match [first, second] {
-            [0xFF, 0xFE] => true,
-            [0xFE, 0xFF] => false,
             // No mark: ASCII has its zero byte second in little endian.
             [0, b] => b == 0,
             _ => true,

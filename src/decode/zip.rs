@@ -31,6 +31,7 @@
 use flate2::{Decompress, FlushDecompress, Status};
 
 use super::node::{Node, for_entry};
+use super::views::TwoViews;
 use super::{Account, Out, RATIO_FLOOR, Reason, Waiting};
 
 /// Signature of a local file header.
@@ -949,25 +950,22 @@ const INLINE_ELEMENTS: &[&[u8]] = &[
 const MAX_NAME: usize = 32;
 
 /// XML or HTML (a zip entry, a body): scanned raw, and as its text (tags out, character
-/// references in).
+/// references in), the two views put together as [`TwoViews`] says.
 pub(crate) struct XmlNode {
-    raw: Node,
-    text: Node,
+    views: TwoViews,
+    state: XmlState,
+}
+
+/// Where the text reader is in the markup.
+struct XmlState {
     /// A body's markup (any tag but HTML's inline ones ends a line), not an Office or
     /// OpenDocument part (whose text runs join across tags).
     markup: bool,
-    /// The text held (a streamed body holds its chunks back while it is).
-    waiting: Waiting,
     in_tag: bool,
     name: Vec<u8>,
     naming: bool,
     entity: Option<Vec<u8>>,
-    buf: Vec<u8>,
 }
-
-/// Text bytes held before they are scanned (so that the raw and text views alternate
-/// rarely).
-const XML_TEXT_FLUSH: usize = 256 << 10;
 
 impl XmlNode {
     /// An XML entry of a zip (Office, OpenDocument).
@@ -982,118 +980,123 @@ impl XmlNode {
 
     fn with(raw: Node, text: Node, markup: bool, acct: &Account) -> XmlNode {
         XmlNode {
-            raw,
-            text,
-            markup,
-            waiting: Waiting::new(acct),
-            in_tag: false,
-            name: Vec::new(),
-            naming: false,
-            entity: None,
-            buf: Vec::new(),
+            views: TwoViews::new(raw, text, acct),
+            state: XmlState {
+                markup,
+                in_tag: false,
+                name: Vec::new(),
+                naming: false,
+                entity: None,
+            },
         }
     }
 
     pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
-        self.raw.feed(data, out);
-        xml_text(self, data);
-        if self.buf.len() >= XML_TEXT_FLUSH {
-            self.text.feed(&self.buf, out);
-            self.buf.clear();
+        let mut start = 0;
+        for (i, &b) in data.iter().enumerate() {
+            let before = self.views.buf.len();
+            xml_byte(&mut self.state, &mut self.views.buf, b);
+            let grew = self.views.buf.len() > before;
+            if self.views.step(1, grew) {
+                self.views.put_in(&data[start..=i], out);
+                start = i + 1;
+            }
         }
-        self.waiting.set(self.buf.len());
+        self.views.raw_only(&data[start..], out);
     }
 
     pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
-        self.raw.finish(out);
-        if let Some(e) = self.entity.take() {
-            self.buf.push(b'&');
-            self.buf.extend_from_slice(&e);
+        if let Some(e) = self.state.entity.take() {
+            self.views.buf.push(b'&');
+            self.views.buf.extend_from_slice(&e);
         }
-        self.text.feed(&self.buf, out);
-        self.buf.clear();
-        self.waiting.set(0);
-        self.text.finish(out);
+        self.views.finish(out);
     }
 }
 
-/// Appends the text of `data` to `x.buf`.
-fn xml_text(x: &mut XmlNode, data: &[u8]) {
+/// Appends the text of `data` to `buf`.
+#[cfg(test)]
+fn xml_text(x: &mut XmlState, buf: &mut Vec<u8>, data: &[u8]) {
     for &b in data {
-        if x.in_tag {
-            if b == b'>' {
-                x.in_tag = false;
-                let name = x.name.strip_prefix(b"/").unwrap_or(&x.name);
-                let name = name.strip_suffix(b"/").unwrap_or(name);
-                let local = match name.iter().rposition(|&c| c == b':') {
-                    Some(colon) => &name[colon + 1..],
-                    None => name,
+        xml_byte(x, buf, b);
+    }
+}
+
+/// Appends the text of the next byte `b` (if any) to `buf`.
+fn xml_byte(x: &mut XmlState, buf: &mut Vec<u8>, b: u8) {
+    if x.in_tag {
+        if b == b'>' {
+            x.in_tag = false;
+            let name = x.name.strip_prefix(b"/").unwrap_or(&x.name);
+            let name = name.strip_suffix(b"/").unwrap_or(name);
+            let local = match name.iter().rposition(|&c| c == b':') {
+                Some(colon) => &name[colon + 1..],
+                None => name,
+            };
+            if x.markup {
+                let inline = local.len() <= 8 && {
+                    let lower = local.to_ascii_lowercase();
+                    INLINE_ELEMENTS.contains(&lower.as_slice())
                 };
-                if x.markup {
-                    let inline = local.len() <= 8 && {
-                        let lower = local.to_ascii_lowercase();
-                        INLINE_ELEMENTS.contains(&lower.as_slice())
-                    };
-                    if !inline && x.buf.last() != Some(&b'\n') {
-                        x.buf.push(b'\n');
-                    }
-                } else if BLOCK_ELEMENTS.contains(&local)
-                    && (x.name.starts_with(b"/") || x.name.ends_with(b"/"))
-                {
-                    x.buf.push(b'\n');
-                } else if SPACE_ELEMENTS.contains(&local) {
-                    x.buf.push(b' ');
+                if !inline && buf.last() != Some(&b'\n') {
+                    buf.push(b'\n');
                 }
-            } else if x.naming {
-                if b.is_ascii_whitespace() || x.name.len() >= MAX_NAME {
-                    x.naming = false;
-                } else if b == b'/' && !x.name.is_empty() {
-                    // `<br/>`: an empty element ends here.
-                    x.naming = false;
-                    x.name.push(b'/');
-                } else {
-                    x.name.push(b);
-                }
-            } else if b == b'/' && x.name.last() != Some(&b'/') {
+            } else if BLOCK_ELEMENTS.contains(&local)
+                && (x.name.starts_with(b"/") || x.name.ends_with(b"/"))
+            {
+                buf.push(b'\n');
+            } else if SPACE_ELEMENTS.contains(&local) {
+                buf.push(b' ');
+            }
+        } else if x.naming {
+            if b.is_ascii_whitespace() || x.name.len() >= MAX_NAME {
+                x.naming = false;
+            } else if b == b'/' && !x.name.is_empty() {
+                // `<br/>`: an empty element ends here.
+                x.naming = false;
                 x.name.push(b'/');
+            } else {
+                x.name.push(b);
             }
-            continue;
+        } else if b == b'/' && x.name.last() != Some(&b'/') {
+            x.name.push(b'/');
         }
-        if let Some(entity) = &mut x.entity {
-            if b == b';' {
-                let e = std::mem::take(entity);
-                x.entity = None;
-                match decode_entity(&e) {
-                    Some(c) => {
-                        let mut tmp = [0u8; 4];
-                        x.buf.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
-                    }
-                    None => {
-                        x.buf.push(b'&');
-                        x.buf.extend_from_slice(&e);
-                        x.buf.push(b';');
-                    }
-                }
-                continue;
-            }
-            if entity.len() < MAX_NAME && (b.is_ascii_alphanumeric() || b == b'#') {
-                entity.push(b);
-                continue;
-            }
+        return;
+    }
+    if let Some(entity) = &mut x.entity {
+        if b == b';' {
             let e = std::mem::take(entity);
             x.entity = None;
-            x.buf.push(b'&');
-            x.buf.extend_from_slice(&e);
-        }
-        match b {
-            b'<' => {
-                x.in_tag = true;
-                x.naming = true;
-                x.name.clear();
+            match decode_entity(&e) {
+                Some(c) => {
+                    let mut tmp = [0u8; 4];
+                    buf.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+                }
+                None => {
+                    buf.push(b'&');
+                    buf.extend_from_slice(&e);
+                    buf.push(b';');
+                }
             }
-            b'&' => x.entity = Some(Vec::new()),
-            _ => x.buf.push(b),
+            return;
         }
+        if entity.len() < MAX_NAME && (b.is_ascii_alphanumeric() || b == b'#') {
+            entity.push(b);
+            return;
+        }
+        let e = std::mem::take(entity);
+        x.entity = None;
+        buf.push(b'&');
+        buf.extend_from_slice(&e);
+    }
+    match b {
+        b'<' => {
+            x.in_tag = true;
+            x.naming = true;
+            x.name.clear();
+        }
+        b'&' => x.entity = Some(Vec::new()),
+        _ => buf.push(b),
     }
 }
 
@@ -1133,8 +1136,9 @@ mod tests {
         let raw = Node::text(0, &mut acct);
         let text = Node::plain_text(0, &mut acct);
         let mut x = XmlNode::with(raw, text, markup, &acct);
-        xml_text(&mut x, xml.as_bytes());
-        String::from_utf8_lossy(&x.buf).into_owned()
+        let mut buf = Vec::new();
+        xml_text(&mut x.state, &mut buf, xml.as_bytes());
+        String::from_utf8_lossy(&buf).into_owned()
     }
 
     #[test]
