@@ -81,7 +81,10 @@ fn a_utf16_charset_on_plain_text_with_control_separators_hides_nothing() {
         &[&content],
         "email",
     );
-    assert!(got >= 10, "ASCII list as charset=utf-16le: {got} distinct emails");
+    assert!(
+        got >= 10,
+        "ASCII list as charset=utf-16le: {got} distinct emails"
+    );
 }
 
 /// The second unescape replaces the text a JSON layer decoded: `%u0030` after each address
@@ -95,7 +98,12 @@ fn percent_u_after_addresses_in_json_hides_nothing() {
         .map(|i| format!("\"customer{i}@acme-corp.io%u0030\""))
         .collect();
     let body = format!("{{\"contacts\":[{}]}}", items.join(","));
-    let got = distinct(&engine, Some("application/json"), &[body.as_bytes()], "email");
+    let got = distinct(
+        &engine,
+        Some("application/json"),
+        &[body.as_bytes()],
+        "email",
+    );
     assert!(got >= 10, "JSON {body}: {got} distinct emails");
 }
 
