@@ -83,6 +83,19 @@ struct BatchShared {
 struct BatchQueue {
     buf: Vec<u8>,
     stopping: bool,
+    /// The writer thread is gone (it failed to start, or panicked in a `write`): a full
+    /// queue then drops lines instead of making them wait for nobody (found in review).
+    dead: bool,
+}
+
+/// Marks the queue dead when the writer thread ends, however it ends.
+struct Alive(Arc<BatchShared>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.lock().dead = true;
+        self.0.room.notify_all();
+    }
 }
 
 impl Batched {
@@ -101,6 +114,7 @@ impl Batched {
             std::thread::Builder::new()
                 .name("log-writer".into())
                 .spawn(move || {
+                    let _alive = Alive(shared.clone());
                     let mut taken = Vec::new();
                     loop {
                         let stopping = {
@@ -124,6 +138,9 @@ impl Batched {
                 })
                 .ok()
         };
+        if thread.is_none() {
+            shared.lock().dead = true;
+        }
         Batched { shared, thread }
     }
 
@@ -175,11 +192,13 @@ impl Write for BatchWriter {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
         let shared = &self.0;
         let mut q = shared.lock();
-        while q.buf.len() >= shared.max && !q.stopping {
+        while q.buf.len() >= shared.max && !q.stopping && !q.dead {
             shared.wake.notify_one();
             q = shared.room.wait(q).unwrap_or_else(|e| e.into_inner());
         }
-        q.buf.extend_from_slice(line);
+        if q.buf.len() < shared.max || !q.dead {
+            q.buf.extend_from_slice(line);
+        }
         Ok(line.len())
     }
 
