@@ -965,6 +965,11 @@ struct XmlState {
     name: Vec<u8>,
     naming: bool,
     entity: Option<Vec<u8>>,
+    /// Inside a quoted attribute value of a body's markup (its quote): read as text, a
+    /// line of its own (an address in `email="…"` is one to a parser: found in review).
+    attr: Option<u8>,
+    /// Inside `<![CDATA[`, and how many `]` wait to be told from its `]]>`.
+    cdata: Option<u8>,
 }
 
 impl XmlNode {
@@ -987,6 +992,8 @@ impl XmlNode {
                 name: Vec::new(),
                 naming: false,
                 entity: None,
+                attr: None,
+                cdata: None,
             },
         }
     }
@@ -1024,6 +1031,36 @@ fn xml_text(x: &mut XmlState, buf: &mut Vec<u8>, data: &[u8]) {
 
 /// Appends the text of the next byte `b` (if any) to `buf`.
 fn xml_byte(x: &mut XmlState, buf: &mut Vec<u8>, b: u8) {
+    if let Some(brackets) = x.cdata {
+        // CDATA is text as it is, to its `]]>` (found in review: it was read as a tag).
+        match b {
+            b']' => x.cdata = Some(brackets.saturating_add(1)),
+            b'>' if brackets >= 2 => {
+                buf.extend(std::iter::repeat_n(b']', usize::from(brackets - 2)));
+                x.cdata = None;
+            }
+            _ => {
+                buf.extend(std::iter::repeat_n(b']', usize::from(brackets)));
+                buf.push(b);
+                x.cdata = Some(0);
+            }
+        }
+        return;
+    }
+    if let Some(quote) = x.attr {
+        if entity_byte(x, buf, b) {
+            return;
+        }
+        if b == quote {
+            x.attr = None;
+            buf.push(b'\n');
+        } else if b == b'&' {
+            x.entity = Some(Vec::new());
+        } else {
+            buf.push(b);
+        }
+        return;
+    }
     if x.in_tag {
         if b == b'>' {
             x.in_tag = false;
@@ -1034,10 +1071,14 @@ fn xml_byte(x: &mut XmlState, buf: &mut Vec<u8>, b: u8) {
                 None => name,
             };
             if x.markup {
-                let inline = local.len() <= 8 && {
-                    let lower = local.to_ascii_lowercase();
-                    INLINE_ELEMENTS.contains(&lower.as_slice())
-                };
+                // Comments, declarations and processing instructions end no line: a
+                // comment inside an address is not there to a browser (found in review).
+                let aside = matches!(x.name.first(), Some(b'!' | b'?'));
+                let inline = aside
+                    || local.len() <= 8 && {
+                        let lower = local.to_ascii_lowercase();
+                        INLINE_ELEMENTS.contains(&lower.as_slice())
+                    };
                 if !inline && buf.last() != Some(&b'\n') {
                     buf.push(b'\n');
                 }
@@ -1057,37 +1098,21 @@ fn xml_byte(x: &mut XmlState, buf: &mut Vec<u8>, b: u8) {
                 x.name.push(b'/');
             } else {
                 x.name.push(b);
+                if x.name == b"![CDATA[" {
+                    x.in_tag = false;
+                    x.naming = false;
+                    x.cdata = Some(0);
+                }
             }
+        } else if x.markup && (b == b'"' || b == b'\'') && !x.name.starts_with(b"!") {
+            x.attr = Some(b);
         } else if b == b'/' && x.name.last() != Some(&b'/') {
             x.name.push(b'/');
         }
         return;
     }
-    if let Some(entity) = &mut x.entity {
-        if b == b';' {
-            let e = std::mem::take(entity);
-            x.entity = None;
-            match decode_entity(&e) {
-                Some(c) => {
-                    let mut tmp = [0u8; 4];
-                    buf.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
-                }
-                None => {
-                    buf.push(b'&');
-                    buf.extend_from_slice(&e);
-                    buf.push(b';');
-                }
-            }
-            return;
-        }
-        if entity.len() < MAX_NAME && (b.is_ascii_alphanumeric() || b == b'#') {
-            entity.push(b);
-            return;
-        }
-        let e = std::mem::take(entity);
-        x.entity = None;
-        buf.push(b'&');
-        buf.extend_from_slice(&e);
+    if entity_byte(x, buf, b) {
+        return;
     }
     match b {
         b'<' => {
@@ -1098,6 +1123,39 @@ fn xml_byte(x: &mut XmlState, buf: &mut Vec<u8>, b: u8) {
         b'&' => x.entity = Some(Vec::new()),
         _ => buf.push(b),
     }
+}
+
+/// A byte of a character reference being read: true when it took `b` (a name byte, or
+/// the `;` that ends it); a reference that ends otherwise goes in as written.
+fn entity_byte(x: &mut XmlState, buf: &mut Vec<u8>, b: u8) -> bool {
+    let Some(entity) = &mut x.entity else {
+        return false;
+    };
+    if b == b';' {
+        let e = std::mem::take(entity);
+        x.entity = None;
+        match decode_entity(&e) {
+            Some(c) => {
+                let mut tmp = [0u8; 4];
+                buf.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+            }
+            None => {
+                buf.push(b'&');
+                buf.extend_from_slice(&e);
+                buf.push(b';');
+            }
+        }
+        return true;
+    }
+    if entity.len() < MAX_NAME && (b.is_ascii_alphanumeric() || b == b'#') {
+        entity.push(b);
+        return true;
+    }
+    let e = std::mem::take(entity);
+    x.entity = None;
+    buf.push(b'&');
+    buf.extend_from_slice(&e);
+    false
 }
 
 /// `amp`, `#64`, `#x40` ... as the character.
@@ -1153,6 +1211,14 @@ mod tests {
                 "\nalice@acme.io\nx\n",
             ),
             ("<p>one<br/>two</p>", "\none\ntwo\n"),
+            (
+                "<e>a@<![CDATA[b]x]]y.io]]]></e><e>c&#64;<!-- x -->d.io</e>",
+                "\na@b]x]]y.io]\nc@d.io\n",
+            ),
+            (
+                "<c email=\"a&#64;b.io\" n='x'/><a href=\"/\">y</a>",
+                "a@b.io\nx\n/\ny",
+            ),
         ];
         for (markup, want) in cases {
             assert_eq!(text_as(markup, true), *want, "{markup}");
