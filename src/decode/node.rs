@@ -158,12 +158,27 @@ impl Node {
         {
             // The bytes as they are too, read by the same type (a server may ignore the
             // charset).
-            let raw = Node::for_media(ct, depth + 1, acct);
-            let text = Node::for_media(ct, depth + 1, acct);
+            let raw = Node::view_for_media(ct, depth + 1, acct);
+            let text = Node::view_for_media(ct, depth + 1, acct);
             let node = Utf16Node::new(little_endian, raw, text, acct);
             return Node::Utf16(Box::new(node));
         }
         Node::for_media(ct, depth, acct)
+    }
+
+    /// One view of [`TwoViews`](super::views::TwoViews) as the media type `ct` reads it:
+    /// its decoder, or for text plain text (a sniffer would keep bytes back).
+    fn view_for_media(ct: &[u8], depth: u32, acct: &mut Account) -> Node {
+        let media = media_type(ct);
+        let decoded = media == "application/x-www-form-urlencoded"
+            || media.starts_with("multipart/")
+            || is_json(&media)
+            || is_markup(&media);
+        if decoded {
+            Node::for_media(ct, depth, acct)
+        } else {
+            Node::plain_text(depth, acct)
+        }
     }
 
     /// Content of the media type `ct` names, its bytes in the charset it is read in.
@@ -214,7 +229,7 @@ impl Node {
         }
         if is_markup(&media) && acct.may_open(depth + 1, "XML") {
             // Raw, and as the text a parser or a browser makes of it (`&#64;` is `@`).
-            let raw = Node::text(depth, acct);
+            let raw = Node::plain_text(depth, acct);
             let text = Node::plain_text(depth + 1, acct);
             return Node::Xml(Box::new(XmlNode::markup(raw, text, acct)));
         }
@@ -368,7 +383,7 @@ pub(crate) fn for_part(
 pub(crate) fn for_entry(name: &[u8], depth: u32, acct: &mut Account) -> Node {
     let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
     if lower.ends_with(".xml") || lower.ends_with(".rels") || lower.ends_with(".xhtml") {
-        let raw = Node::text(depth, acct);
+        let raw = Node::plain_text(depth, acct);
         let text = Node::plain_text(depth, acct);
         return Node::Xml(Box::new(XmlNode::new(raw, text, acct)));
     }

@@ -621,7 +621,7 @@ impl Sniffer {
             acct.may_open(depth, "UTF-16 text").then(|| {
                 // The raw bytes as plain text: their own head would open UTF-16 again.
                 let raw = Node::plain_text(depth, acct);
-                let text = Node::text(depth, acct);
+                let text = Node::plain_text(depth, acct);
                 Node::Utf16(Box::new(Utf16Node::new(None, raw, text, acct)))
             })
         } else if looks_like_json(&head) && depth <= acct.limits().max_depth {
