@@ -348,3 +348,32 @@ fn character_references_in_xml_attribute_values_are_read() {
         "12 addresses in attribute values with &#64;: {got} distinct emails"
     );
 }
+
+/// Found in testing the fixes above: the views' nodes kept their last bytes back (a
+/// sniffer looking for a zip signature across chunks), and those came out after the other
+/// view's piece, so the last address of a UTF-16 body was cut in two.
+#[test]
+fn the_last_address_of_a_utf16_body_is_whole() {
+    let engine = engine();
+    let text = format!(
+        "{}customer1@acme-corp.io {}customer2@acme-corp.io \n",
+        " ".repeat(100),
+        " ".repeat(100)
+    );
+    for ct in [
+        "text/plain; charset=utf-16le",
+        "text/html; charset=utf-16le",
+    ] {
+        assert_eq!(
+            distinct(&engine, Some(ct), &[&le(&text)], "email"),
+            2,
+            "{ct}"
+        );
+    }
+    let mut marked = vec![0xFF, 0xFE];
+    marked.extend_from_slice(&le(&text));
+    assert_eq!(
+        distinct(&engine, Some("text/plain"), &[&marked], "email"),
+        2
+    );
+}
