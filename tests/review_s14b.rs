@@ -7,31 +7,9 @@ mod support;
 
 use std::time::Duration;
 
-use egress_dlp::decode::{Inspection, Limits};
-use egress_dlp::rules;
-use egress_dlp::scan::Engine;
-use support::{Proxy, Upstream, fixture_rules};
+use support::{Proxy, Upstream, fixture_engine as engine, inspected_distinct as distinct};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-fn engine() -> Engine {
-    Engine::new(&rules::load_dir(&fixture_rules()).unwrap())
-}
-
-/// Distinct values of `rule` found in `body` fed in `pieces` as `ct`.
-fn distinct(engine: &Engine, ct: Option<&str>, pieces: &[&[u8]], rule: &str) -> u64 {
-    let limits = Limits::default();
-    let mut i = Inspection::new(engine, &limits, ct.map(str::as_bytes), None);
-    for p in pieces {
-        i.feed(p);
-    }
-    let out = i.finish();
-    out.findings
-        .rules
-        .iter()
-        .find(|f| f.rule == rule)
-        .map_or(0, |f| f.distinct)
-}
 
 /// Plain ASCII rows behind a UTF-16LE byte-order mark, each address followed by a vertical
 /// tab placed at an odd offset of the content: the transcoder pairs the tab with the

@@ -657,3 +657,29 @@ pub fn assert_blocked(status: u16, seen: &[Recorded], what: &str) {
             .collect::<Vec<_>>()
     );
 }
+
+/// An engine of the fixture rules.
+pub fn fixture_engine() -> egress_dlp::scan::Engine {
+    egress_dlp::scan::Engine::new(&egress_dlp::rules::load_dir(&fixture_rules()).unwrap())
+}
+
+/// Distinct values of `rule` found in a body fed in `pieces` as `ct`, through the decode
+/// pipeline with default limits.
+pub fn inspected_distinct(
+    engine: &egress_dlp::scan::Engine,
+    ct: Option<&str>,
+    pieces: &[&[u8]],
+    rule: &str,
+) -> u64 {
+    let limits = egress_dlp::decode::Limits::default();
+    let mut i = egress_dlp::decode::Inspection::new(engine, &limits, ct.map(str::as_bytes), None);
+    for p in pieces {
+        i.feed(p);
+    }
+    let out = i.finish();
+    out.findings
+        .rules
+        .iter()
+        .find(|f| f.rule == rule)
+        .map_or(0, |f| f.distinct)
+}
