@@ -158,31 +158,24 @@ impl Node {
         {
             // The bytes as they are too, read by the same type (a server may ignore the
             // charset).
-            let raw = Node::view_for_media(ct, depth + 1, acct);
-            let text = Node::view_for_media(ct, depth + 1, acct);
+            // Each view's text is plain text: a sniffer would keep bytes back (see
+            // `super::views`).
+            let raw = Node::for_media(ct, depth + 1, acct, Node::plain_text);
+            let text = Node::for_media(ct, depth + 1, acct, Node::plain_text);
             let node = Utf16Node::new(little_endian, raw, text, acct);
             return Node::Utf16(Box::new(node));
         }
-        Node::for_media(ct, depth, acct)
+        Node::for_media(ct, depth, acct, Node::text)
     }
 
-    /// One view of [`TwoViews`](super::views::TwoViews) as the media type `ct` reads it:
-    /// its decoder, or for text plain text (a sniffer would keep bytes back).
-    fn view_for_media(ct: &[u8], depth: u32, acct: &mut Account) -> Node {
-        let media = media_type(ct);
-        let decoded = media == "application/x-www-form-urlencoded"
-            || media.starts_with("multipart/")
-            || is_json(&media)
-            || is_markup(&media);
-        if decoded {
-            Node::for_media(ct, depth, acct)
-        } else {
-            Node::plain_text(depth, acct)
-        }
-    }
-
-    /// Content of the media type `ct` names, its bytes in the charset it is read in.
-    fn for_media(ct: &[u8], depth: u32, acct: &mut Account) -> Node {
+    /// Content of the media type `ct` names, its bytes in the charset it is read in; text
+    /// (any other type, or a layer that cannot open) by `text`.
+    fn for_media(
+        ct: &[u8],
+        depth: u32,
+        acct: &mut Account,
+        text: fn(u32, &mut Account) -> Node,
+    ) -> Node {
         let media = media_type(ct);
         if names_several_types(ct) {
             // Decoded as the first type (as PHP reads it), but not fully inspected: another
@@ -194,7 +187,7 @@ impl Node {
         }
         if media == "application/x-www-form-urlencoded" {
             if !acct.may_open(depth + 1, "form") {
-                return Node::text(depth, acct);
+                return text(depth, acct);
             }
             let next = Node::decoded_text(true, depth + 1, acct);
             return Node::Form(Box::new(FormNode::body(next)));
@@ -207,12 +200,12 @@ impl Node {
                 // the last, this proxy took the first, and a part under the other passed).
                 let shown = super::shown_name(&media);
                 acct.problem(Reason::Corrupt, format!("{shown} with two boundaries"));
-                return Node::text(depth, acct);
+                return text(depth, acct);
             }
             let Some(boundary) = boundaries.pop().filter(|b| valid_boundary(b)) else {
                 let shown = super::shown_name(&media);
                 acct.problem(Reason::Corrupt, format!("{shown} without a valid boundary"));
-                return Node::text(depth, acct);
+                return text(depth, acct);
             };
             if php_boundary(ct).as_deref() != Some(&boundary[..]) {
                 let shown = super::shown_name(&media);
@@ -220,10 +213,10 @@ impl Node {
                     Reason::Corrupt,
                     format!("{shown} with a boundary PHP reads otherwise"),
                 );
-                return Node::text(depth, acct);
+                return text(depth, acct);
             }
             if !acct.may_open(depth + 1, "multipart") {
-                return Node::text(depth, acct);
+                return text(depth, acct);
             }
             return Node::Multipart(Box::new(MultipartNode::new(&boundary, depth + 1, acct)));
         }
@@ -235,12 +228,12 @@ impl Node {
         }
         if is_json(&media) {
             if !acct.may_open(depth + 1, "JSON") {
-                return Node::text(depth, acct);
+                return text(depth, acct);
             }
             let next = Node::decoded_text(false, depth + 1, acct);
             return Node::Json(Box::new(JsonNode::new(next)));
         }
-        Node::text(depth, acct)
+        text(depth, acct)
     }
 }
 
