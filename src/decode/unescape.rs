@@ -111,8 +111,9 @@ fn unescape<'a>(input: &'a [u8], out: &mut Vec<u8>, percent: bool, end: bool) ->
     while let Some(at) = next_intro(input, i, percent) {
         out.extend_from_slice(&input[i..at]);
         match escape(&input[at..]) {
-            Escape::Done(len) => {
-                write_escape(&input[at..at + len], out);
+            Escape::Done(len, c) => {
+                let mut utf8 = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
                 i = at + len;
             }
             Escape::Cut if !end => return &input[at..],
@@ -127,8 +128,8 @@ fn unescape<'a>(input: &'a [u8], out: &mut Vec<u8>, percent: bool, end: bool) ->
 }
 
 enum Escape {
-    /// An escape of this many bytes.
-    Done(usize),
+    /// An escape of this many bytes, and what it stands for.
+    Done(usize, char),
     /// The input ends before it can tell.
     Cut,
     /// Not an escape: the backslash stays.
@@ -143,26 +144,40 @@ fn escape(s: &[u8]) -> Escape {
     let intro = s[0];
     let u = |c: u8| c == b'u' || (intro == b'%' && c == b'U');
     match c {
-        b'"' | b'\\' | b'/' | b'n' | b't' | b'r' | b'b' | b'f' if intro == b'\\' => Escape::Done(2),
+        b'"' | b'\\' | b'/' | b'n' | b't' | b'r' | b'b' | b'f' if intro == b'\\' => {
+            let stands_for = match c {
+                b'n' => '\n',
+                b't' => '\t',
+                b'r' => '\r',
+                b'b' => '\u{8}',
+                b'f' => '\u{c}',
+                other => char::from(other),
+            };
+            Escape::Done(2, stands_for)
+        }
         c if u(c) => match unit(&s[1..]) {
             Err(()) => Escape::None,
             Ok(None) => Escape::Cut,
             Ok(Some(high)) if (0xD800..0xDC00).contains(&high) => {
                 // A high surrogate: a pair if a low one follows.
+                let lone = Escape::Done(6, char::REPLACEMENT_CHARACTER);
                 match s.get(6..8) {
                     None if s.len() < LONGEST => {
                         if s.get(6).is_some_and(|&b| b != intro) {
-                            Escape::Done(6)
+                            lone
                         } else {
                             Escape::Cut
                         }
                     }
                     Some(&[i, c]) if i == intro && u(c) => match unit(&s[7..]) {
                         Ok(None) => Escape::Cut,
-                        Ok(Some(low)) if (0xDC00..0xE000).contains(&low) => Escape::Done(12),
-                        _ => Escape::Done(6),
+                        Ok(Some(low)) => match char::decode_utf16([high, low]).next() {
+                            Some(Ok(pair)) => Escape::Done(12, pair),
+                            _ => lone,
+                        },
+                        Err(()) => lone,
                     },
-                    _ => Escape::Done(6),
+                    _ => lone,
                 }
             }
             // A letter, digit or `_` stays as written: decoded, it would glue onto the value
@@ -172,7 +187,10 @@ fn escape(s: &[u8]) -> Escape {
             Ok(Some(u)) if u < 0x80 && (u as u8 == b'_' || (u as u8).is_ascii_alphanumeric()) => {
                 Escape::None
             }
-            Ok(Some(_)) => Escape::Done(6),
+            Ok(Some(u)) => Escape::Done(
+                6,
+                char::from_u32(u32::from(u)).unwrap_or(char::REPLACEMENT_CHARACTER),
+            ),
         },
         _ => Escape::None,
     }
@@ -194,36 +212,6 @@ fn unit(s: &[u8]) -> Result<Option<u16>, ()> {
         u = u << 4 | d as u16;
     }
     Ok(Some(u))
-}
-
-/// Writes what the whole escape `e` (as [`escape`] measured it) stands for.
-fn write_escape(e: &[u8], out: &mut Vec<u8>) {
-    let c = match e[1] {
-        b'u' | b'U' => {
-            let high = hex4(&e[2..6]);
-            let code = if e.len() == 12 {
-                0x10000 + ((u32::from(high) - 0xD800) << 10) + (u32::from(hex4(&e[8..12])) - 0xDC00)
-            } else {
-                u32::from(high)
-            };
-            char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER)
-        }
-        b'n' => '\n',
-        b't' => '\t',
-        b'r' => '\r',
-        b'b' => '\u{8}',
-        b'f' => '\u{c}',
-        other => char::from(other),
-    };
-    let mut utf8 = [0u8; 4];
-    out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
-}
-
-/// Four hex digits (already checked).
-fn hex4(s: &[u8]) -> u16 {
-    s.iter().fold(0, |u, &b| {
-        u << 4 | (b as char).to_digit(16).unwrap_or(0) as u16
-    })
 }
 
 #[cfg(test)]

@@ -60,39 +60,18 @@ impl Utf16Node {
     }
 
     pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
-        let (mut start, mut i) = (0, 0);
-        if let Some(first) = self.transcoder.odd.take() {
-            let Some(&second) = data.first() else {
-                self.transcoder.odd = Some(first);
-                return;
-            };
-            i = 1;
-            if self.unit(first, second) {
-                self.views.put_in(&data[..1], out);
-                start = 1;
+        let views = &mut self.views;
+        let mut start = 0;
+        self.transcoder.each_unit(data, |t, first, second, end| {
+            let before = views.buf.len();
+            t.unit(first, second, &mut views.buf);
+            let grew = views.buf.len() > before;
+            if views.step(2, grew) {
+                views.put_in(&data[start..end], out);
+                start = end;
             }
-        }
-        while i + 1 < data.len() {
-            let place = self.unit(data[i], data[i + 1]);
-            i += 2;
-            if place {
-                self.views.put_in(&data[start..i], out);
-                start = i;
-            }
-        }
-        if i < data.len() {
-            self.transcoder.odd = Some(data[i]);
-        }
+        });
         self.views.raw_only(&data[start..], out);
-    }
-
-    /// One unit into the text; true when the text goes in after it.
-    #[inline]
-    fn unit(&mut self, first: u8, second: u8) -> bool {
-        let before = self.views.buf.len();
-        self.transcoder.unit(first, second, &mut self.views.buf);
-        let grew = self.views.buf.len() > before;
-        self.views.step(2, grew)
     }
 
     pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
@@ -123,25 +102,31 @@ impl Transcoder {
         }
     }
 
-    /// Appends the text of the next input to `buf`.
-    #[cfg(test)]
-    fn push(&mut self, data: &[u8], buf: &mut Vec<u8>) {
-        let mut rest = data;
+    /// Calls `each` with every unit the next input completes (the first may have begun in
+    /// the last input) and where it ends in `data`; a last byte that makes no unit waits.
+    fn each_unit(&mut self, data: &[u8], mut each: impl FnMut(&mut Transcoder, u8, u8, usize)) {
+        let mut i = 0;
         if let Some(first) = self.odd.take() {
-            let Some((&second, tail)) = rest.split_first() else {
+            let Some(&second) = data.first() else {
                 self.odd = Some(first);
                 return;
             };
-            self.unit(first, second, buf);
-            rest = tail;
+            each(self, first, second, 1);
+            i = 1;
         }
-        let mut pairs = rest.chunks_exact(2);
-        for pair in &mut pairs {
-            self.unit(pair[0], pair[1], buf);
+        while i + 1 < data.len() {
+            each(self, data[i], data[i + 1], i + 2);
+            i += 2;
         }
-        if let [last] = pairs.remainder() {
-            self.odd = Some(*last);
+        if i < data.len() {
+            self.odd = Some(data[i]);
         }
+    }
+
+    /// Appends the text of the next input to `buf`.
+    #[cfg(test)]
+    fn push(&mut self, data: &[u8], buf: &mut Vec<u8>) {
+        self.each_unit(data, |t, first, second, _| t.unit(first, second, buf));
     }
 
     /// Appends what the end of the input leaves: a replacement for a high surrogate
@@ -182,12 +167,8 @@ impl Transcoder {
             return;
         }
         if let Some(high) = self.high.take() {
-            if (0xDC00..0xE000).contains(&unit) {
-                let c = 0x10000 + ((u32::from(high) - 0xD800) << 10) + (u32::from(unit) - 0xDC00);
-                push_char(
-                    buf,
-                    char::from_u32(c).unwrap_or(char::REPLACEMENT_CHARACTER),
-                );
+            if let Some(Ok(pair)) = char::decode_utf16([high, unit]).next() {
+                push_char(buf, pair);
                 return;
             }
             push_char(buf, char::REPLACEMENT_CHARACTER);
