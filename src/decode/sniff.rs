@@ -426,12 +426,22 @@ impl Sniffer {
                     let tail_at = at - tail.len() as u64;
                     let found = find_across(&tail, rest, ZIP_MAGIC);
                     let Some((p, in_tail)) = found else {
-                        // Everything but the last bytes is scanned now.
-                        let mut left = tail;
-                        left.extend_from_slice(rest);
-                        let cut = left.len().saturating_sub(KEEP);
-                        self.raw(&left[..cut], out);
-                        self.embedded = Some(Embedded::Search(left[cut..].to_vec()));
+                        // Everything but the last bytes is scanned now, without a copy
+                        // of `rest` (a chunk: its copy was a twelfth of the text path).
+                        let mut tail = tail;
+                        let cut = (tail.len() + rest.len()).saturating_sub(KEEP);
+                        if cut <= tail.len() {
+                            self.raw(&tail[..cut], out);
+                            tail.drain(..cut);
+                            tail.extend_from_slice(rest);
+                        } else {
+                            self.raw(&tail, out);
+                            let cut = cut - tail.len();
+                            self.raw(&rest[..cut], out);
+                            tail.clear();
+                            tail.extend_from_slice(&rest[cut..]);
+                        }
+                        self.embedded = Some(Embedded::Search(tail));
                         return;
                     };
                     let (offset, mut head) = if in_tail {
@@ -502,15 +512,26 @@ impl Sniffer {
     /// archive read up to its own end record, with the real directory after it, or local
     /// headers too odd to be taken for one: found in review).
     fn raw(&mut self, bytes: &[u8], out: &mut Out<'_, '_>) {
+        if bytes.is_empty() {
+            return;
+        }
         if find_across(&self.raw_edge, bytes, END_MAGIC).is_some() {
             out.acct.problem(
                 Reason::Corrupt,
                 "a zip end record in content not read as a zip".to_owned(),
             );
         }
-        self.raw_edge.extend_from_slice(bytes);
-        let over = self.raw_edge.len().saturating_sub(END_MAGIC.len() - 1);
-        self.raw_edge.drain(..over);
+        // The last bytes only: a chunk is not copied to keep three of them.
+        let keep = END_MAGIC.len() - 1;
+        if bytes.len() >= keep {
+            self.raw_edge.clear();
+            self.raw_edge
+                .extend_from_slice(&bytes[bytes.len() - keep..]);
+        } else {
+            self.raw_edge.extend_from_slice(bytes);
+            let over = self.raw_edge.len().saturating_sub(keep);
+            self.raw_edge.drain(..over);
+        }
         self.scan_runs(bytes, out);
     }
 
@@ -874,9 +895,14 @@ fn opens_container(head: &[u8]) -> bool {
 /// `magic`, the end of the input before): `(p, true)` at `edge[p]`, cut by the inputs'
 /// seam; else `(p, false)` at `bytes[p]`.
 fn find_across(edge: &[u8], bytes: &[u8], magic: &[u8]) -> Option<(usize, bool)> {
-    let mut seam = edge.to_vec();
-    seam.extend_from_slice(&bytes[..bytes.len().min(magic.len() - 1)]);
-    match memchr::memmem::find(&seam, magic) {
+    // Both are shorter than the magics (4 bytes): the seam fits on the stack.
+    debug_assert!(edge.len() < magic.len() && magic.len() <= 4);
+    let mut seam = [0u8; 8];
+    let from_bytes = bytes.len().min(magic.len() - 1);
+    let n = edge.len() + from_bytes;
+    seam[..edge.len()].copy_from_slice(edge);
+    seam[edge.len()..n].copy_from_slice(&bytes[..from_bytes]);
+    match memchr::memmem::find(&seam[..n], magic) {
         Some(p) if p < edge.len() => Some((p, true)),
         _ => memchr::memmem::find(bytes, magic).map(|p| (p, false)),
     }
