@@ -7,9 +7,10 @@
 //! kept as it is (browsers send it that way too). A request target is decoded the same way
 //! except that its path (up to the first `?`) keeps `+` and `&` as they are.
 
-use super::Out;
 use super::block;
+use super::form_base64::FieldBase64;
 use super::node::Node;
+use super::{Account, Out};
 use crate::window::{WIDTH, Window};
 
 /// A form or target decoder feeding its text node.
@@ -26,6 +27,10 @@ pub(crate) struct FormNode {
     /// translated, before their escapes are resolved.
     translated: Vec<u8>,
     next: Node,
+    /// Raw base64 in the fields, its `+` read as spaces (see [`super::form_base64`]).
+    fields: Box<FieldBase64>,
+    /// Decoded pieces of it, to go in after their field.
+    pieces: Vec<Vec<u8>>,
 }
 
 /// Output room past a chunk's length: a cut escape's bytes written back as they were, and
@@ -42,23 +47,26 @@ fn copy_window(src: &[u8; 2 * WIDTH], from: usize, dst: &mut [u8; 2 * WIDTH], to
 }
 
 impl FormNode {
-    /// A form body.
-    pub(crate) fn body(next: Node) -> FormNode {
+    /// A form body whose decoded text `next` reads at `depth`.
+    pub(crate) fn body(next: Node, depth: u32, acct: &Account) -> FormNode {
+        FormNode::new(true, next, depth, acct)
+    }
+
+    /// A request target (path, then query) whose decoded text `next` reads at `depth`.
+    pub(crate) fn target(next: Node, depth: u32, acct: &Account) -> FormNode {
+        FormNode::new(false, next, depth, acct)
+    }
+
+    fn new(query: bool, next: Node, depth: u32, acct: &Account) -> FormNode {
         FormNode {
-            query: true,
+            query,
             pending: [0; 2],
             pending_len: 0,
             buf: Vec::new(),
             translated: Vec::new(),
             next,
-        }
-    }
-
-    /// A request target: path, then query.
-    pub(crate) fn target(next: Node) -> FormNode {
-        FormNode {
-            query: false,
-            ..FormNode::body(next)
+            fields: Box::new(FieldBase64::new(query, depth + 1, acct)),
+            pieces: Vec::new(),
         }
     }
 
@@ -69,8 +77,33 @@ impl FormNode {
         }
         let mut buf = std::mem::take(&mut self.buf);
         let n = self.decode(data, &mut buf);
-        self.next.feed(&buf[..n], out);
+        self.feed_fields(&buf[..n], out);
         self.buf = buf;
+    }
+
+    /// Decoded text to `next`, field by field (a field ends at a `\t`, a `&` as sent):
+    /// what the field's raw base64 decoded goes in right after its end, where it cuts no
+    /// value of the text (`Out::put_pending` puts it after the next byte that separates
+    /// values, and the `\t` is the next one fed).
+    fn feed_fields(&mut self, text: &[u8], out: &mut Out<'_, '_>) {
+        // `text[from..]` is fed on; the field's own bytes start at `field`.
+        let (mut from, mut field) = (0, 0);
+        for t in memchr::memchr_iter(b'\t', text) {
+            self.next.feed(&text[from..t], out);
+            self.fields.feed(&text[field..t], &mut self.pieces);
+            self.fields.end_field(&mut self.pieces);
+            self.put_pieces(out);
+            (from, field) = (t, t + 1);
+        }
+        self.next.feed(&text[from..], out);
+        self.fields.feed(&text[field..], &mut self.pieces);
+        self.put_pieces(out);
+    }
+
+    fn put_pieces(&mut self, out: &mut Out<'_, '_>) {
+        for piece in self.pieces.drain(..) {
+            out.put_pending(self.fields.depth(), piece);
+        }
     }
 
     /// Decodes `data` into `out` (at least `data.len() + SLACK` long), keeping a cut escape
@@ -274,7 +307,9 @@ impl FormNode {
 
     pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
         let (tail, n) = self.tail();
-        self.next.feed(&tail[..n], out);
+        self.feed_fields(&tail[..n], out);
+        self.fields.end_field(&mut self.pieces);
+        self.put_pieces(out);
         self.next.finish(out);
     }
 
@@ -329,9 +364,9 @@ mod tests {
         let mut acct = Account::new(Limits::default());
         let next = Node::plain_text(0, &mut acct);
         let mut node = if query {
-            FormNode::body(next)
+            FormNode::body(next, 1, &acct)
         } else {
-            FormNode::target(next)
+            FormNode::target(next, 1, &acct)
         };
         let mut got = Vec::new();
         for piece in pieces {

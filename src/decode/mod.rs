@@ -59,6 +59,7 @@ pub mod base64;
 mod block;
 pub mod encoding;
 pub mod form;
+mod form_base64;
 pub mod json;
 
 pub mod multipart;

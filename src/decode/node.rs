@@ -102,7 +102,7 @@ impl Node {
     /// The request target: the path percent-decoded, the query as a form.
     pub(crate) fn target(acct: &mut Account) -> Node {
         let next = Node::decoded_text(true, 0, acct);
-        Node::Form(Box::new(FormNode::target(next)))
+        Node::Form(Box::new(FormNode::target(next, 0, acct)))
     }
 
     /// A body (or a part) with these `Content-Type` and `Content-Encoding` values.
@@ -190,7 +190,7 @@ impl Node {
                 return text(depth, acct);
             }
             let next = Node::decoded_text(true, depth + 1, acct);
-            return Node::Form(Box::new(FormNode::body(next)));
+            return Node::Form(Box::new(FormNode::body(next, depth + 1, acct)));
         }
         if media.starts_with("multipart/") {
             let mut boundaries = header_params(ct, "boundary");
