@@ -10,16 +10,19 @@
 //! - a field's *candidate* starts at its first byte, after a `?` (a target's query) and
 //!   again after each `=` that symbols follow (`key=value`); it goes on over base64
 //!   symbols (either alphabet) and spaces (read as `+`), line breaks are skipped, `=` is
-//!   padding; any other byte ends it and the rest of the field is passed over;
+//!   padding; any other byte ends it: before the field's first `=` it is a key's
+//!   (`files[]`, `user[avatar]`) and the candidate starts again after that `=`, after it
+//!   the rest of the field is passed over;
 //! - a candidate of at least [`BASE64_MIN_RUN`] symbols holding both upper- and lowercase
 //!   letters among its first ones (as the text's own runs need: `sniff::plausible`) is
 //!   decoded from its start — where a server's decoder starts — as a stream;
-//! - what it decodes belongs to the text's own reader (`sniff`) until the candidate's first
-//!   space: until then the text holds the same run unbroken and decodes it. From the
-//!   group holding the first space on, the decoded bytes are scanned as content of their
-//!   own, one layer deeper ([`Out::put_pending`]: after the byte that ends the field, so
-//!   they cut no value of the form's text) — archives, compressed streams and JSON at
-//!   their start are opened as in any decoded run.
+//! - what it decodes belongs to the text's own reader (`sniff`) while the candidate has no
+//!   space: the text holds the same run unbroken and decodes it. Once it has one, the
+//!   decoded bytes from the candidate's start are scanned as content of their own, one
+//!   layer deeper (`Out::put_pending`: after the byte that ends the field, so they cut no
+//!   value of the form's text) — archives, compressed streams and JSON at their start are
+//!   opened as in any decoded run. Past 4 MiB of them waiting, they go in at once (see
+//!   `FormNode::put_pieces`).
 //!
 //! Memory: decoded bytes are handed on in pieces of at most [`PIECE`], cut after the last
 //! line end of a piece's second half when it has one; where the cuts fall depends only on
@@ -28,10 +31,11 @@
 //!
 //! What it costs: a field whose first bytes are not base64 (a browser's form: a `%`-escape
 //! or punctuation within a few bytes) is passed over after them; only base64-like
-//! fields are decoded, and those the text's reader decodes too (once, up to its first
-//! space), so the decoding cost of such a field doubles. A value decoded by both readers
-//! (the text's runs after a space can be aligned by chance) counts twice in a finding's
-//! `count`, never in its distinct count.
+//! fields are decoded, and those the text's reader decodes too (the run before the first
+//! space, and runs after it), so the decoding cost of such a field doubles. A value
+//! decoded by both readers counts twice in a finding's `count`, never in its distinct
+//! count. An archive or a compressed stream that decodes to more than [`PIECE`] is read
+//! as pieces, each on its own: the first is cut short (not fully inspected).
 
 use super::base64::{Decoder, is_symbol};
 use super::sniff::{plausible, symbol_prefix};
@@ -54,6 +58,8 @@ pub(crate) struct FieldBase64 {
     first_space: Option<u64>,
     /// `=` read: the next symbol starts a new candidate.
     padded: bool,
+    /// An `=` was read in the current field: its key has ended.
+    value: bool,
     decoder: Decoder,
     /// Decoded bytes not handed on yet.
     decoded: Vec<u8>,
@@ -66,6 +72,9 @@ pub(crate) struct FieldBase64 {
 enum State {
     /// A target's path: nothing read until its `?`.
     Path,
+    /// In a key that is not base64 (`files[]`, `user[avatar]`, `export.csv`): nothing read
+    /// until its `=`.
+    Key,
     /// In a candidate: `head` holds its symbols (fewer than [`BASE64_MIN_RUN`]).
     Head,
     /// In a candidate being decoded.
@@ -85,6 +94,7 @@ impl FieldBase64 {
             symbols: 0,
             first_space: None,
             padded: false,
+            value: false,
             decoder: Decoder::new(),
             decoded: Vec::new(),
             decoded_before: 0,
@@ -111,6 +121,14 @@ impl FieldBase64 {
                     }
                     None => break,
                 },
+                State::Key => match memchr::memchr(b'=', &data[i..]) {
+                    Some(p) => {
+                        i += p + 1;
+                        self.value = true;
+                        self.state = State::Head;
+                    }
+                    None => break,
+                },
                 State::Head | State::Decoding => {
                     let n = if self.padded {
                         0
@@ -130,12 +148,24 @@ impl FieldBase64 {
                             self.push(b"+", out);
                         }
                         b'\r' | b'\n' => {}
-                        b'=' => self.padded = true,
-                        b'?' => self.restart(out),
+                        b'=' => {
+                            self.padded = true;
+                            self.value = true;
+                        }
+                        b'?' => {
+                            self.restart(out);
+                            self.value = false;
+                        }
                         // After padding: another value (`key=value`) starts here.
                         b if self.padded && (is_symbol(b) || b == b' ') => {
                             self.restart(out);
                             i -= 1;
+                        }
+                        // A key's own bytes: the value starts after its `=` (found in
+                        // review: `files[]=<base64>` was passed over whole).
+                        _ if !self.value => {
+                            self.end(out);
+                            self.state = State::Key;
                         }
                         _ => {
                             self.end(out);
@@ -148,10 +178,17 @@ impl FieldBase64 {
         self.waiting.set(self.decoded.len());
     }
 
+    /// Whether the current field's value is being decoded up to here from its start
+    /// and handed on (it has a space): the text's own reading of it is superseded.
+    pub(crate) fn reads_whole_field(&self) -> bool {
+        self.state == State::Decoding && self.first_space.is_some()
+    }
+
     /// The current field ended (a `&` in the form, or its end).
     pub(crate) fn end_field(&mut self, out: &mut Vec<Vec<u8>>) {
         if self.state != State::Path {
             self.restart(out);
+            self.value = false;
         }
         self.waiting.set(self.decoded.len());
     }
@@ -199,28 +236,19 @@ impl FieldBase64 {
             } else {
                 self.decoded.len()
             };
-            let start = self.decoded_before;
             self.decoded_before += cut as u64;
             // The symbols that made the piece's bytes: up to the group of its last byte.
             let piece_symbols = self.decoded_before.div_ceil(3) * 4;
             let piece: Vec<u8> = self.decoded.drain(..cut).collect();
-            let Some(space) = self.first_space.filter(|&s| s < piece_symbols) else {
+            if self.first_space.is_none_or(|s| s >= piece_symbols) {
                 // No space yet: the text holds this run unbroken, its reader decodes it.
                 continue;
-            };
-            // The text's reader decoded the run before the first space (when it was long
-            // enough to be a run): from the group that holds the space on.
-            let own_from = if space >= BASE64_MIN_RUN as u64 {
-                space / 4 * 3
-            } else {
-                0
-            };
-            let skip = usize::try_from(own_from.saturating_sub(start)).unwrap_or(usize::MAX);
-            if skip < piece.len() {
-                let mut piece = piece;
-                piece.drain(..skip);
-                out.push(piece);
             }
+            // All of it from the candidate's start, even where the text's reader decoded
+            // the run before the first space: an archive or a compressed stream opens
+            // only there (found in review: a gzip whose first `+` came after its 64th
+            // symbol was cut in two and read by neither).
+            out.push(piece);
         }
     }
 
@@ -299,16 +327,16 @@ mod tests {
     }
 
     #[test]
-    fn the_run_before_a_late_first_space_is_left_to_the_text() {
-        // 200 symbols without `+`, then some with: the text decodes the first 200 (a run),
-        // this reader from the group that holds the first space.
+    fn a_late_first_space_still_hands_on_all_from_the_start() {
+        // 200 symbols without `+`, then some with: the text decodes the first 200 (a run)
+        // and this reader all of it (a gzip or zip opens only from the start).
         let mut data = vec![b'a'; 150];
         data.extend(data_with_plus(300));
         let encoded = b64(&data);
         let first = encoded.find('+').expect("a plus");
         assert!(first >= BASE64_MIN_RUN);
         let got = read(format!("f={}", encoded.replace('+', " ")).as_bytes(), 13).concat();
-        assert_eq!(got, data[first / 4 * 3..]);
+        assert_eq!(got, data);
     }
 
     #[test]
