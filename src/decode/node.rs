@@ -163,9 +163,22 @@ impl Node {
             let raw = Node::for_media(ct, depth + 1, acct, Node::plain_text);
             let text = Node::for_media(ct, depth + 1, acct, Node::plain_text);
             let node = Utf16Node::new(little_endian, raw, text, acct);
-            return Node::Utf16(Box::new(node));
+            return Node::searched(Node::Utf16(Box::new(node)), depth, acct);
         }
-        Node::for_media(ct, depth, acct, Node::text)
+        match Node::for_media(ct, depth, acct, Node::text) {
+            // Read as its type says, and searched for a zip archive in its bytes.
+            node @ (Node::Form(_) | Node::Json(_) | Node::Xml(_)) => {
+                Node::searched(node, depth, acct)
+            }
+            node => node,
+        }
+    }
+
+    /// `node` (content at `depth`) behind the search for an embedded zip archive: a
+    /// server may read the body as it is, whatever its type says (see
+    /// [`Sniffer::searching`]).
+    fn searched(node: Node, depth: u32, acct: &mut Account) -> Node {
+        Node::Sniff(Box::new(Sniffer::searching(depth, node, acct)))
     }
 
     /// Content of the media type `ct` names, its bytes in the charset it is read in; text
