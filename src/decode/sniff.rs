@@ -5,7 +5,8 @@
 //! - looks at the first bytes: a zip archive (`PK\x03\x04`), a gzip stream (`1f 8b 08`) or a
 //!   zstd frame (`28 b5 2f fd`) is decoded instead, one layer deeper (the decoder scans the
 //!   raw bytes itself from wherever it cannot decode them); content that opens with a
-//!   UTF-16 byte-order mark (`ff fe`, `fe ff`) is transcoded, one layer deeper, and its
+//!   UTF-16 byte-order mark (`ff fe`, `fe ff`), or with two ASCII characters in UTF-16
+//!   (`i\0d\0`: see [`utf16_without_mark`]), is transcoded, one layer deeper, and its
 //!   raw bytes scanned too (see [`super::utf16`]); content that opens like JSON
 //!   (`{` or `[`) is unescaped as JSON (when the depth allows: it is optional);
 //! - in content that is not itself an archive or a compressed stream (whether it is read
@@ -661,7 +662,11 @@ impl Sniffer {
         };
         let depth = self.depth + 1;
         let acct = &mut *out.acct;
-        let text = head.starts_with(LE_MARK) || head.starts_with(BE_MARK) || looks_like_json(&head);
+        let unmarked = utf16_without_mark(&head);
+        let text = head.starts_with(LE_MARK)
+            || head.starts_with(BE_MARK)
+            || unmarked.is_some()
+            || looks_like_json(&head);
         let inner = if head.starts_with(ZIP_MAGIC) {
             acct.may_open(depth, "zip archive")
                 .then(|| Node::Zip(Box::new(ZipNode::new(depth, acct))))
@@ -675,12 +680,12 @@ impl Sniffer {
                 let next = Node::text(depth, acct);
                 Node::guessed_decompress(Codec::Zstd, next, self.depth, acct)
             })
-        } else if head.starts_with(LE_MARK) || head.starts_with(BE_MARK) {
+        } else if head.starts_with(LE_MARK) || head.starts_with(BE_MARK) || unmarked.is_some() {
             acct.may_open(depth, "UTF-16 text").then(|| {
                 // The raw bytes as plain text: their own head would open UTF-16 again.
                 let raw = Node::plain_text(depth, acct);
                 let text = Node::plain_text(depth, acct);
-                Node::Utf16(Box::new(Utf16Node::new(None, raw, text, acct)))
+                Node::Utf16(Box::new(Utf16Node::new(unmarked, raw, text, acct)))
             })
         } else if looks_like_json(&head) && depth <= acct.limits().max_depth {
             // JSON sent as text: unescaped all the same. The unescaped view holds every
@@ -975,6 +980,22 @@ fn stray_end_record(out: &mut Out<'_, '_>) {
 /// Whether content starting with `head` is a zip archive, a gzip or a zstd stream.
 pub(crate) fn opens_archive(head: &[u8]) -> bool {
     head.starts_with(ZIP_MAGIC) || head.starts_with(GZIP_MAGIC) || head.starts_with(ZSTD_MAGIC)
+}
+
+/// Whether content starting with `head` (its first four bytes) reads as UTF-16 text
+/// without a byte-order mark: two ASCII characters, each a printable byte (or a tab or
+/// line break) and a zero byte — `Some(true)` little endian (`i\0d\0`), `Some(false)`
+/// big endian (`\0i\0d`). `iconv -t UTF-16LE`, .NET's `Encoding.Unicode.GetBytes` and
+/// Java's `UTF_16LE` write no mark; a customer list converted so passed whole (README's
+/// known gaps until session 15). The raw bytes are scanned too, so content that only
+/// looks like it loses nothing.
+fn utf16_without_mark(head: &[u8]) -> Option<bool> {
+    let text = |b: u8| matches!(b, b'\t' | b'\n' | b'\r' | b' '..=b'~');
+    match *head {
+        [a, 0, b, 0, ..] if text(a) && text(b) => Some(true),
+        [0, a, 0, b, ..] if text(a) && text(b) => Some(false),
+        _ => None,
+    }
 }
 
 /// Whether content starting with `head` is likely JSON: an object or array opens it

@@ -27,7 +27,8 @@
 //! The transcoder keeps an odd byte and a high surrogate across chunks, so the text is
 //! the same however the body is cut. It expands at most 3 bytes per 2: no budget needed.
 //! Content with neither a mark nor a charset (`iconv -t UTF-16LE` sent as
-//! `application/octet-stream`) and UTF-32 are not transcoded.
+//! `application/octet-stream`) is transcoded when it starts with two ASCII characters
+//! in UTF-16 (`sniff::utf16_without_mark`); UTF-32 is not.
 
 use super::node::Node;
 use super::views::TwoViews;
