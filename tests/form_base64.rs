@@ -9,15 +9,8 @@ mod support;
 
 use support::{Upstream, assert_blocked, send, shipped_proxy};
 
-/// A CSV of `n` distinct customers with UTF-8 names: its base64 holds `+` symbols.
 fn customers(n: usize) -> String {
-    let mut s = String::from("id,name,email,notes\n");
-    for i in 0..n {
-        s.push_str(&format!(
-            "{i},José Müller-{i},customer{i}@acme-corp.io,~vip~ ñ>{i}\n"
-        ));
-    }
-    s
+    support::bodies::customers_with_plus_in_base64(n)
 }
 
 /// Base64 of `data`, which must have a `+` in it.

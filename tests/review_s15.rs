@@ -10,15 +10,8 @@ use support::{Upstream, assert_blocked, send, shipped_proxy};
 const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
 const FORM_CT: Option<&str> = Some("application/x-www-form-urlencoded");
 
-/// A CSV of `n` distinct customers with UTF-8 names: its base64 holds many `+` symbols.
 fn customers(n: usize) -> String {
-    let mut s = String::from("id,name,email,notes\n");
-    for i in 0..n {
-        s.push_str(&format!(
-            "{i},José Müller-{i},customer{i}@acme-corp.io,~vip~ ñ>{i}\n"
-        ));
-    }
-    s
+    support::bodies::customers_with_plus_in_base64(n)
 }
 
 /// The whole outcome of a body fed in `pieces`.

@@ -62,6 +62,18 @@ pub fn zstd(data: &[u8]) -> Vec<u8> {
     zstd::stream::encode_all(data, 3).unwrap()
 }
 
+/// A CSV of `n` distinct customers with UTF-8 names, `~` and `>` in their notes: its
+/// base64 holds many `+` symbols (raw base64 in forms, `tests/form_base64.rs`).
+pub fn customers_with_plus_in_base64(n: usize) -> String {
+    let mut s = String::from("id,name,email,notes\n");
+    for i in 0..n {
+        s.push_str(&format!(
+            "{i},José Müller-{i},customer{i}@acme-corp.io,~vip~ ñ>{i}\n"
+        ));
+    }
+    s
+}
+
 /// Standard base64 (padded).
 pub fn base64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
