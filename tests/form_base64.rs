@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::{Upstream, assert_blocked, send, shipped_proxy};
+use support::{Upstream, assert_blocked, send, send_form, shipped_proxy};
 
 fn customers(n: usize) -> String {
     support::bodies::customers_with_plus_in_base64(n)
@@ -19,8 +19,6 @@ fn b64_with_plus(data: &[u8]) -> String {
     assert!(b64.contains('+'), "the test needs `+` in the base64");
     b64
 }
-
-const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
 
 #[tokio::test]
 async fn curl_d_with_raw_base64_of_a_csv_is_blocked() {
@@ -63,15 +61,7 @@ async fn a_body_that_is_only_base64_is_blocked() {
         ("no line breaks", b64.clone()),
         ("wrapped at 76", wrapped.join("\n") + "\n"),
     ] {
-        let (s, seen) = send(
-            &upstream,
-            &proxy,
-            "POST",
-            "/api/ingest",
-            &[FORM],
-            body.as_bytes(),
-        )
-        .await;
+        let (s, seen) = send_form(&upstream, &proxy, "/api/ingest", body.as_bytes()).await;
         assert_blocked(s, &seen, what);
     }
 }
@@ -84,15 +74,7 @@ async fn gzip_then_base64_in_a_field_is_blocked() {
     let b64 = support::bodies::base64(&gz);
     assert!(b64.contains('+'));
     let body = format!("name=export.csv.gz&data={b64}");
-    let (s, seen) = send(
-        &upstream,
-        &proxy,
-        "POST",
-        "/upload",
-        &[FORM],
-        body.as_bytes(),
-    )
-    .await;
+    let (s, seen) = send_form(&upstream, &proxy, "/upload", body.as_bytes()).await;
     assert_blocked(s, &seen, "gzip, base64, raw in a form field");
 }
 
@@ -119,15 +101,7 @@ async fn benign_raw_base64_in_a_form_arrives_byte_for_byte() {
         b64_with_plus(&image),
         b64_with_plus(note)
     );
-    let (s, seen) = send(
-        &upstream,
-        &proxy,
-        "POST",
-        "/profile",
-        &[FORM],
-        body.as_bytes(),
-    )
-    .await;
+    let (s, seen) = send_form(&upstream, &proxy, "/profile", body.as_bytes()).await;
     assert_eq!(s, 200);
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].body, body.as_bytes());
@@ -163,15 +137,7 @@ async fn a_streamed_body_with_the_list_in_a_raw_field_never_completes_upstream()
     let b64 = b64_with_plus(customers(2500).as_bytes());
     assert!(b64.len() > 128 << 10 && b64.len() < 512 << 10);
     let body = format!("user=jdoe&export={b64}&submit=Send");
-    let (s, seen) = send(
-        &upstream,
-        &proxy,
-        "POST",
-        "/upload",
-        &[FORM],
-        body.as_bytes(),
-    )
-    .await;
+    let (s, seen) = send_form(&upstream, &proxy, "/upload", body.as_bytes()).await;
     assert_eq!(s, 403);
     assert!(
         seen.iter().all(|r| !r.complete),

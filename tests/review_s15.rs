@@ -5,9 +5,8 @@
 mod support;
 
 use egress_dlp::decode::{Inspection, Limits, Outcome};
-use support::{Upstream, assert_blocked, send, shipped_proxy};
+use support::{Upstream, assert_blocked, send, send_form, shipped_proxy};
 
-const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
 const FORM_CT: Option<&str> = Some("application/x-www-form-urlencoded");
 
 fn customers(n: usize) -> String {
@@ -63,15 +62,7 @@ async fn gzip_base64_whose_first_plus_is_past_64_symbols_is_blocked() {
     let body = format!("name=export.csv.gz&data={b64}");
     let upstream = Upstream::start().await;
     let (proxy, _d) = shipped_proxy().await;
-    let (s, seen) = send(
-        &upstream,
-        &proxy,
-        "POST",
-        "/upload",
-        &[FORM],
-        body.as_bytes(),
-    )
-    .await;
+    let (s, seen) = send_form(&upstream, &proxy, "/upload", body.as_bytes()).await;
     assert_blocked(s, &seen, "gzip, base64 with its first `+` at symbol 76");
 }
 
@@ -118,15 +109,7 @@ async fn a_benign_gzip_in_a_raw_field_is_forwarded() {
     let (o, _) = inspect(FORM_CT, None, &[body.as_bytes()]);
     let upstream = Upstream::start().await;
     let (proxy, _d) = shipped_proxy().await;
-    let (s, seen) = send(
-        &upstream,
-        &proxy,
-        "POST",
-        "/upload",
-        &[FORM],
-        body.as_bytes(),
-    )
-    .await;
+    let (s, seen) = send_form(&upstream, &proxy, "/upload", body.as_bytes()).await;
     assert_eq!(s, 200, "not_scanned: {:?}", o.not_scanned);
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].body, body.as_bytes());
@@ -149,15 +132,7 @@ async fn raw_base64_under_a_bracketed_key_is_blocked() {
         let body = format!("user=jdoe&{key}={b64}&submit=Send");
         let (o, _) = inspect(FORM_CT, None, &[body.as_bytes()]);
         let before = upstream.requests().len();
-        let (s, seen) = send(
-            &upstream,
-            &proxy,
-            "POST",
-            "/upload",
-            &[FORM],
-            body.as_bytes(),
-        )
-        .await;
+        let (s, seen) = send_form(&upstream, &proxy, "/upload", body.as_bytes()).await;
         if s != 403 || seen.len() != before {
             failed.push((key, s, distinct(&o, "email")));
         }

@@ -641,6 +641,17 @@ pub async fn send(
     (reply.status, upstream.requests())
 }
 
+/// [`send`] of a `POST` with `Content-Type: application/x-www-form-urlencoded`.
+pub async fn send_form(
+    upstream: &Upstream,
+    proxy: &Proxy,
+    path: &str,
+    body: &[u8],
+) -> (u16, Vec<Recorded>) {
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+    send(upstream, proxy, "POST", path, &[form], body).await
+}
+
 pub fn assert_blocked(status: u16, seen: &[Recorded], what: &str) {
     assert!(
         status == 403 && seen.is_empty(),
