@@ -84,3 +84,33 @@ async fn benign_json_and_forms_still_arrive_byte_for_byte() {
         assert_eq!(seen[k].body, body, "{ct}");
     }
 }
+
+/// A multipart body with the zip in its preamble (before the first delimiter) or its
+/// epilogue (after the closing one): servers' form parsers skip both, but a server that
+/// keeps the body as it is has the archive. Both were scanned as text, but the zip in them
+/// was not opened.
+#[tokio::test]
+async fn a_zip_in_a_multipart_preamble_or_epilogue_is_opened() {
+    let upstream = Upstream::start().await;
+    let (proxy, _d) = shipped_proxy().await;
+    let z = customers_zip();
+    let parts = support::bodies::multipart(&[("note", None, None, "", b"monthly report")]);
+    let ct = support::bodies::multipart_type();
+    let mut preamble = z.clone();
+    preamble.extend_from_slice(b"\r\n");
+    preamble.extend_from_slice(&parts);
+    let mut epilogue = parts.clone();
+    epilogue.extend_from_slice(&z);
+    for (what, body) in [("preamble", preamble), ("epilogue", epilogue)] {
+        let (s, seen) = send(
+            &upstream,
+            &proxy,
+            "POST",
+            "/upload",
+            &[("Content-Type", &ct)],
+            &body,
+        )
+        .await;
+        assert_blocked(s, &seen, &format!("a zip in the multipart {what}"));
+    }
+}

@@ -5,7 +5,8 @@
 //! decoded by its own `Content-Transfer-Encoding` (base64, quoted-printable) and then by
 //! its own `Content-Type` and `Content-Encoding` — a JSON part as JSON, a nested multipart
 //! as multipart, a zip or an .xlsx by its first bytes. The preamble and the epilogue are
-//! scanned as text. Delimiters may end in CRLF or a bare LF.
+//! scanned as text (an archive in them opened, as in any text). Delimiters may end in
+//! CRLF or a bare LF.
 //!
 //! Bounds: a part's header block may hold at most [`MAX_PART_HEADERS`] bytes; past that,
 //! or when the body ends before its closing delimiter, the request is not fully scanned
@@ -62,7 +63,9 @@ impl MultipartNode {
             state: State::Body,
             // The first delimiter may open the body: it needs no line break before it.
             pending: b"\n".to_vec(),
-            node: Some(Node::plain_text(depth, acct)),
+            // The preamble (and the epilogue): text, searched for an archive as any text
+            // is (a zip there passed unopened: found in session 15).
+            node: Some(Node::text(depth, acct)),
             depth,
             segment: acct.segment(),
             parts: 0,
@@ -138,7 +141,7 @@ impl MultipartNode {
                     }
                     if rest.starts_with(b"--") {
                         self.state = State::Epilogue;
-                        self.node = Some(Node::plain_text(self.depth, out.acct));
+                        self.node = Some(Node::text(self.depth, out.acct));
                         continue;
                     }
                     match memchr::memchr(b'\n', rest) {
