@@ -178,6 +178,16 @@ impl FieldBase64 {
         self.waiting.set(self.decoded.len());
     }
 
+    /// Whether the reader is at the start of a field, nothing of it read.
+    pub(crate) fn at_field_start(&self) -> bool {
+        self.state == State::Head && self.symbols == 0 && !self.value && !self.padded
+    }
+
+    /// Whether a candidate is being decoded.
+    pub(crate) fn decoding(&self) -> bool {
+        self.state == State::Decoding
+    }
+
     /// Whether the current field's value is being decoded up to here from its start
     /// and handed on (it has a space): the text's own reading of it is superseded.
     pub(crate) fn reads_whole_field(&self) -> bool {

@@ -326,7 +326,15 @@ pub(crate) struct Sniffer {
     raw_edge: Vec<u8>,
     /// Decoded bytes held here, not scanned yet.
     waiting: Waiting,
+    /// An embedded archive's bytes, for `inner` once the archive ends (see
+    /// [`Sniffer::hold_for_inner`]).
+    held_for_inner: Vec<u8>,
+    /// The archive being read passed [`INNER_HELD_HARD`]: its bytes are no longer held.
+    held_overflow: bool,
 }
+
+/// Bytes of an embedded archive held at most for the node the content is read by.
+const INNER_HELD_HARD: usize = 16 << 20;
 
 /// Where the search for an embedded zip archive stands.
 enum Embedded {
@@ -373,6 +381,8 @@ impl Sniffer {
             embedded_seen: 0,
             raw_edge: Vec::new(),
             waiting: Waiting::new(acct),
+            held_for_inner: Vec::new(),
+            held_overflow: false,
         }
     }
 
@@ -389,7 +399,8 @@ impl Sniffer {
             Some(Embedded::Candidate(_, head)) => head.len(),
             _ => 0,
         };
-        self.waiting.set(self.decoded.len() + run + candidate);
+        self.waiting
+            .set(self.decoded.len() + run + candidate + self.held_for_inner.len());
     }
 
     fn feed_content(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
@@ -512,22 +523,62 @@ impl Sniffer {
                         }
                     }
                 }
-                Embedded::Open(mut zip) => match zip.feed_embedded(rest, out) {
-                    None => {
-                        self.embedded = Some(Embedded::Open(zip));
-                        return;
+                Embedded::Open(mut zip) => {
+                    self.hold_for_inner(rest, out);
+                    match zip.feed_embedded(rest, out) {
+                        None => {
+                            self.embedded = Some(Embedded::Open(zip));
+                            return;
+                        }
+                        Some(after) => {
+                            zip.finish(out);
+                            self.release_held(after.len(), out);
+                            self.embedded = Some(Embedded::Search(Vec::new()));
+                            // `after` may start before `rest` (bytes the reader held).
+                            at = at + rest.len() as u64 - after.len() as u64;
+                            owned = after;
+                            rest = &owned;
+                        }
                     }
-                    Some(after) => {
-                        zip.finish(out);
-                        self.embedded = Some(Embedded::Search(Vec::new()));
-                        // `after` may start before `rest` (bytes the reader held).
-                        at = at + rest.len() as u64 - after.len() as u64;
-                        owned = after;
-                        rest = &owned;
-                    }
-                },
+                }
             }
         }
+    }
+
+    /// An archive's bytes, held for the node the content is read by (JSON, a form, XML,
+    /// UTF-16) until the archive ends: that reader sees every byte, as a server reading
+    /// the body its way does (found in review: taken out of its input, a zip's comment
+    /// swallowed the `%40`-encoded list after it, an odd-length zip shifted UTF-16 text by
+    /// a byte, and a `&` inside a zip's bytes ended a form field). Held, not fed at once,
+    /// so that the archive's decoded entries are not cut by the reader's text. Past
+    /// [`INNER_HELD_HARD`] the request is not fully inspected and the rest of the archive
+    /// is not held.
+    fn hold_for_inner(&mut self, bytes: &[u8], out: &mut Out<'_, '_>) {
+        if self.inner.is_none() || self.held_overflow {
+            return;
+        }
+        self.held_for_inner.extend_from_slice(bytes);
+        if self.held_for_inner.len() > INNER_HELD_HARD {
+            out.acct.problem(
+                Reason::Unsupported,
+                "an archive over 16 MiB inside content read as JSON, a form, XML or UTF-16",
+            );
+            self.release_held(0, out);
+            self.held_overflow = true;
+        }
+    }
+
+    /// The archive ended, `after` bytes of what it was given lying past its end: the
+    /// rest of what was held goes to the content's reader now.
+    fn release_held(&mut self, after: usize, out: &mut Out<'_, '_>) {
+        self.held_overflow = false;
+        let held = std::mem::take(&mut self.held_for_inner);
+        let n = held.len().saturating_sub(after);
+        if let Some(inner) = &mut self.inner {
+            inner.feed(&held[..n], out);
+        }
+        self.held_for_inner = held;
+        self.held_for_inner.clear();
     }
 
     /// Raw bytes outside any archive read, scanned as they are. A zip end record among them
@@ -572,7 +623,10 @@ impl Sniffer {
     /// ends here (cut short: `corrupt`).
     fn finish_searching(&mut self, out: &mut Out<'_, '_>) {
         match self.embedded.take() {
-            Some(Embedded::Open(mut zip)) => zip.finish(out),
+            Some(Embedded::Open(mut zip)) => {
+                zip.finish(out);
+                self.release_held(0, out);
+            }
             Some(Embedded::Candidate(offset, head)) => {
                 if plausible_header(&head) == Some(true)
                     && out.acct.may_open(self.depth + 1, "zip archive")
