@@ -159,6 +159,25 @@ impl Upstream {
             .collect()
     }
 
+    /// After a block of a streamed body: the requests the upstream received, once every
+    /// one has ended, each asserted aborted before its end. The upstream may have none: a
+    /// list counted before the upstream connection was made (CI, under load, saw that)
+    /// sends nothing, which the promise (never a complete request) allows too.
+    pub async fn aborted_if_any(&self) -> Vec<Recorded> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let seen = self
+            .wait_for(|s| s.iter().all(|r| r.aborted || r.complete))
+            .await;
+        assert!(seen.len() <= 1, "{} requests upstream", seen.len());
+        for r in &seen {
+            assert!(
+                r.aborted && !r.complete,
+                "the upstream saw a complete request"
+            );
+        }
+        seen
+    }
+
     /// Waits (up to 10 s) until `done` holds for the requests received.
     pub async fn wait_for(&self, done: impl Fn(&[Recorded]) -> bool) -> Vec<Recorded> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
