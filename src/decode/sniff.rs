@@ -572,12 +572,10 @@ impl Sniffer {
     /// rest of what was held goes to the content's reader now.
     fn release_held(&mut self, after: usize, out: &mut Out<'_, '_>) {
         self.held_overflow = false;
-        let held = std::mem::take(&mut self.held_for_inner);
-        let n = held.len().saturating_sub(after);
+        let n = self.held_for_inner.len().saturating_sub(after);
         if let Some(inner) = &mut self.inner {
-            inner.feed(&held[..n], out);
+            inner.feed(&self.held_for_inner[..n], out);
         }
-        self.held_for_inner = held;
         self.held_for_inner.clear();
     }
 
@@ -604,15 +602,10 @@ impl Sniffer {
         }
         // The last bytes only: a chunk is not copied to keep three of them.
         let keep = END_MAGIC.len() - 1;
-        if bytes.len() >= keep {
-            self.raw_edge.clear();
-            self.raw_edge
-                .extend_from_slice(&bytes[bytes.len() - keep..]);
-        } else {
-            self.raw_edge.extend_from_slice(bytes);
-            let over = self.raw_edge.len().saturating_sub(keep);
-            self.raw_edge.drain(..over);
-        }
+        self.raw_edge
+            .extend_from_slice(&bytes[bytes.len().saturating_sub(keep)..]);
+        let over = self.raw_edge.len().saturating_sub(keep);
+        self.raw_edge.drain(..over);
         match &mut self.inner {
             Some(inner) => inner.feed(bytes, out),
             None => self.scan_runs(bytes, out),
@@ -717,10 +710,6 @@ impl Sniffer {
         let depth = self.depth + 1;
         let acct = &mut *out.acct;
         let unmarked = utf16_without_mark(&head);
-        let text = head.starts_with(LE_MARK)
-            || head.starts_with(BE_MARK)
-            || unmarked.is_some()
-            || looks_like_json(&head);
         let inner = if head.starts_with(ZIP_MAGIC) {
             acct.may_open(depth, "zip archive")
                 .then(|| Node::Zip(Box::new(ZipNode::new(depth, acct))))
@@ -749,7 +738,7 @@ impl Sniffer {
         } else {
             None
         };
-        if inner.is_some() && !text {
+        if inner.is_some() && opens_archive(&head) {
             // The content is the archive or stream itself: nothing is embedded in it here.
             self.embedded = None;
         }
