@@ -129,44 +129,6 @@ struct CompiledRule {
     exact: Option<ExactRule>,
 }
 
-impl AnchoredDfa {
-    /// The leftmost match starting in `[from, last]` (absolute positions), trying only the
-    /// places a match can start at: a byte it can start with, at a word boundary when it
-    /// must start at one, not inside a digit run when it cannot.
-    fn find(
-        &self,
-        hay: &[u8],
-        base: u64,
-        from: u64,
-        last: u64,
-        info: &PatternInfo,
-    ) -> Option<(u64, u64)> {
-        let (lo, hi) = ((from - base) as usize, (last - base) as usize);
-        // The byte before `hay[0]` is unknown (`base` is not always the stream's start),
-        // which only loosens the checks for a start there.
-        let mut prev = lo.checked_sub(1).map(|i| hay[i]);
-        for at in lo..=hi.min(hay.len().saturating_sub(1)) {
-            let b = hay[at];
-            let before = prev.replace(b);
-            if !info.first_bytes.contains(b) {
-                continue;
-            }
-            if let Some(before) = before {
-                if info.leading_boundary && is_word(before) == is_word(b) {
-                    continue;
-                }
-                if info.no_start_in_run && before.is_ascii_digit() && b.is_ascii_digit() {
-                    continue;
-                }
-            }
-            if let Some(end) = self.match_at(hay, at) {
-                return Some((base + at as u64, base + end as u64));
-            }
-        }
-        None
-    }
-}
-
 /// A rule's `edm:` resolved against the index: column numbers instead of names.
 #[derive(Debug)]
 struct ExactRule {
@@ -1626,7 +1588,9 @@ impl State {
             let rule = &e.rules[r];
             let window = &hay[..(limit - base) as usize];
             let found = match &rule.anchored {
-                Some(dfa) => dfa.find(window, base, from, accept_to, &rule.info),
+                Some(dfa) => dfa
+                    .find(window, (from - base) as usize, (accept_to - base) as usize)
+                    .map(|(s, e)| (base + s as u64, base + e as u64)),
                 None => rule
                     .regex
                     .find_at(window, (from - base) as usize)

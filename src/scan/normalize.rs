@@ -29,30 +29,53 @@ impl Normalize {
     }
 
     /// Writes the normalised form of `value` into `out` (cleared first).
+    ///
+    /// Each form copies the value whole and then works in place, without a capacity
+    /// check per byte: this runs once for every value counted, and pushing byte by byte
+    /// took about 250 instructions a value on the dense corpus.
     pub fn apply(self, value: &[u8], out: &mut Vec<u8>) {
         out.clear();
+        out.extend_from_slice(value);
         match self {
-            Normalize::None => out.extend_from_slice(value),
-            Normalize::Lowercase => out.extend(value.iter().map(u8::to_ascii_lowercase)),
-            Normalize::Digits => {
-                // Every byte is written and only digits advance the end: no branch per
-                // byte (a filtered `extend` pushes one byte at a time).
-                out.resize(value.len(), 0);
-                let mut n = 0;
-                for &b in value {
-                    out[n] = b;
-                    n += usize::from(b.is_ascii_digit());
-                }
-                out.truncate(n);
-            }
-            Normalize::AlnumUpper => out.extend(
-                value
-                    .iter()
-                    .filter(|b| b.is_ascii_alphanumeric())
-                    .map(u8::to_ascii_uppercase),
-            ),
+            Normalize::None => {}
+            Normalize::Lowercase => out.make_ascii_lowercase(),
+            Normalize::Digits => keep_mapped(out, &DIGITS),
+            Normalize::AlnumUpper => keep_mapped(out, &ALNUM_UPPER),
         }
     }
+}
+
+/// Per byte: itself when a digit, else 0 (dropped).
+const DIGITS: [u8; 256] = map_table(false);
+/// Per byte: a digit or an uppercase letter as itself, a lowercase letter uppercased,
+/// anything else 0 (dropped).
+const ALNUM_UPPER: [u8; 256] = map_table(true);
+
+const fn map_table(letters: bool) -> [u8; 256] {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = if c.is_ascii_digit() || (letters && c.is_ascii_alphabetic()) {
+            c.to_ascii_uppercase()
+        } else {
+            0
+        };
+        b += 1;
+    }
+    table
+}
+
+/// Maps each byte of `bytes` through `table` in place, dropping those it maps to 0:
+/// every byte is written and only kept ones advance the end (no branch per byte).
+fn keep_mapped(bytes: &mut Vec<u8>, table: &[u8; 256]) {
+    let mut n = 0;
+    for i in 0..bytes.len() {
+        let t = table[usize::from(bytes[i])];
+        bytes[n] = t;
+        n += usize::from(t != 0);
+    }
+    bytes.truncate(n);
 }
 
 #[cfg(test)]

@@ -316,9 +316,16 @@ fn iban_length(country: [u8; 2]) -> Option<usize> {
 
 /// Spaces ignored, letters uppercased: a registry country with its exact
 /// length, check digits 02-98, alphanumerics only, ISO 7064 mod 97-10 == 1.
+///
+/// One pass: the country code and check digits are kept aside and the rest reduced
+/// mod 97 as it is read (letters as 10..=35); the four kept characters, which the
+/// standard moves to the end, come in last as one six-digit number.
 fn is_iban(value: &[u8]) -> bool {
-    let mut iban = [0u8; MAX_IBAN_LEN];
+    let mut head = [0u8; 4];
     let mut len = 0;
+    // Reduced whenever it grows past 2^50: one step adds at most a factor of 100 and
+    // 35, so it stays under 2^57 (no big integers).
+    let mut r = 0u64;
     for &b in value {
         if b == b' ' {
             continue;
@@ -326,33 +333,33 @@ fn is_iban(value: &[u8]) -> bool {
         if !b.is_ascii_alphanumeric() || len == MAX_IBAN_LEN {
             return false;
         }
-        iban[len] = b.to_ascii_uppercase();
+        let c = b.to_ascii_uppercase();
+        if len < head.len() {
+            head[len] = c;
+        } else if c.is_ascii_digit() {
+            r = r * 10 + u64::from(c - b'0');
+        } else {
+            r = r * 100 + u64::from(c - b'A') + 10;
+        }
+        if r >= 1 << 50 {
+            r %= 97;
+        }
         len += 1;
     }
-    let iban = &iban[..len];
-    if len < 4 || iban_length([iban[0], iban[1]]) != Some(len) {
+    // A registry country is two letters.
+    if len < 4 || iban_length([head[0], head[1]]) != Some(len) {
         return false;
     }
-    if !iban[2].is_ascii_digit() || !iban[3].is_ascii_digit() {
+    if !head[2].is_ascii_digit() || !head[3].is_ascii_digit() {
         return false;
     }
-    let check_digits = (iban[2] - b'0') * 10 + (iban[3] - b'0');
+    let check_digits = (head[2] - b'0') * 10 + (head[3] - b'0');
     if !(2..=98).contains(&check_digits) {
         return false;
     }
-    // Move the country code and check digits to the end, read letters as
-    // 10..=35, and reduce mod 97 whenever the remainder grows past 2^50 (no big
-    // integers; one step adds at most a factor of 100 and 35, so it stays under 2^57).
-    let (head, bban) = iban.split_at(4);
-    let remainder = bban.iter().chain(head).fold(0u64, |r, &c| {
-        let r = if c.is_ascii_digit() {
-            r * 10 + u64::from(c - b'0')
-        } else {
-            r * 100 + u64::from(c - b'A') + 10
-        };
-        if r >= 1 << 50 { r % 97 } else { r }
-    });
-    remainder % 97 == 1
+    let letter = |c: u8| u64::from(c - b'A') + 10;
+    let moved = letter(head[0]) * 10_000 + letter(head[1]) * 100 + u64::from(check_digits);
+    (r % 97 * 1_000_000 + moved) % 97 == 1
 }
 
 // ---------------------------------------------------------------------------
@@ -787,6 +794,98 @@ mod tests {
         fn never_panics_on_near_misses(value in "[0-9A-Za-z _.=-]{0,60}") {
             for &name in Validator::NAMES {
                 let _ = Validator::from_name(name).map(|v| v.check(value.as_bytes()));
+            }
+        }
+    }
+
+    /// The IBAN check as the standard states it (move the first four characters to the
+    /// end, then mod 97 over the digits): the oracle for the one-pass version.
+    fn is_iban_by_rearranging(value: &[u8]) -> bool {
+        let mut iban = [0u8; super::MAX_IBAN_LEN];
+        let mut len = 0;
+        for &b in value {
+            if b == b' ' {
+                continue;
+            }
+            if !b.is_ascii_alphanumeric() || len == super::MAX_IBAN_LEN {
+                return false;
+            }
+            iban[len] = b.to_ascii_uppercase();
+            len += 1;
+        }
+        let iban = &iban[..len];
+        if len < 4 || super::iban_length([iban[0], iban[1]]) != Some(len) {
+            return false;
+        }
+        if !iban[2].is_ascii_digit() || !iban[3].is_ascii_digit() {
+            return false;
+        }
+        let check_digits = (iban[2] - b'0') * 10 + (iban[3] - b'0');
+        if !(2..=98).contains(&check_digits) {
+            return false;
+        }
+        // Move the country code and check digits to the end, read letters as
+        // 10..=35, and reduce mod 97 whenever the remainder grows past 2^50 (no big
+        // integers; one step adds at most a factor of 100 and 35, so it stays under 2^57).
+        let (head, bban) = iban.split_at(4);
+        let remainder = bban.iter().chain(head).fold(0u64, |r, &c| {
+            let r = if c.is_ascii_digit() {
+                r * 10 + u64::from(c - b'0')
+            } else {
+                r * 100 + u64::from(c - b'A') + 10
+            };
+            if r >= 1 << 50 { r % 97 } else { r }
+        });
+        remainder % 97 == 1
+    }
+
+    proptest::proptest! {
+        /// Valid IBANs of every registry country, with spaces and lowercase, and the same
+        /// with one character changed: the one-pass check agrees with the oracle.
+        #[test]
+        fn iban_one_pass_agrees_with_rearranging(
+            country in 0usize..89,
+            digits in proptest::collection::vec(0u8..36, 34),
+            spaces in proptest::collection::vec(proptest::bool::ANY, 40),
+            lower in proptest::bool::ANY,
+            change in proptest::option::of((0usize..34, 0u8..128)),
+        ) {
+            let codes: Vec<[u8; 2]> = (b'A'..=b'Z')
+                .flat_map(|a| (b'A'..=b'Z').map(move |b| [a, b]))
+                .filter(|c| super::iban_length(*c).is_some())
+                .collect();
+            proptest::prop_assert_eq!(codes.len(), 89);
+            let code = codes[country];
+            let len = super::iban_length(code).expect("registry country");
+            let symbol = |d: u8| if d < 10 { b'0' + d } else { b'A' + d - 10 };
+            let mut iban: Vec<u8> = code.to_vec();
+            iban.extend_from_slice(b"00");
+            iban.extend(digits[..len - 4].iter().map(|&d| symbol(d)));
+            // Check digits 98 - (the number with 00 as check digits) mod 97.
+            let mut r = 0u64;
+            for &c in iban[4..].iter().chain(&iban[..4]) {
+                r = if c.is_ascii_digit() {
+                    (r * 10 + u64::from(c - b'0')) % 97
+                } else {
+                    (r * 100 + u64::from(c - b'A') + 10) % 97
+                };
+            }
+            let check = 98 - r;
+            iban[2] = b'0' + (check / 10) as u8;
+            iban[3] = b'0' + (check % 10) as u8;
+            if let Some((at, byte)) = change {
+                iban[at % len] = byte;
+            }
+            let mut text = Vec::new();
+            for (i, &c) in iban.iter().enumerate() {
+                text.push(if lower { c.to_ascii_lowercase() } else { c });
+                if spaces[i] {
+                    text.push(b' ');
+                }
+            }
+            proptest::prop_assert_eq!(super::is_iban(&text), is_iban_by_rearranging(&text));
+            if change.is_none() && (2..=98).contains(&check) {
+                proptest::prop_assert!(super::is_iban(&text), "{}", String::from_utf8_lossy(&text));
             }
         }
     }
