@@ -96,7 +96,7 @@ impl Node {
     /// `form`: after a form (or the target), whose `%uXXXX` escapes are undone too.
     pub(crate) fn decoded_text(form: bool, depth: u32, acct: &mut Account) -> Node {
         let next = Node::plain_text(depth, acct);
-        Node::Unescape(Box::new(UnescapeNode::new(form, next)))
+        Node::Unescape(Box::new(UnescapeNode::new(form, depth, next)))
     }
 
     /// The request target: the path percent-decoded, the query as a form.

@@ -9,49 +9,75 @@
 //! as one character, a lone surrogate as `U+FFFD`), `\"`, `\\`, `\/`, `\n`, `\t`, `\r`,
 //! `\b`, `\f` become what they stand for, left to right (`\\u0040` is a backslash and
 //! `u0040`); any other backslash stays as it is, and so does an escape of an ASCII letter,
-//! digit or `_`: this view replaces the text it comes from, and a server that does not
-//! parse the inner document reads the escape as written, so decoding one after a value
-//! (`a@b.io\u0030`) would hide the value from the proxy (found in review). What hides a
-//! value from the proxy is an escaped `@`, `.` or `-`, which are decoded. So do `%uXXXX` escapes, which the
+//! digit or `_` in this view: a server that does not parse the inner document reads the
+//! escape as written, so decoding one after a value (`a@b.io\u0030`) would hide the value
+//! from the proxy (found in review). A server that does parse it reads the letter, so an
+//! address with one letter of its domain escaped (`customer0@\u0061cme-corp.io`) is one
+//! to it: from the first such escape on, the layer is read both ways ([`TwoViews`]), the
+//! second view with escaped letters, digits and `_` decoded too, starting with the last
+//! [`TAIL`] bytes before that escape (a value it cuts began there). So do `%uXXXX` escapes, which the
 //! percent-decoding of a form leaves as written: IIS and classic ASP.NET
 //! (`HttpUtility.UrlDecode`, `Request.Form`) read `%u0040` as `@`, as JavaScript's
 //! `unescape` does. Text without a backslash or a `%` passes through untouched, without a
 //! copy. An escape cut by a chunk's end waits for the next chunk, so the text is the same
 //! however the body is cut.
 
-use super::Out;
 use super::node::Node;
+use super::views::TwoViews;
+use super::{Account, Out};
 
 /// The longest escape: a surrogate pair, `\uD83D\uDE00`.
 const LONGEST: usize = 12;
+
+/// The text before the first escaped letter or digit the second view starts with: more
+/// than the longest value and the context around it the shipped rules read.
+const TAIL: usize = 4 << 10;
+
+/// The second view's text goes to [`TwoViews`] in pieces of at most this, each a place
+/// where it may go in when it ends a line or a value.
+const PIECE: usize = 4 << 10;
 
 /// Unescapes its input for `next`.
 pub(crate) struct UnescapeNode {
     /// Whether `%uXXXX` is undone too (after a form; JSON has no such escape).
     percent: bool,
+    depth: u32,
     /// The start of an escape cut by the end of the last input.
     held: Vec<u8>,
     buf: Vec<u8>,
-    next: Node,
+    next: Next,
+}
+
+/// Where the unescaped text goes.
+enum Next {
+    /// One view while no escaped letter, digit or `_` has come, and the last [`TAIL`]
+    /// bytes of it (the node is `None` only while it moves into [`Next::Two`]).
+    One(Option<Node>, Vec<u8>),
+    /// Escaped letters, digits and `_` as written (raw), and decoded too (text).
+    Two(Box<TwoViews>),
 }
 
 impl UnescapeNode {
-    /// `percent`: `%uXXXX` escapes are undone too.
-    pub(crate) fn new(percent: bool, next: Node) -> UnescapeNode {
+    /// `percent`: `%uXXXX` escapes are undone too. The text is scanned at `depth`.
+    pub(crate) fn new(percent: bool, depth: u32, next: Node) -> UnescapeNode {
         UnescapeNode {
             percent,
+            depth,
             held: Vec::new(),
             buf: Vec::new(),
-            next,
+            next: Next::One(Some(next), Vec::new()),
         }
     }
 
     pub(crate) fn feed(&mut self, data: &[u8], out: &mut Out<'_, '_>) {
-        // Most text holds no escape (a `%` in prose, a backslash in a path): it passes
-        // without a copy.
-        if self.held.is_empty() && first_escape(data, self.percent).is_none() {
-            self.next.feed(data, out);
-            return;
+        if let Next::One(Some(next), tail) = &mut self.next {
+            // Most text holds no escape (a `%` in prose, a backslash in a path): it passes
+            // without a copy.
+            if self.held.is_empty() && first_escape(data, self.percent).is_none() {
+                next.feed(data, out);
+                keep_tail(tail, data);
+                return;
+            }
         }
         let joined;
         let input = if self.held.is_empty() {
@@ -62,23 +88,142 @@ impl UnescapeNode {
             joined = j;
             &joined[..]
         };
-        self.buf.clear();
-        let rest = unescape(input, &mut self.buf, self.percent, false);
+        let rest = self.unescape_into_next(input, false, out);
         self.held.extend_from_slice(rest);
-        if !self.buf.is_empty() {
-            self.next.feed(&self.buf, out);
-        }
     }
 
     pub(crate) fn finish(&mut self, out: &mut Out<'_, '_>) {
-        self.buf.clear();
         let held = std::mem::take(&mut self.held);
-        unescape(&held, &mut self.buf, self.percent, true);
-        if !self.buf.is_empty() {
-            self.next.feed(&self.buf, out);
+        self.unescape_into_next(&held, true, out);
+        match &mut self.next {
+            Next::One(next, _) => next.iter_mut().for_each(|n| n.finish(out)),
+            Next::Two(views) => views.finish(out),
         }
-        self.next.finish(out);
     }
+
+    /// Unescapes `input` into the view(s); returns the escape cut by its end (see
+    /// [`unescape`]).
+    fn unescape_into_next<'a>(
+        &mut self,
+        input: &'a [u8],
+        end: bool,
+        out: &mut Out<'_, '_>,
+    ) -> &'a [u8] {
+        if let Next::One(next, tail) = &mut self.next {
+            let raw = next.as_mut().expect("a node until it moves");
+            if !holds_kept_escape(input, self.percent) {
+                self.buf.clear();
+                let rest = unescape(input, &mut self.buf, self.percent, end);
+                raw.feed(&self.buf, out);
+                keep_tail(tail, &self.buf);
+                return rest;
+            }
+            // The first escaped letter or digit: two views from here on.
+            let raw = next.take().expect("a node until it moves");
+            let tail = std::mem::take(tail);
+            self.next = Next::Two(Box::new(two_views(raw, tail, self.depth, out.acct)));
+        }
+        let Next::Two(views) = &mut self.next else {
+            unreachable!("one view returned above")
+        };
+        self.buf.clear();
+        let (rest, placed) = unescape_both(input, &mut self.buf, views, self.percent, end, out);
+        views.raw_only(&self.buf[placed..], out);
+        rest
+    }
+}
+
+/// The views from the first escaped letter or digit on: `raw` as before, and text that
+/// starts with the `tail` of what `raw` was fed.
+fn two_views(raw: Node, tail: Vec<u8>, depth: u32, acct: &mut Account) -> TwoViews {
+    let text = Node::plain_text(depth, acct);
+    let mut views = TwoViews::new(raw, text, acct);
+    views.buf = tail;
+    views
+}
+
+/// Keeps the last [`TAIL`] bytes of the text in `tail` once `fed` is fed too.
+fn keep_tail(tail: &mut Vec<u8>, fed: &[u8]) {
+    if fed.len() >= TAIL {
+        tail.clear();
+        tail.extend_from_slice(&fed[fed.len() - TAIL..]);
+        return;
+    }
+    let over = (tail.len() + fed.len()).saturating_sub(TAIL);
+    tail.drain(..over);
+    tail.extend_from_slice(fed);
+}
+
+/// Whether `input` holds an escape of an ASCII letter, digit or `_`.
+fn holds_kept_escape(input: &[u8], percent: bool) -> bool {
+    let mut i = 0;
+    while let Some(at) = next_intro(input, i, percent) {
+        match escape(&input[at..]) {
+            Escape::Kept(..) => return true,
+            Escape::Done(len, _) => i = at + len,
+            Escape::Cut | Escape::None => i = at + 1,
+        }
+    }
+    false
+}
+
+/// [`unescape`] for two views: `raw` gets escaped letters, digits and `_` as written,
+/// `views.buf` (the text) gets them decoded; each piece of at most [`PIECE`] bytes, or
+/// up to a line end, or an escape, is a place [`TwoViews::step`] may put the text in
+/// at. Returns the escape cut by the end and how much of `raw` went in.
+fn unescape_both<'a>(
+    input: &'a [u8],
+    raw: &mut Vec<u8>,
+    views: &mut TwoViews,
+    percent: bool,
+    end: bool,
+    out: &mut Out<'_, '_>,
+) -> (&'a [u8], usize) {
+    let mut placed = 0;
+    let mut i = 0;
+    let mut piece = |raw: &mut Vec<u8>, views: &mut TwoViews, n: usize| {
+        if views.step(n, true) {
+            views.put_in(&raw[placed..], out);
+            placed = raw.len();
+        }
+    };
+    while i < input.len() {
+        let stop = next_intro(input, i, percent)
+            .unwrap_or(input.len())
+            .min(i + PIECE);
+        if stop > i {
+            let stop = memchr::memchr(b'\n', &input[i..stop]).map_or(stop, |nl| i + nl + 1);
+            raw.extend_from_slice(&input[i..stop]);
+            views.buf.extend_from_slice(&input[i..stop]);
+            piece(raw, views, stop - i);
+            i = stop;
+            continue;
+        }
+        let mut utf8 = [0u8; 4];
+        match escape(&input[i..]) {
+            Escape::Done(len, c) => {
+                let c = c.encode_utf8(&mut utf8).as_bytes();
+                raw.extend_from_slice(c);
+                views.buf.extend_from_slice(c);
+                piece(raw, views, c.len());
+                i += len;
+            }
+            Escape::Kept(len, c) => {
+                raw.extend_from_slice(&input[i..i + len]);
+                views.buf.push(c);
+                piece(raw, views, len);
+                i += len;
+            }
+            Escape::Cut if !end => return (&input[i..], placed),
+            Escape::Cut | Escape::None => {
+                raw.push(input[i]);
+                views.buf.push(input[i]);
+                piece(raw, views, 1);
+                i += 1;
+            }
+        }
+    }
+    (&[], placed)
 }
 
 /// The next backslash (or `%`, with `percent`) at or after `from`.
@@ -104,8 +249,9 @@ fn first_escape(data: &[u8], percent: bool) -> Option<usize> {
     None
 }
 
-/// Appends `input` unescaped to `out`; returns the escape cut by its end (empty at the
-/// input's `end`, where a cut escape is written as it is).
+/// Appends `input` unescaped to `out`, escaped letters, digits and `_` as written;
+/// returns the escape cut by its end (empty at the input's `end`, where a cut escape is
+/// written as it is).
 fn unescape<'a>(input: &'a [u8], out: &mut Vec<u8>, percent: bool, end: bool) -> &'a [u8] {
     let mut i = 0;
     while let Some(at) = next_intro(input, i, percent) {
@@ -117,7 +263,7 @@ fn unescape<'a>(input: &'a [u8], out: &mut Vec<u8>, percent: bool, end: bool) ->
                 i = at + len;
             }
             Escape::Cut if !end => return &input[at..],
-            Escape::Cut | Escape::None => {
+            Escape::Cut | Escape::None | Escape::Kept(..) => {
                 out.push(input[at]);
                 i = at + 1;
             }
@@ -130,6 +276,9 @@ fn unescape<'a>(input: &'a [u8], out: &mut Vec<u8>, percent: bool, end: bool) ->
 enum Escape {
     /// An escape of this many bytes, and what it stands for.
     Done(usize, char),
+    /// An escape of this many bytes of an ASCII letter, digit or `_`: kept as written in
+    /// the first view, decoded in the second.
+    Kept(usize, u8),
     /// The input ends before it can tell.
     Cut,
     /// Not an escape: the backslash stays.
@@ -185,7 +334,7 @@ fn escape(s: &[u8]) -> Escape {
             // this layer, and `…io0` none to one that does: found in review); what hides a
             // value is its `@`, `.` or `-` written as an escape.
             Ok(Some(u)) if u < 0x80 && (u as u8 == b'_' || (u as u8).is_ascii_alphanumeric()) => {
-                Escape::None
+                Escape::Kept(6, u as u8)
             }
             Ok(Some(u)) => Escape::Done(
                 6,
