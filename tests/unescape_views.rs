@@ -128,3 +128,18 @@ async fn a_slack_style_payload_with_escaped_letters_is_blocked_and_a_benign_one_
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].body, benign.as_bytes(), "forwarded byte for byte");
 }
+
+#[test]
+fn a_list_glued_by_escaped_digits_is_counted_as_written() {
+    // `x0@acme-corp.io\u0030x1@acme-corp.io\u0030…`: decoded, one run of letters and
+    // digits with at most one address in it; as written, every address (the reason the
+    // as-written view reads what follows an escape, see `review_s16`).
+    let engine = engine();
+    let rows: String = (0..12)
+        .map(|i| format!("x{i}@acme-corp.io\\u0030"))
+        .collect();
+    let json = format!("{{\"a\":\"\\u0061\",\"rows\":\"{rows}\"}}");
+    let body = format!("payload={}", support::bodies::form_encode(&json));
+    let got = distinct(&engine, FORM, &[body.as_bytes()], "email");
+    assert!(got >= 10, "12 addresses glued by escaped digits: {got}");
+}

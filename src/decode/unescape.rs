@@ -23,7 +23,8 @@
 //! however the body is cut.
 
 use super::node::Node;
-use super::views::TwoViews;
+use super::sniff::separates_values;
+use super::views::{TwoViews, in_values};
 use super::{Account, Out};
 
 /// The longest escape: a surrogate pair, `\uD83D\uDE00`.
@@ -109,19 +110,29 @@ impl UnescapeNode {
         end: bool,
         out: &mut Out<'_, '_>,
     ) -> &'a [u8] {
+        let mut input = input;
         if let Next::One(next, tail) = &mut self.next {
             let raw = next.as_mut().expect("a node until it moves");
-            if !holds_kept_escape(input, self.percent) {
-                self.buf.clear();
-                let rest = unescape(input, &mut self.buf, self.percent, end);
-                raw.feed(&self.buf, out);
-                keep_tail(tail, &self.buf);
+            let first = first_kept_escape(input, self.percent);
+            self.buf.clear();
+            let rest = unescape(
+                input,
+                first.unwrap_or(input.len()),
+                &mut self.buf,
+                self.percent,
+                end,
+            );
+            raw.feed(&self.buf, out);
+            keep_tail(tail, &self.buf);
+            let Some(first) = first else {
                 return rest;
-            }
-            // The first escaped letter or digit: two views from here on.
+            };
+            // The first escaped letter or digit: two views from here on, the text one
+            // starting with the tail before it.
             let raw = next.take().expect("a node until it moves");
             let tail = std::mem::take(tail);
             self.next = Next::Two(Box::new(two_views(raw, tail, self.depth, out.acct)));
+            input = &input[first..];
         }
         let Next::Two(views) = &mut self.next else {
             unreachable!("one view returned above")
@@ -135,9 +146,22 @@ impl UnescapeNode {
 
 /// The views from the first escaped letter or digit on: `raw` as before, and text that
 /// starts with the `tail` of what `raw` was fed.
-fn two_views(raw: Node, tail: Vec<u8>, depth: u32, acct: &mut Account) -> TwoViews {
+fn two_views(raw: Node, mut tail: Vec<u8>, depth: u32, acct: &mut Account) -> TwoViews {
     let text = Node::plain_text(depth, acct);
-    let mut views = TwoViews::new(raw, text, acct);
+    // Up to 8 body bytes a byte of this text (`%5Cu002f` in a form, `\u002f` in a JSON
+    // string): the text goes in within an eighth of the usual raw bytes.
+    let mut views = TwoViews::scaled(raw, text, acct, 8);
+    // From a value's edge (found in review: a tail starting inside an address counted its
+    // stub `ustomer8@acme-corp.io` as a value of its own): after the last byte before the
+    // escape that no value holds, a separator first (a card holds spaces). The tail is the
+    // last [`TAIL`] bytes before the escape, so the place depends on the content alone,
+    // not on how it came in chunks.
+    let edge = tail
+        .iter()
+        .rposition(|&b| separates_values(b))
+        .or_else(|| tail.iter().rposition(|&b| !in_values(b)))
+        .map_or(0, |p| p + 1);
+    tail.drain(..edge);
     views.buf = tail;
     views
 }
@@ -154,17 +178,17 @@ fn keep_tail(tail: &mut Vec<u8>, fed: &[u8]) {
     tail.extend_from_slice(fed);
 }
 
-/// Whether `input` holds an escape of an ASCII letter, digit or `_`.
-fn holds_kept_escape(input: &[u8], percent: bool) -> bool {
+/// Where the first escape of an ASCII letter, digit or `_` in `input` starts.
+fn first_kept_escape(input: &[u8], percent: bool) -> Option<usize> {
     let mut i = 0;
     while let Some(at) = next_intro(input, i, percent) {
         match escape(&input[at..]) {
-            Escape::Kept(..) => return true,
+            Escape::Kept(..) => return Some(at),
             Escape::Done(len, _) => i = at + len,
             Escape::Cut | Escape::None => i = at + 1,
         }
     }
-    false
+    None
 }
 
 /// [`unescape`] for two views: `raw` gets escaped letters, digits and `_` as written,
@@ -249,12 +273,19 @@ fn first_escape(data: &[u8], percent: bool) -> Option<usize> {
     None
 }
 
-/// Appends `input` unescaped to `out`, escaped letters, digits and `_` as written;
-/// returns the escape cut by its end (empty at the input's `end`, where a cut escape is
-/// written as it is).
-fn unescape<'a>(input: &'a [u8], out: &mut Vec<u8>, percent: bool, end: bool) -> &'a [u8] {
+/// Appends `input[..limit]` unescaped to `out`, escaped letters, digits and `_` as
+/// written (an escape starting before `limit` is read whole, `limit` is where one
+/// starts); returns the escape cut by the input's end (empty at the input's `end`, where
+/// a cut escape is written as it is).
+fn unescape<'a>(
+    input: &'a [u8],
+    limit: usize,
+    out: &mut Vec<u8>,
+    percent: bool,
+    end: bool,
+) -> &'a [u8] {
     let mut i = 0;
-    while let Some(at) = next_intro(input, i, percent) {
+    while let Some(at) = next_intro(input, i, percent).filter(|&at| at < limit) {
         out.extend_from_slice(&input[i..at]);
         match escape(&input[at..]) {
             Escape::Done(len, c) => {
@@ -269,7 +300,7 @@ fn unescape<'a>(input: &'a [u8], out: &mut Vec<u8>, percent: bool, end: bool) ->
             }
         }
     }
-    out.extend_from_slice(&input[i..]);
+    out.extend_from_slice(&input[i..limit]);
     &[]
 }
 
@@ -374,10 +405,10 @@ mod tests {
         for piece in pieces {
             let mut input = std::mem::take(&mut held);
             input.extend_from_slice(piece);
-            let rest = unescape(&input, &mut out, true, false).to_vec();
+            let rest = unescape(&input, input.len(), &mut out, true, false).to_vec();
             held = rest;
         }
-        unescape(&held, &mut out, true, true);
+        unescape(&held, held.len(), &mut out, true, true);
         out
     }
 
@@ -415,7 +446,7 @@ mod tests {
     #[test]
     fn percent_escapes_only_when_asked() {
         let mut out = Vec::new();
-        unescape(b"a%u0040b \\u0040", &mut out, false, true);
+        unescape(b"a%u0040b \\u0040", 15, &mut out, false, true);
         assert_eq!(out, b"a%u0040b @");
         assert_eq!(first_escape(b"50% of C:\\x", true), None);
         assert_eq!(first_escape(b"50% %u00", true), Some(4));
