@@ -72,22 +72,6 @@ fn utf16_text_view_is_not_cut_inside_addresses_by_the_hard_place() {
     );
 }
 
-/// Bytes of a recorded upstream body received so far, over every request.
-fn received(upstream: &Upstream) -> u64 {
-    upstream.requests().iter().map(|r| r.received).sum()
-}
-
-/// Polls (up to 8 s) whether the upstream has received `n` body bytes or more.
-async fn upstream_reaches(upstream: &Upstream, n: u64) -> bool {
-    for _ in 0..400 {
-        if received(upstream) >= n {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
-
 /// `hold_bytes: 64KiB` (so the pump's cap is 64 KiB) and an HTML body whose list only its
 /// text view sees (`&#64;`), followed by spaces: the text has no line end and no separator,
 /// so it is held until 512 KiB of raw bytes (`FLUSH_HARD`), eight times what the pump
@@ -117,7 +101,7 @@ async fn streamed_html_text_lags_past_a_small_hold_cap() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     s.write_all(&after).await.unwrap();
     let list_end = (first.len() + list.len()) as u64;
-    let leaked = upstream_reaches(&upstream, list_end).await;
+    let leaked = upstream.reaches(list_end).await;
     let sent: usize = upstream
         .requests()
         .iter()
@@ -172,7 +156,7 @@ async fn streamed_quoted_printable_html_text_lags_past_the_default_cap() {
     s.write_all(&list).await.unwrap();
     s.write_all(&after).await.unwrap();
     let list_end = (first.len() + list.len()) as u64;
-    let leaked = upstream_reaches(&upstream, list_end).await;
+    let leaked = upstream.reaches(list_end).await;
     let sent: usize = upstream
         .requests()
         .iter()
@@ -185,7 +169,7 @@ async fn streamed_quoted_printable_html_text_lags_past_the_default_cap() {
     assert!(
         !leaked && sent < 10,
         "{sent} addresses of a list went upstream before its text was counted (received {} of {list_end} bytes up to the list's end)",
-        received(&upstream)
+        upstream.received_bytes()
     );
 }
 

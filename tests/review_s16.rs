@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use support::{Proxy, Upstream, fixture_engine as engine, inspected_distinct as distinct};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -118,22 +116,6 @@ fn the_hard_place_of_the_unescaped_view_does_not_cut_every_address() {
     );
 }
 
-/// Bytes of a recorded upstream body received so far, over every request.
-fn received(upstream: &Upstream) -> u64 {
-    upstream.requests().iter().map(|r| r.received).sum()
-}
-
-/// Polls (up to 8 s) whether the upstream has received `n` body bytes or more.
-async fn upstream_reaches(upstream: &Upstream, n: u64) -> bool {
-    for _ in 0..400 {
-        if received(upstream) >= n {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
-
 /// Default limits (`hold_bytes` 16 MiB, so a larger body streams; the pump holds back at
 /// most 1 MiB while the decoders hold text not scanned). A form of a 16 MiB `notes` field,
 /// then `payload=` with 12 addresses whose domain starts with an escaped letter, then
@@ -170,7 +152,7 @@ async fn streamed_form_unescaped_view_lags_past_the_default_cap() {
     s.write_all(&list).await.unwrap();
     s.write_all(&after).await.unwrap();
     let list_end = (first.len() + list.len()) as u64;
-    let leaked = upstream_reaches(&upstream, list_end).await;
+    let leaked = upstream.reaches(list_end).await;
     let sent: usize = upstream
         .requests()
         .iter()
@@ -184,6 +166,6 @@ async fn streamed_form_unescaped_view_lags_past_the_default_cap() {
         !leaked && sent < 10,
         "{sent} addresses of a list went upstream before its text was counted (received {} of \
          {list_end} bytes up to the list's end)",
-        received(&upstream)
+        upstream.received_bytes()
     );
 }

@@ -178,6 +178,22 @@ impl Upstream {
         seen
     }
 
+    /// Body bytes received so far, over every request.
+    pub fn received_bytes(&self) -> u64 {
+        self.requests().iter().map(|r| r.received).sum()
+    }
+
+    /// Polls (up to 8 s) whether the upstream has received `n` body bytes or more.
+    pub async fn reaches(&self, n: u64) -> bool {
+        for _ in 0..400 {
+            if self.received_bytes() >= n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
     /// Waits (up to 10 s) until `done` holds for the requests received.
     pub async fn wait_for(&self, done: impl Fn(&[Recorded]) -> bool) -> Vec<Recorded> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
