@@ -14,8 +14,12 @@
 //! from the proxy (found in review). A server that does parse it reads the letter, so an
 //! address with one letter of its domain escaped (`customer0@\u0061cme-corp.io`) is one
 //! to it: from the first such escape on, the layer is read both ways ([`TwoViews`]), the
-//! second view with escaped letters, digits and `_` decoded too, starting with the last
-//! [`TAIL`] bytes before that escape (a value it cuts began there). So do `%uXXXX` escapes, which the
+//! second view with escaped letters, digits and `_` decoded too, starting within the last
+//! [`TAIL`] bytes before that escape, after the last separator there (the value the escape
+//! is in began there; a place the content decides, not the chunks). A value right after
+//! an escape as written counts in the first view too (`\u0063ustomer0@…` as
+//! `u0063ustomer0@…`): that view must read past escapes, or a list glued by escaped digits
+//! (`x0@a.io\u0030x1@a.io…`, one value decoded) would pass. So do `%uXXXX` escapes, which the
 //! percent-decoding of a form leaves as written: IIS and classic ASP.NET
 //! (`HttpUtility.UrlDecode`, `Request.Form`) read `%u0040` as `@`, as JavaScript's
 //! `unescape` does. Text without a backslash or a `%` passes through untouched, without a
