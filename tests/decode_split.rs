@@ -252,3 +252,24 @@ fn a_header_line_and_its_value_stay_together_after_base64_runs() {
     assert_eq!(found(&body(false)), vec!["us-ssn-undashed".to_owned()]);
     assert_eq!(found(&body(true)), vec!["us-ssn-undashed".to_owned()]);
 }
+
+/// Found by CI in session 16 (`forms_with_escapes_cut_anywhere`, a random case), and
+/// already there at the session's start (`14556b6`): this form, fed whole, counts
+/// `ssn-plain` once (`@123456789@`, the word `SSN` about 20 bytes after it); cut in two
+/// at byte 132 (inside the `CUST-12345678` before it), it counts none. Not yet found why;
+/// the decoded text is the same both ways, so the place to look is how the engine decides
+/// a value whose context word comes after it when the text reaches it in two pieces.
+#[test]
+#[ignore = "known bug (README): found in session 16, not fixed yet"]
+fn a_form_cut_before_a_value_with_its_context_word_after_it_counts_it() {
+    let engine = engine();
+    let body = format!(
+        "a={}&b=c",
+        r#"some words in between CUST-12345678----formdata-test-7MA4YWxkTrZu0gW%404111 1111 1111 11115555555555554444CUST-12345678\u00\"\"CUST-12345678CUST-12345678%40some words in between %40123456789%40%40%40%40\"SSN: 2190999994111 1111 1111 1111%40\u0040%40"#
+    );
+    let b = body.as_bytes();
+    let form = Some("application/x-www-form-urlencoded");
+    let whole = inspect(&engine, form, None, &[b]);
+    let parts = inspect(&engine, form, None, &[&b[..132], &b[132..]]);
+    assert_eq!(whole, parts);
+}
