@@ -134,20 +134,10 @@ impl Flat {
 }
 
 impl AnchoredDfa {
-    /// Bytes the DFA may take: beyond this a rule keeps its regex alone.
-    const SIZE_LIMIT: usize = 1 << 20;
-
     pub(crate) fn build(pattern: &str) -> Option<AnchoredDfa> {
-        use regex_automata::dfa::{Automaton, StartKind, dense};
+        use regex_automata::dfa::{Automaton, StartKind};
         use regex_automata::util::start;
-        let dfa = dense_dfa(
-            pattern,
-            dense::Config::new()
-                .start_kind(StartKind::Anchored)
-                .minimize(false)
-                .dfa_size_limit(Some(Self::SIZE_LIMIT))
-                .determinize_size_limit(Some(4 * Self::SIZE_LIMIT)),
-        )?;
+        let dfa = dense_dfa(pattern, walk_config(StartKind::Anchored))?;
         let start = |look_behind: Option<u8>| {
             let config = start::Config::new()
                 .anchored(regex_automata::Anchored::Yes)
@@ -332,6 +322,20 @@ pub(crate) fn text_share(set: &ByteSet) -> f64 {
         .sum()
 }
 
+/// Bytes a DFA walked from a [`Flat`] table may take: beyond this a rule keeps its regex
+/// alone, and its excludes their `RegexSet`.
+const WALK_SIZE_LIMIT: usize = 1 << 20;
+
+/// How the DFAs walked from a [`Flat`] table are built: within [`WALK_SIZE_LIMIT`], not
+/// minimised, with `start_kind`.
+fn walk_config(start_kind: regex_automata::dfa::StartKind) -> regex_automata::dfa::dense::Config {
+    regex_automata::dfa::dense::Config::new()
+        .start_kind(start_kind)
+        .minimize(false)
+        .dfa_size_limit(Some(WALK_SIZE_LIMIT))
+        .determinize_size_limit(Some(4 * WALK_SIZE_LIMIT))
+}
+
 /// `pattern` as a dense DFA over bytes (no Unicode, no UTF-8: the engine's syntax), built
 /// with `config` (its size limits above all); `None` when it cannot be (over a limit).
 pub(crate) fn dense_dfa(
@@ -370,20 +374,10 @@ pub(crate) struct AnyDfa {
 }
 
 impl AnyDfa {
-    /// Bytes the DFA may take: beyond this the caller keeps its `RegexSet`.
-    const SIZE_LIMIT: usize = 1 << 20;
-
     pub(crate) fn build<P: AsRef<str>>(patterns: &[P]) -> Option<AnyDfa> {
-        use regex_automata::dfa::{StartKind, dense};
+        use regex_automata::dfa::StartKind;
         use regex_automata::util::start;
-        let dfa = dense_dfa_many(
-            patterns,
-            dense::Config::new()
-                .start_kind(StartKind::Unanchored)
-                .minimize(false)
-                .dfa_size_limit(Some(Self::SIZE_LIMIT))
-                .determinize_size_limit(Some(4 * Self::SIZE_LIMIT)),
-        )?;
+        let dfa = dense_dfa_many(patterns, walk_config(StartKind::Unanchored))?;
         // The value is the whole haystack: nothing before its first byte.
         let config = start::Config::new().anchored(regex_automata::Anchored::No);
         let start = dfa.start_state(&config).ok()?;
