@@ -29,7 +29,7 @@ pub(crate) struct FormNode {
     next: Node,
     /// Raw base64 in the fields, its `+` read as spaces (see [`super::form_base64`]).
     fields: Box<FieldBase64>,
-    /// Decoded pieces of it, to go in after their field.
+    /// Decoded pieces of it, handed on and not yet put pending.
     pieces: Vec<Vec<u8>>,
     /// Reading the current field's text recorded the request's first problem, a corrupt
     /// stream.
@@ -89,15 +89,15 @@ impl FormNode {
         self.buf = buf;
     }
 
-    /// Decoded text to `next`, field by field (a field ends at a `\t`, a `&` as sent):
-    /// what the field's raw base64 decoded goes in right after its end, where it cuts no
-    /// value of the text (`Out::put_pending` puts it after the next byte that separates
-    /// values, and the `\t` is the next one fed).
+    /// Decoded text to `next`, field by field (a field ends at a `\t`, a `&` as sent).
+    /// What the field's raw base64 decoded goes in where it cuts no value of the text:
+    /// `Out::put_pending` puts it after the next byte that separates values past the
+    /// place it was handed on (the end of the candidate, or of a piece of it), which the
+    /// text decides, not the chunks.
     fn feed_fields(&mut self, text: &[u8], out: &mut Out<'_, '_>) {
         // `text[..fed]` has gone to `next`. A field the raw base64 reader decodes gets a
-        // feed of its own, its pieces put pending after it (before the `\t` that ends it,
-        // fed with what follows); the others go on in one feed (a feed per field made a
-        // form of 400 000 small fields 3-4 times slower).
+        // feed of its own; the others go on in one feed (a feed per field made a form of
+        // 400 000 small fields 3-4 times slower).
         let (mut fed, mut field) = (0, 0);
         for t in memchr::memchr_iter(b'\t', text) {
             if t - field < BASE64_MIN_RUN && self.fields.at_field_start() {
@@ -105,23 +105,42 @@ impl FormNode {
                 field = t + 1;
                 continue;
             }
-            self.fields.feed(&text[field..t], &mut self.pieces);
-            if self.fields.decoding() || !self.pieces.is_empty() {
-                self.next.feed(&text[fed..field], out);
-                self.feed_field_text(&text[field..t], out);
-                fed = t;
-            }
+            fed = self.read_field(text, fed, field, t, out);
             self.end_field(out);
             field = t + 1;
         }
-        self.fields.feed(&text[field..], &mut self.pieces);
-        if self.fields.decoding() || !self.pieces.is_empty() {
-            self.next.feed(&text[fed..field], out);
-            self.feed_field_text(&text[field..], out);
-        } else {
-            self.next.feed(&text[fed..], out);
+        fed = self.read_field(text, fed, field, text.len(), out);
+        self.next.feed(&text[fed..], out);
+    }
+
+    /// Reads `text[field..end]`, the current field's next bytes, with the raw base64
+    /// reader; `text[fed..]` has not gone to `next` yet. Where the reader hands on a piece,
+    /// the text up to there goes to `next` and the piece is put pending; so does the field's
+    /// text when its candidate is still being decoded at `end`. Returns the new `fed`.
+    fn read_field(
+        &mut self,
+        text: &[u8],
+        mut fed: usize,
+        field: usize,
+        end: usize,
+        out: &mut Out<'_, '_>,
+    ) -> usize {
+        let mut at = field;
+        loop {
+            at += self.fields.feed(&text[at..end], &mut self.pieces);
+            if !self.pieces.is_empty() || at == end && self.fields.decoding() {
+                if fed < field {
+                    self.next.feed(&text[fed..field], out);
+                    fed = field;
+                }
+                self.feed_field_text(&text[fed..at], out);
+                fed = at;
+                self.put_pieces(out);
+            }
+            if at == end {
+                return fed;
+            }
         }
-        self.put_pieces(out);
     }
 
     /// Some of the current field's text, to `next`; whether reading it recorded the
@@ -152,8 +171,8 @@ impl FormNode {
         }
     }
 
-    /// The field's decoded pieces wait for its end (as pending content); past
-    /// [`PIECES_HELD_HARD`] of them they go in now, wherever the text is (found in
+    /// The field's decoded pieces wait for the next byte that separates values (as pending
+    /// content); past [`PIECES_HELD_HARD`] of them they go in now, wherever the text is (found in
     /// review: a 40 MiB raw field in a gzipped body held 30 MiB).
     fn put_pieces(&mut self, out: &mut Out<'_, '_>) {
         for piece in self.pieces.drain(..) {

@@ -19,15 +19,16 @@
 //! - what it decodes belongs to the text's own reader (`sniff`) while the candidate has no
 //!   space: the text holds the same run unbroken and decodes it. Once it has one, the
 //!   decoded bytes from the candidate's start are scanned as content of their own, one
-//!   layer deeper (`Out::put_pending`: after the byte that ends the field, so they cut no
-//!   value of the form's text) — archives, compressed streams and JSON at their start are
+//!   layer deeper (`Out::put_pending`: after the next byte that separates values past the
+//!   place the candidate, or a piece of it, ended, so they cut no value of the form's text,
+//!   at a place the text decides, not the chunks) — archives, compressed streams and JSON at their start are
 //!   opened as in any decoded run. Past 4 MiB of them waiting, they go in at once (see
 //!   `FormNode::put_pieces`).
 //!
 //! Memory: decoded bytes are handed on in pieces of at most [`PIECE`], cut after the last
 //! line end of a piece's second half when it has one; where the cuts fall depends only on
 //! the decoded bytes, never on the chunks. A piece handed on waits (as pending content) for
-//! its field's end; the proxy counts it as waiting like any decoded text.
+//! a byte of the text that separates values; the proxy counts it as waiting like any decoded text.
 //!
 //! What it costs: a field whose first bytes are not base64 (a browser's form: a `%`-escape
 //! or punctuation within a few bytes) is passed over after them; only base64-like
@@ -108,10 +109,13 @@ impl FieldBase64 {
     }
 
     /// The next bytes of the current field (the form's decoded text, no field separator
-    /// among them); decoded pieces to scan go onto `out`.
-    pub(crate) fn feed(&mut self, data: &[u8], out: &mut Vec<Vec<u8>>) {
+    /// among them); decoded pieces to scan go onto `out`. Reads up to the byte that hands
+    /// on a piece, or all of `data`; returns how much it read (all of `data` unless a piece
+    /// was handed on), so that the caller can put the piece in at a place the text decides.
+    pub(crate) fn feed(&mut self, data: &[u8], out: &mut Vec<Vec<u8>>) -> usize {
+        let had = out.len();
         let mut i = 0;
-        while i < data.len() {
+        while i < data.len() && out.len() == had {
             match self.state {
                 State::Skip => break,
                 State::Path => match memchr::memchr(b'?', &data[i..]) {
@@ -176,6 +180,7 @@ impl FieldBase64 {
             }
         }
         self.waiting.set(self.decoded.len());
+        if out.len() == had { data.len() } else { i }
     }
 
     /// Whether the reader is at the start of a field, nothing of it read.
@@ -292,8 +297,10 @@ mod tests {
             if k > 0 {
                 reader.end_field(&mut out);
             }
-            for piece in field.chunks(step.max(1)) {
-                reader.feed(piece, &mut out);
+            for mut piece in field.chunks(step.max(1)) {
+                while !piece.is_empty() {
+                    piece = &piece[reader.feed(piece, &mut out)..];
+                }
             }
         }
         reader.end_field(&mut out);
