@@ -125,7 +125,6 @@ async fn streamed_html_text_lags_past_a_small_hold_cap() {
 async fn streamed_quoted_printable_html_text_lags_past_the_default_cap() {
     let upstream = Upstream::start().await;
     let proxy = Proxy::start("").await;
-    let url = upstream.url("/upload");
     let b = support::bodies::BOUNDARY;
     let mut first = format!(
         "--{b}\r\nContent-Disposition: form-data; name=\"notes\"\r\nContent-Type: text/plain\r\n\r\n"
@@ -145,32 +144,15 @@ async fn streamed_quoted_printable_html_text_lags_past_the_default_cap() {
     // 400 KiB of spaces as `=20`, 24 a line with a soft break: 1.25 MiB of body.
     let line = format!("{}=\r\n", "=20".repeat(24));
     let after: Vec<u8> = line.as_bytes().repeat((400 << 10) / 24);
-    let total = first.len() + list.len() + after.len() + (1 << 20);
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let head = format!(
-        "POST {url} HTTP/1.1\r\nHost: x\r\nContent-Type: {}\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n",
-        support::bodies::multipart_type()
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(&first).await.unwrap();
-    s.write_all(&list).await.unwrap();
-    s.write_all(&after).await.unwrap();
-    let list_end = (first.len() + list.len()) as u64;
-    let leaked = upstream.reaches(list_end).await;
-    let sent: usize = upstream
-        .requests()
-        .iter()
-        .map(|r| {
-            String::from_utf8_lossy(&r.body)
-                .matches("&#64;acme-corp.io")
-                .count()
-        })
-        .sum();
-    assert!(
-        !leaked && sent < 10,
-        "{sent} addresses of a list went upstream before its text was counted (received {} of {list_end} bytes up to the list's end)",
-        upstream.received_bytes()
-    );
+    support::assert_streamed_list_held_back(
+        &proxy,
+        &upstream,
+        "/upload",
+        &support::bodies::multipart_type(),
+        [&first, &list, &after],
+        "&#64;acme-corp.io",
+    )
+    .await;
 }
 
 /// An output whose first `write` panics: the log-writer thread dies with it.

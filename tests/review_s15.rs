@@ -4,7 +4,8 @@
 
 mod support;
 
-use egress_dlp::decode::{Inspection, Limits, Outcome};
+use egress_dlp::decode::Outcome;
+use support::distinct_of as distinct;
 use support::{Upstream, assert_blocked, send, send_form, shipped_proxy};
 
 const FORM_CT: Option<&str> = Some("application/x-www-form-urlencoded");
@@ -15,28 +16,7 @@ fn customers(n: usize) -> String {
 
 /// The whole outcome of a body fed in `pieces`.
 fn inspect(ct: Option<&str>, ce: Option<&str>, pieces: &[&[u8]]) -> (Outcome, u64) {
-    let engine = support::fixture_engine();
-    let limits = Limits::default();
-    let mut i = Inspection::new(
-        &engine,
-        &limits,
-        ct.map(str::as_bytes),
-        ce.map(str::as_bytes),
-    );
-    let mut max_waiting = 0;
-    for p in pieces {
-        i.feed(p);
-        max_waiting = max_waiting.max(i.waiting());
-    }
-    (i.finish(), max_waiting)
-}
-
-fn distinct(o: &Outcome, rule: &str) -> u64 {
-    o.findings
-        .rules
-        .iter()
-        .find(|f| f.rule == rule)
-        .map_or(0, |f| f.distinct)
+    support::inspect_pieces(&support::fixture_engine(), ct, ce, pieces)
 }
 
 /// Index of the first `+` in `b64`.

@@ -7,26 +7,13 @@ mod support;
 
 use egress_dlp::decode::{Inspection, Limits, Outcome};
 use support::bodies::{ZipMethod, zip};
+use support::distinct_of as distinct;
 
 const FORM_CT: Option<&str> = Some("application/x-www-form-urlencoded");
 
 /// The whole outcome of a body fed in `pieces`.
 fn inspect(ct: Option<&str>, pieces: &[&[u8]]) -> Outcome {
-    let engine = support::fixture_engine();
-    let limits = Limits::default();
-    let mut i = Inspection::new(&engine, &limits, ct.map(str::as_bytes), None);
-    for p in pieces {
-        i.feed(p);
-    }
-    i.finish()
-}
-
-fn distinct(o: &Outcome, rule: &str) -> u64 {
-    o.findings
-        .rules
-        .iter()
-        .find(|f| f.rule == rule)
-        .map_or(0, |f| f.distinct)
+    support::inspect_pieces(&support::fixture_engine(), ct, None, pieces).0
 }
 
 /// Blocked under the shipped policy: ten distinct addresses, or not fully inspected.

@@ -5,8 +5,6 @@
 mod support;
 
 use support::{Proxy, Upstream, fixture_engine as engine, inspected_distinct as distinct};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
 
@@ -130,7 +128,6 @@ fn the_hard_place_of_the_unescaped_view_does_not_cut_every_address() {
 async fn streamed_form_unescaped_view_lags_past_the_default_cap() {
     let upstream = Upstream::start().await;
     let proxy = Proxy::start("").await;
-    let url = upstream.url("/api/chat.postMessage");
     let mut first = b"notes=".to_vec();
     first.extend_from_slice(
         support::bodies::form_encode(&String::from_utf8(support::filler(16 << 20)).unwrap())
@@ -141,31 +138,13 @@ async fn streamed_form_unescaped_view_lags_past_the_default_cap() {
         .flat_map(|i| format!("customer{i}%40%5Cu0061cme-corp.io%2F").into_bytes())
         .collect();
     let after: Vec<u8> = b"%2F".repeat(490 << 10);
-    let total = first.len() + list.len() + after.len() + (1 << 20);
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let head = format!(
-        "POST {url} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Content-Length: {total}\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(&first).await.unwrap();
-    s.write_all(&list).await.unwrap();
-    s.write_all(&after).await.unwrap();
-    let list_end = (first.len() + list.len()) as u64;
-    let leaked = upstream.reaches(list_end).await;
-    let sent: usize = upstream
-        .requests()
-        .iter()
-        .map(|r| {
-            String::from_utf8_lossy(&r.body)
-                .matches("%5Cu0061cme-corp.io")
-                .count()
-        })
-        .sum();
-    assert!(
-        !leaked && sent < 10,
-        "{sent} addresses of a list went upstream before its text was counted (received {} of \
-         {list_end} bytes up to the list's end)",
-        upstream.received_bytes()
-    );
+    support::assert_streamed_list_held_back(
+        &proxy,
+        &upstream,
+        "/api/chat.postMessage",
+        "application/x-www-form-urlencoded",
+        [&first, &list, &after],
+        "%5Cu0061cme-corp.io",
+    )
+    .await;
 }

@@ -552,6 +552,45 @@ pub fn filler(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A body streamed past the hold limit: `first` (over 16 MiB, so the body is streamed),
+/// then a list of addresses `list`, then `after`, sent as one POST of `content_type` to
+/// `path` that declares 1 MiB more than it sends (the request stays open). Asserts that the
+/// upstream did not receive the body up to the list's end, and fewer than 10 of `marker`
+/// (one per address as sent): a list must be counted before the chunks holding it go on.
+pub async fn assert_streamed_list_held_back(
+    proxy: &Proxy,
+    upstream: &Upstream,
+    path: &str,
+    content_type: &str,
+    [first, list, after]: [&[u8]; 3],
+    marker: &str,
+) {
+    let total = first.len() + list.len() + after.len() + (1 << 20);
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {total}\r\nConnection: close\r\n\r\n",
+        upstream.url(path)
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    for piece in [first, list, after] {
+        s.write_all(piece).await.unwrap();
+    }
+    let list_end = (first.len() + list.len()) as u64;
+    let leaked = upstream.reaches(list_end).await;
+    let sent: usize = upstream
+        .requests()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).matches(marker).count())
+        .sum();
+    assert!(
+        !leaked && sent < 10,
+        "{sent} addresses of a list went upstream before its text was counted (received {} of \
+         {list_end} bytes up to the list's end)",
+        upstream.received_bytes()
+    );
+}
+
 /// Starts a multipart upload (`boundary=XyZ`) of `part` and [`bodies::PART_END`] to `url`
 /// through `proxy` from `stream`, and stops after `part`, 300 ms later: the part's
 /// decoders are open. Write `PART_END` to finish it.
@@ -709,6 +748,40 @@ pub fn fixture_engine() -> egress_dlp::scan::Engine {
     egress_dlp::scan::Engine::new(&egress_dlp::rules::load_dir(&fixture_rules()).unwrap())
 }
 
+/// The outcome of a body of `ct` and `ce` fed in `pieces` through the decode pipeline with
+/// default limits, and the most bytes its decoders held unscanned after a piece
+/// ([`egress_dlp::decode::Inspection::waiting`]).
+pub fn inspect_pieces(
+    engine: &egress_dlp::scan::Engine,
+    ct: Option<&str>,
+    ce: Option<&str>,
+    pieces: &[&[u8]],
+) -> (egress_dlp::decode::Outcome, u64) {
+    let limits = egress_dlp::decode::Limits::default();
+    let mut i = egress_dlp::decode::Inspection::new(
+        engine,
+        &limits,
+        ct.map(str::as_bytes),
+        ce.map(str::as_bytes),
+    );
+    let mut max_waiting = 0;
+    for p in pieces {
+        i.feed(p);
+        max_waiting = max_waiting.max(i.waiting());
+    }
+    (i.finish(), max_waiting)
+}
+
+/// Distinct values of `rule` in an outcome.
+pub fn distinct_of(outcome: &egress_dlp::decode::Outcome, rule: &str) -> u64 {
+    outcome
+        .findings
+        .rules
+        .iter()
+        .find(|f| f.rule == rule)
+        .map_or(0, |f| f.distinct)
+}
+
 /// Distinct values of `rule` found in a body fed in `pieces` as `ct`, through the decode
 /// pipeline with default limits.
 pub fn inspected_distinct(
@@ -717,15 +790,5 @@ pub fn inspected_distinct(
     pieces: &[&[u8]],
     rule: &str,
 ) -> u64 {
-    let limits = egress_dlp::decode::Limits::default();
-    let mut i = egress_dlp::decode::Inspection::new(engine, &limits, ct.map(str::as_bytes), None);
-    for p in pieces {
-        i.feed(p);
-    }
-    let out = i.finish();
-    out.findings
-        .rules
-        .iter()
-        .find(|f| f.rule == rule)
-        .map_or(0, |f| f.distinct)
+    distinct_of(&inspect_pieces(engine, ct, None, pieces).0, rule)
 }
