@@ -80,6 +80,11 @@ impl Decoder {
         Decoder::default()
     }
 
+    /// Symbols pushed of the current group (0 to 3): the next `4 - held()` complete it.
+    pub fn held(&self) -> usize {
+        usize::from(self.n)
+    }
+
     /// Decodes the symbols in `input` (bytes outside the alphabets are skipped) onto `out`.
     pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
         out.reserve(input.len() / 4 * 3 + 3);

@@ -19,16 +19,17 @@
 //! - what it decodes belongs to the text's own reader (`sniff`) while the candidate has no
 //!   space: the text holds the same run unbroken and decodes it. Once it has one, the
 //!   decoded bytes from the candidate's start are scanned as content of their own, one
-//!   layer deeper (`Out::put_pending`: after the next byte that separates values past the
-//!   place the candidate, or a piece of it, ended, so they cut no value of the form's text,
-//!   at a place the text decides, not the chunks) — archives, compressed streams and JSON at their start are
+//!   layer deeper: at the symbol that completes a piece while the field is read whole
+//!   (nothing but symbols and spaces before it), else after the next byte that separates
+//!   values (`Out::put_pending`); either way they cut no value of the form's text, at a
+//!   place the text decides, not the chunks — archives, compressed streams and JSON at their start are
 //!   opened as in any decoded run. Past 4 MiB of them waiting, they go in at once (see
 //!   `FormNode::put_pieces`).
 //!
 //! Memory: decoded bytes are handed on in pieces of at most [`PIECE`], cut after the last
 //! line end of a piece's second half when it has one; where the cuts fall depends only on
-//! the decoded bytes, never on the chunks. A piece handed on waits (as pending content) for
-//! a byte of the text that separates values; the proxy counts it as waiting like any decoded text.
+//! the decoded bytes, never on the chunks. A piece that waits (as pending content) for a
+//! byte of the text that separates values is counted as waiting like any decoded text.
 //!
 //! What it costs: a field whose first bytes are not base64 (a browser's form: a `%`-escape
 //! or punctuation within a few bytes) is passed over after them; only base64-like
@@ -134,10 +135,12 @@ impl FieldBase64 {
                     None => break,
                 },
                 State::Head | State::Decoding => {
+                    // Up to the symbol that makes a piece, no further: where a piece is
+                    // handed on depends on the text, not on where the chunk ends.
                     let n = if self.padded {
                         0
                     } else {
-                        symbol_prefix(&data[i..])
+                        symbol_prefix(&data[i..]).min(self.symbols_to_piece())
                     };
                     if n > 0 {
                         self.push(&data[i..i + n], out);
@@ -212,6 +215,16 @@ impl FieldBase64 {
     fn restart(&mut self, out: &mut Vec<Vec<u8>>) {
         self.end(out);
         self.state = State::Head;
+    }
+
+    /// The most symbols the next push may take: up to the end of the candidate's head
+    /// while it is read, then up to the symbol that completes a piece's last byte.
+    fn symbols_to_piece(&self) -> usize {
+        if self.state == State::Head {
+            return BASE64_MIN_RUN - self.head.len();
+        }
+        let room = PIECE.saturating_sub(self.decoded.len()).max(1);
+        room.div_ceil(3) * 4 - self.decoder.held()
     }
 
     /// Symbols of the candidate (spaces already made `+`).

@@ -209,6 +209,14 @@ pub(crate) struct Account {
     decoded: u64,
     entries: u32,
     problem: Option<NotScanned>,
+    /// Pending content is being scanned ([`Out::flush_pending`]).
+    flushing: bool,
+    /// `problem` was recorded while pending content was scanned, not by the layer whose
+    /// feed put it in.
+    problem_in_pending: bool,
+    /// The first problem of pending content recorded after `problem`: it takes its place
+    /// when `problem` is forgiven ([`Account::forgive`]).
+    pending_problem: Option<NotScanned>,
     /// The segment whose bytes went into the stream last (see [`Out::emit`]); 0 before
     /// the first.
     last_segment: u64,
@@ -271,6 +279,9 @@ impl Account {
             decoded: 0,
             entries: 0,
             problem: None,
+            flushing: false,
+            problem_in_pending: false,
+            pending_problem: None,
             last_segment: 0,
             next_segment: 1,
             pending: Vec::new(),
@@ -323,7 +334,25 @@ impl Account {
                 reason,
                 detail: detail.into(),
             });
+            self.problem_in_pending = self.flushing;
+        } else if self.flushing && self.pending_problem.is_none() {
+            self.pending_problem = Some(NotScanned {
+                reason,
+                detail: detail.into(),
+            });
         }
+    }
+
+    /// Whether the request's problem was recorded while pending content was scanned.
+    pub(crate) fn problem_in_pending(&self) -> bool {
+        self.problem.is_some() && self.problem_in_pending
+    }
+
+    /// Drops the request's problem (a layer found it was no problem after all); a problem
+    /// of pending content recorded after it takes its place.
+    pub(crate) fn forgive(&mut self) {
+        self.problem = self.pending_problem.take();
+        self.problem_in_pending = self.problem.is_some();
     }
 
     /// Counts `n` more decompressed bytes; false (and the problem recorded) once the
@@ -419,10 +448,19 @@ impl Out<'_, '_> {
             self.acct
                 .waiting
                 .fetch_sub(content.len() as u64, Ordering::Relaxed);
-            let mut node = Node::text(depth, self.acct);
-            node.feed(&content, self);
-            node.finish(self);
+            self.scan_now(depth, &content);
         }
+    }
+
+    /// Scans `content` now, as content of its own at `depth`, wherever the stream is: for
+    /// content that cuts nothing of the text where it goes in (see [`Out::put_pending`]
+    /// for the rest). Its problems are pending content's (see [`Account::forgive`]).
+    pub(crate) fn scan_now(&mut self, depth: u32, content: &[u8]) {
+        let flushing = std::mem::replace(&mut self.acct.flushing, true);
+        let mut node = Node::text(depth, self.acct);
+        node.feed(content, self);
+        node.finish(self);
+        self.acct.flushing = flushing;
     }
 
     fn emit_here(&mut self, segment: u64, bytes: &[u8]) {

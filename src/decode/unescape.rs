@@ -221,6 +221,7 @@ fn unescape_both<'a>(
             .min(i + PIECE);
         if stop > i {
             let stop = memchr::memchr(b'\n', &input[i..stop]).map_or(stop, |nl| i + nl + 1);
+            let stop = views.place_in(&input[i..stop]).map_or(stop, |n| i + n);
             raw.extend_from_slice(&input[i..stop]);
             views.buf.extend_from_slice(&input[i..stop]);
             piece(raw, views, stop - i);

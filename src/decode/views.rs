@@ -95,6 +95,29 @@ impl TwoViews {
         }
     }
 
+    /// Where in `bytes`, about to go into both views as they are, the first place is: the
+    /// length up to and including the byte after which [`TwoViews::step`] puts the text
+    /// in. A caller that feeds such bytes in spans cut where its input ends steps to this
+    /// first, so that the place is where the content decides, not the chunks (found in
+    /// review: a chunk ending on a `,` put the text view between a value and its context
+    /// word).
+    pub(crate) fn place_in(&self, bytes: &[u8]) -> Option<usize> {
+        let at = |k: usize| (self.since + k + 1) * self.divisor;
+        // The first byte that may be a place: `FLUSH_MIN` reached.
+        let first = (FLUSH_MIN / self.divisor).saturating_sub(self.since + 1);
+        for (k, &b) in bytes.iter().enumerate().skip(first) {
+            let since = at(k);
+            if since >= FLUSH_HARD
+                || b == b'\n'
+                || since >= FLUSH_FORCED && separates_values(b)
+                || since >= FLUSH_GAP && !in_values(b)
+            {
+                return Some(k + 1);
+            }
+        }
+        None
+    }
+
     /// Feeds the raw bytes up to a place, then the text held. At a place forced inside a
     /// run of value bytes, the text's last [`OVERLAP`] bytes start the next text too
     /// (found in review: `/` padding put every forced place right after `customer1@`).
