@@ -151,7 +151,9 @@ impl FormNode {
     /// forgiving it let a gzipped list in the second piece pass unread (found in review).
     fn feed_field_text(&mut self, text: &[u8], out: &mut Out<'_, '_>) {
         let clean = out.acct.problem.is_none();
+        out.acct.field_text = true;
         self.next.feed(text, out);
+        out.acct.field_text = false;
         let corrupt = |p: &super::NotScanned| p.reason == Reason::Corrupt;
         if clean && !out.acct.problem_in_pending() && out.acct.problem.as_ref().is_some_and(corrupt)
         {
@@ -177,21 +179,15 @@ impl FormNode {
         }
     }
 
-    /// The field's decoded pieces go in. Handed on while the field is read whole as base64
-    /// (its text so far only symbols and spaces, no value to cut), at once: waiting for a
-    /// byte that separates values, which base64 holds none of, held a streamed body's
-    /// chunks past the proxy's hold-back and got it refused as not fully inspected (found
-    /// in review). Otherwise they wait for the next byte that separates values (as pending
+    /// The field's decoded pieces wait for the next byte that separates values (as pending
     /// content); past [`PIECES_HELD_HARD`] of them they go in now, wherever the text is
-    /// (found in review: a 40 MiB raw field in a gzipped body held 30 MiB).
+    /// (found in review: a 40 MiB raw field in a gzipped body held 30 MiB). Not at once
+    /// where they are handed on, even inside a field read whole as base64: its symbols and
+    /// spaces are prose and cards too, and a piece put in there cut a card in two (tried
+    /// in session 17, found in review).
     fn put_pieces(&mut self, out: &mut Out<'_, '_>) {
-        let now = self.fields.reads_whole_field();
         for piece in self.pieces.drain(..) {
-            if now {
-                out.scan_now(self.fields.depth(), &piece);
-            } else {
-                out.put_pending(self.fields.depth(), piece);
-            }
+            out.put_pending(self.fields.depth(), piece);
         }
         if out.pending_bytes() > PIECES_HELD_HARD {
             out.flush_pending();

@@ -214,9 +214,12 @@ pub(crate) struct Account {
     /// `problem` was recorded while pending content was scanned, not by the layer whose
     /// feed put it in.
     problem_in_pending: bool,
-    /// The first problem of pending content recorded after `problem`: it takes its place
-    /// when `problem` is forgiven ([`Account::forgive`]).
-    pending_problem: Option<NotScanned>,
+    /// A form field's own text is being read (see `FormNode::feed_field_text`).
+    field_text: bool,
+    /// The first problem recorded after `problem` (but a corrupt stream the text of a form
+    /// field gave, the kind [`Account::forgive`] forgives): it takes its place when
+    /// `problem` is forgiven.
+    later_problem: Option<NotScanned>,
     /// The segment whose bytes went into the stream last (see [`Out::emit`]); 0 before
     /// the first.
     last_segment: u64,
@@ -281,7 +284,8 @@ impl Account {
             problem: None,
             flushing: false,
             problem_in_pending: false,
-            pending_problem: None,
+            field_text: false,
+            later_problem: None,
             last_segment: 0,
             next_segment: 1,
             pending: Vec::new(),
@@ -335,8 +339,10 @@ impl Account {
                 detail: detail.into(),
             });
             self.problem_in_pending = self.flushing;
-        } else if self.flushing && self.pending_problem.is_none() {
-            self.pending_problem = Some(NotScanned {
+        } else if self.later_problem.is_none()
+            && !(self.field_text && !self.flushing && reason == Reason::Corrupt)
+        {
+            self.later_problem = Some(NotScanned {
                 reason,
                 detail: detail.into(),
             });
@@ -348,10 +354,11 @@ impl Account {
         self.problem.is_some() && self.problem_in_pending
     }
 
-    /// Drops the request's problem (a layer found it was no problem after all); a problem
-    /// of pending content recorded after it takes its place.
+    /// Drops the request's problem (a layer found it was no problem after all); the first
+    /// problem recorded after it takes its place (found in review: a depth limit met after
+    /// a forgiven corrupt run went with it, and 1 000 addresses past it passed unread).
     pub(crate) fn forgive(&mut self) {
-        self.problem = self.pending_problem.take();
+        self.problem = self.later_problem.take();
         self.problem_in_pending = self.problem.is_some();
     }
 
@@ -389,9 +396,9 @@ impl Account {
         if depth <= self.limits.max_depth {
             return true;
         }
-        // Only the first problem is kept: the text is not written again for every base64
-        // run of a body at the depth limit.
-        if self.problem.is_none() {
+        // Only the first problem is kept (and the first after it, see `later_problem`):
+        // the text is not written again for every base64 run of a body at the depth limit.
+        if self.problem.is_none() || self.later_problem.is_none() {
             let limit = self.limits.max_depth;
             self.problem(
                 Reason::Depth,
