@@ -9,7 +9,7 @@
 
 mod support;
 
-use egress_dlp::decode::{Inspection, Limits, Outcome};
+use egress_dlp::decode::{Inspection, Limits};
 use egress_dlp::rules;
 use egress_dlp::scan::Engine;
 use proptest::prelude::*;
@@ -50,19 +50,7 @@ fn engine() -> Engine {
     Engine::new(&rules::load_dir(&fixture_rules()).unwrap())
 }
 
-/// (rule id, count, distinct) per rule, and the not-scanned reason, if any.
-type Summary = (Vec<(String, u64, u64)>, Option<String>);
-
-fn summary(out: &Outcome) -> Summary {
-    let rules = out
-        .findings
-        .rules
-        .iter()
-        .map(|f| (f.rule.clone(), f.count, f.distinct))
-        .collect();
-    let reason = out.not_scanned.as_ref().map(|n| format!("{:?}", n.reason));
-    (rules, reason)
-}
+use support::{Summary, summary};
 
 fn inspect(engine: &Engine, ct: Option<&str>, ce: Option<&str>, pieces: &[&[u8]]) -> Summary {
     let limits = Limits::default();

@@ -145,20 +145,7 @@ async fn a_streamed_body_with_the_list_in_a_raw_field_never_completes_upstream()
     );
 }
 
-/// Sends a form body over a raw socket (Content-Length, `Accept: text/html`); returns
-/// the proxy's reply.
-async fn post_raw_form(upstream: &Upstream, proxy: &support::Proxy, body: &[u8]) -> support::Reply {
-    let url = upstream.url("/backup");
-    let head = format!(
-        "POST {url} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: text/html\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
-        upstream.addr,
-        body.len()
-    );
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body);
-    support::parse_reply(&support::exchange(proxy.addr, &bytes).await)
-}
+use support::post_raw_form;
 
 /// Until session 17 a documented limit: in a streamed body, a raw base64 field that
 /// decoded to more than 512 KiB was not fully inspected (its first piece waited past the

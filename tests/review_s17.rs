@@ -5,35 +5,16 @@
 
 mod support;
 
-use egress_dlp::decode::{Inspection, Limits, Outcome};
 use egress_dlp::scan::Engine;
 use support::Upstream;
 use support::bodies::base64;
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
-/// (rule id, count, distinct) per rule, and the not-scanned reason, if any (as
-/// `tests/decode_split.rs` compares them).
-type Summary = (Vec<(String, u64, u64)>, Option<String>);
-
-fn summary(out: &Outcome) -> Summary {
-    let rules = out
-        .findings
-        .rules
-        .iter()
-        .map(|f| (f.rule.clone(), f.count, f.distinct))
-        .collect();
-    let reason = out.not_scanned.as_ref().map(|n| format!("{:?}", n.reason));
-    (rules, reason)
-}
+use support::Summary;
 
 fn inspect(engine: &Engine, ct: &str, pieces: &[&[u8]]) -> Summary {
-    let limits = Limits::default();
-    let mut i = Inspection::new(engine, &limits, Some(ct.as_bytes()), None);
-    for piece in pieces {
-        i.feed(piece);
-    }
-    summary(&i.finish())
+    support::summarize(engine, ct, pieces)
 }
 
 /// Binary whose base64 has `++++` every 60 symbols (each 45-byte block starts with
@@ -52,20 +33,7 @@ fn binary_with_dense_plus(n: usize) -> Vec<u8> {
     data
 }
 
-/// Sends a form body over a raw socket (Content-Length, `Accept: text/html`); returns the
-/// proxy's reply.
-async fn post_raw_form(upstream: &Upstream, proxy: &support::Proxy, body: &[u8]) -> support::Reply {
-    let url = upstream.url("/backup");
-    let head = format!(
-        "POST {url} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: text/html\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
-        upstream.addr,
-        body.len()
-    );
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body);
-    support::parse_reply(&support::exchange(proxy.addr, &bytes).await)
-}
+use support::post_raw_form;
 
 /// FINDING 1. The commit lifts the documented limit "a raw base64 field in a streamed
 /// body whose decoded bytes pass 512 KiB is not fully inspected", and its test passes,

@@ -3,31 +3,14 @@
 
 mod support;
 
-use egress_dlp::decode::{Inspection, Limits, Outcome};
 use egress_dlp::scan::Engine;
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
-type Summary = (Vec<(String, u64, u64)>, Option<String>);
-
-fn summary(out: &Outcome) -> Summary {
-    let rules = out
-        .findings
-        .rules
-        .iter()
-        .map(|f| (f.rule.clone(), f.count, f.distinct))
-        .collect();
-    let reason = out.not_scanned.as_ref().map(|n| format!("{:?}", n.reason));
-    (rules, reason)
-}
+use support::Summary;
 
 fn inspect(engine: &Engine, ct: &str, pieces: &[&[u8]]) -> Summary {
-    let limits = Limits::default();
-    let mut i = Inspection::new(engine, &limits, Some(ct.as_bytes()), None);
-    for piece in pieces {
-        i.feed(piece);
-    }
-    summary(&i.finish())
+    support::summarize(engine, ct, pieces)
 }
 
 fn distinct(s: &Summary, rule: &str) -> u64 {

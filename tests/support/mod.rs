@@ -792,3 +792,39 @@ pub fn inspected_distinct(
 ) -> u64 {
     distinct_of(&inspect_pieces(engine, ct, None, pieces).0, rule)
 }
+
+/// (rule id, count, distinct) per rule, and the not-scanned reason, if any: what split
+/// invariance compares.
+pub type Summary = (Vec<(String, u64, u64)>, Option<String>);
+
+/// The [`Summary`] of an outcome.
+pub fn summary(out: &egress_dlp::decode::Outcome) -> Summary {
+    let rules = out
+        .findings
+        .rules
+        .iter()
+        .map(|f| (f.rule.clone(), f.count, f.distinct))
+        .collect();
+    let reason = out.not_scanned.as_ref().map(|n| format!("{:?}", n.reason));
+    (rules, reason)
+}
+
+/// The [`Summary`] of a form (or other `ct`) body fed in `pieces` with default limits.
+pub fn summarize(engine: &egress_dlp::scan::Engine, ct: &str, pieces: &[&[u8]]) -> Summary {
+    summary(&inspect_pieces(engine, Some(ct), None, pieces).0)
+}
+
+/// POSTs a form body to `upstream`'s `/backup` through `proxy` over a raw socket
+/// (Content-Length, `Accept: text/html`); returns the proxy's reply.
+pub async fn post_raw_form(upstream: &Upstream, proxy: &Proxy, body: &[u8]) -> Reply {
+    let url = upstream.url("/backup");
+    let head = format!(
+        "POST {url} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: text/html\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        upstream.addr,
+        body.len()
+    );
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    parse_reply(&exchange(proxy.addr, &bytes).await)
+}
