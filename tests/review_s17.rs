@@ -119,17 +119,7 @@ fn a_piece_handed_on_inside_a_long_run_goes_in_at_the_same_place_whatever_the_ch
     assert_eq!(whole, split, "cut at {cut} of {}", body.len());
 }
 
-/// Bytes no compressor shrinks (xorshift).
-fn noise(n: usize, mut seed: u64) -> Vec<u8> {
-    (0..n)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 24) as u8
-        })
-        .collect()
-}
+use support::bodies::noise;
 
 /// `n` distinct customer addresses, one CSV line each.
 fn customers(n: usize) -> String {

@@ -48,16 +48,7 @@ fn prose_field_with(value: &str, k: usize) -> Vec<u8> {
     body.into_bytes()
 }
 
-fn noise(n: usize, mut seed: u64) -> Vec<u8> {
-    (0..n)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 24) as u8
-        })
-        .collect()
-}
+use support::bodies::noise;
 
 /// A small gzip whose base64 has its first `+` after 64 symbols or more.
 fn gzip_with_late_plus() -> String {

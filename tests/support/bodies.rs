@@ -354,3 +354,15 @@ pub fn compressed_part(coding: &str, data: &[u8]) -> Vec<u8> {
     part.extend_from_slice(data);
     part
 }
+
+/// `n` bytes no compressor shrinks (xorshift from `seed`).
+pub fn noise(n: usize, mut seed: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 24) as u8
+        })
+        .collect()
+}
