@@ -215,10 +215,15 @@ fn unescape_both<'a>(
             placed = raw.len();
         }
     };
+    // The next backslash (or `%`) at or after `i`, looked for again only once passed: a
+    // search to the input's end for every span (cut at each line end) made text of many
+    // short lines after an escaped letter quadratic (found in review).
+    let mut intro = next_intro(input, 0, percent);
     while i < input.len() {
-        let stop = next_intro(input, i, percent)
-            .unwrap_or(input.len())
-            .min(i + PIECE);
+        if intro.is_some_and(|at| at < i) {
+            intro = next_intro(input, i, percent);
+        }
+        let stop = intro.unwrap_or(input.len()).min(i + PIECE);
         if stop > i {
             let stop = memchr::memchr(b'\n', &input[i..stop]).map_or(stop, |nl| i + nl + 1);
             let stop = views.place_in(&input[i..stop]).map_or(stop, |n| i + n);
