@@ -15,6 +15,7 @@ use egress_dlp::scan::Engine;
 use proptest::prelude::*;
 use support::bodies::{BOUNDARY, base64, gzip, multipart, multipart_type};
 use support::fixture_rules;
+use support::{Summary, summary};
 
 /// Text the bodies are made of: values that match, near misses, and the bytes the decoders
 /// treat specially.
@@ -49,8 +50,6 @@ const PIECES: &[&str] = &[
 fn engine() -> Engine {
     Engine::new(&rules::load_dir(&fixture_rules()).unwrap())
 }
-
-use support::{Summary, summary};
 
 fn inspect(engine: &Engine, ct: Option<&str>, ce: Option<&str>, pieces: &[&[u8]]) -> Summary {
     let limits = Limits::default();

@@ -6,12 +6,13 @@
 mod support;
 
 use egress_dlp::scan::Engine;
+use support::Summary;
 use support::Upstream;
 use support::bodies::base64;
+use support::bodies::noise;
+use support::post_raw_form;
 
 const FORM: &str = "application/x-www-form-urlencoded";
-
-use support::Summary;
 
 fn inspect(engine: &Engine, ct: &str, pieces: &[&[u8]]) -> Summary {
     support::summarize(engine, ct, pieces)
@@ -32,8 +33,6 @@ fn binary_with_dense_plus(n: usize) -> Vec<u8> {
     }
     data
 }
-
-use support::post_raw_form;
 
 /// FINDING 1. The commit lifts the documented limit "a raw base64 field in a streamed
 /// body whose decoded bytes pass 512 KiB is not fully inspected", and its test passes,
@@ -118,8 +117,6 @@ fn a_piece_handed_on_inside_a_long_run_goes_in_at_the_same_place_whatever_the_ch
     let split = inspect(&engine, FORM, &[&body[..cut], &body[cut..]]);
     assert_eq!(whole, split, "cut at {cut} of {}", body.len());
 }
-
-use support::bodies::noise;
 
 /// `n` distinct customer addresses, one CSV line each.
 fn customers(n: usize) -> String {

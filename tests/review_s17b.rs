@@ -4,10 +4,10 @@
 mod support;
 
 use egress_dlp::scan::Engine;
+use support::Summary;
+use support::bodies::noise;
 
 const FORM: &str = "application/x-www-form-urlencoded";
-
-use support::Summary;
 
 fn inspect(engine: &Engine, ct: &str, pieces: &[&[u8]]) -> Summary {
     support::summarize(engine, ct, pieces)
@@ -47,8 +47,6 @@ fn prose_field_with(value: &str, k: usize) -> Vec<u8> {
     let body = format!("q={}&b=c", v.replace(' ', "+"));
     body.into_bytes()
 }
-
-use support::bodies::noise;
 
 /// A small gzip whose base64 has its first `+` after 64 symbols or more.
 fn gzip_with_late_plus() -> String {

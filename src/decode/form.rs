@@ -10,7 +10,7 @@
 use super::block;
 use super::form_base64::FieldBase64;
 use super::node::Node;
-use super::{Account, BASE64_MIN_RUN, Out, Reason};
+use super::{Account, BASE64_MIN_RUN, Out};
 use crate::window::{WIDTH, Window};
 
 /// A form or target decoder feeding its text node.
@@ -151,12 +151,10 @@ impl FormNode {
     /// forgiving it let a gzipped list in the second piece pass unread (found in review).
     fn feed_field_text(&mut self, text: &[u8], out: &mut Out<'_, '_>) {
         let clean = out.acct.problem.is_none();
-        out.acct.field_text = true;
+        let outer = std::mem::replace(&mut out.acct.field_text, true);
         self.next.feed(text, out);
-        out.acct.field_text = false;
-        let corrupt = |p: &super::NotScanned| p.reason == Reason::Corrupt;
-        if clean && !out.acct.problem_in_pending() && out.acct.problem.as_ref().is_some_and(corrupt)
-        {
+        out.acct.field_text = outer;
+        if clean && out.acct.problem_forgivable() {
             self.field_corrupt = true;
         }
     }

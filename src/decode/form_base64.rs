@@ -19,10 +19,10 @@
 //! - what it decodes belongs to the text's own reader (`sniff`) while the candidate has no
 //!   space: the text holds the same run unbroken and decodes it. Once it has one, the
 //!   decoded bytes from the candidate's start are scanned as content of their own, one
-//!   layer deeper: at the symbol that completes a piece while the field is read whole
-//!   (nothing but symbols and spaces before it), else after the next byte that separates
-//!   values (`Out::put_pending`); either way they cut no value of the form's text, at a
-//!   place the text decides, not the chunks — archives, compressed streams and JSON at their start are
+//!   layer deeper, handed on at the symbol that completes a piece (or where the candidate
+//!   ends) and put in after the next byte of the text that separates values
+//!   (`Out::put_pending`): they cut no value of the form's text, at a place the text
+//!   decides, not the chunks — archives, compressed streams and JSON at their start are
 //!   opened as in any decoded run. Past 4 MiB of them waiting, they go in at once (see
 //!   `FormNode::put_pieces`).
 //!

@@ -211,14 +211,13 @@ pub(crate) struct Account {
     problem: Option<NotScanned>,
     /// Pending content is being scanned ([`Out::flush_pending`]).
     flushing: bool,
-    /// `problem` was recorded while pending content was scanned, not by the layer whose
-    /// feed put it in.
-    problem_in_pending: bool,
     /// A form field's own text is being read (see `FormNode::feed_field_text`).
     field_text: bool,
-    /// The first problem recorded after `problem` (but a corrupt stream the text of a form
-    /// field gave, the kind [`Account::forgive`] forgives): it takes its place when
-    /// `problem` is forgiven.
+    /// `problem` is of the kind [`Account::forgive`] may drop: a corrupt stream that the
+    /// text of a form field gave (not pending content scanned meanwhile).
+    forgivable: bool,
+    /// The first problem recorded after `problem` that is not of that kind: it takes its
+    /// place when `problem` is forgiven.
     later_problem: Option<NotScanned>,
     /// The segment whose bytes went into the stream last (see [`Out::emit`]); 0 before
     /// the first.
@@ -283,8 +282,8 @@ impl Account {
             entries: 0,
             problem: None,
             flushing: false,
-            problem_in_pending: false,
             field_text: false,
+            forgivable: false,
             later_problem: None,
             last_segment: 0,
             next_segment: 1,
@@ -333,15 +332,14 @@ impl Account {
 
     /// Records the first reason the request is not fully scanned.
     pub(crate) fn problem(&mut self, reason: Reason, detail: impl Into<String>) {
+        let forgivable = self.field_text && !self.flushing && reason == Reason::Corrupt;
         if self.problem.is_none() {
             self.problem = Some(NotScanned {
                 reason,
                 detail: detail.into(),
             });
-            self.problem_in_pending = self.flushing;
-        } else if self.later_problem.is_none()
-            && !(self.field_text && !self.flushing && reason == Reason::Corrupt)
-        {
+            self.forgivable = forgivable;
+        } else if self.later_problem.is_none() && !forgivable {
             self.later_problem = Some(NotScanned {
                 reason,
                 detail: detail.into(),
@@ -349,9 +347,10 @@ impl Account {
         }
     }
 
-    /// Whether the request's problem was recorded while pending content was scanned.
-    pub(crate) fn problem_in_pending(&self) -> bool {
-        self.problem.is_some() && self.problem_in_pending
+    /// Whether the request's problem is a corrupt stream a form field's own text gave
+    /// (see `FormNode::end_field`).
+    pub(crate) fn problem_forgivable(&self) -> bool {
+        self.problem.is_some() && self.forgivable
     }
 
     /// Drops the request's problem (a layer found it was no problem after all); the first
@@ -359,7 +358,7 @@ impl Account {
     /// a forgiven corrupt run went with it, and 1 000 addresses past it passed unread).
     pub(crate) fn forgive(&mut self) {
         self.problem = self.later_problem.take();
-        self.problem_in_pending = self.problem.is_some();
+        self.forgivable = false;
     }
 
     /// Counts `n` more decompressed bytes; false (and the problem recorded) once the
@@ -450,23 +449,17 @@ impl Out<'_, '_> {
     }
 
     /// Scans the pending content now, each as content of its own.
+    /// Its problems are pending content's, never forgiven (see [`Account::forgive`]).
     pub(crate) fn flush_pending(&mut self) {
+        let flushing = std::mem::replace(&mut self.acct.flushing, true);
         for (depth, content) in std::mem::take(&mut self.acct.pending) {
             self.acct
                 .waiting
                 .fetch_sub(content.len() as u64, Ordering::Relaxed);
-            self.scan_now(depth, &content);
+            let mut node = Node::text(depth, self.acct);
+            node.feed(&content, self);
+            node.finish(self);
         }
-    }
-
-    /// Scans `content` now, as content of its own at `depth`, wherever the stream is: for
-    /// content that cuts nothing of the text where it goes in (see [`Out::put_pending`]
-    /// for the rest). Its problems are pending content's (see [`Account::forgive`]).
-    pub(crate) fn scan_now(&mut self, depth: u32, content: &[u8]) {
-        let flushing = std::mem::replace(&mut self.acct.flushing, true);
-        let mut node = Node::text(depth, self.acct);
-        node.feed(content, self);
-        node.finish(self);
         self.acct.flushing = flushing;
     }
 
