@@ -325,3 +325,38 @@ fn the_shipped_pack_loads_and_passes_its_tests() {
     let set = load_dir(Path::new("rules")).unwrap_or_else(|e| panic!("{e}"));
     assert!(set.rules().len() >= 10);
 }
+
+/// A failing embedded case is listed together with a broken rule in another file, in one
+/// run: before, the cases ran only once every rule loaded, so an author fixing a directory
+/// met the failing case one round later.
+#[test]
+fn a_failing_case_is_listed_with_a_broken_rule_elsewhere() {
+    let failing = rule(
+        "  - {id: ok-pattern, name: Ok, category: c, pattern: 'ORD-\\d{6}', thresholds: {log: 1}, tests: {match: ['ORD-12345'], no_match: [x]}}",
+    );
+    let broken = rule(
+        "  - {id: broken, name: Broken, category: c, pattern: 'x+', thresholds: {log: 1}, tests: {match: [x]}}",
+    );
+    let errors = errors_for(&[("a.yaml", &failing), ("b.yaml", &broken)]);
+    let has = |id: &str, key: &str, text: &str| {
+        errors.iter().any(|e| {
+            e.rule.as_deref() == Some(id) && e.key.as_deref() == Some(key) && e.message.contains(text)
+        })
+    };
+    assert!(has("broken", "pattern", "unbounded"), "{errors:#?}");
+    assert!(
+        has("ok-pattern", "tests.match", "\"ORD-12345\" was not matched"),
+        "{errors:#?}"
+    );
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    // `rules check` prints both and exits 2.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.yaml"), &failing).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), &broken).unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let status = egress_dlp::cli::rules_check(dir.path(), &mut out, &mut err);
+    let printed = String::from_utf8_lossy(&err);
+    assert_eq!(status, 2, "{printed}");
+    assert!(printed.contains("rule broken: pattern"), "{printed}");
+    assert!(printed.contains("rule ok-pattern: tests.match"), "{printed}");
+}

@@ -10,7 +10,7 @@
 
 pub mod schema;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -166,10 +166,44 @@ pub struct TestOutcome {
 }
 
 /// Loads and validates every `*.yaml` file in `dir`, including running embedded tests.
+///
+/// Every problem is listed at once: the embedded tests of the rules that loaded run even
+/// when other rules are broken, so an author fixing a directory sees a failing case
+/// together with a bad pattern elsewhere, not one round after it.
 pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleErrors> {
-    let set = load_dir_untested(dir)?;
-    let engine = Engine::new(&set);
-    let failures: Vec<RuleError> = run_tests(&set, &engine)
+    let Loaded {
+        rules,
+        version,
+        mut errors,
+    } = read_rules(dir)?;
+    // Each id once (a duplicate is already an error): the first definition is tested.
+    let mut ids = HashSet::new();
+    let rules: Vec<Rule> = rules
+        .into_iter()
+        .filter(|r| ids.insert(r.id.clone()))
+        .collect();
+    if rules.is_empty() {
+        return Err(RuleErrors(errors));
+    }
+    let set = RuleSet::new(rules, version);
+    let slow = too_slow_to_search(&set);
+    if !slow.is_empty() {
+        // Their cases are not run: such a rule is searched for at every byte.
+        errors.extend(slow);
+        return Err(RuleErrors(errors));
+    }
+    errors.extend(test_failures(&set));
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(RuleErrors(errors))
+    }
+}
+
+/// The embedded test cases of `set` that fail, as errors of their rules' `tests` keys.
+fn test_failures(set: &RuleSet) -> Vec<RuleError> {
+    let engine = Engine::new(set);
+    run_tests(set, &engine)
         .into_iter()
         .filter(|o| !o.passed)
         .map(|o| {
@@ -189,12 +223,7 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleErrors> {
                 ),
             }
         })
-        .collect();
-    if failures.is_empty() {
-        Ok(set)
-    } else {
-        Err(RuleErrors(failures))
-    }
+        .collect()
 }
 
 /// Runs every embedded test of every rule through `engine` (built from `set`).
@@ -233,6 +262,34 @@ pub fn is_rule_file_name(path: &Path) -> bool {
 
 /// Loads and validates a rules directory without running the embedded tests.
 pub fn load_dir_untested(dir: &Path) -> Result<RuleSet, RuleErrors> {
+    let Loaded {
+        rules,
+        version,
+        errors,
+    } = read_rules(dir)?;
+    if !errors.is_empty() {
+        return Err(RuleErrors(errors));
+    }
+    let set = RuleSet::new(rules, version);
+    let slow = too_slow_to_search(&set);
+    if slow.is_empty() {
+        Ok(set)
+    } else {
+        Err(RuleErrors(slow))
+    }
+}
+
+/// What a rules directory holds: the rules that validated, the digest of its files, and
+/// every problem found in them.
+struct Loaded {
+    rules: Vec<Rule>,
+    version: String,
+    errors: Vec<RuleError>,
+}
+
+/// Reads and validates every rule file in `dir`; `Err` only for a directory that cannot
+/// be read or holds no rules at all (a problem in a file or rule is in [`Loaded::errors`]).
+fn read_rules(dir: &Path) -> Result<Loaded, RuleErrors> {
     let dir_error = |message: String| {
         RuleErrors(vec![RuleError {
             file: dir.to_path_buf(),
@@ -299,16 +356,11 @@ pub fn load_dir_untested(dir: &Path) -> Result<RuleSet, RuleErrors> {
     if rules.is_empty() && errors.is_empty() {
         return Err(dir_error("the rule files define no rules".into()));
     }
-    if !errors.is_empty() {
-        return Err(RuleErrors(errors));
-    }
-    let set = RuleSet::new(rules, format!("{:016x}", hasher.finish()));
-    let slow = too_slow_to_search(&set);
-    if slow.is_empty() {
-        Ok(set)
-    } else {
-        Err(RuleErrors(slow))
-    }
+    Ok(Loaded {
+        rules,
+        version: format!("{:016x}", hasher.finish()),
+        errors,
+    })
 }
 
 /// Rules the engine would search for at every byte (no keyword, no literal prefix, no
