@@ -340,7 +340,9 @@ fn a_failing_case_is_listed_with_a_broken_rule_elsewhere() {
     let errors = errors_for(&[("a.yaml", &failing), ("b.yaml", &broken)]);
     let has = |id: &str, key: &str, text: &str| {
         errors.iter().any(|e| {
-            e.rule.as_deref() == Some(id) && e.key.as_deref() == Some(key) && e.message.contains(text)
+            e.rule.as_deref() == Some(id)
+                && e.key.as_deref() == Some(key)
+                && e.message.contains(text)
         })
     };
     assert!(has("broken", "pattern", "unbounded"), "{errors:#?}");
@@ -358,5 +360,8 @@ fn a_failing_case_is_listed_with_a_broken_rule_elsewhere() {
     let printed = String::from_utf8_lossy(&err);
     assert_eq!(status, 2, "{printed}");
     assert!(printed.contains("rule broken: pattern"), "{printed}");
-    assert!(printed.contains("rule ok-pattern: tests.match"), "{printed}");
+    assert!(
+        printed.contains("rule ok-pattern: tests.match"),
+        "{printed}"
+    );
 }
