@@ -358,6 +358,9 @@ async fn required_with_all_requests_refuses_even_clean_requests_and_tunnels() {
 
 #[tokio::test]
 async fn without_required_a_failing_sink_lets_traffic_pass_and_counts_the_loss() {
+    // Captured from the start: alone in its process (nextest), the shutdown's line came
+    // before any capture was installed, and the test passed only after another had.
+    let _ = logs();
     let upstream = Upstream::start().await;
     let mut proxy = OpsProxy::start("audit: { path: /dev/null/audit.jsonl }\n").await;
     let reply = request(

@@ -32,7 +32,6 @@ use tls_support::{TestCa, TlsProxy, TlsUpstream};
 /// it). Today the proxy strips `te` with the hop-by-hop fields, so every gRPC call through
 /// interception to such a server fails.
 #[tokio::test]
-#[ignore = "open (session 18 review): te: trailers is stripped"]
 async fn an_h2_grpc_call_keeps_te_trailers_on_its_way_to_an_h2_upstream() {
     let ca = TestCa::new();
     let upstream = TlsUpstream::start(ca.issue(&["upstream.test"], false), &["h2"]).await;
@@ -136,7 +135,6 @@ async fn goaway_upstream(
 /// client gets a 502 "The site's answer was broken" page that it cannot retry: for as long
 /// as any older stream (a download, a long poll, server-sent events) keeps it open.
 #[tokio::test]
-#[ignore = "open (session 18 review): a pooled h2 connection that sent GOAWAY is reused"]
 async fn a_request_after_the_upstream_sent_goaway_is_not_answered_502() {
     let ca = TestCa::new();
     let (addr, fast, _task) = goaway_upstream(ca.issue(&["upstream.test"], false)).await;
@@ -180,7 +178,6 @@ async fn a_request_after_the_upstream_sent_goaway_is_not_answered_502() {
 /// Today the upstream gets two `Cookie` lines; servers that read one line, or join
 /// repeated lines with `,` (a list header's rule), lose the session cookie.
 #[tokio::test]
-#[ignore = "open (session 18 review): h2 cookie crumbs are not joined for HTTP/1.1"]
 async fn h2_cookie_crumbs_reach_an_http1_upstream_as_one_cookie_line() {
     let ca = TestCa::new();
     let upstream = TlsUpstream::start(ca.issue(&["upstream.test"], false), &["http/1.1"]).await;

@@ -18,9 +18,14 @@
 //! end still aborts the upstream request before the upstream has seen all of it.
 //!
 //! An upgrade request (WebSocket) is inspected like any other request; if the upstream
-//! answers 101, both connections are handed to [`tunnel::splice`] and the messages that
-//! follow pass through uninspected. Only WebSocket is offered upstream: an upgrade to
-//! anything else (`h2c`) is forwarded as a plain request, without its `Upgrade` header.
+//! answers 101 naming the protocol offered, both connections are handed to
+//! [`tunnel::splice`] and the messages that follow pass through uninspected; any other
+//! 101 is a 502. Only WebSocket is offered upstream: an upgrade to anything else (`h2c`)
+//! is forwarded as a plain request, without its `Upgrade` header.
+//!
+//! `limits.upstream_response_timeout` is the upstream's time to answer, counted from the
+//! last piece of the body its connection took ([`super::upstream::Progress`]): a slow
+//! but steady upload is not cut, a stalled one gets 504.
 //!
 //! Not here: TLS (CONNECT is in [`tunnel`]), the decoders themselves ([`crate::decode`]),
 //! request trailers (dropped: never forwarded unscanned).
@@ -70,7 +75,9 @@ const SNAPSHOT_INTERVAL: usize = 256 << 10;
 const WAIT_CAP: u64 = 1 << 20;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus
-/// `Proxy-Connection` (legacy clients).
+/// `Proxy-Connection` (legacy clients). `TE` is among them, but a request's `TE: trailers`
+/// goes on (see [`prepare_request_headers`]); `Trailer` is not (RFC 9110 §6.6.2: it is
+/// end to end) and is dropped from requests only, whose trailers are never forwarded.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -78,7 +85,6 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authenticate",
     "proxy-authorization",
     "te",
-    "trailer",
     "transfer-encoding",
     "upgrade",
 ];
@@ -181,7 +187,7 @@ pub(super) async fn forward(
     if !names.is_empty() {
         scan.feed_header(&names);
     }
-    prepare_headers(&mut parts.headers);
+    prepare_request_headers(&mut parts.headers);
     // hyper answered any 100-continue when the body was first read; the upstream gets the
     // body without asking.
     parts.headers.remove(header::EXPECT);
@@ -250,18 +256,20 @@ pub(super) async fn forward(
         // what arrived is held (found in review: a body of unknown length kept all of
         // `hold_bytes`).
         reservation.shrink_to(held_bytes);
-        let request = Request::from_parts(parts, UpstreamBody::held(held));
+        let mut body = UpstreamBody::held(held);
+        let progress = body.progress();
+        let request = Request::from_parts(parts, body);
         let _busy = ctx.activity.busy();
         // The rest lasts until the upstream has answered: by then the held body has been
         // written and freed.
         let _reservation = reservation;
         let sent = std::time::Instant::now();
-        let response = tokio::time::timeout(
-            limits.upstream_response_timeout,
-            intercept::send(&shared.client, request),
-        )
-        .await
-        .map_err(|_| ProxyError::UpstreamTimeout(limits.upstream_response_timeout))??;
+        let response = progress
+            .answer(
+                intercept::send(&shared.client, request),
+                limits.upstream_response_timeout,
+            )
+            .await?;
         shared.metrics.upstream_response(sent.elapsed());
         response
     } else if limits.oversize == Oversize::Block {
@@ -284,13 +292,38 @@ pub(super) async fn forward(
         return Ok(to_client(response));
     }
     match (client_upgrade, upgrade) {
-        (Some(client_upgrade), Some(_)) => {
+        (Some(client_upgrade), Some(offered)) if switches_to(response.headers(), &offered) => {
             observe::upgraded(shared);
             Ok(switch(ctx, response, client_upgrade, request_id))
         }
+        // RFC 9110 §7.8: a 101 names the protocol switched to, one the client offered.
+        // Anything else (`h2c`, or no `Upgrade` at all) would be a tunnel to a protocol no
+        // one asked for, past inspection (found in review).
+        (Some(_), Some(_)) => Err(ProxyError::Upstream(
+            "the upstream switched to a protocol the client did not offer".into(),
+        )),
         _ => Err(ProxyError::Upstream(
             "the upstream switched protocols without being asked".into(),
         )),
+    }
+}
+
+/// Whether a 101's `Upgrade` names exactly one protocol, the one `offered` (by name: the
+/// answer may leave out a version the offer carried).
+fn switches_to(headers: &HeaderMap, offered: &HeaderValue) -> bool {
+    let name = |p: &[u8]| -> Vec<u8> {
+        let p = p.trim_ascii();
+        let end = p.iter().position(|&b| b == b'/').unwrap_or(p.len());
+        p[..end].to_ascii_lowercase()
+    };
+    let mut named = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter(|p| !p.trim_ascii().is_empty());
+    match (named.next(), named.next()) {
+        (Some(only), None) => name(only) == name(offered.as_bytes()),
+        _ => false,
     }
 }
 
@@ -439,7 +472,9 @@ async fn stream_through(
     )?;
     judged.matches = scan.matches();
     judged.problem = scan.not_scanned().is_some();
-    let (tx, up_body) = UpstreamBody::streamed(STREAM_CHANNEL_CHUNKS);
+    let (tx, mut up_body) = UpstreamBody::streamed(STREAM_CHANNEL_CHUNKS);
+    let progress = up_body.progress();
+    let timeout = shared.config.limits.upstream_response_timeout;
     let sent = std::time::Instant::now();
     let send = intercept::send(&shared.client, Request::from_parts(parts, up_body));
     tokio::pin!(send);
@@ -511,7 +546,7 @@ async fn stream_through(
                 while queue.len() > 1 && (!waiting || queued > wait_cap) {
                     let ready = queue.pop_front().expect("more than one chunk queued");
                     queued -= ready.len();
-                    if tx.send(Piece::Data(ready)).await.is_err() {
+                    if !pass(ctx, &tx, Piece::Data(ready), timeout).await? {
                         // The upstream request already failed (or was answered).
                         return Ok(Pumped::Abandoned);
                     }
@@ -536,16 +571,19 @@ async fn stream_through(
         Ok(Ok(Pumped::Read(rest))) => {
             judge(shared, live, scan, insp, &[], true)?;
             let finish = async {
-                for last in rest {
-                    if tx.send(Piece::Data(last)).await.is_err() {
-                        return;
+                for last in rest.into_iter().map(Piece::Data).chain([Piece::End]) {
+                    if !pass(ctx, &tx, last, timeout).await? {
+                        break;
                     }
                 }
-                let _ = tx.send(Piece::End).await;
+                Ok::<(), ProxyError>(())
             };
             tokio::pin!(finish);
             tokio::select! {
-                () = &mut finish => None,
+                finished = &mut finish => {
+                    finished?;
+                    None
+                }
                 answered = &mut send => Some(answered),
             }
         }
@@ -559,6 +597,12 @@ async fn stream_through(
             judge_cut(shared, live, scan, insp)?;
             return Err(ProxyError::ClientBody(e));
         }
+        Ok(Err(e @ ProxyError::UpstreamTimeout(_))) => {
+            // The upstream stopped taking the body: as for a client gone, what reached it
+            // is judged first.
+            judge_cut(shared, live, scan, insp)?;
+            return Err(e);
+        }
         Ok(Err(e)) => return Err(e),
         // The upstream answered before the body was done: that answer goes to the client
         // only if what was scanned allows it; the unsent rest is abandoned.
@@ -568,16 +612,31 @@ async fn stream_through(
         }
     };
     drop(tx);
-    let timeout = shared.config.limits.upstream_response_timeout;
     let _busy = ctx.activity.busy();
     let response = match early {
         Some(answered) => answered,
-        None => tokio::time::timeout(timeout, send)
-            .await
-            .map_err(|_| ProxyError::UpstreamTimeout(timeout))?,
+        None => progress.answer(send, timeout).await,
     }?;
     shared.metrics.upstream_response(sent.elapsed());
     Ok(response)
+}
+
+/// Passes one piece of a streamed body to the upstream connection: `Ok(false)` when its
+/// request is gone (failed or answered), `Err(UpstreamTimeout)` when it has taken nothing
+/// for `timeout` (found in review: an upstream that stopped reading left the client with
+/// no answer, its connection closed as idle, since the proxy stops reading the client
+/// meanwhile; that wait is the proxy's, not the client's).
+async fn pass(
+    ctx: &ConnCtx,
+    tx: &tokio::sync::mpsc::Sender<Piece>,
+    piece: Piece,
+    timeout: std::time::Duration,
+) -> Result<bool, ProxyError> {
+    let _busy = ctx.activity.busy();
+    match tokio::time::timeout(timeout, tx.send(piece)).await {
+        Ok(sent) => Ok(sent.is_ok()),
+        Err(_) => Err(ProxyError::UpstreamTimeout(timeout)),
+    }
 }
 
 /// Judges a host name alone, before anything goes to it: a CONNECT's host (before the
@@ -909,6 +968,8 @@ fn not_inspected(
 }
 
 /// The upstream response as the client gets it: hop-by-hop headers removed, `Via` added.
+/// Its `Trailer` stays, so that an HTTP/1.1 client gets the trailer fields it announces
+/// (hyper sends only the fields a response's `Trailer` names).
 fn to_client(response: Response<Incoming>) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     prepare_headers(&mut parts.headers);
@@ -916,6 +977,38 @@ fn to_client(response: Response<Incoming>) -> Response<ProxyBody> {
         parts,
         body.map_err(|e| -> super::BoxError { Box::new(e) }).boxed(),
     )
+}
+
+/// [`prepare_headers`] for a request going upstream, which also loses its `Trailer` (its
+/// trailers are dropped, never forwarded unscanned) and keeps `TE: trailers`: gRPC sends
+/// it to find proxies that cannot carry response trailers (this one can), and servers on
+/// gRPC's C core refuse a call without it (found in review). HTTP/2 allows exactly this
+/// value (RFC 9113 §8.2.2); over HTTP/1.1 [`name_te_in_connection`] adds the `Connection:
+/// te` it needs. Any other coding it names is dropped: the upstream client undoes
+/// `chunked` only.
+fn prepare_request_headers(headers: &mut HeaderMap) {
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|coding| {
+            let name = coding.split(|&b| b == b';').next().unwrap_or(b"");
+            name.trim_ascii().eq_ignore_ascii_case(b"trailers")
+        });
+    prepare_headers(headers);
+    headers.remove(header::TRAILER);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// For a request about to go upstream over HTTP/1.1: a `TE` kept by
+/// [`prepare_request_headers`] is named in `Connection` (RFC 9110 §10.1.4). Not for
+/// HTTP/2, where `Connection` is not allowed and hyper removes the fields it names.
+pub(super) fn name_te_in_connection(headers: &mut HeaderMap) {
+    if headers.contains_key(header::TE) {
+        headers.append(header::CONNECTION, HeaderValue::from_static("te"));
+    }
 }
 
 /// Removes hop-by-hop headers (the fixed list and those named in `Connection`), adds `Via`.
@@ -1101,6 +1194,57 @@ mod tests {
                 *want,
                 "{connection} / {upgrade}"
             );
+        }
+    }
+
+    #[test]
+    fn a_request_keeps_te_trailers_alone_and_loses_its_trailer_field() {
+        for (te, kept) in [
+            (Some("trailers"), true),
+            (Some("deflate;q=0.5, Trailers"), true),
+            (Some("trailers;q=1"), true),
+            (Some("gzip"), false),
+            (Some("trailersx"), false),
+            (None, false),
+        ] {
+            let mut h = HeaderMap::new();
+            if let Some(te) = te {
+                h.insert(header::TE, HeaderValue::from_static(te));
+            }
+            h.insert(header::TRAILER, HeaderValue::from_static("x-checksum"));
+            h.insert(header::CONNECTION, HeaderValue::from_static("te"));
+            prepare_request_headers(&mut h);
+            assert_eq!(
+                h.get(header::TE).map(|v| v.to_str().unwrap()),
+                kept.then_some("trailers"),
+                "{te:?}"
+            );
+            assert!(!h.contains_key(header::TRAILER), "{te:?}");
+            assert!(!h.contains_key(header::CONNECTION), "{te:?}");
+            name_te_in_connection(&mut h);
+            let connection: Vec<_> = h.get_all(header::CONNECTION).iter().collect();
+            assert_eq!(connection.len(), usize::from(kept), "{te:?}");
+        }
+    }
+
+    #[test]
+    fn a_101_must_name_the_one_protocol_offered() {
+        let offered = HeaderValue::from_static("websocket/13");
+        for (upgrade, ok) in [
+            (&["websocket"][..], true),
+            (&["WebSocket"], true),
+            (&[" websocket/13 "], true),
+            (&["h2c"], false),
+            (&[], false),
+            (&[""], false),
+            (&["websocket, h2c"], false),
+            (&["websocket", "h2c"], false),
+        ] {
+            let mut h = HeaderMap::new();
+            for u in upgrade {
+                h.append(header::UPGRADE, HeaderValue::from_static(u));
+            }
+            assert_eq!(switches_to(&h, &offered), ok, "{upgrade:?}");
         }
     }
 

@@ -54,7 +54,9 @@ use tracing::{debug, info, warn};
 use super::error::ProxyError;
 use super::idle::{Activity, IdleIo};
 use super::origins::{OriginPool, PoolKey, Pooled};
-use super::upstream::{BodyAborted, Connector, UpstreamBody, UpstreamClient};
+use super::upstream::{
+    BodyAborted, Connector, RESPONSE_HEADER_FIELDS, UpstreamBody, UpstreamClient,
+};
 use super::{ConnCtx, layers, page};
 use crate::metrics::{NotScanned, TlsOutcome};
 use crate::tls::hello::{self, ALPN_H2, Prefixed};
@@ -639,10 +641,14 @@ pub(super) async fn send(
 ) -> Result<Response<Incoming>, ProxyError> {
     match request.extensions().get::<Origin>().cloned() {
         Some(origin) => origin.send(request).await,
-        None => client
-            .request(request)
-            .await
-            .map_err(super::upstream::classify),
+        None => {
+            let mut request = request;
+            super::forward::name_te_in_connection(request.headers_mut());
+            client
+                .request(request)
+                .await
+                .map_err(super::upstream::classify)
+        }
     }
 }
 
@@ -793,14 +799,45 @@ impl Origin {
         self.0.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn send(&self, mut req: Request<UpstreamBody>) -> Result<Response<Incoming>, ProxyError> {
-        match self.checkout().await? {
+    /// Sends a request to the upstream. A request that never left (its connection closed,
+    /// or the upstream shut it down gracefully with GOAWAY, before the request was
+    /// written) is sent once more on a new connection: it was not processed, and the
+    /// client has no way to tell (found in review: after an HTTP/2 upstream's GOAWAY,
+    /// requests got 502 until its last stream ended).
+    async fn send(&self, req: Request<UpstreamBody>) -> Result<Response<Incoming>, ProxyError> {
+        let sender = self.checkout(false).await?;
+        match self.send_on(sender, req).await {
+            Ok(response) => Ok(response),
+            Err(Unsent::Back(req)) => {
+                debug!("the upstream connection closed before the request left; once more");
+                let sender = self.checkout(true).await?;
+                match self.send_on(sender, *req).await {
+                    Ok(response) => Ok(response),
+                    Err(Unsent::Back(_)) => Err(ProxyError::Upstream(
+                        "the new upstream connection closed before the request left".into(),
+                    )),
+                    Err(Unsent::Failed(e)) => Err(e),
+                }
+            }
+            Err(Unsent::Failed(e)) => Err(e),
+        }
+    }
+
+    /// Sends `req` on one connection.
+    async fn send_on(
+        &self,
+        sender: Sender,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, Unsent> {
+        let answered = match sender {
             Sender::H2(mut sender) => {
                 *req.version_mut() = Version::HTTP_2;
                 // HTTP/2 carries the host in :authority (from the absolute target).
                 req.headers_mut().remove(header::HOST);
-                sender.ready().await.map_err(classify)?;
-                sender.send_request(req).await.map_err(classify)
+                if sender.ready().await.is_err() {
+                    return Err(Unsent::Back(Box::new(req)));
+                }
+                sender.try_send_request(req).await
             }
             Sender::H1(mut sender) => {
                 *req.version_mut() = Version::HTTP_11;
@@ -808,16 +845,20 @@ impl Origin {
                     .uri()
                     .path_and_query()
                     .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-                *req.uri_mut() = path
-                    .parse()
-                    .map_err(|_| ProxyError::BadRequest("the request target is not valid"))?;
+                *req.uri_mut() = path.parse().map_err(|_| {
+                    Unsent::Failed(ProxyError::BadRequest("the request target is not valid"))
+                })?;
                 if !req.headers().contains_key(header::HOST) {
                     if let Ok(host) = HeaderValue::from_str(self.0.authority.as_str()) {
                         req.headers_mut().insert(header::HOST, host);
                     }
                 }
-                sender.ready().await.map_err(classify)?;
-                let answered = sender.send_request(req).await;
+                join_cookies(req.headers_mut());
+                super::forward::name_te_in_connection(req.headers_mut());
+                if sender.ready().await.is_err() {
+                    return Err(Unsent::Back(Box::new(req)));
+                }
+                let answered = sender.try_send_request(req).await;
                 // Reusable once the response body has been read: kept for later requests.
                 let mut state = self.lock();
                 if let State::Live { h1, .. } = &mut *state {
@@ -825,14 +866,17 @@ impl Origin {
                         h1.push(sender);
                     }
                 }
-                drop(state);
-                answered.map_err(classify)
+                answered
             }
-        }
+        };
+        answered.map_err(|mut e| match e.take_message() {
+            Some(req) => Unsent::Back(Box::new(req)),
+            None => Unsent::Failed(classify(e.into_error())),
+        })
     }
 
-    /// A connection to send on: a live one, or a new verified one.
-    async fn checkout(&self) -> Result<Sender, ProxyError> {
+    /// A connection to send on: a live one (unless `fresh`), or a new verified one.
+    async fn checkout(&self, fresh: bool) -> Result<Sender, ProxyError> {
         {
             let mut state = self.lock();
             match &mut *state {
@@ -840,13 +884,15 @@ impl Origin {
                 State::Refused(blocked) => return Err(ProxyError::Blocked(blocked.clone())),
                 State::Live { h2, h1 } => {
                     if let Some(sender) = h2 {
-                        if !sender.is_closed() {
+                        if !sender.is_closed() && !fresh {
                             return Ok(Sender::H2(sender.clone()));
                         }
-                        *h2 = None;
+                        if sender.is_closed() {
+                            *h2 = None;
+                        }
                     }
                     h1.retain(|s| !s.is_closed());
-                    if let Some(i) = h1.iter().position(|s| s.is_ready()) {
+                    if let Some(i) = h1.iter().position(|s| s.is_ready()).filter(|_| !fresh) {
                         return Ok(Sender::H1(h1.swap_remove(i)));
                     }
                 }
@@ -870,10 +916,44 @@ impl Origin {
         let sender = handshake(stream, chosen.as_deref() == Some(ALPN_H2)).await?;
         if let Sender::H2(s) = &sender {
             if let State::Live { h2, .. } = &mut *self.lock() {
-                *h2 = Some(s.clone());
+                // A connection still open stays in use (a request asked for a fresh one
+                // after its own went away; another may have made one meanwhile).
+                if h2.as_ref().is_none_or(|old| old.is_closed() || fresh) {
+                    *h2 = Some(s.clone());
+                }
             }
         }
         Ok(sender)
+    }
+}
+
+/// Why a request got no answer on a connection.
+enum Unsent {
+    /// It never left: the connection closed (or went away) first. Safe to send again.
+    Back(Box<Request<UpstreamBody>>),
+    /// It failed after it left, or could not be sent at all.
+    Failed(ProxyError),
+}
+
+/// Joins an HTTP/2 request's cookie crumbs (a `cookie` field per cookie, as browsers send
+/// them for header compression) into the one `Cookie` line HTTP/1.1 has (RFC 9113 §8.2.3:
+/// a MUST for a translation to HTTP/1.1; found in review).
+fn join_cookies(headers: &mut http::HeaderMap) {
+    let mut crumbs = headers.get_all(header::COOKIE).iter();
+    let Some(first) = crumbs.next() else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    let mut more = false;
+    for crumb in crumbs {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(crumb.as_bytes());
+        more = true;
+    }
+    if more {
+        if let Ok(value) = HeaderValue::from_bytes(&joined) {
+            headers.insert(header::COOKIE, value);
+        }
     }
 }
 
@@ -898,6 +978,8 @@ async fn handshake(
         Ok(Sender::H2(sender))
     } else {
         let (sender, conn) = client1::Builder::new()
+            .max_headers(RESPONSE_HEADER_FIELDS)
+            .allow_spaces_after_header_name_in_responses(true)
             .handshake(io)
             .await
             .map_err(classify)?;

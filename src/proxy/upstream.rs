@@ -21,7 +21,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::error::ProxyError;
 
@@ -137,11 +137,20 @@ impl tower::Service<Uri> for Connector {
 /// The pooled HTTP/1.1 client used for every forwarded request.
 pub type UpstreamClient = Client<Connector, UpstreamBody>;
 
-/// Builds the pooled client.
+/// Most header fields an upstream's HTTP/1.1 response may have (hyper's default is 100:
+/// found in review, a page clearing 120 cookies became a 502). Browsers set no count; the
+/// head's size stays bounded by hyper's read buffer.
+pub const RESPONSE_HEADER_FIELDS: usize = 1000;
+
+/// Builds the pooled client. Like the upstream connections of intercepted CONNECTs, it
+/// takes a response with whitespace between a field name and its colon, and removes it
+/// (RFC 9112 §5.1 asks exactly that of a proxy; such a response was a 502).
 pub fn client(connector: Connector) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(90))
+        .http1_max_headers(RESPONSE_HEADER_FIELDS)
+        .http1_allow_spaces_after_header_name_in_responses(true)
         .build(connector)
 }
 
@@ -182,9 +191,19 @@ pub enum Piece {
 }
 
 /// The body of a forwarded request: held (scanned whole, then sent) or streamed (sent as
-/// scanned, through a bounded channel).
+/// scanned, through a bounded channel). It can report each piece the upstream connection
+/// takes ([`UpstreamBody::progress`]), so that a slow but steady upload is told from a
+/// stalled one.
 #[derive(Debug)]
-pub enum UpstreamBody {
+pub struct UpstreamBody {
+    source: Source,
+    /// Told each time the connection takes a piece; dropped with the body, when the
+    /// connection is done with it.
+    taken: Option<watch::Sender<()>>,
+}
+
+#[derive(Debug)]
+enum Source {
     /// A body read and scanned whole before forwarding.
     Held {
         /// The chunks, in order.
@@ -206,16 +225,65 @@ impl UpstreamBody {
     /// A held body from its chunks.
     pub fn held(chunks: Vec<Bytes>) -> UpstreamBody {
         let remaining = chunks.iter().map(|c| c.len() as u64).sum();
-        UpstreamBody::Held {
-            chunks: chunks.into(),
-            remaining,
+        UpstreamBody {
+            source: Source::Held {
+                chunks: chunks.into(),
+                remaining,
+            },
+            taken: None,
         }
     }
 
     /// A streamed body and the sender that feeds it (`capacity` pieces in flight at most).
     pub fn streamed(capacity: usize) -> (mpsc::Sender<Piece>, UpstreamBody) {
         let (tx, rx) = mpsc::channel(capacity);
-        (tx, UpstreamBody::Streamed { rx, ended: false })
+        let body = UpstreamBody {
+            source: Source::Streamed { rx, ended: false },
+            taken: None,
+        };
+        (tx, body)
+    }
+
+    /// From now on, tells the returned [`Progress`] each time the connection takes a piece
+    /// of this body.
+    pub fn progress(&mut self) -> Progress {
+        let (tx, rx) = watch::channel(());
+        self.taken = Some(tx);
+        Progress(rx)
+    }
+}
+
+/// How an upstream connection is taking a request body (see [`UpstreamBody::progress`]).
+pub struct Progress(watch::Receiver<()>);
+
+impl Progress {
+    /// Waits for the upstream's answer, `Err(UpstreamTimeout)` once `timeout` has passed
+    /// with the connection taking no piece of the body (a stalled upstream) or, once it
+    /// has taken all of it, without an answer. So the timeout is the upstream's time to
+    /// answer, whatever the upload's length: an upload to a slow uplink that reads it
+    /// steadily is not cut part-way (found in review: the whole send was timed).
+    pub async fn answer<T>(
+        mut self,
+        answer: impl Future<Output = Result<T, ProxyError>>,
+        timeout: Duration,
+    ) -> Result<T, ProxyError> {
+        tokio::pin!(answer);
+        let mut deadline = tokio::time::Instant::now() + timeout;
+        let mut open = true;
+        loop {
+            tokio::select! {
+                answered = &mut answer => return answered,
+                taken = self.0.changed(), if open => {
+                    // `Err`: the connection is done with the body (all of it was taken, or
+                    // the request failed, which `answer` says next).
+                    open = taken.is_ok();
+                    deadline = tokio::time::Instant::now() + timeout;
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(ProxyError::UpstreamTimeout(timeout));
+                }
+            }
+        }
     }
 }
 
@@ -227,38 +295,43 @@ impl Body for UpstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
-        match self.get_mut() {
-            UpstreamBody::Held { chunks, remaining } => Poll::Ready(chunks.pop_front().map(|c| {
+        let this = self.get_mut();
+        let next = match &mut this.source {
+            Source::Held { chunks, remaining } => chunks.pop_front().map(|c| {
                 *remaining -= c.len() as u64;
                 Ok(Frame::data(c))
-            })),
-            UpstreamBody::Streamed { rx, ended } => {
+            }),
+            Source::Streamed { rx, ended } => {
                 if *ended {
                     return Poll::Ready(None);
                 }
                 match ready!(rx.poll_recv(cx)) {
-                    Some(Piece::Data(c)) => Poll::Ready(Some(Ok(Frame::data(c)))),
+                    Some(Piece::Data(c)) => Some(Ok(Frame::data(c))),
                     Some(Piece::End) => {
                         *ended = true;
-                        Poll::Ready(None)
+                        None
                     }
-                    None => Poll::Ready(Some(Err(BodyAborted))),
+                    None => Some(Err(BodyAborted)),
                 }
             }
+        };
+        if let (Some(Ok(_)), Some(taken)) = (&next, &this.taken) {
+            taken.send_replace(());
         }
+        Poll::Ready(next)
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::Held { chunks, .. } => chunks.is_empty(),
-            UpstreamBody::Streamed { ended, .. } => *ended,
+        match &self.source {
+            Source::Held { chunks, .. } => chunks.is_empty(),
+            Source::Streamed { ended, .. } => *ended,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            UpstreamBody::Held { remaining, .. } => SizeHint::with_exact(*remaining),
-            UpstreamBody::Streamed { .. } => SizeHint::default(),
+        match &self.source {
+            Source::Held { remaining, .. } => SizeHint::with_exact(*remaining),
+            Source::Streamed { .. } => SizeHint::default(),
         }
     }
 }
