@@ -114,12 +114,11 @@ async fn one_http2_connection_cannot_take_the_whole_hold_budget() {
     let tls_up = TlsUpstream::start(ca.issue(&["upstream.test"], false), &["h2"]).await;
     let plain_up = Upstream::start().await;
     // A quarter of the budget per client (the default share): one held body.
-    let proxy = TlsProxy::start(&format!(
-        "tls:\n  upstream_roots: ['{}']\naccess:\n  connect_ports: [{}]\n\
-         limits: {{ hold_bytes: 64KiB, hold_total: 256KiB, hold_wait: 500ms }}\n",
-        ca.pem_path.display(),
-        tls_up.addr.port()
-    ))
+    let proxy = TlsProxy::trusting(
+        &ca,
+        tls_up.addr.port(),
+        "limits: { hold_bytes: 64KiB, hold_total: 256KiB, hold_wait: 500ms }\n",
+    )
     .await;
     let sender = tls_support::h2_via(&proxy, tls_up.addr, "upstream.test").await;
     let authority = format!("upstream.test:{}", tls_up.addr.port());
@@ -264,12 +263,7 @@ async fn slow_h1_upstream(
 async fn an_http2_client_of_an_http1_upstream_gets_few_streams_at_once() {
     let ca = TestCa::new();
     let (up, handshakes) = slow_h1_upstream(ca.issue(&["upstream.test"], false)).await;
-    let proxy = TlsProxy::start(&format!(
-        "tls:\n  upstream_roots: ['{}']\naccess:\n  connect_ports: [{}]\n",
-        ca.pem_path.display(),
-        up.port()
-    ))
-    .await;
+    let proxy = TlsProxy::trusting(&ca, up.port(), "").await;
     let sender = tls_support::h2_via(&proxy, up, "upstream.test").await;
     // The proxy's SETTINGS (its stream limit) first: streams a client opens before them
     // over the limit are refused (REFUSED_STREAM, which clients retry).

@@ -17,7 +17,7 @@ use http::{HeaderMap, Request};
 use http_body_util::BodyExt;
 use hyper::body::Frame;
 use support::filler;
-use tls_support::{TestCa, TlsProxy, TlsUpstream};
+use tls_support::Intercepted;
 use tokio::sync::mpsc;
 
 /// A request body fed frame by frame from the test.
@@ -34,32 +34,14 @@ impl hyper::body::Body for Fed {
     }
 }
 
-struct Setup {
-    _ca: TestCa,
-    upstream: TlsUpstream,
-    proxy: TlsProxy,
-}
-
-async fn setup(extra: &str) -> Setup {
-    let ca = TestCa::new();
-    let upstream = TlsUpstream::start(ca.issue(&["upstream.test"], false), &["h2"]).await;
-    let proxy = TlsProxy::start(&format!(
-        "tls:\n  upstream_roots: ['{}']\naccess:\n  connect_ports: [{}]\n{extra}",
-        ca.pem_path.display(),
-        upstream.addr.port()
-    ))
-    .await;
-    Setup {
-        _ca: ca,
-        upstream,
-        proxy,
-    }
+async fn setup(extra: &str) -> Intercepted {
+    Intercepted::start(&["h2"], extra).await
 }
 
 /// Starts a POST over h2 through the proxy; returns the frame sender and the response
 /// task (status, body).
 async fn start_post(
-    s: &Setup,
+    s: &Intercepted,
     path: &str,
 ) -> (
     mpsc::UnboundedSender<Frame<Bytes>>,
@@ -92,7 +74,7 @@ fn data(tx: &mpsc::UnboundedSender<Frame<Bytes>>, bytes: &[u8]) {
     let _ = tx.send(Frame::data(Bytes::copy_from_slice(bytes)));
 }
 
-fn upstream_count(s: &Setup, needle: &str) -> usize {
+fn upstream_count(s: &Intercepted, needle: &str) -> usize {
     s.upstream
         .requests()
         .iter()
@@ -100,7 +82,7 @@ fn upstream_count(s: &Setup, needle: &str) -> usize {
         .sum()
 }
 
-fn upstream_longest(s: &Setup) -> usize {
+fn upstream_longest(s: &Intercepted) -> usize {
     s.upstream
         .requests()
         .iter()

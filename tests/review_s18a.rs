@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::{Proxy, customer_export};
-use tls_support::{TestCa, TlsProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -257,30 +256,21 @@ async fn a_held_upload_to_a_slow_but_reading_upstream_is_not_cut_at_the_response
 /// stripped with the hop-by-hop fields; `review_s18b` has the HTTP/2 upstream's case.
 #[tokio::test]
 async fn a_grpc_calls_te_trailers_reaches_an_http1_upstream() {
-    let ca = TestCa::new();
-    let upstream =
-        tls_support::TlsUpstream::start(ca.issue(&["upstream.test"], false), &["http/1.1"]).await;
-    let proxy = TlsProxy::start(&format!(
-        "tls:\n  upstream_roots: ['{}']\naccess:\n  connect_ports: [{}]\n",
-        ca.pem_path.display(),
-        upstream.addr.port()
-    ))
-    .await;
-    let authority = format!("upstream.test:{}", upstream.addr.port());
-    let mut sender = tls_support::h2_via(&proxy, upstream.addr, "upstream.test").await;
+    let setup = tls_support::Intercepted::start(&["http/1.1"], "").await;
+    let mut sender = setup.h2().await;
     // helloworld.Greeter/SayHello {name: "world"}, length-prefixed as gRPC frames it.
     let message = bytes::Bytes::from_static(b"\0\0\0\0\x07\n\x05world");
     let req = http::Request::builder()
         .method("POST")
-        .uri(format!("https://{authority}/helloworld.Greeter/SayHello"))
+        .uri(setup.url("/helloworld.Greeter/SayHello"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(http_body_util::Full::new(message))
         .unwrap();
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(upstream.versions(), [http::Version::HTTP_11]);
-    let seen = upstream.requests();
+    assert_eq!(setup.upstream.versions(), [http::Version::HTTP_11]);
+    let seen = setup.upstream.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(
         seen[0].headers.get("te").map(|v| v.as_bytes()),
@@ -353,4 +343,37 @@ async fn a_response_with_whitespace_before_a_colon_is_passed_on() {
         reply.status,
         reply.text().lines().take(3).collect::<Vec<_>>().join(" | ")
     );
+}
+
+/// The other half of trailers (found with the `te` fix): an upstream's chunked response
+/// announcing `Trailer: x-checksum` reaches an HTTP/1.1 client with its trailer field.
+/// hyper writes only the trailer fields a response's `Trailer` names, and that header was
+/// removed as hop-by-hop (RFC 9110 §6.6.2 makes it end to end), so the field was lost.
+#[tokio::test]
+async fn a_responses_trailer_fields_reach_an_http1_client() {
+    let (upstream, got) = answering_upstream(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\
+          Connection: close\r\n\r\n2\r\nok\r\n0\r\nx-checksum: abc123\r\n\r\n",
+    )
+    .await;
+    let proxy = Proxy::start("").await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let req = format!(
+        "GET http://{upstream}/sum HTTP/1.1\r\nHost: {upstream}\r\nTE: trailers\r\n\
+         Connection: close, TE\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("the answer within 5 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(
+        text.contains("\r\n0\r\nx-checksum: abc123\r\n"),
+        "the client got no trailer field: {text:?}"
+    );
+    let head = String::from_utf8_lossy(&got.lock().unwrap()).to_ascii_lowercase();
+    assert!(head.contains("\r\nte: trailers\r\n"), "{head}");
 }

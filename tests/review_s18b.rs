@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use tls_support::{TestCa, TlsProxy, TlsUpstream};
+use tls_support::{Intercepted, TestCa, TlsProxy};
 
 /// gRPC over an intercepted HTTP/2 connection: the client's `te: trailers` must reach the
 /// HTTP/2 upstream (RFC 9113 §8.2.2 allows exactly this value in HTTP/2; the gRPC protocol
@@ -33,28 +33,17 @@ use tls_support::{TestCa, TlsProxy, TlsUpstream};
 /// interception to such a server fails.
 #[tokio::test]
 async fn an_h2_grpc_call_keeps_te_trailers_on_its_way_to_an_h2_upstream() {
-    let ca = TestCa::new();
-    let upstream = TlsUpstream::start(ca.issue(&["upstream.test"], false), &["h2"]).await;
-    let proxy = TlsProxy::start(&format!(
-        "tls:\n  upstream_roots: ['{}']\naccess:\n  connect_ports: [{}]\n",
-        ca.pem_path.display(),
-        upstream.addr.port()
-    ))
-    .await;
-    let mut sender =
-        tls_support::h2_via::<Full<Bytes>>(&proxy, upstream.addr, "upstream.test").await;
+    let setup = Intercepted::start(&["h2"], "").await;
+    let mut sender = setup.h2::<Full<Bytes>>().await;
     // A unary gRPC call: a 5-byte message prefix and an empty message.
-    let req = Request::post(format!(
-        "https://upstream.test:{}/pkg.Greeter/SayHello",
-        upstream.addr.port()
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
-    .unwrap();
+    let req = Request::post(setup.url("/pkg.Greeter/SayHello"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap();
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
-    let seen = upstream.requests();
+    let seen = setup.upstream.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(
         seen[0].headers.get("te").map(|v| v.to_str().unwrap()),
@@ -138,12 +127,7 @@ async fn goaway_upstream(
 async fn a_request_after_the_upstream_sent_goaway_is_not_answered_502() {
     let ca = TestCa::new();
     let (addr, fast, _task) = goaway_upstream(ca.issue(&["upstream.test"], false)).await;
-    let proxy = TlsProxy::start(&format!(
-        "tls:\n  upstream_roots: ['{}']\naccess:\n  connect_ports: [{}]\n",
-        ca.pem_path.display(),
-        addr.port()
-    ))
-    .await;
+    let proxy = TlsProxy::trusting(&ca, addr.port(), "").await;
     let sender = tls_support::h2_via::<Full<Bytes>>(&proxy, addr, "upstream.test").await;
     let post = |path: &str| {
         let mut sender = sender.clone();
@@ -179,28 +163,17 @@ async fn a_request_after_the_upstream_sent_goaway_is_not_answered_502() {
 /// repeated lines with `,` (a list header's rule), lose the session cookie.
 #[tokio::test]
 async fn h2_cookie_crumbs_reach_an_http1_upstream_as_one_cookie_line() {
-    let ca = TestCa::new();
-    let upstream = TlsUpstream::start(ca.issue(&["upstream.test"], false), &["http/1.1"]).await;
-    let proxy = TlsProxy::start(&format!(
-        "tls:\n  upstream_roots: ['{}']\naccess:\n  connect_ports: [{}]\n",
-        ca.pem_path.display(),
-        upstream.addr.port()
-    ))
-    .await;
-    let mut sender =
-        tls_support::h2_via::<Full<Bytes>>(&proxy, upstream.addr, "upstream.test").await;
-    let req = Request::get(format!(
-        "https://upstream.test:{}/account",
-        upstream.addr.port()
-    ))
-    .header("cookie", "session=abc")
-    .header("cookie", "theme=dark")
-    .body(Full::new(Bytes::new()))
-    .unwrap();
+    let setup = Intercepted::start(&["http/1.1"], "").await;
+    let mut sender = setup.h2::<Full<Bytes>>().await;
+    let req = Request::get(setup.url("/account"))
+        .header("cookie", "session=abc")
+        .header("cookie", "theme=dark")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(upstream.versions(), [http::Version::HTTP_11]);
-    let seen = upstream.requests();
+    assert_eq!(setup.upstream.versions(), [http::Version::HTTP_11]);
+    let seen = setup.upstream.requests();
     let cookies: Vec<_> = seen[0]
         .headers
         .get_all("cookie")

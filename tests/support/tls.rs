@@ -31,6 +31,43 @@ use tokio_rustls::client::TlsStream;
 
 use crate::support::{Behavior, Recorded, fixture_rules, record};
 
+/// The usual interception setup: a test CA, a recording TLS upstream with its
+/// certificate for `upstream.test`, and a proxy that trusts the CA and may CONNECT to it.
+pub struct Intercepted {
+    pub ca: TestCa,
+    pub upstream: TlsUpstream,
+    pub proxy: TlsProxy,
+}
+
+impl Intercepted {
+    /// With the upstream offering `alpn` and `extra` as the rest of the proxy's config.
+    pub async fn start(alpn: &[&str], extra: &str) -> Intercepted {
+        let ca = TestCa::new();
+        let upstream = TlsUpstream::start(ca.issue(&["upstream.test"], false), alpn).await;
+        let proxy = TlsProxy::trusting(&ca, upstream.addr.port(), extra).await;
+        Intercepted {
+            ca,
+            upstream,
+            proxy,
+        }
+    }
+
+    /// An HTTP/2 client connection to the upstream as `upstream.test`, intercepted.
+    pub async fn h2<B>(&self) -> hyper::client::conn::http2::SendRequest<B>
+    where
+        B: hyper::body::Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        h2_via(&self.proxy, self.upstream.addr, "upstream.test").await
+    }
+
+    /// `https://upstream.test:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://upstream.test:{}{path}", self.upstream.addr.port())
+    }
+}
+
 /// The ring provider, explicitly (no process default is installed).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -276,6 +313,16 @@ impl TlsProxy {
             stop: Some(stop),
             task,
         }
+    }
+
+    /// [`TlsProxy::start`] trusting `ca` for upstream certificates and allowing CONNECTs
+    /// to `port` (a test upstream's); `extra`: the rest of the config.
+    pub async fn trusting(ca: &TestCa, port: u16, extra: &str) -> TlsProxy {
+        TlsProxy::start(&format!(
+            "tls:\n  upstream_roots: ['{}']\naccess:\n  connect_ports: [{port}]\n{extra}",
+            ca.pem_path.display()
+        ))
+        .await
     }
 
     /// Scrapes and parses `/metrics` from its admin listener.
