@@ -13,6 +13,9 @@
 //! - an HTTP/2 client's cookie crumbs (browsers send each cookie as its own `cookie`
 //!   field) reach an HTTP/1.1 upstream as several `Cookie` lines instead of one joined
 //!   with `; ` (RFC 9113 §8.2.3, a MUST for a translation to HTTP/1.1).
+//!
+//! Fixed in session 19, which added the last two tests (a stream the upstream refuses
+//! unprocessed is sent again; one reset for another reason is not).
 
 mod ops_support;
 mod support;
@@ -185,4 +188,112 @@ async fn h2_cookie_crumbs_reach_an_http1_upstream_as_one_cookie_line() {
         ["session=abc; theme=dark"],
         "the HTTP/1.1 upstream got these Cookie lines"
     );
+}
+
+/// An HTTP/2-only TLS upstream (the h2 crate's server, to choose its resets) that resets
+/// the first `reset_first` request streams with `reason` as their heads arrive, before
+/// reading any body, and answers every other with 200 and the length of the body it read.
+/// Returns its address and the number of request heads it got.
+async fn resetting_upstream(
+    cert: tls_support::ServerCert,
+    reason: h2::Reason,
+    reset_first: usize,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let config = tls_support::server_config(&cert, &["h2"]);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(AtomicUsize::new(0));
+    let h = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, h) = (acceptor.clone(), h.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut conn) = h2::server::handshake(tls).await else {
+                    return;
+                };
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    if h.fetch_add(1, Ordering::SeqCst) < reset_first {
+                        respond.send_reset(reason);
+                        continue;
+                    }
+                    tokio::spawn(async move {
+                        let mut body = req.into_body();
+                        let mut len = 0;
+                        while let Some(Ok(chunk)) = body.data().await {
+                            len += chunk.len();
+                            let _ = body.flow_control().release_capacity(chunk.len());
+                        }
+                        let resp = http::Response::new(());
+                        let Ok(mut send) = respond.send_response(resp, false) else {
+                            return;
+                        };
+                        let _ = send.send_data(Bytes::from(len.to_string()), true);
+                    });
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// POSTs `body` through an intercepted HTTP/2 connection to `addr`: (status, body).
+async fn post_via(
+    proxy: &TlsProxy,
+    addr: std::net::SocketAddr,
+    body: &'static [u8],
+) -> (u16, String) {
+    let mut sender = tls_support::h2_via::<Full<Bytes>>(proxy, addr, "upstream.test").await;
+    let req = Request::post(format!("https://upstream.test:{}/submit", addr.port()))
+        .body(Full::new(Bytes::from_static(body)))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// An HTTP/2 upstream that refuses a stream with `REFUSED_STREAM` (RFC 9113 §8.7: it did
+/// no processing; servers do so when overloaded or shutting down) gets the request again,
+/// held body and all, on a new connection: the client gets the upstream's answer, not a
+/// 502 it cannot retry (found while fixing the GOAWAY case: a request that had left was
+/// never sent again).
+#[tokio::test]
+async fn a_request_an_h2_upstream_refuses_unprocessed_is_sent_again() {
+    let ca = TestCa::new();
+    let (addr, heads) = resetting_upstream(
+        ca.issue(&["upstream.test"], false),
+        h2::Reason::REFUSED_STREAM,
+        1,
+    )
+    .await;
+    let proxy = TlsProxy::trusting(&ca, addr.port(), "").await;
+    let got = post_via(&proxy, addr, b"twelve bytes").await;
+    assert_eq!(got, (200, "12".to_owned()), "the client got {got:?}");
+    assert_eq!(heads.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// A stream reset for any other reason may have been processed: it is not sent again
+/// (a POST twice is a payment twice), and the client gets the 502.
+#[tokio::test]
+async fn a_request_reset_for_another_reason_is_not_sent_again() {
+    let ca = TestCa::new();
+    let (addr, heads) = resetting_upstream(
+        ca.issue(&["upstream.test"], false),
+        h2::Reason::INTERNAL_ERROR,
+        1,
+    )
+    .await;
+    let proxy = TlsProxy::trusting(&ca, addr.port(), "").await;
+    let (status, _) = post_via(&proxy, addr, b"twelve bytes").await;
+    assert_eq!(status, 502);
+    assert_eq!(heads.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

@@ -799,27 +799,40 @@ impl Origin {
         self.0.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends a request to the upstream. A request that never left (its connection closed,
-    /// or the upstream shut it down gracefully with GOAWAY, before the request was
-    /// written) is sent once more on a new connection: it was not processed, and the
+    /// Sends a request to the upstream. A request the upstream did not process is sent once
+    /// more on a new connection: one that never left (its connection closed, or the
+    /// upstream shut it down gracefully with GOAWAY, before it was written), and one with
+    /// a held body that an HTTP/2 upstream refused unprocessed (see [`refused`]). The
     /// client has no way to tell (found in review: after an HTTP/2 upstream's GOAWAY,
     /// requests got 502 until its last stream ended).
     async fn send(&self, req: Request<UpstreamBody>) -> Result<Response<Incoming>, ProxyError> {
+        let copy = req.body().copy().map(|body| {
+            let mut copy = Request::new(body);
+            *copy.method_mut() = req.method().clone();
+            *copy.uri_mut() = req.uri().clone();
+            *copy.version_mut() = req.version();
+            *copy.headers_mut() = req.headers().clone();
+            *copy.extensions_mut() = req.extensions().clone();
+            copy
+        });
         let sender = self.checkout(false).await?;
-        match self.send_on(sender, req).await {
+        let again = match self.send_on(sender, req).await {
+            Ok(response) => return Ok(response),
+            Err(Unsent::Back(req)) => *req,
+            Err(Unsent::Refused(e)) => match copy {
+                Some(copy) => copy,
+                None => return Err(e),
+            },
+            Err(Unsent::Failed(e)) => return Err(e),
+        };
+        debug!("the upstream did not take the request; once more on a new connection");
+        let sender = self.checkout(true).await?;
+        match self.send_on(sender, again).await {
             Ok(response) => Ok(response),
-            Err(Unsent::Back(req)) => {
-                debug!("the upstream connection closed before the request left; once more");
-                let sender = self.checkout(true).await?;
-                match self.send_on(sender, *req).await {
-                    Ok(response) => Ok(response),
-                    Err(Unsent::Back(_)) => Err(ProxyError::Upstream(
-                        "the new upstream connection closed before the request left".into(),
-                    )),
-                    Err(Unsent::Failed(e)) => Err(e),
-                }
-            }
-            Err(Unsent::Failed(e)) => Err(e),
+            Err(Unsent::Back(_)) => Err(ProxyError::Upstream(
+                "the new upstream connection closed before the request left".into(),
+            )),
+            Err(Unsent::Refused(e) | Unsent::Failed(e)) => Err(e),
         }
     }
 
@@ -871,6 +884,7 @@ impl Origin {
         };
         answered.map_err(|mut e| match e.take_message() {
             Some(req) => Unsent::Back(Box::new(req)),
+            None if refused(e.error()) => Unsent::Refused(classify(e.into_error())),
             None => Unsent::Failed(classify(e.into_error())),
         })
     }
@@ -931,8 +945,29 @@ impl Origin {
 enum Unsent {
     /// It never left: the connection closed (or went away) first. Safe to send again.
     Back(Box<Request<UpstreamBody>>),
+    /// It left, and the upstream refused it unprocessed (see [`refused`]): safe to send
+    /// again when its body can be.
+    Refused(ProxyError),
     /// It failed after it left, or could not be sent at all.
     Failed(ProxyError),
+}
+
+/// Whether an HTTP/2 upstream refused a request it did not process (RFC 9113 §8.7): its
+/// stream was reset with `REFUSED_STREAM`, or was above the last stream a graceful GOAWAY
+/// (`NO_ERROR`) let finish. h2 reports a remote GOAWAY on a stream only then: a stream the
+/// upstream kept sees the connection's end as a broken pipe, and a GOAWAY with an error
+/// code is not taken as a promise either.
+fn refused(err: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_remote()
+                && ((h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM))
+                    || (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR)));
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Joins an HTTP/2 request's cookie crumbs (a `cookie` field per cookie, as browsers send

@@ -197,9 +197,9 @@ pub enum Piece {
 #[derive(Debug)]
 pub struct UpstreamBody {
     source: Source,
-    /// Told each time the connection takes a piece; dropped with the body, when the
-    /// connection is done with it.
-    taken: Option<watch::Sender<()>>,
+    /// Told each time the connection takes a piece; dropped with the body (and its
+    /// [`copy`](UpstreamBody::copy)), when the connection is done with it.
+    taken: Option<Arc<watch::Sender<()>>>,
 }
 
 #[derive(Debug)]
@@ -248,8 +248,24 @@ impl UpstreamBody {
     /// of this body.
     pub fn progress(&mut self) -> Progress {
         let (tx, rx) = watch::channel(());
-        self.taken = Some(tx);
+        self.taken = Some(Arc::new(tx));
         Progress(rx)
+    }
+
+    /// A held body's copy, to send again should the upstream refuse the request unprocessed
+    /// (its chunks are shared, not copied); `None` for a streamed one, whose bytes are
+    /// sent once. Taken before the body is sent, it is the whole body.
+    pub fn copy(&self) -> Option<UpstreamBody> {
+        match &self.source {
+            Source::Held { chunks, remaining } => Some(UpstreamBody {
+                source: Source::Held {
+                    chunks: chunks.clone(),
+                    remaining: *remaining,
+                },
+                taken: self.taken.clone(),
+            }),
+            Source::Streamed { .. } => None,
+        }
     }
 }
 
