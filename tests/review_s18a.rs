@@ -1,6 +1,7 @@
 //! Session 18 red-team review of the HTTP front door: upgrades, and the answers a client
-//! gets from a stalled or slow upstream. Every test here failed on the code as reviewed (fixed in session 19, which added the trailer test);
-//! each says what a user sees and what they should see.
+//! gets from a stalled or slow upstream. Every test here failed on the code as reviewed
+//! (fixed in session 19, which added the trailer test); each says what a user sees and
+//! what they should see.
 
 mod ops_support;
 mod support;
