@@ -55,7 +55,8 @@ use super::error::ProxyError;
 use super::idle::{Activity, IdleIo};
 use super::origins::{OriginPool, PoolKey, Pooled};
 use super::upstream::{
-    BodyAborted, Connector, RESPONSE_HEADER_FIELDS, UpstreamBody, UpstreamClient,
+    BodyAborted, Connector, RESPONSE_HEADER_BYTES, RESPONSE_HEADER_FIELDS, UpstreamBody,
+    UpstreamClient,
 };
 use super::{ConnCtx, layers, page};
 use crate::metrics::{NotScanned, TlsOutcome};
@@ -1002,6 +1003,7 @@ async fn handshake(
     if h2 {
         let (sender, conn) = client2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            .max_header_list_size(RESPONSE_HEADER_BYTES)
             .handshake(io)
             .await
             .map_err(classify)?;

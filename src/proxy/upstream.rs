@@ -142,6 +142,11 @@ pub type UpstreamClient = Client<Connector, UpstreamBody>;
 /// head's size stays bounded by hyper's read buffer.
 pub const RESPONSE_HEADER_FIELDS: usize = 1000;
 
+/// Most bytes of header fields an upstream's HTTP/2 response may carry (h2's default is
+/// 16 KiB: found in review, a page clearing 150 cookies over HTTP/2 became a 502, where
+/// HTTP/1.1 took it). hyper's HTTP/1.1 read buffer bounds a head to about as much.
+pub const RESPONSE_HEADER_BYTES: u32 = 400 << 10;
+
 /// Builds the pooled client. Like the upstream connections of intercepted CONNECTs, it
 /// takes a response with whitespace between a field name and its colon, and removes it
 /// (RFC 9112 §5.1 asks exactly that of a proxy; such a response was a 502).
