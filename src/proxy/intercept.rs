@@ -845,30 +845,14 @@ impl Origin {
     ) -> Result<Response<Incoming>, Unsent> {
         let answered = match sender {
             Sender::H2(mut sender) => {
-                *req.version_mut() = Version::HTTP_2;
-                // HTTP/2 carries the host in :authority (from the absolute target).
-                req.headers_mut().remove(header::HOST);
+                for_h2(&mut req, &self.0.authority).map_err(Unsent::Failed)?;
                 if sender.ready().await.is_err() {
                     return Err(Unsent::Back(Box::new(req)));
                 }
                 sender.try_send_request(req).await
             }
             Sender::H1(mut sender) => {
-                *req.version_mut() = Version::HTTP_11;
-                let path = req
-                    .uri()
-                    .path_and_query()
-                    .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-                *req.uri_mut() = path.parse().map_err(|_| {
-                    Unsent::Failed(ProxyError::BadRequest("the request target is not valid"))
-                })?;
-                if !req.headers().contains_key(header::HOST) {
-                    if let Ok(host) = HeaderValue::from_str(self.0.authority.as_str()) {
-                        req.headers_mut().insert(header::HOST, host);
-                    }
-                }
-                join_cookies(req.headers_mut());
-                super::forward::name_te_in_connection(req.headers_mut());
+                for_h1(&mut req, &self.0.authority).map_err(Unsent::Failed)?;
                 if sender.ready().await.is_err() {
                     return Err(Unsent::Back(Box::new(req)));
                 }
@@ -971,6 +955,52 @@ fn refused(err: &hyper::Error) -> bool {
     false
 }
 
+/// Makes `req` an HTTP/1.1 request to `authority`: origin-form target, `Host`, one
+/// `Cookie` line, `TE` named in `Connection`. [`for_h2`] undoes what HTTP/2 cannot carry.
+fn for_h1<B>(req: &mut Request<B>, authority: &Authority) -> Result<(), ProxyError> {
+    *req.version_mut() = Version::HTTP_11;
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    *req.uri_mut() = path
+        .parse()
+        .map_err(|_| ProxyError::BadRequest("the request target is not valid"))?;
+    if !req.headers().contains_key(header::HOST) {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            req.headers_mut().insert(header::HOST, host);
+        }
+    }
+    join_cookies(req.headers_mut());
+    super::forward::name_te_in_connection(req.headers_mut());
+    Ok(())
+}
+
+/// Makes `req` an HTTP/2 request to `authority`: absolute target (HTTP/2 carries the host
+/// in `:authority`), no `Host`, no `Connection`. A request an HTTP/1.1 connection gave back
+/// unsent was already made one by [`for_h1`], and the new connection may speak HTTP/2: as
+/// it was, h2 refused it and the client got 502 (found in review). `Connection` here is
+/// only ever the one `for_h1` added: the client's hop-by-hop fields went long before.
+fn for_h2<B>(req: &mut Request<B>, authority: &Authority) -> Result<(), ProxyError> {
+    *req.version_mut() = Version::HTTP_2;
+    if req.uri().scheme().is_none() || req.uri().authority().is_none() {
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::builder()
+            .scheme(Scheme::HTTPS)
+            .authority(authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|_| ProxyError::BadRequest("the request target is not valid"))?;
+    }
+    req.headers_mut().remove(header::HOST);
+    req.headers_mut().remove(header::CONNECTION);
+    Ok(())
+}
+
 /// Joins an HTTP/2 request's cookie crumbs (a `cookie` field per cookie, as browsers send
 /// them for header compression) into the one `Cookie` line HTTP/1.1 has (RFC 9113 §8.2.3:
 /// a MUST for a translation to HTTP/1.1; found in review).
@@ -1042,4 +1072,47 @@ fn classify(err: hyper::Error) -> ProxyError {
         .map(|s| format!("{err}: {s}"))
         .unwrap_or_else(|| err.to_string());
     ProxyError::Upstream(detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> Request<()> {
+        Request::builder()
+            .method("POST")
+            .uri("https://shop.example:8443/cart?id=7")
+            .header(header::TE, "trailers")
+            .header(header::COOKIE, "a=1")
+            .header(header::COOKIE, "b=2")
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_request_made_for_http1_is_made_whole_again_for_http2() {
+        let authority: Authority = "shop.example:8443".parse().unwrap();
+        let mut req = request();
+        for_h1(&mut req, &authority).unwrap();
+        assert_eq!(req.uri(), "/cart?id=7");
+        assert_eq!(req.headers()[header::HOST], "shop.example:8443");
+        assert_eq!(req.headers()[header::CONNECTION], "te");
+        assert_eq!(req.headers()[header::COOKIE], "a=1; b=2");
+
+        for_h2(&mut req, &authority).unwrap();
+        assert_eq!(req.version(), Version::HTTP_2);
+        assert_eq!(req.uri(), "https://shop.example:8443/cart?id=7");
+        assert!(!req.headers().contains_key(header::HOST));
+        assert!(!req.headers().contains_key(header::CONNECTION));
+        assert_eq!(req.headers()[header::TE], "trailers");
+    }
+
+    #[test]
+    fn an_absolute_request_keeps_its_target_for_http2() {
+        let authority: Authority = "shop.example:8443".parse().unwrap();
+        let mut req = request();
+        for_h2(&mut req, &authority).unwrap();
+        assert_eq!(req.uri(), "https://shop.example:8443/cart?id=7");
+        assert_eq!(req.headers().get_all(header::COOKIE).iter().count(), 2);
+    }
 }
