@@ -1,5 +1,6 @@
 //! WebSocket (HTTP/1.1 upgrade) through the proxy: the handshake is inspected and
-//! forwarded with its `Upgrade` headers; after the upstream's 101, bytes pass both ways.
+//! forwarded with its `Upgrade` headers; after the upstream's 101, frames pass both ways
+//! (the client's messages inspected on their way: tests/proxy_websocket.rs).
 
 mod support;
 
@@ -69,7 +70,8 @@ async fn websocket_upgrades_pass_through() {
     assert!(forwarded.contains("connection: upgrade"), "{forwarded}");
     assert!(forwarded.contains("via: 1.1 egress-dlp"), "{forwarded}");
 
-    let frame = b"\x81\x05hello, any bytes at all \x00\xff";
+    // A masked text frame `hello` (RFC 6455 §5.7's example), as a client sends it.
+    let frame = b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58";
     stream.write_all(frame).await.unwrap();
     let mut echoed = vec![0u8; frame.len()];
     stream.read_exact(&mut echoed).await.unwrap();

@@ -17,10 +17,10 @@
 //! has covered it (a value cut by a chunk's end aside), and a block verdict at the very
 //! end still aborts the upstream request before the upstream has seen all of it.
 //!
-//! An upgrade request (WebSocket) is inspected like any other request; if the upstream
-//! answers 101 naming the protocol offered, both connections are handed to
-//! [`tunnel::splice`] and the messages that follow pass through uninspected; any other
-//! 101 is a 502. Only WebSocket is offered upstream: an upgrade to anything else (`h2c`)
+//! An upgrade request (WebSocket) is inspected like any other request (its offer of
+//! extensions removed); if the upstream answers 101 naming the protocol offered and no
+//! extension, both connections are handed to [`websocket::relay`], which inspects the
+//! client's messages; any other 101 is a 502. Only WebSocket is offered upstream: an upgrade to anything else (`h2c`)
 //! is forwarded as a plain request, without its `Upgrade` header.
 //!
 //! `limits.upstream_response_timeout` is the upstream's time to answer, counted from the
@@ -47,7 +47,7 @@ use super::error::{Blocked, NotInspected, ProxyError};
 use super::observe::{self, Inspection, Record};
 use super::reload::Live;
 use super::upstream::{Piece, UpstreamBody};
-use super::{ConnCtx, ProxyBody, Shared, intercept, tunnel};
+use super::{ConnCtx, ProxyBody, Shared, intercept, websocket};
 use crate::config::Oversize;
 use crate::decode::NotScanned;
 use crate::metrics::{ScanError, TimedScan};
@@ -64,7 +64,7 @@ const STREAM_CHANNEL_CHUNKS: usize = 8;
 /// least this many more bytes have been scanned: often enough that an abort comes within a
 /// fraction of a megabyte of the deciding value, rarely enough that building the snapshot
 /// (a few small allocations) is noise next to scanning the bytes.
-const SNAPSHOT_INTERVAL: usize = 256 << 10;
+pub(super) const SNAPSHOT_INTERVAL: usize = 256 << 10;
 
 /// Most bytes of a streamed body held back while the findings may not cover all of it
 /// ([`crate::decode::Inspection::undecided`]; at most `limits.hold_bytes`). Past it the
@@ -72,7 +72,7 @@ const SNAPSHOT_INTERVAL: usize = 256 << 10;
 /// waiting that long is contrived (it goes in at least every 36 KiB of raw text), and the
 /// engine decides a place within a few KiB, so only text with a place to decide in every
 /// few KiB (dense with values, which then count) keeps it undecided that long.
-const WAIT_CAP: u64 = 1 << 20;
+pub(super) const WAIT_CAP: u64 = 1 << 20;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus
 /// `Proxy-Connection` (legacy clients). `TE` is among them, but a request's `TE: trailers`
@@ -194,6 +194,9 @@ pub(super) async fn forward(
     parts.headers.insert(header::HOST, host);
     if let Some(protocol) = &upgrade {
         mark_upgrade(&mut parts.headers, protocol.clone());
+        // No extension may be agreed: `permessage-deflate` would send the messages
+        // compressed, past inspection (see `websocket`).
+        parts.headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
     }
 
     // Reserve room for what may be held, and for the decompressor windows the
@@ -292,9 +295,26 @@ pub(super) async fn forward(
         return Ok(to_client(response));
     }
     match (client_upgrade, upgrade) {
+        (Some(_), Some(_))
+            if response
+                .headers()
+                .contains_key(header::SEC_WEBSOCKET_EXTENSIONS) =>
+        {
+            Err(ProxyError::Upstream(
+                "the upstream agreed to a WebSocket extension no one offered".into(),
+            ))
+        }
         (Some(client_upgrade), Some(offered)) if switches_to(response.headers(), &offered) => {
-            observe::upgraded(shared);
-            Ok(switch(ctx, response, client_upgrade, request_id))
+            let session = websocket::Session {
+                shared: ctx.shared.clone(),
+                live,
+                input: insp.input.clone(),
+                client: ctx.peer.ip(),
+                method: insp.method.clone(),
+                uri: insp.uri.clone(),
+                request_id: request_id.to_owned(),
+            };
+            Ok(switch(ctx, response, client_upgrade, session))
         }
         // RFC 9110 §7.8: a 101 names the protocol switched to, one the client offered.
         // Anything else (`h2c`, or no `Upgrade` at all) would be a tunnel to a protocol no
@@ -327,25 +347,30 @@ fn switches_to(headers: &HeaderMap, offered: &HeaderValue) -> bool {
     }
 }
 
-/// The upstream accepted an upgrade: hands both connections to a tunnel and passes the 101
-/// on to the client.
+/// The upstream accepted a WebSocket upgrade: hands both connections to the relay that
+/// inspects the client's messages, and passes the 101 on to the client.
 fn switch(
     ctx: &ConnCtx,
     mut response: Response<Incoming>,
     client_upgrade: hyper::upgrade::OnUpgrade,
-    request_id: &str,
+    session: websocket::Session,
 ) -> Response<ProxyBody> {
     let protocol = response.headers().get(header::UPGRADE).cloned();
     let upstream_upgrade = hyper::upgrade::on(&mut response);
-    tunnel::splice(ctx, "upgrade", client_upgrade, async move {
-        upstream_upgrade
-            .await
-            .map(hyper_util::rt::TokioIo::new)
-            .map_err(std::io::Error::other)
-    });
     info!(
-        request_id,
-        "connection upgraded: what follows is not inspected"
+        request_id = session.request_id,
+        "connection upgraded to WebSocket: the client's messages are inspected"
+    );
+    websocket::relay(
+        ctx,
+        client_upgrade,
+        async move {
+            upstream_upgrade
+                .await
+                .map(hyper_util::rt::TokioIo::new)
+                .map_err(std::io::Error::other)
+        },
+        session,
     );
     let mut response = to_client(response);
     if let Some(protocol) = protocol {
@@ -703,7 +728,7 @@ pub(super) fn judge_name(
 /// Finishes the scan and applies the policy — the rules' thresholds, then the sender's
 /// cumulative windows (recorded when the request goes through): `Err(Blocked)` on block,
 /// a log line on log. `partial`: part of the body has already gone upstream.
-fn judge(
+pub(super) fn judge(
     shared: &Shared,
     live: &Live,
     scan: TimedScan<'_>,
@@ -817,7 +842,7 @@ fn decide(
 
 /// What a streamed body's snapshots last judged (see [`judge_snapshot`]).
 #[derive(Default)]
-struct Judged {
+pub(super) struct Judged {
     /// Values counted then ([`TimedScan::matches`]).
     matches: u64,
     /// Whether the request was known then not to be fully inspectable.
@@ -829,7 +854,7 @@ struct Judged {
 impl Judged {
     /// Judges a streamed body's snapshot mid-stream when a value was counted or a problem
     /// found since the last one, or when `anyway`; `Ok(true)` when it judged.
-    fn judge(
+    pub(super) fn judge(
         &mut self,
         shared: &Shared,
         live: &Live,

@@ -17,8 +17,9 @@
 //!   with `tls.intercept: false` or a host in `tls.bypass`, becomes a blind tunnel (`tunnel`);
 //!   anything else must be an absolute `http://` URL, inspected and forwarded (`forward`)
 //!   through the pooled client ([`upstream`]), with requests to the proxy's own addresses
-//!   refused as loops; a WebSocket upgrade the upstream accepts becomes a tunnel too
-//!   (other upgrades, `h2c` above all, are forwarded as plain requests); request bodies
+//!   refused as loops; a WebSocket upgrade the upstream accepts is relayed with the
+//!   client's messages inspected one by one (`websocket`; other upgrades, `h2c` above all,
+//!   are forwarded as plain requests); request bodies
 //!   are held up to `limits.hold_bytes` each and `limits.hold_total` across all requests
 //!   (`budget`), larger ones streamed and aborted as soon as a scan snapshot blocks;
 //! - **errors**: every failure is a [`ProxyError`] that says where it came from, turned into
@@ -53,6 +54,7 @@ pub mod page;
 pub mod reload;
 mod tunnel;
 pub mod upstream;
+mod websocket;
 
 use std::future::Future;
 use std::hash::BuildHasher;

@@ -268,11 +268,6 @@ pub(super) fn destination_blocked(
     }
 }
 
-/// An upgraded connection (WebSocket) now passes its messages uninspected.
-pub(super) fn upgraded(shared: &Shared) {
-    shared.metrics.not_scanned(NotScanned::Upgrade);
-}
-
 /// The method as logs and audit events show it: an extension method only when it is
 /// letters and dashes (`PROPFIND`, `VERSION-CONTROL`), else `OTHER` — a client-chosen
 /// token could carry identifiers (found in review; it is scanned as well).

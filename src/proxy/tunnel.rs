@@ -1,5 +1,5 @@
-//! CONNECT: a blind TCP tunnel to an allowed port; and [`splice`], the byte copy shared
-//! with upgraded connections (WebSocket).
+//! CONNECT: a blind TCP tunnel to an allowed port, through [`splice`], the byte copy.
+//! (An upgraded WebSocket connection is not a blind tunnel: see `websocket`.)
 //!
 //! The port must be in `access.connect_ports`, and the host is scanned before anything is
 //! sent to it or about it (`forward::judge_name`: a block is a 403 and an audit event;
