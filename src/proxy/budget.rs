@@ -77,6 +77,26 @@ impl Reservation {
         }
     }
 
+    /// Takes `more` into this reservation (both for the same client).
+    fn merge(&mut self, more: Reservation) {
+        let Some(mut more) = more.0 else {
+            return;
+        };
+        match &mut self.0 {
+            None => self.0 = Some(more),
+            Some(held) => {
+                // The same semaphores: the shared units, and the client's share, which
+                // stays in the map while `held` holds part of it.
+                held.total.merge(more.total);
+                match (&mut held.client.permit, more.client.permit.take()) {
+                    (Some(mine), Some(theirs)) => mine.merge(theirs),
+                    (mine @ None, theirs) => *mine = theirs,
+                    (Some(_), None) => {}
+                }
+            }
+        }
+    }
+
     /// Bytes reserved (a multiple of the budget's unit).
     #[cfg(test)]
     fn bytes(&self) -> u64 {
@@ -174,9 +194,47 @@ impl HoldBudget {
     }
 }
 
+impl HoldBudget {
+    /// Adds `bytes` to `reservation` (held for `client`), waiting up to the hold wait as
+    /// [`HoldBudget::reserve`] does; on failure the reservation is as it was.
+    pub(super) async fn grow(
+        &self,
+        reservation: &mut Reservation,
+        client: IpAddr,
+        bytes: u64,
+    ) -> Result<(), ProxyError> {
+        let more = self.reserve(client, bytes).await?;
+        reservation.merge(more);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reservation grown in steps holds their sum, in the shared budget and the
+    /// client's share, and gives it all back at once.
+    #[tokio::test]
+    async fn a_grown_reservation_holds_the_sum_and_gives_it_all_back() {
+        let budget = HoldBudget::new(40 << 10, 20 << 10, Duration::from_millis(50));
+        let mut r = budget.reserve(A, 4 << 10).await.unwrap();
+        budget.grow(&mut r, A, 8 << 10).await.unwrap();
+        assert_eq!(r.bytes(), 12 << 10);
+        // The client's share (20 KiB) has 8 left; another client still has room.
+        assert!(budget.grow(&mut r, A, 12 << 10).await.is_err());
+        assert_eq!(r.bytes(), 12 << 10, "a failed growth leaves it as it was");
+        let other = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+        let theirs = budget.reserve(other, 20 << 10).await.unwrap();
+        r.shrink_to(2 << 10);
+        assert_eq!(r.bytes(), 2 << 10);
+        drop(r);
+        drop(theirs);
+        assert_eq!(budget.reserve(A, 20 << 10).await.unwrap().bytes(), 20 << 10);
+        let mut empty = budget.reserve(A, 0).await.unwrap();
+        budget.grow(&mut empty, A, 1 << 10).await.unwrap();
+        assert_eq!(empty.bytes(), 1 << 10);
+    }
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 

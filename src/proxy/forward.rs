@@ -57,6 +57,10 @@ use crate::scan::Findings;
 /// The `Via` entry this proxy adds (RFC 9110 §7.6.3).
 const VIA: &str = "1.1 egress-dlp";
 
+/// What a body of unknown length reserves of the hold budget before its first byte (at
+/// most `hold_bytes`); it reserves more, twice as much each time, as it comes.
+const UNKNOWN_LENGTH_FIRST: u64 = 256 << 10;
+
 /// Chunks in flight between the scanner and the upstream connection when streaming.
 const STREAM_CHANNEL_CHUNKS: usize = 8;
 
@@ -200,17 +204,25 @@ pub(super) async fn forward(
     }
 
     // Reserve room for what may be held, and for the decompressor windows the
-    // content-encoding opens, all at once and before reading any of it.
+    // content-encoding opens, before reading any of it: all of a body of known length; of
+    // one of unknown length (chunked, an HTTP/2 stream without Content-Length: every gRPC
+    // call) its first [`UNKNOWN_LENGTH_FIRST`], more as it comes (found in review: each
+    // reserved `hold_bytes`, so a client's fifth concurrent call waited and got 503).
     let (may_hold, windows) = if body.is_end_stream() {
         (0, 0)
     } else {
         (
-            content_length(&parts.headers).map_or(limits.hold_bytes, |n| n.min(limits.hold_bytes)),
+            content_length(&parts.headers)
+                .map_or(UNKNOWN_LENGTH_FIRST.min(limits.hold_bytes), |n| {
+                    n.min(limits.hold_bytes)
+                }),
             content_encoding
                 .as_deref()
                 .map_or(0, |v| live.config.decode.limits.encoding_windows(v)),
         )
     };
+    // Body bytes the reservation covers.
+    let mut room = may_hold;
     let mut reservation = {
         let _busy = ctx.activity.busy();
         let budget = &shared.hold_budget;
@@ -223,7 +235,7 @@ pub(super) async fn forward(
     // few bytes a second held its reservation (and slot) forever (found in review).
     let mut held = Vec::new();
     let mut held_bytes = 0u64;
-    let started = tokio::time::Instant::now();
+    let mut started = tokio::time::Instant::now();
     let complete = loop {
         if held_bytes > limits.hold_bytes {
             break false;
@@ -245,6 +257,20 @@ pub(super) async fn forward(
                     if !data.is_empty() {
                         scan.feed(&data);
                         held_bytes += data.len() as u64;
+                        if held_bytes > room && room < limits.hold_bytes {
+                            // Twice as much each time, up to the hold limit (one byte past
+                            // it and the body streams or is refused).
+                            let want = held_bytes.max(room * 2).min(limits.hold_bytes);
+                            let waited = tokio::time::Instant::now();
+                            let _busy = ctx.activity.busy();
+                            shared
+                                .hold_budget
+                                .grow(&mut reservation, ctx.peer.ip(), want - room)
+                                .await?;
+                            room = want;
+                            // The wait for room is not the client's slowness.
+                            started += waited.elapsed();
+                        }
                         held.push(data);
                     }
                 }
