@@ -47,7 +47,7 @@ use super::error::{Blocked, NotInspected, ProxyError};
 use super::observe::{self, Inspection, Record};
 use super::reload::Live;
 use super::upstream::{Piece, UpstreamBody};
-use super::{ConnCtx, ProxyBody, Shared, intercept, websocket};
+use super::{ConnCtx, ProxyBody, Shared, grpc, intercept, websocket};
 use crate::config::Oversize;
 use crate::decode::NotScanned;
 use crate::metrics::{ScanError, TimedScan};
@@ -151,6 +151,7 @@ pub(super) async fn forward(
 
     only_chunked(&parts.headers)?;
     let content_type = single_content_type(&parts.headers)?;
+    let is_grpc = grpc::is_grpc(content_type);
     // The rules and policy in force when the request started judge all of it, whatever
     // a reload does meanwhile.
     let live = super::auth::live_of(ctx, &parts.extensions);
@@ -201,6 +202,26 @@ pub(super) async fn forward(
         // No extension may be agreed: `permessage-deflate` would send the messages
         // compressed, past inspection (see `websocket`).
         parts.headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
+    }
+
+    // A gRPC call's body is a stream of messages that may last as long as the call: once
+    // the head is judged, each message is judged and passed on by itself (see `grpc`).
+    if is_grpc && content_encoding.is_none() && !body.is_end_stream() {
+        judge(shared, &live, scan, &insp, &[], false)?;
+        let call = grpc::Call {
+            shared: ctx.shared.clone(),
+            live: live.clone(),
+            input: insp.input.clone(),
+            client: ctx.peer.ip(),
+            method: parts.method.clone(),
+            uri: insp.uri.clone(),
+            request_id: request_id.to_owned(),
+            encoding: parts
+                .headers
+                .get("grpc-encoding")
+                .map(|v| v.as_bytes().to_vec()),
+        };
+        return grpc::through(ctx, parts, body, call).await;
     }
 
     // Reserve room for what may be held, and for the decompressor windows the
@@ -1021,7 +1042,7 @@ fn not_inspected(
 /// The upstream response as the client gets it: hop-by-hop headers removed, `Via` added.
 /// Its `Trailer` stays, so that an HTTP/1.1 client gets the trailer fields it announces
 /// (hyper sends only the fields a response's `Trailer` names).
-fn to_client(response: Response<Incoming>) -> Response<ProxyBody> {
+pub(super) fn to_client(response: Response<Incoming>) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     prepare_headers(&mut parts.headers);
     Response::from_parts(

@@ -44,6 +44,7 @@ mod budget;
 mod destination;
 pub mod error;
 mod forward;
+mod grpc;
 pub mod idle;
 mod intercept;
 mod layers;

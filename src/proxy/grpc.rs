@@ -1,0 +1,368 @@
+//! gRPC calls (`Content-Type: application/grpc`, `+proto`, `+json`…): the request body is a
+//! stream of length-prefixed messages that may never end while the call lives (client and
+//! bidirectional streaming), so it cannot be held whole as other bodies are: the upstream
+//! would never get the first message, and the call would hang until it timed out.
+//!
+//! Instead, once the request head (target, headers) is judged, the request goes upstream
+//! at once with a streamed body, and each message is held, scanned (its own decode
+//! [`Inspection`](crate::decode::Inspection): a compressed message — flag 1 — through the
+//! call's `grpc-encoding`, e.g. gzip) and judged like a request (its own audit event, id
+//! `<request id>-m<n>`; metrics; cumulative windows) before its bytes go on. The upstream's
+//! answer goes back to the client as soon as it comes, while the client goes on sending.
+//! A blocked message never leaves: the upstream request is aborted (its stream reset) and
+//! the client gets the block answer — a 403 when the upstream had not answered yet (gRPC
+//! clients report `PERMISSION_DENIED`), else its answer is cut (the stream reset). A unary
+//! call, one message, is thus held and judged whole, as any body.
+//!
+//! Each message is judged alone (a call's messages are separate documents, and a stream
+//! may last for hours): a list sent one row per message is what `policy.windows` counts.
+//! A message over `limits.hold_bytes` (gRPC's own default limit is 4 MiB) is refused
+//! (413 or a reset); held bytes come from the hold budget as they arrive. A body that ends
+//! inside a message's prefix or payload is judged on what came and then ends (the upstream
+//! sees a truncated message, as it would have directly). `grpc-web` is not this: its
+//! bodies end, and go through the usual path.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info};
+
+use super::budget::Reservation;
+use super::error::ProxyError;
+use super::linger::ClientBody;
+use super::observe::Inspection;
+use super::upstream::{Piece, UpstreamBody};
+use super::{ConnCtx, Live, ProxyBody, Shared, intercept};
+use crate::metrics::TimedScan;
+
+/// The length prefix of a message: a flag byte and a 4-byte big-endian length.
+const PREFIX: usize = 5;
+
+/// The least a held message reserves of the hold budget at a time.
+const RESERVE_STEP: u64 = 64 << 10;
+
+/// Whether a request with this `Content-Type` is a gRPC call (not gRPC-Web).
+pub(super) fn is_grpc(content_type: Option<&[u8]>) -> bool {
+    let Some(t) = content_type else {
+        return false;
+    };
+    let t = t.trim_ascii();
+    let essence = t.split(|&b| b == b';').next().unwrap_or(t).trim_ascii();
+    let Some(rest) = essence
+        .get(..16)
+        .filter(|p| p.eq_ignore_ascii_case(b"application/grpc"))
+        .map(|_| &essence[16..])
+    else {
+        return false;
+    };
+    rest.is_empty() || rest[0] == b'+'
+}
+
+/// What a call's messages are judged with: the request's.
+pub(super) struct Call {
+    pub(super) shared: Arc<Shared>,
+    pub(super) live: Arc<Live>,
+    pub(super) input: crate::policy::Input,
+    pub(super) client: std::net::IpAddr,
+    pub(super) method: http::Method,
+    pub(super) uri: http::Uri,
+    pub(super) request_id: String,
+    /// The call's `grpc-encoding`: how a message with the compressed flag is compressed.
+    pub(super) encoding: Option<Vec<u8>>,
+}
+
+/// Sends the call upstream with its body streamed message by message (see the module
+/// doc) and returns the upstream's answer, cut should a later message be blocked.
+pub(super) async fn through(
+    ctx: &ConnCtx,
+    parts: http::request::Parts,
+    body: ClientBody,
+    call: Call,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let shared = call.shared.clone();
+    let timeout = call.live.config.limits.upstream_response_timeout;
+    let (tx, mut up_body) = UpstreamBody::streamed(8);
+    let progress = up_body.progress();
+    let send = intercept::send(&shared.client, Request::from_parts(parts, up_body));
+    let (cut_tx, cut_rx) = watch::channel(false);
+    let (early_tx, early_rx) = oneshot::channel();
+    let guard = ctx.guard.clone();
+    let phase = ctx.phase.clone();
+    tokio::spawn(async move {
+        let _guard = guard;
+        let ended = pump(&call, body, tx, phase).await;
+        if let Err(e) = ended {
+            let _ = cut_tx.send(true);
+            // Before the upstream answered, the client gets this answer instead.
+            let _ = early_tx.send(e);
+        }
+    });
+    let sent = std::time::Instant::now();
+    let answered = progress.answer(send, timeout);
+    tokio::pin!(answered);
+    let response = tokio::select! {
+        response = &mut answered => response?,
+        Ok(e) = early_rx => return Err(e),
+    };
+    shared.metrics.upstream_response(sent.elapsed());
+    let (parts, body) = super::forward::to_client(response).into_parts();
+    let body = Cut {
+        inner: body,
+        cut: Box::pin(wait_cut(cut_rx)),
+    };
+    Ok(Response::from_parts(parts, BodyExt::boxed(body)))
+}
+
+async fn wait_cut(mut rx: watch::Receiver<bool>) {
+    if rx.wait_for(|cut| *cut).await.is_err() {
+        // The pump ended without a cut: never.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A response body that fails once its call was blocked (hyper then resets the stream).
+struct Cut {
+    inner: ProxyBody,
+    cut: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>,
+}
+
+impl Body for Cut {
+    type Data = Bytes;
+    type Error = super::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.cut.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Some(Err("the call was blocked by egress-dlp".into())));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A message on its way: held while it is scanned.
+struct Message<'c> {
+    id: String,
+    /// Its place in the call, from 1.
+    n: u64,
+    scan: TimedScan<'c>,
+    /// Its bytes as they came (prefix first).
+    held: Vec<Bytes>,
+    held_bytes: u64,
+    /// Payload bytes still to come.
+    left: u64,
+    reserved: Vec<Reservation>,
+    reserved_bytes: u64,
+}
+
+/// Reads the client's body, judges each message and passes the allowed ones on; `Err`
+/// when a message was blocked or refused (the upstream body is then dropped unfinished,
+/// which aborts the upstream request).
+async fn pump(
+    call: &Call,
+    mut body: ClientBody,
+    tx: mpsc::Sender<Piece>,
+    phase: watch::Receiver<super::Phase>,
+) -> Result<(), ProxyError> {
+    let mut buf = BytesMut::new();
+    let mut message: Option<Message<'_>> = None;
+    let mut count = 0u64;
+    let mut phase = phase;
+    loop {
+        // Take what the buffer holds.
+        loop {
+            let Some(m) = &mut message else {
+                if buf.len() < PREFIX {
+                    break;
+                }
+                count += 1;
+                let prefix = buf.split_to(PREFIX).freeze();
+                let compressed = prefix[0] & 1 == 1;
+                let len = u64::from(u32::from_be_bytes([
+                    prefix[1], prefix[2], prefix[3], prefix[4],
+                ]));
+                let mut m = start(call, count, compressed);
+                m.left = len;
+                hold(call, &mut m, prefix).await?;
+                message = Some(m);
+                continue;
+            };
+            if m.left > 0 {
+                if buf.is_empty() {
+                    break;
+                }
+                let n = buf.len().min(usize::try_from(m.left).unwrap_or(usize::MAX));
+                let piece = buf.split_to(n).freeze();
+                m.scan.feed(&piece);
+                m.left -= n as u64;
+                hold(call, m, piece).await?;
+            }
+            if m.left == 0 {
+                let m = message.take().expect("a message");
+                if !forward_message(call, m, &tx).await? {
+                    // The upstream request is gone (answered or failed): nothing more to do.
+                    return Ok(());
+                }
+            }
+        }
+        // A call may wait for its next message as long as it lives (a client that sent
+        // its request and now listens): the wait ends with the client, with the upstream
+        // request, or at the end of the drain time.
+        let next = tokio::select! {
+            next = body.frame() => next,
+            _ = tx.closed() => {
+                debug!(request_id = call.request_id, "gRPC call ended upstream");
+                return Ok(());
+            }
+            _ = super::stopped(&mut phase) => {
+                debug!(request_id = call.request_id, "gRPC call cut at the end of the drain time");
+                return Ok(());
+            }
+        };
+        let frame = match next {
+            None => break,
+            Some(Err(e)) => return Err(ProxyError::ClientBody(e)),
+            Some(Ok(frame)) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
+        }
+    }
+    // The body ended: a message it cut short is judged on what came, then goes on.
+    if let Some(m) = message.take() {
+        if !forward_message(call, m, &tx).await? {
+            return Ok(());
+        }
+    }
+    if !buf.is_empty() {
+        // Part of a prefix: no payload, nothing to scan; the upstream gets what was sent.
+        let _ = tx.send(Piece::Data(buf.freeze())).await;
+    }
+    let _ = tx.send(Piece::End).await;
+    Ok(())
+}
+
+fn start(call: &Call, n: u64, compressed: bool) -> Message<'_> {
+    let limits = &call.live.config.decode.limits;
+    let encoding = if compressed {
+        // A compressed message without a `grpc-encoding` breaks the protocol: scanned as
+        // it is, and not fully inspected.
+        Some(call.encoding.as_deref().unwrap_or(b"unknown"))
+    } else {
+        None
+    };
+    Message {
+        id: format!("{}-m{n}", call.request_id),
+        n,
+        scan: TimedScan::new(
+            crate::decode::Inspection::new(&call.live.engine, limits, None, encoding)
+                .with_windows(call.shared.decoder_windows.for_client(call.client)),
+        ),
+        held: Vec::new(),
+        held_bytes: 0,
+        left: 0,
+        reserved: Vec::new(),
+        reserved_bytes: 0,
+    }
+}
+
+/// Holds `piece` of message `m`, within `hold_bytes` and the hold budget.
+async fn hold(call: &Call, m: &mut Message<'_>, piece: Bytes) -> Result<(), ProxyError> {
+    let hold_bytes = call.live.config.limits.hold_bytes;
+    m.held_bytes += piece.len() as u64;
+    if m.held_bytes + m.left > hold_bytes + PREFIX as u64 {
+        info!(
+            request_id = m.id,
+            "gRPC message over the hold limit: the call is refused"
+        );
+        return Err(ProxyError::BodyTooLarge { limit: hold_bytes });
+    }
+    if m.held_bytes > m.reserved_bytes {
+        let want = (m.held_bytes + m.left).min(hold_bytes + PREFIX as u64);
+        let bytes = (want - m.reserved_bytes).max(RESERVE_STEP);
+        let r = call.shared.hold_budget.reserve(call.client, bytes).await?;
+        m.reserved.push(r);
+        m.reserved_bytes += bytes;
+    }
+    m.held.push(piece);
+    Ok(())
+}
+
+/// Judges a whole message and passes it on: `Ok(false)` when the upstream request is gone.
+async fn forward_message(
+    call: &Call,
+    m: Message<'_>,
+    tx: &mpsc::Sender<Piece>,
+) -> Result<bool, ProxyError> {
+    let Message {
+        id,
+        n,
+        scan,
+        held,
+        held_bytes,
+        reserved,
+        ..
+    } = m;
+    let insp = Inspection {
+        input: call.input.clone(),
+        request_id: &id,
+        record: None,
+        client: call.client,
+        method: call.method.clone(),
+        uri: call.uri.clone(),
+        body_bytes: held_bytes,
+        window_recorded: Default::default(),
+    };
+    let payload: Vec<Bytes> = held.iter().skip(1).cloned().collect();
+    // Partial: the call's earlier messages went upstream.
+    let partial = n > 1;
+    if let Err(e) = super::forward::judge(&call.shared, &call.live, scan, &insp, &payload, partial)
+    {
+        info!(request_id = id, "gRPC message blocked: the call is cut");
+        return Err(e);
+    }
+    let timeout = call.live.config.limits.upstream_response_timeout;
+    for piece in held {
+        match tokio::time::timeout(timeout, tx.send(Piece::Data(piece))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Ok(false),
+            // The upstream stopped taking the body.
+            Err(_) => return Err(ProxyError::UpstreamTimeout(timeout)),
+        }
+    }
+    drop(reserved);
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn grpc_content_types_are_told_from_others() {
+        for (t, want) in [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("Application/GRPC+json; charset=utf-8", true),
+            ("application/grpc-web", false),
+            ("application/grpc-web-text+proto", false),
+            ("application/grpcx", false),
+            ("application/json", false),
+            ("", false),
+        ] {
+            assert_eq!(super::is_grpc(Some(t.as_bytes())), want, "{t}");
+        }
+        assert!(!super::is_grpc(None));
+    }
+}
