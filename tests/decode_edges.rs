@@ -1836,3 +1836,43 @@ fn fields_past_the_held_limit_do_not_cut_the_decoded_text() {
         assert_eq!(o.findings.category_distinct("email"), 12, "step {step}");
     }
 }
+
+/// A zlib stream (RFC 1950, what `pako.deflate` and zlib write) with no Content-Encoding
+/// to say so is opened by its header, as gzip and zstd are (found in session 20's review:
+/// a list zlib-compressed into a WebSocket message passed), at the levels whose header is
+/// not text; text that starts with `x^` (levels 2–5's header) is not a problem.
+#[test]
+fn a_zlib_stream_is_opened_by_its_header_and_text_like_it_is_left_alone() {
+    let e = engine();
+    let limits = Limits::default();
+    let list = support::customer_export(12);
+    for level in [0, 1, 6, 9] {
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(level));
+        z.write_all(list.as_bytes()).unwrap();
+        let body = z.finish().unwrap();
+        let mut i = Inspection::new(&e, &limits, Some(b"application/octet-stream"), None);
+        for piece in body.chunks(7) {
+            i.feed(piece);
+        }
+        let o = i.finish();
+        assert!(o.not_scanned.is_none(), "{:?}", o.not_scanned);
+        assert_eq!(
+            o.findings.category_distinct("email"),
+            12,
+            "level {level}: header {:02x?}",
+            &body[..2]
+        );
+    }
+    for text in [
+        &b"x^2 + y^2 = z^2, wrote customer0@acme-corp.io"[..],
+        b"x\x01 not zlib at all",
+    ] {
+        let mut i = Inspection::new(&e, &limits, None, None);
+        i.feed(text);
+        let o = i.finish();
+        assert!(o.not_scanned.is_none(), "{:?}", o.not_scanned);
+    }
+    let mut i = Inspection::new(&e, &limits, None, None);
+    i.feed(b"x^2 + y^2 = z^2, wrote customer0@acme-corp.io");
+    assert_eq!(i.finish().findings.category_distinct("email"), 1);
+}

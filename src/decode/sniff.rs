@@ -2,8 +2,9 @@
 //! streams.
 //!
 //! A [`Sniffer`] feeds its input to the stream unchanged (the raw scan: no copy), and
-//! - looks at the first bytes: a zip archive (`PK\x03\x04`), a gzip stream (`1f 8b 08`) or a
-//!   zstd frame (`28 b5 2f fd`) is decoded instead, one layer deeper (the decoder scans the
+//! - looks at the first bytes: a zip archive (`PK\x03\x04`), a gzip stream (`1f 8b 08`), a
+//!   zlib stream (`78 01`, `78 9c`, `78 da`: levels 0–1 and 6–9) or a zstd frame (`28 b5 2f fd`) is
+//!   decoded instead, one layer deeper (the decoder scans the
 //!   raw bytes itself from wherever it cannot decode them); content that opens with a
 //!   UTF-16 byte-order mark (`ff fe`, `fe ff`), or with two ASCII characters in UTF-16
 //!   (`i\0d\0`: see [`utf16_without_mark`]), is transcoded, one layer deeper, and its
@@ -73,6 +74,17 @@ const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
 const END_MAGIC: &[u8] = b"PK\x05\x06";
 /// `1f 8b` and the only compression method defined (8, deflate).
 const GZIP_MAGIC: &[u8] = b"\x1f\x8b\x08";
+
+/// Whether `head` opens a zlib stream (RFC 1950) as zlib, pako (`pako.deflate`, what a
+/// browser app compresses with itself) and every other deflate library write it at levels
+/// 0–1, 6 (the default) and 7–9: a 32 KiB window and the level marks `78 01`, `78 9c`,
+/// `78 da` (found in review: a list zlib-compressed into a WebSocket message passed).
+/// Levels 2–5 mark `78 5e`, which is text (`x^2 + y^2`: read as deflate it yields bytes
+/// before it fails, a corrupt stream, so a 403); so are the other headers that pass
+/// zlib's check (`Hj`, `(`…): not guessed.
+fn is_zlib(head: &[u8]) -> bool {
+    matches!(head, [0x78, 0x01 | 0x9c | 0xda, ..])
+}
 const ZSTD_MAGIC: &[u8] = b"\x28\xb5\x2f\xfd";
 const HEAD: usize = 4;
 
@@ -718,6 +730,11 @@ impl Sniffer {
                 let next = Node::text(depth, acct);
                 Node::guessed_decompress(Codec::Gzip, next, self.depth, acct)
             })
+        } else if is_zlib(&head) {
+            acct.may_open(depth, "zlib stream").then(|| {
+                let next = Node::text(depth, acct);
+                Node::guessed_decompress(Codec::Deflate, next, self.depth, acct)
+            })
         } else if head.starts_with(ZSTD_MAGIC) {
             acct.may_open(depth, "zstd stream").then(|| {
                 let next = Node::text(depth, acct);
@@ -1020,9 +1037,12 @@ fn stray_end_record(out: &mut Out<'_, '_>) {
     );
 }
 
-/// Whether content starting with `head` is a zip archive, a gzip or a zstd stream.
+/// Whether content starting with `head` is a zip archive, a gzip, zlib or zstd stream.
 pub(crate) fn opens_archive(head: &[u8]) -> bool {
-    head.starts_with(ZIP_MAGIC) || head.starts_with(GZIP_MAGIC) || head.starts_with(ZSTD_MAGIC)
+    head.starts_with(ZIP_MAGIC)
+        || head.starts_with(GZIP_MAGIC)
+        || head.starts_with(ZSTD_MAGIC)
+        || is_zlib(head)
 }
 
 /// Whether content starting with `head` (its first four bytes) reads as UTF-16 text

@@ -31,7 +31,6 @@
 //!
 //! The rules and policy in force at the handshake judge every message of the connection.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
@@ -293,13 +292,17 @@ where
 
 /// Upstream to client: bytes copied as they come; when `close` brings a Close frame, it is
 /// sent between two frames (or the connection just ends, if the upstream is inside one).
-async fn downward<R, W>(mut from: R, mut to: W, mut close: oneshot::Receiver<Bytes>)
+async fn downward<R, W>(mut from: R, mut to: W, close: oneshot::Receiver<Bytes>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut frames = Boundaries::default();
     let mut buf = vec![0u8; 16 << 10];
+    // Gone once the client's side has ended without a Close from the proxy: the upstream's
+    // answer still comes back until it closes (found in review: a client's half-close cut
+    // it off).
+    let mut close = Some(close);
     loop {
         tokio::select! {
             read = from.read(&mut buf) => match read {
@@ -311,13 +314,16 @@ where
                     frames.advance(&buf[..n]);
                 }
             },
-            frame = &mut close => {
-                if let Ok(frame) = frame {
-                    if frames.between_frames() {
-                        let _ = to.write_all(&frame).await;
+            frame = async { close.as_mut().expect("polled only while open").await }, if close.is_some() => {
+                match frame {
+                    Ok(frame) => {
+                        if frames.between_frames() {
+                            let _ = to.write_all(&frame).await;
+                        }
+                        break;
                     }
+                    Err(_) => close = None,
                 }
-                break;
             }
         }
     }
@@ -381,27 +387,43 @@ impl Closing {
 struct Message<'s> {
     id: String,
     scan: TimedScan<'s>,
-    /// Its frames as they came, not sent on yet.
-    held: Vec<Bytes>,
-    held_bytes: u64,
+    /// When its first frame came: it must come whole at `body_min_rate` after the head
+    /// time, as a body must.
+    started: tokio::time::Instant,
+    /// Its bytes (heads and masked payload) that came so far.
+    received: u64,
+    /// Its frames as they came, not sent on yet: copied, so that what is held is what is
+    /// counted (found in review: slices of the read buffer kept all of it alive, 64 KiB
+    /// for an empty frame).
+    held: BytesMut,
     /// Its payload unmasked, up to what an audit event's samples are taken from.
-    seen: Vec<Bytes>,
-    seen_bytes: usize,
+    seen: Vec<u8>,
     /// Payload bytes scanned.
     payload: u64,
     /// Past the hold limit: frames go on as they are scanned.
     streaming: bool,
-    /// Streaming, the pieces scanned but not sent on: the newest always, and every one
-    /// while the findings may not cover it yet, as for a streamed body (`forward`).
-    queue: VecDeque<Bytes>,
-    queued: usize,
+    /// Streaming, the bytes scanned but not sent on (in `held`): the newest piece (from
+    /// `newest` on) always, and all while the findings may not cover them yet, as for a
+    /// streamed body (`forward`).
+    newest: usize,
     /// Bytes scanned since the policy last looked.
     unjudged: usize,
     judged: Judged,
-    /// What its held bytes take of the hold budget (kept, once it streams, until it ends:
-    /// its queue holds up to a mebibyte).
+    /// What its held bytes and samples take of the hold budget (kept, once it streams,
+    /// until it ends: it still holds up to a mebibyte).
     reserved: Vec<Reservation>,
     reserved_bytes: u64,
+}
+
+impl Message<'_> {
+    /// By when its next bytes must come.
+    fn due(&self, limits: &crate::config::Limits) -> tokio::time::Instant {
+        self.started
+            + limits.header_read_timeout
+            + std::time::Duration::from_secs_f64(
+                (self.received + 1) as f64 / limits.body_min_rate as f64,
+            )
+    }
 }
 
 /// The frame being read.
@@ -423,6 +445,7 @@ where
         frame: None,
         count: 0,
         sent: Boundaries::default(),
+        controls: Controls::default(),
     };
     let mut buf = BytesMut::with_capacity(64 << 10);
     let closing = loop {
@@ -435,7 +458,27 @@ where
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(64 << 10);
         }
-        match from.read_buf(&mut buf).await {
+        // A message on its way must keep coming at `body_min_rate`, or it would hold its
+        // part of the hold budget for as long as pings keep the connection alive (found in
+        // review).
+        let limits = &session.live.config.limits;
+        let read = match up.message.as_ref().map(|m| m.due(limits)) {
+            Some(due) => match tokio::time::timeout_at(due, from.read_buf(&mut buf)).await {
+                Ok(read) => read,
+                Err(_) => {
+                    break Some(Closing {
+                        code: POLICY_VIOLATION,
+                        reason: format!(
+                            "egress-dlp: a message came slower than {} bytes/s",
+                            limits.body_min_rate
+                        ),
+                        outcome: Some(MessageOutcome::Refused),
+                    });
+                }
+            },
+            None => from.read_buf(&mut buf).await,
+        };
+        match read {
             Ok(0) | Err(_) => break None,
             Ok(_) => {}
         }
@@ -475,6 +518,8 @@ struct Upward<'s> {
     count: u64,
     /// The frames of what went upstream so far.
     sent: Boundaries,
+    /// What the connection's control frames carried.
+    controls: Controls,
 }
 
 impl<'s> Upward<'s> {
@@ -492,12 +537,16 @@ impl<'s> Upward<'s> {
                 Err(why) => return Err(Some(Closing::violation(why))),
             };
             if head.control() {
-                // Whole, then on at once.
+                // Whole, judged with the connection's other control frames, then on.
                 let total = head.size + head.len as usize;
                 if buf.len() < total {
                     return Ok(false);
                 }
                 let raw = buf.split_to(total).freeze();
+                if let Some(key) = head.mask {
+                    let payload = unmask(&raw[head.size..], key, 0);
+                    self.controls.judge(self.session, &payload)?;
+                }
                 self.send(to, &[raw]).await?;
                 return Ok(true);
             }
@@ -516,9 +565,9 @@ impl<'s> Upward<'s> {
                 _ => {}
             }
             self.reserve(&head).await?;
-            let raw = buf.split_to(head.size).freeze();
+            let raw = buf.split_to(head.size);
             self.frame = Some(Frame { head, read: 0 });
-            self.take(to, raw, None).await?;
+            self.take(to, &raw, None).await?;
             return self.frame_end(to).await.map(|()| true);
         };
         let left = frame.head.len - frame.read;
@@ -526,13 +575,13 @@ impl<'s> Upward<'s> {
         if n == 0 {
             return Ok(false);
         }
-        let raw = buf.split_to(n).freeze();
+        let raw = buf.split_to(n);
         let plain = match frame.head.mask {
             Some(key) => unmask(&raw, key, frame.read),
             None => raw.to_vec(),
         };
         frame.read += n as u64;
-        self.take(to, raw, Some(plain)).await?;
+        self.take(to, &raw, Some(plain)).await?;
         self.frame_end(to).await.map(|()| true)
     }
 
@@ -546,14 +595,13 @@ impl<'s> Upward<'s> {
                 crate::decode::Inspection::new(&s.live.engine, limits, None, None)
                     .with_windows(s.shared.decoder_windows.for_client(s.client)),
             ),
-            held: Vec::new(),
-            held_bytes: 0,
+            started: tokio::time::Instant::now(),
+            received: 0,
+            held: BytesMut::new(),
             seen: Vec::new(),
-            seen_bytes: 0,
             payload: 0,
             streaming: false,
-            queue: VecDeque::new(),
-            queued: 0,
+            newest: 0,
             unjudged: 0,
             judged: Judged::default(),
             reserved: Vec::new(),
@@ -572,11 +620,17 @@ impl<'s> Upward<'s> {
         if message.streaming {
             return Ok(());
         }
-        // Past `hold_bytes` the message streams: one byte over is all it ever holds.
-        let most = s.live.config.limits.hold_bytes.saturating_add(1);
-        let want = (message.held_bytes + head.size as u64)
+        // Past `hold_bytes` the message streams: one byte over is all it ever holds; and
+        // its payload's first mebibyte is kept for the audit samples too.
+        let most = s.live.config.limits.hold_bytes.saturating_add(1) + SEEN_BYTES as u64;
+        let held = (message.held.len() as u64 + head.size as u64)
             .saturating_add(head.len)
-            .min(most);
+            .min(s.live.config.limits.hold_bytes.saturating_add(1));
+        let seen = message
+            .payload
+            .saturating_add(head.len)
+            .min(SEEN_BYTES as u64);
+        let want = held + seen;
         if want <= message.reserved_bytes {
             return Ok(());
         }
@@ -598,7 +652,7 @@ impl<'s> Upward<'s> {
     async fn take<W>(
         &mut self,
         to: &mut W,
-        raw: Bytes,
+        raw: &[u8],
         plain: Option<Vec<u8>>,
     ) -> Result<(), Option<Closing>>
     where
@@ -608,20 +662,21 @@ impl<'s> Upward<'s> {
         let Some(message) = &mut self.message else {
             return Ok(());
         };
+        message.received += raw.len() as u64;
         if let Some(plain) = plain {
             message.scan.feed(&plain);
             message.payload += plain.len() as u64;
             message.unjudged += plain.len();
-            if message.seen_bytes < SEEN_BYTES {
-                message.seen_bytes += plain.len();
-                message.seen.push(Bytes::from(plain));
-            }
+            let room = SEEN_BYTES.saturating_sub(message.seen.len());
+            message
+                .seen
+                .extend_from_slice(&plain[..plain.len().min(room)]);
         }
         let limits = &s.live.config.limits;
+        message.newest = message.held.len();
+        message.held.extend_from_slice(raw);
         if !message.streaming {
-            message.held_bytes += raw.len() as u64;
-            message.held.push(raw);
-            if message.held_bytes <= limits.hold_bytes {
+            if message.held.len() as u64 <= limits.hold_bytes {
                 return Ok(());
             }
             if limits.oversize == Oversize::Block {
@@ -630,19 +685,13 @@ impl<'s> Upward<'s> {
                 };
                 return Err(Some(Closing::from_error(&e, &message.id)));
             }
-            // Over the hold limit: from now on its pieces go on as they are scanned.
+            // Over the hold limit: from now on its bytes go on as they are scanned.
             info!(
                 request_id = message.id,
-                held = message.held_bytes,
+                held = message.held.len(),
                 "websocket message over the hold limit: streamed as it is scanned"
             );
             message.streaming = true;
-            message.queued = message.held.iter().map(Bytes::len).sum();
-            message.queue = std::mem::take(&mut message.held).into();
-            message.held_bytes = 0;
-        } else {
-            message.queued += raw.len();
-            message.queue.push_back(raw);
         }
         let id = message.id.clone();
         let insp = inspection(s, &id, message.payload);
@@ -658,21 +707,26 @@ impl<'s> Upward<'s> {
         }
         let wait_cap = super::forward::WAIT_CAP.min(limits.hold_bytes) as usize;
         let mut waiting = message.scan.undecided();
-        if waiting && message.queued > wait_cap {
+        if waiting && message.held.len() > wait_cap {
             message.scan.flush_pending();
             judge(message, false)?;
             waiting = message.scan.undecided();
         }
-        let mut ready = Vec::new();
-        while message.queue.len() > 1 && (!waiting || message.queued > wait_cap) {
-            let piece = message
-                .queue
-                .pop_front()
-                .expect("more than one piece queued");
-            message.queued -= piece.len();
-            ready.push(piece);
+        // All but the newest piece when the findings cover them; the oldest past the cap
+        // when they may not.
+        let ready = if waiting {
+            message
+                .newest
+                .min(message.held.len().saturating_sub(wait_cap))
+        } else {
+            message.newest
+        };
+        if ready == 0 {
+            return Ok(());
         }
-        self.send(to, &ready).await
+        let piece = message.held.split_to(ready).freeze();
+        message.newest -= ready;
+        self.send(to, &[piece]).await
     }
 
     /// After a piece of a data frame: at the frame's end, and at the message's, judges it
@@ -699,15 +753,14 @@ impl<'s> Upward<'s> {
         let Message {
             id,
             scan,
-            mut held,
+            held,
             seen,
             payload,
             streaming,
-            queue,
             reserved,
             ..
         } = message;
-        held.extend(queue);
+        let seen = [Bytes::from(seen)];
         let insp = inspection(s, &id, payload);
         let verdict = super::forward::judge(&s.shared, &s.live, scan, &insp, &seen, streaming)
             .map_err(|e| Some(Closing::from_error(&e, &id)))?;
@@ -716,7 +769,7 @@ impl<'s> Upward<'s> {
             Action::Log => MessageOutcome::Log,
             Action::Block => MessageOutcome::Block,
         });
-        self.send(to, &held).await?;
+        self.send(to, &[held.freeze()]).await?;
         drop(reserved);
         Ok(())
     }
@@ -731,6 +784,113 @@ impl<'s> Upward<'s> {
             self.sent.advance(piece);
         }
         Ok(())
+    }
+}
+
+/// The payloads of a connection's control frames (ping, pong, close: up to 125 bytes each,
+/// sent on at once, never held), judged together: each is scanned whole, and the distinct
+/// values of all of them so far are counted as one request's (found in review: a list cut
+/// into pings, three rows each, passed while the same list in one message was blocked).
+/// A block closes the connection before the frame that crossed the threshold goes on;
+/// crossing a log threshold is recorded once.
+#[derive(Default)]
+struct Controls {
+    findings: Option<crate::scan::Findings>,
+    logged: bool,
+}
+
+impl Controls {
+    fn judge(&mut self, s: &Session, payload: &[u8]) -> Result<(), Option<Closing>> {
+        if payload.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let mut scan = crate::decode::Inspection::new(
+            &s.live.engine,
+            &s.live.config.decode.limits,
+            None,
+            None,
+        );
+        scan.feed(payload);
+        let found = scan.finish().findings;
+        let spent = started.elapsed();
+        s.shared
+            .metrics
+            .inspected(&found, payload.len() as u64, spent);
+        if found.categories.is_empty() {
+            return Ok(());
+        }
+        let all = match self.findings.take() {
+            Some(mut all) => {
+                merge(&mut all, found);
+                all
+            }
+            None => found,
+        };
+        let verdict = crate::policy::evaluate(&s.live.config.rules, &all, &s.input);
+        let id = format!("{}-control", s.request_id);
+        let insp = inspection(s, &id, 0);
+        let seen = [Bytes::copy_from_slice(payload)];
+        let result = match verdict.action {
+            Action::Allow => Ok(()),
+            Action::Log if self.logged => Ok(()),
+            Action::Log => {
+                self.logged = true;
+                super::observe::decided(&s.shared, &insp, &all, spent, &verdict, &seen, true)
+                    .map_err(|e| Some(Closing::from_error(&e, &id)))
+            }
+            Action::Block => {
+                let recorded =
+                    super::observe::decided(&s.shared, &insp, &all, spent, &verdict, &seen, true);
+                if let Err(e) = recorded {
+                    debug!(request_id = id, error = %e, "control frames' block not recorded");
+                }
+                let e = ProxyError::Blocked(Box::new(super::error::Blocked::from_verdict(
+                    &verdict, true,
+                )));
+                Err(Some(Closing::from_error(&e, &id)))
+            }
+        };
+        self.findings = Some(all);
+        result
+    }
+}
+
+/// Adds `more` to `all`: matches summed, distinct values (by their hashes) united per
+/// category (what the policy counts); a rule's own distinct count is summed, an upper bound.
+fn merge(all: &mut crate::scan::Findings, more: crate::scan::Findings) {
+    let cap = crate::rules::DISTINCT_CAP;
+    all.bytes += more.bytes;
+    all.exact_capped |= more.exact_capped;
+    for r in more.rules {
+        match all.rules.iter_mut().find(|a| a.index == r.index) {
+            Some(a) => {
+                a.count += r.count;
+                a.distinct = (a.distinct + r.distinct).min(cap);
+                a.distinct_capped |= r.distinct_capped;
+                a.corroborated += r.corroborated;
+                for sample in r.samples {
+                    if a.samples.len() < 3 && !a.samples.contains(&sample) {
+                        a.samples.push(sample);
+                    }
+                }
+            }
+            None => all.rules.push(r),
+        }
+    }
+    all.rules.sort_by_key(|r| r.index);
+    for c in more.categories {
+        match all.categories.iter_mut().find(|a| a.category == c.category) {
+            Some(a) => {
+                a.values.extend(c.values);
+                a.values.sort_unstable();
+                a.values.dedup();
+                a.values.truncate(cap as usize);
+                a.distinct_capped |= c.distinct_capped || a.values.len() as u64 >= cap;
+                a.distinct = a.values.len() as u64;
+            }
+            None => all.categories.push(c),
+        }
     }
 }
 
