@@ -244,3 +244,28 @@ async fn a_compressed_message_is_read_through_the_calls_grpc_encoding() {
         "the gzipped list reached the upstream"
     );
 }
+
+#[tokio::test]
+async fn a_message_left_unfinished_cuts_the_call_at_the_minimum_rate() {
+    let (upstream, got) = echo_upstream().await;
+    let proxy = Proxy::start("limits: { header_read_timeout: 1s, body_min_rate: 1000 }\n").await;
+    let (mut s, head) = open_call(proxy.addr, upstream, "", &message(b"hello", false)).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(next_chunk(&mut s).await.unwrap(), message(b"ok 1", false));
+    // A message that says 100 000 bytes and brings 10, then nothing: it would hold its
+    // part of the hold budget as long as the call lives.
+    let mut partial = vec![0u8];
+    partial.extend_from_slice(&100_000u32.to_be_bytes());
+    partial.extend_from_slice(b"0123456789");
+    s.write_all(&chunk(&partial)).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the call was not cut");
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert!(
+        !rest.ends_with(b"0\r\n\r\n"),
+        "the answer ended as if the call were fine"
+    );
+    assert_eq!(got.lock().unwrap().len(), 1);
+}

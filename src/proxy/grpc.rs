@@ -17,7 +17,9 @@
 //! Each message is judged alone (a call's messages are separate documents, and a stream
 //! may last for hours): a list sent one row per message is what `policy.windows` counts.
 //! A message over `limits.hold_bytes` (gRPC's own default limit is 4 MiB) is refused
-//! (413 or a reset); held bytes come from the hold budget as they arrive. A body that ends
+//! (413 or a reset); held bytes come from the hold budget as they arrive, and a message
+//! must come at `limits.body_min_rate` once `header_read_timeout` has passed (else the call
+//! is cut: an unfinished one would hold its budget as long as the call lives). A body that ends
 //! inside a message's prefix or payload is judged on what came and then ends (the upstream
 //! sees a truncated message, as it would have directly). `grpc-web` is not this: its
 //! bodies end, and go through the usual path.
@@ -159,9 +161,14 @@ struct Message<'c> {
     /// Its place in the call, from 1.
     n: u64,
     scan: TimedScan<'c>,
-    /// Its bytes as they came (prefix first).
-    held: Vec<Bytes>,
+    /// Its bytes as they came (prefix first), copied out of the read buffer (slices of it
+    /// would keep all of it alive).
+    held: BytesMut,
     held_bytes: u64,
+    /// When its prefix came: it must come whole at `body_min_rate` after the head time,
+    /// as a body must (or it would hold its part of the hold budget for as long as the
+    /// call lives).
+    started: tokio::time::Instant,
     /// Payload bytes still to come.
     left: u64,
     reserved: Vec<Reservation>,
@@ -189,14 +196,14 @@ async fn pump(
                     break;
                 }
                 count += 1;
-                let prefix = buf.split_to(PREFIX).freeze();
+                let prefix = buf.split_to(PREFIX);
                 let compressed = prefix[0] & 1 == 1;
                 let len = u64::from(u32::from_be_bytes([
                     prefix[1], prefix[2], prefix[3], prefix[4],
                 ]));
                 let mut m = start(call, count, compressed);
                 m.left = len;
-                hold(call, &mut m, prefix).await?;
+                hold(call, &mut m, &prefix).await?;
                 message = Some(m);
                 continue;
             };
@@ -205,10 +212,10 @@ async fn pump(
                     break;
                 }
                 let n = buf.len().min(usize::try_from(m.left).unwrap_or(usize::MAX));
-                let piece = buf.split_to(n).freeze();
+                let piece = buf.split_to(n);
                 m.scan.feed(&piece);
                 m.left -= n as u64;
-                hold(call, m, piece).await?;
+                hold(call, m, &piece).await?;
             }
             if m.left == 0 {
                 let m = message.take().expect("a message");
@@ -221,8 +228,25 @@ async fn pump(
         // A call may wait for its next message as long as it lives (a client that sent
         // its request and now listens): the wait ends with the client, with the upstream
         // request, or at the end of the drain time.
+        let limits = &call.live.config.limits;
+        let due = message.as_ref().map(|m| {
+            m.started
+                + limits.header_read_timeout
+                + std::time::Duration::from_secs_f64(
+                    (m.held_bytes + 1) as f64 / limits.body_min_rate as f64,
+                )
+        });
         let next = tokio::select! {
             next = body.frame() => next,
+            () = async {
+                match due {
+                    Some(due) => tokio::time::sleep_until(due).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                info!(request_id = call.request_id, "gRPC message came too slowly: the call is cut");
+                return Err(ProxyError::SlowBody(limits.body_min_rate));
+            }
             _ = tx.closed() => {
                 debug!(request_id = call.request_id, "gRPC call ended upstream");
                 return Ok(());
@@ -271,8 +295,9 @@ fn start(call: &Call, n: u64, compressed: bool) -> Message<'_> {
             crate::decode::Inspection::new(&call.live.engine, limits, None, encoding)
                 .with_windows(call.shared.decoder_windows.for_client(call.client)),
         ),
-        held: Vec::new(),
+        held: BytesMut::new(),
         held_bytes: 0,
+        started: tokio::time::Instant::now(),
         left: 0,
         reserved: Vec::new(),
         reserved_bytes: 0,
@@ -280,7 +305,7 @@ fn start(call: &Call, n: u64, compressed: bool) -> Message<'_> {
 }
 
 /// Holds `piece` of message `m`, within `hold_bytes` and the hold budget.
-async fn hold(call: &Call, m: &mut Message<'_>, piece: Bytes) -> Result<(), ProxyError> {
+async fn hold(call: &Call, m: &mut Message<'_>, piece: &[u8]) -> Result<(), ProxyError> {
     let hold_bytes = call.live.config.limits.hold_bytes;
     m.held_bytes += piece.len() as u64;
     if m.held_bytes + m.left > hold_bytes + PREFIX as u64 {
@@ -297,7 +322,7 @@ async fn hold(call: &Call, m: &mut Message<'_>, piece: Bytes) -> Result<(), Prox
         m.reserved.push(r);
         m.reserved_bytes += bytes;
     }
-    m.held.push(piece);
+    m.held.extend_from_slice(piece);
     Ok(())
 }
 
@@ -326,7 +351,8 @@ async fn forward_message(
         body_bytes: held_bytes,
         window_recorded: Default::default(),
     };
-    let payload: Vec<Bytes> = held.iter().skip(1).cloned().collect();
+    let held = held.freeze();
+    let payload = [held.slice(PREFIX.min(held.len())..)];
     // Partial: the call's earlier messages went upstream.
     let partial = n > 1;
     if let Err(e) = super::forward::judge(&call.shared, &call.live, scan, &insp, &payload, partial)
@@ -335,13 +361,11 @@ async fn forward_message(
         return Err(e);
     }
     let timeout = call.live.config.limits.upstream_response_timeout;
-    for piece in held {
-        match tokio::time::timeout(timeout, tx.send(Piece::Data(piece))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Ok(false),
-            // The upstream stopped taking the body.
-            Err(_) => return Err(ProxyError::UpstreamTimeout(timeout)),
-        }
+    match tokio::time::timeout(timeout, tx.send(Piece::Data(held))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Ok(false),
+        // The upstream stopped taking the body.
+        Err(_) => return Err(ProxyError::UpstreamTimeout(timeout)),
     }
     drop(reserved);
     Ok(true)

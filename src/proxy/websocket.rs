@@ -16,7 +16,10 @@
 //!   masks). Blocked, not a byte of it leaves: the client gets a Close frame, code 1008
 //!   (policy violation) with the kinds and counts and the request id as its reason (never a
 //!   value), the upstream a Close of its own, and the connection ends. Control frames
-//!   (ping, pong, close) go on at once, between the frames of a held message.
+//!   (ping, pong, close) go on at once, between the frames of a held message; their
+//!   payloads are scanned and counted together for the connection ([`Controls`]). A
+//!   message must come at `limits.body_min_rate` after `header_read_timeout`, as a body
+//!   must (else Close 1008): one left unfinished would hold its budget forever.
 //! - A message larger than `limits.hold_bytes` follows `limits.oversize`: `block` closes
 //!   the connection (1009, too big); `stream` sends its frames on as they are scanned and,
 //!   if it crosses a block threshold, closes the connection before its last frame (the
