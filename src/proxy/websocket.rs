@@ -1010,6 +1010,40 @@ mod tests {
     }
 
     #[test]
+    fn control_findings_merge_as_one_request_would_count_them() {
+        use crate::scan::{CategoryCount, Findings, RuleFinding};
+        let finding = |values: Vec<u64>| Findings {
+            bytes: 100,
+            rules: vec![RuleFinding {
+                index: 0,
+                rule: "email".into(),
+                category: "email".into(),
+                count: values.len() as u64,
+                distinct: values.len() as u64,
+                distinct_capped: false,
+                corroborated: 0,
+                samples: vec![format!("s{}", values[0])],
+            }],
+            categories: vec![CategoryCount {
+                category: "email".into(),
+                distinct: values.len() as u64,
+                distinct_capped: false,
+                values,
+            }],
+            exact_capped: false,
+        };
+        let mut all = finding(vec![1, 2, 3]);
+        merge(&mut all, finding(vec![3, 4]));
+        merge(&mut all, finding(vec![9]));
+        assert_eq!(all.bytes, 300);
+        assert_eq!(all.category_distinct("email"), 5, "3 appears twice");
+        assert_eq!(all.categories[0].values, [1, 2, 3, 4, 9]);
+        assert_eq!(all.rules.len(), 1);
+        assert_eq!(all.rules[0].count, 6);
+        assert_eq!(all.rules[0].samples, ["s1", "s3", "s9"]);
+    }
+
+    #[test]
     fn boundaries_are_followed_across_any_split() {
         let mut stream = Vec::new();
         for len in [3usize, 0, 200, 70000, 1] {
