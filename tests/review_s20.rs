@@ -35,6 +35,8 @@
 //! streams are opened by their header (the three that are not text).
 
 mod support;
+#[path = "support/ws.rs"]
+mod ws_support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,98 +47,20 @@ use support::{Proxy, Upstream, customer_export};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const TEXT: u8 = 0x1;
-const CONTINUATION: u8 = 0x0;
-const PING: u8 = 0x9;
-const PONG: u8 = 0xA;
+use ws_support::{CONTINUATION, Frame, PING, PONG, TEXT, first_frame, frame};
 
-/// A frame as a client sends it: masked with `key`.
-fn frame(fin: bool, opcode: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
-    let mut f = vec![u8::from(fin) << 7 | opcode];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&key);
-    f.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
-    f
-}
-
-/// A frame read from a byte stream: (fin, opcode, unmasked payload).
-type Frame = (bool, u8, Vec<u8>);
-
-fn first_frame(b: &[u8]) -> Option<(Frame, usize)> {
-    if b.len() < 2 {
-        return None;
-    }
-    let masked = b[1] & 0x80 != 0;
-    let (len, mut size) = match b[1] & 0x7F {
-        126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
-        127 if b.len() >= 10 => (
-            u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
-            10,
-        ),
-        126 | 127 => return None,
-        n => (n as usize, 2),
-    };
-    let key = if masked {
-        if b.len() < size + 4 {
-            return None;
-        }
-        size += 4;
-        [b[size - 4], b[size - 3], b[size - 2], b[size - 1]]
-    } else {
-        [0; 4]
-    };
-    if b.len() < size + len {
-        return None;
-    }
-    let payload = b[size..size + len]
-        .iter()
-        .zip(key.iter().cycle())
-        .map(|(x, k)| x ^ k)
-        .collect();
-    Some(((b[0] & 0x80 != 0, b[0] & 0x0F, payload), size + len))
-}
-
+/// The frames at the start of `bytes`.
 fn frames(bytes: &[u8]) -> Vec<Frame> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while let Some((f, used)) = first_frame(&bytes[at..]) {
-        out.push(f);
-        at += used;
-    }
-    out
+    ws_support::frames(bytes).0
 }
 
 /// Whole data messages among `frames`.
 fn whole_messages(frames: &[Frame]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut open: Option<Vec<u8>> = None;
-    for (fin, opcode, payload) in frames {
-        match *opcode {
-            TEXT | 0x2 => open = Some(payload.clone()),
-            CONTINUATION => {
-                if let Some(m) = open.as_mut() {
-                    m.extend_from_slice(payload)
-                }
-            }
-            _ => continue,
-        }
-        if *fin {
-            if let Some(m) = open.take() {
-                out.push(m);
-            }
-        }
-    }
-    out
+    ws_support::messages(frames)
+        .into_iter()
+        .filter(|(_, whole)| *whole)
+        .map(|(m, _)| m)
+        .collect()
 }
 
 /// A WebSocket upstream for one connection: answers the handshake with a 101, then

@@ -145,6 +145,39 @@ where
     U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let idle_timeout = ctx.shared.config.limits.idle_timeout;
+    spawn_pair(
+        ctx,
+        what,
+        idle_timeout,
+        (client, upstream),
+        move |mut client, mut upstream| async move {
+            if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+            {
+                debug!(what, up, down, "tunnel closed");
+            }
+        },
+    );
+}
+
+/// The client's connection once hyper hands it over, counting as activity.
+pub(super) type ClientIo = IdleIo<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// In a task of its own: once the client's connection is handed over and `upstream`
+/// resolves, runs `relay` on the two (bytes either way count as activity) until it ends,
+/// the pair is idle for `idle_timeout`, or the drain time is over. The connection's guard
+/// is held meanwhile (`run` waits for it; the slot stays taken).
+pub(super) fn spawn_pair<U, F, R, Fut>(
+    ctx: &ConnCtx,
+    what: &'static str,
+    idle_timeout: std::time::Duration,
+    (client, upstream): (OnUpgrade, F),
+    relay: R,
+) where
+    F: Future<Output = io::Result<U>> + Send + 'static,
+    U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    R: FnOnce(ClientIo, IdleIo<U>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     let mut phase = ctx.phase.clone();
     let guard = ctx.guard.clone();
     tokio::spawn(async move {
@@ -153,21 +186,17 @@ where
             match tokio::try_join!(async { client.await.map_err(io::Error::other) }, upstream) {
                 Ok(pair) => pair,
                 Err(e) => {
-                    debug!(what, error = %e, "tunnel not established");
+                    debug!(what, error = %e, "not established");
                     return;
                 }
             };
         let activity = Activity::new();
-        let mut client = IdleIo::new(TokioIo::new(client), activity.clone());
-        let mut upstream = IdleIo::new(upstream, activity.clone());
+        let client = IdleIo::new(TokioIo::new(client), activity.clone());
+        let upstream = IdleIo::new(upstream, activity.clone());
         tokio::select! {
-            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                if let Ok((up, down)) = copied {
-                    debug!(what, up, down, "tunnel closed");
-                }
-            }
-            _ = activity.idle(idle_timeout) => debug!(what, "tunnel idle, closed"),
-            _ = super::stopped(&mut phase) => debug!(what, "tunnel cut at the end of the drain time"),
+            () = relay(client, upstream) => {}
+            _ = activity.idle(idle_timeout) => debug!(what, "idle, closed"),
+            _ = super::stopped(&mut phase) => debug!(what, "cut at the end of the drain time"),
         }
     });
 }

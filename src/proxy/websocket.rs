@@ -42,7 +42,6 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use http::Method;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tracing::{debug, info};
@@ -50,7 +49,6 @@ use tracing::{debug, info};
 use super::budget::Reservation;
 use super::error::ProxyError;
 use super::forward::Judged;
-use super::idle::{Activity, IdleIo};
 use super::observe::Inspection;
 use super::{ConnCtx, Live, Shared};
 use crate::config::Oversize;
@@ -258,39 +256,22 @@ where
     U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let idle_timeout = session.live.config.limits.idle_timeout;
-    let mut phase = ctx.phase.clone();
-    let guard = ctx.guard.clone();
-    tokio::spawn(async move {
-        let _guard = guard;
-        let (client, upstream) = match tokio::try_join!(
-            async { client.await.map_err(io::Error::other) },
-            upstream
-        ) {
-            Ok(pair) => pair,
-            Err(e) => {
-                debug!(request_id = session.request_id, error = %e, "websocket not established");
-                return;
-            }
-        };
-        let activity = Activity::new();
-        let client = IdleIo::new(TokioIo::new(client), activity.clone());
-        let upstream = IdleIo::new(upstream, activity.clone());
-        let (client_read, client_write) = tokio::io::split(client);
-        let (upstream_read, upstream_write) = tokio::io::split(upstream);
-        let (close_tx, close_rx) = oneshot::channel();
-        let both = async {
+    super::tunnel::spawn_pair(
+        ctx,
+        "websocket",
+        idle_timeout,
+        (client, upstream),
+        move |client, upstream| async move {
+            let (client_read, client_write) = tokio::io::split(client);
+            let (upstream_read, upstream_write) = tokio::io::split(upstream);
+            let (close_tx, close_rx) = oneshot::channel();
             tokio::join!(
                 upward(&session, client_read, upstream_write, close_tx),
                 downward(upstream_read, client_write, close_rx),
-            )
-        };
-        let request_id = session.request_id.as_str();
-        tokio::select! {
-            _ = both => debug!(request_id, "websocket closed"),
-            _ = activity.idle(idle_timeout) => debug!(request_id, "websocket idle, closed"),
-            _ = super::stopped(&mut phase) => debug!(request_id, "websocket cut at the end of the drain time"),
-        }
-    });
+            );
+            debug!(request_id = session.request_id, "websocket closed");
+        },
+    );
 }
 
 /// Upstream to client: bytes copied as they come; when `close` brings a Close frame, it is
