@@ -49,6 +49,11 @@ use tokio::net::{TcpListener, TcpStream};
 
 use ws_support::{CONTINUATION, Frame, PING, PONG, TEXT, first_frame, frame};
 
+/// Held by every test of this file: one reads the process's resident memory, which the
+/// others running beside it (`cargo test` runs a file's tests on threads of one process)
+/// would add to.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The frames at the start of `bytes`.
 fn frames(bytes: &[u8]) -> Vec<Frame> {
     ws_support::frames(bytes).0
@@ -222,6 +227,7 @@ fn rss() -> u64 {
 /// how many a client sends.
 #[tokio::test]
 async fn a_customer_list_in_ping_payloads_is_not_let_through() {
+    let _serial = SERIAL.lock().await;
     let upstream = WsUpstream::start().await;
     let proxy = Proxy::start("").await;
     let mut client = Client::open(proxy.addr, upstream.addr).await;
@@ -259,6 +265,7 @@ async fn a_customer_list_in_ping_payloads_is_not_let_through() {
 /// the relay cuts the upstream-to-client direction as soon as the client's side ends.
 #[tokio::test]
 async fn the_upstreams_answer_after_the_client_half_closes_reaches_the_client() {
+    let _serial = SERIAL.lock().await;
     let upstream = WsUpstream::with(Duration::from_millis(300), true).await;
     let proxy = Proxy::start("").await;
     let mut client = Client::open(proxy.addr, upstream.addr).await;
@@ -293,6 +300,7 @@ async fn the_upstreams_answer_after_the_client_half_closes_reaches_the_client() 
 /// `hold_wait` and is refused with 503.
 #[tokio::test]
 async fn an_unfinished_message_kept_alive_by_pings_does_not_hold_the_budget_forever() {
+    let _serial = SERIAL.lock().await;
     let proxy = Proxy::start(
         "limits: { hold_bytes: 64KiB, hold_total: 64KiB, hold_per_client: 64KiB, \
          hold_wait: 1s, idle_timeout: 2s, header_read_timeout: 1s }\n",
@@ -346,6 +354,7 @@ async fn an_unfinished_message_kept_alive_by_pings_does_not_hold_the_budget_fore
 /// keeps all of it alive: the proxy's memory grows by what went through, not what is held.
 #[tokio::test]
 async fn held_frames_do_not_pin_memory_far_beyond_what_the_budget_counts() {
+    let _serial = SERIAL.lock().await;
     let upstream = WsUpstream::with(Duration::ZERO, false).await;
     let proxy = Proxy::start("limits: { hold_bytes: 1MiB }\n").await;
     let mut client = Client::open(proxy.addr, upstream.addr).await;
@@ -400,6 +409,7 @@ async fn held_frames_do_not_pin_memory_far_beyond_what_the_budget_counts() {
 /// where the same bytes gzip-wrapped are blocked.
 #[tokio::test]
 async fn a_zlib_compressed_list_in_a_binary_message_is_not_let_through() {
+    let _serial = SERIAL.lock().await;
     use std::io::Write;
     let upstream = WsUpstream::start().await;
     let proxy = Proxy::start("").await;

@@ -43,8 +43,8 @@ pub(super) struct HoldBudget {
     wait: Duration,
 }
 
-/// A part of the budget, given back when dropped.
-#[derive(Debug)]
+/// A part of the budget, given back when dropped (`Default`: none).
+#[derive(Debug, Default)]
 pub(super) struct Reservation(Option<Held>);
 
 #[derive(Debug)]
@@ -158,6 +158,43 @@ impl HoldBudget {
         client: IpAddr,
         bytes: u64,
     ) -> Result<Reservation, ProxyError> {
+        self.reserve_within(client, bytes, self.wait).await
+    }
+
+    /// Makes `reservation` (held for `client`, covering `have` bytes) cover `want`: at once
+    /// if the budget has the difference now; else it gives all of it back and waits (up to
+    /// the hold wait) for `full` at once, as a request that knew its size from the start
+    /// would. Waiting for more while holding part of the budget could deadlock with another
+    /// request doing the same: two chunked uploads of one client, each holding half its
+    /// share and waiting for the other's half (found in review). Returns what it covers.
+    pub(super) async fn extend(
+        &self,
+        reservation: &mut Reservation,
+        client: IpAddr,
+        (have, want, full): (u64, u64, u64),
+    ) -> Result<u64, ProxyError> {
+        if want <= have {
+            return Ok(have);
+        }
+        if let Ok(more) = self
+            .reserve_within(client, want - have, Duration::ZERO)
+            .await
+        {
+            reservation.merge(more);
+            return Ok(want);
+        }
+        *reservation = Reservation(None);
+        *reservation = self.reserve(client, full.max(want)).await?;
+        Ok(full.max(want))
+    }
+
+    /// [`HoldBudget::reserve`], waiting at most `wait` (none: only what is free now).
+    async fn reserve_within(
+        &self,
+        client: IpAddr,
+        bytes: u64,
+        wait: Duration,
+    ) -> Result<Reservation, ProxyError> {
         if bytes == 0 {
             return Ok(Reservation(None));
         }
@@ -180,7 +217,8 @@ impl HoldBudget {
             self.units.clone().acquire_many_owned(n).await.ok()
         };
         // Bound first, so the waits (and the share they hold) end here, before `share`.
-        let got = tokio::time::timeout(self.wait, acquire).await;
+        // A zero wait still polls the acquisition once: what is free now is taken.
+        let got = tokio::time::timeout(wait, acquire).await;
         match got {
             Ok(Some(total)) => Ok(Reservation(Some(Held {
                 total,
@@ -194,46 +232,49 @@ impl HoldBudget {
     }
 }
 
-impl HoldBudget {
-    /// Adds `bytes` to `reservation` (held for `client`), waiting up to the hold wait as
-    /// [`HoldBudget::reserve`] does; on failure the reservation is as it was.
-    pub(super) async fn grow(
-        &self,
-        reservation: &mut Reservation,
-        client: IpAddr,
-        bytes: u64,
-    ) -> Result<(), ProxyError> {
-        let more = self.reserve(client, bytes).await?;
-        reservation.merge(more);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A reservation grown in steps holds their sum, in the shared budget and the
-    /// client's share, and gives it all back at once.
+    /// A reservation extended in steps holds their sum, in the shared budget and the
+    /// client's share, and gives it all back at once; when the budget has no room at once,
+    /// it gives back what it holds and waits for the whole (so two growing requests of one
+    /// client do not each hold half and wait for the other).
     #[tokio::test]
-    async fn a_grown_reservation_holds_the_sum_and_gives_it_all_back() {
-        let budget = HoldBudget::new(40 << 10, 20 << 10, Duration::from_millis(50));
+    async fn an_extended_reservation_holds_the_sum_or_waits_for_the_whole() {
+        let budget = HoldBudget::new(40 << 10, 20 << 10, Duration::from_millis(300));
         let mut r = budget.reserve(A, 4 << 10).await.unwrap();
-        budget.grow(&mut r, A, 8 << 10).await.unwrap();
-        assert_eq!(r.bytes(), 12 << 10);
-        // The client's share (20 KiB) has 8 left; another client still has room.
-        assert!(budget.grow(&mut r, A, 12 << 10).await.is_err());
-        assert_eq!(r.bytes(), 12 << 10, "a failed growth leaves it as it was");
+        let have = budget
+            .extend(&mut r, A, (4 << 10, 12 << 10, 20 << 10))
+            .await
+            .unwrap();
+        assert_eq!((have, r.bytes()), (12 << 10, 12 << 10));
         let other = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
         let theirs = budget.reserve(other, 20 << 10).await.unwrap();
-        r.shrink_to(2 << 10);
-        assert_eq!(r.bytes(), 2 << 10);
-        drop(r);
         drop(theirs);
-        assert_eq!(budget.reserve(A, 20 << 10).await.unwrap().bytes(), 20 << 10);
-        let mut empty = budget.reserve(A, 0).await.unwrap();
-        budget.grow(&mut empty, A, 1 << 10).await.unwrap();
-        assert_eq!(empty.bytes(), 1 << 10);
+        // Two of one client's requests, each holding 8 KiB of its 20 KiB share, each
+        // wanting 16: the first to find no room gives its 8 back and waits for all 20; the
+        // other, finding room then, grows, ends, and lets it through.
+        drop(r);
+        let mut a = budget.reserve(A, 8 << 10).await.unwrap();
+        let mut b = budget.reserve(A, 8 << 10).await.unwrap();
+        let grown_b = budget
+            .extend(&mut b, A, (8 << 10, 12 << 10, 20 << 10))
+            .await
+            .unwrap();
+        assert_eq!(grown_b, 12 << 10, "room for 4 more at once");
+        let waiting = async {
+            budget
+                .extend(&mut a, A, (8 << 10, 16 << 10, 20 << 10))
+                .await
+        };
+        let finishing = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(b);
+        };
+        let (grown_a, ()) = tokio::join!(waiting, finishing);
+        assert_eq!(grown_a.unwrap(), 20 << 10);
+        assert_eq!(a.bytes(), 20 << 10);
     }
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);

@@ -206,7 +206,17 @@ pub(super) async fn forward(
 
     // A gRPC call's body is a stream of messages that may last as long as the call: once
     // the head is judged, each message is judged and passed on by itself (see `grpc`).
-    if is_grpc && content_encoding.is_none() && !body.is_end_stream() {
+    if is_grpc && !body.is_end_stream() {
+        // Not part of gRPC, and the messages' own coding is `grpc-encoding`: a body coded
+        // twice would be read one way here and maybe another by the server.
+        if content_encoding
+            .as_deref()
+            .is_some_and(|v| !v.trim_ascii().eq_ignore_ascii_case(b"identity"))
+        {
+            return Err(ProxyError::BadRequest(
+                "a gRPC call with a Content-Encoding other than identity",
+            ));
+        }
         judge(shared, &live, scan, &insp, &[], false)?;
         let call = grpc::Call {
             shared: ctx.shared.clone(),
@@ -216,10 +226,8 @@ pub(super) async fn forward(
             method: parts.method.clone(),
             uri: insp.uri.clone(),
             request_id: request_id.to_owned(),
-            encoding: parts
-                .headers
-                .get("grpc-encoding")
-                .map(|v| v.as_bytes().to_vec()),
+            encoding: grpc_encoding(&parts.headers)?,
+            record: insp.record.clone(),
         };
         return grpc::through(ctx, parts, body, call).await;
     }
@@ -244,11 +252,15 @@ pub(super) async fn forward(
     };
     // Body bytes the reservation covers.
     let mut room = may_hold;
+    // What `body` bytes held take of the budget with the windows (at most a client's share,
+    // unless the body alone needs more).
+    let with_windows = |body: u64| (body + windows).min(shared.hold_budget.most().max(body));
     let mut reservation = {
         let _busy = ctx.activity.busy();
-        let budget = &shared.hold_budget;
-        let bytes = (may_hold + windows).min(budget.most().max(may_hold));
-        budget.reserve(ctx.peer.ip(), bytes).await?
+        shared
+            .hold_budget
+            .reserve(ctx.peer.ip(), with_windows(may_hold))
+            .await?
     };
 
     // Hold the body (scanning as it arrives) up to the hold limit, at no less than
@@ -284,11 +296,20 @@ pub(super) async fn forward(
                             let want = held_bytes.max(room * 2).min(limits.hold_bytes);
                             let waited = tokio::time::Instant::now();
                             let _busy = ctx.activity.busy();
-                            shared
+                            let sizes = (
+                                with_windows(room),
+                                with_windows(want),
+                                with_windows(limits.hold_bytes),
+                            );
+                            let now = shared
                                 .hold_budget
-                                .grow(&mut reservation, ctx.peer.ip(), want - room)
+                                .extend(&mut reservation, ctx.peer.ip(), sizes)
                                 .await?;
-                            room = want;
+                            room = if now > sizes.1 {
+                                limits.hold_bytes
+                            } else {
+                                want
+                            };
                             // The wait for room is not the client's slowness.
                             started += waited.elapsed();
                         }
@@ -372,6 +393,19 @@ pub(super) async fn forward(
         _ => Err(ProxyError::Upstream(
             "the upstream switched protocols without being asked".into(),
         )),
+    }
+}
+
+/// A gRPC call's `grpc-encoding`: one field at most, since servers differ on which of two
+/// they read (grpc-go the last), and the scan must read the one the server does (found in
+/// review: `identity` then `deflate` had a compressed message scanned as raw bytes).
+fn grpc_encoding(headers: &HeaderMap) -> Result<Option<Vec<u8>>, ProxyError> {
+    let mut fields = headers.get_all("grpc-encoding").iter();
+    match (fields.next(), fields.next()) {
+        (_, Some(_)) => Err(ProxyError::BadRequest(
+            "a gRPC call with more than one grpc-encoding field",
+        )),
+        (one, None) => Ok(one.map(|v| v.as_bytes().to_vec())),
     }
 }
 

@@ -16,13 +16,16 @@
 //!
 //! Each message is judged alone (a call's messages are separate documents, and a stream
 //! may last for hours): a list sent one row per message is what `policy.windows` counts.
+//! gRPC-Web's binary form (`application/grpc-web`, `+proto`) goes this way too; its text
+//! form (`-text`, base64) goes the usual way, where a message compressed by its
+//! `grpc-encoding` is not read. A call with a `Content-Encoding` other than `identity`
+//! (not part of gRPC) is refused, and so is one with two `grpc-encoding` fields.
 //! A message over `limits.hold_bytes` (gRPC's own default limit is 4 MiB) is refused
 //! (413 or a reset); held bytes come from the hold budget as they arrive, and a message
 //! must come at `limits.body_min_rate` once `header_read_timeout` has passed (else the call
 //! is cut: an unfinished one would hold its budget as long as the call lives). A body that ends
 //! inside a message's prefix or payload is judged on what came and then ends (the upstream
-//! sees a truncated message, as it would have directly). `grpc-web` is not this: its
-//! bodies end, and go through the usual path.
+//! sees a truncated message, as it would have directly).
 
 use std::sync::Arc;
 
@@ -61,6 +64,13 @@ pub(super) fn is_grpc(content_type: Option<&[u8]>) -> bool {
     else {
         return false;
     };
+    // gRPC-Web's binary form frames its messages the same way (its bodies end, but a
+    // compressed message is still only readable through `grpc-encoding`: found in review);
+    // its text form is base64 of them, read by the usual path.
+    let rest = match rest.get(..4) {
+        Some(web) if web.eq_ignore_ascii_case(b"-web") => &rest[4..],
+        _ => rest,
+    };
     rest.is_empty() || rest[0] == b'+'
 }
 
@@ -75,6 +85,8 @@ pub(super) struct Call {
     pub(super) request_id: String,
     /// The call's `grpc-encoding`: how a message with the compressed flag is compressed.
     pub(super) encoding: Option<Vec<u8>>,
+    /// The request's record: a blocked message makes the call a block.
+    pub(super) record: Option<Arc<super::observe::Record>>,
 }
 
 /// Sends the call upstream with its body streamed message by message (see the module
@@ -87,28 +99,60 @@ pub(super) async fn through(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let shared = call.shared.clone();
     let timeout = call.live.config.limits.upstream_response_timeout;
-    let (tx, mut up_body) = UpstreamBody::streamed(8);
+    // One message in the channel at a time: each is up to `hold_bytes`, and the pump keeps
+    // the reservations of those not yet written (found in review: 8 in the channel held
+    // 8 × `hold_bytes` the budget did not count).
+    let (tx, mut up_body) = UpstreamBody::streamed(1);
     let progress = up_body.progress();
     let send = intercept::send(&shared.client, Request::from_parts(parts, up_body));
+    tokio::pin!(send);
     let (cut_tx, cut_rx) = watch::channel(false);
-    let (early_tx, early_rx) = oneshot::channel();
+    // How the pump ended: the body passed on whole, or an error (a block) that is the
+    // client's answer if the upstream has not answered yet.
+    let (done_tx, done_rx) = oneshot::channel::<Result<(), ProxyError>>();
     let guard = ctx.guard.clone();
     let phase = ctx.phase.clone();
     tokio::spawn(async move {
         let _guard = guard;
-        let ended = pump(&call, body, tx, phase).await;
-        if let Err(e) = ended {
+        let ended = pump(&call, body, &tx, phase).await;
+        if ended.is_err() {
             let _ = cut_tx.send(true);
-            // Before the upstream answered, the client gets this answer instead.
-            let _ = early_tx.send(e);
         }
+        // Sent before the upstream request fails for the body dropped below (found in
+        // review: that 502 won the race now and then).
+        let _ = done_tx.send(ended);
+        drop(tx);
     });
     let sent = std::time::Instant::now();
-    let answered = progress.answer(send, timeout);
-    tokio::pin!(answered);
-    let response = tokio::select! {
-        response = &mut answered => response?,
-        Ok(e) = early_rx => return Err(e),
+    let mut done = Some(done_rx);
+    // While the client is still sending, the upstream may answer whenever it likes (a
+    // client-streaming call's server answers at the end; the client's pauses are not the
+    // upstream's, found in review); once the body has ended, the usual timer runs.
+    let first = tokio::select! {
+        biased;
+        ended = async { done.as_mut().expect("polled while open").await } => {
+            done = None;
+            if let Ok(Err(e)) = ended {
+                return Err(e);
+            }
+            None
+        }
+        response = &mut send => Some(response),
+    };
+    let answered = match first {
+        Some(answered) => answered,
+        None => progress.answer(&mut send, timeout).await,
+    };
+    let response = match answered {
+        Ok(response) => response,
+        // The pump's block, if there is one, is the answer rather than this failure.
+        Err(e) => match done.take() {
+            Some(done) => match done.await {
+                Ok(Err(blocked)) => return Err(blocked),
+                _ => return Err(e),
+            },
+            None => return Err(e),
+        },
     };
     shared.metrics.upstream_response(sent.elapsed());
     let (parts, body) = super::forward::to_client(response).into_parts();
@@ -171,7 +215,7 @@ struct Message<'c> {
     started: tokio::time::Instant,
     /// Payload bytes still to come.
     left: u64,
-    reserved: Vec<Reservation>,
+    reserved: Reservation,
     reserved_bytes: u64,
 }
 
@@ -181,11 +225,14 @@ struct Message<'c> {
 async fn pump(
     call: &Call,
     mut body: ClientBody,
-    tx: mpsc::Sender<Piece>,
+    tx: &mpsc::Sender<Piece>,
     phase: watch::Receiver<super::Phase>,
 ) -> Result<(), ProxyError> {
     let mut buf = BytesMut::new();
     let mut message: Option<Message<'_>> = None;
+    // The reservations of the last two messages passed on: one may wait in the channel,
+    // the other be in the upstream connection's hands.
+    let mut in_flight: std::collections::VecDeque<Reservation> = Default::default();
     let mut count = 0u64;
     let mut phase = phase;
     loop {
@@ -219,7 +266,7 @@ async fn pump(
             }
             if m.left == 0 {
                 let m = message.take().expect("a message");
-                if !forward_message(call, m, &tx).await? {
+                if !forward_message(call, m, tx, &mut in_flight).await? {
                     // The upstream request is gone (answered or failed): nothing more to do.
                     return Ok(());
                 }
@@ -267,7 +314,7 @@ async fn pump(
     }
     // The body ended: a message it cut short is judged on what came, then goes on.
     if let Some(m) = message.take() {
-        if !forward_message(call, m, &tx).await? {
+        if !forward_message(call, m, tx, &mut in_flight).await? {
             return Ok(());
         }
     }
@@ -299,7 +346,7 @@ fn start(call: &Call, n: u64, compressed: bool) -> Message<'_> {
         held_bytes: 0,
         started: tokio::time::Instant::now(),
         left: 0,
-        reserved: Vec::new(),
+        reserved: Reservation::default(),
         reserved_bytes: 0,
     }
 }
@@ -316,11 +363,19 @@ async fn hold(call: &Call, m: &mut Message<'_>, piece: &[u8]) -> Result<(), Prox
         return Err(ProxyError::BodyTooLarge { limit: hold_bytes });
     }
     if m.held_bytes > m.reserved_bytes {
-        let want = (m.held_bytes + m.left).min(hold_bytes + PREFIX as u64);
-        let bytes = (want - m.reserved_bytes).max(RESERVE_STEP);
-        let r = call.shared.hold_budget.reserve(call.client, bytes).await?;
-        m.reserved.push(r);
-        m.reserved_bytes += bytes;
+        // A message of `hold_bytes` and its prefix: within a client's share, which may be
+        // just `hold_bytes` (found in review: such a message could never pass).
+        let budget = &call.shared.hold_budget;
+        let full = (hold_bytes + PREFIX as u64).min(budget.most().max(hold_bytes));
+        let waited = tokio::time::Instant::now();
+        let want = (m.held_bytes + m.left)
+            .max(m.reserved_bytes + RESERVE_STEP)
+            .min(full);
+        m.reserved_bytes = budget
+            .extend(&mut m.reserved, call.client, (m.reserved_bytes, want, full))
+            .await?;
+        // The wait for room is not the client's slowness.
+        m.started += waited.elapsed();
     }
     m.held.extend_from_slice(piece);
     Ok(())
@@ -331,6 +386,7 @@ async fn forward_message(
     call: &Call,
     m: Message<'_>,
     tx: &mpsc::Sender<Piece>,
+    in_flight: &mut std::collections::VecDeque<Reservation>,
 ) -> Result<bool, ProxyError> {
     let Message {
         id,
@@ -344,7 +400,7 @@ async fn forward_message(
     let insp = Inspection {
         input: call.input.clone(),
         request_id: &id,
-        record: None,
+        record: call.record.clone(),
         client: call.client,
         method: call.method.clone(),
         uri: call.uri.clone(),
@@ -367,7 +423,10 @@ async fn forward_message(
         // The upstream stopped taking the body.
         Err(_) => return Err(ProxyError::UpstreamTimeout(timeout)),
     }
-    drop(reserved);
+    in_flight.push_back(reserved);
+    if in_flight.len() > 2 {
+        in_flight.pop_front();
+    }
     Ok(true)
 }
 
@@ -379,8 +438,10 @@ mod tests {
             ("application/grpc", true),
             ("application/grpc+proto", true),
             ("Application/GRPC+json; charset=utf-8", true),
-            ("application/grpc-web", false),
+            ("application/grpc-web", true),
+            ("application/grpc-web+proto", true),
             ("application/grpc-web-text+proto", false),
+            ("application/grpc-webx", false),
             ("application/grpcx", false),
             ("application/json", false),
             ("", false),

@@ -48,8 +48,11 @@ impl Record {
         })
     }
 
+    /// Records a verdict; a request judged more than once (a gRPC call's head, then each
+    /// message) keeps the strictest (found in review: a call whose message was blocked was
+    /// counted allowed, by its head).
     fn set_verdict(&self, action: Action) {
-        self.verdict.store(1 + action as u8, Ordering::Relaxed);
+        self.verdict.fetch_max(1 + action as u8, Ordering::Relaxed);
     }
 
     fn verdict(&self) -> Option<Action> {

@@ -395,7 +395,7 @@ struct Message<'s> {
     judged: Judged,
     /// What its held bytes and samples take of the hold budget (kept, once it streams,
     /// until it ends: it still holds up to a mebibyte).
-    reserved: Vec<Reservation>,
+    reserved: Reservation,
     reserved_bytes: u64,
 }
 
@@ -588,7 +588,7 @@ impl<'s> Upward<'s> {
             newest: 0,
             unjudged: 0,
             judged: Judged::default(),
-            reserved: Vec::new(),
+            reserved: Reservation::default(),
             reserved_bytes: 0,
         });
     }
@@ -618,13 +618,16 @@ impl<'s> Upward<'s> {
         if want <= message.reserved_bytes {
             return Ok(());
         }
-        let bytes = (want - message.reserved_bytes)
-            .max(RESERVE_STEP)
-            .min(most - message.reserved_bytes);
-        match s.shared.hold_budget.reserve(s.client, bytes).await {
-            Ok(reservation) => {
-                message.reserved.push(reservation);
-                message.reserved_bytes += bytes;
+        let have = message.reserved_bytes;
+        let target = want.max(have + RESERVE_STEP).min(most);
+        match s
+            .shared
+            .hold_budget
+            .extend(&mut message.reserved, s.client, (have, target, most))
+            .await
+        {
+            Ok(now) => {
+                message.reserved_bytes = now;
                 Ok(())
             }
             Err(e) => Err(Some(Closing::from_error(&e, &message.id))),
