@@ -16,25 +16,9 @@ use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use support::{Proxy, customer_export};
+use support::{Proxy, customer_export, grpc_message as message, http_chunk as chunk};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// A gRPC message: flag, length, payload.
-fn message(payload: &[u8], compressed: bool) -> Vec<u8> {
-    let mut m = vec![u8::from(compressed)];
-    m.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    m.extend_from_slice(payload);
-    m
-}
-
-/// An HTTP/1.1 chunk of `data`.
-fn chunk(data: &[u8]) -> Vec<u8> {
-    let mut c = format!("{:x}\r\n", data.len()).into_bytes();
-    c.extend_from_slice(data);
-    c.extend_from_slice(b"\r\n");
-    c
-}
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

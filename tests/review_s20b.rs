@@ -80,7 +80,10 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use ops_support::OpsProxy;
-use support::{Proxy, Upstream, customer_export, parse_reply, read_to_close};
+use support::{
+    Proxy, Upstream, customer_export, grpc_message as message, http_chunk as chunk, parse_reply,
+    read_to_close,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
@@ -88,22 +91,6 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 /// others running beside it (`cargo test` runs a file's tests on threads of one process)
 /// would add to.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A gRPC message: flag, length, payload.
-fn message(payload: &[u8], compressed: bool) -> Vec<u8> {
-    let mut m = vec![u8::from(compressed)];
-    m.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    m.extend_from_slice(payload);
-    m
-}
-
-/// An HTTP/1.1 chunk of `data`.
-fn chunk(data: &[u8]) -> Vec<u8> {
-    let mut c = format!("{:x}\r\n", data.len()).into_bytes();
-    c.extend_from_slice(data);
-    c.extend_from_slice(b"\r\n");
-    c
-}
 
 /// What the upstream saw of one call.
 #[derive(Clone, Default)]

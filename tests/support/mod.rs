@@ -828,3 +828,19 @@ pub async fn post_raw_form(upstream: &Upstream, proxy: &Proxy, body: &[u8]) -> R
     bytes.extend_from_slice(body);
     parse_reply(&exchange(proxy.addr, &bytes).await)
 }
+
+/// A gRPC message: its flag (compressed or not), its 4-byte length, its payload.
+pub fn grpc_message(payload: &[u8], compressed: bool) -> Vec<u8> {
+    let mut m = vec![u8::from(compressed)];
+    m.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    m.extend_from_slice(payload);
+    m
+}
+
+/// `data` as one chunk of an HTTP/1.1 chunked body.
+pub fn http_chunk(data: &[u8]) -> Vec<u8> {
+    let mut c = format!("{:x}\r\n", data.len()).into_bytes();
+    c.extend_from_slice(data);
+    c.extend_from_slice(b"\r\n");
+    c
+}
