@@ -571,3 +571,26 @@ async fn inside_tls_interception_a_list_in_a_message_is_blocked_too() {
             .contains("extensions")
     );
 }
+
+/// A message near `hold_bytes` passes when a client's share is just `hold_bytes`: what it
+/// reserves (its frames and its audit samples) is cut to the share, which no reservation
+/// can pass (found in session 20's last read, the twin of a gRPC defect: it got Close 1013).
+#[tokio::test]
+async fn a_message_near_hold_bytes_passes_when_the_share_is_hold_bytes() {
+    let upstream = WsUpstream::start().await;
+    let proxy = Proxy::start(
+        "limits: { hold_bytes: 1MiB, hold_total: 1MiB, hold_per_client: 1MiB, \
+         hold_wait: 300ms }\n",
+    )
+    .await;
+    let mut client = Client::open(proxy.addr, upstream.addr).await.unwrap();
+    let payload = support::filler(900 << 10);
+    client
+        .send(&frame(true, BINARY, &payload, [1, 2, 3, 4]))
+        .await;
+    let want = format!("ok {}", payload.len());
+    assert_eq!(
+        client.next().await.unwrap(),
+        (true, TEXT, want.into_bytes())
+    );
+}

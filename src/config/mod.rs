@@ -166,6 +166,15 @@ pub struct Limits {
     pub linger_time: Duration,
 }
 
+impl Limits {
+    /// How long a body (or a message that is held as one) may take to bring its byte after
+    /// the first `bytes`: the head's time, then `body_min_rate` on average.
+    pub fn body_time(&self, bytes: u64) -> std::time::Duration {
+        self.header_read_timeout
+            + std::time::Duration::from_secs_f64((bytes + 1) as f64 / self.body_min_rate as f64)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Limits {
         Limits {

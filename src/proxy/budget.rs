@@ -28,6 +28,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ProxyError;
 
+/// The least [`HoldBudget::extend_by_steps`] adds at a time.
+const STEP: u64 = 64 << 10;
+
 /// Bytes per unit of the budget.
 const UNIT: u64 = 1024;
 
@@ -167,12 +170,18 @@ impl HoldBudget {
     /// would. Waiting for more while holding part of the budget could deadlock with another
     /// request doing the same: two chunked uploads of one client, each holding half its
     /// share and waiting for the other's half (found in review). Returns what it covers.
+    ///
+    /// No reservation goes past a client's share, which none could ever get (validation
+    /// keeps `hold_bytes` within it): `want` and `full` are cut to it (found in review for
+    /// a gRPC message of `hold_bytes` and its prefix, which could never pass).
     pub(super) async fn extend(
         &self,
         reservation: &mut Reservation,
         client: IpAddr,
         (have, want, full): (u64, u64, u64),
     ) -> Result<u64, ProxyError> {
+        let want = want.min(self.most());
+        let full = full.min(self.most());
         if want <= have {
             return Ok(have);
         }
@@ -186,6 +195,22 @@ impl HoldBudget {
         *reservation = Reservation(None);
         *reservation = self.reserve(client, full.max(want)).await?;
         Ok(full.max(want))
+    }
+
+    /// [`HoldBudget::extend`] for what is held a piece at a time (a WebSocket or gRPC
+    /// message): by at least [`STEP`] (up to `full`), so that a message cut into many small
+    /// pieces does not take a budget unit, and maybe a wait, for each.
+    pub(super) async fn extend_by_steps(
+        &self,
+        reservation: &mut Reservation,
+        client: IpAddr,
+        (have, want, full): (u64, u64, u64),
+    ) -> Result<u64, ProxyError> {
+        if want <= have {
+            return Ok(have);
+        }
+        let want = want.max(have + STEP).min(full);
+        self.extend(reservation, client, (have, want, full)).await
     }
 
     /// [`HoldBudget::reserve`], waiting at most `wait` (none: only what is free now).

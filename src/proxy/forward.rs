@@ -44,7 +44,7 @@ use tracing::info;
 
 use super::budget::Reservation;
 use super::error::{Blocked, NotInspected, ProxyError};
-use super::observe::{self, Inspection, Record};
+use super::observe::{self, Inspection, Ongoing, Record};
 use super::reload::Live;
 use super::upstream::{Piece, UpstreamBody};
 use super::{ConnCtx, ProxyBody, Shared, grpc, intercept, websocket};
@@ -219,15 +219,8 @@ pub(super) async fn forward(
         }
         judge(shared, &live, scan, &insp, &[], false)?;
         let call = grpc::Call {
-            shared: ctx.shared.clone(),
-            live: live.clone(),
-            input: insp.input.clone(),
-            client: ctx.peer.ip(),
-            method: parts.method.clone(),
-            uri: insp.uri.clone(),
-            request_id: request_id.to_owned(),
             encoding: grpc_encoding(&parts.headers)?,
-            record: insp.record.clone(),
+            req: Ongoing::of(ctx.shared.clone(), live.clone(), &insp, true),
         };
         return grpc::through(ctx, parts, body, call).await;
     }
@@ -274,11 +267,7 @@ pub(super) async fn forward(
             break false;
         }
         // By when the next byte must come for the average to hold.
-        let due = started
-            + limits.header_read_timeout
-            + std::time::Duration::from_secs_f64(
-                (held_bytes + 1) as f64 / limits.body_min_rate as f64,
-            );
+        let due = started + limits.body_time(held_bytes);
         let Ok(next) = tokio::time::timeout_at(due, body.frame()).await else {
             return Err(ProxyError::SlowBody(limits.body_min_rate));
         };
@@ -373,15 +362,8 @@ pub(super) async fn forward(
             ))
         }
         (Some(client_upgrade), Some(offered)) if switches_to(response.headers(), &offered) => {
-            let session = websocket::Session {
-                shared: ctx.shared.clone(),
-                live,
-                input: insp.input.clone(),
-                client: ctx.peer.ip(),
-                method: insp.method.clone(),
-                uri: insp.uri.clone(),
-                request_id: request_id.to_owned(),
-            };
+            // Each message is counted on its own, not as the handshake request.
+            let session = Ongoing::of(ctx.shared.clone(), live, &insp, false);
             Ok(switch(ctx, response, client_upgrade, session))
         }
         // RFC 9110 §7.8: a 101 names the protocol switched to, one the client offered.
@@ -434,7 +416,7 @@ fn switch(
     ctx: &ConnCtx,
     mut response: Response<Incoming>,
     client_upgrade: hyper::upgrade::OnUpgrade,
-    session: websocket::Session,
+    session: Ongoing,
 ) -> Response<ProxyBody> {
     let protocol = response.headers().get(header::UPGRADE).cloned();
     let upstream_upgrade = hyper::upgrade::on(&mut response);

@@ -27,8 +27,6 @@
 //! inside a message's prefix or payload is judged on what came and then ends (the upstream
 //! sees a truncated message, as it would have directly).
 
-use std::sync::Arc;
-
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use http_body_util::BodyExt;
@@ -39,16 +37,13 @@ use tracing::{debug, info};
 use super::budget::Reservation;
 use super::error::ProxyError;
 use super::linger::ClientBody;
-use super::observe::Inspection;
+use super::observe::Ongoing;
 use super::upstream::{Piece, UpstreamBody};
-use super::{ConnCtx, Live, ProxyBody, Shared, intercept};
+use super::{ConnCtx, ProxyBody, intercept};
 use crate::metrics::TimedScan;
 
 /// The length prefix of a message: a flag byte and a 4-byte big-endian length.
 const PREFIX: usize = 5;
-
-/// The least a held message reserves of the hold budget at a time.
-const RESERVE_STEP: u64 = 64 << 10;
 
 /// Whether a request with this `Content-Type` is a gRPC call (not gRPC-Web).
 pub(super) fn is_grpc(content_type: Option<&[u8]>) -> bool {
@@ -76,17 +71,10 @@ pub(super) fn is_grpc(content_type: Option<&[u8]>) -> bool {
 
 /// What a call's messages are judged with: the request's.
 pub(super) struct Call {
-    pub(super) shared: Arc<Shared>,
-    pub(super) live: Arc<Live>,
-    pub(super) input: crate::policy::Input,
-    pub(super) client: std::net::IpAddr,
-    pub(super) method: http::Method,
-    pub(super) uri: http::Uri,
-    pub(super) request_id: String,
+    /// The request, with its record: a blocked message makes the call a block.
+    pub(super) req: Ongoing,
     /// The call's `grpc-encoding`: how a message with the compressed flag is compressed.
     pub(super) encoding: Option<Vec<u8>>,
-    /// The request's record: a blocked message makes the call a block.
-    pub(super) record: Option<Arc<super::observe::Record>>,
 }
 
 /// Sends the call upstream with its body streamed message by message (see the module
@@ -97,8 +85,8 @@ pub(super) async fn through(
     body: ClientBody,
     call: Call,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let shared = call.shared.clone();
-    let timeout = call.live.config.limits.upstream_response_timeout;
+    let shared = call.req.shared.clone();
+    let timeout = call.req.live.config.limits.upstream_response_timeout;
     // One message in the channel at a time: each is up to `hold_bytes`, and the pump keeps
     // the reservations of those not yet written (found in review: 8 in the channel held
     // 8 × `hold_bytes` the budget did not count).
@@ -275,14 +263,10 @@ async fn pump(
         // A call may wait for its next message as long as it lives (a client that sent
         // its request and now listens): the wait ends with the client, with the upstream
         // request, or at the end of the drain time.
-        let limits = &call.live.config.limits;
-        let due = message.as_ref().map(|m| {
-            m.started
-                + limits.header_read_timeout
-                + std::time::Duration::from_secs_f64(
-                    (m.held_bytes + 1) as f64 / limits.body_min_rate as f64,
-                )
-        });
+        let limits = &call.req.live.config.limits;
+        let due = message
+            .as_ref()
+            .map(|m| m.started + limits.body_time(m.held_bytes));
         let next = tokio::select! {
             next = body.frame() => next,
             () = async {
@@ -291,15 +275,15 @@ async fn pump(
                     None => std::future::pending().await,
                 }
             } => {
-                info!(request_id = call.request_id, "gRPC message came too slowly: the call is cut");
+                info!(request_id = call.req.request_id, "gRPC message came too slowly: the call is cut");
                 return Err(ProxyError::SlowBody(limits.body_min_rate));
             }
             _ = tx.closed() => {
-                debug!(request_id = call.request_id, "gRPC call ended upstream");
+                debug!(request_id = call.req.request_id, "gRPC call ended upstream");
                 return Ok(());
             }
             _ = super::stopped(&mut phase) => {
-                debug!(request_id = call.request_id, "gRPC call cut at the end of the drain time");
+                debug!(request_id = call.req.request_id, "gRPC call cut at the end of the drain time");
                 return Ok(());
             }
         };
@@ -327,7 +311,7 @@ async fn pump(
 }
 
 fn start(call: &Call, n: u64, compressed: bool) -> Message<'_> {
-    let limits = &call.live.config.decode.limits;
+    let limits = &call.req.live.config.decode.limits;
     let encoding = if compressed {
         // A compressed message without a `grpc-encoding` breaks the protocol: scanned as
         // it is, and not fully inspected.
@@ -336,11 +320,11 @@ fn start(call: &Call, n: u64, compressed: bool) -> Message<'_> {
         None
     };
     Message {
-        id: format!("{}-m{n}", call.request_id),
+        id: format!("{}-m{n}", call.req.request_id),
         n,
         scan: TimedScan::new(
-            crate::decode::Inspection::new(&call.live.engine, limits, None, encoding)
-                .with_windows(call.shared.decoder_windows.for_client(call.client)),
+            crate::decode::Inspection::new(&call.req.live.engine, limits, None, encoding)
+                .with_windows(call.req.shared.decoder_windows.for_client(call.req.client)),
         ),
         held: BytesMut::new(),
         held_bytes: 0,
@@ -353,7 +337,7 @@ fn start(call: &Call, n: u64, compressed: bool) -> Message<'_> {
 
 /// Holds `piece` of message `m`, within `hold_bytes` and the hold budget.
 async fn hold(call: &Call, m: &mut Message<'_>, piece: &[u8]) -> Result<(), ProxyError> {
-    let hold_bytes = call.live.config.limits.hold_bytes;
+    let hold_bytes = call.req.live.config.limits.hold_bytes;
     m.held_bytes += piece.len() as u64;
     if m.held_bytes + m.left > hold_bytes + PREFIX as u64 {
         info!(
@@ -363,16 +347,17 @@ async fn hold(call: &Call, m: &mut Message<'_>, piece: &[u8]) -> Result<(), Prox
         return Err(ProxyError::BodyTooLarge { limit: hold_bytes });
     }
     if m.held_bytes > m.reserved_bytes {
-        // A message of `hold_bytes` and its prefix: within a client's share, which may be
-        // just `hold_bytes` (found in review: such a message could never pass).
-        let budget = &call.shared.hold_budget;
-        let full = (hold_bytes + PREFIX as u64).min(budget.most().max(hold_bytes));
         let waited = tokio::time::Instant::now();
-        let want = (m.held_bytes + m.left)
-            .max(m.reserved_bytes + RESERVE_STEP)
-            .min(full);
-        m.reserved_bytes = budget
-            .extend(&mut m.reserved, call.client, (m.reserved_bytes, want, full))
+        let sizes = (
+            m.reserved_bytes,
+            m.held_bytes + m.left,
+            hold_bytes + PREFIX as u64,
+        );
+        m.reserved_bytes = call
+            .req
+            .shared
+            .hold_budget
+            .extend_by_steps(&mut m.reserved, call.req.client, sizes)
             .await?;
         // The wait for room is not the client's slowness.
         m.started += waited.elapsed();
@@ -397,26 +382,23 @@ async fn forward_message(
         reserved,
         ..
     } = m;
-    let insp = Inspection {
-        input: call.input.clone(),
-        request_id: &id,
-        record: call.record.clone(),
-        client: call.client,
-        method: call.method.clone(),
-        uri: call.uri.clone(),
-        body_bytes: held_bytes,
-        window_recorded: Default::default(),
-    };
+    let insp = call.req.inspection(&id, held_bytes);
     let held = held.freeze();
     let payload = [held.slice(PREFIX.min(held.len())..)];
     // Partial: the call's earlier messages went upstream.
     let partial = n > 1;
-    if let Err(e) = super::forward::judge(&call.shared, &call.live, scan, &insp, &payload, partial)
-    {
+    if let Err(e) = super::forward::judge(
+        &call.req.shared,
+        &call.req.live,
+        scan,
+        &insp,
+        &payload,
+        partial,
+    ) {
         info!(request_id = id, "gRPC message blocked: the call is cut");
         return Err(e);
     }
-    let timeout = call.live.config.limits.upstream_response_timeout;
+    let timeout = call.req.live.config.limits.upstream_response_timeout;
     match tokio::time::timeout(timeout, tx.send(Piece::Data(held))).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => return Ok(false),

@@ -87,6 +87,59 @@ pub(super) struct Inspection<'a> {
     pub(super) window_recorded: std::sync::Mutex<crate::policy::window::Recorded>,
 }
 
+/// A request whose content keeps coming after its head was judged and it went upstream (a
+/// WebSocket connection's messages, a gRPC call's), and what each piece of that content is
+/// judged with: the request's own policy input, address, method and target, each piece as
+/// a request of its own (id `<request id>-<piece>`).
+pub(super) struct Ongoing {
+    pub(super) shared: Arc<Shared>,
+    /// The rules and policy in force when the request started: they judge all of it.
+    pub(super) live: Arc<super::reload::Live>,
+    pub(super) input: crate::policy::Input,
+    pub(super) client: IpAddr,
+    pub(super) method: Method,
+    pub(super) uri: http::Uri,
+    pub(super) request_id: String,
+    /// The request's record, when a piece's verdict should count as the request's (a gRPC
+    /// call's: it keeps the strictest); `None` for pieces counted on their own.
+    pub(super) record: Option<Arc<Record>>,
+}
+
+impl Ongoing {
+    /// The request `insp` describes, judged with `live`; its record only with `record`.
+    pub(super) fn of(
+        shared: Arc<Shared>,
+        live: Arc<super::reload::Live>,
+        insp: &Inspection<'_>,
+        record: bool,
+    ) -> Ongoing {
+        Ongoing {
+            shared,
+            live,
+            input: insp.input.clone(),
+            client: insp.client,
+            method: insp.method.clone(),
+            uri: insp.uri.clone(),
+            request_id: insp.request_id.to_owned(),
+            record: insp.record.clone().filter(|_| record),
+        }
+    }
+
+    /// The [`Inspection`] one piece (`id`, `body_bytes` long) is judged as.
+    pub(super) fn inspection<'a>(&'a self, id: &'a str, body_bytes: u64) -> Inspection<'a> {
+        Inspection {
+            input: self.input.clone(),
+            request_id: id,
+            record: self.record.clone(),
+            client: self.client,
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            body_bytes,
+            window_recorded: Default::default(),
+        }
+    }
+}
+
 /// The port a request goes to: its target's, else the default of its scheme (443 for
 /// `https`, as a request inside an intercepted CONNECT is made absolute, and for a
 /// CONNECT; 80 otherwise). Found in review: intercepted requests on 443 were recorded as

@@ -36,21 +36,18 @@
 
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
-use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use http::Method;
 use hyper::upgrade::OnUpgrade;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tracing::{debug, info};
 
+use super::ConnCtx;
 use super::budget::Reservation;
 use super::error::ProxyError;
 use super::forward::Judged;
-use super::observe::Inspection;
-use super::{ConnCtx, Live, Shared};
+use super::observe::Ongoing;
 use crate::config::Oversize;
 use crate::metrics::{MessageOutcome, TimedScan};
 use crate::policy::Action;
@@ -71,17 +68,6 @@ const TRY_AGAIN_LATER: u16 = 1013;
 
 /// The longest frame head: 2 bytes, an 8-byte length, a 4-byte mask.
 const MAX_HEAD: usize = 14;
-
-/// What a connection's messages are judged with: the handshake request's.
-pub(super) struct Session {
-    pub(super) shared: Arc<Shared>,
-    pub(super) live: Arc<Live>,
-    pub(super) input: crate::policy::Input,
-    pub(super) client: IpAddr,
-    pub(super) method: Method,
-    pub(super) uri: http::Uri,
-    pub(super) request_id: String,
-}
 
 /// A frame's head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,7 +236,7 @@ impl Boundaries {
 /// Relays an upgraded WebSocket connection in a task of its own (see the module doc),
 /// until both sides close, the pair is idle for `limits.idle_timeout`, a message is
 /// blocked, or the drain time is over.
-pub(super) fn relay<U, F>(ctx: &ConnCtx, client: OnUpgrade, upstream: F, session: Session)
+pub(super) fn relay<U, F>(ctx: &ConnCtx, client: OnUpgrade, upstream: F, session: Ongoing)
 where
     F: Future<Output = io::Result<U>> + Send + 'static,
     U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -402,11 +388,7 @@ struct Message<'s> {
 impl Message<'_> {
     /// By when its next bytes must come.
     fn due(&self, limits: &crate::config::Limits) -> tokio::time::Instant {
-        self.started
-            + limits.header_read_timeout
-            + std::time::Duration::from_secs_f64(
-                (self.received + 1) as f64 / limits.body_min_rate as f64,
-            )
+        self.started + limits.body_time(self.received)
     }
 }
 
@@ -418,7 +400,7 @@ struct Frame {
 }
 
 /// Client to upstream (see the module doc).
-async fn upward<R, W>(session: &Session, mut from: R, mut to: W, close: oneshot::Sender<Bytes>)
+async fn upward<R, W>(session: &Ongoing, mut from: R, mut to: W, close: oneshot::Sender<Bytes>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -495,7 +477,7 @@ where
 }
 
 struct Upward<'s> {
-    session: &'s Session,
+    session: &'s Ongoing,
     message: Option<Message<'s>>,
     frame: Option<Frame>,
     /// Messages started.
@@ -594,8 +576,7 @@ impl<'s> Upward<'s> {
     }
 
     /// Reserves room for a data frame (its head and payload, as far as the message will be
-    /// held), in steps of at least [`RESERVE_STEP`]: a message cut into many small frames
-    /// does not take a budget unit for each.
+    /// held), in steps (see [`HoldBudget::extend_by_steps`](super::budget::HoldBudget::extend_by_steps)).
     async fn reserve(&mut self, head: &Head) -> Result<(), Option<Closing>> {
         let s = self.session;
         let Some(message) = &mut self.message else {
@@ -615,15 +596,11 @@ impl<'s> Upward<'s> {
             .saturating_add(head.len)
             .min(SEEN_BYTES as u64);
         let want = held + seen;
-        if want <= message.reserved_bytes {
-            return Ok(());
-        }
         let have = message.reserved_bytes;
-        let target = want.max(have + RESERVE_STEP).min(most);
         match s
             .shared
             .hold_budget
-            .extend(&mut message.reserved, s.client, (have, target, most))
+            .extend_by_steps(&mut message.reserved, s.client, (have, want, most))
             .await
         {
             Ok(now) => {
@@ -681,7 +658,7 @@ impl<'s> Upward<'s> {
             message.streaming = true;
         }
         let id = message.id.clone();
-        let insp = inspection(s, &id, message.payload);
+        let insp = s.inspection(&id, message.payload);
         let judge = |message: &mut Message<'s>, anyway: bool| {
             message
                 .judged
@@ -748,7 +725,7 @@ impl<'s> Upward<'s> {
             ..
         } = message;
         let seen = [Bytes::from(seen)];
-        let insp = inspection(s, &id, payload);
+        let insp = s.inspection(&id, payload);
         let verdict = super::forward::judge(&s.shared, &s.live, scan, &insp, &seen, streaming)
             .map_err(|e| Some(Closing::from_error(&e, &id)))?;
         s.shared.metrics.websocket_message(match verdict.action {
@@ -787,7 +764,7 @@ struct Controls {
 }
 
 impl Controls {
-    fn judge(&mut self, s: &Session, payload: &[u8]) -> Result<(), Option<Closing>> {
+    fn judge(&mut self, s: &Ongoing, payload: &[u8]) -> Result<(), Option<Closing>> {
         if payload.is_empty() {
             return Ok(());
         }
@@ -816,7 +793,7 @@ impl Controls {
         };
         let verdict = crate::policy::evaluate(&s.live.config.rules, &all, &s.input);
         let id = format!("{}-control", s.request_id);
-        let insp = inspection(s, &id, 0);
+        let insp = s.inspection(&id, 0);
         let seen = [Bytes::copy_from_slice(payload)];
         let result = match verdict.action {
             Action::Allow => Ok(()),
@@ -881,25 +858,8 @@ fn merge(all: &mut crate::scan::Findings, more: crate::scan::Findings) {
     }
 }
 
-/// The least a held message reserves of the hold budget at a time.
-const RESERVE_STEP: u64 = 64 << 10;
-
 /// Unmasked payload kept for an audit event's samples (what `observe` looks at).
 const SEEN_BYTES: usize = 1 << 20;
-
-/// The [`Inspection`] a message is judged as: the handshake's, with the message's own id.
-fn inspection<'a>(s: &'a Session, id: &'a str, payload: u64) -> Inspection<'a> {
-    Inspection {
-        input: s.input.clone(),
-        request_id: id,
-        record: None,
-        client: s.client,
-        method: s.method.clone(),
-        uri: s.uri.clone(),
-        body_bytes: payload,
-        window_recorded: Default::default(),
-    }
-}
 
 #[cfg(test)]
 mod tests {
