@@ -214,7 +214,7 @@ async fn pump(
     call: &Call,
     mut body: ClientBody,
     tx: &mpsc::Sender<Piece>,
-    phase: watch::Receiver<super::Phase>,
+    mut phase: watch::Receiver<super::Phase>,
 ) -> Result<(), ProxyError> {
     let mut buf = BytesMut::new();
     let mut message: Option<Message<'_>> = None;
@@ -222,7 +222,6 @@ async fn pump(
     // the other be in the upstream connection's hands.
     let mut in_flight: std::collections::VecDeque<Reservation> = Default::default();
     let mut count = 0u64;
-    let mut phase = phase;
     loop {
         // Take what the buffer holds.
         loop {
@@ -236,8 +235,7 @@ async fn pump(
                 let len = u64::from(u32::from_be_bytes([
                     prefix[1], prefix[2], prefix[3], prefix[4],
                 ]));
-                let mut m = start(call, count, compressed);
-                m.left = len;
+                let mut m = start(call, count, compressed, len);
                 hold(call, &mut m, &prefix).await?;
                 message = Some(m);
                 continue;
@@ -310,7 +308,8 @@ async fn pump(
     Ok(())
 }
 
-fn start(call: &Call, n: u64, compressed: bool) -> Message<'_> {
+/// Message `n` of the call, `len` payload bytes long.
+fn start(call: &Call, n: u64, compressed: bool, len: u64) -> Message<'_> {
     let limits = &call.req.live.config.decode.limits;
     let encoding = if compressed {
         // A compressed message without a `grpc-encoding` breaks the protocol: scanned as
@@ -329,7 +328,7 @@ fn start(call: &Call, n: u64, compressed: bool) -> Message<'_> {
         held: BytesMut::new(),
         held_bytes: 0,
         started: tokio::time::Instant::now(),
-        left: 0,
+        left: len,
         reserved: Reservation::default(),
         reserved_bytes: 0,
     }

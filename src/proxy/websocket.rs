@@ -304,7 +304,8 @@ where
 struct Closing {
     code: u16,
     reason: String,
-    outcome: Option<MessageOutcome>,
+    /// What the message it closes on counts as.
+    outcome: MessageOutcome,
 }
 
 impl Closing {
@@ -312,7 +313,7 @@ impl Closing {
         Closing {
             code: PROTOCOL_ERROR,
             reason: why.to_owned(),
-            outcome: Some(MessageOutcome::Refused),
+            outcome: MessageOutcome::Refused,
         }
     }
 
@@ -348,7 +349,7 @@ impl Closing {
         Closing {
             code,
             reason,
-            outcome: Some(outcome),
+            outcome,
         }
     }
 }
@@ -438,7 +439,7 @@ where
                             "egress-dlp: a message came slower than {} bytes/s",
                             limits.body_min_rate
                         ),
-                        outcome: Some(MessageOutcome::Refused),
+                        outcome: MessageOutcome::Refused,
                     });
                 }
             },
@@ -460,9 +461,7 @@ where
         let _ = to.shutdown().await;
         return;
     };
-    if let Some(outcome) = closing.outcome {
-        session.shared.metrics.websocket_message(outcome);
-    }
+    session.shared.metrics.websocket_message(closing.outcome);
     info!(
         request_id = session.request_id,
         code = closing.code,
@@ -508,12 +507,12 @@ impl<'s> Upward<'s> {
                 if buf.len() < total {
                     return Ok(false);
                 }
-                let raw = buf.split_to(total).freeze();
+                let raw = buf.split_to(total);
                 if let Some(key) = head.mask {
                     let payload = unmask(&raw[head.size..], key, 0);
                     self.controls.judge(self.session, &payload)?;
                 }
-                self.send(to, &[raw]).await?;
+                self.send(to, &raw).await?;
                 return Ok(true);
             }
             match (head.opcode, self.message.is_some()) {
@@ -688,9 +687,9 @@ impl<'s> Upward<'s> {
         if ready == 0 {
             return Ok(());
         }
-        let piece = message.held.split_to(ready).freeze();
+        let piece = message.held.split_to(ready);
         message.newest -= ready;
-        self.send(to, &[piece]).await
+        self.send(to, &piece).await
     }
 
     /// After a piece of a data frame: at the frame's end, and at the message's, judges it
@@ -733,20 +732,18 @@ impl<'s> Upward<'s> {
             Action::Log => MessageOutcome::Log,
             Action::Block => MessageOutcome::Block,
         });
-        self.send(to, &[held.freeze()]).await?;
+        self.send(to, &held).await?;
         drop(reserved);
         Ok(())
     }
 
-    /// Sends `pieces` upstream; `Err(None)` when the upstream is gone.
-    async fn send<W>(&mut self, to: &mut W, pieces: &[Bytes]) -> Result<(), Option<Closing>>
+    /// Sends `piece` upstream; `Err(None)` when the upstream is gone.
+    async fn send<W>(&mut self, to: &mut W, piece: &[u8]) -> Result<(), Option<Closing>>
     where
         W: AsyncWrite + Unpin,
     {
-        for piece in pieces {
-            to.write_all(piece).await.map_err(|_| None)?;
-            self.sent.advance(piece);
-        }
+        to.write_all(piece).await.map_err(|_| None)?;
+        self.sent.advance(piece);
         Ok(())
     }
 }
