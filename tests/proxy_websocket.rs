@@ -594,3 +594,34 @@ async fn a_message_near_hold_bytes_passes_when_the_share_is_hold_bytes() {
         (true, TEXT, want.into_bytes())
     );
 }
+
+/// RFC 6455 §5.5.1: no frame follows an endpoint's Close. Frames a client sends after its
+/// Close (here in the same write, and a second batch later) went upstream before; now the
+/// upstream gets the Close and nothing after it.
+#[tokio::test]
+async fn frames_after_the_clients_close_go_nowhere() {
+    let upstream = WsUpstream::start().await;
+    let proxy = Proxy::start("").await;
+    let mut client = Client::open(proxy.addr, upstream.addr).await.unwrap();
+    let first = frame(true, TEXT, b"hello", [1, 2, 3, 4]);
+    client.send(&first).await;
+    assert_eq!(client.next().await.unwrap(), (true, TEXT, b"ok 5".to_vec()));
+
+    // A message left unfinished, the Close, then a message and a ping after it.
+    let unfinished = frame(false, TEXT, b"half of a ", [7, 7, 7, 7]);
+    let close = frame(true, CLOSE, &1000u16.to_be_bytes(), [5, 6, 7, 8]);
+    let after = frame(true, TEXT, b"written after the close", [4, 3, 2, 1]);
+    let ping = frame(true, PING, b"still there?", [9, 9, 9, 9]);
+    client
+        .send(&[unfinished, close.clone(), after.clone()].concat())
+        .await;
+    let want = [first, close].concat();
+    assert_eq!(upstream.bytes_reach(want.len()).await, want);
+    client.send(&[after, ping].concat()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        upstream.raw(),
+        want,
+        "the upstream got bytes after the client's Close"
+    );
+}

@@ -29,6 +29,9 @@
 //!   continuation of nothing, a fragmented or long control frame, a 64-bit length with its
 //!   top bit set) closes the connection with 1002: there is no telling what such bytes
 //!   would mean to the upstream. Every closing is logged with the request id.
+//! - Once the client's Close has gone upstream, what the client sends after it (frames an
+//!   endpoint must not send, RFC 6455 §5.5.1) is read and dropped, and a message it left
+//!   unfinished never leaves; the upstream's answer still comes back.
 //! - **Upstream to client** is copied as it comes (responses are not inspected), with its
 //!   frame boundaries followed, so that a Close can be put in between two frames.
 //!
@@ -413,6 +416,7 @@ where
         count: 0,
         sent: Boundaries::default(),
         controls: Controls::default(),
+        closed: false,
     };
     let mut buf = BytesMut::with_capacity(64 << 10);
     let closing = loop {
@@ -485,6 +489,8 @@ struct Upward<'s> {
     sent: Boundaries,
     /// What the connection's control frames carried.
     controls: Controls,
+    /// The client's Close went upstream: what it sends after is read and dropped.
+    closed: bool,
 }
 
 impl<'s> Upward<'s> {
@@ -495,6 +501,19 @@ impl<'s> Upward<'s> {
     where
         W: AsyncWrite + Unpin,
     {
+        if self.closed {
+            // RFC 6455 §5.5.1: no frame may follow an endpoint's Close. What does would
+            // reach the upstream after the client said it was done; it goes nowhere.
+            if !buf.is_empty() {
+                debug!(
+                    request_id = self.session.request_id,
+                    bytes = buf.len(),
+                    "websocket bytes after the client's Close: dropped"
+                );
+                buf.clear();
+            }
+            return Ok(false);
+        }
         let Some(frame) = &mut self.frame else {
             let head = match parse_head(buf, true) {
                 Ok(Some(head)) => head,
@@ -513,6 +532,11 @@ impl<'s> Upward<'s> {
                     self.controls.judge(self.session, &payload)?;
                 }
                 self.send(to, &raw).await?;
+                if head.opcode == CLOSE {
+                    // A message it cut short never leaves (its reservation goes with it).
+                    self.closed = true;
+                    self.message = None;
+                }
                 return Ok(true);
             }
             match (head.opcode, self.message.is_some()) {
