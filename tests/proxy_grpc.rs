@@ -3,7 +3,10 @@
 //! sending (a streaming call used to hang: its body was held until it ended). An echo
 //! upstream answers each message it receives with one of its own and records them.
 
+mod ops_support;
 mod support;
+#[path = "support/tls.rs"]
+mod tls_support;
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -41,12 +44,15 @@ impl hyper::body::Body for Channel {
     }
 }
 
+/// What the echo upstreams received: each message's payload.
+type Seen = Arc<Mutex<Vec<Vec<u8>>>>;
+
 /// An upstream that answers a call at once (200, `application/grpc`) and then, for each
 /// whole message it receives, sends one back (`ok <n>`), recording the messages.
-async fn echo_upstream() -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
+async fn echo_upstream() -> (SocketAddr, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let got: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let got: Seen = Arc::default();
     let seen = got.clone();
     tokio::spawn(async move {
         loop {
@@ -55,45 +61,7 @@ async fn echo_upstream() -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
             };
             let seen = seen.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req: hyper::Request<Incoming>| {
-                    let seen = seen.clone();
-                    async move {
-                        let (tx, rx) =
-                            tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
-                        tokio::spawn(async move {
-                            let mut body = req.into_body();
-                            let mut buf = Vec::new();
-                            while let Some(Ok(frame)) = body.frame().await {
-                                let Ok(data) = frame.into_data() else {
-                                    continue;
-                                };
-                                buf.extend_from_slice(&data);
-                                while buf.len() >= 5 {
-                                    let len =
-                                        u32::from_be_bytes(buf[1..5].try_into().unwrap()) as usize;
-                                    if buf.len() < 5 + len {
-                                        break;
-                                    }
-                                    let m: Vec<u8> = buf.drain(..5 + len).collect();
-                                    let n = {
-                                        let mut s = seen.lock().unwrap();
-                                        s.push(m[5..].to_vec());
-                                        s.len()
-                                    };
-                                    let reply = message(format!("ok {n}").as_bytes(), false);
-                                    let _ = tx.send(Ok(Frame::data(Bytes::from(reply)))).await;
-                                }
-                            }
-                        });
-                        let body = Channel(rx);
-                        Ok::<_, Infallible>(
-                            hyper::Response::builder()
-                                .header("content-type", "application/grpc")
-                                .body(body)
-                                .unwrap(),
-                        )
-                    }
-                });
+                let service = service_fn(move |req| echo(req, seen.clone()));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -101,6 +69,71 @@ async fn echo_upstream() -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
         }
     });
     (addr, got)
+}
+
+/// The echo upstream over TLS and HTTP/2, as `upstream.test` with a certificate from `ca`.
+async fn echo_upstream_h2(ca: &tls_support::TestCa) -> (SocketAddr, Seen) {
+    let config = tls_support::server_config(&ca.issue(&["upstream.test"], false), &["h2"]);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got: Seen = Arc::default();
+    let seen = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = service_fn(move |req| echo(req, seen.clone()));
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+            });
+        }
+    });
+    (addr, got)
+}
+
+/// The echo upstreams' answer to one call.
+async fn echo(
+    req: hyper::Request<Incoming>,
+    seen: Seen,
+) -> Result<hyper::Response<Channel>, Infallible> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
+    tokio::spawn(async move {
+        let mut body = req.into_body();
+        let mut buf = Vec::new();
+        while let Some(Ok(frame)) = body.frame().await {
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buf.extend_from_slice(&data);
+            while buf.len() >= 5 {
+                let len = u32::from_be_bytes(buf[1..5].try_into().unwrap()) as usize;
+                if buf.len() < 5 + len {
+                    break;
+                }
+                let m: Vec<u8> = buf.drain(..5 + len).collect();
+                let n = {
+                    let mut s = seen.lock().unwrap();
+                    s.push(m[5..].to_vec());
+                    s.len()
+                };
+                let reply = message(format!("ok {n}").as_bytes(), false);
+                let _ = tx.send(Ok(Frame::data(Bytes::from(reply)))).await;
+            }
+        }
+    });
+    Ok(hyper::Response::builder()
+        .header("content-type", "application/grpc")
+        .body(Channel(rx))
+        .unwrap())
 }
 
 /// Opens a call through the proxy and sends `first`; returns the stream once the head of
@@ -199,8 +232,103 @@ async fn a_unary_call_carrying_a_list_gets_403_and_the_upstream_nothing() {
     s.write_all(b"0\r\n\r\n").await.unwrap();
     let reply = support::parse_reply(&support::read_to_close(&mut s).await);
     assert_eq!(reply.status, 403, "{}", reply.text());
+    // Told the gRPC way, so the application can show why: PERMISSION_DENIED and a message
+    // with the kind, the count and the request id, never a value; no HTML for it to choke on.
+    assert_grpc_denied(&reply.headers, "email: 12 distinct values");
+    assert_eq!(reply.header("content-type"), Some("application/grpc"));
+    assert!(
+        reply.body.is_empty() || reply.body == b"0\r\n\r\n",
+        "{}",
+        reply.text()
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(got.lock().unwrap().is_empty());
+}
+
+/// `grpc-status: 7` and a `grpc-message` (percent-encoded) holding `found` and a request
+/// id, and no address.
+fn assert_grpc_denied(headers: &[(String, String)], found: &str) {
+    let field = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {name} in {headers:?}"))
+    };
+    assert_eq!(field("grpc-status"), "7");
+    let message = percent_decode(&field("grpc-message"));
+    assert!(message.contains(found), "{message}");
+    assert!(message.contains("Request id: "), "{message}");
+    assert!(!message.contains('@'), "a value in {message}");
+}
+
+fn percent_decode(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// gRPC-Web carries trailers in the body: a call blocked after its answer began ends with
+/// the trailer frame (`0x80`) saying PERMISSION_DENIED and why, between two messages of the
+/// answer, where it used to be cut with no reason given.
+#[tokio::test]
+async fn a_grpc_web_call_blocked_midway_ends_with_permission_denied_in_its_trailer_frame() {
+    let (upstream, got) = echo_upstream().await;
+    let proxy = Proxy::start("").await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST http://{upstream}/chat.Room/Talk HTTP/1.1\r\nHost: {upstream}\r\n\
+         Content-Type: application/grpc-web+proto\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&chunk(&message(b"hello", false)))
+        .await
+        .unwrap();
+    let mut got_head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got_head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed in the head");
+        got_head.push(byte[0]);
+    }
+    assert!(got_head.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(next_chunk(&mut s).await.unwrap(), message(b"ok 1", false));
+    let list = message(customer_export(12).as_bytes(), false);
+    s.write_all(&chunk(&list)).await.unwrap();
+    let mut frames = Vec::new();
+    while let Some(data) = next_chunk(&mut s).await {
+        if data.is_empty() {
+            break;
+        }
+        frames.extend_from_slice(&data);
+    }
+    assert_eq!(
+        frames.first(),
+        Some(&0x80),
+        "{:?}",
+        String::from_utf8_lossy(&frames)
+    );
+    let len = u32::from_be_bytes(frames[1..5].try_into().unwrap()) as usize;
+    assert_eq!(frames.len(), 5 + len);
+    let fields: Vec<(String, String)> = String::from_utf8(frames[5..].to_vec())
+        .unwrap()
+        .split("\r\n")
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect();
+    // At least: the call's earlier messages went upstream.
+    assert_grpc_denied(&fields, "email: at least 12 distinct values");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(got.lock().unwrap().clone(), [b"hello".to_vec()]);
 }
 
 #[tokio::test]
@@ -252,4 +380,80 @@ async fn a_message_left_unfinished_cuts_the_call_at_the_minimum_rate() {
         "the answer ended as if the call were fine"
     );
     assert_eq!(got.lock().unwrap().len(), 1);
+}
+
+/// HTTP/2 inside interception, as gRPC really travels: a unary call carrying a list gets
+/// its refusal with PERMISSION_DENIED in the header fields, and a streaming call blocked
+/// after its answer began ends with PERMISSION_DENIED in its trailer fields (it used to be
+/// reset: the application saw INTERNAL with no reason).
+#[tokio::test]
+async fn over_http2_a_blocked_call_ends_with_permission_denied_and_the_reason() {
+    let ca = tls_support::TestCa::new();
+    let (upstream, got) = echo_upstream_h2(&ca).await;
+    let proxy = tls_support::TlsProxy::trusting(&ca, upstream.port(), "").await;
+    let url = format!("https://upstream.test:{}/chat.Room/Talk", upstream.port());
+    fn call<B>(url: &str, body: B) -> hyper::Request<B> {
+        hyper::Request::post(url)
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(body)
+            .unwrap()
+    }
+
+    // Unary: held and judged whole, refused before the upstream hears of it.
+    let mut sender =
+        tls_support::h2_via::<http_body_util::Full<Bytes>>(&proxy, upstream, "upstream.test").await;
+    let list = message(customer_export(12).as_bytes(), false);
+    let resp = sender
+        .send_request(call(
+            &url,
+            http_body_util::Full::new(Bytes::from(list.clone())),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let fields: Vec<(String, String)> = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+        .collect();
+    assert_grpc_denied(&fields, "email: 12 distinct values");
+    assert!(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .is_empty()
+    );
+
+    // Streaming: the answer has begun when the list comes.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+    let mut sender = tls_support::h2_via::<Channel>(&proxy, upstream, "upstream.test").await;
+    tx.send(Ok(Frame::data(Bytes::from(message(b"hello", false)))))
+        .await
+        .unwrap();
+    let resp = sender.send_request(call(&url, Channel(rx))).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, message(b"ok 1", false));
+    tx.send(Ok(Frame::data(Bytes::from(list)))).await.unwrap();
+    let trailers = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("the answer ends within 5 s")
+            .expect("trailers, not a bare end")
+            .expect("trailers, not a reset");
+        if let Ok(trailers) = frame.into_trailers() {
+            break trailers;
+        }
+    };
+    let fields: Vec<(String, String)> = trailers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+        .collect();
+    assert_grpc_denied(&fields, "email: at least 12 distinct values");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(got.lock().unwrap().clone(), [b"hello".to_vec()]);
 }

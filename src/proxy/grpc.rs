@@ -10,9 +10,14 @@
 //! `<request id>-m<n>`; metrics; cumulative windows) before its bytes go on. The upstream's
 //! answer goes back to the client as soon as it comes, while the client goes on sending.
 //! A blocked message never leaves: the upstream request is aborted (its stream reset) and
-//! the client gets the block answer — a 403 when the upstream had not answered yet (gRPC
-//! clients report `PERMISSION_DENIED`), else its answer is cut (the stream reset). A unary
-//! call, one message, is thus held and judged whole, as any body.
+//! the client gets the block answer. When the upstream had not answered yet, that is a 403
+//! with the call's status in its header fields ("Trailers-Only": `grpc-status: 7`,
+//! PERMISSION_DENIED, and a `grpc-message` with the kinds, counts and request id; see
+//! `page::grpc_refusal`). Once the answer has begun, it ends between two of its messages
+//! with those fields as trailers (HTTP/2) or as gRPC-Web's trailer frame; an answer cut
+//! inside a message, or gRPC over HTTP/1.1 (whose trailers reach a client only when
+//! announced), is reset instead. A unary call, one message, is thus held and judged whole,
+//! as any body.
 //!
 //! Each message is judged alone (a call's messages are separate documents, and a stream
 //! may last for hours): a list sent one row per message is what `policy.windows` counts.
@@ -27,6 +32,8 @@
 //! inside a message's prefix or payload is judged on what came and then ends (the upstream
 //! sees a truncated message, as it would have directly).
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use http_body_util::BodyExt;
@@ -39,7 +46,7 @@ use super::error::ProxyError;
 use super::linger::ClientBody;
 use super::observe::Ongoing;
 use super::upstream::{Piece, UpstreamBody};
-use super::{ConnCtx, ProxyBody, intercept};
+use super::{ConnCtx, ProxyBody, intercept, page};
 use crate::metrics::TimedScan;
 
 /// The length prefix of a message: a flag byte and a 4-byte big-endian length.
@@ -90,11 +97,17 @@ pub(super) async fn through(
     // One message in the channel at a time: each is up to `hold_bytes`, and the pump keeps
     // the reservations of those not yet written (found in review: 8 in the channel held
     // 8 × `hold_bytes` the budget did not count).
+    let ending = match page::grpc_family(&parts.headers) {
+        Some("application/grpc") if parts.version == http::Version::HTTP_2 => Ending::Trailers,
+        Some("application/grpc") | None => Ending::Reset,
+        Some(_) => Ending::WebFrame,
+    };
     let (tx, mut up_body) = UpstreamBody::streamed(1);
     let progress = up_body.progress();
     let send = intercept::send(&shared.client, Request::from_parts(parts, up_body));
     tokio::pin!(send);
-    let (cut_tx, cut_rx) = watch::channel(false);
+    // The grpc-message of a block, once the pump has one.
+    let (cut_tx, cut_rx) = watch::channel(None::<Arc<str>>);
     // How the pump ended: the body passed on whole, or an error (a block) that is the
     // client's answer if the upstream has not answered yet.
     let (done_tx, done_rx) = oneshot::channel::<Result<(), ProxyError>>();
@@ -103,8 +116,10 @@ pub(super) async fn through(
     tokio::spawn(async move {
         let _guard = guard;
         let ended = pump(&call, body, &tx, phase).await;
-        if ended.is_err() {
-            let _ = cut_tx.send(true);
+        if let Err(e) = &ended {
+            let contact = &call.req.live.config.block_page.contact;
+            let text = page::grpc_message(e, &call.req.request_id, contact);
+            let _ = cut_tx.send(Some(text.into()));
         }
         // Sent before the upstream request fails for the body dropped below (found in
         // review: that 502 won the race now and then).
@@ -147,21 +162,115 @@ pub(super) async fn through(
     let body = Cut {
         inner: body,
         cut: Box::pin(wait_cut(cut_rx)),
+        ending,
+        framing: Framing::default(),
+        ended: false,
     };
     Ok(Response::from_parts(parts, BodyExt::boxed(body)))
 }
 
-async fn wait_cut(mut rx: watch::Receiver<bool>) {
-    if rx.wait_for(|cut| *cut).await.is_err() {
+async fn wait_cut(mut rx: watch::Receiver<Option<Arc<str>>>) -> Arc<str> {
+    let text = match rx.wait_for(Option::is_some).await {
+        Ok(text) => text.clone(),
+        Err(_) => None,
+    };
+    match text {
+        Some(text) => text,
         // The pump ended without a cut: never.
-        std::future::pending::<()>().await;
+        None => std::future::pending().await,
     }
 }
 
-/// A response body that fails once its call was blocked (hyper then resets the stream).
+/// A response body that ends once its call was blocked: with the call's status when the
+/// answer stands between two messages and the client can be told one (see [`Ending`]), so
+/// the application shows why; else with an error (hyper resets the stream or closes the
+/// connection), since a status inside a message would end it short.
 struct Cut {
     inner: ProxyBody,
-    cut: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>,
+    cut: std::pin::Pin<Box<dyn std::future::Future<Output = Arc<str>> + Send + Sync>>,
+    ending: Ending,
+    /// Where the answer stands among its messages.
+    framing: Framing,
+    ended: bool,
+}
+
+/// How a blocked call's answer ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// HTTP/2: trailer fields `grpc-status: 7` (PERMISSION_DENIED) and a `grpc-message`.
+    Trailers,
+    /// gRPC-Web: the same fields in the body, as its trailer frame (flagged `0x80`).
+    WebFrame,
+    /// gRPC over HTTP/1.1: an error. Its trailer fields reach the client only when the
+    /// answer announced them (`Trailer`), so a status sent there would be lost and the
+    /// answer end as if the call were fine.
+    Reset,
+}
+
+/// Where a stream of length-prefixed messages stands.
+#[derive(Default)]
+struct Framing {
+    /// The current prefix's bytes so far.
+    prefix: [u8; PREFIX],
+    have: usize,
+    /// Payload bytes of the current message still to come.
+    left: u64,
+}
+
+impl Framing {
+    fn advance(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.left > 0 {
+                let n = data
+                    .len()
+                    .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+                self.left -= n as u64;
+                data = &data[n..];
+                continue;
+            }
+            let n = data.len().min(PREFIX - self.have);
+            self.prefix[self.have..self.have + n].copy_from_slice(&data[..n]);
+            self.have += n;
+            data = &data[n..];
+            if self.have == PREFIX {
+                let [_, a, b, c, d] = self.prefix;
+                self.left = u64::from(u32::from_be_bytes([a, b, c, d]));
+                self.have = 0;
+            }
+        }
+    }
+
+    fn between_messages(&self) -> bool {
+        self.have == 0 && self.left == 0
+    }
+}
+
+/// The trailer fields of a blocked call.
+fn blocked_status(text: &str) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    h.insert(
+        "grpc-status",
+        http::HeaderValue::from_static(page::PERMISSION_DENIED),
+    );
+    h.insert("grpc-message", page::grpc_message_value(text));
+    h
+}
+
+/// `fields` as gRPC-Web's trailer frame: flag `0x80`, a length, then the fields as HTTP/1
+/// header lines.
+fn web_trailer_frame(fields: &http::HeaderMap) -> Bytes {
+    let mut lines = Vec::new();
+    for (name, value) in fields {
+        lines.extend_from_slice(name.as_str().as_bytes());
+        lines.push(b':');
+        lines.extend_from_slice(value.as_bytes());
+        lines.extend_from_slice(b"\r\n");
+    }
+    let mut frame = Vec::with_capacity(PREFIX + lines.len());
+    frame.push(0x80);
+    frame.extend_from_slice(&u32::try_from(lines.len()).unwrap_or(u32::MAX).to_be_bytes());
+    frame.extend_from_slice(&lines);
+    frame.into()
 }
 
 impl Body for Cut {
@@ -172,14 +281,34 @@ impl Body for Cut {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if self.cut.as_mut().poll(cx).is_ready() {
-            return std::task::Poll::Ready(Some(Err("the call was blocked by egress-dlp".into())));
+        if self.ended {
+            return std::task::Poll::Ready(None);
         }
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+        if let std::task::Poll::Ready(text) = self.cut.as_mut().poll(cx) {
+            if self.ending == Ending::Reset || !self.framing.between_messages() {
+                return std::task::Poll::Ready(Some(Err(
+                    "the call was blocked by egress-dlp".into()
+                )));
+            }
+            self.ended = true;
+            let fields = blocked_status(&text);
+            let frame = match self.ending {
+                Ending::WebFrame => Frame::data(web_trailer_frame(&fields)),
+                _ => Frame::trailers(fields),
+            };
+            return std::task::Poll::Ready(Some(Ok(frame)));
+        }
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.framing.advance(data);
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ended || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {

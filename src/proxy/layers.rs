@@ -119,6 +119,7 @@ where
         let user = RequestUser::default();
         req.extensions_mut().insert(user.clone());
         let json = page::prefers_json(req.headers());
+        let grpc = page::grpc_family(req.headers());
         let method = req.method().clone();
         let peer = self.ctx.peer;
         let ctx = self.ctx.clone();
@@ -138,12 +139,13 @@ where
                 }
                 Err(err) => {
                     observe::finish(shared, &record, who, &method, Err(&err));
-                    page::error_response(
-                        &err,
-                        request_id,
-                        json,
-                        &ctx.shared.live.get().config.block_page.contact,
-                    )
+                    let contact = &ctx.shared.live.get().config.block_page.contact;
+                    match grpc {
+                        Some(family) if err.status() == http::StatusCode::FORBIDDEN => {
+                            page::grpc_refusal(&err, request_id, family, contact)
+                        }
+                        _ => page::error_response(&err, request_id, json, contact),
+                    }
                 }
             })
         })

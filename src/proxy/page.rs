@@ -1,5 +1,6 @@
 //! The pages the proxy answers with itself: the block page and the error pages, as HTML for
-//! browsers or JSON for API clients (chosen by `Accept`).
+//! browsers or JSON for API clients (chosen by `Accept`); a gRPC call's refusal as gRPC
+//! status fields (`grpc-status: 7`, `grpc-message`) instead, which its client shows.
 //!
 //! A page names the kind of data and how many distinct values were found, the request id
 //! and the configured contact line. It never contains a matched value, the request target
@@ -116,6 +117,91 @@ pub fn error_response(
     resp
 }
 
+/// The gRPC content type a request's `Content-Type` belongs to (`application/grpc`,
+/// `application/grpc-web` or `application/grpc-web-text`, with or without `+proto`, `+json`…),
+/// for a refusal answered the gRPC way ([`grpc_refusal`]).
+pub fn grpc_family(headers: &HeaderMap) -> Option<&'static str> {
+    let value = headers.get(CONTENT_TYPE)?.as_bytes();
+    let essence = value.split(|&b| b == b';').next()?.trim_ascii();
+    let essence = essence.to_ascii_lowercase();
+    let rest = essence.strip_prefix(b"application/grpc")?;
+    let (family, rest) = if let Some(rest) = rest.strip_prefix(b"-web-text") {
+        ("application/grpc-web-text", rest)
+    } else if let Some(rest) = rest.strip_prefix(b"-web") {
+        ("application/grpc-web", rest)
+    } else {
+        ("application/grpc", rest)
+    };
+    (rest.is_empty() || rest[0] == b'+').then_some(family)
+}
+
+/// What a gRPC client is told of a refusal (`grpc-message`): the page's title, message,
+/// kinds and counts, request id and contact line, on one line; never a value.
+pub fn grpc_message(err: &ProxyError, request_id: &str, contact: &str) -> String {
+    let mut text = format!("{}. {}", err.title(), err.message());
+    if let ProxyError::Blocked(b) = err {
+        let at_least = if b.partial { "at least " } else { "" };
+        let kinds: Vec<String> = b
+            .categories
+            .iter()
+            .map(|(category, distinct)| format!("{category}: {at_least}{distinct} distinct values"))
+            .collect();
+        if !kinds.is_empty() {
+            text.push_str(&format!(" Found: {}.", kinds.join(", ")));
+        }
+    }
+    text.push_str(&format!(" Request id: {request_id}."));
+    if !contact.is_empty() {
+        text.push(' ');
+        text.push_str(contact);
+    }
+    text
+}
+
+/// `text` as a `grpc-message` value: UTF-8, with `%` and every byte outside printable ASCII
+/// percent-encoded (gRPC over HTTP/2, "Responses").
+pub fn grpc_message_value(text: &str) -> HeaderValue {
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes() {
+        if (0x20..=0x7E).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("blocked"))
+}
+
+/// A refusal (403: a block, a blocked destination, content that could not be inspected) of
+/// a gRPC call, as gRPC clients read one: still 403, with no body, and the call's status in
+/// the header fields ("Trailers-Only"): `grpc-status: 7` (PERMISSION_DENIED) and a
+/// [`grpc_message`], so the application shows why, where an HTML or JSON page would be
+/// read as a broken response.
+pub fn grpc_refusal(
+    err: &ProxyError,
+    request_id: &str,
+    content_type: &'static str,
+    contact: &str,
+) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = err.status();
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("grpc-status", HeaderValue::from_static(PERMISSION_DENIED));
+    h.insert(
+        "grpc-message",
+        grpc_message_value(&grpc_message(err, request_id, contact)),
+    );
+    if err.closes_connection() {
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// gRPC's status code PERMISSION_DENIED.
+pub const PERMISSION_DENIED: &str = "7";
+
 /// A body from bytes in memory.
 pub fn full(data: impl Into<Bytes>) -> ProxyBody {
     Full::new(data.into())
@@ -174,6 +260,36 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_families_and_messages() {
+        for (t, want) in [
+            ("application/grpc", Some("application/grpc")),
+            (
+                "Application/GRPC+proto; charset=x",
+                Some("application/grpc"),
+            ),
+            ("application/grpc-web", Some("application/grpc-web")),
+            ("application/grpc-web+json", Some("application/grpc-web")),
+            (
+                "application/grpc-web-text+proto",
+                Some("application/grpc-web-text"),
+            ),
+            ("application/grpcx", None),
+            ("application/grpc-webx", None),
+            ("application/json", None),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(CONTENT_TYPE, t.parse().unwrap());
+            assert_eq!(grpc_family(&h), want, "{t}");
+        }
+        assert_eq!(grpc_family(&HeaderMap::new()), None);
+        // `%` and bytes outside printable ASCII are percent-encoded, UTF-8 byte by byte.
+        assert_eq!(
+            grpc_message_value("50% of ü\n ok").to_str().unwrap(),
+            "50%25 of %C3%BC%0A ok"
+        );
+    }
 
     #[test]
     fn accept_negotiation() {
