@@ -56,6 +56,17 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // Brackets hold an IPv6 address and nothing else (RFC 3986; no zone id: it names
+        // an interface of this host). `http` takes anything there, and the connector strips
+        // the brackets and resolves what is left, so `[localhost]` or `[2130706433]` reached
+        // a blocked destination under a name no list matched (found in review).
+        if target_host(&req).is_some_and(|host| !bracketed_ipv6_or_none(host)) {
+            return Box::pin(async {
+                Err(ProxyError::BadRequest(
+                    "a host in brackets must be an IPv6 address",
+                ))
+            });
+        }
         let config = policy_config(&self.ctx, &req);
         let destinations = &config.policy.destinations;
         if !destinations.is_empty() {
@@ -102,6 +113,16 @@ fn target_host<B>(req: &Request<B>) -> Option<&str> {
     Some(strip_port(host))
 }
 
+/// Whether `host` is not in brackets, or is an IPv6 address in them.
+fn bracketed_ipv6_or_none(host: &str) -> bool {
+    match host.strip_prefix('[') {
+        None => !host.contains(']'),
+        Some(inner) => inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+    }
+}
+
 /// `host:port` -> `host`; `[v6]:port` -> `[v6]`; a bare IPv6 address stays whole.
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
@@ -129,6 +150,31 @@ pub(super) fn policy_input<B>(ctx: &ConnCtx, req: &Request<B>) -> Input {
 
 #[cfg(test)]
 mod tests {
+    use super::bracketed_ipv6_or_none;
+
+    #[test]
+    fn only_ipv6_addresses_go_in_brackets() {
+        for host in [
+            "acme.example",
+            "127.0.0.1",
+            "[::1]",
+            "[::ffff:127.0.0.1]",
+            "[2001:db8::1]",
+        ] {
+            assert!(bracketed_ipv6_or_none(host), "{host}");
+        }
+        for host in [
+            "[localhost]",
+            "[2130706433]",
+            "[::ffff:127.0.0.1%1]",
+            "[::1",
+            "[]",
+            "a]",
+        ] {
+            assert!(!bracketed_ipv6_or_none(host), "{host}");
+        }
+    }
+
     use super::*;
 
     #[test]

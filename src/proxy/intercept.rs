@@ -229,9 +229,24 @@ async fn intercept(
     };
     let pool = ctx.shared.origins.clone();
     let key = PoolKey::new(peer.ip(), user.clone(), host, target.port);
+    // A server name on the blocked list is never bypassed, whatever `tls.bypass` says:
+    // intercepted, its requests get the destination's refusal (found in review: a bypass
+    // by name opened a blind tunnel to a blocked host reached by its address).
+    let blocked_name = |name: &str| {
+        matches!(
+            ctx.shared
+                .live
+                .get()
+                .config
+                .policy
+                .destinations
+                .classify(name),
+            crate::policy::Destination::Blocked(_)
+        )
+    };
     let bypass = match sni
         .as_deref()
-        .filter(|name| refused.is_none() && tls.bypassed(name))
+        .filter(|name| refused.is_none() && tls.bypassed(name) && !blocked_name(name))
     {
         Some(name) => names_the_address(name, host, target.port, timeout).await,
         None => false,
@@ -241,6 +256,7 @@ async fn intercept(
             &ctx.shared,
             &target.request_id,
             (peer.ip(), host, target.port),
+            user.as_deref(),
             NotScanned::TlsBypass,
         );
         if let Err(e) = opened {

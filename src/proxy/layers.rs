@@ -196,7 +196,8 @@ where
     }
 }
 
-/// Layer: refuses a client outside `access.clients` (403, connection closed).
+/// Layer: refuses a client outside `access.clients` (403, connection closed), as the
+/// request's config has it.
 #[derive(Clone)]
 struct ClientAccessLayer {
     allowed: bool,
@@ -237,10 +238,18 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if self.allowed {
+        // Each request by the config in force when it started, so a client a reload took
+        // off `access.clients` is refused on the connections it had open too (found in
+        // review: its keep-alive connections and tunnels went on being served). The flag
+        // of the connection's accept is for a request that carries no config.
+        let ip = self.peer.ip();
+        let allowed = match req.extensions().get::<Arc<crate::proxy::Live>>() {
+            Some(live) => live.config.access.allows_client(ip),
+            None => self.allowed,
+        };
+        if allowed {
             Box::pin(self.inner.call(req))
         } else {
-            let ip = self.peer.ip();
             Box::pin(async move { Err(ProxyError::ClientNotAllowed(ip)) })
         }
     }

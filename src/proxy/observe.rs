@@ -231,20 +231,22 @@ pub(super) fn decided(
     }
 }
 
-/// A CONNECT tunnel is about to pass bytes uninspected (`why`: a blind tunnel, a bypassed
-/// host). With `audit.all_requests` it gets an event of its own (and, with
+/// A CONNECT tunnel of `user` is about to pass bytes uninspected (`why`: a blind tunnel, a
+/// bypassed host). With `audit.all_requests` it gets an event of its own (and, with
 /// `audit.required`, is refused if that cannot be recorded).
 pub(super) fn tunnel_opened(
     shared: &Shared,
     request_id: &str,
     (client, host, port): (IpAddr, &str, u16),
+    user: Option<&str>,
     why: NotScanned,
 ) -> Result<(), ProxyError> {
     if shared.audit.wants(Action::Allow) {
+        let user = user.map(str::to_owned);
         let meta = RequestMeta {
             request_id: request_id.to_owned(),
             client,
-            user: None,
+            user: user.clone(),
             method: Method::CONNECT.as_str().to_owned(),
             host: host.to_owned(),
             port,
@@ -255,7 +257,7 @@ pub(super) fn tunnel_opened(
             &Verdict {
                 action: Action::Allow,
                 reasons: Vec::new(),
-                user: None,
+                user,
                 destination: crate::policy::Destination::Default,
                 sanctioned_bulk: false,
             },

@@ -109,7 +109,13 @@ pub(super) async fn connect(
             let host = authority.host();
             // Counted once its audit event is recorded: a CONNECT refused because it could
             // not be (`audit.required`) was no tunnel.
-            super::observe::tunnel_opened(&ctx.shared, request_id, target, NotScanned::TlsBypass)?;
+            super::observe::tunnel_opened(
+                &ctx.shared,
+                request_id,
+                target,
+                user.as_deref(),
+                NotScanned::TlsBypass,
+            )?;
             tls.stats().bypassed.fetch_add(1, Ordering::Relaxed);
             metrics.tls_interception(TlsOutcome::Bypassed);
             info!(peer = %ctx.peer, host, port, "CONNECT bypassed (tls.bypass): blind tunnel");
@@ -125,7 +131,13 @@ pub(super) async fn connect(
             return Ok(Response::new(page::full("")));
         }
         None => {
-            super::observe::tunnel_opened(&ctx.shared, request_id, target, NotScanned::Tunnel)?;
+            super::observe::tunnel_opened(
+                &ctx.shared,
+                request_id,
+                target,
+                user.as_deref(),
+                NotScanned::Tunnel,
+            )?;
             metrics.tls_interception(TlsOutcome::Disabled);
         }
     }
