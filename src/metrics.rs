@@ -319,7 +319,8 @@ pub struct Metrics {
     request_body_bytes: Histogram,
     findings_vec: IntCounterVec,
     /// Per rule index of the rule set in force (replaced by a reload).
-    findings: std::sync::RwLock<Vec<IntCounter>>,
+    /// Each rule's counter with its id, in the rule set's order (a finding's index).
+    findings: std::sync::RwLock<Vec<(String, IntCounter)>>,
     scanned_bytes: IntCounter,
     scan_seconds: Histogram,
     scan_errors: Counters<ScanError>,
@@ -518,7 +519,10 @@ impl Metrics {
                 rules
                     .rules()
                     .iter()
-                    .map(|rule| findings_vec.with_label_values(&[rule.id.as_str()]))
+                    .map(|rule| {
+                        let counter = findings_vec.with_label_values(&[rule.id.as_str()]);
+                        (rule.id.clone(), counter)
+                    })
                     .collect(),
             ),
             findings_vec: findings_vec.clone(),
@@ -745,7 +749,10 @@ impl Metrics {
         *self.findings.write().unwrap_or_else(|p| p.into_inner()) = rules
             .rules()
             .iter()
-            .map(|rule| self.findings_vec.with_label_values(&[rule.id.as_str()]))
+            .map(|rule| {
+                let counter = self.findings_vec.with_label_values(&[rule.id.as_str()]);
+                (rule.id.clone(), counter)
+            })
             .collect();
     }
 
@@ -790,8 +797,15 @@ impl Metrics {
     ) {
         let counters = self.findings.read().unwrap_or_else(|p| p.into_inner());
         for f in &findings.rules {
-            if let Some(counter) = counters.get(f.index) {
-                counter.inc_by(f.count);
+            // By index while the rule set is the request's; a request judged by the rules
+            // before a reload that reordered them is counted by its rule's id (found in
+            // review: its emails were counted under another rule).
+            match counters.get(f.index) {
+                Some((id, counter)) if *id == f.rule => counter.inc_by(f.count),
+                _ => self
+                    .findings_vec
+                    .with_label_values(&[f.rule.as_str()])
+                    .inc_by(f.count),
             }
         }
         self.scanned_bytes.inc_by(findings.bytes);

@@ -36,7 +36,6 @@ use serde::Serialize;
 use crate::config::Audit as AuditConfig;
 use crate::metrics::{AuditResult, Metrics};
 use crate::policy::{Action, Reason, Verdict};
-use crate::rules::RuleSet;
 use crate::scan::Findings;
 pub use fingerprint::{FingerprintKey, SampleValues};
 
@@ -162,7 +161,6 @@ pub struct Auditor {
     tx: std::sync::mpsc::Sender<sink::Msg>,
     shared: Arc<Shared>,
     key: FingerprintKey,
-    samples: Arc<SampleValues>,
     required: bool,
     all_requests: bool,
     queue: usize,
@@ -184,7 +182,6 @@ impl Auditor {
     pub fn start(
         config: &AuditConfig,
         data_dir: &std::path::Path,
-        rules: &RuleSet,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Auditor, sink::Writer)> {
         let key = FingerprintKey::load_or_create(data_dir)?;
@@ -199,7 +196,6 @@ impl Auditor {
                 tx,
                 shared,
                 key,
-                samples: Arc::new(SampleValues::new(rules)),
                 required: config.required,
                 all_requests: config.all_requests,
                 queue: config.queue,
@@ -225,9 +221,12 @@ impl Auditor {
     }
 
     /// Builds the event for a verdict: samples with fingerprints recovered from `seen` (the
-    /// bytes the engine was fed, or a prefix of them), the path with matched values masked.
+    /// bytes the engine was fed, or a prefix of them), the path with matched values masked,
+    /// both by `samples` of the rule set that made `findings` (found in review: the rule set
+    /// the process started with masked nothing of a rule a reload added).
     pub fn event(
         &self,
+        samples: &SampleValues,
         meta: RequestMeta,
         verdict: &Verdict,
         findings: &Findings,
@@ -241,7 +240,7 @@ impl Auditor {
                 let fingerprints = if f.samples.is_empty() {
                     Vec::new()
                 } else {
-                    self.samples.fingerprints(&self.key, f, seen)
+                    samples.fingerprints(&self.key, f, seen)
                 };
                 RuleEvent {
                     rule: f.rule.clone(),
@@ -263,14 +262,14 @@ impl Auditor {
             .collect();
         Event {
             time: now(),
-            path: self.samples.mask_path(findings, meta.path),
+            path: samples.mask_path(findings, meta.path),
             request_id: meta.request_id,
             client: meta.client,
             user: meta.user,
             method: meta.method,
             // The host's labels are scanned too: an identifier there is masked like one in
             // the path (found in review).
-            host: self.samples.mask_path(findings, meta.host),
+            host: samples.mask_path(findings, meta.host),
             port: meta.port,
             action: verdict.action,
             partial,

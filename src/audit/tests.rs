@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::Audit as AuditConfig;
+use crate::rules::RuleSet;
 
 fn rules() -> RuleSet {
     crate::rules::load_dir(Path::new(concat!(
@@ -66,7 +67,7 @@ fn ids(files: &[PathBuf]) -> Vec<String> {
 fn start(config: &AuditConfig, data: &Path) -> (Auditor, sink::Writer, Arc<Metrics>) {
     let set = rules();
     let metrics = Arc::new(Metrics::new(&set));
-    let (auditor, writer) = Auditor::start(config, data, &set, metrics.clone()).unwrap();
+    let (auditor, writer) = Auditor::start(config, data, metrics.clone()).unwrap();
     (auditor, writer, metrics)
 }
 

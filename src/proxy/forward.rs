@@ -122,6 +122,7 @@ pub(super) async fn forward(
         uri: req.uri().clone(),
         body_bytes: 0,
         window_recorded: Default::default(),
+        samples: super::auth::live_of(ctx, req.extensions()).samples.clone(),
     };
     let (mut parts, mut body) = req.into_parts();
     match parts.uri.scheme_str() {
@@ -769,6 +770,7 @@ pub(super) fn judge_name(
         uri,
         body_bytes: 0,
         window_recorded: Default::default(),
+        samples: live.samples.clone(),
     };
     observe::decided(
         &ctx.shared,

@@ -163,13 +163,8 @@ pub async fn run_with(
     let connector = Connector::new(own_addrs, config.limits.upstream_connect_timeout);
     let metrics = Arc::new(Metrics::new(&config.rules));
     metrics.rules_reload(Some(config.rules.rules().len()));
-    let (audit, audit_writer) = Auditor::start(
-        &config.audit,
-        &config.data_dir,
-        &config.rules,
-        metrics.clone(),
-    )
-    .map_err(|e| io::Error::new(e.kind(), format!("audit: {e}")))?;
+    let (audit, audit_writer) = Auditor::start(&config.audit, &config.data_dir, metrics.clone())
+        .map_err(|e| io::Error::new(e.kind(), format!("audit: {e}")))?;
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     let tls = match (options.tls, config.tls.intercept) {
         (Some(tls), _) => Some(tls),
@@ -379,6 +374,7 @@ async fn reload_loop(shared: Arc<Shared>, mut reloads: Reloads, mut phase: watch
                 None
             }
         };
+        let before = reload::Watched::look(&reloads.source, &shared.live.get().config);
         let outcome = reload::reload(&reloads.source, &shared.live, shared.hash_key, |config| {
             shared.windows.reconfigure(config.windows.clone());
             shared.metrics.rules_changed(&config.rules);
@@ -393,7 +389,8 @@ async fn reload_loop(shared: Arc<Shared>, mut reloads: Reloads, mut phase: watch
             .map(|_| shared.live.get().config.rules.rules().len());
         shared.metrics.rules_reload(loaded);
         // Look again whatever the outcome: a broken file is not retried until it changes.
-        watched = reload::Watched::look(&reloads.source, &shared.live.get().config);
+        let after = reload::Watched::look(&reloads.source, &shared.live.get().config);
+        watched = reload::Watched::loaded(before, after);
         if let Some(reply) = reply {
             let _ = reply.send(outcome);
         }

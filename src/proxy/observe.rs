@@ -85,6 +85,8 @@ pub(super) struct Inspection<'a> {
     /// past the hold limit records as it goes: see
     /// [`Windows::observe_streamed`](crate::policy::window::Windows::observe_streamed)).
     pub(super) window_recorded: std::sync::Mutex<crate::policy::window::Recorded>,
+    /// The audit samples' values of the rule set that judges the request (its snapshot's).
+    pub(super) samples: Arc<crate::audit::SampleValues>,
 }
 
 /// A request whose content keeps coming after its head was judged and it went upstream (a
@@ -136,6 +138,7 @@ impl Ongoing {
             uri: self.uri.clone(),
             body_bytes,
             window_recorded: Default::default(),
+            samples: self.live.samples.clone(),
         }
     }
 }
@@ -216,9 +219,14 @@ pub(super) fn decided(
     } else {
         insp.seen(held)
     };
-    let event = shared
-        .audit
-        .event(insp.meta(), verdict, findings, &seen, partial);
+    let event = shared.audit.event(
+        &insp.samples,
+        insp.meta(),
+        verdict,
+        findings,
+        &seen,
+        partial,
+    );
     match shared.audit.submit(event) {
         Ok(()) => Ok(()),
         Err(why) if shared.audit.required() && verdict.action != Action::Block => {
@@ -252,7 +260,10 @@ pub(super) fn tunnel_opened(
             port,
             path: String::new(),
         };
+        // No findings: nothing to mask.
+        let samples = shared.live.get().samples.clone();
         let mut event = shared.audit.event(
+            &samples,
             meta,
             &Verdict {
                 action: Action::Allow,
@@ -318,7 +329,10 @@ pub(super) fn destination_blocked(
         categories: Vec::new(),
         exact_capped: false,
     };
-    let mut event = shared.audit.event(meta, &verdict, &findings, &[], false);
+    let samples = shared.live.get().samples.clone();
+    let mut event = shared
+        .audit
+        .event(&samples, meta, &verdict, &findings, &[], false);
     event.destination_blocked = Some(pattern.to_owned());
     if let Err(why) = shared.audit.submit(event) {
         // A block stays a block (403) whether or not it is recorded.

@@ -29,6 +29,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
+use crate::audit::SampleValues;
 use crate::config::{self, Config, Overrides};
 use crate::scan::{Engine, EngineOptions, ExactIndex};
 
@@ -38,6 +39,9 @@ pub struct Live {
     pub config: Arc<Config>,
     /// The engine compiled from `config.rules`.
     pub engine: Engine,
+    /// What recovers and masks the values behind the audit samples of findings of
+    /// `config.rules` (by rule index: a request's findings go with its own snapshot's).
+    pub samples: Arc<SampleValues>,
 }
 
 impl Live {
@@ -51,7 +55,12 @@ impl Live {
             },
         )
         .map_err(|e| e.to_string())?;
-        Ok(Live { config, engine })
+        let samples = Arc::new(SampleValues::new(&config.rules));
+        Ok(Live {
+            config,
+            engine,
+            samples,
+        })
     }
 }
 
@@ -233,6 +242,16 @@ impl Watched {
                 })
                 .collect(),
         )
+    }
+
+    /// What a reload that started at `before` and ended at `after` has loaded: the stamps
+    /// taken before it read the files, when it watches the same files (a file saved while
+    /// it ran differs from them, so the next look reloads it; found in review: stamps taken
+    /// after the reload took that save for loaded, and it was never applied); else `after`.
+    pub(super) fn loaded(before: Watched, after: Watched) -> Watched {
+        let same = before.0.len() == after.0.len()
+            && before.0.iter().zip(&after.0).all(|(b, a)| b.0 == a.0);
+        if same { before } else { after }
     }
 }
 

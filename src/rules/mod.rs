@@ -188,7 +188,19 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleErrors> {
     let set = RuleSet::new(rules, version);
     let slow = too_slow_to_search(&set);
     if !slow.is_empty() {
-        // Their cases are not run: such a rule is searched for at every byte.
+        // Their cases are not run: such a rule is searched for at every byte. The other
+        // rules' are, so one run lists every problem (found in review: a failing case
+        // elsewhere showed only once the slow rule was fixed).
+        let slow_ids: HashSet<&str> = slow.iter().filter_map(|e| e.rule.as_deref()).collect();
+        let rest: Vec<Rule> = set
+            .rules
+            .iter()
+            .filter(|r| !slow_ids.contains(r.id.as_str()))
+            .cloned()
+            .collect();
+        if !rest.is_empty() {
+            errors.extend(test_failures(&RuleSet::new(rest, set.version.clone())));
+        }
         errors.extend(slow);
         return Err(RuleErrors(errors));
     }
