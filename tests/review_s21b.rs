@@ -26,7 +26,7 @@ use egress_dlp::config::{self, Overrides};
 use egress_dlp::proxy;
 use egress_dlp::proxy::reload::{ReloadHandle, ReloadSource, Reloads};
 use support::{Proxy, Upstream, echo_server, parse_reply, request};
-use tls_support::{TestCa, TlsProxy, TlsUpstream, send, tls_via};
+use tls_support::{TestCa, TlsProxy, TlsUpstream, connect, send, tls_via};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -42,28 +42,6 @@ async fn audit_events_at(path: &std::path::Path, n: usize) -> Vec<serde_json::Va
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     events
-}
-
-/// Sends `CONNECT target` and reads the answer head: the status and the socket after it.
-async fn connect(proxy: SocketAddr, target: &str) -> (u16, TcpStream) {
-    let mut stream = TcpStream::connect(proxy).await.unwrap();
-    stream
-        .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte))
-            .await
-            .expect("CONNECT answer within 10 s")
-            .unwrap();
-        assert!(n > 0, "proxy closed during the CONNECT answer: {head:?}");
-        head.push(byte[0]);
-    }
-    let text = String::from_utf8_lossy(&head);
-    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, stream)
 }
 
 /// Defect: a host on `policy.destinations.blocked` is reached when the request target
