@@ -52,28 +52,12 @@ use crate::metrics::TimedScan;
 /// The length prefix of a message: a flag byte and a 4-byte big-endian length.
 const PREFIX: usize = 5;
 
-/// Whether a request with this `Content-Type` is a gRPC call (not gRPC-Web).
+/// Whether a request with this `Content-Type` goes through the message pump: gRPC, and
+/// gRPC-Web's binary form, which frames its messages the same way (its bodies end, but a
+/// compressed message is still only readable through `grpc-encoding`: found in review);
+/// its text form is base64 of them, read by the usual path.
 pub(super) fn is_grpc(content_type: Option<&[u8]>) -> bool {
-    let Some(t) = content_type else {
-        return false;
-    };
-    let t = t.trim_ascii();
-    let essence = t.split(|&b| b == b';').next().unwrap_or(t).trim_ascii();
-    let Some(rest) = essence
-        .get(..16)
-        .filter(|p| p.eq_ignore_ascii_case(b"application/grpc"))
-        .map(|_| &essence[16..])
-    else {
-        return false;
-    };
-    // gRPC-Web's binary form frames its messages the same way (its bodies end, but a
-    // compressed message is still only readable through `grpc-encoding`: found in review);
-    // its text form is base64 of them, read by the usual path.
-    let rest = match rest.get(..4) {
-        Some(web) if web.eq_ignore_ascii_case(b"-web") => &rest[4..],
-        _ => rest,
-    };
-    rest.is_empty() || rest[0] == b'+'
+    page::grpc_family(content_type).is_some_and(|f| f != "application/grpc-web-text")
 }
 
 /// What a call's messages are judged with: the request's.
@@ -97,7 +81,8 @@ pub(super) async fn through(
     // One message in the channel at a time: each is up to `hold_bytes`, and the pump keeps
     // the reservations of those not yet written (found in review: 8 in the channel held
     // 8 × `hold_bytes` the budget did not count).
-    let ending = match page::grpc_family(&parts.headers) {
+    let content_type = parts.headers.get(http::header::CONTENT_TYPE);
+    let ending = match page::grpc_family(content_type.map(|v| v.as_bytes())) {
         Some("application/grpc") if parts.version == http::Version::HTTP_2 => Ending::Trailers,
         Some("application/grpc") | None => Ending::Reset,
         Some(_) => Ending::WebFrame,
@@ -245,17 +230,6 @@ impl Framing {
     }
 }
 
-/// The trailer fields of a blocked call.
-fn blocked_status(text: &str) -> http::HeaderMap {
-    let mut h = http::HeaderMap::new();
-    h.insert(
-        "grpc-status",
-        http::HeaderValue::from_static(page::PERMISSION_DENIED),
-    );
-    h.insert("grpc-message", page::grpc_message_value(text));
-    h
-}
-
 /// `fields` as gRPC-Web's trailer frame: flag `0x80`, a length, then the fields as HTTP/1
 /// header lines.
 fn web_trailer_frame(fields: &http::HeaderMap) -> Bytes {
@@ -291,7 +265,7 @@ impl Body for Cut {
                 )));
             }
             self.ended = true;
-            let fields = blocked_status(&text);
+            let fields = page::grpc_denied_fields(&text);
             let frame = match self.ending {
                 Ending::WebFrame => Frame::data(web_trailer_frame(&fields)),
                 _ => Frame::trailers(fields),

@@ -119,7 +119,8 @@ where
         let user = RequestUser::default();
         req.extensions_mut().insert(user.clone());
         let json = page::prefers_json(req.headers());
-        let grpc = page::grpc_family(req.headers());
+        let content_type = req.headers().get(http::header::CONTENT_TYPE);
+        let grpc = page::grpc_family(content_type.map(|v| v.as_bytes()));
         let method = req.method().clone();
         let peer = self.ctx.peer;
         let ctx = self.ctx.clone();

@@ -119,10 +119,10 @@ pub fn error_response(
 
 /// The gRPC content type a request's `Content-Type` belongs to (`application/grpc`,
 /// `application/grpc-web` or `application/grpc-web-text`, with or without `+proto`, `+json`…),
-/// for a refusal answered the gRPC way ([`grpc_refusal`]).
-pub fn grpc_family(headers: &HeaderMap) -> Option<&'static str> {
-    let value = headers.get(CONTENT_TYPE)?.as_bytes();
-    let essence = value.split(|&b| b == b';').next()?.trim_ascii();
+/// for a refusal answered the gRPC way ([`grpc_refusal`]); the message pump's test too
+/// (`grpc::is_grpc`).
+pub fn grpc_family(content_type: Option<&[u8]>) -> Option<&'static str> {
+    let essence = content_type?.split(|&b| b == b';').next()?.trim_ascii();
     let essence = essence.to_ascii_lowercase();
     let rest = essence.strip_prefix(b"application/grpc")?;
     let (family, rest) = if let Some(rest) = rest.strip_prefix(b"-web-text") {
@@ -188,19 +188,22 @@ pub fn grpc_refusal(
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("grpc-status", HeaderValue::from_static(PERMISSION_DENIED));
-    h.insert(
-        "grpc-message",
-        grpc_message_value(&grpc_message(err, request_id, contact)),
-    );
+    h.extend(grpc_denied_fields(&grpc_message(err, request_id, contact)));
     if err.closes_connection() {
         h.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }
 
-/// gRPC's status code PERMISSION_DENIED.
-pub const PERMISSION_DENIED: &str = "7";
+/// A blocked call's status fields: `grpc-status: 7` (PERMISSION_DENIED) and `text` as its
+/// `grpc-message` (header fields of a 403, or the trailers of an answer cut between two
+/// messages).
+pub fn grpc_denied_fields(text: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("grpc-status", HeaderValue::from_static("7"));
+    h.insert("grpc-message", grpc_message_value(text));
+    h
+}
 
 /// A body from bytes in memory.
 pub fn full(data: impl Into<Bytes>) -> ProxyBody {
@@ -279,11 +282,9 @@ mod tests {
             ("application/grpc-webx", None),
             ("application/json", None),
         ] {
-            let mut h = HeaderMap::new();
-            h.insert(CONTENT_TYPE, t.parse().unwrap());
-            assert_eq!(grpc_family(&h), want, "{t}");
+            assert_eq!(grpc_family(Some(t.as_bytes())), want, "{t}");
         }
-        assert_eq!(grpc_family(&HeaderMap::new()), None);
+        assert_eq!(grpc_family(None), None);
         // `%` and bytes outside printable ASCII are percent-encoded, UTF-8 byte by byte.
         assert_eq!(
             grpc_message_value("50% of ü\n ok").to_str().unwrap(),
