@@ -6,7 +6,13 @@
 //! cargo run --release --example scan_loop -- benign|dense [ROUNDS] [MIB]
 //! valgrind --tool=callgrind target/release/examples/scan_loop dense 1 4
 //! SCAN_LOOP_RULES=/tmp/only-phone target/release/examples/scan_loop dense 1 4
+//! target/release/examples/scan_loop repeat:eyJ- 3 4
+//! target/release/examples/scan_loop sprinkle:eyJ- 3 4
 //! ```
+//!
+//! Besides the two corpora, two hostile shapes probe what one rule's literal costs when a
+//! body is full of it (`file:PATH` scans a file's bytes instead): `repeat:UNIT` is `UNIT` over and over, `sprinkle:UNIT` is random
+//! base64url text with `UNIT` put in every 4 to 40 bytes and a `.` every 50 to 150.
 //!
 //! `SCAN_LOOP_RULES` names another rules directory (default: the shipped `rules/`): a copy
 //! of one rule file alone says what that file's rules cost.
@@ -32,8 +38,19 @@ fn main() -> ExitCode {
     let data = match kind {
         "benign" => corpus::benign(mib << 20, 1),
         "dense" => corpus::dense(mib << 20, 1),
+        other if other.starts_with("file:") => match std::fs::read(&other["file:".len()..]) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                eprintln!("cannot read {other}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        other if other.starts_with("repeat:") => repeat(&other["repeat:".len()..], mib << 20),
+        other if other.starts_with("sprinkle:") => sprinkle(&other["sprinkle:".len()..], mib << 20),
         other => {
-            eprintln!("unknown corpus {other:?}: benign or dense");
+            eprintln!(
+                "unknown corpus {other:?}: benign, dense, file:PATH, repeat:UNIT or sprinkle:UNIT"
+            );
             return ExitCode::from(2);
         }
     };
@@ -67,4 +84,39 @@ fn main() -> ExitCode {
         speeds[speeds.len() - 1],
     );
     ExitCode::SUCCESS
+}
+
+/// `unit` repeated up to `size` bytes.
+fn repeat(unit: &str, size: usize) -> Vec<u8> {
+    unit.as_bytes().iter().copied().cycle().take(size).collect()
+}
+
+/// Random base64url bytes with `unit` every 4 to 40 bytes and a `.` every 50 to 150.
+fn sprinkle(unit: &str, size: usize) -> Vec<u8> {
+    const B64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let mut out = Vec::with_capacity(size + 64);
+    let mut to_unit = 4 + next(37);
+    let mut to_dot = 50 + next(101);
+    while out.len() < size {
+        if to_unit == 0 {
+            out.extend_from_slice(unit.as_bytes());
+            to_unit = 4 + next(37);
+        } else if to_dot == 0 {
+            out.push(b'.');
+            to_dot = 50 + next(101);
+        } else {
+            out.push(B64URL[next(64) as usize]);
+        }
+        to_unit = to_unit.saturating_sub(1);
+        to_dot = to_dot.saturating_sub(1);
+    }
+    out.truncate(size);
+    out
 }

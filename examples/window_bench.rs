@@ -25,6 +25,7 @@ fn findings(values: Vec<u64>) -> Findings {
             values,
         }],
         exact_capped: false,
+        stopped: Vec::new(),
     }
 }
 

@@ -21,6 +21,7 @@ fn findings(values: impl IntoIterator<Item = u64>) -> Findings {
             values,
         }],
         exact_capped: false,
+        stopped: Vec::new(),
     }
 }
 

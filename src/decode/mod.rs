@@ -137,6 +137,10 @@ pub enum Reason {
     /// `Content-Encoding`, a zstd frame found in it) found the memory for decompressor
     /// windows (the [`WindowPool`] the proxy gives its inspections) taken.
     DecoderMemory,
+    /// A rule's searches read more than [`crate::scan::WORK_PER_BYTE`] bytes per byte
+    /// scanned and were stopped (content built to make the scanner slow: a JWT prefix
+    /// repeated thousands of times in one token).
+    ScanWork,
 }
 
 impl Reason {
@@ -150,6 +154,7 @@ impl Reason {
             Reason::Corrupt => "corrupt",
             Reason::Unsupported => "unsupported",
             Reason::DecoderMemory => "decoder_memory",
+            Reason::ScanWork => "scan_work_limit",
         }
     }
 
@@ -165,6 +170,7 @@ impl Reason {
             Reason::DecoderMemory => {
                 "the proxy is decompressing too much at once to decompress it too; try again"
             }
+            Reason::ScanWork => "it would take far more work to inspect than any ordinary content",
         }
     }
 }
@@ -491,6 +497,8 @@ pub struct Inspection<'e> {
     /// `GET` with a client's default `Content-Type: multipart/form-data` is not refused:
     /// found in review).
     deferred: Option<NotScanned>,
+    /// A rule's stop for too much work is recorded (once).
+    work_noted: bool,
 }
 
 impl fmt::Debug for Inspection<'_> {
@@ -659,6 +667,7 @@ impl<'e> Inspection<'e> {
             body,
             body_bytes: 0,
             deferred,
+            work_noted: false,
         }
     }
 
@@ -684,6 +693,17 @@ impl<'e> Inspection<'e> {
             .position(|&b| b == b'?')
             .unwrap_or(path_and_query.len());
         self.path_tokens(&path_and_query[..path_end]);
+        self.note_work();
+    }
+
+    /// Records a rule's stop for too much work ([`Reason::ScanWork`]) the first time.
+    fn note_work(&mut self) {
+        if !self.work_noted
+            && let Some(rule) = self.stream.stopped()
+        {
+            self.work_noted = true;
+            self.acct.problem(Reason::ScanWork, work_detail(rule));
+        }
     }
 
     /// Base64 tokens that are segments of a URL path, decoded from their own first symbol
@@ -767,6 +787,7 @@ impl<'e> Inspection<'e> {
             acct: &mut self.acct,
         };
         self.body.feed(chunk, &mut out);
+        self.note_work();
     }
 
     /// Body bytes fed so far (as received: before any decoding).
@@ -860,12 +881,26 @@ impl<'e> Inspection<'e> {
         };
         self.body.finish(&mut out);
         out.flush_pending();
+        let findings = self.stream.finish();
+        if !self.work_noted
+            && let Some(rule) = findings.stopped.first()
+        {
+            self.acct.problem(Reason::ScanWork, work_detail(rule));
+        }
         Outcome {
-            findings: self.stream.finish(),
+            findings,
             not_scanned: self.acct.problem,
             body_bytes: self.body_bytes,
         }
     }
+}
+
+/// The detail of [`Reason::ScanWork`]: the rule (an id from the rule files, never content).
+fn work_detail(rule: &str) -> String {
+    format!(
+        "rule {rule}: its searches read more than {} bytes per byte scanned",
+        crate::scan::WORK_PER_BYTE
+    )
 }
 
 /// A client-sent name (a `Content-Encoding` token, a media type) as a "not fully scanned"

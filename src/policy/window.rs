@@ -442,6 +442,7 @@ mod tests {
                 values,
             }],
             exact_capped: false,
+            stopped: Vec::new(),
         }
     }
 

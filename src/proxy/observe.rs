@@ -277,6 +277,7 @@ pub(super) fn tunnel_opened(
                 rules: Vec::new(),
                 categories: Vec::new(),
                 exact_capped: false,
+                stopped: Vec::new(),
             },
             &[],
             false,
@@ -328,6 +329,7 @@ pub(super) fn destination_blocked(
         rules: Vec::new(),
         categories: Vec::new(),
         exact_capped: false,
+        stopped: Vec::new(),
     };
     let samples = shared.live.get().samples.clone();
     let mut event = shared

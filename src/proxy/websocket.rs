@@ -847,6 +847,11 @@ fn merge(all: &mut crate::scan::Findings, more: crate::scan::Findings) {
     let cap = crate::rules::DISTINCT_CAP;
     all.bytes += more.bytes;
     all.exact_capped |= more.exact_capped;
+    for id in more.stopped {
+        if !all.stopped.contains(&id) {
+            all.stopped.push(id);
+        }
+    }
     for r in more.rules {
         match all.rules.iter_mut().find(|a| a.index == r.index) {
             Some(a) => {
@@ -996,6 +1001,7 @@ mod tests {
                 values,
             }],
             exact_capped: false,
+            stopped: Vec::new(),
         };
         let mut all = finding(vec![1, 2, 3]);
         merge(&mut all, finding(vec![3, 4]));

@@ -152,12 +152,30 @@ impl AnchoredDfa {
         Some(AnchoredDfa { dfa, starts, flat })
     }
 
+    /// Whether a match may start at `hay[at]`, from the byte before it (the first
+    /// transition of [`AnchoredDfa::find`]). Before `hay[0]` is taken as the stream's
+    /// start, so a caller whose `hay` does not begin the stream must not ask about 0.
+    #[inline]
+    pub(crate) fn may_start(&self, hay: &[u8], at: usize) -> bool {
+        let f = &self.flat;
+        let before = at.checked_sub(1).map_or(256, |i| usize::from(hay[i]));
+        f.next(f.starts[before], hay[at]) != 0
+    }
+
     /// The leftmost match starting in `hay[lo..=hi]`, as (start, end). Each place is tried
     /// with one transition from its start state (which knows the byte before: a place a
     /// match cannot start at, such as the middle of a word for a pattern opening with `\b`,
     /// dies there), and only a place the first byte leaves alive is walked on.
+    ///
+    /// `work` grows by the bytes the walks read (the first byte of each place too).
     #[inline]
-    pub(crate) fn find(&self, hay: &[u8], lo: usize, hi: usize) -> Option<(usize, usize)> {
+    pub(crate) fn find(
+        &self,
+        hay: &[u8],
+        lo: usize,
+        hi: usize,
+        work: &mut u64,
+    ) -> Option<(usize, usize)> {
         let f = &self.flat;
         let hi = hi.min(hay.len().checked_sub(1)?);
         if lo > hi {
@@ -167,6 +185,8 @@ impl AnchoredDfa {
         // Index loops: the iterator chains this replaced cost about twice the
         // instructions a step (callgrind, dense corpus).
         let mut at = lo;
+        // Bytes read past the first of each place (kept here, added to `work` once).
+        let mut walked = 0;
         while at <= hi {
             let b = hay[at];
             let first = f.next(f.starts[before], b);
@@ -174,19 +194,23 @@ impl AnchoredDfa {
             if first != 0 {
                 // A match state after one byte reports the empty match before it.
                 let empty = (first <= f.last_match).then_some(at);
-                if let Some(end) = self.walk_on(hay, at + 1, first, empty) {
+                let (found, stopped) = self.walk_on(hay, at + 1, first, empty);
+                walked += stopped - at;
+                if let Some(end) = found {
+                    *work += (walked + at - lo) as u64;
                     return Some((at, end));
                 }
             }
             at += 1;
         }
+        *work += (walked + hi + 1 - lo) as u64;
         None
     }
 
     /// Walks on from `state` at `hay[at..]`, `end` the match found so far; `hay` ends one
     /// byte past the longest match that could matter (that byte is look-ahead only). The
     /// DFA reports a match one byte late, and goes dead once the leftmost-first match
-    /// cannot grow.
+    /// cannot grow. Also returns where the walk stopped.
     #[inline(always)]
     fn walk_on(
         &self,
@@ -194,14 +218,14 @@ impl AnchoredDfa {
         at: usize,
         mut state: u32,
         mut end: Option<usize>,
-    ) -> Option<usize> {
+    ) -> (Option<usize>, usize) {
         let f = &self.flat;
         let mut i = at;
         while let Some(&b) = hay.get(i) {
             state = f.next(state, b);
             if state <= f.last_match {
                 if state == 0 {
-                    return end;
+                    return (end, i);
                 }
                 end = Some(i);
             }
@@ -210,7 +234,7 @@ impl AnchoredDfa {
         if f.trans[state as usize + f.width] == 1 {
             end = Some(hay.len());
         }
-        end
+        (end, i)
     }
 }
 

@@ -74,7 +74,7 @@ pub mod validate;
 
 pub use engine::{
     Anchor, CategoryCount, Engine, EngineError, EngineOptions, Findings, RuleFinding, Stream,
-    random_key,
+    WORK_FLOOR, WORK_PER_BYTE, random_key,
 };
 pub use exact::ExactIndex;
 pub use mask::MaskStyle;

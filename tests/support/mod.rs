@@ -678,10 +678,15 @@ pub fn brotli_stream(blocks: &[BrotliBlock<'_>]) -> Vec<u8> {
 /// The proxy with every default but `data_dir` (and CONNECT a blind tunnel: no CA needed
 /// for plain HTTP), and the shipped rules.
 pub async fn shipped_proxy() -> (Proxy, tempfile::TempDir) {
+    shipped_proxy_with("").await
+}
+
+/// [`shipped_proxy`] with `yaml` as the rest of the config file.
+pub async fn shipped_proxy_with(yaml: &str) -> (Proxy, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
     let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules");
     let text = format!(
-        "rules: {}\ndata_dir: {}\ntls: {{ intercept: false }}\n",
+        "rules: {}\ndata_dir: {}\ntls: {{ intercept: false }}\n{yaml}",
         rules.display(),
         data.path().display()
     );

@@ -1,0 +1,131 @@
+//! Bodies built to make the scanner slow (session 22). A body repeating one rule's literal
+//! used to cost a core seconds per megabyte: `eyJeyJ…` walked the JWT rule's 4 KiB
+//! longest match from every hit, `@@@…` walked the email rule's back from every `@`. Those
+//! walks now reuse what the previous hit learnt, and what no reuse bounds (`eyJ-` repeated:
+//! a DFA walk of up to 800 bytes every 4 bytes) stops the rule at
+//! `scan::WORK_PER_BYTE` and records the body as not fully scanned (`scan_work_limit`):
+//! blocked by default, the other rules still counting. Speed is measured by
+//! `examples/scan_loop repeat:UNIT|sprinkle:UNIT` (BENCHMARKS.md), not here.
+
+mod support;
+
+use std::path::PathBuf;
+
+use egress_dlp::decode::{Inspection, Limits};
+use egress_dlp::rules::load_dir;
+use egress_dlp::scan::{Engine, Findings};
+use support::{Upstream, request, shipped_proxy_with};
+
+fn shipped() -> Engine {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules");
+    Engine::new(&load_dir(&dir).expect("the shipped rules load"))
+}
+
+fn emails(n: usize) -> String {
+    (0..n).map(|i| format!(" cust{i}@acme-corp.io ")).collect()
+}
+
+fn count(f: &Findings, rule: &str) -> (u64, u64) {
+    f.rules
+        .iter()
+        .find(|r| r.rule == rule)
+        .map_or((0, 0), |r| (r.count, r.distinct))
+}
+
+/// Feeds `data` in pieces of the given sizes (cycled).
+fn streamed(engine: &Engine, data: &[u8], sizes: &[usize]) -> Findings {
+    let mut stream = engine.stream();
+    let (mut at, mut i) = (0, 0);
+    while at < data.len() {
+        let n = sizes[i % sizes.len()].min(data.len() - at);
+        stream.feed(&data[at..at + n]);
+        at += n;
+        i += 1;
+    }
+    stream.finish()
+}
+
+/// Floods whose walks are now reused find exactly what the same values find without the
+/// flood, whole or fed in pieces, and stop no rule: the reuse changes no finding.
+#[test]
+fn a_flood_of_one_rules_literal_hides_nothing_and_stops_no_rule() {
+    let engine = shipped();
+    let list = emails(30);
+    let jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
+    let plain = engine.scan_bytes(format!("{list} {jwt} CUST-00012345 ").as_bytes());
+    assert_eq!(count(&plain, "email-address"), (30, 30));
+    assert_eq!(count(&plain, "jwt").0, 1);
+    assert_eq!(count(&plain, "customer-id").0, 1);
+    for unit in ["eyJ", "@", "a@", "@a.", "ghp_", "xoxb-1-", "CUST-", "+1 "] {
+        let flood = unit.repeat((300 << 10) / unit.len());
+        let body = format!("{flood}{list}{flood} {jwt} {flood} CUST-00012345 {flood}");
+        let whole = engine.scan_bytes(body.as_bytes());
+        assert!(whole.stopped.is_empty(), "{unit}: {:?}", whole.stopped);
+        // The flood's own matches aside (`@a.` floods hold no email, `+1 ` no phone: the
+        // counts below are the hidden values'), the hidden values are all found.
+        assert_eq!(count(&whole, "email-address"), (30, 30), "{unit}");
+        assert_eq!(count(&whole, "jwt").0, 1, "{unit}");
+        assert_eq!(count(&whole, "customer-id").0, 1, "{unit}");
+        let pieces = streamed(&engine, body.as_bytes(), &[1, 7000, 3, 65536, 4095]);
+        assert_eq!(pieces, whole, "{unit}: the split changed the findings");
+    }
+}
+
+/// `eyJ-` repeated: every hit starts a walk of up to 800 bytes, about 200 bytes read per
+/// byte. The JWT rule stops at the work limit; the emails hidden after the flood are
+/// still counted (the other rules go on), and the body is not fully scanned.
+#[test]
+fn a_flood_no_reuse_bounds_stops_its_rule_and_the_body_is_not_fully_scanned() {
+    let engine = shipped();
+    let flood = "eyJ-".repeat(256 << 10);
+    let body = format!("{flood}{}", emails(12));
+    let whole = engine.scan_bytes(body.as_bytes());
+    assert_eq!(whole.stopped, ["jwt"]);
+    assert_eq!(count(&whole, "email-address"), (12, 12));
+
+    let mut inspection = Inspection::new(&engine, &Limits::default(), Some(b"text/plain"), None);
+    for chunk in body.as_bytes().chunks(16 << 10) {
+        inspection.feed(chunk);
+    }
+    let seen_early = inspection.not_scanned().cloned();
+    let outcome = inspection.finish();
+    let problem = outcome.not_scanned.expect("not fully scanned");
+    assert_eq!(problem.reason.as_str(), "scan_work_limit");
+    assert!(problem.detail.contains("rule jwt"), "{}", problem.detail);
+    assert_eq!(
+        seen_early.map(|p| p.reason.as_str()),
+        Some("scan_work_limit"),
+        "known while the body streams, before its end"
+    );
+    assert_eq!(count(&outcome.findings, "email-address"), (12, 12));
+
+    // A body of ordinary size with a short flood is never stopped (the floor).
+    let small = format!("{}{}", "eyJ-".repeat(5000), emails(3));
+    assert!(engine.scan_bytes(small.as_bytes()).stopped.is_empty());
+}
+
+/// Through the proxy: the flood gets the "could not be inspected" answer and the upstream
+/// nothing; under `on_inspection_error: allow` it arrives byte for byte.
+#[tokio::test]
+async fn through_the_proxy_a_work_flood_is_refused_by_default_and_passes_under_allow() {
+    let upstream = Upstream::start().await;
+    let body = "eyJ-".repeat(256 << 10).into_bytes();
+    let headers = [
+        ("Content-Type", "text/plain"),
+        ("Accept", "application/json"),
+    ];
+    let (proxy, _data) = shipped_proxy_with("").await;
+    let reply = request(proxy.addr, "POST", &upstream.url("/u"), &headers, &body).await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    let page: serde_json::Value = serde_json::from_str(&reply.text()).unwrap();
+    assert_eq!(page["error"], "not_inspected");
+    assert_eq!(page["reason"], "scan_work_limit");
+    assert!(upstream.requests().is_empty(), "the upstream got something");
+
+    let (proxy, _data) = shipped_proxy_with("policy:\n  on_inspection_error: allow\n").await;
+    let reply = request(proxy.addr, "POST", &upstream.url("/u"), &headers, &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, body);
+}
