@@ -252,10 +252,12 @@ async fn intercept(
         None => false,
     };
     if let Some(name) = sni.as_deref().filter(|_| bypass) {
+        // The audit event names the bypassed server (checked above to resolve to the
+        // CONNECT's address): an address alone told the reader nothing of why it passed.
         let opened = super::observe::tunnel_opened(
             &ctx.shared,
             &target.request_id,
-            (peer.ip(), host, target.port),
+            (peer.ip(), name, target.port),
             user.as_deref(),
             NotScanned::TlsBypass,
         );
