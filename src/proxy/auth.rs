@@ -15,7 +15,8 @@
 //!    `Proxy-Authenticate: Basic realm="..."` (or anonymous when `required: false`).
 //!
 //! A request that carries an [`InheritedUser`] (one inside an intercepted tunnel) takes
-//! its user from it instead: the tunnel's CONNECT was authenticated.
+//! its user from it instead: the tunnel's CONNECT was authenticated. The request's config
+//! must still know that user (a reload may have removed it), else 407.
 //!
 //! The user goes into the request's `RequestUser` cell, which the outermost layer puts
 //! there, so the outcome log line, the policy input and the block page all see it. Without
@@ -76,8 +77,8 @@ pub(super) fn policy_config<B>(ctx: &ConnCtx, req: &Request<B>) -> Arc<Config> {
 /// authenticating itself: requests inside an intercepted CONNECT tunnel carry the user the
 /// CONNECT authenticated as (browsers send `Proxy-Authorization` on the CONNECT only).
 /// Whoever builds those requests inserts this extension; the auth layer then takes the
-/// user from it and checks nothing (`None`: the CONNECT was anonymous, allowed by
-/// `required: false`).
+/// user from it, once the request's own config snapshot still knows the user
+/// ([`still_known`]; `None`: the CONNECT was anonymous, allowed by `required: false`).
 #[derive(Debug, Clone)]
 pub struct InheritedUser(pub Option<Arc<str>>);
 
@@ -172,7 +173,7 @@ where
         let ctx = self.ctx.clone();
         Box::pin(async move {
             let user = match req.extensions().get::<InheritedUser>() {
-                Some(inherited) => inherited.0.clone(),
+                Some(inherited) => still_known(&ctx, &config, inherited)?,
                 None => {
                     let header = req.headers().get(PROXY_AUTHORIZATION).cloned();
                     identify(&ctx, &config, header.as_ref().map(|h| h.as_bytes())).await?
@@ -184,6 +185,43 @@ where
             inner.call(req).await
         })
     }
+}
+
+/// The user a request inside an intercepted tunnel inherits, if its own config snapshot
+/// still knows that user (in the credentials file, or mapped to this client's address);
+/// an anonymous tunnel's requests, if that config still lets anonymous requests through.
+/// Else the 407 challenge: a user a reload removed kept using the tunnels it had open
+/// (found in session 21's review). A changed password is not noticed here: the CONNECT's
+/// password is not kept.
+fn still_known(
+    ctx: &ConnCtx,
+    config: &Config,
+    inherited: &InheritedUser,
+) -> Result<Option<Arc<str>>, ProxyError> {
+    let auth = config
+        .policy
+        .auth
+        .as_ref()
+        .expect("called with auth configured");
+    let known = match inherited.0.as_deref() {
+        Some(user) => {
+            auth.credentials.hash_of(user).is_some()
+                || auth.clients.user_of(ctx.peer.ip().to_canonical()) == Some(user)
+        }
+        None => !auth.required,
+    };
+    if known {
+        return Ok(inherited.0.clone());
+    }
+    AuthCounters::inc(&ctx.shared.auth.counters.failure);
+    Err(ProxyError::AuthRequired {
+        realm: auth.realm.clone(),
+        why: if inherited.0.is_some() {
+            AuthFailure::Invalid
+        } else {
+            AuthFailure::Missing
+        },
+    })
 }
 
 /// The request's user (`None`: anonymous, allowed by `required: false`), or the refusal.
