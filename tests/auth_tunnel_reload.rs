@@ -12,52 +12,12 @@ mod tls_support;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use egress_dlp::config::{self, Overrides};
 use egress_dlp::proxy;
-use egress_dlp::proxy::reload::{ReloadSource, Reloads};
 use egress_dlp::tls::Interceptor;
 use rustls::pki_types::ServerName;
-use support::parse_reply;
 use tls_support::{TestCa, TlsUpstream, client_config, connect_from};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-
-/// One keep-alive GET on a TLS stream: the status (0 when the connection closed).
-async fn get_on<S: AsyncReadExt + AsyncWriteExt + Unpin>(
-    stream: &mut S,
-    host: &str,
-    path: &str,
-) -> u16 {
-    let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
-    if stream.write_all(head.as_bytes()).await.is_err() {
-        return 0;
-    }
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let reply = parse_reply(&buf[..end + 4]);
-            let len: usize = reply
-                .header("content-length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                match stream.read(&mut chunk).await {
-                    Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                    _ => break,
-                }
-            }
-            return reply.status;
-        }
-        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return 0,
-        }
-    }
-}
 
 #[tokio::test]
 async fn a_user_removed_by_a_reload_is_refused_inside_its_open_tunnel() {
@@ -89,26 +49,12 @@ async fn a_user_removed_by_a_reload_is_refused_inside_its_open_tunnel() {
     egress_dlp::cli::prepare_ca(&config.tls, &mut Vec::new()).unwrap();
     let tls = Arc::new(Interceptor::new(&config.tls).unwrap());
     let roots = [tls.ca().cert().clone()];
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (reloads, handle) = Reloads::new(ReloadSource {
-        config_path: Some(config_path.clone()),
-        overrides: Overrides::default(),
-    });
-    let (_stop, stopped) = oneshot::channel::<()>();
     let options = proxy::RunOptions {
-        reloads: Some(reloads),
         tls: Some(tls.clone()),
         ..proxy::RunOptions::default()
     };
-    tokio::spawn(proxy::run_with(
-        listener,
-        options,
-        Arc::new(config),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let running = support::serve_reloadable(&config_path, config, options).await;
+    let (addr, handle) = (running.addr, &running.handle);
 
     // alice (by the client map) opens an intercepted tunnel and uses it.
     let here = IpAddr::from([127, 0, 0, 1]);
@@ -119,7 +65,10 @@ async fn a_user_removed_by_a_reload_is_refused_inside_its_open_tunnel() {
         .connect(name, tcp)
         .await
         .unwrap();
-    assert_eq!(get_on(&mut tunnel, "upstream.test", "/before").await, 200);
+    assert_eq!(
+        support::get_keepalive(&mut tunnel, "upstream.test", "/before").await,
+        200
+    );
 
     // The reload maps this address to nobody: alice is gone.
     write("'127.0.0.2/32': bob");
@@ -128,7 +77,7 @@ async fn a_user_removed_by_a_reload_is_refused_inside_its_open_tunnel() {
     let (status, _) = connect_from(here, addr, &upstream.addr.to_string()).await;
     assert_eq!(status, 407, "new config not applied");
     // The open tunnel's next request too.
-    let status = get_on(&mut tunnel, "upstream.test", "/after").await;
+    let status = support::get_keepalive(&mut tunnel, "upstream.test", "/after").await;
     assert_eq!(status, 407, "a removed user was served in its open tunnel");
     let paths: Vec<String> = upstream
         .requests()

@@ -6,15 +6,14 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use egress_dlp::config::{self, Overrides};
 use egress_dlp::proxy;
-use egress_dlp::proxy::reload::{ReloadHandle, ReloadSource, Reloads};
-use support::{Upstream, customer_export, parse_reply};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use egress_dlp::proxy::reload::ReloadHandle;
+use support::{Upstream, customer_export};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 /// An email rule that blocks at `block` distinct values (logs at 2).
@@ -43,26 +42,9 @@ struct Running {
 async fn serve(config_path: PathBuf) -> (SocketAddr, ReloadHandle, oneshot::Sender<()>) {
     let config = config::load(Some(&config_path), &Overrides::default())
         .unwrap_or_else(|e| panic!("config: {e}"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (reloads, handle) = Reloads::new(ReloadSource {
-        config_path: Some(config_path),
-        overrides: Overrides::default(),
-    });
-    let (stop, stopped) = oneshot::channel::<()>();
-    let options = proxy::RunOptions {
-        reloads: Some(reloads),
-        ..proxy::RunOptions::default()
-    };
-    tokio::spawn(proxy::run_with(
-        listener,
-        options,
-        Arc::new(config),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    (addr, handle, stop)
+    let running =
+        support::serve_reloadable(&config_path, config, proxy::RunOptions::default()).await;
+    (running.addr, running.handle, running.stop)
 }
 
 async fn start(block: u64, extra_yaml: &str) -> Running {
@@ -104,29 +86,10 @@ async fn post_on(stream: &mut TcpStream, url: &str, body: &str) -> u16 {
 
 /// Reads one response with a Content-Length body; returns its status.
 async fn read_response(stream: &mut TcpStream) -> u16 {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let reply = parse_reply(&buf[..end + 4]);
-            let len: usize = reply
-                .header("content-length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let n = stream.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "connection closed mid-body");
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            return reply.status;
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
-            .await
-            .expect("a response within 10 s")
-            .unwrap();
-        assert!(n > 0, "connection closed before a response");
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    support::read_keepalive_reply(stream)
+        .await
+        .expect("a response within 10 s")
+        .0
 }
 
 #[tokio::test]

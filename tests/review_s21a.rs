@@ -23,14 +23,13 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use egress_dlp::config::{self, Overrides};
 use egress_dlp::proxy;
-use egress_dlp::proxy::reload::{ReloadHandle, ReloadSource, Reloads};
-use support::{Upstream, customer_export, parse_reply};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use egress_dlp::proxy::reload::ReloadHandle;
+use support::{Upstream, customer_export};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
@@ -82,28 +81,14 @@ async fn start(block: u64, extra: &[(&str, String)], extra_yaml: &str) -> Runnin
     std::fs::write(&config_path, config_text(dir.path(), &rules, extra_yaml)).unwrap();
     let config = config::load(Some(&config_path), &Overrides::default())
         .unwrap_or_else(|e| panic!("config: {e}"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = admin_listener.local_addr().unwrap();
-    let (reloads, handle) = Reloads::new(ReloadSource {
-        config_path: Some(config_path.clone()),
-        overrides: Overrides::default(),
-    });
-    let (stop, stopped) = oneshot::channel::<()>();
     let options = proxy::RunOptions {
-        reloads: Some(reloads),
         admin: Some(admin_listener),
         ..proxy::RunOptions::default()
     };
-    tokio::spawn(proxy::run_with(
-        listener,
-        options,
-        Arc::new(config),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let support::Reloadable { addr, handle, stop } =
+        support::serve_reloadable(&config_path, config, options).await;
     Running {
         addr,
         admin,
@@ -128,30 +113,10 @@ async fn send_on(stream: &mut TcpStream, method: &str, url: &str, body: &str) ->
 
 /// Reads one response with a Content-Length body; returns its status and body.
 async fn read_response(stream: &mut TcpStream) -> (u16, String) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let reply = parse_reply(&buf[..end + 4]);
-            let len: usize = reply
-                .header("content-length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let n = stream.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "connection closed mid-body");
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
-            return (reply.status, body);
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
-            .await
-            .expect("a response within 10 s")
-            .unwrap();
-        assert!(n > 0, "connection closed before a response");
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    let (status, body) = support::read_keepalive_reply(stream)
+        .await
+        .expect("a response within 10 s");
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 async fn status_of(addr: SocketAddr, method: &str, url: &str, body: &str) -> u16 {

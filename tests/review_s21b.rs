@@ -19,16 +19,15 @@ mod tls_support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use egress_dlp::config::{self, Overrides};
 use egress_dlp::proxy;
-use egress_dlp::proxy::reload::{ReloadHandle, ReloadSource, Reloads};
-use support::{Proxy, Upstream, echo_server, parse_reply, request};
+use egress_dlp::proxy::reload::ReloadHandle;
+use support::{Proxy, Upstream, echo_server, request};
 use tls_support::{TestCa, TlsProxy, TlsUpstream, connect, send, tls_via};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 /// Reads audit events from `path` until there are `n` (5 s at most).
@@ -246,25 +245,8 @@ async fn reloadable(clients: &str) -> Reloadable {
     .unwrap();
     let config = config::load(Some(&config_path), &Overrides::default())
         .unwrap_or_else(|e| panic!("config: {e}"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (reloads, handle) = Reloads::new(ReloadSource {
-        config_path: Some(config_path.clone()),
-        overrides: Overrides::default(),
-    });
-    let (stop, stopped) = oneshot::channel::<()>();
-    let options = proxy::RunOptions {
-        reloads: Some(reloads),
-        ..proxy::RunOptions::default()
-    };
-    tokio::spawn(proxy::run_with(
-        listener,
-        options,
-        Arc::new(config),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let support::Reloadable { addr, handle, stop } =
+        support::serve_reloadable(&config_path, config, proxy::RunOptions::default()).await;
     Reloadable {
         addr,
         handle,
@@ -275,35 +257,10 @@ async fn reloadable(clients: &str) -> Reloadable {
     }
 }
 
-/// One keep-alive GET on `stream`: the status (0 when the proxy closed the connection).
+/// One keep-alive GET of `url` on `stream`: the status (0 when the proxy closed it).
 async fn get_on(stream: &mut TcpStream, url: &str) -> u16 {
     let host = url.split('/').nth(2).unwrap();
-    let head = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\n\r\n");
-    if stream.write_all(head.as_bytes()).await.is_err() {
-        return 0;
-    }
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let reply = parse_reply(&buf[..end + 4]);
-            let len: usize = reply
-                .header("content-length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                match stream.read(&mut chunk).await {
-                    Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                    _ => break,
-                }
-            }
-            return reply.status;
-        }
-        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return 0,
-        }
-    }
+    support::get_keepalive(stream, host, url).await
 }
 
 /// Defect: a client removed from `access.clients` by a reload keeps being served on the

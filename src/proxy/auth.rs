@@ -187,6 +187,15 @@ where
     }
 }
 
+/// `policy.auth` of a config the auth layer found it set in.
+fn auth_of(config: &Config) -> &crate::policy::identity::Auth {
+    config
+        .policy
+        .auth
+        .as_ref()
+        .expect("called with auth configured")
+}
+
 /// The user a request inside an intercepted tunnel inherits, if its own config snapshot
 /// still knows that user (in the credentials file, or mapped to this client's address);
 /// an anonymous tunnel's requests, if that config still lets anonymous requests through.
@@ -198,11 +207,7 @@ fn still_known(
     config: &Config,
     inherited: &InheritedUser,
 ) -> Result<Option<Arc<str>>, ProxyError> {
-    let auth = config
-        .policy
-        .auth
-        .as_ref()
-        .expect("called with auth configured");
+    let auth = auth_of(config);
     let known = match inherited.0.as_deref() {
         Some(user) => {
             auth.credentials.hash_of(user).is_some()
@@ -230,11 +235,7 @@ async fn identify(
     config: &Arc<Config>,
     header: Option<&[u8]>,
 ) -> Result<Option<Arc<str>>, ProxyError> {
-    let auth = config
-        .policy
-        .auth
-        .as_ref()
-        .expect("called with auth configured");
+    let auth = auth_of(config);
     let state = &ctx.shared.auth;
     let counters = &*state.counters;
     let ip = ctx.peer.ip().to_canonical();

@@ -433,6 +433,93 @@ impl Reply {
     }
 }
 
+/// A proxy reloadable from its config file: where it listens, its reload handle, and the
+/// sender whose drop stops it.
+pub struct Reloadable {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Reloads it from its config file.
+    pub handle: egress_dlp::proxy::reload::ReloadHandle,
+    /// Dropped: the proxy stops.
+    pub stop: oneshot::Sender<()>,
+}
+
+/// Runs the proxy on `config` (loaded from `config_path`), reloadable from that file, with
+/// `options` (their `reloads` is set here).
+pub async fn serve_reloadable(
+    config_path: &std::path::Path,
+    config: Config,
+    options: proxy::RunOptions,
+) -> Reloadable {
+    use egress_dlp::proxy::reload::{ReloadSource, Reloads};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (reloads, handle) = Reloads::new(ReloadSource {
+        config_path: Some(config_path.to_path_buf()),
+        overrides: Overrides::default(),
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let options = proxy::RunOptions {
+        reloads: Some(reloads),
+        ..options
+    };
+    tokio::spawn(proxy::run_with(
+        listener,
+        options,
+        Arc::new(config),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Reloadable { addr, handle, stop }
+}
+
+/// One keep-alive GET of `path` from `host` on `stream` (plain or TLS): the status (0 when
+/// the connection closed first).
+pub async fn get_keepalive<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    host: &str,
+    path: &str,
+) -> u16 {
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    if stream.write_all(head.as_bytes()).await.is_err() {
+        return 0;
+    }
+    read_keepalive_reply(stream)
+        .await
+        .map_or(0, |(status, _)| status)
+}
+
+/// Reads one response with a Content-Length body from a keep-alive connection (plain or
+/// TLS): its status and body, or `None` when the connection closed first or no response
+/// came within 10 s.
+pub async fn read_keepalive_reply<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Option<(u16, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let reply = parse_reply(&buf[..end + 4]);
+            let len: usize = reply
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                match stream.read(&mut chunk).await {
+                    Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                    _ => return None,
+                }
+            }
+            return Some((reply.status, buf[end + 4..end + 4 + len].to_vec()));
+        }
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+}
+
 /// Parses one response from raw bytes.
 pub fn parse_reply(raw: &[u8]) -> Reply {
     let end = raw
