@@ -99,8 +99,20 @@ fn a_flood_no_reuse_bounds_stops_its_rule_and_the_body_is_not_fully_scanned() {
     );
     assert_eq!(count(&outcome.findings, "email-address"), (12, 12));
 
+    // One large piece fed at once is stopped within it, not at the next feed (found in
+    // review: the limit was checked once per advance).
+    let mut stream = engine.stream();
+    stream.feed(flood.as_bytes());
+    assert_eq!(stream.stopped(), Some("jwt"), "right after the one feed");
+    let mut inspection = Inspection::new(&engine, &Limits::default(), None, None);
+    inspection.feed(flood.as_bytes());
+    assert_eq!(
+        inspection.not_scanned().map(|p| p.reason.as_str()),
+        Some("scan_work_limit")
+    );
+
     // A body of ordinary size with a short flood is never stopped (the floor).
-    let small = format!("{}{}", "eyJ-".repeat(5000), emails(3));
+    let small = format!("{}{}", "eyJ-".repeat(2500), emails(3));
     assert!(engine.scan_bytes(small.as_bytes()).stopped.is_empty());
 }
 

@@ -830,6 +830,13 @@ fn judge_cut(
 ) -> Result<Verdict, ProxyError> {
     let problem = scan.not_scanned().cloned();
     let (outcome, spent) = scan.finish();
+    // A rule stopped for too much work while the scan finished counts too: unlike an
+    // encoding cut short, the bytes fed were not searched (found in review).
+    let problem = problem.or_else(|| {
+        (outcome.not_scanned.as_ref())
+            .filter(|p| p.reason == crate::decode::Reason::ScanWork)
+            .cloned()
+    });
     decide(
         shared,
         live,
