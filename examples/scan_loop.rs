@@ -11,8 +11,9 @@
 //! ```
 //!
 //! Besides the two corpora, two hostile shapes probe what one rule's literal costs when a
-//! body is full of it (`file:PATH` scans a file's bytes instead): `repeat:UNIT` is `UNIT` over and over, `sprinkle:UNIT` is random
+//! body is full of it: `repeat:UNIT` is `UNIT` over and over, `sprinkle:UNIT` is random
 //! base64url text with `UNIT` put in every 4 to 40 bytes and a `.` every 50 to 150.
+//! `file:PATH` scans a file's bytes instead.
 //!
 //! `SCAN_LOOP_RULES` names another rules directory (default: the shipped `rules/`): a copy
 //! of one rule file alone says what that file's rules cost.

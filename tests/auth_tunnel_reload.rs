@@ -16,8 +16,7 @@ use std::sync::Arc;
 use egress_dlp::config::{self, Overrides};
 use egress_dlp::proxy;
 use egress_dlp::tls::Interceptor;
-use rustls::pki_types::ServerName;
-use tls_support::{TestCa, TlsUpstream, client_config, connect_from};
+use tls_support::{TestCa, TlsUpstream, connect_from, tls_via};
 
 #[tokio::test]
 async fn a_user_removed_by_a_reload_is_refused_inside_its_open_tunnel() {
@@ -57,12 +56,8 @@ async fn a_user_removed_by_a_reload_is_refused_inside_its_open_tunnel() {
     let (addr, handle) = (running.addr, &running.handle);
 
     // alice (by the client map) opens an intercepted tunnel and uses it.
-    let here = IpAddr::from([127, 0, 0, 1]);
-    let (status, tcp) = connect_from(here, addr, &upstream.addr.to_string()).await;
-    assert_eq!(status, 200);
-    let name = ServerName::try_from("upstream.test").unwrap();
-    let mut tunnel = tokio_rustls::TlsConnector::from(client_config(&roots, &["http/1.1"]))
-        .connect(name, tcp)
+    let target = upstream.addr.to_string();
+    let mut tunnel = tls_via(addr, &target, "upstream.test", &roots, &["http/1.1"])
         .await
         .unwrap();
     assert_eq!(
@@ -74,7 +69,7 @@ async fn a_user_removed_by_a_reload_is_refused_inside_its_open_tunnel() {
     write("'127.0.0.2/32': bob");
     handle.reload().await.expect("a good reload");
     // The baseline: a new CONNECT from here is challenged.
-    let (status, _) = connect_from(here, addr, &upstream.addr.to_string()).await;
+    let (status, _) = connect_from(IpAddr::from([127, 0, 0, 1]), addr, &target).await;
     assert_eq!(status, 407, "new config not applied");
     // The open tunnel's next request too.
     let status = support::get_keepalive(&mut tunnel, "upstream.test", "/after").await;

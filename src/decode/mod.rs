@@ -698,12 +698,7 @@ impl<'e> Inspection<'e> {
 
     /// Records a rule's stop for too much work ([`Reason::ScanWork`]) the first time.
     fn note_work(&mut self) {
-        if !self.work_noted
-            && let Some(rule) = self.stream.stopped()
-        {
-            self.work_noted = true;
-            self.acct.problem(Reason::ScanWork, work_detail(rule));
-        }
+        note_stop(&mut self.work_noted, &mut self.acct, self.stream.stopped());
     }
 
     /// Base64 tokens that are segments of a URL path, decoded from their own first symbol
@@ -882,11 +877,8 @@ impl<'e> Inspection<'e> {
         self.body.finish(&mut out);
         out.flush_pending();
         let findings = self.stream.finish();
-        if !self.work_noted
-            && let Some(rule) = findings.stopped.first()
-        {
-            self.acct.problem(Reason::ScanWork, work_detail(rule));
-        }
+        let stopped = findings.stopped.first().map(String::as_str);
+        note_stop(&mut self.work_noted, &mut self.acct, stopped);
         Outcome {
             findings,
             not_scanned: self.acct.problem,
@@ -895,12 +887,17 @@ impl<'e> Inspection<'e> {
     }
 }
 
-/// The detail of [`Reason::ScanWork`]: the rule (an id from the rule files, never content).
-fn work_detail(rule: &str) -> String {
-    format!(
-        "rule {rule}: its searches read more than {} bytes per byte scanned",
-        crate::scan::WORK_PER_BYTE
-    )
+/// Records [`Reason::ScanWork`] for the `stopped` rule, unless `noted` says it is already
+/// recorded. The detail names the rule (an id from the rule files, never content).
+fn note_stop(noted: &mut bool, acct: &mut Account, stopped: Option<&str>) {
+    if let Some(rule) = stopped.filter(|_| !*noted) {
+        *noted = true;
+        let detail = format!(
+            "rule {rule}: its searches read more than {} bytes per byte scanned",
+            crate::scan::WORK_PER_BYTE
+        );
+        acct.problem(Reason::ScanWork, detail);
+    }
 }
 
 /// A client-sent name (a `Content-Encoding` token, a media type) as a "not fully scanned"
