@@ -976,3 +976,41 @@ fn zz_minimal_token_cut() {
         );
     }
 }
+
+/// Session 24: digit-group floods (`4111 4111 …`, `12-12-…`, `GB82 …`) reuse one walk
+/// for many runs (`WALK_AHEAD` longest matches to the right). Every value, inside floods
+/// of lengths around the walk's reach and past it, whole, stripped and streamed in
+/// pieces, finds what the plain regex finds.
+#[test]
+#[ignore = "a differential sweep (about 10 seconds in release): cargo test --release --test engine_reference -- --ignored"]
+fn values_inside_digit_group_floods() {
+    let mut fails = Vec::new();
+    let units: &[&[u8]] = &[
+        b"4111 ", b"4111-", b"12 ", b"7 ", b"GB82 ", b"0 a ", b"123-45-",
+    ];
+    for v in VALUES {
+        for unit in units {
+            for n in [1usize, 7, 30, 90, 200, 700] {
+                let flood: Vec<u8> = unit.iter().copied().cycle().take(n * unit.len()).collect();
+                for sep in [&b" "[..], b"", b"\n"] {
+                    let mut d = flood.clone();
+                    d.extend_from_slice(sep);
+                    d.extend_from_slice(v.as_bytes());
+                    d.extend_from_slice(sep);
+                    d.extend_from_slice(&flood);
+                    check_both("flood", &d, &mut fails);
+                    let cuts = [d.len() / 3, d.len() / 2 + 1, d.len() - 5];
+                    let got = engine_counts(&stream_cuts(&d, &cuts));
+                    let whole = engine_counts(&pack().engine.scan_bytes(&d));
+                    if got != whole && fails.len() < 200 {
+                        fails.push(format!(
+                            "flood-split: {:?} cuts {cuts:?}: whole {whole:?} split {got:?}",
+                            String::from_utf8_lossy(&d)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    finish("floods", fails);
+}

@@ -116,6 +116,38 @@ fn a_flood_no_reuse_bounds_stops_its_rule_and_the_body_is_not_fully_scanned() {
     assert!(engine.scan_bytes(small.as_bytes()).stopped.is_empty());
 }
 
+/// A body of digit groups and nothing else (`4111 4111 …`) walked the digit-run gates'
+/// stretch of twice the longest match for every group and every rule, ~10 MB/s (session
+/// 24: one walk now serves the groups of about seven longest matches). Cards planted
+/// between two such floods are all counted, whole and fed in pieces, no rule stops, and
+/// the floods add only what they find alone.
+#[test]
+fn a_flood_of_digit_groups_hides_no_card_and_stops_no_rule() {
+    let engine = shipped();
+    let cards = [
+        "4012 8888 8888 1881",
+        "5555-5555-5555-4444",
+        "378282246310005",
+        "6011 1111 1111 1117",
+        "3530 1113 3330 0000",
+    ];
+    let list: String = cards.iter().map(|c| format!("\n{c}\n")).collect();
+    let plain = engine.scan_bytes(list.as_bytes());
+    assert_eq!(count(&plain, "payment-card"), (5, 5));
+    for unit in ["4111 ", "4111-", "12 ", "7 ", "1234 5678 "] {
+        let flood = unit.repeat((200 << 10) / unit.len());
+        let alone = engine.scan_bytes(flood.as_bytes());
+        let (n, distinct) = count(&alone, "payment-card");
+        let body = format!("{flood}{list}{flood}");
+        let whole = engine.scan_bytes(body.as_bytes());
+        assert!(whole.stopped.is_empty(), "{unit}: {:?}", whole.stopped);
+        let (wn, wd) = count(&whole, "payment-card");
+        assert_eq!((wn, wd), (2 * n + 5, distinct + 5), "{unit}");
+        let pieces = streamed(&engine, body.as_bytes(), &[1, 5000, 3, 65536, 4095, 17]);
+        assert_eq!(pieces, whole, "{unit}: the split changed the findings");
+    }
+}
+
 /// Through the proxy: the flood gets the "could not be inspected" answer and the upstream
 /// nothing; under `on_inspection_error: allow` it arrives byte for byte.
 #[tokio::test]
