@@ -162,6 +162,24 @@ const ONE_PROBLEM: &[(&str, &str, &str, &str, &str)] = &[
         "too complex to search for at every byte",
     ),
     (
+        // Session 24: a keyword rule's regex runs around every keyword hit; a wide gap of
+        // almost any byte after a one-byte keyword cost ~200 µs a byte of such a body.
+        "late: found by keywords, and too complex to search around them",
+        "  - {id: w, name: W, category: c, pattern: 'a[^\\n]{0,4000}Z', keywords: [a], thresholds: {log: 1}, tests: {match: [aZ]}}",
+        "w",
+        "pattern",
+        "too complex to search for around each place",
+    ),
+    (
+        // A literal prefix, but an anchored table over its size limit (it remembers the
+        // last 21 bytes): the regex would search there too.
+        "late: found by a prefix, and too complex for one table",
+        "  - {id: x, name: X, category: c, pattern: 'ORD-[ab]{0,2000}a[ab]{20}Z', thresholds: {log: 1}, tests: {match: [xxx]}}",
+        "x",
+        "pattern",
+        "too complex to search for around each place",
+    ),
+    (
         "unknown key in context",
         "  - {id: r, name: R, category: c, pattern: 'x{3}', context: {words: [w], colour: red}, thresholds: {log: 1}, tests: {match: [xxx]}}",
         "r",

@@ -186,7 +186,8 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleErrors> {
         return Err(RuleErrors(errors));
     }
     let set = RuleSet::new(rules, version);
-    let slow = too_slow_to_search(&set);
+    let engine = Engine::new(&set);
+    let slow = too_slow_to_search_with(&set, &engine);
     if !slow.is_empty() {
         // Their cases are not run: such a rule is searched for at every byte. The other
         // rules' are, so one run lists every problem (found in review: a failing case
@@ -204,7 +205,7 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleErrors> {
         errors.extend(slow);
         return Err(RuleErrors(errors));
     }
-    errors.extend(test_failures(&set));
+    errors.extend(test_failures_with(&set, &engine));
     if errors.is_empty() {
         Ok(set)
     } else {
@@ -214,8 +215,12 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleErrors> {
 
 /// The embedded test cases of `set` that fail, as errors of their rules' `tests` keys.
 fn test_failures(set: &RuleSet) -> Vec<RuleError> {
-    let engine = Engine::new(set);
-    run_tests(set, &engine)
+    test_failures_with(set, &Engine::new(set))
+}
+
+/// [`test_failures`] with the engine already built from `set`.
+fn test_failures_with(set: &RuleSet, engine: &Engine) -> Vec<RuleError> {
+    run_tests(set, engine)
         .into_iter()
         .filter(|o| !o.passed)
         .map(|o| {
@@ -375,34 +380,49 @@ fn read_rules(dir: &Path) -> Result<Loaded, RuleErrors> {
     })
 }
 
-/// Rules the engine would search for at every byte (no keyword, no literal prefix, no
-/// digit run, lead bytes too common) whose pattern is not one small automaton: one such
-/// rule would stall every request (found in review: `[\x00-\xff]{4096}` loaded, then
-/// scanned 1 MB in 15 s).
+/// Rules whose windows the engine searches with the regex (no anchored table for it: a
+/// full scan, keywords that are not bytes every match holds, or an anchored table over its
+/// size limit) while the regex is not one small automaton (a full scan: one small table;
+/// the others: that or at most `scan::MAX_SIMULATED_STATES` states). Without one table the
+/// regex crate simulates the automaton, at a cost per byte that grows with the pattern: one
+/// such rule would stall every request (found in review: `[\x00-\xff]{4096}` loaded,
+/// then scanned 1 MB in 15 s; a one-byte keyword before `[^\n]{0,4000}Z`, about 200 µs a
+/// byte of a body dense in the keyword).
 fn too_slow_to_search(set: &RuleSet) -> Vec<RuleError> {
-    let may_full_scan = |r: &Rule| {
-        r.keywords.is_empty()
-            && r.info.prefixes.is_none()
-            && !(r.info.min_digit_run >= 1 && r.info.allowed.has_digit())
-    };
-    if !set.rules.iter().any(may_full_scan) {
-        return Vec::new();
-    }
-    let engine = Engine::new(set);
+    too_slow_to_search_with(set, &Engine::new(set))
+}
+
+/// [`too_slow_to_search`] with the engine already built from `set`.
+fn too_slow_to_search_with(set: &RuleSet, engine: &Engine) -> Vec<RuleError> {
     engine
-        .anchors()
+        .regex_searched()
         .into_iter()
-        .filter(|&(_, anchor)| anchor == crate::scan::Anchor::FullScan)
-        .filter_map(|(id, _)| set.rules.iter().find(|r| r.id == id))
-        .filter(|r| !crate::scan::searchable_at_every_byte(&r.pattern))
-        .map(|r| RuleError {
+        .filter_map(|(id, anchor)| Some((set.rules.iter().find(|r| r.id == id)?, anchor)))
+        .filter(|(r, anchor)| {
+            if *anchor == crate::scan::Anchor::FullScan {
+                !crate::scan::searchable_at_every_byte(&r.pattern)
+            } else {
+                !crate::scan::searchable_around_places(&r.pattern)
+            }
+        })
+        .map(|(r, anchor)| RuleError {
             file: r.file.clone(),
             rule: Some(r.id.clone()),
             key: Some("pattern".into()),
-            message: "too complex to search for at every byte (its automaton is over the \
-                      size limit) and it gives the engine nothing to look for first: add \
-                      `keywords`, start it with a literal, or narrow it"
-                .into(),
+            message: if anchor == crate::scan::Anchor::FullScan {
+                "too complex to search for at every byte (its automaton is over the size \
+                 limit) and it gives the engine nothing to look for first: add \
+                 `keywords`, start it with a literal, or narrow it"
+                    .into()
+            } else {
+                format!(
+                    "too complex to search for around each place it may start (no small \
+                     table for it, and its automaton is over {} states: every byte there \
+                     could cost a simulation of them): narrow it; a wide repetition of \
+                     almost any byte (`[^\\n]{{0,4000}}`) is the usual cause",
+                    crate::scan::MAX_SIMULATED_STATES
+                )
+            },
         })
         .collect()
 }

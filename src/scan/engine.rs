@@ -789,6 +789,20 @@ impl Engine {
             .collect()
     }
 
+    /// The rules whose windows are searched with their regex, not walked as one anchored
+    /// table: full scans, keyword rules whose keywords are not bytes every match holds
+    /// (AWS secret keys), and rules whose anchored DFA would be over its size limit
+    /// (for `rules check`: such a regex must itself be one small automaton, see
+    /// `rules::too_slow_to_search`).
+    pub(crate) fn regex_searched(&self) -> Vec<(&str, Anchor)> {
+        self.ids
+            .iter()
+            .zip(&self.rules)
+            .filter(|(_, r)| r.anchored.is_none())
+            .map(|(id, r)| (id.as_str(), r.anchor))
+            .collect()
+    }
+
     /// Starts scanning one body.
     pub fn stream(&self) -> Stream<'_> {
         Stream {
