@@ -369,19 +369,22 @@ pub(crate) fn dense_dfa(
     dense_dfa_many(&[pattern], config)
 }
 
+/// The engine's syntax for automata built from rule patterns: bytes, no Unicode, no UTF-8.
+pub(crate) fn pattern_syntax() -> regex_automata::util::syntax::Config {
+    regex_automata::util::syntax::Config::new()
+        .unicode(false)
+        .utf8(false)
+        .nest_limit(64)
+}
+
 /// [`dense_dfa`] of several patterns, each with its own flags.
 fn dense_dfa_many<P: AsRef<str>>(
     patterns: &[P],
     config: regex_automata::dfa::dense::Config,
 ) -> Option<regex_automata::dfa::dense::DFA<Vec<u32>>> {
-    use regex_automata::{nfa::thompson, util::syntax};
+    use regex_automata::nfa::thompson;
     regex_automata::dfa::dense::Builder::new()
-        .syntax(
-            syntax::Config::new()
-                .unicode(false)
-                .utf8(false)
-                .nest_limit(64),
-        )
+        .syntax(pattern_syntax())
         .thompson(thompson::Config::new().utf8(false))
         .configure(config)
         .build_many(patterns)

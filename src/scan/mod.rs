@@ -111,14 +111,9 @@ pub(crate) const MAX_SIMULATED_STATES: usize = 512;
 /// one small table ([`searchable_at_every_byte`]), or an NFA of at most
 /// [`MAX_SIMULATED_STATES`] states.
 pub(crate) fn searchable_around_places(pattern: &str) -> bool {
-    use regex_automata::{nfa::thompson, util::syntax};
+    use regex_automata::nfa::thompson;
     let small_nfa = thompson::Compiler::new()
-        .syntax(
-            syntax::Config::new()
-                .unicode(false)
-                .utf8(false)
-                .nest_limit(64),
-        )
+        .syntax(lead::pattern_syntax())
         .configure(thompson::Config::new().utf8(false))
         .build(pattern)
         .is_ok_and(|nfa| nfa.states().len() <= MAX_SIMULATED_STATES);
