@@ -361,3 +361,77 @@ async fn a_client_leaving_right_after_a_list_in_the_last_bytes_sent_is_recorded_
     let events = json_lines(&proxy.audit_path());
     assert_one_partial_block(&events);
 }
+
+/// Whether the shipped rules, reading `filler(96 KiB)` and then `flood` as the proxy reads
+/// a body with no type, stop a rule for too much work (before the body's end, and at it).
+fn work_stops(engine: &egress_dlp::scan::Engine, flood: &[u8]) -> (bool, bool) {
+    use egress_dlp::decode::{Inspection, Limits};
+    let mut inspection = Inspection::new(engine, &Limits::default(), None, None);
+    inspection.feed(&filler(96 << 10));
+    for chunk in flood.chunks(16 << 10) {
+        inspection.feed(chunk);
+    }
+    let before = inspection.not_scanned().is_some();
+    let at_end = inspection.finish().not_scanned.is_some();
+    (before, at_end)
+}
+
+/// A body cut short whose last bytes sent push a rule over its work limit only as its scan
+/// finishes (`eyJ-` repeated: the JWT rule's walks of the last few KiB wait for the bytes
+/// after them, which never come). The client leaves; what went upstream was not fully
+/// searched, so the request is recorded as a block, not inspected for `scan_work_limit`
+/// (session 22's review: `judge_cut` kept only a problem seen before the cut).
+#[tokio::test]
+async fn a_client_leaving_when_its_last_bytes_reach_the_work_limit_is_recorded_as_a_block() {
+    let rules = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let engine = egress_dlp::scan::Engine::new(&egress_dlp::rules::load_dir(&rules).unwrap());
+    // The flood lengths (in units of 4 bytes) where the stop comes at the end, and where
+    // it comes before it: both grow with the flood. The body takes the middle of the
+    // first stretch, as far as can be from either edge (a split could move them a little).
+    let flood = |units: usize| b"eyJ-".repeat(units);
+    let first = |stop: &dyn Fn(usize) -> bool| {
+        let (mut lo, mut hi) = (1usize, 64 << 10);
+        assert!(stop(hi) && !stop(lo));
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if stop(mid) { hi = mid } else { lo = mid }
+        }
+        hi
+    };
+    let at_end = first(&|n| work_stops(&engine, &flood(n)).1);
+    let before = first(&|n| work_stops(&engine, &flood(n)).0);
+    assert!(
+        before > at_end + 64,
+        "precondition: a flood that stops the JWT rule only at the end ({at_end}..{before} units)"
+    );
+    let units = (at_end + before) / 2;
+
+    let up = EagerUpstream::start(b"never answered").await;
+    let mut proxy = OpsProxy::start_with_rules(&rules, "limits: { hold_bytes: 64KiB }\n").await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST http://{}/exfil HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        up.addr,
+        8 << 20
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&filler(96 << 10)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(&flood(units)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // One byte more, so that the flood is not the chunk held back as the last one (see
+    // `send_list_then_one_byte`): all of it was scanned and went upstream.
+    s.write_all(b"\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(s);
+    let received = up.received().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.stop().await;
+    assert!(
+        received.iter().any(|r| r.len() > 32 << 10),
+        "precondition: the bytes before the flood reached the upstream"
+    );
+    let events = json_lines(&proxy.audit_path());
+    assert_one_partial_block(&events);
+    assert_eq!(events[0]["not_scanned"], "scan_work_limit", "{}", events[0]);
+}

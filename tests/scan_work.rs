@@ -7,6 +7,7 @@
 //! blocked by default, the other rules still counting. Speed is measured by
 //! `examples/scan_loop repeat:UNIT|sprinkle:UNIT` (BENCHMARKS.md), not here.
 
+mod ops_support;
 mod support;
 
 use std::path::PathBuf;
@@ -172,4 +173,40 @@ async fn through_the_proxy_a_work_flood_is_refused_by_default_and_passes_under_a
     let seen = upstream.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].body, body);
+}
+
+/// A request refused as not fully inspected is a blocked request: it gets its audit event
+/// (action `block`, `not_scanned` naming the reason, the other rules' findings), as the
+/// contract says of every blocked request (found in session 24: it got a log line only, so
+/// a work flood or a decompression bomb left no trace in the audit log).
+#[tokio::test]
+async fn a_request_refused_as_not_inspected_gets_its_audit_event() {
+    let upstream = Upstream::start().await;
+    let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let mut proxy = ops_support::OpsProxy::start_with_rules(&rules, "").await;
+    let body = format!("{}{}", "eyJ-".repeat(256 << 10), emails(4)).into_bytes();
+    let headers = [
+        ("Content-Type", "text/plain"),
+        ("Accept", "application/json"),
+    ];
+    let reply = request(proxy.addr, "POST", &upstream.url("/u"), &headers, &body).await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert!(upstream.requests().is_empty(), "the upstream got something");
+    proxy.stop().await;
+    let events = ops_support::json_lines(&proxy.audit_path());
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(event["action"], "block", "{event}");
+    assert_eq!(event["not_scanned"], "scan_work_limit", "{event}");
+    assert_eq!(event["method"], "POST", "{event}");
+    let rules = event["rules"].as_array().expect("the findings");
+    let email = rules
+        .iter()
+        .find(|r| r["rule"] == "email-address")
+        .expect("the emails counted");
+    assert_eq!(email["distinct"], 4, "{event}");
+    assert!(
+        !event.to_string().contains("cust0@acme-corp.io"),
+        "a raw value: {event}"
+    );
 }

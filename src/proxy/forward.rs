@@ -888,7 +888,8 @@ fn decide(
     if verdict.action != Action::Block
         && let Some(not_scanned) = problem
     {
-        not_inspected(shared, live, not_scanned, request_id, partial)?;
+        let record = (insp, findings, &verdict, (held, partial));
+        not_inspected(shared, live, not_scanned, record)?;
     }
     observe::decided(shared, insp, findings, scan_time, &verdict, held, partial)?;
     match verdict.action {
@@ -1003,10 +1004,12 @@ fn judge_snapshot(
         verdict.raise(window.action, window.reasons);
     }
     if verdict.action != Action::Block
-        && let Some(not_scanned) = scan.not_scanned()
+        && let Some(not_scanned) = scan.not_scanned().cloned()
         && live.config.inspection.on_inspection_error == OnInspectionError::Block
     {
-        return not_inspected(shared, live, not_scanned, insp.request_id, partial);
+        let findings = scan.findings();
+        let record = (insp, &findings, &verdict, (held, partial));
+        return not_inspected(shared, live, &not_scanned, record);
     }
     if verdict.action == Action::Block {
         let findings = scan.findings();
@@ -1031,15 +1034,24 @@ fn judge_snapshot(
     Ok(())
 }
 
+/// What [`not_inspected`] records a refused request with: its inspection, what was found,
+/// the verdict on that, and (held bytes, whether part of the body went upstream).
+type Uninspected<'a> = (
+    &'a Inspection<'a>,
+    &'a Findings,
+    &'a Verdict,
+    (&'a [Bytes], bool),
+);
+
 /// A request that was not fully inspected: `Err(NotInspected)` under
 /// `policy.on_inspection_error: block`, a log line under `allow`; counted either way.
 fn not_inspected(
     shared: &Shared,
     live: &Live,
     not_scanned: &NotScanned,
-    request_id: &str,
-    partial: bool,
+    (insp, findings, verdict, (held, partial)): Uninspected<'_>,
 ) -> Result<(), ProxyError> {
+    let request_id = insp.request_id;
     shared.metrics.scan_error(ScanError::Decode);
     let reason = not_scanned.reason.as_str();
     let detail = not_scanned.detail.as_str();
@@ -1049,6 +1061,14 @@ fn not_inspected(
                 request_id,
                 reason, detail, "request not fully inspected: blocked"
             );
+            observe::refused_uninspected(
+                shared,
+                insp,
+                findings,
+                verdict,
+                (held, partial),
+                not_scanned.reason.as_str(),
+            )?;
             Err(ProxyError::NotInspected(Box::new(NotInspected {
                 reason: not_scanned.reason,
                 partial,

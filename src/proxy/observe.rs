@@ -211,6 +211,44 @@ pub(super) fn decided(
     if let Some(record) = &insp.record {
         record.set_verdict(verdict.action);
     }
+    audit_request(shared, insp, findings, verdict, (held, partial), None)
+}
+
+/// A request refused because it could not be fully inspected (`reason`, under
+/// `policy.on_inspection_error: block`): a blocked request, so it gets its audit event,
+/// with what was found and `not_scanned` naming the reason (found in session 24: it got
+/// none, only a log line, so a bomb or a work flood left no trace in the audit log).
+pub(super) fn refused_uninspected(
+    shared: &Shared,
+    insp: &Inspection<'_>,
+    findings: &Findings,
+    verdict: &Verdict,
+    (held, partial): (&[Bytes], bool),
+    reason: &'static str,
+) -> Result<(), ProxyError> {
+    let verdict = Verdict {
+        action: Action::Block,
+        ..verdict.clone()
+    };
+    audit_request(
+        shared,
+        insp,
+        findings,
+        &verdict,
+        (held, partial),
+        Some(reason),
+    )
+}
+
+/// Writes a request's audit event when the log wants its action.
+fn audit_request(
+    shared: &Shared,
+    insp: &Inspection<'_>,
+    findings: &Findings,
+    verdict: &Verdict,
+    (held, partial): (&[Bytes], bool),
+    not_scanned: Option<&'static str>,
+) -> Result<(), ProxyError> {
     if !shared.audit.wants(verdict.action) {
         return Ok(());
     }
@@ -219,7 +257,7 @@ pub(super) fn decided(
     } else {
         insp.seen(held)
     };
-    let event = shared.audit.event(
+    let mut event = shared.audit.event(
         &insp.samples,
         insp.meta(),
         verdict,
@@ -227,6 +265,7 @@ pub(super) fn decided(
         &seen,
         partial,
     );
+    event.not_scanned = not_scanned;
     match shared.audit.submit(event) {
         Ok(()) => Ok(()),
         Err(why) if shared.audit.required() && verdict.action != Action::Block => {

@@ -40,6 +40,11 @@ impl OpsProxy {
     /// Starts with the fixture rules, the temporary data dir, and `yaml` as the rest of
     /// the config (`{data}` in it is replaced by the data directory's path).
     pub async fn start(yaml: &str) -> OpsProxy {
+        Self::start_with_rules(&fixture_rules(), yaml).await
+    }
+
+    /// [`OpsProxy::start`] with the rules in `rules` (a directory).
+    pub async fn start_with_rules(rules: &std::path::Path, yaml: &str) -> OpsProxy {
         let data = tempfile::tempdir().unwrap();
         // CONNECT is a blind tunnel here (the TLS tests configure interception).
         let tls = if yaml.contains("tls:") {
@@ -49,7 +54,7 @@ impl OpsProxy {
         };
         let text = format!(
             "rules: {}\ndata_dir: {}\n{tls}{}",
-            fixture_rules().display(),
+            rules.display(),
             data.path().display(),
             yaml.replace("{data}", &data.path().display().to_string())
         );
