@@ -122,10 +122,15 @@ async fn send_list_mid_body(
 }
 
 /// POSTs to `upstream` through `proxy`, declaring 8 MiB: 96 KiB of filler (past a 64 KiB
-/// hold limit), then `list`, then one byte, each on its own. The byte makes the list no
-/// longer the held-back last chunk, so it goes upstream, while the bytes after it are
-/// fewer than the engine waits for before it settles a value. The rest never comes.
-async fn send_list_then_one_byte(proxy: SocketAddr, upstream: SocketAddr, list: &str) -> TcpStream {
+/// hold limit), then `list`, then (`pause` later) one byte, each on its own. The byte makes
+/// the list no longer the held-back last chunk, so it goes upstream, while the bytes after
+/// it are fewer than the engine waits for before it settles a value. The rest never comes.
+async fn send_list_then_one_byte(
+    proxy: SocketAddr,
+    upstream: SocketAddr,
+    list: &[u8],
+    pause: Duration,
+) -> TcpStream {
     let mut s = TcpStream::connect(proxy).await.unwrap();
     let head = format!(
         "POST http://{upstream}/exfil HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
@@ -134,10 +139,29 @@ async fn send_list_then_one_byte(proxy: SocketAddr, upstream: SocketAddr, list: 
     s.write_all(head.as_bytes()).await.unwrap();
     s.write_all(&filler(96 << 10)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    s.write_all(list.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    s.write_all(list).await.unwrap();
+    tokio::time::sleep(pause).await;
     s.write_all(b"\n").await.unwrap();
     s
+}
+
+/// The client of `s` leaves (after 300 ms); then the proxy stops. Returns what the
+/// upstream received (the filler sent before the rest must be there) and the audit events.
+async fn leave_after(
+    s: TcpStream,
+    up: &EagerUpstream,
+    proxy: &mut OpsProxy,
+) -> (Vec<Vec<u8>>, Vec<serde_json::Value>) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(s);
+    let received = up.received().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.stop().await;
+    assert!(
+        received.iter().any(|r| r.len() > 32 << 10),
+        "precondition: the bytes before the rest reached the upstream"
+    );
+    (received, json_lines(&proxy.audit_path()))
 }
 
 /// The one audit event of a request blocked after part of its body went upstream.
@@ -319,7 +343,13 @@ async fn an_early_answer_while_a_list_is_undecided_is_replaced_by_the_block_page
     let mut proxy = OpsProxy::start("limits: { hold_bytes: 64KiB }\n").await;
     // 12 distinct customers: past the block threshold of 10.
     let export = customer_export(12);
-    let mut s = send_list_then_one_byte(proxy.addr, up.addr, &export).await;
+    let mut s = send_list_then_one_byte(
+        proxy.addr,
+        up.addr,
+        export.as_bytes(),
+        Duration::from_millis(150),
+    )
+    .await;
     let reply = parse_reply(&read_head(&mut s).await);
     drop(s);
     let received = up.received().await;
@@ -344,21 +374,18 @@ async fn a_client_leaving_right_after_a_list_in_the_last_bytes_sent_is_recorded_
     let up = EagerUpstream::start(b"never answered").await;
     let mut proxy = OpsProxy::start("limits: { hold_bytes: 64KiB }\n").await;
     let export = customer_export(12);
-    let s = send_list_then_one_byte(proxy.addr, up.addr, &export).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(s);
-    let received = up.received().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    proxy.stop().await;
-    assert!(
-        received.iter().any(|r| r.len() > 32 << 10),
-        "precondition: the bytes before the list reached the upstream"
-    );
+    let s = send_list_then_one_byte(
+        proxy.addr,
+        up.addr,
+        export.as_bytes(),
+        Duration::from_millis(150),
+    )
+    .await;
+    let (received, events) = leave_after(s, &up, &mut proxy).await;
     assert!(
         !received.iter().any(|r| contains(r, b"@acme-corp.io")),
         "the list reached the upstream"
     );
-    let events = json_lines(&proxy.audit_path());
     assert_one_partial_block(&events);
 }
 
@@ -408,30 +435,12 @@ async fn a_client_leaving_when_its_last_bytes_reach_the_work_limit_is_recorded_a
 
     let up = EagerUpstream::start(b"never answered").await;
     let mut proxy = OpsProxy::start_with_rules(&rules, "limits: { hold_bytes: 64KiB }\n").await;
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let head = format!(
-        "POST http://{}/exfil HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-        up.addr,
-        8 << 20
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(&filler(96 << 10)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    s.write_all(&flood(units)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // One byte more, so that the flood is not the chunk held back as the last one (see
-    // `send_list_then_one_byte`): all of it was scanned and went upstream.
-    s.write_all(b"\n").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(s);
-    let received = up.received().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    proxy.stop().await;
-    assert!(
-        received.iter().any(|r| r.len() > 32 << 10),
-        "precondition: the bytes before the flood reached the upstream"
-    );
-    let events = json_lines(&proxy.audit_path());
+    // One byte after the flood, so that it is not the chunk held back as the last one: all
+    // of it was scanned (in a debug build about 0.1 s: the pause leaves room) and went
+    // upstream.
+    let flood = flood(units);
+    let s = send_list_then_one_byte(proxy.addr, up.addr, &flood, Duration::from_secs(1)).await;
+    let (_, events) = leave_after(s, &up, &mut proxy).await;
     assert_one_partial_block(&events);
     assert_eq!(events[0]["not_scanned"], "scan_work_limit", "{}", events[0]);
 }
