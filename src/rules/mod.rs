@@ -386,44 +386,47 @@ fn read_rules(dir: &Path) -> Result<Loaded, RuleErrors> {
 /// the others: that or at most `scan::MAX_SIMULATED_STATES` states). Without one table the
 /// regex crate simulates the automaton, at a cost per byte that grows with the pattern: one
 /// such rule would stall every request (found in review: `[\x00-\xff]{4096}` loaded,
-/// then scanned 1 MB in 15 s; a one-byte keyword before `[^\n]{0,4000}Z`, about 200 µs a
-/// byte of a body dense in the keyword).
+/// then scanned 1 MB in 15 s; a one-byte keyword before `[^\n]{0,4000}Z`, about 46 µs a
+/// byte of a body made for it in release).
 fn too_slow_to_search(set: &RuleSet) -> Vec<RuleError> {
     too_slow_to_search_with(set, &Engine::new(set))
 }
 
 /// [`too_slow_to_search`] with the engine already built from `set`.
 fn too_slow_to_search_with(set: &RuleSet, engine: &Engine) -> Vec<RuleError> {
-    engine
-        .regex_searched()
-        .into_iter()
-        .filter_map(|(id, anchor)| Some((set.rules.iter().find(|r| r.id == id)?, anchor)))
-        .filter(|(r, anchor)| {
-            if *anchor == crate::scan::Anchor::FullScan {
-                !crate::scan::searchable_at_every_byte(&r.pattern)
-            } else {
-                !crate::scan::searchable_around_places(&r.pattern)
+    let slow = |id: &str, anchor| {
+        let r = set.rules.iter().find(|r| r.id == id)?;
+        let message = if anchor == crate::scan::Anchor::FullScan {
+            if crate::scan::searchable_at_every_byte(&r.pattern) {
+                return None;
             }
-        })
-        .map(|(r, anchor)| RuleError {
+            "too complex to search for at every byte (its automaton is over the size \
+             limit) and it gives the engine nothing to look for first: add `keywords`, \
+             start it with a literal, or narrow it"
+                .to_owned()
+        } else {
+            if crate::scan::searchable_around_places(&r.pattern) {
+                return None;
+            }
+            format!(
+                "too complex to search for around each place it may start (no small table \
+                 for it, and its automaton is over {} states: every byte there could cost a \
+                 simulation of them): narrow it; a wide repetition of almost any byte \
+                 (`[^\\n]{{0,4000}}`) is the usual cause",
+                crate::scan::MAX_SIMULATED_STATES
+            )
+        };
+        Some(RuleError {
             file: r.file.clone(),
             rule: Some(r.id.clone()),
             key: Some("pattern".into()),
-            message: if anchor == crate::scan::Anchor::FullScan {
-                "too complex to search for at every byte (its automaton is over the size \
-                 limit) and it gives the engine nothing to look for first: add \
-                 `keywords`, start it with a literal, or narrow it"
-                    .into()
-            } else {
-                format!(
-                    "too complex to search for around each place it may start (no small \
-                     table for it, and its automaton is over {} states: every byte there \
-                     could cost a simulation of them): narrow it; a wide repetition of \
-                     almost any byte (`[^\\n]{{0,4000}}`) is the usual cause",
-                    crate::scan::MAX_SIMULATED_STATES
-                )
-            },
+            message,
         })
+    };
+    engine
+        .regex_searched()
+        .into_iter()
+        .filter_map(|(id, anchor)| slow(id, anchor))
         .collect()
 }
 

@@ -2060,7 +2060,7 @@ fn first_boundary(hay: &[u8], base: u64, from: u64, to: u64) -> Option<u64> {
 /// token lies inside it ([`Stretch::holds`]) reuses the walk, the stretch-level checks and
 /// its first word boundary (once found), which are the same as its own token's or looser
 /// (a value with four digit groups is walked once, not four times, and so is a table of
-/// numbers three longest matches at a time).
+/// numbers about seven longest matches at a time).
 fn gate(
     hay: &[u8],
     base: u64,
