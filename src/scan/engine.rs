@@ -120,9 +120,11 @@ pub enum Anchor {
 struct CompiledRule {
     regex: Regex,
     /// The pattern as an anchored forward DFA, for rules whose matches can only start at
-    /// known places (prefixes, digit runs): each place is tried with one anchored pass,
-    /// with no reverse pass and no per-call setup beyond the start state. `None` when the
-    /// DFA would be too big (then `regex` searches).
+    /// known places (prefixes, digit runs, one-byte keywords every match holds, and other
+    /// keywords when the regex is too big to search around them): each place is tried
+    /// with one anchored pass, with no reverse pass and no per-call setup beyond the start
+    /// state. `None` when the DFA would be too big, and for other keyword rules (then
+    /// `regex` searches).
     anchored: Option<AnchoredDfa>,
     /// `info.allowed` as a table, for the token walks of digit-run gates.
     classes: Box<ByteClasses>,
@@ -132,6 +134,10 @@ struct CompiledRule {
     inner_keywords: bool,
     /// No match starting with a digit follows an ASCII word byte (read off `anchored`).
     digit_after_nonword: bool,
+    /// For a rule with other keywords walked as `anchored` (see [`Engine::with_options`]):
+    /// a byte every match holds, the rarest in text. A match starts in the token of
+    /// allowed bytes left of one, so only those places of a keyword's window are tried.
+    probe: Option<u8>,
     anchor: Anchor,
     info: PatternInfo,
     validator: Validator,
@@ -626,7 +632,24 @@ impl Engine {
                     AnchoredDfa::build(&rule.pattern)
                 }
                 Anchor::Keywords if inner_keywords => AnchoredDfa::build(&rule.pattern),
+                // Other keywords open a window either side of each hit, which the regex
+                // searches in one pass, unless its automaton is too big for that to stay
+                // cheap on every body (an email pattern near a word: the regex crate could
+                // fall back to simulating it, see `searchable_around_places`). Such a
+                // pattern is tried as one table at each place of the window instead, every
+                // byte walked counted as work, so a body made for it stops the rule.
+                Anchor::Keywords if !super::searchable_around_places(&rule.pattern) => {
+                    AnchoredDfa::build(&rule.pattern)
+                }
                 Anchor::Keywords | Anchor::LeadBytes => None,
+            };
+            let probe = if anchor == Anchor::Keywords && !inner_keywords && anchored.is_some() {
+                info.required_bytes
+                    .iter()
+                    .copied()
+                    .min_by_key(|&b| probe_rank(b))
+            } else {
+                None
             };
             let lead = anchored
                 .as_ref()
@@ -678,6 +701,7 @@ impl Engine {
                 anchored,
                 inner_keywords,
                 digit_after_nonword,
+                probe,
                 regex: compile(&rule.pattern).expect("pattern validated at load"),
                 anchor,
                 validator: rule.validator,
@@ -791,7 +815,8 @@ impl Engine {
 
     /// The rules whose windows are searched with their regex, not walked as one anchored
     /// table: full scans, keyword rules whose keywords are not bytes every match holds
-    /// (AWS secret keys), and rules whose anchored DFA would be over its size limit
+    /// (AWS secret keys) and whose regex is small, and rules whose anchored DFA would be
+    /// over its size limit
     /// (for `rules check`: such a regex must itself be one small automaton, see
     /// `rules::too_slow_to_search`).
     pub(crate) fn regex_searched(&self) -> Vec<(&str, Anchor)> {
@@ -1679,14 +1704,17 @@ impl State {
             let rule = &e.rules[r];
             let window = &hay[..(limit - base) as usize];
             let found = match &rule.anchored {
-                Some(dfa) => dfa
-                    .find(
-                        window,
-                        (from - base) as usize,
-                        (accept_to - base) as usize,
-                        &mut self.rules[r].work,
-                    )
-                    .map(|(s, e)| (base + s as u64, base + e as u64)),
+                Some(dfa) => {
+                    let (lo, hi) = ((from - base) as usize, (accept_to - base) as usize);
+                    let work = &mut self.rules[r].work;
+                    match rule.probe {
+                        Some(probe) => {
+                            find_near_probe(dfa, &rule.classes, probe, window, lo, hi, work)
+                        }
+                        None => dfa.find(window, lo, hi, work),
+                    }
+                    .map(|(s, e)| (base + s as u64, base + e as u64))
+                }
                 None => {
                     let found = rule
                         .regex
@@ -2031,6 +2059,54 @@ static WORD: [bool; 256] = {
 };
 
 #[inline]
+/// How common `b` is in ordinary text, roughly (lower is rarer): the choice of a rule's
+/// [`CompiledRule::probe`] among the bytes every match holds (the email pattern's `@`
+/// rather than its `.`). Never used for correctness.
+fn probe_rank(b: u8) -> u8 {
+    match b {
+        b' ' | b'a'..=b'z' => 5,
+        b'A'..=b'Z' | b'0'..=b'9' | b'\n' => 4,
+        b'.' | b',' | b'"' | b'-' | b'_' | b'/' | b':' | b'=' => 3,
+        b';' | b'(' | b')' | b'\'' | b'{' | b'}' | b'[' | b']' | b'<' | b'>' | b'&' => 2,
+        0x21..=0x7e => 1,
+        _ => 0,
+    }
+}
+
+/// [`AnchoredDfa::find`] of the leftmost match starting in `hay[lo..=hi]`, for a pattern
+/// every match of which holds `probe`: a match holds every byte from its start to its
+/// first `probe`, all bytes the pattern allows (`classes`), so it starts in the token of
+/// allowed bytes left of an occurrence of `probe`. Only those places are tried: a keyword's
+/// window holding no `probe` costs one `memchr`, where trying every place of it walked
+/// most words of ordinary text (an email pattern near a word).
+fn find_near_probe(
+    dfa: &AnchoredDfa,
+    classes: &ByteClasses,
+    probe: u8,
+    hay: &[u8],
+    lo: usize,
+    hi: usize,
+    work: &mut u64,
+) -> Option<(usize, usize)> {
+    // Starts before `at` were tried (or ruled out: their first `probe` lies before `at`).
+    let mut at = lo;
+    while at <= hi {
+        let q = at + memchr::memchr(probe, hay.get(at..)?)?;
+        let mut t = q;
+        while t > at && classes[usize::from(hay[t - 1])] != OUTSIDE {
+            t -= 1;
+        }
+        if t > hi {
+            return None;
+        }
+        if let Some(found) = dfa.find(hay, t, q.min(hi), work) {
+            return Some(found);
+        }
+        at = q + 1;
+    }
+    None
+}
+
 fn is_word(b: u8) -> bool {
     WORD[usize::from(b)]
 }

@@ -44,7 +44,9 @@
 //! rules whose keywords are single bytes every match contains (the email `@`): a match
 //! then starts in the token of allowed bytes left of a hit. Other keyword rules, full-scan
 //! rules, and patterns whose DFA would be too big use the regex (meta engine) over the
-//! window.
+//! window; but a keyword rule whose regex is too big for that to stay cheap
+//! ([`searchable_around_places`]: an email pattern near a word) walks its anchored DFA,
+//! tried only in the token left of each byte every match holds (the `@`).
 //!
 //! Every prefilter only ever drops places where the IR proves no match can be, so the
 //! findings equal a plain leftmost-first scan of the whole input with the rule's regex
