@@ -245,6 +245,50 @@ async fn a_unary_call_carrying_a_list_gets_403_and_the_upstream_nothing() {
     assert!(got.lock().unwrap().is_empty());
 }
 
+/// A unary call whose message cannot be inspected (a gzip bomb read through the call's
+/// `grpc-encoding`: 4 MiB of zeros in 4 KiB, past `decode.max_ratio`) is refused under
+/// the default `on_inspection_error: block`, the upstream gets nothing, and the refusal
+/// gets its audit event with `not_scanned` (session 24 added the event; until session 25
+/// no test covered the gRPC path).
+#[tokio::test]
+async fn a_message_that_cannot_be_inspected_is_refused_with_its_audit_event() {
+    let (upstream, got) = echo_upstream().await;
+    let mut proxy = ops_support::OpsProxy::start("audit: { path: '{data}/audit.jsonl' }\n").await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let bomb = gzip(&vec![0u8; 4 << 20]);
+    assert!(bomb.len() < 8 << 10, "{}", bomb.len());
+    let req = format!(
+        "POST http://{upstream}/crm.Export/Send HTTP/1.1\r\nHost: {upstream}\r\n\
+         Content-Type: application/grpc\r\ngrpc-encoding: gzip\r\nConnection: close\r\n\
+         Transfer-Encoding: chunked\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(&chunk(&message(&bomb, true))).await.unwrap();
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    let reply = support::parse_reply(&support::read_to_close(&mut s).await);
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    let status = reply
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("grpc-status"))
+        .map(|(_, v)| v.as_str());
+    assert_eq!(status, Some("7"), "{:?}", reply.headers);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(got.lock().unwrap().is_empty());
+    // The proxy lingers reading what the client sent after its answer until it leaves.
+    drop(s);
+    proxy.stop().await;
+    let events = ops_support::json_lines(&proxy.audit_path());
+    let blocked: Vec<_> = events.iter().filter(|e| e["action"] == "block").collect();
+    assert_eq!(blocked.len(), 1, "{events:?}");
+    assert_eq!(
+        blocked[0]["not_scanned"], "expansion_ratio",
+        "{}",
+        blocked[0]
+    );
+    assert_eq!(blocked[0]["path"], "/crm.Export/Send", "{}", blocked[0]);
+}
+
 /// `grpc-status: 7` and a `grpc-message` (percent-encoded) holding `found` and a request
 /// id, and no address.
 fn assert_grpc_denied(headers: &[(String, String)], found: &str) {

@@ -457,6 +457,37 @@ async fn an_upstream_agreeing_to_an_extension_no_one_offered_gets_502() {
     assert!(head.starts_with("HTTP/1.1 502"), "{head}");
 }
 
+/// A message refused as not fully inspected (a gzip bomb: 4 MiB of zeros in 4 KiB, past
+/// `decode.max_ratio`) closes the connection with 1008 before any of it goes upstream, and
+/// gets its audit event with `not_scanned`, as an HTTP request does (session 24 added the
+/// event; until session 25 no test covered the WebSocket path).
+#[tokio::test]
+async fn a_message_that_cannot_be_inspected_is_refused_with_its_audit_event() {
+    let upstream = WsUpstream::start().await;
+    let mut proxy = OpsProxy::start("audit: { path: '{data}/audit.jsonl' }\n").await;
+    let mut client = Client::open(proxy.addr, upstream.addr).await.unwrap();
+    let bomb = gzip(&vec![0u8; 4 << 20]);
+    assert!(bomb.len() < 8 << 10, "{}", bomb.len());
+    client.send(&frame(true, BINARY, &bomb, [1, 2, 3, 4])).await;
+    let (code, reason) = client.closed().await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("could not be inspected"), "{reason}");
+    let fs = frames_reach(&upstream, 1).await;
+    assert!(fs.iter().all(|f| f.1 == CLOSE), "{fs:?}");
+    assert!(upstream.raw().len() < 100, "{}", upstream.raw().len());
+    proxy.stop().await;
+    let events = json_lines(&proxy.audit_path());
+    let blocked: Vec<_> = events.iter().filter(|e| e["action"] == "block").collect();
+    assert_eq!(blocked.len(), 1, "{events:?}");
+    let e = blocked[0];
+    assert_eq!(e["not_scanned"], "expansion_ratio", "{e}");
+    assert!(e["request_id"].as_str().unwrap().ends_with("-m1"), "{e}");
+    assert!(
+        reason.contains(e["request_id"].as_str().unwrap()),
+        "{reason} {e}"
+    );
+}
+
 #[tokio::test]
 async fn a_message_over_the_hold_limit_is_refused_under_oversize_block() {
     let upstream = WsUpstream::start().await;
