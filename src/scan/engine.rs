@@ -1184,6 +1184,15 @@ impl ContextState {
     fn cover(&mut self, e: &Engine, hay: &[u8], base: u64, lo: u64, hi: u64) {
         let Some(words) = &e.context else { return };
         let lo = lo.max(base);
+        // Values come in order: the last stretch searched nearly always holds the next
+        // one's (checked first, without the search below).
+        if self
+            .covered
+            .back()
+            .is_some_and(|&(cs, ce)| cs <= lo && hi <= ce)
+        {
+            return;
+        }
         let first = self.covered.partition_point(|&(_, ce)| ce < lo);
         if self
             .covered
@@ -1246,11 +1255,15 @@ impl ContextState {
     }
 
     fn any_hit(&self, r: usize, lo: u64, hi: u64) -> bool {
-        self.hits[r]
-            .range(..=hi)
-            .rev()
-            .take_while(|&(&hs, _)| hs + 64 >= lo)
-            .any(|(_, &he)| he >= lo)
+        // Most values have no context word near them (a customer export names its columns
+        // once): no search of an empty map.
+        let hits = &self.hits[r];
+        !hits.is_empty()
+            && hits
+                .range(..=hi)
+                .rev()
+                .take_while(|&(&hs, _)| hs + 64 >= lo)
+                .any(|(_, &he)| he >= lo)
     }
 
     fn prune(&mut self, keep_from: u64) {
