@@ -65,19 +65,20 @@ struct ScanError<'a> {
     error: String,
 }
 
-/// Loads a rules directory, printing every problem to `err` on failure.
-pub fn load_rules(dir: &Path, err: &mut dyn Write) -> Option<RuleSet> {
-    report_rule_errors(dir, rules::load_dir(dir), err)
+/// Loads a rules directory and the engine its checks built, printing every problem to
+/// `err` on failure.
+pub fn load_rules(dir: &Path, err: &mut dyn Write) -> Option<(RuleSet, Engine)> {
+    report_rule_errors(dir, rules::load_dir_with_engine(dir), err)
 }
 
-/// The set, or `None` after printing every problem to `err`.
-fn report_rule_errors(
+/// What loaded, or `None` after printing every problem to `err`.
+fn report_rule_errors<T>(
     dir: &Path,
-    loaded: Result<RuleSet, RuleErrors>,
+    loaded: Result<T, RuleErrors>,
     err: &mut dyn Write,
-) -> Option<RuleSet> {
+) -> Option<T> {
     match loaded {
-        Ok(set) => Some(set),
+        Ok(loaded) => Some(loaded),
         Err(RuleErrors(errors)) => {
             let _ = writeln!(
                 err,
@@ -105,10 +106,9 @@ pub fn scan(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
-    let Some(set) = load_rules(rules_dir, err) else {
+    let Some((set, engine)) = load_rules(rules_dir, err) else {
         return EXIT_ERROR;
     };
-    let engine = Engine::new(&set);
     let stdin = [PathBuf::from("-")];
     let inputs = if inputs.is_empty() {
         &stdin[..]
@@ -268,10 +268,9 @@ fn write_text(out: &mut dyn Write, r: &ScanReport<'_>) -> io::Result<()> {
 
 /// `egress-dlp rules check`: validates a rules directory (embedded tests included).
 pub fn rules_check(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let Some(set) = load_rules(dir, err) else {
+    let Some((set, engine)) = load_rules(dir, err) else {
         return EXIT_ERROR;
     };
-    let engine = Engine::new(&set);
     let _ = writeln!(
         out,
         "ok: {} rules, version {}",
@@ -302,10 +301,11 @@ pub fn rules_check(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 
 /// `egress-dlp rules test`: runs every embedded test and prints pass/fail per rule.
 /// Exit 0 when all pass, 1 when any fails, 2 when the rules do not load.
 pub fn rules_test(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let Some(set) = report_rule_errors(dir, rules::load_dir_untested(dir), err) else {
+    let Some((set, engine)) =
+        report_rule_errors(dir, rules::load_dir_untested_with_engine(dir), err)
+    else {
         return EXIT_ERROR;
     };
-    let engine = Engine::new(&set);
     let outcomes = rules::run_tests(&set, &engine);
     let mut failed_rules = 0;
     for rule in set.rules() {

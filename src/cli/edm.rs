@@ -41,7 +41,7 @@ pub fn build(args: &BuildArgs, out: &mut dyn Write, err: &mut dyn Write) -> i32 
 }
 
 fn run(args: &BuildArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), String> {
-    let Some(set) = load_rules(&args.rules, err) else {
+    let Some((set, _)) = load_rules(&args.rules, err) else {
         return Err(format!("the rules in {} do not load", args.rules.display()));
     };
     if args.columns.is_empty() {

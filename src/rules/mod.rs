@@ -171,6 +171,12 @@ pub struct TestOutcome {
 /// when other rules are broken, so an author fixing a directory sees a failing case
 /// together with a bad pattern elsewhere, not one round after it.
 pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleErrors> {
+    load_dir_with_engine(dir).map(|(set, _)| set)
+}
+
+/// [`load_dir`], with the engine its checks built from the set (default options): a
+/// caller that scans with those needs no second build (`egress-dlp scan`, `rules check`).
+pub fn load_dir_with_engine(dir: &Path) -> Result<(RuleSet, Engine), RuleErrors> {
     let Loaded {
         rules,
         version,
@@ -187,7 +193,7 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleErrors> {
     }
     let set = RuleSet::new(rules, version);
     let engine = Engine::new(&set);
-    let slow = too_slow_to_search_with(&set, &engine);
+    let slow = too_slow_to_search(&set, &engine);
     if !slow.is_empty() {
         // Their cases are not run: such a rule is searched for at every byte. The other
         // rules' are, so one run lists every problem (found in review: a failing case
@@ -207,7 +213,7 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleErrors> {
     }
     errors.extend(test_failures_with(&set, &engine));
     if errors.is_empty() {
-        Ok(set)
+        Ok((set, engine))
     } else {
         Err(RuleErrors(errors))
     }
@@ -279,6 +285,11 @@ pub fn is_rule_file_name(path: &Path) -> bool {
 
 /// Loads and validates a rules directory without running the embedded tests.
 pub fn load_dir_untested(dir: &Path) -> Result<RuleSet, RuleErrors> {
+    load_dir_untested_with_engine(dir).map(|(set, _)| set)
+}
+
+/// [`load_dir_untested`], with the engine its check built (see [`load_dir_with_engine`]).
+pub fn load_dir_untested_with_engine(dir: &Path) -> Result<(RuleSet, Engine), RuleErrors> {
     let Loaded {
         rules,
         version,
@@ -288,9 +299,10 @@ pub fn load_dir_untested(dir: &Path) -> Result<RuleSet, RuleErrors> {
         return Err(RuleErrors(errors));
     }
     let set = RuleSet::new(rules, version);
-    let slow = too_slow_to_search(&set);
+    let engine = Engine::new(&set);
+    let slow = too_slow_to_search(&set, &engine);
     if slow.is_empty() {
-        Ok(set)
+        Ok((set, engine))
     } else {
         Err(RuleErrors(slow))
     }
@@ -388,12 +400,8 @@ fn read_rules(dir: &Path) -> Result<Loaded, RuleErrors> {
 /// such rule would stall every request (found in review: `[\x00-\xff]{4096}` loaded,
 /// then scanned 1 MB in 15 s; a one-byte keyword before `[^\n]{0,4000}Z`, about 46 µs a
 /// byte of a body made for it in release).
-fn too_slow_to_search(set: &RuleSet) -> Vec<RuleError> {
-    too_slow_to_search_with(set, &Engine::new(set))
-}
-
-/// [`too_slow_to_search`] with the engine already built from `set`.
-fn too_slow_to_search_with(set: &RuleSet, engine: &Engine) -> Vec<RuleError> {
+/// `engine` is the one built from `set`.
+fn too_slow_to_search(set: &RuleSet, engine: &Engine) -> Vec<RuleError> {
     let slow = |id: &str, anchor| {
         let r = set.rules.iter().find(|r| r.id == id)?;
         let message = if anchor == crate::scan::Anchor::FullScan {
