@@ -191,3 +191,46 @@ proptest! {
         prop_assert_eq!(engine(&data, &cuts), reference(&data));
     }
 }
+
+/// A rule whose keywords are its required context words skips the context search (every
+/// match near a keyword has it in reach), but only when every keyword is one and the
+/// window reaches the longest match; otherwise the words are searched as before.
+#[test]
+fn required_context_is_taken_from_keywords_only_when_they_are_the_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = |id: &str, keywords: &str, window: usize| {
+        format!(
+            "  - id: {id}\n    name: {id}\n    category: {id}\n    \
+             pattern: '\\b[A-Z]{{4}}[0-9]{{20}}\\b'\n    keywords: [{keywords}]\n    \
+             context: {{ words: [secret], window: {window}, required: true }}\n    \
+             thresholds: {{ log: 1 }}\n    \
+             tests: {{ match: ['secret ABCD01234567890123456789'], no_match: [secret] }}\n"
+        )
+    };
+    let yaml = format!(
+        "rules:\n{}{}{}",
+        rule("same", "secret", 30),
+        rule("more", "secret, token", 30),
+        rule("narrow", "secret", 10),
+    );
+    std::fs::write(dir.path().join("r.yaml"), yaml).unwrap();
+    let engine = Engine::new(&load_dir(dir.path()).unwrap());
+    let value = "ABCD01234567890123456789";
+    let found = |body: &str| {
+        let f = engine.scan_bytes(body.as_bytes());
+        let mut ids: Vec<String> = f.rules.iter().map(|r| r.rule.clone()).collect();
+        ids.sort();
+        ids
+    };
+    // Right after the word: every rule.
+    assert_eq!(
+        found(&format!("secret {value}")),
+        ["more", "narrow", "same"]
+    );
+    // Near `token` alone: `more` finds it, but it has no context word in reach.
+    assert!(found(&format!("token {value}")).is_empty());
+    // 20 bytes after the word: past `narrow`'s 10-byte window (the keyword's window is
+    // the longest match, 24), within the others' 30.
+    let gap = " ".repeat(20);
+    assert_eq!(found(&format!("secret{gap}{value}")), ["more", "same"]);
+}
