@@ -1107,10 +1107,8 @@ impl TokenStart {
     fn of(&mut self, classes: &ByteClasses, hay: &[u8], base: u64, lo: u64, s: u64) -> u64 {
         let known = self.at > lo && self.at <= s;
         let stop = if known { self.at } else { lo };
-        let mut t0 = s;
-        while t0 > stop && classes[usize::from(hay[(t0 - 1 - base) as usize])] != OUTSIDE {
-            t0 -= 1;
-        }
+        let mut t0 =
+            base + token_start(classes, hay, (stop - base) as usize, (s - base) as usize) as u64;
         if known && t0 == stop {
             t0 = self.start.max(lo);
         }
@@ -2087,7 +2085,6 @@ static WORD: [bool; 256] = {
     t
 };
 
-#[inline]
 /// How common `b` is in ordinary text, roughly (lower is rarer): the choice of a rule's
 /// [`CompiledRule::probe`] among the bytes every match holds (the email pattern's `@`
 /// rather than its `.`). Never used for correctness.
@@ -2121,10 +2118,7 @@ fn find_near_probe(
     let mut at = lo;
     while at <= hi {
         let q = at + memchr::memchr(probe, hay.get(at..)?)?;
-        let mut t = q;
-        while t > at && classes[usize::from(hay[t - 1])] != OUTSIDE {
-            t -= 1;
-        }
+        let t = token_start(classes, hay, at, q);
         if t > hi {
             return None;
         }
@@ -2136,6 +2130,18 @@ fn find_near_probe(
     None
 }
 
+/// Where the token of bytes `classes` allows that ends at `hay[s]` starts: the first of
+/// them left of `s`, no earlier than `stop`.
+#[inline(always)]
+fn token_start(classes: &ByteClasses, hay: &[u8], stop: usize, s: usize) -> usize {
+    let mut t = s;
+    while t > stop && classes[usize::from(hay[t - 1])] != OUTSIDE {
+        t -= 1;
+    }
+    t
+}
+
+#[inline]
 fn is_word(b: u8) -> bool {
     WORD[usize::from(b)]
 }
