@@ -1733,13 +1733,26 @@ impl State {
                 Some(dfa) => {
                     let (lo, hi) = ((from - base) as usize, (accept_to - base) as usize);
                     let work = &mut self.rules[r].work;
-                    match rule.probe {
-                        Some(probe) => {
-                            find_near_probe(dfa, &rule.classes, probe, window, lo, hi, work)
-                        }
-                        None => dfa.find(window, lo, hi, work),
+                    let found = match rule.probe {
+                        Some(probe) => find_near_probe(
+                            dfa,
+                            &rule.classes,
+                            probe,
+                            window,
+                            (lo, hi),
+                            work,
+                            budget,
+                        ),
+                        None => dfa.find(window, lo, hi, work, budget),
+                    };
+                    if found.is_none() && *work > budget {
+                        // The search gave up at the limit: what it did not read is not
+                        // searched, so the rule stops here.
+                        self.rules[r].stopped = true;
+                        self.rules[r].regions.clear();
+                        return;
                     }
-                    .map(|(s, e)| (base + s as u64, base + e as u64))
+                    found.map(|(s, e)| (base + s as u64, base + e as u64))
                 }
                 None => {
                     let found = rule
@@ -2104,15 +2117,16 @@ fn probe_rank(b: u8) -> u8 {
 /// first `probe`, all bytes the pattern allows (`classes`), so it starts in the token of
 /// allowed bytes left of an occurrence of `probe`. Only those places are tried: a keyword's
 /// window holding no `probe` costs one `memchr`, where trying every place of it walked
-/// most words of ordinary text (an email pattern near a word).
+/// most words of ordinary text (an email pattern near a word). Gives up past `limit`, as
+/// [`AnchoredDfa::find`] does.
 fn find_near_probe(
     dfa: &AnchoredDfa,
     classes: &ByteClasses,
     probe: u8,
     hay: &[u8],
-    lo: usize,
-    hi: usize,
+    (lo, hi): (usize, usize),
     work: &mut u64,
+    limit: u64,
 ) -> Option<(usize, usize)> {
     // Starts before `at` were tried (or ruled out: their first `probe` lies before `at`).
     let mut at = lo;
@@ -2122,8 +2136,11 @@ fn find_near_probe(
         if t > hi {
             return None;
         }
-        if let Some(found) = dfa.find(hay, t, q.min(hi), work) {
+        if let Some(found) = dfa.find(hay, t, q.min(hi), work, limit) {
             return Some(found);
+        }
+        if *work > limit {
+            return None;
         }
         at = q + 1;
     }
@@ -2509,6 +2526,54 @@ mod tests {
 
     use super::*;
     use crate::scan::analyze::analyze;
+
+    /// A keyword rule walked as a table, its windows merged into one (`key` every 4 000
+    /// bytes in a flood of `@`, each `@` a walk of up to 4 001 bytes): the search gives up
+    /// at the work limit, not at the window's end, whether it is tried at every place or
+    /// only near a byte every match holds (the `@` of the first pattern). Before, the
+    /// first 8 KiB of a 64 KiB piece read about four times the limit at once, and a
+    /// larger window more.
+    #[test]
+    fn a_keyword_window_walked_as_a_table_stops_within_the_work_limit() {
+        for (pattern, probe) in [
+            ("@[a-z@]{0,4000}Z", true),
+            ("[@#][a-z@#]{0,4000}[YZ]", false),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let rule = format!(
+                "rules:\n  - id: at-flood\n    name: At flood\n    category: test\n    \
+                 pattern: '{pattern}'\n    keywords: [key]\n    \
+                 thresholds: {{ log: 1, block: 2 }}\n    tests:\n      \
+                 match: ['key @aZ']\n      no_match: ['key @A']\n"
+            );
+            std::fs::write(dir.path().join("r.yaml"), rule).unwrap();
+            let set = crate::rules::load_dir_untested(dir.path()).expect("the rule loads");
+            let engine = Engine::new(&set);
+            assert!(
+                engine.rules[0].anchored.is_some(),
+                "{pattern}: walked as a table"
+            );
+            assert_eq!(engine.rules[0].probe.is_some(), probe, "{pattern}");
+            let mut body = Vec::new();
+            while body.len() < 64 << 10 {
+                body.extend_from_slice(b"key");
+                body.extend(std::iter::repeat_n(b'@', 3997));
+            }
+            let mut stream = engine.stream();
+            stream.feed(&body);
+            let state = &stream.state.rules[0];
+            // The limit is the one at the advance that stopped the rule: no more than
+            // the one of the whole body.
+            let budget = WORK_FLOOR + WORK_PER_BYTE * body.len() as u64;
+            let longest = set.rules()[0].info.max_len as u64;
+            assert!(
+                state.stopped && state.work > WORK_FLOOR && state.work <= budget + longest + 1,
+                "{pattern}: read {} against a limit of at most {budget}",
+                state.work
+            );
+            assert_eq!(stream.stopped(), Some("at-flood"));
+        }
+    }
 
     /// [`prefix_may_match`] as it was before it reused walks: the whole window each time.
     fn prefix_naive(hay: &[u8], base: u64, s: u64, info: &PatternInfo) -> bool {

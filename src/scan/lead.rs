@@ -167,7 +167,10 @@ impl AnchoredDfa {
     /// match cannot start at, such as the middle of a word for a pattern opening with `\b`,
     /// dies there), and only a place the first byte leaves alive is walked on.
     ///
-    /// `work` grows by the bytes the walks read (the first byte of each place too).
+    /// `work` grows by the bytes the walks read (the first byte of each place too). Once
+    /// it passes `limit` the search gives up and returns `None` with `work` past `limit`:
+    /// the caller stops the rule (a window of a thousand places each walking 4 KiB read
+    /// 4 MiB at once before the limit was looked at again).
     #[inline]
     pub(crate) fn find(
         &self,
@@ -175,6 +178,7 @@ impl AnchoredDfa {
         lo: usize,
         hi: usize,
         work: &mut u64,
+        limit: u64,
     ) -> Option<(usize, usize)> {
         let f = &self.flat;
         let hi = hi.min(hay.len().checked_sub(1)?);
@@ -187,6 +191,8 @@ impl AnchoredDfa {
         let mut at = lo;
         // Bytes read past the first of each place (kept here, added to `work` once).
         let mut walked = 0;
+        // What may be read before the limit is passed (looked at after each walk).
+        let room = limit.saturating_sub(*work);
         while at <= hi {
             let b = hay[at];
             let first = f.next(f.starts[before], b);
@@ -199,6 +205,10 @@ impl AnchoredDfa {
                 if let Some(end) = found {
                     *work += (walked + at - lo) as u64;
                     return Some((at, end));
+                }
+                if (walked + at + 1 - lo) as u64 > room {
+                    *work += (walked + at + 1 - lo) as u64;
+                    return None;
                 }
             }
             at += 1;
