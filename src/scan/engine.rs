@@ -2527,6 +2527,23 @@ mod tests {
     use super::*;
     use crate::scan::analyze::analyze;
 
+    /// An engine of one rule (category `test`; `keywords` a YAML list, or none), loaded
+    /// as a rule file is, its embedded tests not run.
+    fn engine_of(pattern: &str, keywords: Option<&str>) -> (RuleSet, Engine) {
+        let dir = tempfile::tempdir().unwrap();
+        let keywords = keywords.map_or(String::new(), |k| format!("keywords: [{k}]\n    "));
+        let rule = format!(
+            "rules:\n  - id: one\n    name: One\n    category: test\n    \
+             pattern: '{pattern}'\n    {keywords}\
+             thresholds: {{ log: 1, block: 2 }}\n    tests:\n      \
+             match: ['key @aZ']\n      no_match: ['key @A']\n"
+        );
+        std::fs::write(dir.path().join("r.yaml"), rule).unwrap();
+        let set = crate::rules::load_dir_untested(dir.path()).expect("the rule loads");
+        let engine = Engine::new(&set);
+        (set, engine)
+    }
+
     /// A keyword rule walked as a table, its windows merged into one (`key` every 4 000
     /// bytes in a flood of `@`, each `@` a walk of up to 4 001 bytes): the search gives up
     /// at the work limit, not at the window's end, whether it is tried at every place or
@@ -2539,16 +2556,7 @@ mod tests {
             ("@[a-z@]{0,4000}Z", true),
             ("[@#][a-z@#]{0,4000}[YZ]", false),
         ] {
-            let dir = tempfile::tempdir().unwrap();
-            let rule = format!(
-                "rules:\n  - id: at-flood\n    name: At flood\n    category: test\n    \
-                 pattern: '{pattern}'\n    keywords: [key]\n    \
-                 thresholds: {{ log: 1, block: 2 }}\n    tests:\n      \
-                 match: ['key @aZ']\n      no_match: ['key @A']\n"
-            );
-            std::fs::write(dir.path().join("r.yaml"), rule).unwrap();
-            let set = crate::rules::load_dir_untested(dir.path()).expect("the rule loads");
-            let engine = Engine::new(&set);
+            let (set, engine) = engine_of(pattern, Some("key"));
             assert!(
                 engine.rules[0].anchored.is_some(),
                 "{pattern}: walked as a table"
@@ -2571,8 +2579,33 @@ mod tests {
                 "{pattern}: read {} against a limit of at most {budget}",
                 state.work
             );
-            assert_eq!(stream.stopped(), Some("at-flood"));
+            assert_eq!(stream.stopped(), Some("one"));
         }
+    }
+
+    /// A stretch walked for an earlier digit run and cut on the right (the walk went its
+    /// eight longest matches) serves a later run only when that run's own walk would be
+    /// cut first: a run near the cut walks again. Here the only word boundary a match can
+    /// end at lies past the cut, and no later run's window reaches back to the match;
+    /// taking the stretch's end for the token's hid it (the `Stretch::holds` check on the
+    /// right end, which no test caught before).
+    #[test]
+    fn a_run_near_a_cut_stretch_end_walks_its_own_token() {
+        let (_, engine) = engine_of(r"\d{4}[a-z0-9]{0,100}\b", None);
+        // Digit runs every 8 bytes up to 800, the last one's letters running on to 900.
+        let mut body = b"1111abcd".repeat(100);
+        body.extend_from_slice(b"1111");
+        body.extend(std::iter::repeat_n(b'a', 96));
+        body.extend_from_slice(b" end");
+        let want = regex::bytes::Regex::new(r"\d{4}[a-z0-9]{0,100}\b").unwrap();
+        let starts: Vec<usize> = want.find_iter(&body).map(|m| m.start()).collect();
+        assert_eq!(
+            starts,
+            [800],
+            "the body holds one match, past the first walk's cut"
+        );
+        let f = engine.scan_bytes(&body);
+        assert_eq!(f.rules.iter().map(|r| r.count).sum::<u64>(), 1);
     }
 
     /// [`prefix_may_match`] as it was before it reused walks: the whole window each time.
