@@ -1746,8 +1746,8 @@ impl State {
                         None => dfa.find(window, lo, hi, work, budget),
                     };
                     if found.is_none() && *work > budget {
-                        // The search gave up at the limit: what it did not read is not
-                        // searched, so the rule stops here.
+                        // The search gave up at the limit (or its last walk crossed it):
+                        // what it did not read is not searched, so the rule stops here.
                         self.rules[r].stopped = true;
                         self.rules[r].regions.clear();
                         return;
@@ -2584,26 +2584,31 @@ mod tests {
     }
 
     /// A stretch walked for an earlier digit run and cut on the right (the walk went its
-    /// eight longest matches) serves a later run only when that run's own walk would be
-    /// cut first: a run near the cut walks again. Here the only word boundary a match can
-    /// end at lies past the cut, and no later run's window reaches back to the match;
-    /// taking the stretch's end for the token's hid it (the `Stretch::holds` check on the
-    /// right end, which no test caught before).
+    /// [`WALK_AHEAD`] longest matches) serves a later run only when that run's own walk
+    /// would be cut first: a run near the cut is walked again. Here the only word boundary
+    /// a match can end at lies past the cut, and no later run's window reaches back to the
+    /// match; taking the first stretch's end for the token's hid it (the `Stretch::holds`
+    /// check on the right end, which no test caught before).
     #[test]
-    fn a_run_near_a_cut_stretch_end_walks_its_own_token() {
-        let (_, engine) = engine_of(r"\d{4}[a-z0-9]{0,100}\b", None);
-        // Digit runs every 8 bytes up to 800, the last one's letters running on to 900.
-        let mut body = b"1111abcd".repeat(100);
+    fn a_stretch_cut_on_the_right_serves_no_run_whose_walk_reaches_past_the_cut() {
+        let pattern = r"\d{4}[a-z0-9]{0,100}\b";
+        let (set, engine) = engine_of(pattern, None);
+        let longest = set.rules()[0].info.max_len;
+        assert_eq!(longest, 104);
+        // The first run's walk stops here, cut.
+        let cut = 4 + longest * WALK_AHEAD as usize;
+        // Digit runs every 8 bytes; the last one inside the first walk but within a
+        // longest match of its cut, its letters running on past the cut to a space.
+        let groups = (cut - 36) / 8;
+        let mut body = b"1111abcd".repeat(groups);
         body.extend_from_slice(b"1111");
         body.extend(std::iter::repeat_n(b'a', 96));
         body.extend_from_slice(b" end");
-        let want = regex::bytes::Regex::new(r"\d{4}[a-z0-9]{0,100}\b").unwrap();
+        let last = 8 * groups;
+        assert!(last + 4 <= cut && last + 4 + longest > cut && last + 100 > cut);
+        let want = regex::bytes::Regex::new(pattern).unwrap();
         let starts: Vec<usize> = want.find_iter(&body).map(|m| m.start()).collect();
-        assert_eq!(
-            starts,
-            [800],
-            "the body holds one match, past the first walk's cut"
-        );
+        assert_eq!(starts, [last], "one match, at the last run");
         let f = engine.scan_bytes(&body);
         assert_eq!(f.rules.iter().map(|r| r.count).sum::<u64>(), 1);
     }
