@@ -2613,6 +2613,25 @@ mod tests {
         assert_eq!(f.rules.iter().map(|r| r.count).sum::<u64>(), 1);
     }
 
+    /// A keyword rule whose automaton is over [`super::MAX_SIMULATED_STATES`] (127 states)
+    /// is walked as its anchored table, and finds what the regex finds. Searched with the
+    /// regex (the bound was 512 until session 26), 4 MiB of random `a`/`b` with the
+    /// keyword every 200 bytes took 1.36 s, charged one unit of work a byte.
+    #[test]
+    fn a_keyword_rule_over_the_simulation_bound_is_walked_as_a_table() {
+        let pattern = r"a[^\n]{0,60}Z";
+        let (_, engine) = engine_of(pattern, Some("kq"));
+        assert!(engine.rules[0].anchored.is_some(), "walked as a table");
+        assert!(engine.regex_searched().is_empty());
+        let line = "kq: the account of a customer named Zed, a note for Zoe\n";
+        let text = line.repeat(500);
+        let want = regex::bytes::Regex::new(pattern).unwrap();
+        assert_eq!(want.find_iter(text.as_bytes()).count(), 500);
+        let f = engine.scan_bytes(text.as_bytes());
+        assert!(f.stopped.is_empty());
+        assert_eq!(f.rules.iter().map(|r| r.count).sum::<u64>(), 500);
+    }
+
     /// [`prefix_may_match`] as it was before it reused walks: the whole window each time.
     fn prefix_naive(hay: &[u8], base: u64, s: u64, info: &PatternInfo) -> bool {
         let from = (s - base) as usize;
