@@ -46,7 +46,8 @@
 //! rules, and patterns whose DFA would be too big use the regex (meta engine) over the
 //! window; but a keyword rule whose regex is too big for that to stay cheap
 //! ([`searchable_around_places`]: an email pattern near a word) walks its anchored DFA,
-//! tried only in the token left of each byte every match holds (the `@`).
+//! tried only in the token left of each byte every match holds (the `@`) when it has
+//! such a byte, else at every place of the window.
 //!
 //! Every prefilter only ever drops places where the IR proves no match can be, so the
 //! findings equal a plain leftmost-first scan of the whole input with the rule's regex
