@@ -396,9 +396,8 @@ fn read_rules(dir: &Path) -> Result<Loaded, RuleErrors> {
 /// full scan, keywords that are not bytes every match holds with a small regex, or an
 /// anchored table over its size limit) while the regex is not one small automaton (a full
 /// scan: one small table; the others: that or at most `scan::MAX_SIMULATED_STATES`
-/// states). Without one table the
-/// regex crate simulates the automaton, at a cost per byte that grows with the pattern: one
-/// such rule would stall every request (found in review: `[\x00-\xff]{4096}` loaded,
+/// states). Without one table the regex crate simulates the automaton, at a cost per byte
+/// that grows with the pattern: one such rule would stall every request (found in review: `[\x00-\xff]{4096}` loaded,
 /// then scanned 1 MB in 15 s; a one-byte keyword before `[^\n]{0,4000}Z`, about 46 µs a
 /// byte of a body made for it in release, which since session 25 is walked as its
 /// table instead; a keyword rule is refused only when it has no table either, such as

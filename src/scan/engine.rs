@@ -1050,6 +1050,12 @@ struct RuleState {
 }
 
 impl RuleState {
+    /// Stops the rule's searches (too much work): its windows are dropped unsearched.
+    fn stop(&mut self) {
+        self.stopped = true;
+        self.regions.clear();
+    }
+
     /// No match starts in the front region up to `accept_to`: drop the region when that is
     /// its end `re` (true: go on with the next one), else keep only the rest (false: stop
     /// here until more bytes arrive).
@@ -1692,8 +1698,7 @@ impl State {
             // Checked at every window, so that one large piece fed at once stops within it
             // (found in review: checked once per advance, a 1 MiB piece did all its work).
             if self.rules[r].stopped || self.rules[r].work > budget {
-                self.rules[r].stopped = true;
-                self.rules[r].regions.clear();
+                self.rules[r].stop();
                 return;
             }
             let from = rs.max(self.rules[r].next_pos);
@@ -1748,8 +1753,7 @@ impl State {
                     if found.is_none() && *work > budget {
                         // The search gave up at the limit (or its last walk crossed it):
                         // what it did not read is not searched, so the rule stops here.
-                        self.rules[r].stopped = true;
-                        self.rules[r].regions.clear();
+                        self.rules[r].stop();
                         return;
                     }
                     found.map(|(s, e)| (base + s as u64, base + e as u64))
@@ -2539,9 +2543,7 @@ mod tests {
              match: ['key @aZ']\n      no_match: ['key @A']\n"
         );
         std::fs::write(dir.path().join("r.yaml"), rule).unwrap();
-        let set = crate::rules::load_dir_untested(dir.path()).expect("the rule loads");
-        let engine = Engine::new(&set);
-        (set, engine)
+        crate::rules::load_dir_untested_with_engine(dir.path()).expect("the rule loads")
     }
 
     /// A keyword rule walked as a table, its windows merged into one (`key` every 4 000
