@@ -393,39 +393,34 @@ fn read_rules(dir: &Path) -> Result<Loaded, RuleErrors> {
 }
 
 /// Rules whose windows the engine searches with the regex (no anchored table for it: a
-/// full scan, keywords that are not bytes every match holds with a small regex, or an
-/// anchored table over its size limit) while the regex is not one small automaton (a full
-/// scan: one small table; the others: that or at most `scan::MAX_SIMULATED_STATES`
-/// states). Without one table the regex crate simulates the automaton, at a cost per byte
-/// that grows with the pattern: one such rule would stall every request (found in review: `[\x00-\xff]{4096}` loaded,
-/// then scanned 1 MB in 15 s; a one-byte keyword before `[^\n]{0,4000}Z`, about 46 µs a
-/// byte of a body made for it in release, which since session 25 is walked as its
-/// table instead; a keyword rule is refused only when it has no table either, such as
-/// `a[ab]{0,2000}a[ab]{20}Z`).
+/// full scan, or an anchored table over its size limit) while the regex is not one small
+/// automaton ([`crate::scan::searchable_at_every_byte`]). Without one table the regex
+/// crate's lazy automaton gives up and simulates the NFA, at a cost per byte that grows
+/// with the pattern and that the work limit does not see: one such rule would stall every
+/// request (found in review: `[\x00-\xff]{4096}` loaded, then scanned 1 MB in 15 s; a
+/// one-byte keyword before `[^\n]{0,4000}Z`, about 46 µs a byte of a body made for it in
+/// release; since session 27 a keyword rule is searched with the regex only when it is one
+/// small table, and walked as its anchored table otherwise, so it is refused only when it
+/// has no table at all, such as `a[ab]{0,2000}a[ab]{20}Z`).
 /// `engine` is the one built from `set`.
 fn too_slow_to_search(set: &RuleSet, engine: &Engine) -> Vec<RuleError> {
     let slow = |id: &str, anchor| {
         let r = set.rules.iter().find(|r| r.id == id)?;
+        if crate::scan::searchable_at_every_byte(&r.pattern) {
+            return None;
+        }
         let message = if anchor == crate::scan::Anchor::FullScan {
-            if crate::scan::searchable_at_every_byte(&r.pattern) {
-                return None;
-            }
             "too complex to search for at every byte (its automaton is over the size \
              limit) and it gives the engine nothing to look for first: add `keywords`, \
              start it with a literal, or narrow it"
                 .to_owned()
         } else {
-            if crate::scan::searchable_around_places(&r.pattern) {
-                return None;
-            }
-            format!(
-                "too complex to search for around each place it may start (no small table \
-                 for it, and its automaton is over {} states: every byte there could cost a \
-                 simulation of them): narrow it; a pattern that must remember many past \
-                 bytes to decide (`a[ab]{{0,2000}}a[ab]{{20}}Z`: its last 21) is the usual \
-                 cause",
-                crate::scan::MAX_SIMULATED_STATES
-            )
+            "too complex to search for around each place it may start (no small table \
+             for it, neither anchored nor unanchored: every byte there could cost a \
+             simulation of its automaton): narrow it; a pattern that must remember many \
+             past bytes to decide (`a[ab]{0,2000}a[ab]{20}Z`: its last 21) is the usual \
+             cause"
+                .to_owned()
         };
         Some(RuleError {
             file: r.file.clone(),

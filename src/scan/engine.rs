@@ -638,12 +638,13 @@ impl Engine {
                 }
                 Anchor::Keywords if inner_keywords => AnchoredDfa::build(&rule.pattern),
                 // Other keywords open a window either side of each hit, which the regex
-                // searches in one pass, unless its automaton is too big for that to stay
-                // cheap on every body (an email pattern near a word: the regex crate could
-                // fall back to simulating it, see `searchable_around_places`). Such a
+                // searches in one pass, unless it is not one small table, which could not
+                // stay cheap on every body (the AWS secret key, an email pattern near a
+                // word: the regex crate could fall back to simulating it, see
+                // `searchable_at_every_byte`). Such a
                 // pattern is tried as one table at each place of the window instead, every
                 // byte walked counted as work, so a body made for it stops the rule.
-                Anchor::Keywords if !super::searchable_around_places(&rule.pattern) => {
+                Anchor::Keywords if !super::searchable_at_every_byte(&rule.pattern) => {
                     AnchoredDfa::build(&rule.pattern)
                 }
                 Anchor::Keywords | Anchor::LeadBytes => None,
@@ -2615,12 +2616,13 @@ mod tests {
         assert_eq!(f.rules.iter().map(|r| r.count).sum::<u64>(), 1);
     }
 
-    /// A keyword rule whose automaton is over [`super::MAX_SIMULATED_STATES`] (127 states)
-    /// is walked as its anchored table, and finds what the regex finds. Searched with the
-    /// regex (the bound was 512 until session 26), 4 MiB of random `a`/`b` with the
-    /// keyword every 200 bytes took 1.36 s, charged one unit of work a byte.
+    /// A keyword rule that is not one small table (`a[^\n]{0,60}Z`, 127 NFA states) is
+    /// walked as its anchored table, and finds what the regex finds. Searched with the
+    /// regex (up to session 26, at most 512 and then 64 states were), 4 MiB of random
+    /// `a`/`b` with the keyword every 200 bytes took 1.36 s, charged one unit of work a
+    /// byte.
     #[test]
-    fn a_keyword_rule_over_the_simulation_bound_is_walked_as_a_table() {
+    fn a_keyword_rule_with_no_small_table_is_walked_as_a_table() {
         let pattern = r"a[^\n]{0,60}Z";
         let (_, engine) = engine_of(pattern, Some("kq"));
         assert!(engine.rules[0].anchored.is_some(), "walked as a table");
@@ -2632,6 +2634,56 @@ mod tests {
         let f = engine.scan_bytes(text.as_bytes());
         assert!(f.stopped.is_empty());
         assert_eq!(f.rules.iter().map(|r| r.count).sum::<u64>(), 500);
+    }
+
+    /// The shipped AWS secret key pattern has 53 NFA states but no small table, and is
+    /// walked as its anchored table since session 27 (the regex before). It finds what the
+    /// regex finds in a credentials file, and a body made for the regex's lazy automaton
+    /// (runs of 39 bytes of `a+/9`, which leave it remembering which of them a key could
+    /// start at, near the keyword; 0.47 s for 4 MiB with the regex against 0.08 s for
+    /// plain text) is searched to its end with nothing found and the rule not stopped.
+    #[test]
+    fn the_aws_secret_key_pattern_is_walked_as_a_table() {
+        let pattern = r"(?:\b[A-Za-z0-9]|\B[/+])[A-Za-z0-9/+]{38}(?:[A-Za-z0-9]\b|[/+]\B)";
+        let (_, engine) = engine_of(pattern, Some("aws_secret_access_key"));
+        assert!(engine.rules[0].anchored.is_some(), "walked as a table");
+        assert!(engine.regex_searched().is_empty());
+        let mut creds = String::new();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let symbols = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        for i in 0..300 {
+            let key: String = (0..40)
+                .map(|_| char::from(symbols[(next() % 64) as usize]))
+                .collect();
+            creds += &format!("[p{i}]\naws_secret_access_key = {key}\nregion = us-east-1\n\n");
+        }
+        let want = regex::bytes::Regex::new(pattern).unwrap();
+        let expected = want.find_iter(creds.as_bytes()).count() as u64;
+        assert!(expected >= 250, "{expected}");
+        let f = engine.scan_bytes(creds.as_bytes());
+        assert!(f.stopped.is_empty());
+        assert_eq!(f.rules.iter().map(|r| r.count).sum::<u64>(), expected);
+
+        let mut made = String::new();
+        while made.len() < 1 << 20 {
+            for run in 0..3 {
+                if run > 0 {
+                    made.push('-');
+                }
+                made.extend((0..39).map(|_| char::from(b"a+/9"[(next() % 4) as usize])));
+            }
+            made += " aws_secret_access_key ";
+        }
+        assert_eq!(want.find_iter(made.as_bytes()).count(), 0);
+        let f = engine.scan_bytes(made.as_bytes());
+        assert!(f.stopped.is_empty(), "{:?}", f.stopped);
+        assert!(f.rules.is_empty());
     }
 
     /// [`prefix_may_match`] as it was before it reused walks: the whole window each time.

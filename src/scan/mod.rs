@@ -44,8 +44,9 @@
 //! rules whose keywords are single bytes every match contains (the email `@`): a match
 //! then starts in the token of allowed bytes left of a hit. Other keyword rules, full-scan
 //! rules, and patterns whose DFA would be too big use the regex (meta engine) over the
-//! window; but a keyword rule whose regex is too big for that to stay cheap
-//! ([`searchable_around_places`]: an email pattern near a word) walks its anchored DFA,
+//! window; but a keyword rule that is not one small table
+//! ([`searchable_at_every_byte`]: the AWS secret key, an email pattern near a word) walks
+//! its anchored DFA,
 //! tried only in the token left of each byte every match holds (the `@`) when it has
 //! such a byte, else at every place of the window.
 //!
@@ -84,11 +85,20 @@ pub use mask::MaskStyle;
 pub use normalize::Normalize;
 pub use validate::Validator;
 
-/// Whether `pattern`, searched for at every byte (a rule the engine has nothing to look
-/// for first: see [`Anchor::FullScan`]), is one deterministic automaton of bounded size:
-/// one table walk per byte. A pattern that is not (`[\x00-\xff]{4096}`: the regex's lazy
-/// automaton thrashes and it falls back to simulating the NFA, 15 s per MB) is refused at
-/// load.
+/// Whether `pattern` is one deterministic automaton of bounded size (one table walk per
+/// byte), and so may be searched with the regex: at every byte (a rule the engine has
+/// nothing to look for first: see [`Anchor::FullScan`]) or around the places a match may
+/// start (a keyword rule whose keywords are not bytes every match holds). A pattern that
+/// is not makes the regex's lazy automaton thrash and fall back to simulating the NFA, at
+/// a cost per byte that grows with the pattern and that the work limit does not see (the
+/// regex path is charged one unit a byte): `[\x00-\xff]{4096}` at every byte, 15 s per
+/// MB, is refused at load; a keyword rule is walked as its anchored table instead, every
+/// byte walked counted as work (refused only when it has no table either).
+///
+/// Up to session 26 a keyword rule of at most 64 NFA states was searched with the regex
+/// even without a small table. A small NFA can still need an automaton too big for any
+/// table: the shipped AWS secret key rule (53 states) did, and 4 MiB of runs of 39 `a+/9`
+/// bytes near its keyword took 0.47 s with the regex against 0.08 s for plain text.
 pub(crate) fn searchable_at_every_byte(pattern: &str) -> bool {
     const TABLE: usize = 2 << 20;
     lead::dense_dfa(
@@ -100,62 +110,22 @@ pub(crate) fn searchable_at_every_byte(pattern: &str) -> bool {
     .is_some()
 }
 
-/// The most automaton states a rule's regex may have when the engine searches it with the
-/// regex around the places its matches may start (keywords that are not bytes every match
-/// holds, or an anchored table over its size limit; see [`Engine`]) and it is not one small
-/// table. On a body made for it the regex crate's lazy automaton gives up and simulates the
-/// NFA, a cost per byte about proportional to its states, which the work limit does not
-/// see (the regex path is charged one unit a byte). Measured in release, `egress-dlp scan`
-/// of 4 MiB of random `a`/`b` with the keyword every 200 bytes (session 26):
-/// `a[^\n]{0,25}Z` (57 states) 0.34 s, `{0,60}` (127) 1.36 s, `{0,120}` (247) 5.9 s,
-/// `{0,250}` (507) 11.7 s, about 5.5 ns a state a byte. Up to session 25 the bound was 512
-/// states: a 16 MiB held body could cost one rule about 47 s. 64 bounds it near 0.35 µs a
-/// byte (about 6 s for 16 MiB); the shipped AWS secret key rule has 53. A bigger pattern
-/// is walked as its anchored table, where every byte walked counts as work.
-pub(crate) const MAX_SIMULATED_STATES: usize = 64;
-
-/// Whether `pattern` may be searched with the regex around the places a match may start:
-/// one small table ([`searchable_at_every_byte`]), or an NFA of at most
-/// [`MAX_SIMULATED_STATES`] states.
-pub(crate) fn searchable_around_places(pattern: &str) -> bool {
-    use regex_automata::nfa::thompson;
-    let small_nfa = thompson::Compiler::new()
-        .syntax(lead::pattern_syntax())
-        .configure(thompson::Config::new().utf8(false))
-        .build(pattern)
-        .is_ok_and(|nfa| nfa.states().len() <= MAX_SIMULATED_STATES);
-    small_nfa || searchable_at_every_byte(pattern)
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn patterns_searched_around_places_must_have_a_small_automaton() {
-        for (pattern, ok) in [
-            // The shipped AWS secret key rule: no small table, 53 states.
-            (
-                r"(?:\b[A-Za-z0-9]|\B[/+])[A-Za-z0-9/+]{38}(?:[A-Za-z0-9]\b|[/+]\B)",
-                true,
-            ),
-            (r"a[^\n]{0,25}Z", true),
-            // 127 states: 1.36 s for 4 MiB made for it with the regex (walked as a table).
-            (r"a[^\n]{0,60}Z", false),
-            (r"a[^\n]{0,100}Z", false),
-            (r"a[^\n]{0,4000}Z", false),
-            (r"ORD-[ab]{0,2000}a[ab]{20}Z", false),
-            // Thousands of states, but one small table.
-            (r"[a-z0-9@. ]{1,4096}", true),
-        ] {
-            assert_eq!(super::searchable_around_places(pattern), ok, "{pattern}");
-        }
-    }
-
     #[test]
     fn patterns_searched_at_every_byte_must_be_one_small_table() {
         for (pattern, ok) in [
             (r"\b[A-Z]{3}-[A-Z]{5}\b", true),
             (r"(?i)\b[a-z]{2}[0-9a-z]{6}\b", true),
             (r"[\x00-\xff]{4096}", false),
+            // The shipped AWS secret key rule: 53 NFA states but no small table (its
+            // unanchored automaton is over 16 MiB), so it is walked as its anchored table.
+            (
+                r"(?:\b[A-Za-z0-9]|\B[/+])[A-Za-z0-9/+]{38}(?:[A-Za-z0-9]\b|[/+]\B)",
+                false,
+            ),
+            (r"a[^\n]{0,25}Z", false),
+            (r"ORD-[ab]{0,2000}a[ab]{20}Z", false),
             // Long, but one small table: 1 MB of it scans in well under a second.
             (r"[a-z0-9@. ]{1,4096}", true),
         ] {
