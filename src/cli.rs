@@ -277,10 +277,18 @@ pub fn rules_check(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 
         set.rules().len(),
         set.version()
     );
-    for ((id, anchor), rule) in engine.anchors().into_iter().zip(set.rules()) {
+    let kebab = |v: serde_json::Result<serde_json::Value>| {
+        v.ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let searches = engine.searches();
+    for (((id, anchor), rule), search) in
+        engine.anchors().into_iter().zip(set.rules()).zip(searches)
+    {
         let _ = writeln!(
             out,
-            "  {id:<24} {:<10} log={:<6} block={:<6} longest match {} B, prefilter {}",
+            "  {id:<24} {:<10} log={:<6} block={:<6} longest match {} B, prefilter {}, search {}",
             rule.category,
             rule.thresholds
                 .log
@@ -289,10 +297,8 @@ pub fn rules_check(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 
                 .block
                 .map_or("-".to_string(), |n| n.to_string()),
             rule.info.max_len,
-            serde_json::to_value(anchor)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            kebab(serde_json::to_value(anchor)),
+            kebab(serde_json::to_value(search)),
         );
     }
     EXIT_OK

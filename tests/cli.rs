@@ -145,7 +145,10 @@ fn rules_check_and_test() {
         .lines()
         .find(|l| l.contains("upper-token"))
         .expect("rule listed");
-    assert!(shape.ends_with("prefilter lead-bytes"), "{out}");
+    assert!(
+        shape.ends_with("prefilter lead-bytes, search anchored-table"),
+        "{out}"
+    );
     let plain = tempfile::tempdir().unwrap();
     std::fs::write(
         plain.path().join("plain.yaml"),
@@ -161,7 +164,7 @@ fn rules_check_and_test() {
     .unwrap();
     let (code, out, _) = run(&["rules", "check", plain.path().to_str().unwrap()], b"");
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("prefilter full-scan"), "{out}");
+    assert!(out.contains("prefilter full-scan, search table"), "{out}");
     let (code, out, _) = run(&["rules", "test", FIXTURE], b"");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("PASS email"), "{out}");

@@ -392,23 +392,20 @@ fn read_rules(dir: &Path) -> Result<Loaded, RuleErrors> {
     })
 }
 
-/// Rules whose windows the engine searches with the regex (no anchored table for it: a
-/// full scan, or an anchored table over its size limit) while the regex is not one small
-/// automaton ([`crate::scan::searchable_at_every_byte`]). Without one table the regex
-/// crate's lazy automaton gives up and simulates the NFA, at a cost per byte that grows
-/// with the pattern and that the work limit does not see: one such rule would stall every
-/// request (found in review: `[\x00-\xff]{4096}` loaded, then scanned 1 MB in 15 s; a
-/// one-byte keyword before `[^\n]{0,4000}Z`, about 46 µs a byte of a body made for it in
-/// release; since session 27 a keyword rule is searched with the regex only when it is one
-/// small table, and walked as its anchored table otherwise, so it is refused only when it
-/// has no table at all, such as `a[ab]{0,2000}a[ab]{20}Z`).
+/// Rules whose windows the engine can search only with the regex crate: no anchored table
+/// (a full scan; keywords that are not bytes every match holds; a prefix or digit-run rule
+/// whose anchored table is over its size limit) and no small table either (see
+/// `scan::small_table`). The regex crate's lazy automaton gives up on a body made for such
+/// a pattern and simulates the NFA, at a cost per byte that grows with the pattern and
+/// that the work limit does not see: one such rule would stall every request (found in
+/// review: `[\x00-\xff]{4096}` loaded, then scanned 1 MB in 15 s; a one-byte keyword
+/// before `[^\n]{0,4000}Z`, about 46 µs a byte of a body made for it in release). A keyword
+/// rule is walked as its anchored table when it has no small one, so it is refused only
+/// when it has neither, such as `a[ab]{0,2000}a[ab]{20}Z`.
 /// `engine` is the one built from `set`.
 fn too_slow_to_search(set: &RuleSet, engine: &Engine) -> Vec<RuleError> {
     let slow = |id: &str, anchor| {
         let r = set.rules.iter().find(|r| r.id == id)?;
-        if crate::scan::searchable_at_every_byte(&r.pattern) {
-            return None;
-        }
         let message = if anchor == crate::scan::Anchor::FullScan {
             "too complex to search for at every byte (its automaton is over the size \
              limit) and it gives the engine nothing to look for first: add `keywords`, \

@@ -10,7 +10,7 @@ use siphasher::sip::SipHasher13;
 
 use super::analyze::{ByteSet, PatternInfo};
 use super::exact::{ExactIndex, MAX_RECORDS_PER_VALUE};
-use super::lead::{self, AnchoredDfa, AnyDfa, Lead, MAX_DEPTH};
+use super::lead::{self, AnchoredDfa, AnyDfa, Lead, MAX_DEPTH, TableRegex};
 use super::literals::LiteralSet;
 use super::{MaskStyle, Normalize, Validator};
 use crate::rules::{DISTINCT_CAP, RuleSet, compile, compile_set};
@@ -100,6 +100,20 @@ pub struct EngineError {
     pub message: String,
 }
 
+/// How a rule's matches are found in the places its prefilter leaves (for `rules check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Search {
+    /// Its anchored DFA, walked from each place a match may start, every byte counted as
+    /// work.
+    AnchoredTable,
+    /// One small table (a forward and a reverse DFA) over each window.
+    Table,
+    /// The regex crate over each window: a rule with no table at all, which
+    /// `rules::load_dir` refuses.
+    Regex,
+}
+
 /// How a rule's regex is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -118,6 +132,10 @@ pub enum Anchor {
 
 #[derive(Debug)]
 struct CompiledRule {
+    /// For a rule with no `anchored` table: the pattern as one small table, which searches
+    /// its windows (`None`, and the regex crate searches, only for a rule `rules::load_dir`
+    /// refuses: see [`Engine::regex_searched`]).
+    table: Option<TableRegex>,
     regex: Regex,
     /// The pattern as an anchored forward DFA, for rules whose matches can only start at
     /// known places (prefixes, digit runs, one-byte keywords every match holds, and other
@@ -632,22 +650,31 @@ impl Engine {
             } else {
                 Anchor::FullScan
             };
+            // The small table that searches a rule with no anchored one, and whether it
+            // was looked for (it costs a determinization of up to 4 MiB).
+            let (mut table, mut tried_table) = (None, false);
             let mut anchored = match anchor {
                 Anchor::Prefixes | Anchor::DigitRuns | Anchor::FullScan => {
                     AnchoredDfa::build(&rule.pattern)
                 }
                 Anchor::Keywords if inner_keywords => AnchoredDfa::build(&rule.pattern),
-                // Other keywords open a window either side of each hit, which the regex
-                // searches in one pass, unless it is not one small table, which could not
-                // stay cheap on every body (the AWS secret key, an email pattern near a
-                // word: the regex crate could fall back to simulating it, see
-                // `searchable_at_every_byte`). Such a
-                // pattern is tried as one table at each place of the window instead, every
-                // byte walked counted as work, so a body made for it stops the rule.
-                Anchor::Keywords if !super::searchable_at_every_byte(&rule.pattern) => {
-                    AnchoredDfa::build(&rule.pattern)
-                }
-                Anchor::Keywords | Anchor::LeadBytes => None,
+                // Other keywords open a window either side of each hit, which one small
+                // table searches in one pass. A pattern that is not one (the AWS secret
+                // key, an email pattern near a word: the regex crate could fall back to
+                // simulating it, see `small_table`) is tried as its anchored table at each
+                // place of the window instead, every byte walked counted as work, so a
+                // body made for it stops the rule.
+                Anchor::Keywords => match super::small_table(&rule.pattern) {
+                    Some(found) => {
+                        table = Some(found);
+                        None
+                    }
+                    None => {
+                        tried_table = true;
+                        AnchoredDfa::build(&rule.pattern)
+                    }
+                },
+                Anchor::LeadBytes => None,
             };
             let probe = if anchor == Anchor::Keywords && !inner_keywords && anchored.is_some() {
                 info.required_bytes
@@ -672,6 +699,9 @@ impl Engine {
             if anchor == Anchor::FullScan {
                 // A full scan searches with the regex.
                 anchored = None;
+            }
+            if anchored.is_none() && !tried_table && table.is_none() {
+                table = super::small_table(&rule.pattern);
             }
             if anchor == Anchor::Prefixes
                 && let Some(lits) = &info.prefixes
@@ -708,6 +738,7 @@ impl Engine {
                 inner_keywords,
                 digit_after_nonword,
                 probe,
+                table,
                 regex: compile(&rule.pattern).expect("pattern validated at load"),
                 anchor,
                 validator: rule.validator,
@@ -827,17 +858,28 @@ impl Engine {
             .collect()
     }
 
-    /// The rules whose windows are searched with their regex, not walked as one anchored
-    /// table: full scans, keyword rules whose keywords are not bytes every match holds
-    /// (AWS secret keys) and whose regex is small, and rules whose anchored DFA would be
-    /// over its size limit
-    /// (for `rules check`: such a regex must itself be one small automaton, see
-    /// `rules::too_slow_to_search`).
+    /// How each rule's matches are found where its prefilter leads, by rule index (for
+    /// `rules check`).
+    pub fn searches(&self) -> Vec<Search> {
+        self.rules
+            .iter()
+            .map(|r| match (&r.anchored, &r.table) {
+                (Some(_), _) => Search::AnchoredTable,
+                (None, Some(_)) => Search::Table,
+                (None, None) => Search::Regex,
+            })
+            .collect()
+    }
+
+    /// The rules whose windows the regex crate searches: no anchored table and no small
+    /// table either (see `small_table`). `rules::load_dir` refuses them (for `rules
+    /// check`: on a body made for one, the regex crate's lazy automaton gives up and
+    /// simulates the NFA, see `rules::too_slow_to_search`).
     pub(crate) fn regex_searched(&self) -> Vec<(&str, Anchor)> {
         self.ids
             .iter()
             .zip(&self.rules)
-            .filter(|(_, r)| r.anchored.is_none())
+            .filter(|(_, r)| r.anchored.is_none() && r.table.is_none())
             .map(|(id, r)| (id.as_str(), r.anchor))
             .collect()
     }
@@ -1760,10 +1802,24 @@ impl State {
                     found.map(|(s, e)| (base + s as u64, base + e as u64))
                 }
                 None => {
-                    let found = rule
-                        .regex
-                        .find_at(window, (from - base) as usize)
-                        .map(|m| (base + m.start() as u64, base + m.end() as u64));
+                    let from_at = (from - base) as usize;
+                    let found = match &rule.table {
+                        Some(table) => match table.find_at(window, from_at) {
+                            Ok(found) => found,
+                            Err(_) => {
+                                // No table of the engine's stops a search (no quit
+                                // bytes); were one to, what it did not read is not
+                                // searched.
+                                self.rules[r].stop();
+                                return;
+                            }
+                        },
+                        None => rule
+                            .regex
+                            .find_at(window, from_at)
+                            .map(|m| (m.start(), m.end())),
+                    }
+                    .map(|(s, e)| (base + s as u64, base + e as u64));
                     self.rules[r].work += found.map_or(limit, |m| m.1) - from;
                     found
                 }
@@ -2634,6 +2690,40 @@ mod tests {
         let f = engine.scan_bytes(text.as_bytes());
         assert!(f.stopped.is_empty());
         assert_eq!(f.rules.iter().map(|r| r.count).sum::<u64>(), 500);
+    }
+
+    /// A keyword rule that is one small table (`a[ab]{14}Z`: 1 MiB) is searched from it,
+    /// not by the regex crate, whose lazy automaton (a 2 MiB cache) gave up on a body made
+    /// for it: 4 MiB of random `a`/`b` with the keyword `x` every 30 bytes took 0.17 s
+    /// with the regex crate, 0.06 s from the table. It finds what the regex finds.
+    #[test]
+    fn a_keyword_rule_that_is_one_small_table_is_searched_from_it() {
+        let pattern = r"a[ab]{14}Z";
+        let (_, engine) = engine_of(pattern, Some("x"));
+        assert!(engine.rules[0].anchored.is_none());
+        assert!(engine.rules[0].table.is_some(), "searched from its table");
+        assert!(engine.regex_searched().is_empty());
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut body = Vec::new();
+        while body.len() < 256 << 10 {
+            body.push(b'x');
+            for _ in 0..29 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                body.push(if x % 97 == 0 {
+                    b'Z'
+                } else {
+                    b"ab"[(x & 1) as usize]
+                });
+            }
+        }
+        let want = regex::bytes::Regex::new(pattern).unwrap();
+        let expected = want.find_iter(&body).count() as u64;
+        assert!(expected >= 100, "{expected}");
+        let f = engine.scan_bytes(&body);
+        assert!(f.stopped.is_empty());
+        assert_eq!(f.rules.iter().map(|r| r.count).sum::<u64>(), expected);
     }
 
     /// The shipped AWS secret key pattern has 53 NFA states but no small table, and is

@@ -401,6 +401,49 @@ fn dense_dfa_many<P: AsRef<str>>(
         .ok()
 }
 
+/// A pattern searched for anywhere in a window from two dense DFAs, built whole at load:
+/// forward to a match's end, then backward (anchored there) to its start, leftmost-first
+/// as the regex crate. For a rule the engine searches with a regex (a full scan, keywords
+/// that are not bytes every match holds, an anchored table over its size limit) whose
+/// automaton is one small table: the regex crate's lazy automaton, with a cache of 2 MiB,
+/// gave up on a body made for a pattern of 1 MiB of table (`a[ab]{14}Z`: 4 MiB of random
+/// `a`/`b` in 0.51 s, against 0.03 s for the 0.5 MiB of `a[ab]{13}Z`) and simulated the
+/// NFA, at a cost the work limit does not see; a whole table costs the same on every body.
+#[derive(Debug)]
+pub(crate) struct TableRegex(regex_automata::dfa::regex::Regex<DFA<Vec<u32>>>);
+
+impl TableRegex {
+    /// `pattern` as two tables of at most `limit` bytes each (determinized within twice
+    /// that); `None` when one would be bigger.
+    pub(crate) fn build(pattern: &str, limit: usize) -> Option<TableRegex> {
+        use regex_automata::nfa::thompson;
+        regex_automata::dfa::regex::Builder::new()
+            .syntax(pattern_syntax())
+            .thompson(thompson::Config::new().utf8(false))
+            .dense(
+                regex_automata::dfa::dense::Config::new()
+                    .dfa_size_limit(Some(limit))
+                    .determinize_size_limit(Some(2 * limit)),
+            )
+            .build(pattern)
+            .ok()
+            .map(TableRegex)
+    }
+
+    /// The leftmost match in `hay[from..]` as (start, end), `hay[from - 1]` its look-behind
+    /// (as `regex::bytes::Regex::find_at`). An error only where a table stops a search (a
+    /// quit byte, never set for the engine's patterns: no Unicode).
+    #[inline]
+    pub(crate) fn find_at(
+        &self,
+        hay: &[u8],
+        from: usize,
+    ) -> Result<Option<(usize, usize)>, regex_automata::MatchError> {
+        let input = regex_automata::Input::new(hay).range(from..);
+        Ok(self.0.try_search(&input)?.map(|m| (m.start(), m.end())))
+    }
+}
+
 /// Patterns looked for anywhere in a value, all at once (a rule's excludes): one
 /// unanchored DFA walked over the value from one flat table. A `RegexSet` took about 660
 /// instructions an address for the email rule's six excludes (its search setup and lazy

@@ -43,10 +43,10 @@
 //! to the end of the token: one forward pass per value, no reverse pass. So are keyword
 //! rules whose keywords are single bytes every match contains (the email `@`): a match
 //! then starts in the token of allowed bytes left of a hit. Other keyword rules, full-scan
-//! rules, and patterns whose DFA would be too big use the regex (meta engine) over the
-//! window; but a keyword rule that is not one small table
-//! ([`searchable_at_every_byte`]: the AWS secret key, an email pattern near a word) walks
-//! its anchored DFA,
+//! rules, and patterns whose anchored DFA would be too big are searched over the window
+//! from one small table ([`small_table`]: a forward and a reverse dense DFA, each within
+//! 2 MiB, built whole at load); but a keyword rule that is not one small table (the AWS
+//! secret key, an email pattern near a word) walks its anchored DFA,
 //! tried only in the token left of each byte every match holds (the `@`) when it has
 //! such a byte, else at every place of the window.
 //!
@@ -77,43 +77,37 @@ pub mod normalize;
 pub mod validate;
 
 pub use engine::{
-    Anchor, CategoryCount, Engine, EngineError, EngineOptions, Findings, RuleFinding, Stream,
-    WORK_FLOOR, WORK_PER_BYTE, random_key,
+    Anchor, CategoryCount, Engine, EngineError, EngineOptions, Findings, RuleFinding, Search,
+    Stream, WORK_FLOOR, WORK_PER_BYTE, random_key,
 };
 pub use exact::ExactIndex;
 pub use mask::MaskStyle;
 pub use normalize::Normalize;
 pub use validate::Validator;
 
-/// Whether `pattern` is one deterministic automaton of bounded size (one table walk per
-/// byte), and so may be searched with the regex: at every byte (a rule the engine has
+/// `pattern` as one small table ([`lead::TableRegex`], each of its two DFAs within 2
+/// MiB), searched from it with no lazy automaton: at every byte (a rule the engine has
 /// nothing to look for first: see [`Anchor::FullScan`]) or around the places a match may
-/// start (a keyword rule whose keywords are not bytes every match holds). A pattern that
-/// is not makes the regex's lazy automaton thrash and fall back to simulating the NFA, at
-/// a cost per byte that grows with the pattern and that the work limit does not see (the
-/// regex path is charged one unit a byte): `[\x00-\xff]{4096}` at every byte, 15 s per
-/// MB, is refused at load; a keyword rule is walked as its anchored table instead, every
-/// byte walked counted as work (refused only when it has no table either).
+/// start (a keyword rule whose keywords are not bytes every match holds, a rule whose
+/// anchored table is over its size limit). `None` for a pattern that is not: searched with
+/// the regex crate, its lazy automaton would thrash and fall back to simulating the NFA,
+/// at a cost per byte that grows with the pattern and that the work limit does not see
+/// (the regex path is charged one unit a byte): `[\x00-\xff]{4096}` at every byte, 15 s
+/// per MB. Such a rule is refused at load, or, with keywords, walked as its anchored table
+/// instead, every byte walked counted as work (refused only when it has no table either).
 ///
 /// Up to session 26 a keyword rule of at most 64 NFA states was searched with the regex
-/// even without a small table. A small NFA can still need an automaton too big for any
-/// table: the shipped AWS secret key rule (53 states) did, and 4 MiB of runs of 39 `a+/9`
-/// bytes near its keyword took 0.47 s with the regex against 0.08 s for plain text.
-pub(crate) fn searchable_at_every_byte(pattern: &str) -> bool {
-    const TABLE: usize = 2 << 20;
-    lead::dense_dfa(
-        pattern,
-        regex_automata::dfa::dense::Config::new()
-            .dfa_size_limit(Some(TABLE))
-            .determinize_size_limit(Some(2 * TABLE)),
-    )
-    .is_some()
+/// crate even without a small table. A small NFA can still need an automaton too big for
+/// any table: the shipped AWS secret key rule (53 states) did, and 4 MiB of runs of 39
+/// `a+/9` bytes near its keyword took 0.47 s with the regex against 0.08 s for plain text.
+pub(crate) fn small_table(pattern: &str) -> Option<lead::TableRegex> {
+    lead::TableRegex::build(pattern, 2 << 20)
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn patterns_searched_at_every_byte_must_be_one_small_table() {
+    fn patterns_searched_with_a_regex_must_be_one_small_table() {
         for (pattern, ok) in [
             (r"\b[A-Z]{3}-[A-Z]{5}\b", true),
             (r"(?i)\b[a-z]{2}[0-9a-z]{6}\b", true),
@@ -129,7 +123,7 @@ mod tests {
             // Long, but one small table: 1 MB of it scans in well under a second.
             (r"[a-z0-9@. ]{1,4096}", true),
         ] {
-            assert_eq!(super::searchable_at_every_byte(pattern), ok, "{pattern}");
+            assert_eq!(super::small_table(pattern).is_some(), ok, "{pattern}");
         }
     }
 }
