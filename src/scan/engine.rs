@@ -2692,6 +2692,14 @@ mod tests {
         assert_eq!(f.rules.iter().map(|r| r.count).sum::<u64>(), 500);
     }
 
+    /// The next of a xorshift64 sequence (test bodies that need no crate's generator).
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
     /// A keyword rule that is one small table (`a[ab]{14}Z`: 1 MiB) is searched from it,
     /// not by the regex crate, whose lazy automaton (a 2 MiB cache) gave up on a body made
     /// for it: 4 MiB of random `a`/`b` with the keyword `x` every 30 bytes took 0.17 s
@@ -2708,13 +2716,11 @@ mod tests {
         while body.len() < 256 << 10 {
             body.push(b'x');
             for _ in 0..29 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                body.push(if x % 97 == 0 {
+                let r = xorshift(&mut x);
+                body.push(if r % 97 == 0 {
                     b'Z'
                 } else {
-                    b"ab"[(x & 1) as usize]
+                    b"ab"[(r & 1) as usize]
                 });
             }
         }
@@ -2740,12 +2746,7 @@ mod tests {
         assert!(engine.regex_searched().is_empty());
         let mut creds = String::new();
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = || xorshift(&mut x);
         let symbols = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         for i in 0..300 {
             let key: String = (0..40)
