@@ -533,6 +533,61 @@ mod tests {
         }
     }
 
+    /// The patterns [`a_table_regex_finds_what_the_regex_finds`] tries, each as a small
+    /// table and as the regex crate compiles it (built once: a debug build of seven tables
+    /// per case would slow the test).
+    fn table_regexes() -> &'static [(&'static str, TableRegex, regex::bytes::Regex)] {
+        static BUILT: std::sync::OnceLock<Vec<(&str, TableRegex, regex::bytes::Regex)>> =
+            std::sync::OnceLock::new();
+        BUILT.get_or_init(|| {
+            [
+                r"a[ab]{3}Z",
+                r"(?i)\bk[a-z0-9]{2,5}\b",
+                r"\B[/+][a-z0-9/+]{3}",
+                r"(?:\b[A-Za-z0-9]|\B[/+])[A-Za-z0-9/+]{4}(?:[A-Za-z0-9]\b|[/+]\B)",
+                r"[a-z]{2}|[a-z]{4}@",
+                r"x?[0-9]*9",
+                r"[^\n]{2,6}\.",
+            ]
+            .into_iter()
+            .map(|p| {
+                let table = TableRegex::build(p, 2 << 20).expect("small patterns build");
+                (
+                    p,
+                    table,
+                    crate::rules::compile(p).expect("pattern compiles"),
+                )
+            })
+            .collect()
+        })
+    }
+
+    proptest::proptest! {
+        /// A small table finds what the regex crate finds (as the rules compile it) from
+        /// any place of a haystack, the byte before that place its look-behind: leftmost
+        /// first, word boundaries at both ends, case, alternations that share a start, and
+        /// the AWS secret key's boundary mix.
+        #[test]
+        fn a_table_regex_finds_what_the_regex_finds(
+            hay in proptest::collection::vec(proptest::sample::select(
+                b"abAZz09+/-_ .@\xff\nkx".to_vec()), 0..120),
+            from in 0usize..130,
+        ) {
+            let from = from.min(hay.len());
+            for (p, table, regex) in table_regexes() {
+                let want = regex.find_at(&hay, from).map(|m| (m.start(), m.end()));
+                proptest::prop_assert_eq!(
+                    table.find_at(&hay, from).expect("no quit bytes"),
+                    want,
+                    "{} from {} in {:?}",
+                    p,
+                    from,
+                    String::from_utf8_lossy(&hay)
+                );
+            }
+        }
+    }
+
     #[test]
     fn the_lead_of_a_pattern_is_its_first_classes() {
         let lead = Lead::of(&dfa(r"\b[A-Z]{2}\d{2}[A-Z0-9]{4}"), 4);
