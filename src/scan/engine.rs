@@ -130,31 +130,59 @@ pub enum Anchor {
     FullScan,
 }
 
+/// What finds a rule's matches in the places its prefilter leaves (see [`Search`]).
+// One per rule, held in place: boxing the anchored DFA would put an indirection on the
+// scan's hot path (CONVENTIONS: no boxing there), and the variants' sizes cost nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-struct CompiledRule {
-    /// For a rule with no `anchored` table: the pattern as one small table, which searches
-    /// its windows (`None`, and the regex crate searches, only for a rule `rules::load_dir`
-    /// refuses: see [`Engine::regex_searched`]).
-    table: Option<TableRegex>,
-    regex: Regex,
+enum Confirm {
     /// The pattern as an anchored forward DFA, for rules whose matches can only start at
     /// known places (prefixes, digit runs, one-byte keywords every match holds, and other
-    /// keywords when the regex is too big to search around them): each place is tried
-    /// with one anchored pass, with no reverse pass and no per-call setup beyond the start
-    /// state. `None` when the DFA would be too big, and for other keyword rules (then
-    /// `regex` searches).
-    anchored: Option<AnchoredDfa>,
+    /// keywords when the pattern is not one small table): each place is tried with one
+    /// anchored pass, with no reverse pass and no per-call setup beyond the start state.
+    Anchored(AnchoredDfa),
+    /// The pattern as one small table searching each window: full scans, other keyword
+    /// rules, and rules whose anchored DFA would be too big.
+    Table(TableRegex),
+    /// The regex crate searching each window: a rule with no table at all, which
+    /// `rules::load_dir` refuses (see [`Engine::regex_searched`]).
+    Regex(Regex),
+}
+
+impl Confirm {
+    /// The anchored DFA, for a rule walked from its places.
+    fn anchored(&self) -> Option<&AnchoredDfa> {
+        match self {
+            Confirm::Anchored(dfa) => Some(dfa),
+            Confirm::Table(_) | Confirm::Regex(_) => None,
+        }
+    }
+
+    fn search(&self) -> Search {
+        match self {
+            Confirm::Anchored(_) => Search::AnchoredTable,
+            Confirm::Table(_) => Search::Table,
+            Confirm::Regex(_) => Search::Regex,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct CompiledRule {
+    confirm: Confirm,
     /// `info.allowed` as a table, for the token walks of digit-run gates.
     classes: Box<ByteClasses>,
     /// Every keyword is a byte every match contains: a match starts in the token of
     /// allowed bytes left of a hit, at most the longest match before it, and ends at most
-    /// the longest match after it (then `anchored` tries it at those starts).
+    /// the longest match after it (then its anchored DFA tries it at those starts).
     inner_keywords: bool,
-    /// No match starting with a digit follows an ASCII word byte (read off `anchored`).
+    /// No match starting with a digit follows an ASCII word byte (read off its anchored
+    /// DFA).
     digit_after_nonword: bool,
-    /// For a rule with other keywords walked as `anchored` (see [`Engine::with_options`]):
-    /// a byte every match holds, the rarest in text. A match starts in the token of
-    /// allowed bytes left of one, so only those places of a keyword's window are tried.
+    /// For a rule with other keywords walked as its anchored DFA (see
+    /// [`Engine::with_options`]): a byte every match holds, the rarest in text. A match
+    /// starts in the token of allowed bytes left of one, so only those places of a
+    /// keyword's window are tried.
     probe: Option<u8>,
     anchor: Anchor,
     info: PatternInfo,
@@ -650,30 +678,20 @@ impl Engine {
             } else {
                 Anchor::FullScan
             };
-            // The small table that searches a rule with no anchored one, and whether it
-            // was looked for (it costs a determinization of up to 4 MiB).
-            let (mut table, mut tried_table) = (None, false);
+            // Other keywords open a window either side of each hit, which one small
+            // table searches in one pass. A pattern that is not one (the AWS secret key,
+            // an email pattern near a word: the regex crate could fall back to simulating
+            // it, see `small_table`) is tried as its anchored table at each place of the
+            // window instead, every byte walked counted as work, so a body made for it
+            // stops the rule. Looked for once: it costs a determinization of up to 4 MiB.
+            let keyword_table = (anchor == Anchor::Keywords && !inner_keywords)
+                .then(|| super::small_table(&rule.pattern));
             let mut anchored = match anchor {
                 Anchor::Prefixes | Anchor::DigitRuns | Anchor::FullScan => {
                     AnchoredDfa::build(&rule.pattern)
                 }
-                Anchor::Keywords if inner_keywords => AnchoredDfa::build(&rule.pattern),
-                // Other keywords open a window either side of each hit, which one small
-                // table searches in one pass. A pattern that is not one (the AWS secret
-                // key, an email pattern near a word: the regex crate could fall back to
-                // simulating it, see `small_table`) is tried as its anchored table at each
-                // place of the window instead, every byte walked counted as work, so a
-                // body made for it stops the rule.
-                Anchor::Keywords => match super::small_table(&rule.pattern) {
-                    Some(found) => {
-                        table = Some(found);
-                        None
-                    }
-                    None => {
-                        tried_table = true;
-                        AnchoredDfa::build(&rule.pattern)
-                    }
-                },
+                Anchor::Keywords if matches!(keyword_table, Some(Some(_))) => None,
+                Anchor::Keywords => AnchoredDfa::build(&rule.pattern),
                 Anchor::LeadBytes => None,
             };
             let probe = if anchor == Anchor::Keywords && !inner_keywords && anchored.is_some() {
@@ -697,12 +715,18 @@ impl Engine {
                 anchor = Anchor::LeadBytes;
             }
             if anchor == Anchor::FullScan {
-                // A full scan searches with the regex.
+                // A full scan searches each window from one small table.
                 anchored = None;
             }
-            if anchored.is_none() && !tried_table && table.is_none() {
-                table = super::small_table(&rule.pattern);
-            }
+            let confirm = match anchored {
+                Some(dfa) => Confirm::Anchored(dfa),
+                None => match keyword_table.unwrap_or_else(|| super::small_table(&rule.pattern)) {
+                    Some(table) => Confirm::Table(table),
+                    None => {
+                        Confirm::Regex(compile(&rule.pattern).expect("pattern validated at load"))
+                    }
+                },
+            };
             if anchor == Anchor::Prefixes
                 && let Some(lits) = &info.prefixes
             {
@@ -734,12 +758,10 @@ impl Engine {
             rules.push(CompiledRule {
                 classes: byte_classes(&info.allowed),
                 exact,
-                anchored,
+                confirm,
                 inner_keywords,
                 digit_after_nonword,
                 probe,
-                table,
-                regex: compile(&rule.pattern).expect("pattern validated at load"),
                 anchor,
                 validator: rule.validator,
                 normalize: rule.normalize,
@@ -861,14 +883,7 @@ impl Engine {
     /// How each rule's matches are found where its prefilter leads, by rule index (for
     /// `rules check`).
     pub fn searches(&self) -> Vec<Search> {
-        self.rules
-            .iter()
-            .map(|r| match (&r.anchored, &r.table) {
-                (Some(_), _) => Search::AnchoredTable,
-                (None, Some(_)) => Search::Table,
-                (None, None) => Search::Regex,
-            })
-            .collect()
+        self.rules.iter().map(|r| r.confirm.search()).collect()
     }
 
     /// The rules whose windows the regex crate searches: no anchored table and no small
@@ -879,7 +894,7 @@ impl Engine {
         self.ids
             .iter()
             .zip(&self.rules)
-            .filter(|(_, r)| r.anchored.is_none() && r.table.is_none())
+            .filter(|(_, r)| r.confirm.search() == Search::Regex)
             .map(|(id, r)| (id.as_str(), r.anchor))
             .collect()
     }
@@ -1097,6 +1112,21 @@ impl RuleState {
     fn stop(&mut self) {
         self.stopped = true;
         self.regions.clear();
+    }
+
+    /// A window searched whole from `from` (one unit a byte, to the match's end or the
+    /// window's `limit`): its match, `found` within the window that starts at `base`, as
+    /// stream positions.
+    fn charge_window(
+        &mut self,
+        found: Option<(usize, usize)>,
+        base: u64,
+        from: u64,
+        limit: u64,
+    ) -> Option<(u64, u64)> {
+        let found = found.map(|(s, e)| (base + s as u64, base + e as u64));
+        self.work += found.map_or(limit, |m| m.1) - from;
+        found
     }
 
     /// No match starts in the front region up to `accept_to`: drop the region when that is
@@ -1418,7 +1448,7 @@ impl State {
                     let max = info.max_len as u64;
                     let end = s + len as u64 + max;
                     rules[r].push_region(s.saturating_sub(max), end, 1);
-                } else if e.rules[r].anchored.as_ref().is_none_or(|dfa| {
+                } else if e.rules[r].confirm.anchored().is_none_or(|dfa| {
                     (s == base && base > 0) || dfa.may_start(hay, (s - base) as usize)
                 }) && prefix_may_match(hay, base, s, info, &mut rules[r].allowed)
                 {
@@ -1777,9 +1807,10 @@ impl State {
             let limit = end.min(accept_to.saturating_add(len + 1));
             let rule = &e.rules[r];
             let window = &hay[..(limit - base) as usize];
-            let found = match &rule.anchored {
-                Some(dfa) => {
-                    let (lo, hi) = ((from - base) as usize, (accept_to - base) as usize);
+            let from_at = (from - base) as usize;
+            let found = match &rule.confirm {
+                Confirm::Anchored(dfa) => {
+                    let (lo, hi) = (from_at, (accept_to - base) as usize);
                     let work = &mut self.rules[r].work;
                     let found = match rule.probe {
                         Some(probe) => find_near_probe(
@@ -1801,27 +1832,18 @@ impl State {
                     }
                     found.map(|(s, e)| (base + s as u64, base + e as u64))
                 }
-                None => {
-                    let from_at = (from - base) as usize;
-                    let found = match &rule.table {
-                        Some(table) => match table.find_at(window, from_at) {
-                            Ok(found) => found,
-                            Err(_) => {
-                                // No table of the engine's stops a search (no quit
-                                // bytes); were one to, what it did not read is not
-                                // searched.
-                                self.rules[r].stop();
-                                return;
-                            }
-                        },
-                        None => rule
-                            .regex
-                            .find_at(window, from_at)
-                            .map(|m| (m.start(), m.end())),
+                Confirm::Table(table) => match table.find_at(window, from_at) {
+                    Ok(found) => self.rules[r].charge_window(found, base, from, limit),
+                    Err(_) => {
+                        // No table of the engine's stops a search (no quit bytes); were
+                        // one to, what it did not read is not searched.
+                        self.rules[r].stop();
+                        return;
                     }
-                    .map(|(s, e)| (base + s as u64, base + e as u64));
-                    self.rules[r].work += found.map_or(limit, |m| m.1) - from;
-                    found
+                },
+                Confirm::Regex(regex) => {
+                    let found = regex.find_at(window, from_at).map(|m| (m.start(), m.end()));
+                    self.rules[r].charge_window(found, base, from, limit)
                 }
             };
             match found {
@@ -2617,7 +2639,7 @@ mod tests {
         ] {
             let (set, engine) = engine_of(pattern, Some("key"));
             assert!(
-                engine.rules[0].anchored.is_some(),
+                engine.rules[0].confirm.anchored().is_some(),
                 "{pattern}: walked as a table"
             );
             assert_eq!(engine.rules[0].probe.is_some(), probe, "{pattern}");
@@ -2681,7 +2703,10 @@ mod tests {
     fn a_keyword_rule_with_no_small_table_is_walked_as_a_table() {
         let pattern = r"a[^\n]{0,60}Z";
         let (_, engine) = engine_of(pattern, Some("kq"));
-        assert!(engine.rules[0].anchored.is_some(), "walked as a table");
+        assert!(
+            engine.rules[0].confirm.anchored().is_some(),
+            "walked as a table"
+        );
         assert!(engine.regex_searched().is_empty());
         let line = "kq: the account of a customer named Zed, a note for Zoe\n";
         let text = line.repeat(500);
@@ -2708,8 +2733,11 @@ mod tests {
     fn a_keyword_rule_that_is_one_small_table_is_searched_from_it() {
         let pattern = r"a[ab]{14}Z";
         let (_, engine) = engine_of(pattern, Some("x"));
-        assert!(engine.rules[0].anchored.is_none());
-        assert!(engine.rules[0].table.is_some(), "searched from its table");
+        assert_eq!(
+            engine.rules[0].confirm.search(),
+            Search::Table,
+            "searched from its table"
+        );
         assert!(engine.regex_searched().is_empty());
         let mut x = 0x2545_f491_4f6c_dd1du64;
         let mut body = Vec::new();
@@ -2742,7 +2770,10 @@ mod tests {
     fn the_aws_secret_key_pattern_is_walked_as_a_table() {
         let pattern = r"(?:\b[A-Za-z0-9]|\B[/+])[A-Za-z0-9/+]{38}(?:[A-Za-z0-9]\b|[/+]\B)";
         let (_, engine) = engine_of(pattern, Some("aws_secret_access_key"));
-        assert!(engine.rules[0].anchored.is_some(), "walked as a table");
+        assert!(
+            engine.rules[0].confirm.anchored().is_some(),
+            "walked as a table"
+        );
         assert!(engine.regex_searched().is_empty());
         let mut creds = String::new();
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
